@@ -1,0 +1,49 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "jobrun",
+    products: [
+        .executable(name: "jobrun", targets: ["jobrun"]),
+        .library(name: "JobrunCore", targets: ["JobrunCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CLua",
+            pkgConfig: "lua5.4",
+            providers: [.apt(["liblua5.4-dev"])]
+        ),
+        .target(
+            name: "CJobrunShims",
+            dependencies: ["CLua"]
+        ),
+        .target(
+            name: "JobrunCore",
+            dependencies: [
+                "CLua", "CJobrunShims",
+            ],
+            swiftSettings: [.swiftLanguageMode(.v5)]
+        ),
+        .executableTarget(
+            name: "jobrun",
+            dependencies: [
+                "JobrunCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: [.swiftLanguageMode(.v5)]
+        ),
+        .testTarget(
+            name: "JobrunCoreTests",
+            dependencies: ["JobrunCore", "CLua", "CJobrunShims"],
+            swiftSettings: [.swiftLanguageMode(.v5)]
+        ),
+        .testTarget(
+            name: "JobrunEndToEndTests",
+            dependencies: [],
+            swiftSettings: [.swiftLanguageMode(.v5)]
+        ),
+    ]
+)

@@ -1,0 +1,198 @@
+// Thin C wrappers for what Swift cannot call or see: Lua's macros, the
+// variadic syscall(2)/prctl(2)/fcntl(2), the one place that raises a Lua error
+// (lua_error longjmps, which must never cross a Swift frame), and the layout of
+// the structures shared between processes. Every symbol is prefixed `jr_`.
+// No policy lives here: Swift decides, C only wraps.
+#ifndef JOBRUN_SHIMS_H
+#define JOBRUN_SHIMS_H
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdint.h>
+#include <stddef.h>
+#include <pthread.h>
+#include <sys/types.h>
+
+// MARK: - Lua macros
+
+static inline void jr_lua_pop(lua_State *L, int n) { lua_pop(L, n); }
+static inline int jr_registryindex(void) { return LUA_REGISTRYINDEX; }
+static inline int jr_upvalueindex(int i) { return lua_upvalueindex(i); }
+static inline void jr_lua_newtable(lua_State *L) { lua_newtable(L); }
+static inline const char *jr_lua_tostring(lua_State *L, int i, size_t *len) { return lua_tolstring(L, i, len); }
+static inline int jr_lua_pcall(lua_State *L, int nargs, int nresults, int msgh) { return lua_pcall(L, nargs, nresults, msgh); }
+static inline void jr_lua_pushglobaltable(lua_State *L) { lua_pushglobaltable(L); }
+static inline int jr_lua_isnoneornil(lua_State *L, int i) { return lua_isnoneornil(L, i); }
+static inline lua_Integer jr_lua_tointegerx(lua_State *L, int i, int *isnum) { return lua_tointegerx(L, i, isnum); }
+static inline lua_Number jr_lua_tonumberx(lua_State *L, int i, int *isnum) { return lua_tonumberx(L, i, isnum); }
+static inline void *jr_lua_newuserdata(lua_State *L, size_t size) { return lua_newuserdatauv(L, size, 1); }
+static inline int jr_luaL_getmetatable(lua_State *L, const char *name) { return luaL_getmetatable(L, name); }
+static inline void jr_lua_insert(lua_State *L, int i) { lua_insert(L, i); }
+static inline void jr_lua_remove(lua_State *L, int i) { lua_remove(L, i); }
+static inline void jr_lua_replace(lua_State *L, int i) { lua_replace(L, i); }
+static inline int jr_lua_upvalue_is_env(const char *name) { return name && name[0] == '_' && name[1] == 'E' && name[2] == 'N' && name[3] == 'V' && name[4] == 0; }
+
+/// A Lua-callable Swift function: returns the number of results, or -1 after
+/// pushing an error value, which `jr_trampoline` then raises once Swift has
+/// returned.
+typedef int (*jr_swift_fn)(lua_State *L);
+
+/// Pushes a C closure that calls `fn` and raises its error if it returns -1.
+void jr_push_swift_function(lua_State *L, jr_swift_fn fn);
+
+/// Runs `lua_dump` into a growing buffer; returns a malloc'ed copy (free with free()).
+char *jr_lua_dump(lua_State *L, int strip, size_t *len);
+
+/// `luaL_traceback` plus the message-handler logic used by lua.c: turns the
+/// error at the top into `tostring(err)` + traceback. Used as a pcall handler.
+int jr_traceback_handler(lua_State *L);
+
+/// Opens all standard libraries (luaL_openlibs) under a protected call.
+int jr_openlibs(lua_State *L);
+
+// MARK: - Linux system calls
+
+int jr_futex_wait(uint32_t *addr, uint32_t expected, int64_t timeout_ns);
+int jr_futex_wake(uint32_t *addr, int count);
+int jr_memfd_create(const char *name);
+int jr_pidfd_open(pid_t pid);
+int jr_set_pdeathsig(int sig);
+int jr_set_cloexec(int fd, int on);
+/// fcntl(F_DUPFD_CLOEXEC): a copy of `fd` numbered at least `minfd`.
+int jr_dup_cloexec(int fd, int minfd);
+/// Sets stdout line-buffered so lines of several processes never interleave mid-line.
+void jr_stdout_linebuffered(void);
+/// fflush(NULL) then _exit(code): a forked worker must not run the parent's atexit handlers.
+void jr_flush_and_exit(int code) __attribute__((noreturn));
+int jr_punch_hole(int fd, uint64_t offset, uint64_t length);
+int jr_fallocate(int fd, uint64_t offset, uint64_t length);
+int jr_errno(void);
+/// Unblocks every signal and restores the default action of the ones that
+/// stop a process: a launcher may hand us an inherited mask or ignored
+/// SIGTERM, and `terminate()` must work all the same.
+void jr_reset_signals(void);
+void jr_cpu_relax(void);
+int jr_cpu_count(void);
+
+// MARK: - Atomics on shared memory
+
+static inline uint32_t jr_load_u32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void jr_store_u32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline uint32_t jr_add_u32(uint32_t *p, uint32_t v) { return __atomic_add_fetch(p, v, __ATOMIC_ACQ_REL); }
+static inline uint32_t jr_sub_u32(uint32_t *p, uint32_t v) { return __atomic_sub_fetch(p, v, __ATOMIC_ACQ_REL); }
+static inline uint64_t jr_load_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void jr_store_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline uint64_t jr_add_u64(uint64_t *p, uint64_t v) { return __atomic_add_fetch(p, v, __ATOMIC_ACQ_REL); }
+static inline int jr_cas_u64(uint64_t *p, uint64_t expected, uint64_t desired) {
+    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+// MARK: - Robust process-shared mutex
+
+/// Initialises a process-shared, robust mutex in shared memory.
+int jr_mutex_init(pthread_mutex_t *m);
+/// Locks; returns 0, or 1 when the previous owner died holding it (the mutex
+/// is then made consistent again and is held by the caller), or -errno.
+int jr_mutex_lock(pthread_mutex_t *m);
+void jr_mutex_unlock(pthread_mutex_t *m);
+
+// MARK: - Shared-memory layout
+//
+// The arena is one memfd mapped MAP_SHARED by every process of a run, at any
+// address: everything in it refers to everything else by offset from its start.
+
+#define JR_ARENA_MAGIC 0x6a6f6272756e3031ULL /* "jobrun01" */
+#define JR_NCLASSES 40   /* block size classes: 2^5 ... 2^44 bytes */
+#define JR_MAX_PROCESSES 4096
+
+/// One record per process of the run. Written by the process itself (state,
+/// waits) and by the parent that starts it (pid, name); read by anyone.
+typedef struct jr_process_record {
+    int32_t pid;            // 0 = free slot
+    int32_t parent_pid;
+    int32_t exit_status;    // valid when state == 2
+    uint32_t state;         // 0 free, 1 running, 2 exited
+    char name[64];
+} jr_process_record;
+
+/// The arena's first page. `alloc_lock` guards `top`, `in_use` and the free
+/// lists; `space_seq` is bumped (under the lock) whenever memory is freed so a
+/// producer waiting for memory can sleep on it.
+typedef struct jr_arena_header {
+    uint64_t magic;
+    uint64_t size;          // bytes of address space mapped
+    uint64_t limit;         // most bytes that may be in use at once
+    uint64_t top;           // bump pointer: first never-used offset
+    uint64_t in_use;        // bytes in allocated blocks
+    uint64_t peak;          // highest in_use seen
+    uint64_t free_heads[JR_NCLASSES];
+    pthread_mutex_t alloc_lock;
+    uint32_t space_seq;
+    uint32_t space_waiters;
+    uint32_t next_object_id;
+    uint32_t next_process_number;  // for default names "Process-<n>"
+    pthread_mutex_t proc_lock;
+    jr_process_record processes[JR_MAX_PROCESSES];
+} jr_arena_header;
+
+/// Every allocated block starts with this header; the payload follows.
+typedef struct jr_block {
+    uint64_t size_class;    // log2 of the block's total size
+    uint64_t next;          // free-list link while free; magic while allocated
+} jr_block;
+_Static_assert(sizeof(jr_block) == 16, "block header must stay 16 bytes");
+
+/// Every shared object (queue, lock, ...) starts with this header.
+typedef struct jr_object_header {
+    uint32_t type;          // JR_OBJ_*
+    uint32_t id;            // run-unique, for messages ("Queue#3")
+} jr_object_header;
+
+enum {
+    JR_OBJ_QUEUE = 1,
+    JR_OBJ_JOINABLE_QUEUE = 2,
+};
+
+/// A queue: a byte ring of length-prefixed records, guarded by `lock`.
+/// Producers write records at `tail`, consumers read at `head` (both
+/// monotonically increasing byte counts; position = value & (ring_cap - 1)).
+/// Items too large for the ring live in their own arena block and the ring
+/// holds a reference. Futex words: `items_seq` is bumped when an item arrives
+/// or the queue closes, `space_seq` when an item leaves, `done_seq` when
+/// `unfinished` reaches zero; each is bumped under `lock` and woken only when
+/// its waiter count is non-zero.
+typedef struct jr_queue {
+    jr_object_header hdr;
+    pthread_mutex_t lock;
+    int64_t maxsize;        // <= 0: unbounded (by item count)
+    uint64_t count;         // items in the queue (read without lock for spinning)
+    uint64_t unfinished;    // JoinableQueue: put and not yet marked done
+    uint64_t ring_off;      // offset of the ring's bytes
+    uint64_t ring_cap;      // power of two
+    uint64_t head;
+    uint64_t tail;
+    uint32_t closed;
+    uint32_t flags;         // JR_QUEUE_*
+    uint32_t items_seq;
+    uint32_t space_seq;
+    uint32_t done_seq;
+    uint32_t get_waiters;
+    uint32_t put_waiters;
+    uint32_t join_waiters;
+    uint64_t total_put;
+    uint64_t total_got;
+} jr_queue;
+
+enum { JR_QUEUE_JOINABLE = 1, JR_QUEUE_REDELIVER = 2 };
+
+/// A record in a queue's ring: header then payload, padded to 8 bytes.
+typedef struct jr_record {
+    uint32_t length;        // payload bytes (inline) or 16 (external reference)
+    uint32_t kind;          // JR_REC_*
+} jr_record;
+_Static_assert(sizeof(jr_record) == 8, "record header must stay 8 bytes");
+
+enum { JR_REC_INLINE = 1, JR_REC_EXTERNAL = 2, JR_REC_WRAP = 3 };
+
+#endif

@@ -1,0 +1,199 @@
+#define _GNU_SOURCE
+#include "jobrun_shims.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#include <sched.h>
+#include <signal.h>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
+// The only place jobrun raises a Lua error: Swift functions return -1 with the
+// error value on the stack, and we raise it here, after Swift has returned, so
+// the longjmp never crosses a Swift frame.
+static int jr_trampoline(lua_State *L) {
+    jr_swift_fn fn = (jr_swift_fn)lua_touserdata(L, lua_upvalueindex(1));
+    int n = fn(L);
+    if (n < 0) {
+        return lua_error(L);
+    }
+    return n;
+}
+
+void jr_push_swift_function(lua_State *L, jr_swift_fn fn) {
+    lua_pushlightuserdata(L, (void *)fn);
+    lua_pushcclosure(L, jr_trampoline, 1);
+}
+
+typedef struct { char *data; size_t len, cap; } jr_dump_buffer;
+
+static int jr_dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {
+    (void)L;
+    jr_dump_buffer *b = ud;
+    if (b->len + sz > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 256;
+        while (cap < b->len + sz) cap *= 2;
+        char *n = realloc(b->data, cap);
+        if (!n) return 1;
+        b->data = n;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, sz);
+    b->len += sz;
+    return 0;
+}
+
+char *jr_lua_dump(lua_State *L, int strip, size_t *len) {
+    jr_dump_buffer b = {0};
+    if (lua_dump(L, jr_dump_writer, &b, strip) != 0) {
+        free(b.data);
+        *len = 0;
+        return NULL;
+    }
+    *len = b.len;
+    return b.data;
+}
+
+// As lua.c's msghandler: non-string errors use __tostring when they have one.
+int jr_traceback_handler(lua_State *L) {
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {
+            msg = lua_tostring(L, -1);
+        } else {
+            msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+        }
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+static int jr_openlibs_protected(lua_State *L) {
+    luaL_openlibs(L);
+    return 0;
+}
+
+int jr_openlibs(lua_State *L) {
+    lua_pushcfunction(L, jr_openlibs_protected);
+    return lua_pcall(L, 0, 0, 0);
+}
+
+int jr_futex_wait(uint32_t *addr, uint32_t expected, int64_t timeout_ns) {
+    struct timespec ts, *tsp = NULL;
+    if (timeout_ns >= 0) {
+        ts.tv_sec = timeout_ns / 1000000000LL;
+        ts.tv_nsec = timeout_ns % 1000000000LL;
+        tsp = &ts;
+    }
+    // Shared (not FUTEX_PRIVATE) because the word lives in memory mapped by
+    // several processes.
+    long r = syscall(SYS_futex, addr, FUTEX_WAIT, expected, tsp, NULL, 0);
+    return r == 0 ? 0 : -errno;
+}
+
+int jr_futex_wake(uint32_t *addr, int count) {
+    long r = syscall(SYS_futex, addr, FUTEX_WAKE, count, NULL, NULL, 0);
+    return r >= 0 ? (int)r : -errno;
+}
+
+int jr_memfd_create(const char *name) {
+    return (int)syscall(SYS_memfd_create, name, 0);
+}
+
+int jr_pidfd_open(pid_t pid) {
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+int jr_set_pdeathsig(int sig) {
+    return prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0);
+}
+
+int jr_set_cloexec(int fd, int on) {
+    int flags = fcntl(fd, F_GETFD);
+    if (flags < 0) return -1;
+    flags = on ? (flags | FD_CLOEXEC) : (flags & ~FD_CLOEXEC);
+    return fcntl(fd, F_SETFD, flags);
+}
+
+int jr_dup_cloexec(int fd, int minfd) {
+    return fcntl(fd, F_DUPFD_CLOEXEC, minfd);
+}
+
+void jr_stdout_linebuffered(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+}
+
+void jr_flush_and_exit(int code) {
+    fflush(NULL);
+    _exit(code);
+}
+
+int jr_punch_hole(int fd, uint64_t offset, uint64_t length) {
+    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length);
+}
+
+int jr_fallocate(int fd, uint64_t offset, uint64_t length) {
+    return fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length);
+}
+
+int jr_errno(void) { return errno; }
+
+void jr_reset_signals(void) {
+    static const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGCHLD};
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) signal(sigs[i], SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+void jr_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#else
+    __asm__ __volatile__("" ::: "memory");
+#endif
+}
+
+int jr_cpu_count(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+int jr_mutex_init(pthread_mutex_t *m) {
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    int r = pthread_mutex_init(m, &a);
+    pthread_mutexattr_destroy(&a);
+    return -r;
+}
+
+int jr_mutex_lock(pthread_mutex_t *m) {
+    int r = pthread_mutex_lock(m);
+    if (r == EOWNERDEAD) {
+        pthread_mutex_consistent(m);
+        return 1;
+    }
+    return -r;
+}
+
+void jr_mutex_unlock(pthread_mutex_t *m) {
+    pthread_mutex_unlock(m);
+}

@@ -1,0 +1,167 @@
+import CJobrunShims
+import Glibc
+
+/// The run's shared memory: one memfd, mapped MAP_SHARED by every process of
+/// the run (inherited across fork, passed by descriptor to `script` workers),
+/// holding every queue, lock and in-flight item. It is sized once, generously:
+/// tmpfs charges only the pages that are touched, and freed large blocks give
+/// their pages back with a punched hole. Everything in it refers to everything
+/// else by offset, because a `script` worker maps it at another address.
+///
+/// Blocks come in power-of-two size classes with one free list per class,
+/// guarded by the header's robust `alloc_lock`.
+public enum Arena {
+    /// Address space reserved for the arena (not memory: see above).
+    static let reservedBytes: UInt64 = 256 << 30
+    static let headerBytes: UInt64 = (UInt64(MemoryLayout<jr_arena_header>.size) + 4095) & ~4095
+    /// Blocks at least this large are page aligned and give their pages back when freed.
+    static let punchClass: UInt64 = 16
+
+    public private(set) static var fd: Int32 = -1
+    public private(set) static var base: UnsafeMutableRawPointer! = nil
+    static var header: UnsafeMutablePointer<jr_arena_header> { base.assumingMemoryBound(to: jr_arena_header.self) }
+
+    public static var isAttached: Bool { base != nil }
+
+    /// Creates the arena of a new run (in the main process, before any worker).
+    public static func create(limit: UInt64?) throws {
+        let fd = jr_memfd_create("jobrun-arena")
+        if fd < 0 { throw SystemError(call: "memfd_create", errno: Glibc.errno) }
+        _ = try retryingEINTR("ftruncate") { ftruncate(fd, off_t(reservedBytes)) }
+        try map(fd: fd)
+        let h = header
+        h.pointee.magic = JR_ARENA_MAGIC
+        h.pointee.size = reservedBytes
+        h.pointee.limit = limit ?? defaultLimit()
+        h.pointee.top = headerBytes
+        _ = jr_mutex_init(&h.pointee.alloc_lock)
+        _ = jr_mutex_init(&h.pointee.proc_lock)
+    }
+
+    /// Maps an arena created by another process of the run (a `script` worker).
+    public static func attach(fd: Int32) throws {
+        try map(fd: fd)
+        guard header.pointee.magic == JR_ARENA_MAGIC else {
+            throw SystemError(call: "attach arena (bad magic)", errno: EINVAL)
+        }
+    }
+
+    private static func map(fd: Int32) throws {
+        let p = mmap(nil, Int(reservedBytes), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0)
+        if p == MAP_FAILED || p == nil { throw SystemError(call: "mmap", errno: Glibc.errno) }
+        self.fd = fd
+        self.base = p
+    }
+
+    /// Half of physical memory: past that, producers wait for consumers.
+    static func defaultLimit() -> UInt64 {
+        let pages = UInt64(max(1, sysconf(Int32(_SC_PHYS_PAGES))))
+        let pageSize = UInt64(max(1, sysconf(Int32(_SC_PAGESIZE))))
+        return pages * pageSize / 2
+    }
+
+    @inline(__always)
+    static func pointer(_ offset: UInt64) -> UnsafeMutableRawPointer { base + Int(offset) }
+
+    @inline(__always)
+    static func offset(of p: UnsafeRawPointer) -> UInt64 { UInt64(p - UnsafeRawPointer(base)) }
+
+    static func sizeClass(for payload: Int) -> UInt64 {
+        let total = UInt64(payload) + UInt64(MemoryLayout<jr_block>.size)
+        var c: UInt64 = 5
+        while (UInt64(1) << c) < total { c += 1 }
+        return c
+    }
+
+    enum AllocFailure: Error { case overLimit(need: UInt64, inUse: UInt64, limit: UInt64), exhausted }
+
+    /// Allocates a block and returns the offset of its payload.
+    static func allocate(_ payload: Int) throws(AllocFailure) -> UInt64 {
+        let c = sizeClass(for: payload)
+        let size = UInt64(1) << c
+        let h = header
+        _ = jr_mutex_lock(&h.pointee.alloc_lock)
+        defer { jr_mutex_unlock(&h.pointee.alloc_lock) }
+        if h.pointee.in_use + size > h.pointee.limit {
+            throw .overLimit(need: size, inUse: h.pointee.in_use, limit: h.pointee.limit)
+        }
+        var blockOffset: UInt64 = withUnsafeMutablePointer(to: &h.pointee.free_heads) {
+            $0.withMemoryRebound(to: UInt64.self, capacity: Int(JR_NCLASSES)) { heads in
+                let off = heads[Int(c)]
+                if off != 0 {
+                    let b = pointer(off).assumingMemoryBound(to: jr_block.self)
+                    heads[Int(c)] = b.pointee.next
+                }
+                return off
+            }
+        }
+        if blockOffset == 0 {
+            let align = min(size, 4096)
+            let start = (h.pointee.top + align - 1) & ~(align - 1)
+            if start + size > h.pointee.size { throw .exhausted }
+            h.pointee.top = start + size
+            blockOffset = start
+        }
+        h.pointee.in_use += size
+        if h.pointee.in_use > h.pointee.peak { h.pointee.peak = h.pointee.in_use }
+        let b = pointer(blockOffset).assumingMemoryBound(to: jr_block.self)
+        b.pointee.size_class = c
+        b.pointee.next = 0x616c6c6f63656421 // "allocated" marker
+        return blockOffset + UInt64(MemoryLayout<jr_block>.size)
+    }
+
+    /// Allocates a zero-filled block (for shared objects).
+    static func allocateZeroed(_ payload: Int) throws(AllocFailure) -> UInt64 {
+        let off = try allocate(payload)
+        memset(pointer(off), 0, payload)
+        return off
+    }
+
+    /// Returns a block; large ones give their pages back to the system.
+    static func free(_ payloadOffset: UInt64) {
+        let blockOffset = payloadOffset - UInt64(MemoryLayout<jr_block>.size)
+        let b = pointer(blockOffset).assumingMemoryBound(to: jr_block.self)
+        let c = b.pointee.size_class
+        let size = UInt64(1) << c
+        if c >= punchClass {
+            // Keep the header page (it holds the free-list link); return the rest.
+            _ = jr_punch_hole(fd, blockOffset + 4096, size - 4096)
+        }
+        let h = header
+        _ = jr_mutex_lock(&h.pointee.alloc_lock)
+        withUnsafeMutablePointer(to: &h.pointee.free_heads) {
+            $0.withMemoryRebound(to: UInt64.self, capacity: Int(JR_NCLASSES)) { heads in
+                b.pointee.next = heads[Int(c)]
+                heads[Int(c)] = blockOffset
+            }
+        }
+        h.pointee.in_use -= size
+        let wake = h.pointee.space_waiters > 0
+        if wake { h.pointee.space_seq &+= 1 }
+        jr_mutex_unlock(&h.pointee.alloc_lock)
+        if wake { _ = jr_futex_wake(&h.pointee.space_seq, Int32.max) }
+    }
+
+    /// Sleeps until some block is freed or the deadline passes; false on timeout.
+    static func waitForSpace(_ deadline: Deadline) -> Bool {
+        let h = header
+        _ = jr_mutex_lock(&h.pointee.alloc_lock)
+        let seq = h.pointee.space_seq
+        h.pointee.space_waiters += 1
+        jr_mutex_unlock(&h.pointee.alloc_lock)
+        let remaining = deadline.remaining
+        let slice: Int64 = 1_000_000_000
+        _ = jr_futex_wait(&h.pointee.space_seq, seq, remaining < 0 ? slice : min(remaining, slice))
+        _ = jr_mutex_lock(&h.pointee.alloc_lock)
+        h.pointee.space_waiters -= 1
+        jr_mutex_unlock(&h.pointee.alloc_lock)
+        return !deadline.expired
+    }
+
+    static func nextObjectID() -> UInt32 {
+        jr_add_u32(&header.pointee.next_object_id, 1)
+    }
+
+    public static var bytesInUse: UInt64 { jr_load_u64(&header.pointee.in_use) }
+    public static var limit: UInt64 { header.pointee.limit }
+}

@@ -1,0 +1,294 @@
+import CJobrunShims
+import Glibc
+
+/// Queue and JoinableQueue in shared memory, after CPython's queues.py: a
+/// queue is a FIFO of encoded items plus, when joinable, an unfinished-tasks
+/// counter. Unlike CPython there is no feeder thread and no pipe: producers
+/// copy records into a byte ring in the arena under the queue's robust mutex,
+/// and consumers copy them out. A side that must wait spins briefly (the other
+/// side is usually about to act) and then sleeps on a futex word; a wake-up
+/// system call is made only when someone sleeps.
+struct SharedQueue {
+    let q: UnsafeMutablePointer<jr_queue>
+
+    init(offset: UInt64) { q = Arena.pointer(offset).assumingMemoryBound(to: jr_queue.self) }
+
+    static let initialRing: UInt64 = 64 * 1024
+    /// Items larger than this live in their own block; the ring holds a reference.
+    static let inlineLimit = 16 * 1024
+    static let spinIterations = 4000
+    /// Longest single sleep: waits re-check their conditions at least this often.
+    static let sleepSlice: Int64 = 1_000_000_000
+
+    static func create(maxsize: Int64, joinable: Bool, redeliver: Bool) throws(Arena.AllocFailure) -> UInt64 {
+        let off = try Arena.allocateZeroed(MemoryLayout<jr_queue>.size)
+        let q = Arena.pointer(off).assumingMemoryBound(to: jr_queue.self)
+        q.pointee.hdr.type = UInt32(joinable ? JR_OBJ_JOINABLE_QUEUE : JR_OBJ_QUEUE)
+        q.pointee.hdr.id = Arena.nextObjectID()
+        _ = jr_mutex_init(&q.pointee.lock)
+        q.pointee.maxsize = maxsize
+        q.pointee.flags = (joinable ? UInt32(JR_QUEUE_JOINABLE) : 0) | (redeliver ? UInt32(JR_QUEUE_REDELIVER) : 0)
+        q.pointee.ring_off = try Arena.allocate(Int(initialRing))
+        q.pointee.ring_cap = initialRing
+        return off
+    }
+
+    var id: UInt32 { q.pointee.hdr.id }
+    var isJoinable: Bool { q.pointee.flags & UInt32(JR_QUEUE_JOINABLE) != 0 }
+    var maxsize: Int64 { q.pointee.maxsize }
+    var count: UInt64 { jr_load_u64(&q.pointee.count) }
+    var isClosed: Bool { jr_load_u32(&q.pointee.closed) != 0 }
+
+    @inline(__always) private func lock() { _ = jr_mutex_lock(&q.pointee.lock) }
+    @inline(__always) private func unlock() { jr_mutex_unlock(&q.pointee.lock) }
+
+    enum PutResult { case ok, full, closed, noMemory(String) }
+    enum GetResult { case ok, empty, closed }
+
+    @inline(__always) private static func padded(_ n: Int) -> UInt64 { (UInt64(n) + 7) & ~7 }
+
+    /// Puts one encoded item. `bytes` is copied; the caller keeps it.
+    func put(_ bytes: UnsafeRawBufferPointer, block: Bool, deadline: Deadline) -> PutResult {
+        var external: UInt64 = 0
+        if bytes.count > SharedQueue.inlineLimit {
+            switch allocateWaiting(bytes.count, block: block, deadline: deadline) {
+            case .success(let off): external = off
+            case .failure(let message): return message.isEmpty ? .full : .noMemory(message)
+            }
+            memcpy(Arena.pointer(external), bytes.baseAddress!, bytes.count)
+        }
+        let payload = external != 0 ? 16 : bytes.count
+        let need = UInt64(MemoryLayout<jr_record>.size) + SharedQueue.padded(payload)
+        lock()
+        while true {
+            if q.pointee.closed != 0 {
+                unlock(); if external != 0 { Arena.free(external) }
+                return .closed
+            }
+            if q.pointee.maxsize <= 0 || Int64(q.pointee.count) < q.pointee.maxsize { break }
+            if !block || deadline.expired {
+                unlock(); if external != 0 { Arena.free(external) }
+                return .full
+            }
+            waitLocked(&q.pointee.space_seq, waiters: &q.pointee.put_waiters, deadline: deadline) {
+                $0.pointee.closed != 0 || $0.pointee.maxsize <= 0 || Int64($0.pointee.count) < $0.pointee.maxsize
+            }
+        }
+        if !ensureRoom(need) {
+            unlock(); if external != 0 { Arena.free(external) }
+            return .noMemory("out of shared memory growing the queue's buffer")
+        }
+        let ring = Arena.pointer(q.pointee.ring_off)
+        let cap = q.pointee.ring_cap
+        var pos = q.pointee.tail & (cap - 1)
+        if pos + need > cap {
+            // Not enough contiguous room before the end: mark the rest as skipped.
+            let r = (ring + Int(pos)).assumingMemoryBound(to: jr_record.self)
+            r.pointee.kind = UInt32(JR_REC_WRAP)
+            r.pointee.length = UInt32(cap - pos - 8)
+            q.pointee.tail += cap - pos
+            pos = 0
+        }
+        let r = (ring + Int(pos)).assumingMemoryBound(to: jr_record.self)
+        if external != 0 {
+            r.pointee.kind = UInt32(JR_REC_EXTERNAL)
+            r.pointee.length = 16
+            let p = (ring + Int(pos) + 8).assumingMemoryBound(to: UInt64.self)
+            p[0] = external
+            p[1] = UInt64(bytes.count)
+        } else {
+            r.pointee.kind = UInt32(JR_REC_INLINE)
+            r.pointee.length = UInt32(bytes.count)
+            if bytes.count > 0 { memcpy(ring + Int(pos) + 8, bytes.baseAddress!, bytes.count) }
+        }
+        q.pointee.tail += need
+        jr_store_u64(&q.pointee.count, q.pointee.count + 1)
+        q.pointee.total_put += 1
+        if isJoinable { q.pointee.unfinished += 1 }
+        let wake = q.pointee.get_waiters > 0
+        if wake { q.pointee.items_seq &+= 1 }
+        unlock()
+        if wake { _ = jr_futex_wake(&q.pointee.items_seq, 1) }
+        return .ok
+    }
+
+    private enum Allocation { case success(UInt64), failure(String) }
+
+    /// Allocates an item block, waiting for memory when blocking.
+    private func allocateWaiting(_ n: Int, block: Bool, deadline: Deadline) -> Allocation {
+        while true {
+            do {
+                return .success(try Arena.allocate(n))
+            } catch .overLimit(let need, let inUse, let limit) {
+                if need > limit {
+                    return .failure("item of \(n) bytes is larger than the shared memory limit (\(limit >> 20) MiB)")
+                }
+                _ = inUse
+                if !block || deadline.expired { return .failure("") }
+                _ = Arena.waitForSpace(deadline)
+            } catch {
+                return .failure("shared memory address space exhausted")
+            }
+        }
+    }
+
+    /// Makes room for `need` more bytes (plus a possible wrap) by growing the ring.
+    private func ensureRoom(_ need: UInt64) -> Bool {
+        let cap = q.pointee.ring_cap
+        let used = q.pointee.tail - q.pointee.head
+        if used + need * 2 <= cap { return true }
+        var newCap = cap * 2
+        while used + need * 2 > newCap { newCap *= 2 }
+        guard let newOff = try? Arena.allocate(Int(newCap)) else { return false }
+        // Copy the live records in order, dropping wrap markers' padding.
+        let old = Arena.pointer(q.pointee.ring_off)
+        let new = Arena.pointer(newOff)
+        var h = q.pointee.head
+        var w: UInt64 = 0
+        while h < q.pointee.tail {
+            let pos = h & (cap - 1)
+            let r = (old + Int(pos)).assumingMemoryBound(to: jr_record.self)
+            if r.pointee.kind == UInt32(JR_REC_WRAP) { h += cap - pos; continue }
+            let size = 8 + SharedQueue.padded(Int(r.pointee.length))
+            memcpy(new + Int(w), old + Int(pos), Int(size))
+            w += size
+            h += size
+        }
+        Arena.free(q.pointee.ring_off)
+        q.pointee.ring_off = newOff
+        q.pointee.ring_cap = newCap
+        q.pointee.head = 0
+        q.pointee.tail = w
+        return true
+    }
+
+    /// Takes one item and hands its bytes to `consume` (outside the lock).
+    /// `scratch` is the caller's reusable buffer for small items.
+    func get(block: Bool, deadline: Deadline, scratch: inout ScratchBuffer,
+             consume: (UnsafeRawBufferPointer) -> Void) -> GetResult {
+        if block && jr_load_u64(&q.pointee.count) == 0 { spinUntilItems() }
+        lock()
+        while q.pointee.count == 0 {
+            if q.pointee.closed != 0 { unlock(); return .closed }
+            if !block || deadline.expired { unlock(); return .empty }
+            waitLocked(&q.pointee.items_seq, waiters: &q.pointee.get_waiters, deadline: deadline) {
+                $0.pointee.count > 0 || $0.pointee.closed != 0
+            }
+        }
+        let ring = Arena.pointer(q.pointee.ring_off)
+        let cap = q.pointee.ring_cap
+        var pos = q.pointee.head & (cap - 1)
+        var r = (ring + Int(pos)).assumingMemoryBound(to: jr_record.self)
+        if r.pointee.kind == UInt32(JR_REC_WRAP) {
+            q.pointee.head += cap - pos
+            pos = 0
+            r = ring.assumingMemoryBound(to: jr_record.self)
+        }
+        let length = Int(r.pointee.length)
+        var external: UInt64 = 0
+        var externalLength = 0
+        if r.pointee.kind == UInt32(JR_REC_EXTERNAL) {
+            let p = (ring + Int(pos) + 8).assumingMemoryBound(to: UInt64.self)
+            external = p[0]
+            externalLength = Int(p[1])
+        } else {
+            scratch.reserve(length)
+            if length > 0 { memcpy(scratch.base, ring + Int(pos) + 8, length) }
+        }
+        q.pointee.head += 8 + SharedQueue.padded(length)
+        jr_store_u64(&q.pointee.count, q.pointee.count - 1)
+        q.pointee.total_got += 1
+        let wake = q.pointee.put_waiters > 0
+        if wake { q.pointee.space_seq &+= 1 }
+        unlock()
+        if wake { _ = jr_futex_wake(&q.pointee.space_seq, 1) }
+        if external != 0 {
+            consume(UnsafeRawBufferPointer(start: Arena.pointer(external), count: externalLength))
+            Arena.free(external)
+        } else {
+            consume(UnsafeRawBufferPointer(start: scratch.base, count: length))
+        }
+        return .ok
+    }
+
+    private func spinUntilItems() {
+        var i = 0
+        while i < SharedQueue.spinIterations {
+            if jr_load_u64(&q.pointee.count) != 0 || jr_load_u32(&q.pointee.closed) != 0 { return }
+            jr_cpu_relax()
+            i += 1
+        }
+    }
+
+    /// Called with the lock held; returns with it held. Sleeps on `word` until
+    /// it changes, the deadline passes, or a slice elapses.
+    private func waitLocked(_ word: UnsafeMutablePointer<UInt32>, waiters: UnsafeMutablePointer<UInt32>,
+                            deadline: Deadline, ready: (UnsafeMutablePointer<jr_queue>) -> Bool) {
+        let seq = word.pointee
+        waiters.pointee += 1
+        unlock()
+        let remaining = deadline.remaining
+        _ = jr_futex_wait(word, seq, remaining < 0 ? SharedQueue.sleepSlice : min(remaining, SharedQueue.sleepSlice))
+        lock()
+        waiters.pointee -= 1
+        _ = ready
+    }
+
+    enum TaskDoneResult { case ok, tooMany }
+
+    func taskDone() -> TaskDoneResult {
+        lock()
+        if q.pointee.unfinished == 0 { unlock(); return .tooMany }
+        q.pointee.unfinished -= 1
+        let wake = q.pointee.unfinished == 0 && q.pointee.join_waiters > 0
+        if wake { q.pointee.done_seq &+= 1 }
+        unlock()
+        if wake { _ = jr_futex_wake(&q.pointee.done_seq, Int32.max) }
+        return .ok
+    }
+
+    /// Waits until every item put has been marked done; false on timeout.
+    func join(deadline: Deadline) -> Bool {
+        lock()
+        while q.pointee.unfinished > 0 {
+            if deadline.expired { unlock(); return false }
+            waitLocked(&q.pointee.done_seq, waiters: &q.pointee.join_waiters, deadline: deadline) { $0.pointee.unfinished == 0 }
+        }
+        unlock()
+        return true
+    }
+
+    var unfinished: UInt64 { lock(); defer { unlock() }; return q.pointee.unfinished }
+
+    func close() {
+        lock()
+        q.pointee.closed = 1
+        q.pointee.items_seq &+= 1
+        q.pointee.space_seq &+= 1
+        unlock()
+        _ = jr_futex_wake(&q.pointee.items_seq, Int32.max)
+        _ = jr_futex_wake(&q.pointee.space_seq, Int32.max)
+    }
+}
+
+/// A per-process growable buffer reused across calls, so the hot path does not allocate.
+struct ScratchBuffer {
+    private(set) var base: UnsafeMutableRawPointer
+    private(set) var capacity: Int
+
+    init(capacity: Int = 64 * 1024) {
+        self.capacity = capacity
+        base = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 16)
+    }
+
+    @inline(__always)
+    mutating func reserve(_ n: Int) {
+        if n <= capacity { return }
+        var c = capacity * 2
+        while c < n { c *= 2 }
+        let nb = UnsafeMutableRawPointer.allocate(byteCount: c, alignment: 16)
+        base.deallocate()
+        base = nb
+        capacity = c
+    }
+}

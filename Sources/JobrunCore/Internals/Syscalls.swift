@@ -1,0 +1,57 @@
+import CJobrunShims
+import Glibc
+
+/// The one place that turns -1/errno into an error and retries EINTR, in the
+/// manner of swift-system's `valueOrErrno`.
+struct SystemError: Error, CustomStringConvertible {
+    let call: String
+    let errno: Int32
+    var description: String { "\(call): \(String(cString: strerror(errno)))" }
+}
+
+@inline(__always)
+func retryingEINTR<T: BinaryInteger>(_ call: String, _ body: () -> T) throws -> T {
+    while true {
+        let r = body()
+        if r == -1 {
+            let e = Glibc.errno
+            if e == EINTR { continue }
+            precondition(e != EBADF && e != EFAULT, "\(call): \(String(cString: strerror(e))) (a jobrun bug)")
+            throw SystemError(call: call, errno: e)
+        }
+        return r
+    }
+}
+
+/// Monotonic clock in nanoseconds.
+@inline(__always)
+func monotonicNanos() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+}
+
+/// A deadline for a blocking call: nil means wait forever.
+struct Deadline {
+    let at: Int64?
+    init(timeout seconds: Double?) {
+        if let s = seconds { at = monotonicNanos() + Int64(s * 1e9) } else { at = nil }
+    }
+    /// Nanoseconds left (>= 0), or -1 for "no deadline".
+    var remaining: Int64 {
+        guard let at else { return -1 }
+        return max(0, at - monotonicNanos())
+    }
+    var expired: Bool { at != nil && monotonicNanos() >= at! }
+}
+
+/// Writes all of `text` to a descriptor, ignoring errors (used for diagnostics).
+func writeAll(_ fd: Int32, _ text: String) {
+    var bytes = Array(text.utf8)
+    var off = 0
+    while off < bytes.count {
+        let n = bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress! + off, $0.count - off) }
+        if n < 0 { if Glibc.errno == EINTR { continue }; return }
+        off += n
+    }
+}

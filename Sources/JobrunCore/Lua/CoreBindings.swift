@@ -1,0 +1,174 @@
+import CJobrunShims
+import CLua
+import Glibc
+
+/// The private primitives the prelude (Prelude.swift) builds `jobrun.Process`
+/// and the module's small functions on. Lua code calls them as `core.X`.
+enum CoreBindings {
+    static func register(_ L: LuaState) {
+        lua_createtable(L, 0, 16)
+        Lua.setFunction(L, "fork", fork)
+        Lua.setFunction(L, "spawn", spawn)
+        Lua.setFunction(L, "wait", wait)
+        Lua.setFunction(L, "poll", poll)
+        Lua.setFunction(L, "kill", killProcess)
+        Lua.setFunction(L, "exit", exit)
+        Lua.setFunction(L, "getpid", getpid)
+        Lua.setFunction(L, "metatable", metatable)
+        Lua.setFunction(L, "sleep", sleep)
+        Lua.setFunction(L, "time", time)
+        Lua.setFunction(L, "cpu_count", cpuCount)
+        Lua.setFunction(L, "raise", raise)
+        Lua.pushString(L, version); lua_setfield(L, -2, "version")
+    }
+
+    /// core.fork(name, daemon) -> pid in the parent, 0 in the child.
+    static let fork: jr_swift_fn = { L in
+        let L = L!
+        let name = Lua.string(L, 1) ?? "Process"
+        let daemon = lua_toboolean(L, 2) != 0
+        do {
+            switch try ProcessControl.fork() {
+            case .parent(let pid):
+                lua_pushinteger(L, lua_Integer(pid))
+            case .child:
+                Runtime.isMain = false
+                Runtime.processName = name
+                Runtime.isDaemon = daemon
+                lua_pushinteger(L, 0)
+            }
+            return 1
+        } catch {
+            return Lua.raise(L, .ProcessError, "cannot start process \(name): \(error)")
+        }
+    }
+
+    /// core.spawn(path, name, daemon, args...) -> pid: a fresh jobrun in
+    /// worker mode running `path`, its args encoded into the arena.
+    static let spawn: jr_swift_fn = { L in
+        let L = L!
+        guard var path = Lua.string(L, 1) else { return Lua.raise(L, .TypeError, "Process: script must be a string") }
+        let name = Lua.string(L, 2) ?? "Process"
+        let daemon = lua_toboolean(L, 3) != 0
+        if !path.hasPrefix("/") { path = Runtime.scriptDirectory + "/" + path }
+        if access(path, R_OK) != 0 {
+            return Lua.raise(L, .ProcessError, "Process \(name): cannot open script \(path): \(String(cString: strerror(Glibc.errno)))")
+        }
+        let nargs = lua_gettop(L) - 3
+        Runtime.encoder.reset()
+        if let err = Runtime.encoder.encodeValues(L, from: 4, count: nargs, path: "args") {
+            return Lua.raise(L, .TypeError, "Process \(name): \(err)")
+        }
+        let bytes = Runtime.encoder.bytes
+        let off: UInt64
+        do { off = try Arena.allocate(max(1, bytes.count)) } catch {
+            return Lua.raise(L, .ProcessError, "Process \(name): out of shared memory for its arguments")
+        }
+        memcpy(Arena.pointer(off), bytes.baseAddress!, bytes.count)
+        var argv = ["--worker", "--worker-arena-fd", "3", "--worker-args", "\(off):\(bytes.count)",
+                    "--worker-name", name, "--worker-parent", String(Glibc.getpid()),
+                    "--worker-dir", Runtime.scriptDirectory]
+        if daemon { argv.append("--worker-daemon") }
+        argv.append(path)
+        do {
+            let pid = try ProcessControl.spawnSelf(arguments: argv)
+            lua_pushinteger(L, lua_Integer(pid))
+            return 1
+        } catch {
+            Arena.free(off)
+            return Lua.raise(L, .ProcessError, "cannot start process \(name): \(error)")
+        }
+    }
+
+    /// core.wait(pid, timeout) -> exit code, or nil on timeout.
+    static let wait: jr_swift_fn = { L in
+        let L = L!
+        let pid = pid_t(truncatingIfNeeded: lua_tointegerx(L, 1, nil))
+        let timeout: Double?
+        do { timeout = try Lua.optTimeout(L, 2, "join") } catch {
+            if case Lua.ArgError.bad(let m) = error { return Lua.raise(L, .TypeError, m) }
+            return -1
+        }
+        if let code = ProcessControl.wait(pid, timeout: timeout) { lua_pushinteger(L, lua_Integer(code)) } else { lua_pushnil(L) }
+        return 1
+    }
+
+    static let poll: jr_swift_fn = { L in
+        let L = L!
+        let pid = pid_t(truncatingIfNeeded: lua_tointegerx(L, 1, nil))
+        if let code = ProcessControl.poll(pid) { lua_pushinteger(L, lua_Integer(code)) } else { lua_pushnil(L) }
+        return 1
+    }
+
+    static let killProcess: jr_swift_fn = { L in
+        let L = L!
+        ProcessControl.signal(pid_t(truncatingIfNeeded: lua_tointegerx(L, 1, nil)), Int32(truncatingIfNeeded: lua_tointegerx(L, 2, nil)))
+        return 0
+    }
+
+    /// core.exit(code): flush stdio and _exit; never returns.
+    static let exit: jr_swift_fn = { L in
+        let L = L!
+        var code: Int32 = 0
+        switch lua_type(L, 1) {
+        case LUA_TBOOLEAN: code = lua_toboolean(L, 1) != 0 ? 0 : 1
+        case LUA_TNUMBER: code = Int32(truncatingIfNeeded: lua_tointegerx(L, 1, nil))
+        default: code = 0
+        }
+        jr_flush_and_exit(code)
+    }
+
+    static let getpid: jr_swift_fn = { L in
+        lua_pushinteger(L, lua_Integer(Glibc.getpid())); return 1
+    }
+
+    static let metatable: jr_swift_fn = { L in
+        let L = L!
+        guard let name = Lua.string(L, 1) else { return 0 }
+        _ = jr_luaL_getmetatable(L, name)
+        return 1
+    }
+
+    static let sleep: jr_swift_fn = { L in
+        let L = L!
+        let seconds: Double?
+        do { seconds = try Lua.optTimeout(L, 1, "sleep", "seconds") } catch {
+            if case Lua.ArgError.bad(let m) = error { return Lua.raise(L, .TypeError, m) }
+            return -1
+        }
+        guard let s = seconds else {
+            if jr_lua_isnoneornil(L, 1) != 0 { return Lua.raise(L, .TypeError, "sleep: seconds must be a number, got nil") }
+            // math.huge: sleep until killed.
+            while true { pause() }
+        }
+        var ts = timespec(tv_sec: Int(s), tv_nsec: Int((s - s.rounded(.down)) * 1e9))
+        var left = timespec()
+        while nanosleep(&ts, &left) != 0 && Glibc.errno == EINTR { ts = left }
+        return 0
+    }
+
+    static let time: jr_swift_fn = { L in
+        lua_pushnumber(L, Double(monotonicNanos()) / 1e9); return 1
+    }
+
+    static let cpuCount: jr_swift_fn = { L in
+        lua_pushinteger(L, lua_Integer(jr_cpu_count())); return 1
+    }
+
+    /// core.raise(kind, message, level): builds a jobrun error whose `where`
+    /// names the Lua code `level` frames up, and raises it.
+    static let raise: jr_swift_fn = { L in
+        let L = L!
+        let kind = ErrorKind(rawValue: Lua.string(L, 1) ?? "") ?? .ValueError
+        let message = Lua.string(L, 2) ?? ""
+        let level = Int32(truncatingIfNeeded: lua_tointegerx(L, 3, nil))
+        lua_createtable(L, 0, 3)
+        Lua.pushString(L, kind.rawValue); lua_setfield(L, -2, "kind")
+        Lua.pushString(L, message); lua_setfield(L, -2, "message")
+        let place = Lua.whereString(L, level: max(1, level))
+        if !place.isEmpty { Lua.pushString(L, String(place.dropLast(2))); lua_setfield(L, -2, "where") }
+        lua_getfield(L, jr_registryindex(), "jobrun.Error")
+        lua_setmetatable(L, -2)
+        return -1
+    }
+}

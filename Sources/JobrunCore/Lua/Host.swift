@@ -1,0 +1,182 @@
+import CJobrunShims
+import CLua
+import Glibc
+
+/// Runs a script the way lua.c does (arg table, `...`, pcall with a traceback
+/// handler, exit status) in a state that has the `jobrun` module.
+public enum Host {
+    /// Options for the main process of a run.
+    public struct Options {
+        public var shmLimit: UInt64?
+        public init(shmLimit: UInt64? = nil) { self.shmLimit = shmLimit }
+    }
+
+    /// Runs `script` as the main process; returns the exit status.
+    public static func runMain(script: String, arguments: [String], options: Options = Options()) -> Int32 {
+        if access(script, F_OK) != 0 || access(script, R_OK) != 0 {
+            writeAll(2, "jobrun: cannot open \(script): \(String(cString: strerror(Glibc.errno)))\n")
+            return 2
+        }
+        var st = stat()
+        if stat(script, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR {
+            writeAll(2, "jobrun: cannot run \(script): it is a directory\n")
+            return 2
+        }
+        jr_reset_signals()
+        do { try Arena.create(limit: options.shmLimit) } catch {
+            writeAll(2, "jobrun: cannot create shared memory: \(error)\n")
+            return 1
+        }
+        jr_stdout_linebuffered()
+        Runtime.scriptDirectory = directory(of: script)
+        guard let L = newState() else { return 1 }
+        setArgTable(L, script: script, arguments: arguments)
+        return runFile(L, script: script, arguments: arguments) { message in
+            "jobrun: \(message)\n"
+        }
+    }
+
+    /// Runs a `script` worker (started by `Process{script = ...}`).
+    public static func runWorker(arenaFD: Int32, argsOffset: UInt64, argsLength: Int, name: String,
+                                 daemon: Bool, parent: Int32, scriptDirectory: String, script: String) -> Int32 {
+        jr_reset_signals()
+        ProcessControl.dieWithParent(parent)
+        do { try Arena.attach(fd: arenaFD) } catch {
+            writeAll(2, "jobrun: worker \(name): cannot attach shared memory: \(error)\n")
+            return 1
+        }
+        _ = jr_set_cloexec(arenaFD, 1)
+        jr_stdout_linebuffered()
+        Runtime.isMain = false
+        Runtime.processName = name
+        Runtime.isDaemon = daemon
+        Runtime.scriptDirectory = scriptDirectory
+        guard let L = newState() else { return 1 }
+        // The worker's identity, as seen by jobrun.current_process().
+        runChunk(L, """
+            local jobrun, name, daemon = ...
+            jobrun.is_main = false
+            local cur = jobrun.current_process()
+            cur.name, cur.daemon = name, daemon
+            """) {
+            lua_getglobal(L, "jobrun"); Lua.pushString(L, name); lua_pushboolean(L, daemon ? 1 : 0); return 3
+        }
+        // Decode the arguments the parent left in the arena.
+        let top = lua_gettop(L)
+        let (n, err) = ValueDecoder.decodeValues(L, UnsafeRawBufferPointer(start: Arena.pointer(argsOffset), count: argsLength))
+        Arena.free(argsOffset)
+        if let err {
+            writeAll(2, "Process \(name) (pid \(getpid())): cannot decode its arguments: \(err)\n")
+            return 1
+        }
+        var args: [Int32] = []
+        _ = n
+        for i in (top + 1)...max(top + 1, lua_gettop(L)) where i <= lua_gettop(L) { args.append(i) }
+        // arg table: arg[0] = script, arg[1..n] = the values.
+        lua_createtable(L, Int32(args.count), 1)
+        Lua.pushString(L, script); lua_rawseti(L, -2, 0)
+        for (k, i) in args.enumerated() { lua_pushvalue(L, i); lua_rawseti(L, -2, lua_Integer(k + 1)) }
+        lua_setglobal(L, "arg")
+        let pid = getpid()
+        return runFile(L, script: script, argumentIndices: args) { message in
+            "Process \(name) (pid \(pid)): \(message)\n"
+        }
+    }
+
+    static func directory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        let d = String(path[..<slash])
+        return d.isEmpty ? "/" : d
+    }
+
+    /// A state with the standard libraries and the `jobrun` module.
+    static func newState() -> LuaState? {
+        guard let L = luaL_newstate() else {
+            writeAll(2, "jobrun: cannot create a Lua state (out of memory)\n")
+            return nil
+        }
+        if jr_openlibs(L) != LUA_OK {
+            writeAll(2, "jobrun: cannot open the Lua standard libraries\n")
+            return nil
+        }
+        Module.install(L)
+        // package.path: the script's folder first, as `require` users expect.
+        let dir = Runtime.scriptDirectory
+        runChunk(L, "local dir = ...; package.path = dir .. '/?.lua;' .. dir .. '/?/init.lua;' .. package.path") {
+            Lua.pushString(L, dir); return 1
+        }
+        return L
+    }
+
+    static func setArgTable(_ L: LuaState, script: String, arguments: [String]) {
+        lua_createtable(L, Int32(arguments.count), 1)
+        Lua.pushString(L, script); lua_rawseti(L, -2, 0)
+        for (i, a) in arguments.enumerated() { Lua.pushString(L, a); lua_rawseti(L, -2, lua_Integer(i + 1)) }
+        lua_setglobal(L, "arg")
+    }
+
+    /// Runs a trusted internal chunk; `push` pushes its arguments and returns their count.
+    static func runChunk(_ L: LuaState, _ code: String, push: () -> Int32) {
+        if luaL_loadstring(L, code) != LUA_OK {
+            writeAll(2, "jobrun: internal error: \(Lua.string(L, -1) ?? "?")\n"); jr_lua_pop(L, 1); return
+        }
+        let n = push()
+        if jr_lua_pcall(L, n, 0, 0) != LUA_OK {
+            writeAll(2, "jobrun: internal error: \(Lua.string(L, -1) ?? "?")\n"); jr_lua_pop(L, 1)
+        }
+    }
+
+    /// Loads and runs the script file with the given arguments; then ends the
+    /// process's children as lua-api.md says; returns the exit status.
+    static func runFile(_ L: LuaState, script: String, arguments: [String] = [], argumentIndices: [Int32] = [],
+                        format: (String) -> String) -> Int32 {
+        jr_push_swift_function(L, tracebackHandler)
+        let handler = lua_gettop(L)
+        let status = luaL_loadfilex(L, script, nil)
+        if status != LUA_OK {
+            let msg = Lua.string(L, -1) ?? "cannot load \(script)"
+            writeAll(2, format(msg))
+            return 1
+        }
+        for a in arguments { Lua.pushString(L, a) }
+        for i in argumentIndices { lua_pushvalue(L, i) }
+        let nargs = Int32(arguments.count + argumentIndices.count)
+        var code: Int32 = 0
+        if jr_lua_pcall(L, nargs, 0, handler) != LUA_OK {
+            fflush(stdout)
+            writeAll(2, format(Lua.string(L, -1) ?? "(error object is not a string)"))
+            jr_lua_pop(L, 1)
+            code = 1
+        }
+        shutdown(L)
+        fflush(nil)
+        return code
+    }
+
+    /// jobrun._shutdown(): terminate daemon children, join the others.
+    static func shutdown(_ L: LuaState) {
+        lua_getglobal(L, "jobrun")
+        lua_getfield(L, -1, "_shutdown")
+        if jr_lua_pcall(L, 0, 0, 0) != LUA_OK {
+            writeAll(2, "jobrun: while stopping children: \(Lua.string(L, -1) ?? "?")\n")
+            jr_lua_pop(L, 1)
+        }
+        jr_lua_pop(L, 1)
+    }
+
+    /// Message handler: `jobrun._traceback` from the prelude (describes jobrun
+    /// errors with their place), falling back to the C handler.
+    static let tracebackHandler: jr_swift_fn = { L in
+        let L = L!
+        lua_getglobal(L, "jobrun")
+        if lua_type(L, -1) == LUA_TTABLE {
+            lua_getfield(L, -1, "_traceback")
+            if lua_type(L, -1) == LUA_TFUNCTION {
+                lua_pushvalue(L, 1)
+                if jr_lua_pcall(L, 1, 1, 0) == LUA_OK { return 1 }
+            }
+        }
+        lua_settop(L, 1)
+        return jr_traceback_handler(L)
+    }
+}

@@ -1,0 +1,114 @@
+import CJobrunShims
+import CLua
+
+/// A Lua state pointer as Swift sees it.
+public typealias LuaState = OpaquePointer
+
+/// The error kinds of lua-api.md; each is also a field of the module.
+enum ErrorKind: String, CaseIterable {
+    case Empty, Full, Closed, Timeout, ValueError, TypeError, EOF, WorkerDied, Deadlock, ProcessError
+}
+
+/// Small helpers over the Lua C API. None of them raises: functions bound to
+/// Lua return `raise(...)` (-1) and the C trampoline raises after they return.
+enum Lua {
+    @inline(__always)
+    static func pushString(_ L: LuaState, _ s: String) {
+        var s = s
+        s.withUTF8 { buf in _ = lua_pushlstring(L, UnsafeRawPointer(buf.baseAddress)?.assumingMemoryBound(to: CChar.self), buf.count) }
+    }
+
+    static func string(_ L: LuaState, _ index: Int32) -> String? {
+        guard lua_type(L, index) == LUA_TSTRING else { return nil }
+        var len = 0
+        guard let p = jr_lua_tostring(L, index, &len) else { return nil }
+        return String(decoding: UnsafeRawBufferPointer(start: p, count: len), as: UTF8.self)
+    }
+
+    static func typeName(_ L: LuaState, _ index: Int32) -> String {
+        if lua_type(L, index) == LUA_TUSERDATA, lua_getmetatable(L, index) != 0 {
+            lua_getfield(L, -1, "__name")
+            defer { jr_lua_pop(L, 2) }
+            if let n = string(L, -1) { return n }
+        }
+        return String(cString: lua_typename(L, lua_type(L, index)))
+    }
+
+    /// "file:line: " of the Lua code calling the current C function.
+    static func whereString(_ L: LuaState, level: Int32 = 1) -> String {
+        luaL_where(L, level)
+        defer { jr_lua_pop(L, 1) }
+        return string(L, -1) ?? ""
+    }
+
+    /// Pushes a jobrun error table `{kind=, message=, where=}` with the shared
+    /// metatable and returns -1, for a bound function to return.
+    static func raise(_ L: LuaState, _ kind: ErrorKind, _ message: String) -> Int32 {
+        pushError(L, kind, message)
+        return -1
+    }
+
+    static func pushError(_ L: LuaState, _ kind: ErrorKind, _ message: String) {
+        let place = whereString(L)
+        lua_createtable(L, 0, 3)
+        pushString(L, kind.rawValue); lua_setfield(L, -2, "kind")
+        pushString(L, message); lua_setfield(L, -2, "message")
+        if !place.isEmpty {
+            pushString(L, String(place.dropLast(2))); lua_setfield(L, -2, "where")
+        }
+        lua_getfield(L, jr_registryindex(), "jobrun.Error")
+        lua_setmetatable(L, -2)
+    }
+
+    // MARK: argument checking (lua-api.md names arguments in messages)
+
+    enum ArgError: Error { case bad(String) }
+
+    static func argTypeMessage(_ L: LuaState, _ index: Int32, _ fn: String, _ arg: String, _ expected: String) -> String {
+        "\(fn): \(arg) must be \(expected), got \(typeName(L, index))"
+    }
+
+    /// Optional boolean (nil/none -> default).
+    static func optBool(_ L: LuaState, _ index: Int32, _ def: Bool, _ fn: String, _ arg: String) throws -> Bool {
+        switch lua_type(L, index) {
+        case LUA_TNONE, LUA_TNIL: return def
+        case LUA_TBOOLEAN: return lua_toboolean(L, index) != 0
+        default: throw ArgError.bad(argTypeMessage(L, index, fn, arg, "a boolean"))
+        }
+    }
+
+    /// Optional non-negative number of seconds.
+    static func optTimeout(_ L: LuaState, _ index: Int32, _ fn: String, _ arg: String = "timeout") throws -> Double? {
+        switch lua_type(L, index) {
+        case LUA_TNONE, LUA_TNIL: return nil
+        case LUA_TNUMBER:
+            let v = jr_lua_tonumberx(L, index, nil)
+            if v.isNaN || v < 0 { throw ArgError.bad("\(fn): \(arg) must be a non-negative number, got \(Lua.numberText(v))") }
+            return v.isInfinite ? nil : v
+        default: throw ArgError.bad(argTypeMessage(L, index, fn, arg, "a number"))
+        }
+    }
+
+    static func optInteger(_ L: LuaState, _ index: Int32, _ def: Int64?, _ fn: String, _ arg: String) throws -> Int64? {
+        switch lua_type(L, index) {
+        case LUA_TNONE, LUA_TNIL: return def
+        case LUA_TNUMBER:
+            var ok: Int32 = 0
+            let v = jr_lua_tointegerx(L, index, &ok)
+            if ok == 0 { throw ArgError.bad("\(fn): \(arg) must be an integer, got \(numberText(jr_lua_tonumberx(L, index, nil)))") }
+            return v
+        default: throw ArgError.bad(argTypeMessage(L, index, fn, arg, "an integer"))
+        }
+    }
+
+    static func numberText(_ v: Double) -> String {
+        if v == v.rounded(), abs(v) < 1e15 { return String(Int64(v)) }
+        return String(v)
+    }
+
+    /// Sets `t[name] = fn` for the table at the top of the stack.
+    static func setFunction(_ L: LuaState, _ name: String, _ fn: jr_swift_fn) {
+        jr_push_swift_function(L, fn)
+        lua_setfield(L, -2, name)
+    }
+}

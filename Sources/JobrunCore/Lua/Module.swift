@@ -1,0 +1,32 @@
+import CJobrunShims
+import CLua
+
+/// Builds the `jobrun` module in a state: the Swift-bound types, the private
+/// primitives, then the prelude written in Lua. The module is the global
+/// `jobrun` and `package.loaded.jobrun`.
+enum Module {
+    static func install(_ L: LuaState) {
+        lua_createtable(L, 0, 32)
+        let module = lua_gettop(L)
+        QueueBindings.register(L, module: module)
+        luaL_newmetatable(L, "jobrun.Error")
+        let errorMeta = lua_gettop(L)
+        lua_pushvalue(L, module)
+        lua_setglobal(L, "jobrun")
+
+        let source = Prelude.source
+        if luaL_loadbufferx(L, source, source.utf8.count, "=jobrun", "t") != LUA_OK {
+            fatalPreludeError(L)
+        }
+        lua_pushvalue(L, module)
+        CoreBindings.register(L)
+        lua_pushvalue(L, errorMeta)
+        if jr_lua_pcall(L, 3, 0, 0) != LUA_OK { fatalPreludeError(L) }
+        lua_settop(L, module - 1)
+    }
+
+    private static func fatalPreludeError(_ L: LuaState) -> Never {
+        writeAll(2, "jobrun: internal error in the module prelude: \(Lua.string(L, -1) ?? "?")\n")
+        jr_flush_and_exit(70)
+    }
+}

@@ -1,0 +1,259 @@
+/// The part of the module written in Lua: `Process` and the small helpers
+/// that are clearer in Lua than in Swift. It runs once per Lua state with
+/// `(jobrun, core, ErrorMeta)`; hot paths (queue put/get) stay in Swift.
+enum Prelude {
+    static let source = #"""
+local jobrun, core, ErrorMeta = ...
+
+jobrun.version = core.version
+jobrun.is_main = true
+
+-- Errors: tables {kind, message, where} printing as "jobrun.<kind>: <message>".
+ErrorMeta.__name = "jobrun.Error"
+ErrorMeta.__tostring = function(e)
+  return "jobrun." .. tostring(e.kind) .. ": " .. tostring(e.message)
+end
+for _, kind in ipairs{"Empty", "Full", "Closed", "Timeout", "ValueError", "TypeError",
+                      "EOF", "WorkerDied", "Deadlock", "ProcessError"} do
+  jobrun[kind] = kind
+end
+
+local raise = core.raise
+local getpid, unpack, type, setmetatable, rawget = core.getpid, table.unpack, type, setmetatable, rawget
+
+--- Error text with its place, for uncaught errors: "file:12: jobrun.Empty: ...".
+local function describe(e)
+  if type(e) == "table" and getmetatable(e) == ErrorMeta then
+    if e.where then return e.where .. ": " .. tostring(e) end
+    return tostring(e)
+  end
+  if type(e) == "string" then return e end
+  local mt = getmetatable(e)
+  if mt and mt.__tostring then return tostring(e) end
+  return "(error object is a " .. type(e) .. " value)"
+end
+jobrun._describe = describe
+
+local function traceback_handler(e)
+  return debug.traceback(describe(e), 2)
+end
+jobrun._traceback = traceback_handler
+
+jobrun.sleep = core.sleep
+jobrun.time = core.time
+jobrun.cpu_count = core.cpu_count
+
+-- Processes ------------------------------------------------------------------
+
+local Process = {}
+local ProcessMeta = {__name = "jobrun.Process"}
+local children = {}          -- processes started by this process, in start order
+local counter = 0
+local current = {name = "MainProcess", pid = getpid(), daemon = false}
+
+local function state(p) return rawget(p, "_s") end
+
+ProcessMeta.__index = function(p, key)
+  local s = state(p)
+  if key == "pid" then return s.pid
+  elseif key == "name" then return s.name
+  elseif key == "daemon" then return s.daemon
+  elseif key == "exitcode" then
+    if s.pid and s.exitcode == nil then s.exitcode = core.poll(s.pid) end
+    return s.exitcode
+  end
+  return Process[key]
+end
+
+ProcessMeta.__newindex = function(p, key, value)
+  local s = state(p)
+  if key == "daemon" then
+    if s.started then raise("ProcessError", "Process " .. s.name .. ": cannot set daemon after start", 2) end
+    if type(value) ~= "boolean" then raise("TypeError", "Process.daemon must be a boolean, got " .. type(value), 2) end
+    s.daemon = value
+  elseif key == "name" then
+    if type(value) ~= "string" then raise("TypeError", "Process.name must be a string, got " .. type(value), 2) end
+    s.name = value
+  else
+    rawset(p, key, value)
+  end
+end
+
+ProcessMeta.__tostring = function(p)
+  local s = state(p)
+  local status
+  if not s.started then status = "initial"
+  elseif p.exitcode == nil then status = "started"
+  else status = "stopped exitcode=" .. tostring(s.exitcode) end
+  return ("<Process name='%s' pid=%s %s%s>"):format(s.name, tostring(s.pid), status, s.daemon and " daemon" or "")
+end
+
+function jobrun.Process(opts)
+  if type(opts) ~= "table" then
+    raise("TypeError", "Process: expected a table of options, e.g. Process{target = fn, args = {...}}, got " .. type(opts), 2)
+  end
+  local target, script, args = opts.target, opts.script, opts.args
+  if target == nil and script == nil then
+    raise("TypeError", "Process: needs target (a function) or script (a path)", 2)
+  end
+  if target ~= nil and script ~= nil then
+    raise("TypeError", "Process: give target or script, not both", 2)
+  end
+  if target ~= nil and type(target) ~= "function" and not (getmetatable(target) or {}).__call then
+    raise("TypeError", "Process: target must be a function, got " .. type(target), 2)
+  end
+  if script ~= nil and type(script) ~= "string" then
+    raise("TypeError", "Process: script must be a string, got " .. type(script), 2)
+  end
+  if args ~= nil and type(args) ~= "table" then
+    raise("TypeError", "Process: args must be a table, got " .. type(args), 2)
+  end
+  if opts.name ~= nil and type(opts.name) ~= "string" then
+    raise("TypeError", "Process: name must be a string, got " .. type(opts.name), 2)
+  end
+  if opts.daemon ~= nil and type(opts.daemon) ~= "boolean" then
+    raise("TypeError", "Process: daemon must be a boolean, got " .. type(opts.daemon), 2)
+  end
+  counter = counter + 1
+  local name = opts.name
+  if name == nil then
+    name = "Process-" .. counter
+    if not jobrun.is_main then name = current.name .. ":" .. counter end
+  end
+  local s = {target = target, script = script, args = args or {}, name = name,
+             daemon = opts.daemon or false, started = false}
+  return setmetatable({_s = s}, ProcessMeta)
+end
+
+local function child_main(s)
+  children = {}
+  counter = 0
+  current = {name = s.name, pid = getpid(), daemon = s.daemon}
+  jobrun.is_main = false
+  local args = s.args
+  local ok, err = xpcall(s.target, traceback_handler, unpack(args, 1, args.n or #args))
+  local code = 0
+  if not ok then
+    io.stdout:flush()
+    io.stderr:write(("Process %s (pid %d): %s\n"):format(s.name, current.pid, err))
+    code = 1
+  end
+  jobrun._shutdown()
+  core.exit(code)
+end
+
+function Process:start()
+  local s = state(self)
+  if s.started then
+    raise("ProcessError", "Process " .. s.name .. " (pid " .. tostring(s.pid) .. ") was already started; a process can be started only once", 2)
+  end
+  local pid
+  if s.script then
+    local args = s.args
+    pid = core.spawn(s.script, s.name, s.daemon, unpack(args, 1, args.n or #args))
+  else
+    pid = core.fork(s.name, s.daemon)
+    if pid == 0 then child_main(s) end
+  end
+  s.started = true
+  s.pid = pid
+  children[#children + 1] = self
+end
+
+local function forget(p)
+  for i = #children, 1, -1 do
+    if children[i] == p then table.remove(children, i) end
+  end
+end
+
+function Process:join(timeout)
+  local s = state(self)
+  if not s.started then raise("ProcessError", "Process " .. s.name .. ": can only join a started process", 2) end
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout or timeout < 0) then
+    raise("TypeError", "join: timeout must be a non-negative number, got " .. tostring(timeout), 2)
+  end
+  if s.exitcode == nil then
+    s.exitcode = core.wait(s.pid, timeout)
+    if s.exitcode == nil then return false end
+  end
+  forget(self)
+  return true
+end
+
+function Process:is_alive()
+  local s = state(self)
+  if not s.started then return false end
+  return self.exitcode == nil
+end
+
+function Process:terminate()
+  local s = state(self)
+  if s.started and self.exitcode == nil then core.kill(s.pid, 15) end
+end
+
+function Process:kill()
+  local s = state(self)
+  if s.started and self.exitcode == nil then core.kill(s.pid, 9) end
+end
+
+function jobrun.current_process()
+  return current
+end
+
+function jobrun.active_children()
+  local live = {}
+  for _, p in ipairs(children) do
+    if p:is_alive() then live[#live + 1] = p end
+  end
+  return live
+end
+
+--- At the end of a process: terminate daemon children, then join the others
+--- (as CPython's _exit_function does).
+function jobrun._shutdown()
+  local list = {table.unpack(children)}
+  for _, p in ipairs(list) do
+    if p.daemon then p:terminate() end
+  end
+  for _, p in ipairs(list) do
+    if p.daemon then
+      if not p:join(1) then p:kill(); p:join() end
+    else
+      p:join()
+    end
+  end
+end
+
+os.exit = function(code, close)
+  jobrun._shutdown()
+  core.exit(code)
+end
+
+-- Queues ---------------------------------------------------------------------
+
+local function items(q)
+  local joinable = q.task_done ~= nil
+  local pending = false
+  return function()
+    if pending then pending = false; q:task_done() end
+    local ok, item = q:_next()
+    if not ok then return nil end
+    if item == nil then
+      -- nil is the classic end-of-stream sentinel: it ends the loop too.
+      if joinable then q:task_done() end
+      return nil
+    end
+    pending = joinable
+    return item
+  end
+end
+
+for _, name in ipairs{"jobrun.Queue", "jobrun.JoinableQueue"} do
+  local methods = core.metatable(name).__index
+  methods.items = items
+end
+
+package.loaded.jobrun = jobrun
+return jobrun
+"""#
+}

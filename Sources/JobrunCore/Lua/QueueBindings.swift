@@ -1,0 +1,239 @@
+import CJobrunShims
+import CLua
+import Glibc
+
+/// `jobrun.Queue` and `jobrun.JoinableQueue`: a userdata type per liolib.c's
+/// pattern (metatable name, check helper, method table, metamethods). The
+/// methods are Swift functions that return a status; the trampoline raises.
+enum QueueBindings {
+    static let queueName = "jobrun.Queue"
+    static let joinableName = "jobrun.JoinableQueue"
+    /// This process's two metatables (one Lua state per process).
+    static var queueMeta: UnsafeRawPointer?
+    static var joinableMeta: UnsafeRawPointer?
+
+    static func register(_ L: LuaState, module: Int32) {
+        for (name, joinable) in [(queueName, false), (joinableName, true)] {
+            luaL_newmetatable(L, name)
+            if joinable { joinableMeta = lua_topointer(L, -1) } else { queueMeta = lua_topointer(L, -1) }
+            lua_pushboolean(L, 1); lua_setfield(L, -2, "__jobrun")
+            Lua.setFunction(L, "__tostring", queueToString)
+            Lua.setFunction(L, "__eq", queueEquals)
+            lua_createtable(L, 0, 16)
+            Lua.setFunction(L, "put", queuePut)
+            Lua.setFunction(L, "get", queueGet)
+            Lua.setFunction(L, "put_nowait", queuePutNowait)
+            Lua.setFunction(L, "get_nowait", queueGetNowait)
+            Lua.setFunction(L, "qsize", queueQsize)
+            Lua.setFunction(L, "empty", queueEmpty)
+            Lua.setFunction(L, "full", queueFull)
+            Lua.setFunction(L, "close", queueClose)
+            Lua.setFunction(L, "_next", queueNext)
+            if joinable {
+                Lua.setFunction(L, "task_done", queueTaskDone)
+                Lua.setFunction(L, "join", queueJoin)
+            }
+            lua_setfield(L, -2, "__index")
+            jr_lua_pop(L, 1)
+        }
+        Lua.setFunction(L, "Queue", newQueue)
+        Lua.setFunction(L, "JoinableQueue", newJoinableQueue)
+    }
+
+    // MARK: helpers
+
+    /// The queue at index 1, or nil (an error is then pushed).
+    @inline(__always)
+    static func check(_ L: LuaState, _ method: String, joinableOnly: Bool = false) -> SharedQueue? {
+        if !joinableOnly, let h = ObjectHandle.check(L, 1, metatable: queueMeta) { return SharedQueue(offset: h.offset) }
+        if let h = ObjectHandle.check(L, 1, metatable: joinableMeta) { return SharedQueue(offset: h.offset) }
+        let what = joinableOnly ? "a JoinableQueue" : "a Queue"
+        Lua.pushError(L, .TypeError, "\(method): expected \(what) as self (use q:\(method)(...)), got \(Lua.typeName(L, 1))")
+        return nil
+    }
+
+    static func label(_ q: SharedQueue) -> String { "\(q.isJoinable ? "JoinableQueue" : "Queue")#\(q.id)" }
+
+    static func fail(_ L: LuaState, _ e: Error) -> Int32 {
+        if case Lua.ArgError.bad(let m) = e { return Lua.raise(L, .TypeError, m) }
+        return Lua.raise(L, .ValueError, "\(e)")
+    }
+
+    // MARK: constructors
+
+    static let newQueue: jr_swift_fn = { L in construct(L!, joinable: false) }
+    static let newJoinableQueue: jr_swift_fn = { L in construct(L!, joinable: true) }
+
+    static func construct(_ L: LuaState, joinable: Bool) -> Int32 {
+        let fn = joinable ? "JoinableQueue" : "Queue"
+        var maxsize: Int64 = 0
+        var redeliver = false
+        do {
+            if lua_type(L, 1) == LUA_TTABLE {
+                lua_getfield(L, 1, "maxsize")
+                maxsize = try Lua.optInteger(L, -1, 0, fn, "maxsize") ?? 0
+                lua_getfield(L, 1, "redeliver")
+                redeliver = try Lua.optBool(L, -1, false, fn, "redeliver")
+                jr_lua_pop(L, 2)
+            } else {
+                maxsize = try Lua.optInteger(L, 1, 0, fn, "maxsize") ?? 0
+            }
+        } catch { return fail(L, error) }
+        if redeliver && !joinable {
+            return Lua.raise(L, .ValueError, "Queue: redeliver needs a JoinableQueue (it redelivers items not marked done)")
+        }
+        do {
+            let off = try SharedQueue.create(maxsize: max(0, maxsize), joinable: joinable, redeliver: redeliver)
+            ObjectHandle.push(L, ObjectHandle(offset: off, type: UInt32(joinable ? JR_OBJ_JOINABLE_QUEUE : JR_OBJ_QUEUE)))
+            return 1
+        } catch {
+            return Lua.raise(L, .ValueError, "\(fn): out of shared memory")
+        }
+    }
+
+    // MARK: put / get
+
+    static let queuePut: jr_swift_fn = { L in
+        let L = L!
+        guard let q = check(L, "put") else { return -1 }
+        let block: Bool, timeout: Double?
+        do {
+            block = try Lua.optBool(L, 3, true, "put", "block")
+            timeout = try Lua.optTimeout(L, 4, "put")
+        } catch { return fail(L, error) }
+        return put(L, q, block: block, timeout: timeout)
+    }
+
+    static let queuePutNowait: jr_swift_fn = { L in
+        let L = L!
+        guard let q = check(L, "put_nowait") else { return -1 }
+        return put(L, q, block: false, timeout: nil)
+    }
+
+    static func put(_ L: LuaState, _ q: SharedQueue, block: Bool, timeout: Double?) -> Int32 {
+        if lua_gettop(L) < 2 {
+            return Lua.raise(L, .TypeError, "\(label(q)).put: missing item (use q:put(nil) to send nil)")
+        }
+        Runtime.encoder.reset()
+        if let err = Runtime.encoder.encode(L, 2, path: "item") {
+            return Lua.raise(L, .TypeError, "\(label(q)).put: \(err)")
+        }
+        switch q.put(Runtime.encoder.bytes, block: block, deadline: Deadline(timeout: block ? timeout : 0)) {
+        case .ok: return 0
+        case .closed: return Lua.raise(L, .Closed, "\(label(q)).put: the queue is closed")
+        case .full:
+            if q.maxsize > 0 && Int64(q.count) >= q.maxsize {
+                let waited = block && timeout != nil ? " after waiting \(timeout!) s" : ""
+                return Lua.raise(L, .Full, "\(label(q)) is full (maxsize \(q.maxsize))\(waited)")
+            }
+            return Lua.raise(L, .Full, "\(label(q)).put: shared memory limit reached (\(Arena.bytesInUse >> 20) of \(Arena.limit >> 20) MiB in use)")
+        case .noMemory(let m): return Lua.raise(L, .ValueError, "\(label(q)).put: \(m)")
+        }
+    }
+
+    static let queueGet: jr_swift_fn = { L in
+        let L = L!
+        guard let q = check(L, "get") else { return -1 }
+        let block: Bool, timeout: Double?
+        do {
+            block = try Lua.optBool(L, 2, true, "get", "block")
+            timeout = try Lua.optTimeout(L, 3, "get")
+        } catch { return fail(L, error) }
+        return get(L, q, block: block, timeout: timeout)
+    }
+
+    static let queueGetNowait: jr_swift_fn = { L in
+        let L = L!
+        guard let q = check(L, "get_nowait") else { return -1 }
+        return get(L, q, block: false, timeout: nil)
+    }
+
+    static func get(_ L: LuaState, _ q: SharedQueue, block: Bool, timeout: Double?) -> Int32 {
+        var decodeError: String? = nil
+        let r = q.get(block: block, deadline: Deadline(timeout: block ? timeout : 0), scratch: &Runtime.scratch) { bytes in
+            decodeError = ValueDecoder.decode(L, bytes)
+        }
+        switch r {
+        case .ok:
+            if let e = decodeError { return Lua.raise(L, .ValueError, "\(label(q)).get: \(e)") }
+            return 1
+        case .empty:
+            let waited = block && timeout != nil ? " after waiting \(timeout!) s" : ""
+            return Lua.raise(L, .Empty, "\(label(q)) is empty\(waited)")
+        case .closed:
+            return Lua.raise(L, .Closed, "\(label(q)).get: the queue is closed and drained")
+        }
+    }
+
+    /// `_next()` for `items()`: returns true, item; or false once closed and drained.
+    static let queueNext: jr_swift_fn = { L in
+        let L = L!
+        guard let q = check(L, "items") else { return -1 }
+        lua_pushboolean(L, 1)
+        var decodeError: String? = nil
+        let r = q.get(block: true, deadline: Deadline(timeout: nil), scratch: &Runtime.scratch) { bytes in
+            decodeError = ValueDecoder.decode(L, bytes)
+        }
+        switch r {
+        case .ok:
+            if let e = decodeError { return Lua.raise(L, .ValueError, "\(label(q)).get: \(e)") }
+            return 2
+        case .closed, .empty:
+            jr_lua_pop(L, 1)
+            lua_pushboolean(L, 0)
+            return 1
+        }
+    }
+
+    // MARK: state
+
+    static let queueQsize: jr_swift_fn = { L in
+        guard let q = check(L!, "qsize") else { return -1 }
+        lua_pushinteger(L, lua_Integer(q.count)); return 1
+    }
+    static let queueEmpty: jr_swift_fn = { L in
+        guard let q = check(L!, "empty") else { return -1 }
+        lua_pushboolean(L, q.count == 0 ? 1 : 0); return 1
+    }
+    static let queueFull: jr_swift_fn = { L in
+        guard let q = check(L!, "full") else { return -1 }
+        lua_pushboolean(L, q.maxsize > 0 && Int64(q.count) >= q.maxsize ? 1 : 0); return 1
+    }
+    static let queueClose: jr_swift_fn = { L in
+        guard let q = check(L!, "close") else { return -1 }
+        q.close(); return 0
+    }
+
+    static let queueTaskDone: jr_swift_fn = { L in
+        let L = L!
+        guard let q = check(L, "task_done", joinableOnly: true) else { return -1 }
+        switch q.taskDone() {
+        case .ok: return 0
+        case .tooMany: return Lua.raise(L, .ValueError, "\(label(q)).task_done() called too many times")
+        }
+    }
+
+    static let queueJoin: jr_swift_fn = { L in
+        let L = L!
+        guard let q = check(L, "join", joinableOnly: true) else { return -1 }
+        let timeout: Double?
+        do { timeout = try Lua.optTimeout(L, 2, "join") } catch { return fail(L, error) }
+        lua_pushboolean(L, q.join(deadline: Deadline(timeout: timeout)) ? 1 : 0)
+        return 1
+    }
+
+    static let queueToString: jr_swift_fn = { L in
+        let L = L!
+        guard let q = check(L, "__tostring") else { return -1 }
+        let size = q.maxsize > 0 ? ", maxsize \(q.maxsize)" : ""
+        Lua.pushString(L, "\(label(q)) (\(q.count) items\(size))")
+        return 1
+    }
+
+    static let queueEquals: jr_swift_fn = { L in
+        let L = L!
+        let a = ObjectHandle.check(L, 1), b = ObjectHandle.check(L, 2)
+        lua_pushboolean(L, a != nil && b != nil && a!.offset == b!.offset ? 1 : 0)
+        return 1
+    }
+}

@@ -1,0 +1,109 @@
+import CJobrunShims
+import Glibc
+
+/// Starting, waiting for and signalling worker processes, after CPython's
+/// popen_fork.py: a worker's end is a value (exited n / killed by signal n,
+/// reported as -n), never a thrown error. Each started child gets a pidfd so
+/// `join(timeout)` can sleep in poll(2) instead of polling waitpid.
+enum ProcessControl {
+    private static var pidfds: [pid_t: Int32] = [:]
+
+    enum Started { case parent(pid_t), child }
+
+    /// fork(2) with the bookkeeping a worker needs. Output buffered in stdio is
+    /// flushed first so the child does not print it a second time.
+    static func fork() throws -> Started {
+        fflush(nil)
+        let parent = getpid()
+        let pid = Glibc.fork()
+        if pid < 0 { throw SystemError(call: "fork", errno: Glibc.errno) }
+        if pid == 0 {
+            // The parent's children are not ours to wait for.
+            for (_, fd) in pidfds { close(fd) }
+            pidfds.removeAll()
+            dieWithParent(parent)
+            return .child
+        }
+        track(pid)
+        return .parent(pid)
+    }
+
+    /// Asks the kernel to SIGKILL this process when its parent dies, and
+    /// covers the race where the parent died before the request.
+    static func dieWithParent(_ parent: pid_t) {
+        _ = jr_set_pdeathsig(SIGKILL)
+        if getppid() != parent { jr_flush_and_exit(1) }
+    }
+
+    static func track(_ pid: pid_t) {
+        let fd = jr_pidfd_open(pid)
+        if fd >= 0 { pidfds[pid] = fd }
+    }
+
+    /// Starts a fresh `jobrun` (this executable) with `arguments`, passing
+    /// the arena descriptor as descriptor 3.
+    static func spawnSelf(arguments: [String]) throws -> pid_t {
+        fflush(nil)
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, Arena.fd, 3)
+        let exe = "/proc/self/exe"
+        let argv: [UnsafeMutablePointer<CChar>?] = (["jobrun"] + arguments).map { strdup($0) } + [nil]
+        defer { for p in argv { free(p) } }
+        var pid: pid_t = 0
+        let r = posix_spawn(&pid, exe, &actions, nil, argv, environ)
+        if r != 0 { throw SystemError(call: "posix_spawn", errno: r) }
+        track(pid)
+        return pid
+    }
+
+    /// Exit code as lua-api.md reports it: n for exit(n), -N for signal N.
+    static func exitCode(_ status: Int32) -> Int32 {
+        let sig = status & 0x7f
+        if sig == 0 { return (status >> 8) & 0xff }
+        return -sig
+    }
+
+    /// Reaps `pid` if it has ended; nil while it runs.
+    static func poll(_ pid: pid_t) -> Int32? {
+        var status: Int32 = 0
+        while true {
+            let r = waitpid(pid, &status, WNOHANG)
+            if r == pid {
+                if let fd = pidfds.removeValue(forKey: pid) { close(fd) }
+                return exitCode(status)
+            }
+            if r == 0 { return nil }
+            if Glibc.errno == EINTR { continue }
+            // ECHILD: reaped elsewhere (e.g. os.execute's wait) or not our
+            // child; its status is lost, so report the generic failure code.
+            if let fd = pidfds.removeValue(forKey: pid) { close(fd) }
+            return 255
+        }
+    }
+
+    /// Waits up to `timeout` seconds (nil: forever) for `pid` to end.
+    static func wait(_ pid: pid_t, timeout: Double?) -> Int32? {
+        let deadline = Deadline(timeout: timeout)
+        while true {
+            if let code = poll(pid) { return code }
+            guard let fd = pidfds[pid] else {
+                // No pidfd: fall back to a short sleep between polls.
+                if deadline.expired { return nil }
+                usleep(2000)
+                continue
+            }
+            let remaining = deadline.remaining
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ms: Int32 = remaining < 0 ? 1000 : Int32(min(1000, (remaining + 999_999) / 1_000_000))
+            _ = Glibc.poll(&pfd, 1, ms)
+            if let code = poll(pid) { return code }
+            if deadline.expired { return nil }
+        }
+    }
+
+    static func signal(_ pid: pid_t, _ sig: Int32) {
+        _ = kill(pid, sig)
+    }
+}

@@ -1,0 +1,114 @@
+import CJobrunShims
+import Glibc
+import Testing
+@testable import JobrunCore
+
+/// One arena for the whole test process (it is per process by design).
+let arenaReady: Bool = {
+    if !Arena.isAttached { try! Arena.create(limit: 1 << 30) }
+    return true
+}()
+
+private func put(_ q: SharedQueue, _ s: String, block: Bool = false, timeout: Double? = 0) -> SharedQueue.PutResult {
+    var s = s
+    return s.withUTF8 { q.put(UnsafeRawBufferPointer($0), block: block, deadline: Deadline(timeout: timeout)) }
+}
+
+private func get(_ q: SharedQueue, block: Bool = false, timeout: Double? = 0) -> String? {
+    var scratch = ScratchBuffer(capacity: 16)
+    var out: String?
+    _ = q.get(block: block, deadline: Deadline(timeout: timeout), scratch: &scratch) {
+        out = String(decoding: $0, as: UTF8.self)
+    }
+    return out
+}
+
+@Suite("SharedQueue in one process")
+struct SharedQueueTests {
+    init() { _ = arenaReady }
+
+    @Test func fifoAndCounts() throws {
+        let q = SharedQueue(offset: try SharedQueue.create(maxsize: 0, joinable: true, redeliver: false))
+        for i in 0..<1000 { guard case .ok = put(q, "item-\(i)") else { Issue.record("put failed"); return } }
+        #expect(q.count == 1000)
+        for i in 0..<1000 { #expect(get(q) == "item-\(i)") }
+        #expect(get(q) == nil)
+        #expect(q.unfinished == 1000)
+        for _ in 0..<1000 { #expect(q.taskDone() == .ok) }
+        #expect(q.taskDone() == .tooMany)
+        #expect(q.join(deadline: Deadline(timeout: 0)))
+    }
+
+    @Test func wrapAroundAndGrowthKeepOrder() throws {
+        let q = SharedQueue(offset: try SharedQueue.create(maxsize: 0, joinable: false, redeliver: false))
+        var next = 0, expected = 0
+        var rng = SystemRandomNumberGenerator()
+        // Interleave puts and gets of varied sizes so the ring wraps many times and grows.
+        for round in 0..<200 {
+            let puts = Int.random(in: 0...40, using: &rng)
+            for _ in 0..<puts {
+                let size = Int.random(in: 0...(round % 3 == 0 ? 30_000 : 300), using: &rng)
+                _ = put(q, String(next) + ":" + String(repeating: "x", count: size))
+                next += 1
+            }
+            let gets = Int.random(in: 0...40, using: &rng)
+            for _ in 0..<gets {
+                guard let s = get(q) else { break }
+                #expect(s.split(separator: ":").first.map(String.init) == String(expected))
+                expected += 1
+            }
+        }
+        while let s = get(q) {
+            #expect(s.split(separator: ":").first.map(String.init) == String(expected))
+            expected += 1
+        }
+        #expect(expected == next)
+    }
+
+    @Test func boundedQueueReportsFullAndTimesOut() throws {
+        let q = SharedQueue(offset: try SharedQueue.create(maxsize: 2, joinable: false, redeliver: false))
+        guard case .ok = put(q, "a"), case .ok = put(q, "b") else { Issue.record("puts failed"); return }
+        guard case .full = put(q, "c") else { Issue.record("expected full"); return }
+        let t0 = monotonicNanos()
+        guard case .full = put(q, "c", block: true, timeout: 0.1) else { Issue.record("expected full after timeout"); return }
+        #expect(monotonicNanos() - t0 >= 90_000_000)
+        #expect(get(q) == "a")
+        guard case .ok = put(q, "c") else { Issue.record("put after get failed"); return }
+        #expect(get(q) == "b"); #expect(get(q) == "c")
+        let t1 = monotonicNanos()
+        #expect(get(q, block: true, timeout: 0.1) == nil)
+        #expect(monotonicNanos() - t1 >= 90_000_000)
+    }
+
+    @Test func closedQueueRefusesPutsAndDrains() throws {
+        let q = SharedQueue(offset: try SharedQueue.create(maxsize: 0, joinable: false, redeliver: false))
+        _ = put(q, "last")
+        q.close()
+        guard case .closed = put(q, "more") else { Issue.record("expected closed"); return }
+        #expect(get(q) == "last")
+        var scratch = ScratchBuffer(capacity: 16)
+        let r = q.get(block: true, deadline: Deadline(timeout: 5), scratch: &scratch) { _ in }
+        #expect(r == .closed)
+    }
+
+    @Test func largeItemsLiveOutsideTheRingAndAreFreed() throws {
+        let q = SharedQueue(offset: try SharedQueue.create(maxsize: 0, joinable: false, redeliver: false))
+        let before = Arena.bytesInUse
+        let big = String(repeating: "b", count: 3 << 20)
+        _ = put(q, big)
+        #expect(Arena.bytesInUse >= before + (3 << 20))
+        #expect(get(q)?.count == 3 << 20)
+        #expect(Arena.bytesInUse <= before + 4096)
+    }
+
+    @Test func arenaLimitIsReported() throws {
+        let q = SharedQueue(offset: try SharedQueue.create(maxsize: 0, joinable: false, redeliver: false))
+        // malloc'ed and never touched: the queue must refuse before copying.
+        let n = Int(Arena.limit) + 1
+        let p = malloc(n)!
+        defer { free(p) }
+        let r = q.put(UnsafeRawBufferPointer(start: p, count: n), block: false, deadline: Deadline(timeout: 0))
+        guard case .noMemory(let message) = r else { Issue.record("expected noMemory"); return }
+        #expect(message.contains("larger than the shared memory limit"))
+    }
+}

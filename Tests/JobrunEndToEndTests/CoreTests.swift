@@ -1,0 +1,165 @@
+import Foundation
+import Testing
+
+/// Runs `code` as a script file (in a fresh temporary folder, with optional
+/// extra files beside it) through the built jobrun.
+func runScript(_ code: String, args: [String] = [], files: [String: String] = [:], timeout: Double = 60)
+    -> (status: Int32, stdout: String, stderr: String, timedOut: Bool)
+{
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("jobrun-test-\(UUID().uuidString)")
+    try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: dir) }
+    let script = dir.appendingPathComponent("main.lua")
+    try? code.write(to: script, atomically: true, encoding: .utf8)
+    for (name, text) in files {
+        try? text.write(to: dir.appendingPathComponent(name), atomically: true, encoding: .utf8)
+    }
+    return runJobrun([script.path] + args, timeout: timeout)
+}
+
+@Suite("The script runs like lua5.4 runs it")
+struct ScriptTests {
+    @Test func argumentsArriveAsArgAndDots() {
+        let r = runScript("""
+            print(arg[0]:match("main.lua$") ~= nil, arg[1], arg[2], select('#', ...), ...)
+            """, args: ["a", "b c"])
+        #expect(r.status == 0)
+        #expect(r.stdout == "true\ta\tb c\t2\ta\tb c\n")
+    }
+
+    @Test func exitStatuses() {
+        #expect(runScript("os.exit(3)").status == 3)
+        #expect(runScript("os.exit(true)").status == 0)
+        #expect(runScript("os.exit(false)").status == 1)
+        #expect(runScript("local x = 1").status == 0)
+    }
+
+    @Test func uncaughtErrorPrintsMessageAndTraceback() {
+        let r = runScript("local function f() error('boom') end\nf()")
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("main.lua:1: boom"))
+        #expect(r.stderr.contains("stack traceback:"))
+        #expect(!r.stderr.contains("Fatal error"))
+    }
+
+    @Test func missingScriptIsAClearError() {
+        let r = runJobrun(["/nonexistent/script.lua"])
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("cannot open /nonexistent/script.lua"))
+        #expect(r.stderr.split(separator: "\n").count == 1)
+    }
+
+    @Test func syntaxErrorNamesTheLine() {
+        let r = runScript("local x = 1\nlocal y = = 2\n")
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("main.lua:2:"))
+    }
+
+    @Test func moduleIsGlobalAndRequirable() {
+        let r = runScript("""
+            local m = require "helper"
+            print(require("jobrun") == jobrun, m.value, jobrun.is_main, type(jobrun.version))
+            print(jobrun.Empty, jobrun.Full, jobrun.WorkerDied, jobrun.cpu_count() >= 1)
+            """, files: ["helper.lua": "return {value = 42}"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "true\t42\ttrue\tstring\nEmpty\tFull\tWorkerDied\ttrue\n")
+    }
+}
+
+@Suite("Processes")
+struct ProcessTests {
+    @Test func forkedWorkerKeepsClosuresAndReportsExitCodes() {
+        let r = runScript("""
+            local captured = {n = 41}
+            local ok = jobrun.Process{target = function(a, b) os.exit(captured.n + a + b) end, args = {0, 1}}
+            print(ok.pid, ok.exitcode, ok.name)
+            ok:start()
+            print(ok:join(10), ok.exitcode, type(ok.pid))
+            local bad = jobrun.Process{target = function() error("failed here") end, name = "bad-one"}
+            bad:start(); bad:join(10)
+            print(bad.exitcode)
+            local sleeper = jobrun.Process{target = function() jobrun.sleep(30) end}
+            sleeper:start()
+            print(sleeper:is_alive(), sleeper:join(0.05))
+            sleeper:terminate(); sleeper:join(10)
+            print(sleeper.exitcode, sleeper:is_alive())
+            local k = jobrun.Process{target = function() jobrun.sleep(30) end}
+            k:start(); k:kill(); k:join(10); print(k.exitcode)
+            """)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "nil\tnil\tProcess-1\ntrue\t42\tnumber\n1\ntrue\tfalse\n-15\tfalse\n-9\n")
+        #expect(r.stderr.contains("Process bad-one (pid "))
+        #expect(r.stderr.contains("failed here"))
+        #expect(r.stderr.contains("stack traceback"))
+    }
+
+    @Test func identityInsideWorkers() {
+        let r = runScript("""
+            local q = jobrun.Queue()
+            local p = jobrun.Process{name = "w", daemon = false, target = function()
+                local cur = jobrun.current_process()
+                q:put({jobrun.is_main, cur.name, cur.pid == nil})
+            end}
+            p:start()
+            local got = q:get(true, 10)
+            p:join(10)
+            print(got[1], got[2], got[3], jobrun.current_process().name, #jobrun.active_children())
+            """)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "false\tw\tfalse\tMainProcess\t0\n")
+    }
+
+    @Test func startingTwiceIsAProcessError() {
+        let r = runScript("""
+            local p = jobrun.Process{target = function() end}
+            p:start()
+            local ok, e = pcall(p.start, p)
+            print(ok, e.kind, e.message:find("already started") ~= nil)
+            p:join(10)
+            """)
+        #expect(r.stdout == "false\tProcessError\ttrue\n", "\(r.stderr)")
+    }
+
+    @Test func scriptWorkerGetsArgumentsAndQueues() {
+        let r = runScript("""
+            local q = jobrun.Queue()
+            local w = jobrun.Process{script = "stage.lua", args = {q, 7, "x", {1, 2}}}
+            w:start()
+            print(q:get(true, 10))
+            w:join(10)
+            print(w.exitcode)
+            """, files: ["stage.lua": """
+            local q, n, s, t = ...
+            q:put(string.format("%s %d %s %d %s %s", tostring(jobrun.is_main), n, s, #t, arg[0]:match("stage.lua") or "?", jobrun.current_process().name))
+            """])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "false 7 x 2 stage.lua Process-1\n0\n")
+    }
+
+    @Test func nonDaemonChildrenAreJoinedAndDaemonsTerminatedAtExit() {
+        let r = runScript("""
+            local q = jobrun.Queue()
+            jobrun.Process{target = function() jobrun.sleep(0.2); print("child done") end}:start()
+            local d = jobrun.Process{daemon = true, target = function() jobrun.sleep(30); print("daemon should not print") end}
+            d:start()
+            print("main done")
+            """, timeout: 20)
+        #expect(r.status == 0)
+        #expect(r.stdout == "main done\nchild done\n")
+        #expect(!r.timedOut)
+    }
+
+    @Test func badProcessOptionsAreTypeErrors() {
+        let r = runScript("""
+            for _, opts in ipairs{ {}, {target = 5}, {target = print, script = "x.lua"}, {target = print, args = 3} } do
+              local ok, e = pcall(jobrun.Process, opts)
+              print(e.kind, e.message)
+            end
+            local ok, e = pcall(jobrun.Process, "x")
+            print(e.kind)
+            """)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.split(separator: "\n").allSatisfy { $0.hasPrefix("TypeError") })
+        #expect(r.stdout.contains("target must be a function"))
+    }
+}
