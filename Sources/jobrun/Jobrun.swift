@@ -1,8 +1,31 @@
 import ArgumentParser
 import JobrunCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+enum FileHandleOutput {
+    static func standardError(_ text: String) { fputs(text, stderr) }
+}
 
 @main
 struct Jobrun: ParsableCommand {
+    /// As ParsableCommand.main(), but bad usage exits 2 (the Unix convention
+    /// the docs promise) rather than 64.
+    static func main() {
+        var command: ParsableCommand
+        do {
+            command = try parseAsRoot()
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success { exit(withError: error) }
+            let message = fullMessage(for: error)
+            FileHandleOutput.standardError(message + "\n")
+            exit(withError: ExitCode(2))
+        }
+        do { try command.run() } catch { exit(withError: error) }
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "jobrun",
         abstract: "Run a Lua 5.4 script as a multi-process pipeline.",

@@ -163,3 +163,66 @@ struct ProcessTests {
         #expect(r.stdout.contains("target must be a function"))
     }
 }
+
+@Suite("Failures end the run cleanly")
+struct FailureTests {
+    @Test func mainErrorStopsWorkersInsteadOfWaitingForThem() {
+        // The worker would wait forever for an item the failed main never sends.
+        let r = runScript("""
+            local q = jobrun.Queue()
+            local p = jobrun.Process{target = function() q:get() end}
+            p:start()
+            error("main failed before sending")
+            """, timeout: 30)
+        #expect(!r.timedOut)
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("main failed before sending"))
+    }
+
+    @Test func badUsageExitsTwo() {
+        #expect(runJobrun([]).status == 2)
+        #expect(runJobrun(["--no-such-option", "x.lua"]).status == 2)
+        let help = runJobrun(["--help"])
+        #expect(help.status == 0)
+        #expect(help.stdout.contains("USAGE: jobrun"))
+        #expect(runJobrun(["--version"]).stdout.hasPrefix("0."))
+    }
+
+    @Test func scriptArgumentsMayLookLikeOptions() {
+        let r = runScript("print(...)", args: ["--flag", "-x"])
+        #expect(r.stdout == "--flag\t-x\n")
+    }
+
+    @Test func directoryAsScriptIsAUsageError() {
+        let r = runJobrun(["/tmp"])
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("is a directory"))
+    }
+
+    @Test func unsendableScriptWorkerArgumentsNameThePlace() {
+        let r = runScript("""
+            local p = jobrun.Process{script = "w.lua", args = {1, {cb = coroutine.create(print)}}}
+            local ok, e = pcall(p.start, p)
+            print(ok, e.kind, e.message)
+            local p2 = jobrun.Process{script = "missing.lua"}
+            ok, e = pcall(p2.start, p2)
+            print(ok, e.kind)
+            """, files: ["w.lua": "print('never')"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("false\tTypeError\tProcess Process-1: args[2].cb: cannot send a coroutine"))
+        #expect(r.stdout.contains("false\tProcessError\n"))
+    }
+
+    @Test func leavesNoProcessBehind() {
+        let d = runScript("""
+            for i = 1, 4 do jobrun.Process{daemon = true, target = function() jobrun.sleep(60) end}:start() end
+            local pids = {}
+            for _, p in ipairs(jobrun.active_children()) do pids[#pids + 1] = p.pid end
+            print(table.concat(pids, " "))
+            """, timeout: 30)
+        #expect(d.status == 0)
+        for pid in d.stdout.split(whereSeparator: { $0 == " " || $0 == "\n" }) {
+            #expect(kill(pid_t(pid)!, 0) != 0, "worker \(pid) outlived the run")
+        }
+    }
+}

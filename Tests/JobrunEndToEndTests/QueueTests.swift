@@ -209,13 +209,13 @@ struct QueueTests {
         #expect(r.status == 0, "\(r.stderr)")
         let lines = r.stdout.split(separator: "\n").map(String.init)
         #expect(lines.count == 8)
-        #expect(lines[0].contains("TypeError") && lines[0].contains("timeout must be a non-negative number, got -1"))
+        #expect(lines[0].contains("ValueError") && lines[0].contains("timeout must be a non-negative number, got -1"))
         #expect(lines[1].contains("TypeError") && lines[1].contains("block must be a boolean"))
         #expect(lines[2].contains("item: cannot send a coroutine"))
         #expect(lines[3].contains("item.cb.on_done: cannot send a coroutine"))
         #expect(lines[4].contains("TypeError") && lines[4].contains("expected a Queue"))
         #expect(lines[5].contains("TypeError") && lines[5].contains("maxsize"))
-        #expect(lines[6].contains("TypeError") && lines[6].contains("timeout"))
+        #expect(lines[6].contains("ValueError") && lines[6].contains("timeout"))
         #expect(lines[7].contains("ValueError"))
     }
 

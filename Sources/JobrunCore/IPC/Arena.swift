@@ -25,8 +25,13 @@ public enum Arena {
 
     /// Creates the arena of a new run (in the main process, before any worker).
     public static func create(limit: UInt64?) throws {
-        let fd = jr_memfd_create("jobrun-arena")
-        if fd < 0 { throw SystemError(call: "memfd_create", errno: Glibc.errno) }
+        let created = jr_memfd_create("jobrun-arena")
+        if created < 0 { throw SystemError(call: "memfd_create", errno: Glibc.errno) }
+        // Close-on-exec (programs started by os.execute must not hold the run's
+        // memory), and numbered above the descriptors a worker is handed (3).
+        let fd = jr_dup_cloexec(created, 10)
+        close(created)
+        if fd < 0 { throw SystemError(call: "fcntl(F_DUPFD_CLOEXEC)", errno: Glibc.errno) }
         _ = try retryingEINTR("ftruncate") { ftruncate(fd, off_t(reservedBytes)) }
         try map(fd: fd)
         let h = header

@@ -86,8 +86,7 @@ enum CoreBindings {
         let pid = pid_t(truncatingIfNeeded: lua_tointegerx(L, 1, nil))
         let timeout: Double?
         do { timeout = try Lua.optTimeout(L, 2, "join") } catch {
-            if case Lua.ArgError.bad(let m) = error { return Lua.raise(L, .TypeError, m) }
-            return -1
+            return Lua.raise(L, error)
         }
         if let code = ProcessControl.wait(pid, timeout: timeout) { lua_pushinteger(L, lua_Integer(code)) } else { lua_pushnil(L) }
         return 1
@@ -133,8 +132,7 @@ enum CoreBindings {
         let L = L!
         let seconds: Double?
         do { seconds = try Lua.optTimeout(L, 1, "sleep", "seconds") } catch {
-            if case Lua.ArgError.bad(let m) = error { return Lua.raise(L, .TypeError, m) }
-            return -1
+            return Lua.raise(L, error)
         }
         guard let s = seconds else {
             if jr_lua_isnoneornil(L, 1) != 0 { return Lua.raise(L, .TypeError, "sleep: seconds must be a number, got nil") }

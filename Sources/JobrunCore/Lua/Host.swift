@@ -148,16 +148,18 @@ public enum Host {
             jr_lua_pop(L, 1)
             code = 1
         }
-        shutdown(L)
+        shutdown(L, abort: code != 0)
         fflush(nil)
         return code
     }
 
-    /// jobrun._shutdown(): terminate daemon children, join the others.
-    static func shutdown(_ L: LuaState) {
+    /// jobrun._shutdown(abort): terminate daemon children and join the others;
+/// after an error, stop them all.
+    static func shutdown(_ L: LuaState, abort: Bool) {
         lua_getglobal(L, "jobrun")
         lua_getfield(L, -1, "_shutdown")
-        if jr_lua_pcall(L, 0, 0, 0) != LUA_OK {
+        lua_pushboolean(L, abort ? 1 : 0)
+        if jr_lua_pcall(L, 1, 0, 0) != LUA_OK {
             writeAll(2, "jobrun: while stopping children: \(Lua.string(L, -1) ?? "?")\n")
             jr_lua_pop(L, 1)
         }

@@ -62,7 +62,20 @@ enum Lua {
 
     // MARK: argument checking (lua-api.md names arguments in messages)
 
-    enum ArgError: Error { case bad(String) }
+    /// A bad argument: wrong type (TypeError) or a value out of range (ValueError).
+    enum ArgError: Error {
+        case bad(String)
+        case value(String)
+
+        var kind: ErrorKind { if case .value = self { return .ValueError }; return .TypeError }
+        var message: String { switch self { case .bad(let m), .value(let m): return m } }
+    }
+
+    /// Raises an argument error caught from the `opt*` helpers.
+    static func raise(_ L: LuaState, _ error: Error) -> Int32 {
+        if let e = error as? ArgError { return raise(L, e.kind, e.message) }
+        return raise(L, .ValueError, "\(error)")
+    }
 
     static func argTypeMessage(_ L: LuaState, _ index: Int32, _ fn: String, _ arg: String, _ expected: String) -> String {
         "\(fn): \(arg) must be \(expected), got \(typeName(L, index))"
@@ -83,7 +96,7 @@ enum Lua {
         case LUA_TNONE, LUA_TNIL: return nil
         case LUA_TNUMBER:
             let v = jr_lua_tonumberx(L, index, nil)
-            if v.isNaN || v < 0 { throw ArgError.bad("\(fn): \(arg) must be a non-negative number, got \(Lua.numberText(v))") }
+            if v.isNaN || v < 0 { throw ArgError.value("\(fn): \(arg) must be a non-negative number, got \(Lua.numberText(v))") }
             return v.isInfinite ? nil : v
         default: throw ArgError.bad(argTypeMessage(L, index, fn, arg, "a number"))
         }

@@ -138,7 +138,7 @@ local function child_main(s)
     io.stderr:write(("Process %s (pid %d): %s\n"):format(s.name, current.pid, err))
     code = 1
   end
-  jobrun._shutdown()
+  jobrun._shutdown(not ok)
   core.exit(code)
 end
 
@@ -169,8 +169,11 @@ end
 function Process:join(timeout)
   local s = state(self)
   if not s.started then raise("ProcessError", "Process " .. s.name .. ": can only join a started process", 2) end
-  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout or timeout < 0) then
-    raise("TypeError", "join: timeout must be a non-negative number, got " .. tostring(timeout), 2)
+  if timeout ~= nil and type(timeout) ~= "number" then
+    raise("TypeError", "join: timeout must be a number, got " .. type(timeout), 2)
+  end
+  if timeout ~= nil and (timeout ~= timeout or timeout < 0) then
+    raise("ValueError", "join: timeout must be a non-negative number, got " .. tostring(timeout), 2)
   end
   if s.exitcode == nil then
     s.exitcode = core.wait(s.pid, timeout)
@@ -209,14 +212,16 @@ function jobrun.active_children()
 end
 
 --- At the end of a process: terminate daemon children, then join the others
---- (as CPython's _exit_function does).
-function jobrun._shutdown()
+--- (as CPython's _exit_function does). After an uncaught error (`abort`),
+--- every child is stopped instead: waiting for workers of a run that has
+--- already failed is how multiprocessing programs hang.
+function jobrun._shutdown(abort)
   local list = {table.unpack(children)}
   for _, p in ipairs(list) do
-    if p.daemon then p:terminate() end
+    if p.daemon or abort then p:terminate() end
   end
   for _, p in ipairs(list) do
-    if p.daemon then
+    if p.daemon or abort then
       if not p:join(1) then p:kill(); p:join() end
     else
       p:join()

@@ -54,10 +54,7 @@ enum QueueBindings {
 
     static func label(_ q: SharedQueue) -> String { "\(q.isJoinable ? "JoinableQueue" : "Queue")#\(q.id)" }
 
-    static func fail(_ L: LuaState, _ e: Error) -> Int32 {
-        if case Lua.ArgError.bad(let m) = e { return Lua.raise(L, .TypeError, m) }
-        return Lua.raise(L, .ValueError, "\(e)")
-    }
+    static func fail(_ L: LuaState, _ e: Error) -> Int32 { Lua.raise(L, e) }
 
     // MARK: constructors
 
