@@ -225,3 +225,33 @@ struct QueueTests {
         #expect(r.stderr.contains("main.lua:3: jobrun.Empty:"), "\(r.stderr)")
     }
 }
+
+@Suite("Shared memory limit")
+struct MemoryLimitTests {
+    @Test func producersWaitForMemoryAndOversizedItemsAreRefused() {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("jobrun-limit-\(UUID().uuidString).lua")
+        try? """
+            local q = jobrun.Queue()
+            local c = jobrun.Process{target = function()
+              local n = 0
+              for i = 1, 6 do jobrun.sleep(0.05); n = n + #q:get(true, 30) end
+              print("consumer got", n)
+            end}
+            c:start()
+            -- 6 items of 3 MiB through an 8 MiB limit: puts wait for the consumer.
+            for i = 1, 6 do q:put(string.rep("m", 3 * 1024 * 1024)) end
+            c:join(30)
+            local ok, e = pcall(q.put, q, string.rep("x", 9 * 1024 * 1024))
+            print(ok, e.kind, e.message:find("larger than the shared memory limit") ~= nil)
+            -- Blocks come in power-of-two sizes: three 1.5 MiB items take 6 of the 8 MiB.
+            local item = string.rep("y", 1536 * 1024)
+            q:put(item); q:put(item); q:put(item)
+            ok, e = pcall(q.put, q, item, false)
+            print(ok, e.kind, e.message:find("shared memory limit reached") ~= nil)
+            """.write(to: dir, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let r = runJobrun(["--shm-limit", "8", dir.path], timeout: 60)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "consumer got\t18874368\nfalse\tValueError\ttrue\nfalse\tFull\ttrue\n")
+    }
+}
