@@ -130,6 +130,8 @@ local function child_main(s)
   counter = 0
   current = {name = s.name, pid = getpid(), daemon = s.daemon}
   jobrun.is_main = false
+  -- As CPython re-seeds `random` after fork: workers must not share one sequence.
+  math.randomseed()
   local args = s.args
   local ok, err = xpcall(s.target, traceback_handler, unpack(args, 1, args.n or #args))
   local code = 0
