@@ -152,7 +152,45 @@ typedef struct jr_object_header {
 enum {
     JR_OBJ_QUEUE = 1,
     JR_OBJ_JOINABLE_QUEUE = 2,
+    JR_OBJ_LOCK = 3,
+    JR_OBJ_RLOCK = 4,
+    JR_OBJ_SEMAPHORE = 5,
+    JR_OBJ_BOUNDED_SEMAPHORE = 6,
+    JR_OBJ_EVENT = 7,
+    JR_OBJ_BARRIER = 8,
+    JR_OBJ_CONDITION = 9,
+    JR_OBJ_VALUE = 10,
 };
+
+/// Every synchronisation object (Lock, RLock, Semaphore, BoundedSemaphore,
+/// Event, Barrier, Condition) is one of these. All fields are written under
+/// `lock`, held only for a few instructions, never while the caller waits:
+/// waiting is a futex sleep on `seq`, which is bumped (under `lock`) by every
+/// change that may let a waiter proceed.
+typedef struct jr_sync {
+    jr_object_header hdr;
+    pthread_mutex_t lock;
+    int64_t value;          // Lock/RLock: 1 held; Semaphore: count; Event: 0/1; Barrier: arrived
+    int64_t bound;          // BoundedSemaphore: most value; Barrier: parties
+    int32_t owner;          // Lock/RLock: pid of the holder (0: none)
+    uint32_t depth;         // RLock: acquisitions by the owner
+    uint32_t seq;           // futex word
+    uint32_t waiters;       // sleepers on seq: wake only when non-zero
+    uint64_t generation;    // Barrier: bumped each time the barrier opens
+    uint32_t broken;        // Barrier: a wait timed out; later waits fail
+    uint32_t reserved;
+    uint64_t link;          // Condition: offset of its Lock or RLock
+} jr_sync;
+
+/// A shared number (`jobrun.Value`): an integer or a float, under `lock`.
+typedef struct jr_value {
+    jr_object_header hdr;
+    pthread_mutex_t lock;
+    uint32_t is_float;
+    uint32_t reserved;
+    int64_t integer;
+    double number;
+} jr_value;
 
 /// A queue: a byte ring of length-prefixed records, guarded by `lock`.
 /// Producers write records at `tail`, consumers read at `head` (both

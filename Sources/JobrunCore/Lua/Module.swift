@@ -9,6 +9,7 @@ enum Module {
         lua_createtable(L, 0, 32)
         let module = lua_gettop(L)
         QueueBindings.register(L, module: module)
+        SyncBindings.register(L)
         luaL_newmetatable(L, "jobrun.Error")
         let errorMeta = lua_gettop(L)
         lua_pushvalue(L, module)

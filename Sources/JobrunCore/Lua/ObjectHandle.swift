@@ -13,7 +13,10 @@ struct ObjectHandle {
         switch Int(type) {
         case JR_OBJ_QUEUE: return "jobrun.Queue"
         case JR_OBJ_JOINABLE_QUEUE: return "jobrun.JoinableQueue"
-        default: return nil
+        case JR_OBJ_VALUE: return "jobrun.Value"
+        default:
+            if let name = SyncBindings.types.first(where: { $0.0 == Int(type) })?.1 { return "jobrun.\(name)" }
+            return nil
         }
     }
 

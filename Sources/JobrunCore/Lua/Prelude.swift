@@ -260,6 +260,48 @@ for _, name in ipairs{"jobrun.Queue", "jobrun.JoinableQueue"} do
   methods.items = items
 end
 
+-- Locks and conditions ----------------------------------------------------------
+
+--- obj:with(fn, ...): fn's results, with obj held; released even when fn raises.
+local function with(self, fn, ...)
+  if type(fn) ~= "function" and not (getmetatable(fn) or {}).__call then
+    raise("TypeError", "with: fn must be a function, got " .. type(fn), 2)
+  end
+  self:acquire()
+  local r = table.pack(pcall(fn, ...))
+  self:release()
+  if not r[1] then error(r[2], 0) end
+  return table.unpack(r, 2, r.n)
+end
+
+for _, name in ipairs{"Lock", "RLock", "Semaphore", "BoundedSemaphore", "Condition"} do
+  core.metatable("jobrun." .. name).__index.with = with
+end
+
+local Condition = core.metatable("jobrun.Condition").__index
+function Condition.acquire(c, ...) return c:_lock():acquire(...) end
+function Condition.release(c) return c:_lock():release() end
+
+--- c:wait_for(pred [, timeout]): waits until pred() is true; returns its last value.
+function Condition.wait_for(c, pred, timeout)
+  if type(pred) ~= "function" then raise("TypeError", "wait_for: pred must be a function, got " .. type(pred), 2) end
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
+    raise("ValueError", "wait_for: timeout must be a non-negative number", 2)
+  end
+  local result = pred()
+  local deadline = timeout and (core.time() + timeout)
+  while not result do
+    local left
+    if deadline then
+      left = deadline - core.time()
+      if left <= 0 then break end
+    end
+    c:wait(left)
+    result = pred()
+  end
+  return result
+end
+
 package.loaded.jobrun = jobrun
 return jobrun
 """#

@@ -18,7 +18,7 @@ enum QueueBindings {
             if joinable { joinableMeta = lua_topointer(L, -1) } else { queueMeta = lua_topointer(L, -1) }
             lua_pushboolean(L, 1); lua_setfield(L, -2, "__jobrun")
             Lua.setFunction(L, "__tostring", queueToString)
-            Lua.setFunction(L, "__eq", queueEquals)
+            Lua.setFunction(L, "__eq", ObjectBindings.equals)
             lua_createtable(L, 0, 16)
             Lua.setFunction(L, "put", queuePut)
             Lua.setFunction(L, "get", queueGet)
@@ -224,13 +224,6 @@ enum QueueBindings {
         guard let q = check(L, "__tostring") else { return -1 }
         let size = q.maxsize > 0 ? ", maxsize \(q.maxsize)" : ""
         Lua.pushString(L, "\(label(q)) (\(q.count) items\(size))")
-        return 1
-    }
-
-    static let queueEquals: jr_swift_fn = { L in
-        let L = L!
-        let a = ObjectHandle.check(L, 1), b = ObjectHandle.check(L, 2)
-        lua_pushboolean(L, a != nil && b != nil && a!.offset == b!.offset ? 1 : 0)
         return 1
     }
 }

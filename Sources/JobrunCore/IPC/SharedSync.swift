@@ -1,0 +1,239 @@
+import CJobrunShims
+import Glibc
+
+/// Lock, RLock, Semaphore, BoundedSemaphore, Event, Barrier and Condition in
+/// shared memory, after CPython's synchronize.py but without SemLock: each is
+/// a `jr_sync` record whose short critical sections take a robust mutex and
+/// whose waits sleep on a futex word. A lock remembers its holder's pid, so a
+/// holder that died is noticed by the next acquirer, which takes the lock
+/// over and is told so ("owner died").
+struct SharedSync {
+    let s: UnsafeMutablePointer<jr_sync>
+
+    init(offset: UInt64) { s = Arena.pointer(offset).assumingMemoryBound(to: jr_sync.self) }
+
+    /// How often a waiter re-checks whether the holder it waits for is alive.
+    static let ownerCheckSlice: Int64 = 100_000_000
+
+    static func create(type: Int, value: Int64 = 0, bound: Int64 = 0, link: UInt64 = 0) throws(Arena.AllocFailure) -> UInt64 {
+        let off = try Arena.allocateZeroed(MemoryLayout<jr_sync>.size)
+        let s = Arena.pointer(off).assumingMemoryBound(to: jr_sync.self)
+        s.pointee.hdr.type = UInt32(type)
+        s.pointee.hdr.id = Arena.nextObjectID()
+        _ = jr_mutex_init(&s.pointee.lock)
+        s.pointee.value = value
+        s.pointee.bound = bound
+        s.pointee.link = link
+        return off
+    }
+
+    var id: UInt32 { s.pointee.hdr.id }
+    var type: Int { Int(s.pointee.hdr.type) }
+
+    @inline(__always) func lock() { _ = jr_mutex_lock(&s.pointee.lock) }
+    @inline(__always) func unlock() { jr_mutex_unlock(&s.pointee.lock) }
+
+    /// Bumps `seq` and wakes up to `count` sleepers. Call with the lock held;
+    /// the wake itself happens after `unlock` via the returned flag.
+    @inline(__always) func bumpLocked() -> Bool {
+        s.pointee.seq &+= 1
+        return s.pointee.waiters > 0
+    }
+
+    func wake(_ count: Int32 = Int32.max) { _ = jr_futex_wake(&s.pointee.seq, count) }
+
+    /// With the lock held: sleeps until `seq` changes, a slice passes or the
+    /// deadline does; returns with the lock held.
+    func sleepLocked(_ deadline: Deadline, slice: Int64 = 1_000_000_000) {
+        let seq = s.pointee.seq
+        s.pointee.waiters += 1
+        unlock()
+        let remaining = deadline.remaining
+        _ = jr_futex_wait(&s.pointee.seq, seq, remaining < 0 ? slice : min(remaining, slice))
+        lock()
+        s.pointee.waiters -= 1
+    }
+
+    // MARK: Lock and RLock
+
+    enum Acquired { case acquired, ownerDied, timedOut }
+
+    /// Lock.acquire / RLock.acquire.
+    func acquire(block: Bool, deadline: Deadline, reentrant: Bool) -> Acquired {
+        let me = getpid()
+        lock()
+        defer { unlock() }
+        while true {
+            if s.pointee.value == 0 {
+                s.pointee.value = 1; s.pointee.owner = me; s.pointee.depth = 1
+                return .acquired
+            }
+            if reentrant && s.pointee.owner == me {
+                s.pointee.depth += 1
+                return .acquired
+            }
+            if !processIsAlive(s.pointee.owner) {
+                s.pointee.owner = me; s.pointee.depth = 1
+                return .ownerDied
+            }
+            if !block || deadline.expired { return .timedOut }
+            sleepLocked(deadline, slice: SharedSync.ownerCheckSlice)
+        }
+    }
+
+    enum Released { case released, notHeld, notOwner }
+
+    func release(reentrant: Bool) -> Released {
+        let me = getpid()
+        lock()
+        if s.pointee.value == 0 { unlock(); return .notHeld }
+        if reentrant {
+            if s.pointee.owner != me { unlock(); return .notOwner }
+            s.pointee.depth -= 1
+            if s.pointee.depth > 0 { unlock(); return .released }
+        }
+        s.pointee.value = 0; s.pointee.owner = 0; s.pointee.depth = 0
+        let wake = bumpLocked()
+        unlock()
+        if wake { self.wake(1) }
+        return .released
+    }
+
+    var isLocked: Bool { lock(); defer { unlock() }; return s.pointee.value != 0 }
+    var ownerIsMe: Bool { lock(); defer { unlock() }; return s.pointee.value != 0 && s.pointee.owner == getpid() }
+
+    /// For Condition.wait: releases an RLock completely, returning its depth.
+    func releaseAll() -> UInt32 {
+        lock()
+        let depth = s.pointee.depth
+        s.pointee.value = 0; s.pointee.owner = 0; s.pointee.depth = 0
+        let wake = bumpLocked()
+        unlock()
+        if wake { self.wake(1) }
+        return depth
+    }
+
+    /// Re-acquires after Condition.wait, restoring the depth.
+    func reacquire(depth: UInt32, reentrant: Bool) {
+        _ = acquire(block: true, deadline: Deadline(timeout: nil), reentrant: reentrant)
+        if reentrant && depth > 1 { lock(); s.pointee.depth = depth; unlock() }
+    }
+
+    // MARK: Semaphore
+
+    func semAcquire(block: Bool, deadline: Deadline) -> Bool {
+        lock()
+        defer { unlock() }
+        while s.pointee.value <= 0 {
+            if !block || deadline.expired { return false }
+            sleepLocked(deadline)
+        }
+        s.pointee.value -= 1
+        return true
+    }
+
+    /// false when a BoundedSemaphore would go past its bound.
+    func semRelease(bounded: Bool) -> Bool {
+        lock()
+        if bounded && s.pointee.value >= s.pointee.bound { unlock(); return false }
+        s.pointee.value += 1
+        let wake = bumpLocked()
+        unlock()
+        if wake { self.wake(1) }
+        return true
+    }
+
+    var value: Int64 { lock(); defer { unlock() }; return s.pointee.value }
+
+    // MARK: Event
+
+    func eventSet(_ on: Bool) {
+        lock()
+        s.pointee.value = on ? 1 : 0
+        let wake = on && bumpLocked()
+        unlock()
+        if wake { self.wake() }
+    }
+
+    func eventWait(deadline: Deadline) -> Bool {
+        lock()
+        defer { unlock() }
+        while s.pointee.value == 0 {
+            if deadline.expired { return false }
+            sleepLocked(deadline)
+        }
+        return true
+    }
+
+    // MARK: Barrier
+
+    enum BarrierResult { case index(Int64), timedOut, broken }
+
+    func barrierWait(deadline: Deadline) -> BarrierResult {
+        lock()
+        defer { unlock() }
+        if s.pointee.broken != 0 { return .broken }
+        let generation = s.pointee.generation
+        let index = s.pointee.value
+        s.pointee.value += 1
+        if s.pointee.value >= s.pointee.bound {
+            s.pointee.value = 0
+            s.pointee.generation += 1
+            if bumpLocked() { unlock(); wake(); lock() }
+            return .index(index)
+        }
+        while s.pointee.generation == generation {
+            if s.pointee.broken != 0 { return .broken }
+            if deadline.expired {
+                s.pointee.broken = 1
+                if bumpLocked() { unlock(); wake(); lock() }
+                return .timedOut
+            }
+            sleepLocked(deadline)
+        }
+        return .index(index)
+    }
+
+    // MARK: Condition (on its own seq; the lock is the linked jr_sync)
+
+    /// The sequence number a waiter sleeps on; read before releasing the lock
+    /// so a notify in between is not lost.
+    var conditionSeq: UInt32 { lock(); defer { unlock() }; return s.pointee.seq }
+
+    /// Sleeps until notified (seq moves past `seq`) or the deadline; true if notified.
+    func conditionSleep(from seq: UInt32, deadline: Deadline) -> Bool {
+        lock()
+        defer { unlock() }
+        while s.pointee.seq == seq {
+            if deadline.expired { return false }
+            sleepLocked(deadline)
+        }
+        return true
+    }
+
+    func notify(_ n: Int32) {
+        lock()
+        s.pointee.seq &+= 1
+        let wake = s.pointee.waiters > 0
+        unlock()
+        if wake { self.wake(n) }
+    }
+}
+
+/// True while `pid` runs (a zombie, dead but not yet reaped, counts as dead).
+func processIsAlive(_ pid: Int32) -> Bool {
+    if pid <= 0 { return false }
+    if kill(pid, 0) != 0 && Glibc.errno == ESRCH { return false }
+    var buf = [UInt8](repeating: 0, count: 512)
+    let fd = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
+    if fd < 0 { return true }
+    defer { close(fd) }
+    let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+    guard n > 0 else { return true }
+    // "pid (comm) S ...": the state follows the last ')'.
+    if let close = buf[0..<n].lastIndex(of: UInt8(ascii: ")")), close + 2 < n {
+        let state = buf[close + 2]
+        return state != UInt8(ascii: "Z") && state != UInt8(ascii: "X")
+    }
+    return true
+}

@@ -1,0 +1,319 @@
+import CJobrunShims
+import CLua
+import Glibc
+
+/// Lua bindings of Lock, RLock, Semaphore, BoundedSemaphore, Event, Barrier
+/// and Condition (`with`, `wait_for` and Condition's lock methods are in the
+/// prelude). Names and errors follow lua-api.md.
+enum SyncBindings {
+    static let types: [(Int, String)] = [
+        (JR_OBJ_LOCK, "Lock"), (JR_OBJ_RLOCK, "RLock"), (JR_OBJ_SEMAPHORE, "Semaphore"),
+        (JR_OBJ_BOUNDED_SEMAPHORE, "BoundedSemaphore"), (JR_OBJ_EVENT, "Event"),
+        (JR_OBJ_BARRIER, "Barrier"), (JR_OBJ_CONDITION, "Condition"),
+    ]
+
+    static func register(_ L: LuaState) {
+        for (type, name) in types {
+            luaL_newmetatable(L, "jobrun.\(name)")
+            lua_pushboolean(L, 1); lua_setfield(L, -2, "__jobrun")
+            lua_pushinteger(L, lua_Integer(type)); lua_setfield(L, -2, "__jobrun_type")
+            Lua.setFunction(L, "__tostring", toString)
+            Lua.setFunction(L, "__eq", ObjectBindings.equals)
+            lua_createtable(L, 0, 8)
+            switch type {
+            case JR_OBJ_LOCK, JR_OBJ_RLOCK:
+                Lua.setFunction(L, "acquire", acquire)
+                Lua.setFunction(L, "release", release)
+                Lua.setFunction(L, "locked", locked)
+                Lua.setFunction(L, "_is_owned", isOwned)
+            case JR_OBJ_SEMAPHORE, JR_OBJ_BOUNDED_SEMAPHORE:
+                Lua.setFunction(L, "acquire", semAcquire)
+                Lua.setFunction(L, "release", semRelease)
+                Lua.setFunction(L, "value", semValue)
+            case JR_OBJ_EVENT:
+                Lua.setFunction(L, "set", eventSet)
+                Lua.setFunction(L, "clear", eventClear)
+                Lua.setFunction(L, "is_set", eventIsSet)
+                Lua.setFunction(L, "wait", eventWait)
+            case JR_OBJ_BARRIER:
+                Lua.setFunction(L, "wait", barrierWait)
+                Lua.setFunction(L, "parties", barrierParties)
+                Lua.setFunction(L, "n_waiting", barrierWaiting)
+                Lua.setFunction(L, "broken", barrierBroken)
+            case JR_OBJ_CONDITION:
+                Lua.setFunction(L, "wait", conditionWait)
+                Lua.setFunction(L, "notify", conditionNotify)
+                Lua.setFunction(L, "notify_all", conditionNotifyAll)
+                Lua.setFunction(L, "_lock", conditionLock)
+            default: break
+            }
+            lua_setfield(L, -2, "__index")
+            jr_lua_pop(L, 1)
+        }
+        Lua.setFunction(L, "Lock", newLock)
+        Lua.setFunction(L, "RLock", newRLock)
+        Lua.setFunction(L, "Semaphore", newSemaphore)
+        Lua.setFunction(L, "BoundedSemaphore", newBoundedSemaphore)
+        Lua.setFunction(L, "Event", newEvent)
+        Lua.setFunction(L, "Barrier", newBarrier)
+        Lua.setFunction(L, "Condition", newCondition)
+    }
+
+    static func typeName(_ type: Int) -> String {
+        types.first { $0.0 == type }?.1 ?? "object"
+    }
+
+    /// The sync object at index 1 if it is one of `accepted`, else nil with an error pushed.
+    static func check(_ L: LuaState, _ method: String, _ accepted: [Int]) -> SharedSync? {
+        if let h = ObjectHandle.check(L, 1), accepted.contains(Int(h.type)) { return SharedSync(offset: h.offset) }
+        let expected = accepted.map { typeName($0) }.joined(separator: " or ")
+        Lua.pushError(L, .TypeError, "\(method): expected a \(expected) as self (use obj:\(method)(...)), got \(Lua.typeName(L, 1))")
+        return nil
+    }
+
+    static func label(_ s: SharedSync) -> String { "\(typeName(s.type))#\(s.id)" }
+
+    static func push(_ L: LuaState, _ type: Int, _ make: () throws(Arena.AllocFailure) -> UInt64) -> Int32 {
+        do {
+            let off = try make()
+            ObjectHandle.push(L, ObjectHandle(offset: off, type: UInt32(type)))
+            return 1
+        } catch {
+            return Lua.raise(L, .ValueError, "\(typeName(type)): out of shared memory")
+        }
+    }
+
+    /// (block, timeout) at indices i, i+1, as acquire() takes them.
+    static func blockAndTimeout(_ L: LuaState, _ i: Int32, _ fn: String) throws -> (Bool, Deadline) {
+        let block = try Lua.optBool(L, i, true, fn, "block")
+        let timeout = try Lua.optTimeout(L, i + 1, fn)
+        return (block, Deadline(timeout: block ? timeout : 0))
+    }
+
+    // MARK: constructors
+
+    static let newLock: jr_swift_fn = { L in push(L!, JR_OBJ_LOCK) { () throws(Arena.AllocFailure) in try SharedSync.create(type: JR_OBJ_LOCK) } }
+    static let newRLock: jr_swift_fn = { L in push(L!, JR_OBJ_RLOCK) { () throws(Arena.AllocFailure) in try SharedSync.create(type: JR_OBJ_RLOCK) } }
+    static let newEvent: jr_swift_fn = { L in push(L!, JR_OBJ_EVENT) { () throws(Arena.AllocFailure) in try SharedSync.create(type: JR_OBJ_EVENT) } }
+
+    static func newSem(_ L: LuaState, bounded: Bool) -> Int32 {
+        let type = bounded ? JR_OBJ_BOUNDED_SEMAPHORE : JR_OBJ_SEMAPHORE
+        let n: Int64
+        do { n = try Lua.optInteger(L, 1, 1, typeName(type), "value") ?? 1 } catch { return Lua.raise(L, error) }
+        if n < 0 { return Lua.raise(L, .ValueError, "\(typeName(type)): value must be >= 0, got \(n)") }
+        return push(L, type) { () throws(Arena.AllocFailure) in try SharedSync.create(type: type, value: n, bound: n) }
+    }
+    static let newSemaphore: jr_swift_fn = { L in newSem(L!, bounded: false) }
+    static let newBoundedSemaphore: jr_swift_fn = { L in newSem(L!, bounded: true) }
+
+    static let newBarrier: jr_swift_fn = { L in
+        let L = L!
+        let n: Int64
+        do {
+            guard let v = try Lua.optInteger(L, 1, nil, "Barrier", "parties") else {
+                return Lua.raise(L, .TypeError, "Barrier: parties must be an integer, got nil")
+            }
+            n = v
+        } catch { return Lua.raise(L, error) }
+        if n < 1 { return Lua.raise(L, .ValueError, "Barrier: parties must be >= 1, got \(n)") }
+        return push(L, JR_OBJ_BARRIER) { () throws(Arena.AllocFailure) in try SharedSync.create(type: JR_OBJ_BARRIER, bound: n) }
+    }
+
+    static let newCondition: jr_swift_fn = { L in
+        let L = L!
+        var lockOffset: UInt64
+        if jr_lua_isnoneornil(L, 1) != 0 {
+            do { lockOffset = try SharedSync.create(type: JR_OBJ_RLOCK) } catch {
+                return Lua.raise(L, .ValueError, "Condition: out of shared memory")
+            }
+        } else if let h = ObjectHandle.check(L, 1), h.type == UInt32(JR_OBJ_LOCK) || h.type == UInt32(JR_OBJ_RLOCK) {
+            lockOffset = h.offset
+        } else {
+            return Lua.raise(L, .TypeError, "Condition: lock must be a Lock or RLock, got \(Lua.typeName(L, 1))")
+        }
+        return push(L, JR_OBJ_CONDITION) { () throws(Arena.AllocFailure) in try SharedSync.create(type: JR_OBJ_CONDITION, link: lockOffset) }
+    }
+
+    // MARK: Lock / RLock
+
+    static let acquire: jr_swift_fn = { L in
+        let L = L!
+        guard let s = check(L, "acquire", [JR_OBJ_LOCK, JR_OBJ_RLOCK]) else { return -1 }
+        let block: Bool, deadline: Deadline
+        do { (block, deadline) = try blockAndTimeout(L, 2, "acquire") } catch { return Lua.raise(L, error) }
+        switch s.acquire(block: block, deadline: deadline, reentrant: s.type == JR_OBJ_RLOCK) {
+        case .acquired: lua_pushboolean(L, 1); return 1
+        case .ownerDied: lua_pushboolean(L, 1); Lua.pushString(L, "owner died"); return 2
+        case .timedOut: lua_pushboolean(L, 0); return 1
+        }
+    }
+
+    static let release: jr_swift_fn = { L in
+        let L = L!
+        guard let s = check(L, "release", [JR_OBJ_LOCK, JR_OBJ_RLOCK]) else { return -1 }
+        switch s.release(reentrant: s.type == JR_OBJ_RLOCK) {
+        case .released: return 0
+        case .notHeld: return Lua.raise(L, .ValueError, "\(label(s)).release: the lock is not held")
+        case .notOwner: return Lua.raise(L, .ValueError, "\(label(s)).release: cannot release an RLock held by another process")
+        }
+    }
+
+    static let locked: jr_swift_fn = { L in
+        guard let s = check(L!, "locked", [JR_OBJ_LOCK, JR_OBJ_RLOCK]) else { return -1 }
+        lua_pushboolean(L, s.isLocked ? 1 : 0); return 1
+    }
+
+    static let isOwned: jr_swift_fn = { L in
+        guard let s = check(L!, "_is_owned", [JR_OBJ_LOCK, JR_OBJ_RLOCK]) else { return -1 }
+        lua_pushboolean(L, s.ownerIsMe ? 1 : 0); return 1
+    }
+
+    // MARK: Semaphore
+
+    static let semAcquire: jr_swift_fn = { L in
+        let L = L!
+        guard let s = check(L, "acquire", [JR_OBJ_SEMAPHORE, JR_OBJ_BOUNDED_SEMAPHORE]) else { return -1 }
+        let block: Bool, deadline: Deadline
+        do { (block, deadline) = try blockAndTimeout(L, 2, "acquire") } catch { return Lua.raise(L, error) }
+        lua_pushboolean(L, s.semAcquire(block: block, deadline: deadline) ? 1 : 0)
+        return 1
+    }
+
+    static let semRelease: jr_swift_fn = { L in
+        let L = L!
+        guard let s = check(L, "release", [JR_OBJ_SEMAPHORE, JR_OBJ_BOUNDED_SEMAPHORE]) else { return -1 }
+        if !s.semRelease(bounded: s.type == JR_OBJ_BOUNDED_SEMAPHORE) {
+            return Lua.raise(L, .ValueError, "\(label(s)).release: semaphore released too many times")
+        }
+        return 0
+    }
+
+    static let semValue: jr_swift_fn = { L in
+        guard let s = check(L!, "value", [JR_OBJ_SEMAPHORE, JR_OBJ_BOUNDED_SEMAPHORE]) else { return -1 }
+        lua_pushinteger(L, lua_Integer(s.value)); return 1
+    }
+
+    // MARK: Event
+
+    static let eventSet: jr_swift_fn = { L in
+        guard let s = check(L!, "set", [JR_OBJ_EVENT]) else { return -1 }
+        s.eventSet(true); return 0
+    }
+    static let eventClear: jr_swift_fn = { L in
+        guard let s = check(L!, "clear", [JR_OBJ_EVENT]) else { return -1 }
+        s.eventSet(false); return 0
+    }
+    static let eventIsSet: jr_swift_fn = { L in
+        guard let s = check(L!, "is_set", [JR_OBJ_EVENT]) else { return -1 }
+        lua_pushboolean(L, s.value != 0 ? 1 : 0); return 1
+    }
+    static let eventWait: jr_swift_fn = { L in
+        let L = L!
+        guard let s = check(L, "wait", [JR_OBJ_EVENT]) else { return -1 }
+        let timeout: Double?
+        do { timeout = try Lua.optTimeout(L, 2, "wait") } catch { return Lua.raise(L, error) }
+        lua_pushboolean(L, s.eventWait(deadline: Deadline(timeout: timeout)) ? 1 : 0)
+        return 1
+    }
+
+    // MARK: Barrier
+
+    static let barrierWait: jr_swift_fn = { L in
+        let L = L!
+        guard let s = check(L, "wait", [JR_OBJ_BARRIER]) else { return -1 }
+        let timeout: Double?
+        do { timeout = try Lua.optTimeout(L, 2, "wait") } catch { return Lua.raise(L, error) }
+        switch s.barrierWait(deadline: Deadline(timeout: timeout)) {
+        case .index(let i): lua_pushinteger(L, lua_Integer(i)); return 1
+        case .timedOut: return Lua.raise(L, .Timeout, "\(label(s)).wait: timed out after \(timeout ?? 0) s; the barrier is now broken")
+        case .broken: return Lua.raise(L, .Timeout, "\(label(s)).wait: the barrier is broken (an earlier wait timed out)")
+        }
+    }
+    static let barrierParties: jr_swift_fn = { L in
+        guard let s = check(L!, "parties", [JR_OBJ_BARRIER]) else { return -1 }
+        lua_pushinteger(L, lua_Integer(s.s.pointee.bound)); return 1
+    }
+    static let barrierWaiting: jr_swift_fn = { L in
+        guard let s = check(L!, "n_waiting", [JR_OBJ_BARRIER]) else { return -1 }
+        lua_pushinteger(L, lua_Integer(s.value)); return 1
+    }
+    static let barrierBroken: jr_swift_fn = { L in
+        guard let s = check(L!, "broken", [JR_OBJ_BARRIER]) else { return -1 }
+        s.lock(); let b = s.s.pointee.broken != 0; s.unlock()
+        lua_pushboolean(L, b ? 1 : 0); return 1
+    }
+
+    // MARK: Condition
+
+    static func linkedLock(_ c: SharedSync) -> SharedSync { SharedSync(offset: c.s.pointee.link) }
+
+    /// c:wait([timeout]) -> true if notified, false on timeout. The lock must be held.
+    static let conditionWait: jr_swift_fn = { L in
+        let L = L!
+        guard let c = check(L, "wait", [JR_OBJ_CONDITION]) else { return -1 }
+        let timeout: Double?
+        do { timeout = try Lua.optTimeout(L, 2, "wait") } catch { return Lua.raise(L, error) }
+        let lock = linkedLock(c)
+        if !lock.ownerIsMe {
+            return Lua.raise(L, .ValueError, "\(label(c)).wait: the condition's lock must be held (acquire it first)")
+        }
+        let seq = c.conditionSeq
+        let depth = lock.releaseAll()
+        let notified = c.conditionSleep(from: seq, deadline: Deadline(timeout: timeout))
+        lock.reacquire(depth: depth, reentrant: lock.type == JR_OBJ_RLOCK)
+        lua_pushboolean(L, notified ? 1 : 0)
+        return 1
+    }
+
+    static func notify(_ L: LuaState, all: Bool) -> Int32 {
+        guard let c = check(L, all ? "notify_all" : "notify", [JR_OBJ_CONDITION]) else { return -1 }
+        var n: Int64 = 1
+        if !all {
+            do { n = try Lua.optInteger(L, 2, 1, "notify", "n") ?? 1 } catch { return Lua.raise(L, error) }
+            if n < 0 { return Lua.raise(L, .ValueError, "notify: n must be >= 0, got \(n)") }
+        }
+        if !linkedLock(c).ownerIsMe {
+            return Lua.raise(L, .ValueError, "\(label(c)).\(all ? "notify_all" : "notify"): the condition's lock must be held")
+        }
+        if n > 0 { c.notify(all ? Int32.max : Int32(clamping: n)) }
+        return 0
+    }
+    static let conditionNotify: jr_swift_fn = { L in notify(L!, all: false) }
+    static let conditionNotifyAll: jr_swift_fn = { L in notify(L!, all: true) }
+
+    /// c:_lock() -> the Lock/RLock the condition uses (for acquire/release/with).
+    static let conditionLock: jr_swift_fn = { L in
+        let L = L!
+        guard let c = check(L, "_lock", [JR_OBJ_CONDITION]) else { return -1 }
+        let lock = linkedLock(c)
+        ObjectHandle.push(L, ObjectHandle(offset: c.s.pointee.link, type: UInt32(lock.type)))
+        return 1
+    }
+
+    static let toString: jr_swift_fn = { L in
+        let L = L!
+        guard let h = ObjectHandle.check(L, 1) else { return 0 }
+        let s = SharedSync(offset: h.offset)
+        var extra = ""
+        switch s.type {
+        case JR_OBJ_LOCK, JR_OBJ_RLOCK: extra = s.isLocked ? " (locked by pid \(s.s.pointee.owner))" : " (unlocked)"
+        case JR_OBJ_SEMAPHORE, JR_OBJ_BOUNDED_SEMAPHORE: extra = " (value \(s.value))"
+        case JR_OBJ_EVENT: extra = s.value != 0 ? " (set)" : " (clear)"
+        case JR_OBJ_BARRIER: extra = " (\(s.value) of \(s.s.pointee.bound) waiting)"
+        default: break
+        }
+        Lua.pushString(L, "\(label(s))\(extra)")
+        return 1
+    }
+}
+
+/// Metamethods shared by every jobrun object type.
+enum ObjectBindings {
+    /// Two handles are equal when they name the same shared object.
+    static let equals: jr_swift_fn = { L in
+        let L = L!
+        let a = ObjectHandle.check(L, 1), b = ObjectHandle.check(L, 2)
+        lua_pushboolean(L, a != nil && b != nil && a!.offset == b!.offset ? 1 : 0)
+        return 1
+    }
+}

@@ -1,0 +1,109 @@
+import Foundation
+import Testing
+
+@Suite("Locks, semaphores, events, barriers, conditions across processes")
+struct SyncTests {
+    @Test func lockBasicsAndOwnerDeath() {
+        let r = runScript("""
+            local l = jobrun.Lock()
+            print(l:acquire(), l:locked(), l:acquire(false), l:acquire(true, 0.05))
+            l:release(); print(l:locked())
+            local ok, e = pcall(l.release, l); print(ok, e.kind)
+            local p = jobrun.Process{target = function() l:acquire(); os.exit(0) end}
+            p:start(); p:join(10)
+            print(l:locked(), l:acquire(true, 5))
+            l:release()
+            print(l:with(function(a, b) return a + b end, 1, 2), l:locked())
+            ok, e = pcall(l.with, l, function() error("inside", 0) end)
+            print(ok, e, l:locked())
+            """)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "true\ttrue\tfalse\tfalse\nfalse\nfalse\tValueError\ntrue\ttrue\towner died\n3\tfalse\nfalse\tinside\tfalse\n")
+    }
+
+    @Test func lockGivesMutualExclusionAcrossProcesses() {
+        // Read-modify-write of a file under the lock, as in the ticket lesson.
+        let r = runScript("""
+            local path = os.tmpname()
+            local f = io.open(path, "w"); f:write("0"); f:close()
+            local l = jobrun.Lock()
+            local workers = {}
+            for i = 1, 4 do
+              workers[i] = jobrun.Process{target = function()
+                for _ = 1, 50 do
+                  l:with(function()
+                    local f = io.open(path); local n = tonumber(f:read("a")); f:close()
+                    f = io.open(path, "w"); f:write(tostring(n + 1)); f:close()
+                  end)
+                end
+              end}
+              workers[i]:start()
+            end
+            for _, w in ipairs(workers) do w:join(60) end
+            local f = io.open(path); print(f:read("a")); f:close(); os.remove(path)
+            """, timeout: 90)
+        #expect(r.stdout == "200\n", "\(r.stderr)")
+    }
+
+    @Test func rlockAndSemaphores() {
+        let r = runScript("""
+            local rl = jobrun.RLock()
+            rl:acquire(); rl:acquire(); rl:release(); print(rl:locked()); rl:release(); print(rl:locked())
+            rl:acquire()
+            local q = jobrun.Queue()
+            local p = jobrun.Process{target = function()
+              local ok, e = pcall(rl.release, rl); q:put(e.kind)
+              q:put(rl:acquire(true, 0.05))
+            end}
+            p:start(); print(q:get(true, 10), q:get(true, 10)); p:join(10)
+            local s = jobrun.BoundedSemaphore(2)
+            print(s:acquire(), s:acquire(), s:acquire(false), s:value())
+            s:release(); s:release()
+            local ok, e = pcall(s.release, s); print(ok, e.kind)
+            local u = jobrun.Semaphore(0)
+            jobrun.Process{target = function() jobrun.sleep(0.05); u:release() end}:start()
+            print(u:acquire(true, 10), u:value())
+            print(pcall(jobrun.Semaphore, -1))
+            """)
+        #expect(r.status == 0, "\(r.stderr)")
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        #expect(Array(lines.prefix(6)) == ["true", "false", "ValueError\tfalse", "true\ttrue\tfalse\t0", "false\tValueError", "true\t0"])
+        #expect(lines.count == 7 && lines[6].hasPrefix("false\tjobrun.ValueError: Semaphore: value must be >= 0"))
+    }
+
+    @Test func eventsBarriersAndConditions() {
+        let r = runScript("""
+            local e = jobrun.Event()
+            jobrun.Process{target = function() jobrun.sleep(0.05); e:set() end}:start()
+            print(e:is_set(), e:wait(10), e:is_set(), e:wait(0))
+            e:clear(); print(e:wait(0.05))
+
+            local b = jobrun.Barrier(3)
+            local out = jobrun.Queue()
+            for i = 1, 2 do jobrun.Process{target = function() out:put(b:wait(10)) end}:start() end
+            local idx = {b:wait(10), out:get(true, 10), out:get(true, 10)}
+            table.sort(idx); print(table.concat(idx, ","))
+            local b2 = jobrun.Barrier(2)
+            local ok, err = pcall(b2.wait, b2, 0.05); print(ok, err.kind, b2:broken())
+            print(pcall(jobrun.Barrier, 0))
+
+            local c = jobrun.Condition()
+            local items = jobrun.Queue()
+            local waiter = jobrun.Process{target = function()
+              c:with(function()
+                items:put("waiting")
+                items:put(c:wait_for(function() return items:qsize() == 0 end, 10))
+              end)
+            end}
+            waiter:start()
+            print(items:get(true, 10))
+            c:with(function() c:notify_all() end)
+            print(items:get(true, 10))
+            waiter:join(10)
+            local ok2, e2 = pcall(c.notify, c); print(ok2, e2.kind)
+            c:acquire(); print(c:wait(0.05)); c:release()
+            """)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "false\ttrue\ttrue\ttrue\nfalse\n0,1,2\nfalse\tTimeout\ttrue\nfalse\tjobrun.ValueError: Barrier: parties must be >= 1, got 0\nwaiting\ntrue\nfalse\tValueError\nfalse\n")
+    }
+}
