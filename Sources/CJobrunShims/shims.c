@@ -119,6 +119,10 @@ int jr_set_pdeathsig(int sig) {
     return prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0);
 }
 
+int jr_set_child_subreaper(void) {
+    return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+}
+
 int jr_set_cloexec(int fd, int on) {
     int flags = fcntl(fd, F_GETFD);
     if (flags < 0) return -1;

@@ -105,7 +105,7 @@ struct CodecTests {
         #expect(encodeError("return {1, {2, io.stdout}}") == "item[2][2]: cannot send a userdata (FILE*)")
         #expect(encodeError("return {['my key'] = coroutine.create(print)}") == "item[\"my key\"]: cannot send a coroutine")
         let co = encodeError("local co = coroutine.create(print); return function() return co end")
-        #expect(co == "item<upvalue co>: cannot send a coroutine")
+        #expect(co == "item (upvalue co): cannot send a coroutine")
         #expect(encodeError("return io.lines") == nil)
         #expect(encodeError("local t = {}; local cur = t; for i = 1, 10000 do cur.next = {}; cur = cur.next end; return t")?
             .contains("nested too deeply") == true)

@@ -58,6 +58,8 @@ int jr_futex_wake(uint32_t *addr, int count);
 int jr_memfd_create(const char *name);
 int jr_pidfd_open(pid_t pid);
 int jr_set_pdeathsig(int sig);
+/// prctl(PR_SET_CHILD_SUBREAPER): orphaned descendants are re-parented to us.
+int jr_set_child_subreaper(void);
 int jr_set_cloexec(int fd, int on);
 /// fcntl(F_DUPFD_CLOEXEC): a copy of `fd` numbered at least `minfd`.
 int jr_dup_cloexec(int fd, int minfd);
@@ -160,7 +162,44 @@ enum {
     JR_OBJ_BARRIER = 8,
     JR_OBJ_CONDITION = 9,
     JR_OBJ_VALUE = 10,
+    JR_OBJ_DICT = 11,
+    JR_OBJ_PIPE_END0 = 12,  // the two ends of one jr_pipe: the type names the end
+    JR_OBJ_PIPE_END1 = 13,
 };
+
+/// A Pipe: end i sends on queue[i] and receives from queue[1 - i] (for a
+/// one-way pipe, end 0 only receives and end 1 only sends, on queue[1]).
+/// `user[i]` is the pid that last used end i: when it has died and nothing is
+/// left to read, the other end gets EOF instead of waiting forever.
+typedef struct jr_pipe {
+    jr_object_header hdr;
+    uint64_t queue[2];
+    uint32_t closed[2];
+    int32_t user[2];
+    uint32_t duplex;
+    uint32_t reserved;
+} jr_pipe;
+
+/// A shared dictionary: open addressing over `slots` (a power of two), each
+/// slot pointing at an entry block [u32 key length][u32 0][u64 value length]
+/// [encoded key][encoded value]. Everything is read and written under
+/// `lock`; entry blocks are allocated and freed outside it. `update_lock`
+/// is the offset of a jr_sync Lock that serialises `update(k, fn)` calls.
+typedef struct jr_dict {
+    jr_object_header hdr;
+    pthread_mutex_t lock;
+    uint64_t slots_off;
+    uint64_t capacity;
+    uint64_t count;
+    uint64_t used;          // count + tombstones
+    uint64_t update_lock;
+} jr_dict;
+
+typedef struct jr_dict_slot {
+    uint64_t hash;          // 0 empty, 1 deleted; real hashes are >= 2
+    uint64_t entry;         // offset of the entry block
+} jr_dict_slot;
+_Static_assert(sizeof(jr_dict_slot) == 16, "dict slot must stay 16 bytes");
 
 /// Every synchronisation object (Lock, RLock, Semaphore, BoundedSemaphore,
 /// Event, Barrier, Condition) is one of these. All fields are written under

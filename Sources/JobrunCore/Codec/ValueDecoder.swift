@@ -2,144 +2,174 @@ import CJobrunShims
 import CLua
 
 /// Bytes -> Lua value, the inverse of `ValueEncoder` (whose header documents
-/// the format). It never trusts its input: every length and count is checked
-/// against the bytes left, nesting is bounded, and sent bytecode is loaded
-/// only when its checksum matches, so no byte string can crash it.
+/// the format). It trusts nothing it reads: every length and count is checked
+/// against the bytes left, nesting is bounded, the Lua stack is grown before
+/// anything is pushed, table keys that would make Lua raise (nil, NaN) are
+/// refused, and sent bytecode is loaded only when its checksum matches
+/// (Lua does not verify bytecode). So any byte string gives a value or an
+/// error, never a crash, and on error the stack is as it was.
 enum ValueDecoder {
-    /// Pushes exactly one value, or nothing and returns the error.
+    /// Pushes exactly one value and returns nil, or pushes nothing and
+    /// returns "corrupt message: ...".
     static func decode(_ L: LuaState, _ bytes: UnsafeRawBufferPointer) -> String? {
-        // Fast path: a string item.
-        if bytes.count >= 2, bytes[0] == 0x05 {
-            var r = Reader(bytes: bytes, at: 1)
-            if let n = r.varint(), n == UInt64(bytes.count - r.at) {
-                _ = lua_pushlstring(L, bytes.baseAddress!.assumingMemoryBound(to: CChar.self) + r.at, Int(n))
+        guard let p = bytes.baseAddress, bytes.count > 0 else { return "corrupt message: empty" }
+        // Fast path: a message that is one string, the common queue item.
+        if p.load(as: UInt8.self) == 0x05 {
+            var d = Decoding(p, bytes.count, at: 1, refs: 0)
+            if let n = d.varint(), n == UInt64(d.left), lua_checkstack(L, 1) != 0 {
+                lua_pushlstring(L, d.pointer, Int(n))
                 return nil
             }
         }
         let top = lua_gettop(L)
-        var d = Decoding(reader: Reader(bytes: bytes, at: 0))
+        guard lua_checkstack(L, 10) != 0 else { return "corrupt message: Lua stack exhausted" }
+        lua_pushnil(L)                  // slot for the table of remembered objects
+        var d = Decoding(p, bytes.count, at: 0, refs: top + 1)
         if let e = d.value(L, depth: 0) { lua_settop(L, top); return "corrupt message: \(e)" }
-        if d.reader.at != bytes.count { lua_settop(L, top); return "corrupt message: \(bytes.count - d.reader.at) trailing bytes" }
-        if d.refs != 0 { jr_lua_remove(L, d.refs) }
+        if d.left != 0 { lua_settop(L, top); return "corrupt message: \(d.left) bytes after the value" }
+        jr_lua_remove(L, top + 1)
         return nil
     }
 
-    /// Pushes the values of an `encodeValues` message; returns their count.
+    /// Pushes the values of an `encodeValues` message and returns how many;
+    /// on error pushes nothing and returns (0, message).
     static func decodeValues(_ L: LuaState, _ bytes: UnsafeRawBufferPointer) -> (Int32, String?) {
+        guard let p = bytes.baseAddress, bytes.count > 0 else { return (0, "corrupt message: empty") }
         let top = lua_gettop(L)
-        var d = Decoding(reader: Reader(bytes: bytes, at: 0))
-        guard let n = d.reader.varint(), n <= UInt64(bytes.count) else { return (0, "corrupt message: bad count") }
+        var d = Decoding(p, bytes.count, at: 0, refs: top + 1)
+        // Every value takes at least one byte.
+        guard let n = d.varint(), n <= UInt64(d.left) else { return (0, "corrupt message: bad value count") }
+        guard n < 1_000_000, lua_checkstack(L, Int32(n) + 10) != 0 else {
+            return (0, "corrupt message: too many values (\(n))")
+        }
+        lua_pushnil(L)
         var i: UInt64 = 0
         while i < n {
-            if lua_checkstack(L, 4) == 0 { lua_settop(L, top); return (0, "too many values") }
             if let e = d.value(L, depth: 0) { lua_settop(L, top); return (0, "corrupt message: \(e)") }
             i += 1
         }
-        if d.reader.at != bytes.count { lua_settop(L, top); return (0, "corrupt message: trailing bytes") }
-        if d.refs != 0 { jr_lua_remove(L, d.refs) }
+        if d.left != 0 { lua_settop(L, top); return (0, "corrupt message: \(d.left) bytes after the values") }
+        jr_lua_remove(L, top + 1)
         return (Int32(n), nil)
     }
 
-    struct Reader {
-        let bytes: UnsafeRawBufferPointer
+    /// A cursor over the message plus the decoding state. Error texts are
+    /// built only when something is wrong.
+    private struct Decoding {
+        let base: UnsafeRawPointer
+        let end: Int
         var at: Int
+        /// Stack slot of the table of remembered objects (tag offset -> object).
+        let refs: Int32
+        var hasRefs = false
 
-        var left: Int { bytes.count - at }
+        init(_ base: UnsafeRawPointer, _ end: Int, at: Int, refs: Int32) {
+            self.base = base
+            self.end = end
+            self.at = at
+            self.refs = refs
+        }
+
+        var left: Int { end - at }
+        var pointer: UnsafePointer<CChar> { (base + at).assumingMemoryBound(to: CChar.self) }
 
         @inline(__always)
-        mutating func byte() -> UInt8? {
-            guard at < bytes.count else { return nil }
+        mutating func u8() -> UInt8? {
+            guard at < end else { return nil }
             defer { at += 1 }
-            return bytes[at]
+            return base.load(fromByteOffset: at, as: UInt8.self)
         }
 
         @inline(__always)
         mutating func varint() -> UInt64? {
             var v: UInt64 = 0, shift: UInt64 = 0
-            while let b = byte() {
-                if shift > 63 { return nil }
+            while at < end {
+                let b = base.load(fromByteOffset: at, as: UInt8.self)
+                at += 1
+                if shift == 63 && b > 1 { return nil }      // more than 64 bits
                 v |= UInt64(b & 0x7f) << shift
                 if b & 0x80 == 0 { return v }
                 shift += 7
+                if shift > 63 { return nil }
             }
             return nil
         }
 
+        @inline(__always)
         mutating func fixed<T: FixedWidthInteger>(_: T.Type) -> T? {
             guard left >= MemoryLayout<T>.size else { return nil }
             defer { at += MemoryLayout<T>.size }
-            return T(littleEndian: bytes.baseAddress!.loadUnaligned(fromByteOffset: at, as: T.self))
+            return T(littleEndian: base.loadUnaligned(fromByteOffset: at, as: T.self))
         }
 
-        /// A length that must fit in what is left.
+        /// A byte count that fits in what is left.
         mutating func length() -> Int? {
             guard let n = varint(), n <= UInt64(left) else { return nil }
             return Int(n)
         }
 
-        var pointer: UnsafePointer<CChar> { (bytes.baseAddress! + at).assumingMemoryBound(to: CChar.self) }
-    }
-
-    private struct Decoding {
-        var reader: Reader
-        /// Stack index of the table of tables/functions by reference number (0: none yet).
-        var refs: Int32 = 0
-        var nextRef: lua_Integer = 0
-
-        mutating func remember(_ L: LuaState) {
-            if refs == 0 {
-                lua_createtable(L, 8, 0)
-                jr_lua_insert(L, -2)
-                refs = lua_gettop(L) - 1
+        /// Remembers the value at the top under the offset of its tag.
+        mutating func remember(_ L: LuaState, _ tagAt: Int) {
+            if !hasRefs {
+                lua_createtable(L, 0, 4)
+                jr_lua_replace(L, refs)
+                hasRefs = true
             }
             lua_pushvalue(L, -1)
-            lua_rawseti(L, refs, nextRef + 1)
-            nextRef += 1
+            lua_rawseti(L, refs, lua_Integer(tagAt))
         }
 
+        /// Pushes the remembered object whose tag was at `offset` (< `before`); false if none.
+        mutating func recall(_ L: LuaState, _ offset: UInt64, before: Int) -> Bool {
+            guard hasRefs, offset <= UInt64(before) else { return false }
+            if lua_rawgeti(L, refs, lua_Integer(offset)) == LUA_TNIL { jr_lua_pop(L, 1); return false }
+            return true
+        }
+
+        /// Pushes one value. The caller has made room for it and 6 more slots.
         mutating func value(_ L: LuaState, depth: Int) -> String? {
-            if depth > ValueEncoder.maxDepth + 1 { return "nested too deeply" }
-            if lua_checkstack(L, 6) == 0 { return "Lua stack exhausted" }
-            guard let tag = reader.byte() else { return "truncated" }
+            let tagAt = at
+            guard let tag = u8() else { return "truncated at byte \(tagAt)" }
             switch tag {
             case 0x00: lua_pushnil(L)
             case 0x01: lua_pushboolean(L, 0)
             case 0x02: lua_pushboolean(L, 1)
             case 0x03:
-                guard let z = reader.varint() else { return "truncated integer" }
+                guard let z = varint() else { return "bad integer at byte \(tagAt)" }
                 lua_pushinteger(L, lua_Integer(Int64(bitPattern: (z >> 1) ^ (0 &- (z & 1)))))
             case 0x04:
-                guard let bits = reader.fixed(UInt64.self) else { return "truncated float" }
+                guard let bits = fixed(UInt64.self) else { return "truncated float at byte \(tagAt)" }
                 lua_pushnumber(L, Double(bitPattern: bits))
             case 0x05:
-                guard let n = reader.length() else { return "bad string length" }
-                _ = lua_pushlstring(L, reader.pointer, n)
-                reader.at += n
-            case 0x06: return table(L, depth: depth)
+                guard let n = length() else { return "bad string length at byte \(tagAt)" }
+                lua_pushlstring(L, pointer, n)
+                at += n
+            case 0x06, 0x86:
+                return table(L, depth: depth, tagAt: tagAt, remembered: tag & 0x80 != 0)
             case 0x07:
-                guard let i = reader.varint(), refs != 0, i < UInt64(nextRef) else { return "bad reference" }
-                lua_rawgeti(L, refs, lua_Integer(i) + 1)
-            case 0x08: return function(L, depth: depth)
-            case 0x0A:
-                guard let n = reader.length() else { return "bad function name" }
-                let name = String(decoding: UnsafeRawBufferPointer(start: reader.pointer, count: n), as: UTF8.self)
-                reader.at += n
-                if !StandardFunctions.push(L, name) { return "unknown standard function \(name)" }
+                guard let o = varint(), recall(L, o, before: tagAt) else { return "bad reference at byte \(tagAt)" }
+            case 0x08, 0x88:
+                return function(L, depth: depth, tagAt: tagAt, remembered: tag & 0x80 != 0)
             case 0x0B:
-                guard let type = reader.fixed(UInt32.self), let offset = reader.fixed(UInt64.self) else { return "truncated object" }
-                guard offset > 0, offset < Arena.reservedBytes, Arena.isAttached else { return "bad object offset" }
-                if !ObjectHandle.push(L, ObjectHandle(offset: offset, type: type)) { return "unknown object type \(type)" }
+                return cFunction(L, tagAt: tagAt)
+            case 0x0C:
+                return object(L, tagAt: tagAt)
             default:
-                return "unknown tag \(tag)"
+                return "unknown tag 0x\(String(tag, radix: 16)) at byte \(tagAt)"
             }
             return nil
         }
 
-        mutating func table(_ L: LuaState, depth: Int) -> String? {
-            guard let n = reader.varint(), n <= UInt64(reader.left), let h = reader.fixed(UInt32.self),
-                  UInt64(h) * 2 <= UInt64(reader.left) else { return "bad table header" }
-            lua_createtable(L, Int32(min(n, 1 << 20)), Int32(min(UInt64(h), 1 << 20)))
-            remember(L)
+        mutating func table(_ L: LuaState, depth: Int, tagAt: Int, remembered: Bool) -> String? {
+            if depth >= ValueEncoder.maxDepth { return "nested too deeply at byte \(tagAt)" }
+            // Each array value takes at least 1 byte, each pair 2.
+            guard let n = varint(), let h = fixed(UInt32.self), n <= UInt64(left), UInt64(h) * 2 <= UInt64(left) - n else {
+                return "bad table header at byte \(tagAt)"
+            }
+            guard lua_checkstack(L, 8) != 0 else { return "Lua stack exhausted at byte \(tagAt)" }
+            // Presize, but never more than a garbage header could make us allocate for nothing.
+            lua_createtable(L, Int32(min(n, 1 << 20)), Int32(min(h, 1 << 20)))
+            if remembered { remember(L, tagAt) }
             let t = lua_gettop(L)
             var i: UInt64 = 1
             while i <= n {
@@ -149,40 +179,116 @@ enum ValueDecoder {
             }
             var k: UInt32 = 0
             while k < h {
+                let keyAt = at
                 if let e = value(L, depth: depth + 1) { return e }
                 if let e = value(L, depth: depth + 1) { return e }
-                let kt = lua_type(L, -2)
-                if kt == LUA_TNIL { return "nil table key" }
-                if kt == LUA_TNUMBER, lua_isinteger(L, -2) == 0, lua_tonumberx(L, -2, nil).isNaN { return "NaN table key" }
+                // lua_rawset raises on these keys: refuse them first.
+                switch lua_type(L, -2) {
+                case LUA_TNIL: return "nil table key at byte \(keyAt)"
+                case LUA_TNUMBER where lua_isinteger(L, -2) == 0 && lua_tonumberx(L, -2, nil).isNaN:
+                    return "NaN table key at byte \(keyAt)"
+                default: break
+                }
                 lua_rawset(L, t)
                 k += 1
             }
             return nil
         }
 
-        mutating func function(_ L: LuaState, depth: Int) -> String? {
-            guard let n = reader.length(), let sum = reader.fixed(UInt64.self), n <= reader.left else { return "bad function" }
-            let code = UnsafeRawPointer(reader.pointer)
-            guard fnv1a(code, n) == sum else { return "function bytecode damaged (checksum mismatch)" }
-            if luaL_loadbufferx(L, reader.pointer, n, "=(sent function)", "b") != LUA_OK {
+        mutating func function(_ L: LuaState, depth: Int, tagAt: Int, remembered: Bool) -> String? {
+            if depth >= ValueEncoder.maxDepth { return "nested too deeply at byte \(tagAt)" }
+            guard let n = varint(), let sum = fixed(UInt64.self), n <= UInt64(left) else {
+                return "bad function at byte \(tagAt)"
+            }
+            guard fnv1a(base + at, Int(n)) == sum else {
+                return "function bytecode damaged (checksum mismatch) at byte \(tagAt)"
+            }
+            guard lua_checkstack(L, 8) != 0 else { return "Lua stack exhausted at byte \(tagAt)" }
+            if luaL_loadbufferx(L, pointer, Int(n), "=?", "b") != LUA_OK {
                 let e = Lua.string(L, -1) ?? "?"
                 jr_lua_pop(L, 1)
-                return "cannot load function: \(e)"
+                return "cannot load function at byte \(tagAt): \(e)"
             }
-            reader.at += n
-            remember(L)
+            at += Int(n)
+            if remembered { remember(L, tagAt) }
             let f = lua_gettop(L)
-            guard let ups = reader.varint(), ups <= 255 else { return "bad upvalue count" }
+            guard let ups = u8() else { return "truncated function at byte \(tagAt)" }
+            // The count must be the bytecode's, so every lua_setupvalue below lands.
+            let upvalues = Int32(ups)
+            if upvalues > 0 {
+                guard lua_getupvalue(L, f, upvalues) != nil else { return "bad upvalue count at byte \(tagAt)" }
+                jr_lua_pop(L, 1)
+            }
+            if lua_getupvalue(L, f, upvalues + 1) != nil { jr_lua_pop(L, 1); return "bad upvalue count at byte \(tagAt)" }
             var u: Int32 = 1
-            while u <= Int32(ups) {
-                if reader.left > 0, reader.bytes[reader.at] == 0x09 {
-                    reader.at += 1
+            while u <= upvalues {
+                let upAt = at
+                guard at < end else { return "truncated function at byte \(tagAt)" }
+                switch base.load(fromByteOffset: at, as: UInt8.self) {
+                case 0x09:
+                    at += 1
                     jr_lua_pushglobaltable(L)
-                } else if let e = value(L, depth: depth + 1) {
-                    return e
+                    _ = lua_setupvalue(L, f, u)
+                case 0x0A:
+                    at += 1
+                    guard let o = varint(), let i = u8(), recall(L, o, before: tagAt) else {
+                        return "bad joined upvalue at byte \(upAt)"
+                    }
+                    // lua_upvaluejoin checks nothing: both must be Lua functions with those upvalues.
+                    let other = lua_gettop(L)
+                    guard lua_type(L, other) == LUA_TFUNCTION, lua_iscfunction(L, other) == 0, i >= 1,
+                          lua_getupvalue(L, other, Int32(i)) != nil else {
+                        return "bad joined upvalue at byte \(upAt)"
+                    }
+                    jr_lua_pop(L, 1)
+                    lua_upvaluejoin(L, f, u, other, Int32(i))
+                    jr_lua_pop(L, 1)
+                default:
+                    if let e = value(L, depth: depth + 1) { return e }
+                    _ = lua_setupvalue(L, f, u)
                 }
-                if lua_setupvalue(L, f, u) == nil { jr_lua_pop(L, 1) }
                 u += 1
+            }
+            return nil
+        }
+
+        mutating func cFunction(_ L: LuaState, tagAt: Int) -> String? {
+            guard let n = length(), n > 0, n <= 64 else { return "bad function name at byte \(tagAt)" }
+            let name = UnsafeRawBufferPointer(start: base + at, count: n)
+            at += n
+            let dot = name.firstIndex(of: 46)
+            let lib = dot.map { UnsafeRawBufferPointer(rebasing: name[..<$0]) } ?? UnsafeRawBufferPointer(start: nil, count: 0)
+            let key = dot.map { UnsafeRawBufferPointer(rebasing: name[($0 + 1)...]) } ?? name
+            let libName = dot == nil ? "_G" : String(decoding: lib, as: UTF8.self)
+            let top = lua_gettop(L)
+            if !key.isEmpty, ValueEncoder.standardLibraries.contains(libName),
+               lua_getfield(L, jr_registryindex(), "_LOADED") == LUA_TTABLE {
+                Lua.pushString(L, libName)
+                if lua_rawget(L, -2) == LUA_TTABLE {
+                    lua_pushlstring(L, key.baseAddress!.assumingMemoryBound(to: CChar.self), key.count)
+                    if lua_rawget(L, -2) == LUA_TFUNCTION {
+                        jr_lua_replace(L, top + 1)
+                        lua_settop(L, top + 1)
+                        return nil
+                    }
+                }
+            }
+            lua_settop(L, top)
+            return "unknown standard function \"\(String(decoding: name, as: UTF8.self))\" at byte \(tagAt)"
+        }
+
+        mutating func object(_ L: LuaState, tagAt: Int) -> String? {
+            guard let type = fixed(UInt32.self), let offset = fixed(UInt64.self) else {
+                return "truncated object at byte \(tagAt)"
+            }
+            guard Arena.isAttached else { return "a jobrun object outside a run (no shared memory) at byte \(tagAt)" }
+            // Every shared object starts with a jr_object_header: check one is there.
+            guard offset >= Arena.headerBytes, offset % 8 == 0, offset <= Arena.reservedBytes - 8,
+                  ObjectHandle.metatableName(Arena.pointer(offset).load(as: UInt32.self)) != nil else {
+                return "bad object offset \(offset) at byte \(tagAt)"
+            }
+            guard ObjectHandle.push(L, ObjectHandle(offset: offset, type: type)) else {
+                return "unknown object type \(type) at byte \(tagAt)"
             }
             return nil
         }

@@ -3,57 +3,179 @@ import CLua
 import Glibc
 
 /// Lua value -> bytes: the one wire format for queue items, process
-/// arguments and (later) the distributed mode. Every value is one tag byte
-/// followed by its payload; numbers in the payload are LEB128 varints.
+/// arguments, dictionary entries and (later) the distributed mode. Modelled on
+/// Python's `multiprocessing.reduction` (pickle), minus everything that runs
+/// code while encoding: only raw table access, no metamethod is ever called.
+///
+/// A value is one tag byte and its payload. Varints are unsigned LEB128
+/// (minimal, so equal scalars always give equal bytes: `Dict` relies on it);
+/// fixed-size numbers are little-endian.
 ///
 ///     0x00 nil            0x01 false          0x02 true
-///     0x03 integer        zigzag varint (integers stay integers)
-///     0x04 float          8 bytes, the IEEE bit pattern little-endian (nan, inf, -0.0 survive)
+///     0x03 integer        zigzag varint (integers stay integers; -64...63 take 2 bytes)
+///     0x04 float          u64 IEEE bit pattern (nan payloads, inf, -0.0 survive)
 ///     0x05 string         varint length, bytes (binary-safe)
-///     0x06 table          varint n (array part 1..n), u32 h (hash pairs), n values, h key/value pairs
-///     0x07 reference      varint i: the i-th table or function of this message (shared refs, cycles)
-///     0x08 Lua function   varint length, u64 FNV-1a of the bytecode, bytecode (lua_dump),
-///                         varint u, then u upvalues (each a value, or 0x09 for `_ENV`)
-///     0x09 _ENV marker    the receiver binds the upvalue to its own globals
-///     0x0A C function     varint length, "lib.name" of a standard-library function
-///     0x0B jobrun object  u32 type, u64 arena offset (the receiver gets a handle)
+///     0x06 table          varint n, u32 h, then the n values of t[1..n] (nil for
+///                         holes), then h key/value pairs (keys any sendable value)
+///     0x07 reference      varint o: the table or function whose tag is at byte o
+///                         of this message (shared references and cycles)
+///     0x08 Lua function   varint length, u64 checksum of the bytecode, the bytecode
+///                         (lua_dump, debug info kept), u8 u, then u upvalues, each
+///                         a value, or 0x09 or 0x0A:
+///     0x09 _ENV           (upvalue only) bound to the receiver's global table
+///     0x0A joined upvalue (upvalue only) varint o, u8 i: the same variable as
+///                         upvalue i of the function at byte o (closures that
+///                         share a local keep sharing it)
+///     0x0B C function     varint length, name: "print", "string.format", ...
+///                         (standard library functions without upvalues only)
+///     0x0C jobrun object  u32 type, u64 arena offset (the receiver gets a handle)
 ///
-/// Tables and functions get reference numbers in the order they are first
-/// met, by encoder and decoder alike. Metatables are not sent. Anything else
-/// (coroutines, foreign or light userdata, other C functions) is refused with
-/// a message naming where it sits: `args[2].on_done: cannot send a coroutine`;
-/// an upvalue shows as `item.fn<upvalue co>`.
-struct ValueEncoder {
+/// Bit 0x80 on a table or function tag means "a reference to me follows":
+/// the encoder sets it when it writes the first back-reference, so the
+/// decoder keeps a table of objects only for messages that need one.
+/// Metatables are never sent. Tables and functions count as one nesting
+/// level each; more than `maxDepth` levels is an error, like any unsendable
+/// value. Errors name where the value sits, from the root the caller names:
+///
+///     args[2].on_done: cannot send a coroutine
+///     item.list[3]: cannot send a userdata (FILE*)
+///     item (upvalue co): cannot send a coroutine       -- upvalue `co` of the function `item`
+///     item.cache (key): cannot send a coroutine        -- a key of the table `item.cache`
+///
+/// The encoder is reused for every item a process sends: scalars are written
+/// straight into its buffer; the walk state (path steps, seen objects) lives
+/// in buffers allocated once, and the Lua side table for seen objects is made
+/// only for values holding more than `inlineSeen` tables and functions.
+struct ValueEncoder: ~Copyable {
     static let maxDepth = 200
 
-    private(set) var base: UnsafeMutableRawPointer
-    private(set) var capacity: Int
+    private var base: UnsafeMutableRawPointer
+    private var capacity: Int
+    private let initialCapacity: Int
+    /// Bytes encoded since the last `reset()`.
     private(set) var count = 0
 
-    /// Where the walk is, for error messages: filled as we descend.
-    private enum Step { case index(lua_Integer), key(Int32), upvalue(Int32, Int32), argument(Int32) }
-    private var steps: [Step] = []
-    private var seenIndex: Int32 = 0
-    private var nextReference: lua_Integer = 0
+    /// One step of the path from the root to the value being encoded; turned
+    /// into text only when encoding fails.
+    private enum Step {
+        case argument(Int32)            // [i] of encodeValues
+        case index(lua_Integer)         // [i] of the array part
+        case key(Int32)                 // the key at this stack slot
+        case keyItself                  // " (key)": encoding the key, not its value
+        case upvalue(Int32, Int32)      // " (upvalue name)": function's stack slot, upvalue number
+    }
+    private let steps: UnsafeMutablePointer<Step>
+    private var stepCount = 0
+
+    /// A table, function or upvalue (by its `lua_upvalueid`) met earlier in
+    /// this message: where its definition starts, and for an upvalue which one.
+    private struct Seen {
+        var object: UnsafeRawPointer
+        var offset: Int
+        var upvalue: Int32
+    }
+    private static let inlineSeen = 16
+    private let seen: UnsafeMutablePointer<Seen>
+    private var seenCount = 0
+    /// Stack slot reserved for the spill table (light userdata -> offset << 8 | upvalue).
+    private var seenSlot: Int32 = 0
+    private var seenSpilled = false
+    private var messageStart = 0
     private var rootPath = ""
 
-    init(capacity: Int = 4096) {
-        self.capacity = capacity
-        base = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 16)
-        steps.reserveCapacity(Self.maxDepth + 2)
+    init(capacity: Int = 1024) {
+        initialCapacity = max(64, capacity)
+        self.capacity = initialCapacity
+        base = UnsafeMutableRawPointer.allocate(byteCount: initialCapacity, alignment: 16)
+        steps = .allocate(capacity: Self.maxDepth + 8)
+        seen = .allocate(capacity: Self.inlineSeen)
     }
 
+    deinit {
+        base.deallocate()
+        steps.deallocate()
+        seen.deallocate()
+    }
+
+    /// The encoded bytes; valid until the next mutating call.
     var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }
 
-    mutating func reset() { count = 0 }
+    /// Forgets the bytes; gives back a buffer grown past 16 MiB by a huge item.
+    mutating func reset() {
+        count = 0
+        if capacity > 16 << 20 {
+            base.deallocate()
+            capacity = initialCapacity
+            base = .allocate(byteCount: capacity, alignment: 16)
+        }
+    }
 
-    // MARK: output
+    // MARK: - Entry points
+
+    /// Appends the value at `index`; nil on success, else `<path>: <reason>`
+    /// (and nothing appended). The Lua stack is left as it was.
+    mutating func encode(_ L: LuaState, _ index: Int32, path: String) -> String? {
+        switch lua_type(L, index) {
+        case LUA_TSTRING:
+            var len = 0
+            writeString(jr_lua_tostring(L, index, &len)!, len)
+        case LUA_TNUMBER:
+            writeNumber(L, index)
+        case LUA_TNIL, LUA_TNONE:
+            byte(0x00)
+        case LUA_TBOOLEAN:
+            byte(lua_toboolean(L, index) != 0 ? 0x02 : 0x01)
+        default:
+            let idx = lua_absindex(L, index)
+            let top = lua_gettop(L)
+            guard begin(L, path) else { return "\(path): cannot send: Lua stack exhausted" }
+            defer { lua_settop(L, top) }
+            if let e = value(L, idx, depth: 0) { count = messageStart; return e }
+        }
+        return nil
+    }
+
+    /// Appends `n` stack values from `from` as one message (varint n, then the
+    /// values), the i-th named `<path>[i]`. Decoded by `ValueDecoder.decodeValues`.
+    mutating func encodeValues(_ L: LuaState, from: Int32, count n: Int32, path: String) -> String? {
+        let first = lua_absindex(L, from)
+        let top = lua_gettop(L)
+        guard begin(L, path) else { return "\(path): cannot send: Lua stack exhausted" }
+        defer { lua_settop(L, top) }
+        varint(UInt64(max(0, n)))
+        var i: Int32 = 0
+        while i < n {
+            push(.argument(i + 1))
+            if let e = value(L, first + i, depth: 0) { count = messageStart; return e }
+            stepCount -= 1
+            i += 1
+        }
+        return nil
+    }
+
+    /// Resets the walk state for a value that may hold tables or functions.
+    private mutating func begin(_ L: LuaState, _ path: String) -> Bool {
+        guard lua_checkstack(L, 16) != 0 else { return false }
+        lua_pushnil(L)                  // the spill table's slot, filled if needed
+        seenSlot = lua_gettop(L)
+        seenSpilled = false
+        seenCount = 0
+        stepCount = 0
+        messageStart = count
+        rootPath = path
+        return true
+    }
+
+    // MARK: - Output
 
     @inline(__always)
     private mutating func reserve(_ n: Int) {
-        if count + n <= capacity { return }
+        if _slowPath(n > capacity - count) { grow(n) }
+    }
+
+    private mutating func grow(_ n: Int) {
         var c = capacity * 2
-        while c < count + n { c *= 2 }
+        while c - count < n { c *= 2 }
         let nb = UnsafeMutableRawPointer.allocate(byteCount: c, alignment: 16)
         nb.copyMemory(from: base, byteCount: count)
         base.deallocate()
@@ -68,17 +190,23 @@ struct ValueEncoder {
         count += 1
     }
 
+    /// Writes a varint; the caller has reserved 10 bytes.
     @inline(__always)
-    private mutating func varint(_ v: UInt64) {
-        reserve(10)
+    private mutating func varintReserved(_ v: UInt64) {
         var v = v
         while v >= 0x80 {
             base.storeBytes(of: UInt8(truncatingIfNeeded: v) | 0x80, toByteOffset: count, as: UInt8.self)
             count += 1
             v >>= 7
         }
-        base.storeBytes(of: UInt8(v), toByteOffset: count, as: UInt8.self)
+        base.storeBytes(of: UInt8(truncatingIfNeeded: v), toByteOffset: count, as: UInt8.self)
         count += 1
+    }
+
+    @inline(__always)
+    private mutating func varint(_ v: UInt64) {
+        reserve(10)
+        varintReserved(v)
     }
 
     @inline(__always)
@@ -94,196 +222,132 @@ struct ValueEncoder {
         count += n
     }
 
-    // MARK: entry points
-
-    /// Appends the value at `index`; nil on success, else the error message.
-    mutating func encode(_ L: LuaState, _ index: Int32, path: String) -> String? {
-        let idx = lua_absindex(L, index)
-        let t = lua_type(L, idx)
-        // Fast paths: the common queue items need no walk state.
-        switch t {
-        case LUA_TSTRING:
-            var len = 0
-            let p = jr_lua_tostring(L, idx, &len)!
-            byte(0x05); varint(UInt64(len)); raw(p, len)
-            return nil
-        case LUA_TNUMBER:
-            encodeNumber(L, idx)
-            return nil
-        case LUA_TNIL: byte(0x00); return nil
-        case LUA_TBOOLEAN: byte(lua_toboolean(L, idx) != 0 ? 0x02 : 0x01); return nil
-        default: break
-        }
-        let top = lua_gettop(L)
-        rootPath = path
-        steps.removeAll(keepingCapacity: true)
-        seenIndex = 0
-        nextReference = 0
-        defer { lua_settop(L, top); seenIndex = 0 }
-        let start = count
-        if let e = value(L, idx, depth: 0) { count = start; return e }
-        return nil
+    @inline(__always)
+    private mutating func writeString(_ p: UnsafePointer<CChar>, _ len: Int) {
+        reserve(11 + len)
+        base.storeBytes(of: 0x05, toByteOffset: count, as: UInt8.self)
+        count += 1
+        varintReserved(UInt64(len))
+        (base + count).copyMemory(from: p, byteCount: len)
+        count += len
     }
 
-    /// Appends several stack values as one message (varint count, values),
-    /// named `<path>[1]`, `<path>[2]`, ...
-    mutating func encodeValues(_ L: LuaState, from: Int32, count n: Int32, path: String) -> String? {
-        let top = lua_gettop(L)
-        rootPath = path
-        steps.removeAll(keepingCapacity: true)
-        seenIndex = 0
-        nextReference = 0
-        defer { lua_settop(L, top); seenIndex = 0 }
-        let start = count
-        varint(UInt64(max(0, n)))
-        var i: Int32 = 0
-        while i < n {
-            steps.append(.argument(i + 1))
-            if let e = value(L, lua_absindex(L, from + i), depth: 0) { count = start; return e }
-            steps.removeLast()
-            i += 1
-        }
-        return nil
-    }
-
-    // MARK: the walk
-
-    private mutating func encodeNumber(_ L: LuaState, _ idx: Int32) {
+    @inline(__always)
+    private mutating func writeNumber(_ L: LuaState, _ idx: Int32) {
+        reserve(11)
         if lua_isinteger(L, idx) != 0 {
             let v = Int64(lua_tointegerx(L, idx, nil))
-            byte(0x03)
-            varint(UInt64(bitPattern: (v << 1) ^ (v >> 63)))
+            base.storeBytes(of: 0x03, toByteOffset: count, as: UInt8.self)
+            count += 1
+            varintReserved(UInt64(bitPattern: (v << 1) ^ (v >> 63)))
         } else {
-            byte(0x04)
-            fixed(lua_tonumberx(L, idx, nil).bitPattern)
+            base.storeBytes(of: 0x04, toByteOffset: count, as: UInt8.self)
+            base.storeBytes(of: lua_tonumberx(L, idx, nil).bitPattern.littleEndian, toByteOffset: count + 1, as: UInt64.self)
+            count += 9
         }
+    }
+
+    // MARK: - The walk
+
+    @inline(__always)
+    private mutating func push(_ s: Step) {
+        steps[stepCount] = s
+        stepCount += 1
     }
 
     private mutating func value(_ L: LuaState, _ idx: Int32, depth: Int) -> String? {
         switch lua_type(L, idx) {
-        case LUA_TNIL: byte(0x00)
-        case LUA_TBOOLEAN: byte(lua_toboolean(L, idx) != 0 ? 0x02 : 0x01)
-        case LUA_TNUMBER: encodeNumber(L, idx)
         case LUA_TSTRING:
             var len = 0
-            let p = jr_lua_tostring(L, idx, &len)!
-            byte(0x05); varint(UInt64(len)); raw(p, len)
+            writeString(jr_lua_tostring(L, idx, &len)!, len)
+        case LUA_TNUMBER: writeNumber(L, idx)
+        case LUA_TNIL, LUA_TNONE: byte(0x00)
+        case LUA_TBOOLEAN: byte(lua_toboolean(L, idx) != 0 ? 0x02 : 0x01)
         case LUA_TTABLE: return table(L, idx, depth: depth)
-        case LUA_TFUNCTION: return function(L, idx, depth: depth)
-        case LUA_TUSERDATA:
-            if let h = ObjectHandle.check(L, idx) {
-                byte(0x0B); fixed(h.type); fixed(h.offset)
-            } else {
-                return failure(L, "cannot send a userdata (\(Lua.typeName(L, idx)))")
-            }
+        case LUA_TFUNCTION:
+            if lua_iscfunction(L, idx) != 0 { return cFunction(L, idx) }
+            return function(L, idx, depth: depth)
+        case LUA_TUSERDATA: return userdata(L, idx)
         case LUA_TLIGHTUSERDATA: return failure(L, "cannot send a light userdata")
         case LUA_TTHREAD: return failure(L, "cannot send a coroutine")
-        default: return failure(L, "cannot send a \(Lua.typeName(L, idx))")
+        default: return failure(L, "cannot send a \(String(cString: lua_typename(L, lua_type(L, idx))))")
         }
         return nil
     }
 
-    /// Writes a back-reference if the table/function at `idx` was seen;
-    /// otherwise numbers it and returns false.
-    private mutating func seen(_ L: LuaState, _ idx: Int32) -> Bool {
-        if seenIndex == 0 {
-            lua_createtable(L, 0, 4)
-            seenIndex = lua_gettop(L)
-        }
-        lua_pushvalue(L, idx)
-        if lua_rawget(L, seenIndex) == LUA_TNUMBER {
-            let ref = lua_tointegerx(L, -1, nil)
-            jr_lua_pop(L, 1)
-            byte(0x07); varint(UInt64(ref))
-            return true
-        }
-        jr_lua_pop(L, 1)
-        lua_pushvalue(L, idx)
-        lua_pushinteger(L, nextReference)
-        lua_rawset(L, seenIndex)
-        nextReference += 1
-        return false
-    }
-
     private mutating func table(_ L: LuaState, _ idx: Int32, depth: Int) -> String? {
-        if depth >= Self.maxDepth {
-            return failure(L, "value nested too deeply (more than \(Self.maxDepth) levels)")
-        }
+        if depth >= Self.maxDepth { return failure(L, "value nested too deeply (more than \(Self.maxDepth) levels)") }
         if lua_checkstack(L, 8) == 0 { return failure(L, "value nested too deeply (Lua stack exhausted)") }
-        if seen(L, idx) { return nil }
-        let n = lua_rawlen(L, idx)
+        if reference(L, lua_topointer(L, idx)!) { return nil }
         byte(0x06)
+        let n = lua_rawlen(L, idx)
         varint(UInt64(n))
-        let hashCountAt = count
+        let pairsAt = count
         fixed(UInt32(0))
         var i: lua_Integer = 1
         while i <= lua_Integer(n) {
             lua_rawgeti(L, idx, i)
-            steps.append(.index(i))
+            push(.index(i))
             if let e = value(L, lua_gettop(L), depth: depth + 1) { return e }
-            steps.removeLast()
+            stepCount -= 1
             jr_lua_pop(L, 1)
             i += 1
         }
         var pairs: UInt32 = 0
         lua_pushnil(L)
         while lua_next(L, idx) != 0 {
-            let keyIndex = lua_gettop(L) - 1
-            if lua_isinteger(L, keyIndex) != 0 {
-                let k = lua_tointegerx(L, keyIndex, nil)
-                if k >= 1 && k <= lua_Integer(n) { jr_lua_pop(L, 1); continue }
+            let k = lua_gettop(L) - 1
+            // lua_tointegerx, not lua_tolstring: converting a key in place would break lua_next.
+            if lua_isinteger(L, k) != 0 {
+                let ik = lua_tointegerx(L, k, nil)
+                if ik >= 1 && ik <= lua_Integer(n) { jr_lua_pop(L, 1); continue }
             }
-            steps.append(.key(keyIndex))
-            if let e = value(L, keyIndex, depth: depth + 1) { return e }
-            if let e = value(L, keyIndex + 1, depth: depth + 1) { return e }
-            steps.removeLast()
+            push(.keyItself)
+            if let e = value(L, k, depth: depth + 1) { return e }
+            steps[stepCount - 1] = .key(k)
+            if let e = value(L, k + 1, depth: depth + 1) { return e }
+            stepCount -= 1
             jr_lua_pop(L, 1)
             pairs += 1
         }
-        (base + hashCountAt).storeBytes(of: pairs.littleEndian, as: UInt32.self)
+        (base + pairsAt).storeBytes(of: pairs.littleEndian, as: UInt32.self)
         return nil
     }
 
     private mutating func function(_ L: LuaState, _ idx: Int32, depth: Int) -> String? {
-        if lua_iscfunction(L, idx) != 0 {
-            let hasUpvalues = lua_getupvalue(L, idx, 1) != nil
-            if hasUpvalues { jr_lua_pop(L, 1) }
-            guard !hasUpvalues, var qualified = StandardFunctions.name(L, idx) else {
-                return failure(L, "cannot send a C function (only standard library functions can be sent)")
-            }
-            byte(0x0A)
-            qualified.withUTF8 { varint(UInt64($0.count)); raw($0.baseAddress!, $0.count) }
-            return nil
-        }
-        if depth >= Self.maxDepth {
-            return failure(L, "value nested too deeply (more than \(Self.maxDepth) levels)")
-        }
+        if depth >= Self.maxDepth { return failure(L, "value nested too deeply (more than \(Self.maxDepth) levels)") }
         if lua_checkstack(L, 8) == 0 { return failure(L, "value nested too deeply (Lua stack exhausted)") }
-        if seen(L, idx) { return nil }
+        let start = count
+        if reference(L, lua_topointer(L, idx)!) { return nil }
         lua_pushvalue(L, idx)
         var len = 0
-        guard let code = jr_lua_dump(L, 0, &len) else {
-            jr_lua_pop(L, 1)
-            return failure(L, "cannot send this function (lua_dump failed)")
-        }
+        let code = jr_lua_dump(L, 0, &len)
         jr_lua_pop(L, 1)
+        guard let code else { return failure(L, "cannot send this function (lua_dump failed)") }
         byte(0x08)
         varint(UInt64(len))
-        fixed(fnv1a(UnsafeRawPointer(code), len))
+        fixed(fnv1a(code, len))
         raw(code, len)
         free(code)
         var ups: Int32 = 0
-        while let _ = lua_getupvalue(L, idx, ups + 1) { jr_lua_pop(L, 1); ups += 1 }
-        varint(UInt64(ups))
+        while lua_getupvalue(L, idx, ups + 1) != nil { jr_lua_pop(L, 1); ups += 1 }
+        byte(UInt8(truncatingIfNeeded: ups))   // Lua allows at most 255
         var u: Int32 = 1
         while u <= ups {
-            let upName = lua_getupvalue(L, idx, u)
-            if jr_lua_upvalue_is_env(upName) != 0 {
+            let name = lua_getupvalue(L, idx, u)
+            if jr_lua_upvalue_is_env(name) != 0 {
                 byte(0x09)
             } else {
-                steps.append(.upvalue(idx, u))
-                if let e = value(L, lua_gettop(L), depth: depth + 1) { return e }
-                steps.removeLast()
+                let id = lua_upvalueid(L, idx, u).map { UnsafeRawPointer($0) }
+                if let id, let s = lookup(L, id) {
+                    mark(s.offset)
+                    byte(0x0A); varint(UInt64(s.offset)); byte(UInt8(truncatingIfNeeded: s.upvalue))
+                } else {
+                    if let id { record(L, Seen(object: id, offset: start - messageStart, upvalue: u)) }
+                    push(.upvalue(idx, u))
+                    if let e = value(L, lua_gettop(L), depth: depth + 1) { return e }
+                    stepCount -= 1
+                }
             }
             jr_lua_pop(L, 1)
             u += 1
@@ -291,42 +355,229 @@ struct ValueEncoder {
         return nil
     }
 
-    // MARK: errors
+    private mutating func cFunction(_ L: LuaState, _ idx: Int32) -> String? {
+        if lua_getupvalue(L, idx, 1) != nil {
+            jr_lua_pop(L, 1)
+            return failure(L, "cannot send a C function with upvalues\(cFunctionLabel(L, idx))")
+        }
+        guard let f = lua_tocfunction(L, idx), var name = Self.standardNames[unsafeBitCast(f, to: UnsafeRawPointer.self)] else {
+            return failure(L, "cannot send a C function\(cFunctionLabel(L, idx)); only standard library ones can be sent")
+        }
+        byte(0x0B)
+        name.withUTF8 { varint(UInt64($0.count)); raw($0.baseAddress!, $0.count) }
+        return nil
+    }
 
-    /// "<path>: <message>", the path rebuilt from the walk's steps.
+    private mutating func userdata(_ L: LuaState, _ idx: Int32) -> String? {
+        var name = "userdata"
+        if lua_getmetatable(L, idx) != 0 {
+            // Raw lookups: ObjectHandle.check's lua_getfield then finds the field without a metamethod.
+            lua_pushstring(L, "__jobrun")
+            let ours = lua_rawget(L, -2) != LUA_TNIL && lua_toboolean(L, -1) != 0
+            jr_lua_pop(L, 1)
+            if ours, let h = ObjectHandle.check(L, idx) {
+                jr_lua_pop(L, 1)
+                byte(0x0C); fixed(h.type); fixed(h.offset)
+                return nil
+            }
+            lua_pushstring(L, "__name")
+            if lua_rawget(L, -2) == LUA_TSTRING, let s = Lua.string(L, -1) { name = s }
+            jr_lua_pop(L, 2)
+        }
+        return failure(L, "cannot send a userdata (\(name))")
+    }
+
+    // MARK: - Seen objects
+
+    /// Writes a back-reference if the table or function `p` was met before in
+    /// this message; otherwise records where its definition starts.
+    @inline(__always)
+    private mutating func reference(_ L: LuaState, _ p: UnsafeRawPointer) -> Bool {
+        if let s = lookup(L, p) {
+            mark(s.offset)
+            byte(0x07); varint(UInt64(s.offset))
+            return true
+        }
+        record(L, Seen(object: p, offset: count - messageStart, upvalue: 0))
+        return false
+    }
+
+    /// Sets the "referenced later" bit on the tag at `offset`.
+    private mutating func mark(_ offset: Int) {
+        let p = base + messageStart + offset
+        p.storeBytes(of: p.load(as: UInt8.self) | 0x80, as: UInt8.self)
+    }
+
+    private mutating func lookup(_ L: LuaState, _ p: UnsafeRawPointer) -> Seen? {
+        if !seenSpilled {
+            var i = 0
+            while i < seenCount {
+                if seen[i].object == p { return seen[i] }
+                i += 1
+            }
+            return nil
+        }
+        lua_pushlightuserdata(L, UnsafeMutableRawPointer(mutating: p))
+        defer { jr_lua_pop(L, 1) }
+        guard lua_rawget(L, seenSlot) == LUA_TNUMBER else { return nil }
+        let v = lua_tointegerx(L, -1, nil)
+        return Seen(object: p, offset: Int(v >> 8), upvalue: Int32(v & 0xff))
+    }
+
+    private mutating func record(_ L: LuaState, _ s: Seen) {
+        if !seenSpilled {
+            if seenCount < Self.inlineSeen {
+                seen[seenCount] = s
+                seenCount += 1
+                return
+            }
+            lua_createtable(L, 0, Int32(Self.inlineSeen * 4))
+            jr_lua_replace(L, seenSlot)
+            seenSpilled = true
+            for i in 0..<seenCount { spill(L, seen[i]) }
+        }
+        spill(L, s)
+    }
+
+    private func spill(_ L: LuaState, _ s: Seen) {
+        lua_pushlightuserdata(L, UnsafeMutableRawPointer(mutating: s.object))
+        lua_pushinteger(L, lua_Integer(s.offset) << 8 | lua_Integer(s.upvalue))
+        lua_rawset(L, seenSlot)
+    }
+
+    // MARK: - Errors
+
+    /// `<path>: <message>`, the path rebuilt from the steps; long paths keep
+    /// their first and last steps.
     private func failure(_ L: LuaState, _ message: String) -> String {
         var path = rootPath
-        for step in steps {
-            switch step {
-            case .argument(let i): path += "[\(i)]"
-            case .index(let i): path += "[\(i)]"
-            case .upvalue(let f, let u):
-                let name = lua_getupvalue(L, f, u).map { String(cString: $0) } ?? "?"
-                if lua_gettop(L) > 0 { jr_lua_pop(L, 1) }
-                path += "<upvalue \(name)>"
-            case .key(let k):
-                switch lua_type(L, k) {
-                case LUA_TSTRING:
-                    let s = Lua.string(L, k) ?? "?"
-                    if s.first.map({ $0.isLetter || $0 == "_" }) == true,
-                       s.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }) {
-                        path += ".\(s)"
-                    } else {
-                        path += "[\"\(s)\"]"
-                    }
-                case LUA_TNUMBER:
-                    if lua_isinteger(L, k) != 0 { path += "[\(lua_tointegerx(L, k, nil))]" }
-                    else { path += "[\(lua_tonumberx(L, k, nil))]" }
-                case LUA_TBOOLEAN: path += lua_toboolean(L, k) != 0 ? "[true]" : "[false]"
-                default: path += "[<\(Lua.typeName(L, k)) key>]"
-                }
+        let keep = 8
+        var i = 0
+        while i < stepCount {
+            if stepCount > 3 * keep && i == keep {
+                path += "<\(stepCount - 2 * keep) more>"
+                i = stepCount - keep
+                continue
             }
+            path += render(L, steps[i])
+            i += 1
         }
         return "\(path): \(message)"
     }
+
+    private func render(_ L: LuaState, _ step: Step) -> String {
+        switch step {
+        case .argument(let i): return "[\(i)]"
+        case .index(let i): return "[\(i)]"
+        case .keyItself: return " (key)"
+        case .upvalue(let f, let u):
+            var name = "?"
+            if let n = lua_getupvalue(L, f, u) {
+                jr_lua_pop(L, 1)
+                let s = String(cString: n)
+                if !s.isEmpty && s != "(no name)" { name = s } else { name = "#\(u)" }
+            }
+            return " (upvalue \(name))"
+        case .key(let k):
+            switch lua_type(L, k) {
+            case LUA_TSTRING:
+                var len = 0
+                let p = UnsafeRawPointer(jr_lua_tostring(L, k, &len)!)
+                let b = UnsafeRawBufferPointer(start: p, count: len)
+                if let first = b.first, first == 95 || isLetter(first), b.allSatisfy({ $0 == 95 || isLetter($0) || (48...57).contains($0) }) {
+                    return "." + String(decoding: b, as: UTF8.self)
+                }
+                return "[\(quoted(b))]"
+            case LUA_TNUMBER:
+                if lua_isinteger(L, k) != 0 { return "[\(lua_tointegerx(L, k, nil))]" }
+                return "[\(lua_tonumberx(L, k, nil))]"
+            case LUA_TBOOLEAN: return lua_toboolean(L, k) != 0 ? "[true]" : "[false]"
+            default: return "[<\(String(cString: lua_typename(L, lua_type(L, k))))>]"
+            }
+        }
+    }
+
+    private func isLetter(_ c: UInt8) -> Bool { (65...90).contains(c) || (97...122).contains(c) }
+
+    /// A string key as a Lua literal, cut at 40 bytes.
+    private func quoted(_ b: UnsafeRawBufferPointer) -> String {
+        var s = "\""
+        for c in b.prefix(40) {
+            switch c {
+            case 34: s += "\\\""
+            case 92: s += "\\\\"
+            case 32...126: s.unicodeScalars.append(Unicode.Scalar(c))
+            default: s += "\\\(c)"
+            }
+        }
+        return s + (b.count > 40 ? "...\"" : "\"")
+    }
+
+    /// " (name)" for a C function found in a loaded module, else "".
+    /// Debug info cannot name a function that is not running, so we look for
+    /// it where scripts get their functions from: `package.loaded[m][k]`.
+    private func cFunctionLabel(_ L: LuaState, _ idx: Int32) -> String {
+        guard lua_checkstack(L, 6) != 0 else { return "" }
+        let top = lua_gettop(L)
+        defer { lua_settop(L, top) }
+        guard lua_getfield(L, jr_registryindex(), "_LOADED") == LUA_TTABLE else { return "" }
+        let loaded = lua_gettop(L)
+        var budget = 20_000
+        lua_pushnil(L)
+        while lua_next(L, loaded) != 0 {
+            if lua_type(L, -2) == LUA_TSTRING, lua_type(L, -1) == LUA_TTABLE {
+                let module = lua_gettop(L)
+                lua_pushnil(L)
+                while lua_next(L, module) != 0 {
+                    budget -= 1
+                    if budget < 0 { return "" }
+                    if lua_type(L, -2) == LUA_TSTRING, lua_rawequal(L, -1, idx) != 0,
+                       let m = Lua.string(L, module - 1), let k = Lua.string(L, -2) {
+                        return m == "_G" ? " (\(k))" : " (\(m).\(k))"
+                    }
+                    jr_lua_pop(L, 1)
+                }
+            }
+            jr_lua_pop(L, 1)
+        }
+        return ""
+    }
+
+    // MARK: - Shared with the decoder
+
+    /// Where standard functions are looked up by name; "_G" names have no prefix.
+    static let standardLibraries = ["_G", "string", "table", "math", "io", "os", "coroutine", "utf8", "debug", "package"]
+
+    /// Standard C functions by address, named as in a fresh state. Built once
+    /// per process from a private state, so neither a script that renamed or
+    /// added globals nor threads (tests) can change the answer; addresses are
+    /// the same in every state of the process.
+    static let standardNames: [UnsafeRawPointer: String] = {
+        var map: [UnsafeRawPointer: String] = [:]
+        guard let L = luaL_newstate() else { return map }
+        defer { lua_close(L) }
+        guard jr_openlibs(L) == LUA_OK else { return map }
+        lua_getfield(L, jr_registryindex(), "_LOADED")
+        for lib in standardLibraries {
+            Lua.pushString(L, lib)
+            guard lua_rawget(L, -2) == LUA_TTABLE else { jr_lua_pop(L, 1); continue }
+            lua_pushnil(L)
+            while lua_next(L, -2) != 0 {
+                if lua_type(L, -2) == LUA_TSTRING, lua_iscfunction(L, -1) != 0, let f = lua_tocfunction(L, -1), let key = Lua.string(L, -2) {
+                    let p = unsafeBitCast(f, to: UnsafeRawPointer.self)
+                    if map[p] == nil { map[p] = lib == "_G" ? key : "\(lib).\(key)" }
+                }
+                jr_lua_pop(L, 1)
+            }
+            jr_lua_pop(L, 1)
+        }
+        return map
+    }()
 }
 
-/// FNV-1a over the bytecode: a sent function is loaded only if it arrived intact.
+/// FNV-1a, 64 bits. Guards sent bytecode: Lua does not verify bytecode, so a
+/// damaged function must never be loaded (a corrupt message is an error, not
+/// a crash later). `SharedDict` also hashes encoded keys with it.
 func fnv1a(_ p: UnsafeRawPointer, _ n: Int) -> UInt64 {
     var h: UInt64 = 0xcbf29ce484222325
     var i = 0

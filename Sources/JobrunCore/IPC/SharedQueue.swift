@@ -211,6 +211,17 @@ struct SharedQueue {
         return .ok
     }
 
+    /// Waits until an item is there or the queue is closed; false on timeout.
+    func waitForItems(deadline: Deadline) -> Bool {
+        lock()
+        defer { unlock() }
+        while q.pointee.count == 0 && q.pointee.closed == 0 {
+            if deadline.expired { return false }
+            waitLocked(&q.pointee.items_seq, waiters: &q.pointee.get_waiters, deadline: deadline) { _ in true }
+        }
+        return true
+    }
+
     private func spinUntilItems() {
         var i = 0
         while i < SharedQueue.spinIterations {

@@ -142,6 +142,7 @@ enum CoreBindings {
         var ts = timespec(tv_sec: Int(s), tv_nsec: Int((s - s.rounded(.down)) * 1e9))
         var left = timespec()
         while nanosleep(&ts, &left) != 0 && Glibc.errno == EINTR { ts = left }
+        ProcessControl.reapStrays()
         return 0
     }
 

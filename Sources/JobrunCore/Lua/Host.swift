@@ -23,6 +23,7 @@ public enum Host {
             return 2
         }
         jr_reset_signals()
+        ProcessControl.becomeSubreaper()
         do { try Arena.create(limit: options.shmLimit) } catch {
             writeAll(2, "jobrun: cannot create shared memory: \(error)\n")
             return 1
@@ -149,6 +150,7 @@ public enum Host {
             code = 1
         }
         shutdown(L, abort: code != 0)
+        ProcessControl.reapStrays()
         fflush(nil)
         return code
     }

@@ -10,19 +10,25 @@ enum Module {
         let module = lua_gettop(L)
         QueueBindings.register(L, module: module)
         SyncBindings.register(L)
+        DictBindings.register(L)
+        PipeBindings.register(L)
         luaL_newmetatable(L, "jobrun.Error")
         let errorMeta = lua_gettop(L)
         lua_pushvalue(L, module)
         lua_setglobal(L, "jobrun")
 
-        let source = Prelude.source
-        if luaL_loadbufferx(L, source, source.utf8.count, "=jobrun", "t") != LUA_OK {
-            fatalPreludeError(L)
-        }
-        lua_pushvalue(L, module)
         CoreBindings.register(L)
-        lua_pushvalue(L, errorMeta)
-        if jr_lua_pcall(L, 3, 0, 0) != LUA_OK { fatalPreludeError(L) }
+        let core = lua_gettop(L)
+        // Each chunk runs with (jobrun, core, ErrorMeta).
+        for (name, source) in [("=jobrun", Prelude.source), ("=jobrun.Pool", PoolPrelude.source)] {
+            if luaL_loadbufferx(L, source, source.utf8.count, name, "t") != LUA_OK {
+                fatalPreludeError(L)
+            }
+            lua_pushvalue(L, module)
+            lua_pushvalue(L, core)
+            lua_pushvalue(L, errorMeta)
+            if jr_lua_pcall(L, 3, 0, 0) != LUA_OK { fatalPreludeError(L) }
+        }
         lua_settop(L, module - 1)
     }
 

@@ -14,6 +14,8 @@ struct ObjectHandle {
         case JR_OBJ_QUEUE: return "jobrun.Queue"
         case JR_OBJ_JOINABLE_QUEUE: return "jobrun.JoinableQueue"
         case JR_OBJ_VALUE: return "jobrun.Value"
+        case JR_OBJ_DICT: return "jobrun.Dict"
+        case JR_OBJ_PIPE_END0, JR_OBJ_PIPE_END1: return "jobrun.Connection"
         default:
             if let name = SyncBindings.types.first(where: { $0.0 == Int(type) })?.1 { return "jobrun.\(name)" }
             return nil

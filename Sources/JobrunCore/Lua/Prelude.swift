@@ -302,6 +302,27 @@ function Condition.wait_for(c, pred, timeout)
   return result
 end
 
+-- Shared state -------------------------------------------------------------------
+
+local DictMeta = core.metatable("jobrun.Dict")
+local DictMethods = DictMeta.__methods
+
+--- d:update(k, fn) -> new: fn(old) runs while no other update of d can.
+function DictMethods.update(d, k, fn)
+  if type(fn) ~= "function" then raise("TypeError", "update: fn must be a function, got " .. type(fn), 2) end
+  return d:_update_lock():with(function()
+    local new = fn(d:get(k))
+    d[k] = new
+    return new
+  end)
+end
+
+--- pairs(d) walks a snapshot.
+DictMeta.__pairs = function(d)
+  return next, d:items(), nil
+end
+
+jobrun._with = with
 package.loaded.jobrun = jobrun
 return jobrun
 """#

@@ -7,6 +7,24 @@ import Glibc
 /// `join(timeout)` can sleep in poll(2) instead of polling waitpid.
 enum ProcessControl {
     private static var pidfds: [pid_t: Int32] = [:]
+    /// Exit statuses collected by `reapStrays` for children not yet asked about.
+    private static var reaped: [pid_t: Int32] = [:]
+
+    /// The main process is a child subreaper: a worker's children whose parent
+    /// died are re-parented to it instead of to init, and reaped here, so a run
+    /// leaves no zombie behind even where init does not reap.
+    static func becomeSubreaper() { _ = jr_set_child_subreaper() }
+
+    /// Reaps every ended child without blocking, keeping the statuses of our
+    /// own workers for `poll`; orphans adopted as subreaper are just reaped.
+    static func reapStrays() {
+        var status: Int32 = 0
+        while true {
+            let pid = waitpid(-1, &status, WNOHANG)
+            if pid <= 0 { return }
+            if pidfds[pid] != nil { reaped[pid] = status }
+        }
+    }
 
     enum Started { case parent(pid_t), child }
 
@@ -21,6 +39,7 @@ enum ProcessControl {
             // The parent's children are not ours to wait for.
             for (_, fd) in pidfds { close(fd) }
             pidfds.removeAll()
+            reaped.removeAll()
             dieWithParent(parent)
             return .child
         }
@@ -67,6 +86,10 @@ enum ProcessControl {
 
     /// Reaps `pid` if it has ended; nil while it runs.
     static func poll(_ pid: pid_t) -> Int32? {
+        if let status = reaped.removeValue(forKey: pid) {
+            if let fd = pidfds.removeValue(forKey: pid) { close(fd) }
+            return exitCode(status)
+        }
         var status: Int32 = 0
         while true {
             let r = waitpid(pid, &status, WNOHANG)
@@ -99,6 +122,7 @@ enum ProcessControl {
             let ms: Int32 = remaining < 0 ? 1000 : Int32(min(1000, (remaining + 999_999) / 1_000_000))
             _ = Glibc.poll(&pfd, 1, ms)
             if let code = poll(pid) { return code }
+            reapStrays()
             if deadline.expired { return nil }
         }
     }
