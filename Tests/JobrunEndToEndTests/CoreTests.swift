@@ -226,3 +226,42 @@ struct FailureTests {
         }
     }
 }
+
+/// True while `pid` runs (a zombie counts as ended).
+func isRunning(_ pid: pid_t) -> Bool {
+    guard kill(pid, 0) == 0,
+          let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return false }
+    let state = stat[stat.index(close, offsetBy: 2)]
+    return state != "Z" && state != "X"
+}
+
+@Suite("No worker outlives the run")
+struct OutliveTests {
+    @Test func workersDieWhenTheMainProcessIsKilled() throws {
+        let pidFile = FileManager.default.temporaryDirectory.appendingPathComponent("jobrun-pids-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: pidFile) }
+        let r = runScript("""
+            local pids = {}
+            for i = 1, 3 do
+              local p = jobrun.Process{daemon = i == 1, target = function()
+                local inner = jobrun.Process{target = function() jobrun.sleep(60) end}
+                inner:start()
+                jobrun.sleep(60)
+              end}
+              p:start()
+              pids[#pids + 1] = p.pid
+            end
+            local f = io.open(arg[1], "w"); f:write(table.concat(pids, " ")); f:close()
+            os.execute("kill -KILL " .. jobrun.current_process().pid)
+            jobrun.sleep(60)
+            """, args: [pidFile.path], timeout: 30)
+        #expect(r.status == -9)
+        let text = try String(contentsOf: pidFile, encoding: .utf8)
+        let pids = text.split(separator: " ").compactMap { pid_t($0) }
+        #expect(pids.count == 3)
+        let deadline = Date().addingTimeInterval(5)
+        while pids.contains(where: isRunning), Date() < deadline { usleep(20_000) }
+        for pid in pids { #expect(!isRunning(pid), "worker \(pid) outlived a SIGKILLed main process") }
+    }
+}
