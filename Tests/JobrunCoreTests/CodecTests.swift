@@ -1,164 +1,565 @@
 import CJobrunShims
 import CLua
+import Glibc
 import Testing
 @testable import JobrunCore
 
-/// A fresh state with the standard libraries (no jobrun module needed).
-private func newState() -> LuaState {
-    let L = luaL_newstate()!
-    _ = jr_openlibs(L)
-    return L
-}
+/// A fresh Lua state with the standard libraries and `deepeq`, closed when
+/// the test drops it.
+private final class LuaFixture {
+    let L: LuaState
 
-/// Runs `code` (which must return one value), encodes the value, decodes it
-/// in a second state, and runs `check` there with the copy as `...`; returns
-/// what `check` returns as a string, or the error.
-private func roundTrip(_ code: String, check: String) -> String {
-    let A = newState(), B = newState()
-    defer { lua_close(A); lua_close(B) }
-    guard luaL_loadstring(A, code) == LUA_OK, jr_lua_pcall(A, 0, 1, 0) == LUA_OK else {
-        return "source error: \(Lua.string(A, -1) ?? "?")"
+    init() {
+        L = luaL_newstate()!
+        _ = jr_openlibs(L)
+        let e = run("""
+            -- Structural equality: same types (and math.type), nan == nan, 0.0 ~= -0.0,
+            -- and the same sharing (each table of `a` maps to exactly one of `b`).
+            function deepeq(a, b, seen)
+              if type(a) ~= type(b) then return false end
+              if type(a) == "number" then
+                if math.type(a) ~= math.type(b) then return false end
+                if a ~= a then return b ~= b end
+                if a == 0 and b == 0 then return 1/a == 1/b end
+                return a == b
+              end
+              if type(a) == "function" then return true end   -- behaviour is tested by calling
+              if type(a) ~= "table" then return a == b end
+              seen = seen or {}
+              if seen[a] ~= nil then return seen[a] == b end
+              seen[a] = b
+              local n = 0
+              for k, v in next, a do
+                n = n + 1
+                if type(k) == "table" or type(k) == "function" then return false end
+                if not deepeq(v, rawget(b, k), seen) then return false end
+              end
+              for _ in next, b do n = n - 1 end
+              return n == 0
+            end
+            """)
+        precondition(e == nil, e ?? "")
     }
-    var enc = ValueEncoder()
-    if let e = enc.encode(A, -1, path: "item") { return "encode error: \(e)" }
-    let top = lua_gettop(B)
-    if let e = ValueDecoder.decode(B, enc.bytes) { return "decode error: \(e)" }
-    #expect(lua_gettop(B) == top + 1)
-    guard luaL_loadstring(B, check) == LUA_OK else { return "check error: \(Lua.string(B, -1) ?? "?")" }
-    jr_lua_insert(B, -2)
-    guard jr_lua_pcall(B, 1, 1, 0) == LUA_OK else { return "check error: \(Lua.string(B, -1) ?? "?")" }
-    var len = 0
-    guard let p = luaL_tolstring(B, -1, &len) else { return "?" }
-    return String(decoding: UnsafeRawBufferPointer(start: p, count: len), as: UTF8.self)
+
+    deinit { lua_close(L) }
+
+    /// Runs a chunk leaving `results` values; the error message if it fails.
+    @discardableResult
+    func run(_ code: String, results: Int32 = 0) -> String? {
+        if luaL_loadstring(L, code) != LUA_OK || jr_lua_pcall(L, 0, results, 0) != LUA_OK {
+            let e = Lua.string(L, -1) ?? "?"
+            jr_lua_pop(L, 1)
+            return e
+        }
+        return nil
+    }
+
+    /// Pushes the one value `code` returns (nil, and an issue, if it fails).
+    func push(_ code: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        if let e = run(code, results: 1) {
+            Issue.record("Lua error: \(e)", sourceLocation: sourceLocation)
+            lua_pushnil(L)
+        }
+    }
+
+    /// Evaluates `return <condition>` as a boolean.
+    func isTrue(_ condition: String) -> Bool {
+        guard run("return " + condition, results: 1) == nil else { return false }
+        defer { jr_lua_pop(L, 1) }
+        return lua_toboolean(L, -1) != 0
+    }
+
+    func setGlobal(_ name: String, _ index: Int32) {
+        lua_pushvalue(L, index)
+        lua_setglobal(L, name)
+    }
 }
 
-private func encodeError(_ code: String) -> String? {
-    let L = newState()
-    defer { lua_close(L) }
-    guard luaL_loadstring(L, code) == LUA_OK, jr_lua_pcall(L, 0, 1, 0) == LUA_OK else { return "source error" }
-    var enc = ValueEncoder()
+/// Encodes the value at the top of `L`; the bytes, or the error.
+private func encoded(_ L: LuaState, path: String = "item") -> Result<[UInt8], EncodeFailure> {
+    var enc = ValueEncoder(capacity: 16)
     let top = lua_gettop(L)
-    let e = enc.encode(L, -1, path: "item")
-    #expect(lua_gettop(L) == top)
+    let e = enc.encode(L, -1, path: path)
+    #expect(lua_gettop(L) == top, "encode must leave the stack as it was")
+    if let e {
+        #expect(enc.count == 0, "a failed encode must append nothing")
+        return .failure(EncodeFailure(message: e))
+    }
+    return .success(Array(enc.bytes))
+}
+
+private struct EncodeFailure: Error { let message: String }
+
+/// The error `encode` gives for the value `code` returns.
+private func encodeError(_ s: LuaFixture, _ code: String, path: String = "item") -> String? {
+    s.push(code)
+    defer { jr_lua_pop(s.L, 1) }
+    if case .failure(let f) = encoded(s.L, path: path) { return f.message }
+    return nil
+}
+
+/// Decodes `bytes` into `L`; checks the stack grows by exactly one value on
+/// success and not at all on failure.
+@discardableResult
+private func decoded(_ L: LuaState, _ bytes: [UInt8]) -> String? {
+    let top = lua_gettop(L)
+    let e = bytes.withUnsafeBytes { ValueDecoder.decode(L, $0) }
+    #expect(lua_gettop(L) == top + (e == nil ? 1 : 0))
     return e
 }
 
-@Suite("Codec")
-struct CodecTests {
-    @Test(arguments: [
-        ("return nil", "local v = ...; return tostring(v)", "nil"),
-        ("return false", "return tostring(...)", "false"),
-        ("return 0", "return math.type(...) .. ' ' .. tostring(...)", "integer 0"),
-        ("return -1", "return math.type(...) .. ' ' .. tostring(...)", "integer -1"),
-        ("return math.maxinteger", "return tostring(... == math.maxinteger)", "true"),
-        ("return math.mininteger", "return tostring(... == math.mininteger)", "true"),
-        ("return 0.5", "return math.type(...) .. ' ' .. tostring(...)", "float 0.5"),
-        ("return -0.0", "return tostring(1 / ...)", "-inf"),
-        ("return 1/0", "return tostring(...)", "inf"),
-        ("return -1/0", "return tostring(...)", "-inf"),
-        ("return 0/0", "local v = ...; return tostring(v ~= v)", "true"),
-        ("return 3.0", "return math.type(...)", "float"),
-        ("return ''", "return '[' .. ... .. ']'", "[]"),
-        ("return 'a\\0b\\255'", "local s = ...; return #s .. ' ' .. s:byte(2) .. ' ' .. s:byte(4)", "4 0 255"),
-    ])
-    func scalars(code: String, check: String, expected: String) {
-        #expect(roundTrip(code, check: check) == expected)
-    }
-
-    @Test func bigString() {
-        #expect(roundTrip("return string.rep('xy', 5 * 1024 * 512)", check: "local s = ...; return #s .. s:sub(-2)") == "5242880xy")
-    }
-
-    @Test func nestedTablesSharedReferencesAndCycles() {
-        let r = roundTrip("""
-            local shared = {n = 1}
-            local t = {1, 2, {3, {4}}, a = shared, b = shared, [true] = 'yes', [2.5] = 'float', [-7] = 'neg'}
-            t.self = t
-            return t
-            """, check: """
-            local t = ...
-            return table.concat({#t, t[3][2][1], tostring(t.a == t.b), tostring(t.self == t), t[true], t[2.5], t[-7], t.a.n}, ' ')
-            """)
-        #expect(r == "3 4 true true yes float neg 1")
-    }
-
-    @Test func functionsWithUpvaluesAndGlobals() {
-        let r = roundTrip("""
-            local count = 10
-            local helper = {step = 5}
-            return function(x) count = count + helper.step; return count + x, string.format('%d', x), type(print) end
-            """, check: "local f = ...; local a, b, c = f(1); local d = f(1); return a .. ' ' .. b .. ' ' .. c .. ' ' .. d")
-        #expect(r == "16 1 function 21")
-    }
-
-    @Test func recursiveFunctionAndStandardFunctions() {
-        let r = roundTrip("""
-            local function fact(n) if n <= 1 then return 1 end return n * fact(n - 1) end
-            return {fact = fact, fmt = string.format, p = print}
-            """, check: "local t = ...; return t.fact(5) .. ' ' .. t.fmt('%03d', 7) .. ' ' .. tostring(t.p == print)")
-        #expect(r == "120 007 true")
-    }
-
-    @Test func unsendableValuesNameTheirPlace() {
-        #expect(encodeError("return coroutine.create(print)") == "item: cannot send a coroutine")
-        #expect(encodeError("return {cb = {on_done = coroutine.create(print)}}") == "item.cb.on_done: cannot send a coroutine")
-        #expect(encodeError("return {1, {2, io.stdout}}") == "item[2][2]: cannot send a userdata (FILE*)")
-        #expect(encodeError("return {['my key'] = coroutine.create(print)}") == "item[\"my key\"]: cannot send a coroutine")
-        let co = encodeError("local co = coroutine.create(print); return function() return co end")
-        #expect(co == "item (upvalue co): cannot send a coroutine")
-        #expect(encodeError("return io.lines") == nil)
-        #expect(encodeError("local t = {}; local cur = t; for i = 1, 10000 do cur.next = {}; cur = cur.next end; return t")?
-            .contains("nested too deeply") == true)
-    }
-
-    @Test func severalValues() {
-        let A = newState(), B = newState()
-        defer { lua_close(A); lua_close(B) }
-        lua_pushinteger(A, 7); Lua.pushString(A, "x"); lua_pushnil(A); lua_pushboolean(A, 1)
-        var enc = ValueEncoder()
-        #expect(enc.encodeValues(A, from: 1, count: 4, path: "args") == nil)
-        let (n, e) = ValueDecoder.decodeValues(B, enc.bytes)
-        #expect(e == nil && n == 4)
-        #expect(lua_tointegerx(B, 1, nil) == 7 && Lua.string(B, 2) == "x" && lua_type(B, 3) == LUA_TNIL && lua_toboolean(B, 4) == 1)
-        lua_settop(A, 0)
-        lua_pushinteger(A, 1); lua_pushthread(A)
-        enc.reset()
-        #expect(enc.encodeValues(A, from: 1, count: 2, path: "args") == "args[2]: cannot send a coroutine")
-    }
-
-    /// The decoder returns an error, never crashes, on any input; the stack is unchanged then.
-    @Test func decoderSurvivesRandomAndDamagedInput() {
-        let A = newState(), B = newState()
-        defer { lua_close(A); lua_close(B) }
-        var rng = SystemRandomNumberGenerator()
-        // Valid encodings to damage.
-        var samples: [[UInt8]] = []
-        for code in ["return {1, 2, {x = 'y', [3.5] = true}, s = string.rep('q', 300)}",
-                     "local t = {}; t.t = t; return t",
-                     "local n = 3; return function(a) return a + n end",
-                     "return {string.format, -12345678901, 0.1, false}"] {
-            _ = luaL_loadstring(A, code); _ = jr_lua_pcall(A, 0, 1, 0)
-            var enc = ValueEncoder()
-            _ = enc.encode(A, -1, path: "item")
-            samples.append(Array(enc.bytes))
-            lua_settop(A, 0)
+/// Runs `code` in `s`, sends the value through the codec into `to` (default
+/// `s`) as the global `copy`, with the original as the global `orig`, and
+/// checks `condition` there.
+private func roundTrip(_ s: LuaFixture, _ code: String, to: LuaFixture? = nil, _ condition: String = "deepeq(orig, copy)",
+                       sourceLocation: SourceLocation = #_sourceLocation) {
+    let dst = to ?? s
+    s.push(code, sourceLocation: sourceLocation)
+    s.setGlobal("orig", -1)
+    defer { jr_lua_pop(s.L, 1) }
+    switch encoded(s.L) {
+    case .failure(let f):
+        Issue.record("encode failed: \(f.message)", sourceLocation: sourceLocation)
+    case .success(let bytes):
+        if let e = decoded(dst.L, bytes) {
+            Issue.record("decode failed: \(e)", sourceLocation: sourceLocation)
+            return
         }
-        let top = lua_gettop(B)
-        for i in 0..<40_000 {
-            var bytes: [UInt8]
-            if i % 2 == 0 {
-                bytes = (0..<Int.random(in: 0...64, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
-            } else {
-                bytes = samples[i % samples.count]
-                switch Int.random(in: 0...2, using: &rng) {
-                case 0: bytes = Array(bytes.prefix(Int.random(in: 0...bytes.count, using: &rng)))
-                case 1: for _ in 0...Int.random(in: 0...3, using: &rng) { bytes[Int.random(in: 0..<bytes.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng) }
-                default: bytes.insert(UInt8.random(in: 0...255, using: &rng), at: Int.random(in: 0...bytes.count, using: &rng))
-                }
-            }
-            let err = bytes.withUnsafeBytes { ValueDecoder.decode(B, $0) }
-            if err == nil { #expect(lua_gettop(B) == top + 1); lua_settop(B, top) }
-            else { #expect(lua_gettop(B) == top) }
-        }
+        dst.setGlobal("copy", -1)
+        jr_lua_pop(dst.L, 1)
+        #expect(dst.isTrue(condition), "\(code) => \(condition)", sourceLocation: sourceLocation)
     }
 }
+
+private func bytes(_ s: LuaFixture, _ code: String) -> [UInt8] {
+    s.push(code)
+    defer { jr_lua_pop(s.L, 1) }
+    if case .success(let b) = encoded(s.L) { return b }
+    Issue.record("cannot encode \(code)")
+    return []
+}
+
+/// A small deterministic generator, so a failing fuzz case can be replayed.
+private struct SplitMix64 {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9e3779b97f4a7c15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xbf58476d1ce4e5b9
+        z = (z ^ (z >> 27)) &* 0x94d049bb133111eb
+        return z ^ (z >> 31)
+    }
+    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(max(1, n))) }
+}
+
+@Suite("Value codec")
+struct CodecTests {
+    // MARK: - Scalars and strings
+
+    @Test func scalars() {
+        let s = LuaFixture()
+        for code in ["return nil", "return true", "return false", "return 0", "return -1", "return 42",
+                     "return math.maxinteger", "return math.mininteger", "return 2^53 // 1 + 1",
+                     "return 0.5", "return -0.0", "return 0.0", "return 1/0", "return -1/0", "return 0/0",
+                     "return 3.0", "return math.pi", "return 1e308", "return 5e-324"] {
+            roundTrip(s, code)
+        }
+        roundTrip(s, "return -0.0", "1/copy == -math.huge")
+        roundTrip(s, "return 3.0", "math.type(copy) == 'float'")
+        roundTrip(s, "return math.mininteger", "math.type(copy) == 'integer' and copy == math.mininteger")
+        roundTrip(s, "return 0/0", "copy ~= copy")
+    }
+
+    @Test func floatsAreBitExact() throws {
+        let s = LuaFixture()
+        for bits: UInt64 in [0x7ff8_0000_0000_0001, 0xfff0_0000_0000_0000, 0x8000_0000_0000_0000, 0x0000_0000_0000_0001] {
+            lua_pushnumber(s.L, Double(bitPattern: bits))
+            let b = try encoded(s.L).get()
+            jr_lua_pop(s.L, 1)
+            #expect(decoded(s.L, b) == nil)
+            #expect(lua_tonumberx(s.L, -1, nil).bitPattern == bits)
+            jr_lua_pop(s.L, 1)
+        }
+    }
+
+    @Test func compactFormat() {
+        let s = LuaFixture()
+        #expect(bytes(s, "return nil") == [0x00])
+        #expect(bytes(s, "return false") == [0x01])
+        #expect(bytes(s, "return true") == [0x02])
+        #expect(bytes(s, "return 5") == [0x03, 0x0a])
+        #expect(bytes(s, "return -1") == [0x03, 0x01])
+        #expect(bytes(s, "return 300") == [0x03, 0xd8, 0x04])
+        #expect(bytes(s, "return 'abc'") == [0x05, 0x03, 0x61, 0x62, 0x63])
+        #expect(bytes(s, "return 1.0") == [0x04, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f])
+        #expect(bytes(s, "return {7}") == [0x06, 1, 0, 0, 0, 0, 0, 0, 0, 0x03, 0x0e])
+        #expect(bytes(s, "return {x = true}") == [0x06, 0, 0, 0, 0, 1, 0, 0, 0, 0x05, 0x01, 0x78, 0x02])
+        #expect(bytes(s, "return print") == [0x0b, 0x05] + Array("print".utf8))
+        #expect(bytes(s, "return string.format") == [0x0b, 0x0d] + Array("string.format".utf8))
+        // A shared table: its tag gets the "referenced later" bit, the reference its offset.
+        #expect(bytes(s, "local t = {} return {t, t}") == [0x06, 2, 0, 0, 0, 0, 0, 0, 0, 0x86, 0, 0, 0, 0, 0, 0, 0, 0, 0x07, 0x09])
+        // Dict keys rely on equal scalars giving equal bytes.
+        #expect(bytes(s, "return math.tointeger(2^40)") == bytes(s, "return 1 << 40"))
+    }
+
+    @Test func strings() {
+        let s = LuaFixture()
+        roundTrip(s, "return ''")
+        roundTrip(s, #"return "\0\255abc\0\1\127\128""#)
+        roundTrip(s, #"local t = {} for i = 0, 255 do t[#t + 1] = string.char(i) end return table.concat(t)"#)
+        roundTrip(s, #"return string.rep("ab\0\255", 5 * 2^20 // 4)"#, "#copy == 5 * 2^20 and copy == orig")
+    }
+
+    @Test func encoderAppendsAndResets() {
+        let s = LuaFixture()
+        var enc = ValueEncoder(capacity: 8)
+        lua_pushstring(s.L, "hello")
+        lua_pushinteger(s.L, 7)
+        #expect(enc.encode(s.L, -2, path: "item") == nil)
+        #expect(enc.encode(s.L, -1, path: "item") == nil)
+        #expect(Array(enc.bytes) == [0x05, 0x05] + Array("hello".utf8) + [0x03, 0x0e])
+        _ = s.run("co = coroutine.create(print)")
+        lua_getglobal(s.L, "co")
+        #expect(enc.encode(s.L, -1, path: "item") == "item: cannot send a coroutine")
+        #expect(enc.count == 9, "a failed encode appends nothing")
+        enc.reset()
+        #expect(enc.count == 0)
+        lua_settop(s.L, 0)
+    }
+
+    // MARK: - Tables
+
+    @Test func tables() {
+        let s = LuaFixture()
+        roundTrip(s, "return {}")
+        roundTrip(s, "return {1, 2, 3, 'four', 5.5, true}")
+        roundTrip(s, "return {1, 2, {3, {4, {5}}}, a = {b = {c = 'd'}}}")
+        roundTrip(s, "return {1, nil, 3}", "copy[1] == 1 and copy[2] == nil and copy[3] == 3")
+        roundTrip(s, "local t = {} for i = 1, 100000 do t[i] = i * 3 end return t")
+        roundTrip(s, """
+            return {[1] = 'one', [2] = 'two', [10] = 'ten', [-3] = 'neg', [0] = 'zero', [0.5] = 'half',
+                    [math.maxinteger] = 'max', [math.mininteger] = 'min', [1/0] = 'inf',
+                    [true] = 'yes', [false] = 'no', s = 'str', ['with space'] = 1, [''] = 'empty'}
+            """)
+        roundTrip(s, "return {[{}] = 'table key', [print] = 'function key'}", """
+            (function() local n = 0 for k, v in pairs(copy) do
+               if type(k) == 'table' then n = n + (v == 'table key' and 1 or 100) end
+               if k == print then n = n + (v == 'function key' and 1 or 100) end end return n == 2 end)()
+            """)
+    }
+
+    @Test func cyclesAndSharedReferences() {
+        let s = LuaFixture()
+        roundTrip(s, "local t = {} t.self = t return t", "copy.self == copy and copy ~= orig")
+        roundTrip(s, "local a, b = {}, {} a.b = b b.a = a return a", "copy.b.a == copy")
+        roundTrip(s, "local s = {1} return {a = s, b = s, c = {s}}", "copy.a == copy.b and copy.c[1] == copy.a and deepeq(orig, copy)")
+        roundTrip(s, "local t = {} t[t] = t return t", "next(copy) == copy and copy[copy] == copy")
+        // More tables than the encoder tracks inline: the spill table takes over.
+        roundTrip(s, """
+            local shared, t = {}, {}
+            for i = 1, 200 do t[i] = {shared, i, {}} end
+            t.last = t[150]
+            return t
+            """, "copy.last == copy[150] and copy[1][1] == copy[200][1] and deepeq(orig, copy)")
+        // Into another state: references do not depend on the sender.
+        let other = LuaFixture()
+        roundTrip(s, "local t = {1} return {t, t, {t}}", to: other, "copy[1] == copy[2] and copy[3][1] == copy[1]")
+    }
+
+    @Test func metatablesAreNotSentNorRun() {
+        let s = LuaFixture()
+        roundTrip(s, """
+            local boom = function() error('metamethod ran') end
+            return setmetatable({1, 2, x = 3}, {__index = boom, __newindex = boom, __len = boom, __pairs = boom})
+            """, "getmetatable(copy) == nil and copy[1] == 1 and copy[2] == 2 and copy.x == 3 and #copy == 2")
+    }
+
+    // MARK: - Functions
+
+    @Test func closuresKeepTheirUpvalues() {
+        let s = LuaFixture()
+        roundTrip(s, """
+            local n = 0
+            local f = function() n = n + 1 return n end
+            f() f()
+            return f
+            """, "copy() == 3 and copy() == 4 and orig() == 3")
+        roundTrip(s, "local function fact(n) if n <= 1 then return 1 end return n * fact(n - 1) end return fact",
+                  "copy(10) == 3628800")
+        roundTrip(s, "local f = function(x) return x end return {f, f, g = f}", "copy[1] == copy[2] and copy.g == copy[1] and copy[1](7) == 7")
+        // Two closures over one local keep sharing it.
+        roundTrip(s, """
+            local n = 10
+            return {inc = function() n = n + 1 end, get = function() return n end}
+            """, "(function() copy.inc() copy.inc() return copy.get() == 12 and orig.get() == 10 end)()")
+        roundTrip(s, "local cfg = {scale = 3} return function(x) return x * cfg.scale end", "copy(5) == 15")
+    }
+
+    @Test func globalsResolveInTheReceiver() {
+        let a = LuaFixture(), b = LuaFixture()
+        _ = a.run("GREETING = 'from a'")
+        _ = b.run("GREETING = 'from b'")
+        roundTrip(a, """
+            return function(x) return string.format('%s %d', GREETING, x) end
+            """, to: b, "copy(5) == 'from b 5'")
+        roundTrip(a, "return {f = string.format, p = print, i = ipairs, c = coroutine.wrap}", to: b,
+                  "copy.f == string.format and copy.p == print and copy.i == ipairs and copy.c == coroutine.wrap")
+        // A function keeps its chunk name and lines: the bytecode is not stripped.
+        roundTrip(a, "return load('return debug.getinfo(1, \"S\").source', '@stage.lua')", to: b, "copy() == '@stage.lua'")
+    }
+
+    // MARK: - Unsendable values
+
+    @Test func unsendableValuesNameWhereTheySit() {
+        let s = LuaFixture()
+        _ = s.run("co = coroutine.create(print)")
+        #expect(encodeError(s, "return co") == "item: cannot send a coroutine")
+        #expect(encodeError(s, "return {list = {1, 2, io.stdout}}") == "item.list[3]: cannot send a userdata (FILE*)")
+        #expect(encodeError(s, "local co = co return function() return co end") == "item (upvalue co): cannot send a coroutine")
+        #expect(encodeError(s, "local co = co return {f = function() return {co} end, g = function() return co end}")?
+            .hasSuffix(" (upvalue co): cannot send a coroutine") == true)
+        #expect(encodeError(s, "return {[co] = 1}") == "item (key): cannot send a coroutine")
+        #expect(encodeError(s, "return {['a b'] = {[2.5] = {[true] = co}}}") == #"item["a b"][2.5][true]: cannot send a coroutine"#)
+        #expect(encodeError(s, "return {x = {[{}] = co}}") == "item.x[<table>]: cannot send a coroutine")
+        #expect(encodeError(s, "return {require}") == "item[1]: cannot send a C function with upvalues (require)")
+        lua_pushlightuserdata(s.L, UnsafeMutableRawPointer(bitPattern: 0x1234))
+        lua_setglobal(s.L, "light")
+        #expect(encodeError(s, "return {light}") == "item[1]: cannot send a light userdata")
+        let myc: lua_CFunction = { _ in 0 }
+        lua_pushcclosure(s.L, myc, 0)
+        lua_setglobal(s.L, "myc")
+        #expect(encodeError(s, "return {cb = myc}") == "item.cb: cannot send a C function (myc); only standard library ones can be sent")
+        #expect(encodeError(s, "return setmetatable({}, {__name = 'Thing'})") == nil)
+        _ = s.run("ud = io.stdout")
+        #expect(encodeError(s, "return {ud}", path: "value") == "value[1]: cannot send a userdata (FILE*)")
+    }
+
+    @Test func argumentPaths() {
+        let s = LuaFixture()
+        _ = s.run("co = coroutine.create(print)")
+        let top = lua_gettop(s.L)
+        s.push("return 1")
+        s.push("return {on_done = co}")
+        var enc = ValueEncoder()
+        #expect(enc.encodeValues(s.L, from: top + 1, count: 2, path: "args") == "args[2].on_done: cannot send a coroutine")
+        #expect(enc.count == 0)
+        #expect(lua_gettop(s.L) == top + 2)
+        lua_settop(s.L, top)
+    }
+
+    @Test func nestingIsBounded() throws {
+        let s = LuaFixture()
+        func deep(_ n: Int) -> String { "local t = {} local c = t for i = 2, \(n) do c.a = {} c = c.a end return t" }
+        let e = encodeError(s, deep(10_000))
+        #expect(e?.hasPrefix("item.a.a.a.a.a.a.a.a<184 more>.a.a") == true, "\(e ?? "nil")")
+        #expect(e?.hasSuffix(".a: value nested too deeply (more than 200 levels)") == true)
+        #expect(encodeError(s, deep(201)) != nil)
+        // Exactly 200 levels is fine, both ways.
+        roundTrip(s, deep(200))
+        // Functions count as levels too, and upvalue chains are bounded the same way.
+        let chain = "local f = function() return 0 end for i = 1, 10000 do local g = f f = function() return g() + 1 end end return f"
+        #expect(encodeError(s, chain)?.hasSuffix(": value nested too deeply (more than 200 levels)") == true)
+        #expect(lua_gettop(s.L) == 0)
+    }
+
+    // MARK: - Several values, objects
+
+    @Test func valuesForProcessArguments() {
+        let s = LuaFixture()
+        s.push("return 1")
+        s.push("return 'two'")
+        s.push("return nil")
+        s.push("local t = {3} return {t, t}")
+        s.push("local n = 5 return function() return n end")
+        var enc = ValueEncoder()
+        #expect(enc.encodeValues(s.L, from: 1, count: 5, path: "args") == nil)
+        #expect(lua_gettop(s.L) == 5)
+        let b = Array(enc.bytes)
+        let (n, e) = b.withUnsafeBytes { ValueDecoder.decodeValues(s.L, $0) }
+        #expect(e == nil && n == 5)
+        #expect(lua_gettop(s.L) == 10)
+        for i: Int32 in 1...5 { s.setGlobal("v\(i)", 5 + i) }
+        #expect(s.isTrue("v1 == 1 and v2 == 'two' and v3 == nil and v4[1] == v4[2] and v4[1][1] == 3 and v5() == 5"))
+        lua_settop(s.L, 0)
+
+        enc.reset()
+        #expect(enc.encodeValues(s.L, from: 1, count: 0, path: "args") == nil)
+        let empty = Array(enc.bytes)
+        #expect(empty == [0])
+        #expect(empty.withUnsafeBytes { ValueDecoder.decodeValues(s.L, $0) } == (0, nil))
+        #expect(lua_gettop(s.L) == 0)
+        for bad: [UInt8] in [[], [3, 0], [2, 0, 0x63], [0x80]] {
+            let (n, e) = bad.withUnsafeBytes { ValueDecoder.decodeValues(s.L, $0) }
+            #expect(n == 0 && e?.hasPrefix("corrupt message: ") == true)
+            #expect(lua_gettop(s.L) == 0)
+        }
+    }
+
+    @Test func jobrunObjectsTravelAsHandles() throws {
+        _ = arenaReady
+        let s = LuaFixture()
+        luaL_newmetatable(s.L, "jobrun.Queue")
+        lua_pushboolean(s.L, 1)
+        lua_setfield(s.L, -2, "__jobrun")
+        jr_lua_pop(s.L, 1)
+        let off = try SharedQueue.create(maxsize: 0, joinable: false, redeliver: false)
+        ObjectHandle.push(s.L, ObjectHandle(offset: off, type: UInt32(JR_OBJ_QUEUE)))
+        lua_createtable(s.L, 0, 0)
+        lua_pushvalue(s.L, -2)
+        lua_setfield(s.L, -2, "q")
+        let b = try encoded(s.L).get()
+        lua_settop(s.L, 0)
+        #expect(decoded(s.L, b) == nil)
+        lua_getfield(s.L, -1, "q")
+        let h = ObjectHandle.check(s.L, -1)
+        #expect(h?.offset == off && h?.type == UInt32(JR_OBJ_QUEUE))
+        lua_settop(s.L, 0)
+
+        // A handle to where no object lives is refused.
+        var forged: [UInt8] = [0x0c]
+        withUnsafeBytes(of: UInt32(JR_OBJ_QUEUE).littleEndian) { forged += $0 }
+        withUnsafeBytes(of: (Arena.reservedBytes - 4096).littleEndian) { forged += $0 }
+        #expect(decoded(s.L, forged)?.hasPrefix("corrupt message: bad object offset") == true)
+    }
+
+    // MARK: - Decoder robustness
+
+    @Test func corruptMessagesAreRefused() {
+        let s = LuaFixture()
+        func expectRefused<B: Collection<UInt8>>(_ b: B, _ prefixes: String..., sourceLocation: SourceLocation = #_sourceLocation) {
+            let e = decoded(s.L, Array(b)) ?? "decoded"
+            #expect(prefixes.contains { e.hasPrefix("corrupt message: " + $0) }, "\(e)", sourceLocation: sourceLocation)
+        }
+        expectRefused([], "empty")
+        expectRefused([0x05, 0x05, 0x61], "bad string length")
+        expectRefused([0x05, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], "bad string length")
+        expectRefused([0x03, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f], "bad integer")
+        expectRefused([0x04, 0, 0, 0], "truncated float")
+        expectRefused([0x02, 0x02], "1 bytes after the value")
+        expectRefused([0x06, 0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0], "bad table header")
+        expectRefused([0x06, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0], "bad table header")
+        expectRefused([0x06, 1, 0, 0, 0, 0, 0, 0], "bad table header")
+        expectRefused([0x06, 0, 0, 0, 0, 1, 0, 0, 0, 0x00, 0x02], "nil table key")
+        expectRefused([0x06, 0, 0, 0, 0, 1, 0, 0, 0, 0x04, 0, 0, 0, 0, 0, 0, 0xf8, 0x7f, 0x02], "NaN table key")
+        expectRefused([0x06, 1, 0, 0, 0, 0, 0, 0, 0, 0x07, 0x00], "bad reference")  // not marked as remembered
+        expectRefused([0x86, 1, 0, 0, 0, 0, 0, 0, 0, 0x07, 0x05], "bad reference")  // no object at byte 5
+        expectRefused([0x07, 0x00], "bad reference")
+        expectRefused([0x09], "unknown tag 0x9")
+        expectRefused([0x85], "unknown tag 0x85")
+        expectRefused([0x0b, 0x0d] + Array("string.nosuch".utf8), "unknown standard function \"string.nosuch\"")
+        expectRefused([0x0b, 0x08] + Array("jobrun.x".utf8), "unknown standard function")
+        expectRefused([0x0b, 0x07] + Array("string.".utf8), "unknown standard function")
+        let object: [UInt8] = [0x0c, 1, 0, 0, 0] + [UInt8](repeating: 0, count: 8)
+        expectRefused(object.dropLast(), "truncated object")
+        // Whether another test has attached the arena yet or not.
+        expectRefused(object, "a jobrun object outside a run", "bad object offset")
+        // Nesting far past the limit, as a sender could never write it.
+        var deep: [UInt8] = []
+        for _ in 0..<10_000 { deep += [0x06, 1, 0, 0, 0, 0, 0, 0, 0] }
+        deep += [0x00]
+        expectRefused(deep, "nested too deeply")
+        // Bytecode is checked before Lua sees it.
+        var f = bytes(s, "local n = 1 return function() return n end")
+        #expect(decoded(s.L, f) == nil)
+        lua_settop(s.L, 0)
+        f[f.count / 2] ^= 0x10
+        expectRefused(f, "function bytecode damaged")
+        #expect(lua_gettop(s.L) == 0)
+    }
+
+    /// CODEC_FUZZ_ITERATIONS and CODEC_FUZZ_SEED run it longer or differently.
+    @Test func anyBytesDecodeOrFailCleanly() {
+        let s = LuaFixture()
+        let L = s.L
+        let env = { (name: String) in getenv(name).flatMap { UInt64(String(cString: $0)) } }
+        let iterations = Int(env("CODEC_FUZZ_ITERATIONS") ?? 20_000)
+        var rng = SplitMix64(state: env("CODEC_FUZZ_SEED") ?? 0x5eed_c0de)
+        var decodedCount = 0
+        let top = lua_gettop(L)
+        func attempt(_ b: [UInt8]) {
+            let e = b.withUnsafeBytes { ValueDecoder.decode(L, $0) }
+            if e == nil {
+                decodedCount += 1
+                if lua_gettop(L) != top + 1 { Issue.record("stack \(lua_gettop(L)) after decoding \(b)") }
+            } else if lua_gettop(L) != top {
+                Issue.record("stack \(lua_gettop(L)) after failing on \(b)")
+            } else if e?.hasPrefix("corrupt message: ") != true {
+                Issue.record("unexpected error \(e!)")
+            }
+            lua_settop(L, top)
+            // The same bytes as a message of several values.
+            let (n, e2) = b.withUnsafeBytes { ValueDecoder.decodeValues(L, $0) }
+            if lua_gettop(L) != top + (e2 == nil ? n : 0) { Issue.record("stack \(lua_gettop(L)) after decodeValues(\(b))") }
+            lua_settop(L, top)
+        }
+
+        // Random bytes, half of them starting with a valid tag.
+        for i in 0..<iterations {
+            var b = (0..<rng.below(48)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            if i % 2 == 0, !b.isEmpty { b[0] = [0x03, 0x05, 0x06, 0x86, 0x08, 0x0b, 0x0c][rng.below(7)] }
+            attempt(b)
+            if i % 5_000 == 0 { _ = s.run("collectgarbage()") }
+        }
+
+        // Mutations of valid messages: every kind of tag, references, joined upvalues.
+        let corpus = [
+            "return {1, 2.5, 'three', true, false, nil, {x = {y = 'z'}}, [0.25] = -7}",
+            "local t = {'a', 'b'} t.self = t t[t] = {t, t} return t",
+            "local n = 0 return {inc = function() n = n + 1 end, get = function() return n end, s = string.format}",
+            "local function f(x) if x > 0 then return f(x - 1) end return GLOBAL end return {f, f, print}",
+            "return {[true] = {[false] = {math.maxinteger, math.mininteger, 0/0, -0.0}}}",
+            "local t = {} for i = 1, 40 do t[i] = {i, tostring(i), t} end return t",
+            "return 'a string item'",
+            "return 12345678901234",
+        ].map { bytes(s, $0) }
+        for i in 0..<iterations {
+            var b = corpus[i % corpus.count]
+            for _ in 0...rng.below(3) {
+                switch rng.below(6) {
+                case 0: if !b.isEmpty { b[rng.below(b.count)] ^= UInt8(1 << rng.below(8)) }
+                case 1: if !b.isEmpty { b[rng.below(b.count)] = UInt8(truncatingIfNeeded: rng.next()) }
+                case 2: b = Array(b.prefix(rng.below(b.count + 1)))
+                case 3: b.insert(contentsOf: (0..<1 + rng.below(4)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }, at: rng.below(b.count + 1))
+                case 4:
+                    if !b.isEmpty { let a = rng.below(b.count); b.removeSubrange(a..<min(b.count, a + 1 + rng.below(8))) }
+                default:
+                    if !b.isEmpty { let a = rng.below(b.count); b.insert(contentsOf: b[a..<min(b.count, a + 1 + rng.below(16))], at: rng.below(b.count + 1)) }
+                }
+            }
+            attempt(b)
+            if i % 5_000 == 0 { _ = s.run("collectgarbage()") }
+        }
+        _ = s.run("collectgarbage()")
+        #expect(decodedCount > 100, "the mutations should still leave some valid messages")
+    }
+}
+
+// TEMP-BENCH-BEGIN
+@Test func codecBenchTemp() {
+    guard getenv("CODEC_BENCH") != nil else { return }
+    let s = LuaFixture()
+    let L = s.L
+    var enc = ValueEncoder()
+    func measure(_ name: String, _ n: Int, _ body: () -> Void) {
+        let t0 = ContinuousClock.now
+        body()
+        let d = ContinuousClock.now - t0
+        let ns = Double(d.components.seconds) * 1e9 + Double(d.components.attoseconds) / 1e9
+        print("\(name): \(ns / Double(n)) ns/op")
+    }
+    let only = getenv("CODEC_BENCH_ONLY").map { String(cString: $0) }
+    for code in ["return 'hello world item'", "return 12345", "return {id = 7, name = 'x', tags = {1, 2}}", "return {1,2,3,4,5,6,7,8}", "return function(x) return x end"] {
+        if let only, !code.contains(only) { continue }
+        s.push(code)
+        let n = code.contains("{") || code.contains("function") ? 1_000_000 : 10_000_000
+        measure("encode \(code)", n) {
+            for _ in 0..<n { enc.reset(); _ = enc.encode(L, -1, path: "item") }
+        }
+        let b = enc.bytes
+        measure("decode \(code)", n) {
+            for _ in 0..<n { _ = ValueDecoder.decode(L, b); lua_settop(L, 1) }
+        }
+        lua_settop(L, 0)
+    }
+}
+// TEMP-BENCH-END

@@ -108,15 +108,41 @@ void jr_mutex_unlock(pthread_mutex_t *m);
 #define JR_NCLASSES 40   /* block size classes: 2^5 ... 2^44 bytes */
 #define JR_MAX_PROCESSES 4096
 
-/// One record per process of the run. Written by the process itself (state,
-/// waits) and by the parent that starts it (pid, name); read by anyone.
+#define JR_MAX_TAKEN 8
+#define JR_MESSAGE_BYTES 4096
+
+/// Items a process took from a JoinableQueue and has not marked done yet.
+typedef struct jr_taken {
+    uint64_t queue;         // arena offset of the queue (0: free entry)
+    uint64_t count;
+} jr_taken;
+
+/// One record per process of the run, the supervisor's view of it. The
+/// process itself claims the slot (under `proc_lock`) and writes its wait
+/// fields; its parent writes `exit_code` when it reaps it; the monitor writes
+/// `state` once the process has ended.
 typedef struct jr_process_record {
     int32_t pid;            // 0 = free slot
     int32_t parent_pid;
-    int32_t exit_status;    // valid when state == 2
-    uint32_t state;         // 0 free, 1 running, 2 exited
+    int32_t exit_code;      // n, or -signal; valid when has_exit_code
+    uint32_t has_exit_code;
+    uint32_t state;         // JR_PROC_*
+    uint32_t wait_kind;     // JR_WAIT_*: 0 while running Lua code (or sleeping)
+    uint32_t wait_timed;    // the wait has a deadline, so it cannot deadlock
+    uint32_t reserved;
+    uint64_t wait_object;   // arena offset of the object waited on
+    uint64_t wait_word;     // arena offset of the futex word it sleeps on
+    uint64_t wait_gen;      // bumped at every wait: "still the same wait" for the monitor
+    jr_taken taken[JR_MAX_TAKEN];
     char name[64];
 } jr_process_record;
+
+enum { JR_PROC_FREE = 0, JR_PROC_RUNNING = 1, JR_PROC_EXITED = 2 };
+enum {
+    JR_WAIT_NONE = 0, JR_WAIT_GET = 1, JR_WAIT_PUT = 2, JR_WAIT_JOIN = 3, JR_WAIT_LOCK = 4,
+    JR_WAIT_SEMAPHORE = 5, JR_WAIT_EVENT = 6, JR_WAIT_BARRIER = 7, JR_WAIT_CONDITION = 8,
+    JR_WAIT_RECV = 9, JR_WAIT_PROCESS = 10, JR_WAIT_MEMORY = 11,
+};
 
 /// The arena's first page. `alloc_lock` guards `top`, `in_use` and the free
 /// lists; `space_seq` is bumped (under the lock) whenever memory is freed so a
@@ -134,7 +160,10 @@ typedef struct jr_arena_header {
     uint32_t space_waiters;
     uint32_t next_object_id;
     uint32_t next_process_number;  // for default names "Process-<n>"
-    pthread_mutex_t proc_lock;
+    pthread_mutex_t proc_lock;     // guards claiming process slots and `failure`
+    uint32_t process_slots;        // high-water mark of used slots
+    uint32_t failed;               // set once by the monitor: the run is deadlocked
+    char failure[JR_MESSAGE_BYTES];
     jr_process_record processes[JR_MAX_PROCESSES];
 } jr_arena_header;
 
@@ -259,6 +288,10 @@ typedef struct jr_queue {
     uint32_t join_waiters;
     uint64_t total_put;
     uint64_t total_got;
+    uint64_t failed_tasks;  // taken by processes that died before task_done
+    int32_t failed_pid;     // the last such process, for the message
+    int32_t failed_code;
+    char failed_name[64];
 } jr_queue;
 
 enum { JR_QUEUE_JOINABLE = 1, JR_QUEUE_REDELIVER = 2 };

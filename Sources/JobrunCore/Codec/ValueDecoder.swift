@@ -13,13 +13,14 @@ enum ValueDecoder {
     /// returns "corrupt message: ...".
     static func decode(_ L: LuaState, _ bytes: UnsafeRawBufferPointer) -> String? {
         guard let p = bytes.baseAddress, bytes.count > 0 else { return "corrupt message: empty" }
-        // Fast path: a message that is one string, the common queue item.
-        if p.load(as: UInt8.self) == 0x05 {
-            var d = Decoding(p, bytes.count, at: 1, refs: 0)
-            if let n = d.varint(), n == UInt64(d.left), lua_checkstack(L, 1) != 0 {
-                lua_pushlstring(L, d.pointer, Int(n))
-                return nil
-            }
+        // Fast path: a scalar (the common queue item) needs no slot for
+        // remembered objects, and pushes nothing when it fails.
+        if p.load(as: UInt8.self) <= 0x05 {
+            guard lua_checkstack(L, 1) != 0 else { return "corrupt message: Lua stack exhausted" }
+            var d = Decoding(p, bytes.count, at: 0, refs: 0)
+            if let e = d.value(L, depth: 0) { return "corrupt message: \(e)" }
+            if d.left != 0 { jr_lua_pop(L, 1); return "corrupt message: \(d.left) bytes after the value" }
+            return nil
         }
         let top = lua_gettop(L)
         guard lua_checkstack(L, 10) != 0 else { return "corrupt message: Lua stack exhausted" }
@@ -163,7 +164,7 @@ enum ValueDecoder {
         mutating func table(_ L: LuaState, depth: Int, tagAt: Int, remembered: Bool) -> String? {
             if depth >= ValueEncoder.maxDepth { return "nested too deeply at byte \(tagAt)" }
             // Each array value takes at least 1 byte, each pair 2.
-            guard let n = varint(), let h = fixed(UInt32.self), n <= UInt64(left), UInt64(h) * 2 <= UInt64(left) - n else {
+            guard let n = fixed(UInt32.self), let h = fixed(UInt32.self), UInt64(n) + UInt64(h) * 2 <= UInt64(left) else {
                 return "bad table header at byte \(tagAt)"
             }
             guard lua_checkstack(L, 8) != 0 else { return "Lua stack exhausted at byte \(tagAt)" }
@@ -172,7 +173,7 @@ enum ValueDecoder {
             if remembered { remember(L, tagAt) }
             let t = lua_gettop(L)
             var i: UInt64 = 1
-            while i <= n {
+            while i <= UInt64(n) {
                 if let e = value(L, depth: depth + 1) { return e }
                 lua_rawseti(L, t, lua_Integer(i))
                 i += 1

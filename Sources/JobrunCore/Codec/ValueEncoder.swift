@@ -15,8 +15,8 @@ import Glibc
 ///     0x03 integer        zigzag varint (integers stay integers; -64...63 take 2 bytes)
 ///     0x04 float          u64 IEEE bit pattern (nan payloads, inf, -0.0 survive)
 ///     0x05 string         varint length, bytes (binary-safe)
-///     0x06 table          varint n, u32 h, then the n values of t[1..n] (nil for
-///                         holes), then h key/value pairs (keys any sendable value)
+///     0x06 table          u32 n, u32 h, then the values of t[1..n], then h
+///                         key/value pairs (keys: any sendable value but nil and nan)
 ///     0x07 reference      varint o: the table or function whose tag is at byte o
 ///                         of this message (shared references and cycles)
 ///     0x08 Lua function   varint length, u64 checksum of the bytecode, the bytecode
@@ -59,7 +59,6 @@ struct ValueEncoder: ~Copyable {
     /// into text only when encoding fails.
     private enum Step {
         case argument(Int32)            // [i] of encodeValues
-        case index(lua_Integer)         // [i] of the array part
         case key(Int32)                 // the key at this stack slot
         case keyItself                  // " (key)": encoding the key, not its value
         case upvalue(Int32, Int32)      // " (upvalue name)": function's stack slot, upvalue number
@@ -81,7 +80,6 @@ struct ValueEncoder: ~Copyable {
     private var seenSlot: Int32 = 0
     private var seenSpilled = false
     private var messageStart = 0
-    private var rootPath = ""
 
     init(capacity: Int = 1024) {
         initialCapacity = max(64, capacity)
@@ -128,9 +126,9 @@ struct ValueEncoder: ~Copyable {
         default:
             let idx = lua_absindex(L, index)
             let top = lua_gettop(L)
-            guard begin(L, path) else { return "\(path): cannot send: Lua stack exhausted" }
+            guard begin(L) else { return "\(path): cannot send: Lua stack exhausted" }
             defer { lua_settop(L, top) }
-            if let e = value(L, idx, depth: 0) { count = messageStart; return e }
+            if let e = value(L, idx, depth: 0) { count = messageStart; return path + e }
         }
         return nil
     }
@@ -140,13 +138,13 @@ struct ValueEncoder: ~Copyable {
     mutating func encodeValues(_ L: LuaState, from: Int32, count n: Int32, path: String) -> String? {
         let first = lua_absindex(L, from)
         let top = lua_gettop(L)
-        guard begin(L, path) else { return "\(path): cannot send: Lua stack exhausted" }
+        guard begin(L) else { return "\(path): cannot send: Lua stack exhausted" }
         defer { lua_settop(L, top) }
         varint(UInt64(max(0, n)))
         var i: Int32 = 0
         while i < n {
             push(.argument(i + 1))
-            if let e = value(L, first + i, depth: 0) { count = messageStart; return e }
+            if let e = value(L, first + i, depth: 0) { count = messageStart; return path + e }
             stepCount -= 1
             i += 1
         }
@@ -154,7 +152,7 @@ struct ValueEncoder: ~Copyable {
     }
 
     /// Resets the walk state for a value that may hold tables or functions.
-    private mutating func begin(_ L: LuaState, _ path: String) -> Bool {
+    private mutating func begin(_ L: LuaState) -> Bool {
         guard lua_checkstack(L, 16) != 0 else { return false }
         lua_pushnil(L)                  // the spill table's slot, filled if needed
         seenSlot = lua_gettop(L)
@@ -162,7 +160,6 @@ struct ValueEncoder: ~Copyable {
         seenCount = 0
         stepCount = 0
         messageStart = count
-        rootPath = path
         return true
     }
 
@@ -279,38 +276,34 @@ struct ValueEncoder: ~Copyable {
         if depth >= Self.maxDepth { return failure(L, "value nested too deeply (more than \(Self.maxDepth) levels)") }
         if lua_checkstack(L, 8) == 0 { return failure(L, "value nested too deeply (Lua stack exhausted)") }
         if reference(L, lua_topointer(L, idx)!) { return nil }
-        byte(0x06)
-        let n = lua_rawlen(L, idx)
-        varint(UInt64(n))
-        let pairsAt = count
-        fixed(UInt32(0))
-        var i: lua_Integer = 1
-        while i <= lua_Integer(n) {
-            lua_rawgeti(L, idx, i)
-            push(.index(i))
-            if let e = value(L, lua_gettop(L), depth: depth + 1) { return e }
-            stepCount -= 1
-            jr_lua_pop(L, 1)
-            i += 1
-        }
-        var pairs: UInt32 = 0
+        // One lua_next pass: Lua visits the array part first, in order, so the
+        // run of keys 1, 2, 3, ... goes to the compact array section and
+        // everything after it (holes, other keys) to the pairs.
+        reserve(9)
+        base.storeBytes(of: 0x06, toByteOffset: count, as: UInt8.self)
+        let countsAt = count + 1
+        count += 9
+        var n: UInt32 = 0, pairs: UInt32 = 0
+        let k = lua_gettop(L) + 1
         lua_pushnil(L)
+        push(.key(k))
         while lua_next(L, idx) != 0 {
-            let k = lua_gettop(L) - 1
             // lua_tointegerx, not lua_tolstring: converting a key in place would break lua_next.
-            if lua_isinteger(L, k) != 0 {
-                let ik = lua_tointegerx(L, k, nil)
-                if ik >= 1 && ik <= lua_Integer(n) { jr_lua_pop(L, 1); continue }
+            if pairs == 0 && lua_isinteger(L, k) != 0 && lua_tointegerx(L, k, nil) == lua_Integer(n) + 1 {
+                if let e = value(L, k + 1, depth: depth + 1) { return e }
+                n += 1
+            } else {
+                steps[stepCount - 1] = .keyItself
+                if let e = value(L, k, depth: depth + 1) { return e }
+                steps[stepCount - 1] = .key(k)
+                if let e = value(L, k + 1, depth: depth + 1) { return e }
+                pairs += 1
             }
-            push(.keyItself)
-            if let e = value(L, k, depth: depth + 1) { return e }
-            steps[stepCount - 1] = .key(k)
-            if let e = value(L, k + 1, depth: depth + 1) { return e }
-            stepCount -= 1
             jr_lua_pop(L, 1)
-            pairs += 1
         }
-        (base + pairsAt).storeBytes(of: pairs.littleEndian, as: UInt32.self)
+        stepCount -= 1
+        (base + countsAt).storeBytes(of: n.littleEndian, as: UInt32.self)
+        (base + countsAt + 4).storeBytes(of: pairs.littleEndian, as: UInt32.self)
         return nil
     }
 
@@ -447,10 +440,11 @@ struct ValueEncoder: ~Copyable {
 
     // MARK: - Errors
 
-    /// `<path>: <message>`, the path rebuilt from the steps; long paths keep
-    /// their first and last steps.
+    /// `<steps>: <message>`, the path below the root rebuilt from the steps
+    /// (the entry point prepends the root); long paths keep their first and
+    /// last steps.
     private func failure(_ L: LuaState, _ message: String) -> String {
-        var path = rootPath
+        var path = ""
         let keep = 8
         var i = 0
         while i < stepCount {
@@ -468,7 +462,6 @@ struct ValueEncoder: ~Copyable {
     private func render(_ L: LuaState, _ step: Step) -> String {
         switch step {
         case .argument(let i): return "[\(i)]"
-        case .index(let i): return "[\(i)]"
         case .keyItself: return " (key)"
         case .upvalue(let f, let u):
             var name = "?"

@@ -42,8 +42,11 @@ struct SharedQueue {
     @inline(__always) private func lock() { _ = jr_mutex_lock(&q.pointee.lock) }
     @inline(__always) private func unlock() { jr_mutex_unlock(&q.pointee.lock) }
 
-    enum PutResult { case ok, full, closed, noMemory(String) }
-    enum GetResult { case ok, empty, closed }
+    enum PutResult { case ok, full, closed, noMemory(String), failed(String) }
+    enum GetResult: Equatable { case ok, empty, closed, failed(String) }
+    enum JoinResult { case ok, timedOut, failed(String), workerDied(String) }
+
+    var offset: UInt64 { Arena.offset(of: q) }
 
     @inline(__always) private static func padded(_ n: Int) -> UInt64 { (UInt64(n) + 7) & ~7 }
 
@@ -70,8 +73,10 @@ struct SharedQueue {
                 unlock(); if external != 0 { Arena.free(external) }
                 return .full
             }
-            waitLocked(&q.pointee.space_seq, waiters: &q.pointee.put_waiters, deadline: deadline) {
-                $0.pointee.closed != 0 || $0.pointee.maxsize <= 0 || Int64($0.pointee.count) < $0.pointee.maxsize
+            waitLocked(&q.pointee.space_seq, waiters: &q.pointee.put_waiters, deadline: deadline, kind: JR_WAIT_PUT)
+            if let f = ProcessRegistry.failure {
+                unlock(); if external != 0 { Arena.free(external) }
+                return .failed(f)
             }
         }
         if !ensureRoom(need) {
@@ -164,17 +169,17 @@ struct SharedQueue {
 
     /// Takes one item and hands its bytes to `consume` (outside the lock).
     /// `scratch` is the caller's reusable buffer for small items.
-    func get(block: Bool, deadline: Deadline, scratch: inout ScratchBuffer,
+    func get(block: Bool, deadline: Deadline, scratch: inout ScratchBuffer, recv: Bool = false,
              consume: (UnsafeRawBufferPointer) -> Void) -> GetResult {
         if block && jr_load_u64(&q.pointee.count) == 0 { spinUntilItems() }
         lock()
         while q.pointee.count == 0 {
             if q.pointee.closed != 0 { unlock(); return .closed }
             if !block || deadline.expired { unlock(); return .empty }
-            waitLocked(&q.pointee.items_seq, waiters: &q.pointee.get_waiters, deadline: deadline) {
-                $0.pointee.count > 0 || $0.pointee.closed != 0
-            }
+            waitLocked(&q.pointee.items_seq, waiters: &q.pointee.get_waiters, deadline: deadline, kind: recv ? JR_WAIT_RECV : JR_WAIT_GET)
+            if let f = ProcessRegistry.failure { unlock(); return .failed(f) }
         }
+        if isJoinable { ProcessRegistry.took(from: offset) }
         let ring = Arena.pointer(q.pointee.ring_off)
         let cap = q.pointee.ring_cap
         var pos = q.pointee.head & (cap - 1)
@@ -217,7 +222,8 @@ struct SharedQueue {
         defer { unlock() }
         while q.pointee.count == 0 && q.pointee.closed == 0 {
             if deadline.expired { return false }
-            waitLocked(&q.pointee.items_seq, waiters: &q.pointee.get_waiters, deadline: deadline) { _ in true }
+            waitLocked(&q.pointee.items_seq, waiters: &q.pointee.get_waiters, deadline: deadline, kind: JR_WAIT_RECV)
+            if ProcessRegistry.failure != nil { return true }
         }
         return true
     }
@@ -234,15 +240,19 @@ struct SharedQueue {
     /// Called with the lock held; returns with it held. Sleeps on `word` until
     /// it changes, the deadline passes, or a slice elapses.
     private func waitLocked(_ word: UnsafeMutablePointer<UInt32>, waiters: UnsafeMutablePointer<UInt32>,
-                            deadline: Deadline, ready: (UnsafeMutablePointer<jr_queue>) -> Bool) {
+                            deadline: Deadline, kind: Int) {
         let seq = word.pointee
         waiters.pointee += 1
+        ProcessRegistry.willWait(kind, object: q, word: word, timed: deadline.at != nil)
         unlock()
-        let remaining = deadline.remaining
-        _ = jr_futex_wait(word, seq, remaining < 0 ? SharedQueue.sleepSlice : min(remaining, SharedQueue.sleepSlice))
+        var r: Int32 = 0
+        if ProcessRegistry.failure == nil {
+            let remaining = deadline.remaining
+            r = jr_futex_wait(word, seq, remaining < 0 ? SharedQueue.sleepSlice : min(remaining, SharedQueue.sleepSlice))
+        }
         lock()
+        ProcessRegistry.didWait(r)
         waiters.pointee -= 1
-        _ = ready
     }
 
     enum TaskDoneResult { case ok, tooMany }
@@ -251,22 +261,46 @@ struct SharedQueue {
         lock()
         if q.pointee.unfinished == 0 { unlock(); return .tooMany }
         q.pointee.unfinished -= 1
-        let wake = q.pointee.unfinished == 0 && q.pointee.join_waiters > 0
+        ProcessRegistry.done(with: offset)
+        let wake = q.pointee.unfinished <= q.pointee.failed_tasks && q.pointee.join_waiters > 0
         if wake { q.pointee.done_seq &+= 1 }
         unlock()
         if wake { _ = jr_futex_wake(&q.pointee.done_seq, Int32.max) }
         return .ok
     }
 
-    /// Waits until every item put has been marked done; false on timeout.
-    func join(deadline: Deadline) -> Bool {
+    /// Waits until every item put has been marked done, or was taken by a
+    /// process that died before marking it (then `.workerDied`).
+    func join(deadline: Deadline) -> JoinResult {
         lock()
-        while q.pointee.unfinished > 0 {
-            if deadline.expired { unlock(); return false }
-            waitLocked(&q.pointee.done_seq, waiters: &q.pointee.join_waiters, deadline: deadline) { $0.pointee.unfinished == 0 }
+        defer { unlock() }
+        while q.pointee.unfinished > q.pointee.failed_tasks {
+            if deadline.expired { return .timedOut }
+            waitLocked(&q.pointee.done_seq, waiters: &q.pointee.join_waiters, deadline: deadline, kind: JR_WAIT_JOIN)
+            if let f = ProcessRegistry.failure { return .failed(f) }
         }
+        if q.pointee.failed_tasks > 0 {
+            let n = q.pointee.failed_tasks
+            let who = withUnsafeBytes(of: &q.pointee.failed_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+            return .workerDied("\(n) item\(n == 1 ? "" : "s") will never be marked done: \(who) (pid \(q.pointee.failed_pid)) \(describeExit(q.pointee.failed_code)) while holding \(n == 1 ? "it" : "them")")
+        }
+        return .ok
+    }
+
+    /// Called by the monitor: `n` items taken by a process that died will never be marked done.
+    func failTasks(_ n: UInt64, pid: Int32, code: Int32, name: String) {
+        lock()
+        q.pointee.failed_tasks += n
+        q.pointee.failed_pid = pid
+        q.pointee.failed_code = code
+        withUnsafeMutableBytes(of: &q.pointee.failed_name) { buf in
+            let bytes = Array(name.utf8.prefix(buf.count - 1))
+            buf.copyBytes(from: bytes)
+            buf[bytes.count] = 0
+        }
+        q.pointee.done_seq &+= 1
         unlock()
-        return true
+        _ = jr_futex_wake(&q.pointee.done_seq, Int32.max)
     }
 
     var unfinished: UInt64 { lock(); defer { unlock() }; return q.pointee.unfinished }

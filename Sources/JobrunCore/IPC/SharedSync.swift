@@ -44,19 +44,27 @@ struct SharedSync {
 
     /// With the lock held: sleeps until `seq` changes, a slice passes or the
     /// deadline does; returns with the lock held.
-    func sleepLocked(_ deadline: Deadline, slice: Int64 = 1_000_000_000) {
+    /// Returns the run's failure (deadlock) if the monitor declared one.
+    @discardableResult
+    func sleepLocked(_ deadline: Deadline, kind: Int, slice: Int64 = 1_000_000_000) -> String? {
         let seq = s.pointee.seq
         s.pointee.waiters += 1
+        ProcessRegistry.willWait(kind, object: s, word: &s.pointee.seq, timed: deadline.at != nil)
         unlock()
-        let remaining = deadline.remaining
-        _ = jr_futex_wait(&s.pointee.seq, seq, remaining < 0 ? slice : min(remaining, slice))
+        var r: Int32 = 0
+        if ProcessRegistry.failure == nil {
+            let remaining = deadline.remaining
+            r = jr_futex_wait(&s.pointee.seq, seq, remaining < 0 ? slice : min(remaining, slice))
+        }
         lock()
+        ProcessRegistry.didWait(r)
         s.pointee.waiters -= 1
+        return ProcessRegistry.failure
     }
 
     // MARK: Lock and RLock
 
-    enum Acquired { case acquired, ownerDied, timedOut }
+    enum Acquired { case acquired, ownerDied, timedOut, failed(String) }
 
     /// Lock.acquire / RLock.acquire.
     func acquire(block: Bool, deadline: Deadline, reentrant: Bool) -> Acquired {
@@ -77,7 +85,7 @@ struct SharedSync {
                 return .ownerDied
             }
             if !block || deadline.expired { return .timedOut }
-            sleepLocked(deadline, slice: SharedSync.ownerCheckSlice)
+            if let f = sleepLocked(deadline, kind: JR_WAIT_LOCK, slice: SharedSync.ownerCheckSlice) { return .failed(f) }
         }
     }
 
@@ -115,21 +123,24 @@ struct SharedSync {
 
     /// Re-acquires after Condition.wait, restoring the depth.
     func reacquire(depth: UInt32, reentrant: Bool) {
-        _ = acquire(block: true, deadline: Deadline(timeout: nil), reentrant: reentrant)
+        // Re-acquiring cannot be given up on: Condition.wait returns with the lock held.
+        while case .failed = acquire(block: true, deadline: Deadline(timeout: 0.1), reentrant: reentrant) {}
         if reentrant && depth > 1 { lock(); s.pointee.depth = depth; unlock() }
     }
 
     // MARK: Semaphore
 
-    func semAcquire(block: Bool, deadline: Deadline) -> Bool {
+    enum Waited: Equatable { case ok, timedOut, failed(String) }
+
+    func semAcquire(block: Bool, deadline: Deadline) -> Waited {
         lock()
         defer { unlock() }
         while s.pointee.value <= 0 {
-            if !block || deadline.expired { return false }
-            sleepLocked(deadline)
+            if !block || deadline.expired { return .timedOut }
+            if let f = sleepLocked(deadline, kind: JR_WAIT_SEMAPHORE) { return .failed(f) }
         }
         s.pointee.value -= 1
-        return true
+        return .ok
     }
 
     /// false when a BoundedSemaphore would go past its bound.
@@ -155,19 +166,19 @@ struct SharedSync {
         if wake { self.wake() }
     }
 
-    func eventWait(deadline: Deadline) -> Bool {
+    func eventWait(deadline: Deadline) -> Waited {
         lock()
         defer { unlock() }
         while s.pointee.value == 0 {
-            if deadline.expired { return false }
-            sleepLocked(deadline)
+            if deadline.expired { return .timedOut }
+            if let f = sleepLocked(deadline, kind: JR_WAIT_EVENT) { return .failed(f) }
         }
-        return true
+        return .ok
     }
 
     // MARK: Barrier
 
-    enum BarrierResult { case index(Int64), timedOut, broken }
+    enum BarrierResult { case index(Int64), timedOut, broken, failed(String) }
 
     func barrierWait(deadline: Deadline) -> BarrierResult {
         lock()
@@ -189,7 +200,7 @@ struct SharedSync {
                 if bumpLocked() { unlock(); wake(); lock() }
                 return .timedOut
             }
-            sleepLocked(deadline)
+            if let f = sleepLocked(deadline, kind: JR_WAIT_BARRIER) { return .failed(f) }
         }
         return .index(index)
     }
@@ -201,14 +212,14 @@ struct SharedSync {
     var conditionSeq: UInt32 { lock(); defer { unlock() }; return s.pointee.seq }
 
     /// Sleeps until notified (seq moves past `seq`) or the deadline; true if notified.
-    func conditionSleep(from seq: UInt32, deadline: Deadline) -> Bool {
+    func conditionSleep(from seq: UInt32, deadline: Deadline) -> Waited {
         lock()
         defer { unlock() }
         while s.pointee.seq == seq {
-            if deadline.expired { return false }
-            sleepLocked(deadline)
+            if deadline.expired { return .timedOut }
+            if let f = sleepLocked(deadline, kind: JR_WAIT_CONDITION) { return .failed(f) }
         }
-        return true
+        return .ok
     }
 
     func notify(_ n: Int32) {

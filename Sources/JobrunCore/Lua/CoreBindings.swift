@@ -32,6 +32,7 @@ enum CoreBindings {
             case .parent(let pid):
                 lua_pushinteger(L, lua_Integer(pid))
             case .child:
+                ProcessRegistry.register(name: name, parent: getppid())
                 Runtime.isMain = false
                 Runtime.processName = name
                 Runtime.isDaemon = daemon
@@ -88,8 +89,13 @@ enum CoreBindings {
         do { timeout = try Lua.optTimeout(L, 2, "join") } catch {
             return Lua.raise(L, error)
         }
-        if let code = ProcessControl.wait(pid, timeout: timeout) { lua_pushinteger(L, lua_Integer(code)) } else { lua_pushnil(L) }
-        return 1
+        switch ProcessControl.wait(pid, timeout: timeout) {
+        case .exited(let code): lua_pushinteger(L, lua_Integer(code)); return 1
+        case .timedOut: lua_pushnil(L); return 1
+        case .failed(let f):
+            let name = ProcessRegistry.find(pid).map { ProcessRegistry.name(of: $0) } ?? "pid \(pid)"
+            return ProcessRegistry.raiseFailure(L, "join of \(name): \(f)")
+        }
     }
 
     static let poll: jr_swift_fn = { L in

@@ -29,6 +29,8 @@ public enum Host {
             return 1
         }
         jr_stdout_linebuffered()
+        ProcessRegistry.register(name: "MainProcess", parent: getppid())
+        Monitor.start()
         Runtime.scriptDirectory = directory(of: script)
         guard let L = newState() else { return 1 }
         setArgTable(L, script: script, arguments: arguments)
@@ -48,6 +50,7 @@ public enum Host {
         }
         _ = jr_set_cloexec(arenaFD, 1)
         jr_stdout_linebuffered()
+        ProcessRegistry.register(name: name, parent: parent)
         Runtime.isMain = false
         Runtime.processName = name
         Runtime.isDaemon = daemon
@@ -149,6 +152,7 @@ public enum Host {
             jr_lua_pop(L, 1)
             code = 1
         }
+        if ProcessRegistry.failure != nil && code == 0 { code = 1 }
         shutdown(L, abort: code != 0)
         ProcessControl.reapStrays()
         fflush(nil)

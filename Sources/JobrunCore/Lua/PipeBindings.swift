@@ -87,6 +87,7 @@ enum PipeBindings {
         case .closed: return Lua.raise(L, .EOF, "\(end.label).send: the other end is closed")
         case .full: return Lua.raise(L, .Full, "\(end.label).send: shared memory limit reached")
         case .noMemory(let m): return Lua.raise(L, .ValueError, "\(end.label).send: \(m)")
+        case .failed(let f): return ProcessRegistry.raiseFailure(L, "\(end.label).send: \(f)")
         }
     }
 
@@ -110,13 +111,15 @@ enum PipeBindings {
         while true {
             let slice = min(peerCheck, timeout == nil ? peerCheck : Double(deadline.remaining) / 1e9)
             var decodeError: String?
-            let r = q.get(block: true, deadline: Deadline(timeout: slice), scratch: &Runtime.scratch) { decodeError = ValueDecoder.decode(L, $0) }
+            let r = q.get(block: true, deadline: Deadline(timeout: slice), scratch: &Runtime.scratch, recv: true) { decodeError = ValueDecoder.decode(L, $0) }
             switch r {
             case .ok:
                 if let e = decodeError { return Lua.raise(L, .ValueError, "\(end.label).recv: \(e)") }
                 return 1
             case .closed:
                 return Lua.raise(L, .EOF, "\(end.label).recv: the other end is closed and nothing is left to read")
+            case .failed(let f):
+                return ProcessRegistry.raiseFailure(L, "\(end.label).recv: \(f)")
             case .empty:
                 if q.count == 0 && peerGone(end) {
                     return Lua.raise(L, .EOF, "\(end.label).recv: the process using the other end (pid \(end.peerUser)) has ended and nothing is left to read")

@@ -125,6 +125,7 @@ enum QueueBindings {
             }
             return Lua.raise(L, .Full, "\(label(q)).put: shared memory limit reached (\(Arena.bytesInUse >> 20) of \(Arena.limit >> 20) MiB in use)")
         case .noMemory(let m): return Lua.raise(L, .ValueError, "\(label(q)).put: \(m)")
+        case .failed(let f): return ProcessRegistry.raiseFailure(L, "\(label(q)).put: \(f)")
         }
     }
 
@@ -159,6 +160,8 @@ enum QueueBindings {
             return Lua.raise(L, .Empty, "\(label(q)) is empty\(waited)")
         case .closed:
             return Lua.raise(L, .Closed, "\(label(q)).get: the queue is closed and drained")
+        case .failed(let f):
+            return ProcessRegistry.raiseFailure(L, "\(label(q)).get: \(f)")
         }
     }
 
@@ -179,6 +182,8 @@ enum QueueBindings {
             jr_lua_pop(L, 1)
             lua_pushboolean(L, 0)
             return 1
+        case .failed(let f):
+            return ProcessRegistry.raiseFailure(L, "\(label(q)).get: \(f)")
         }
     }
 
@@ -215,8 +220,12 @@ enum QueueBindings {
         guard let q = check(L, "join", joinableOnly: true) else { return -1 }
         let timeout: Double?
         do { timeout = try Lua.optTimeout(L, 2, "join") } catch { return fail(L, error) }
-        lua_pushboolean(L, q.join(deadline: Deadline(timeout: timeout)) ? 1 : 0)
-        return 1
+        switch q.join(deadline: Deadline(timeout: timeout)) {
+        case .ok: lua_pushboolean(L, 1); return 1
+        case .timedOut: lua_pushboolean(L, 0); return 1
+        case .failed(let f): return ProcessRegistry.raiseFailure(L, "\(label(q)).join: \(f)")
+        case .workerDied(let m): return Lua.raise(L, .WorkerDied, "\(label(q)).join: \(m)")
+        }
     }
 
     static let queueToString: jr_swift_fn = { L in

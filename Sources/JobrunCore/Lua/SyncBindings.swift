@@ -145,6 +145,16 @@ enum SyncBindings {
         case .acquired: lua_pushboolean(L, 1); return 1
         case .ownerDied: lua_pushboolean(L, 1); Lua.pushString(L, "owner died"); return 2
         case .timedOut: lua_pushboolean(L, 0); return 1
+        case .failed(let f): return ProcessRegistry.raiseFailure(L, "\(label(s)).acquire: \(f)")
+        }
+    }
+
+    /// Pushes a wait's outcome as a boolean, or raises the run's failure.
+    static func finish(_ L: LuaState, _ s: SharedSync, _ method: String, _ w: SharedSync.Waited) -> Int32 {
+        switch w {
+        case .ok: lua_pushboolean(L, 1); return 1
+        case .timedOut: lua_pushboolean(L, 0); return 1
+        case .failed(let f): return ProcessRegistry.raiseFailure(L, "\(label(s)).\(method): \(f)")
         }
     }
 
@@ -175,8 +185,7 @@ enum SyncBindings {
         guard let s = check(L, "acquire", [JR_OBJ_SEMAPHORE, JR_OBJ_BOUNDED_SEMAPHORE]) else { return -1 }
         let block: Bool, deadline: Deadline
         do { (block, deadline) = try blockAndTimeout(L, 2, "acquire") } catch { return Lua.raise(L, error) }
-        lua_pushboolean(L, s.semAcquire(block: block, deadline: deadline) ? 1 : 0)
-        return 1
+        return finish(L, s, "acquire", s.semAcquire(block: block, deadline: deadline))
     }
 
     static let semRelease: jr_swift_fn = { L in
@@ -212,8 +221,7 @@ enum SyncBindings {
         guard let s = check(L, "wait", [JR_OBJ_EVENT]) else { return -1 }
         let timeout: Double?
         do { timeout = try Lua.optTimeout(L, 2, "wait") } catch { return Lua.raise(L, error) }
-        lua_pushboolean(L, s.eventWait(deadline: Deadline(timeout: timeout)) ? 1 : 0)
-        return 1
+        return finish(L, s, "wait", s.eventWait(deadline: Deadline(timeout: timeout)))
     }
 
     // MARK: Barrier
@@ -227,6 +235,7 @@ enum SyncBindings {
         case .index(let i): lua_pushinteger(L, lua_Integer(i)); return 1
         case .timedOut: return Lua.raise(L, .Timeout, "\(label(s)).wait: timed out after \(timeout ?? 0) s; the barrier is now broken")
         case .broken: return Lua.raise(L, .Timeout, "\(label(s)).wait: the barrier is broken (an earlier wait timed out)")
+        case .failed(let f): return ProcessRegistry.raiseFailure(L, "\(label(s)).wait: \(f)")
         }
     }
     static let barrierParties: jr_swift_fn = { L in
@@ -259,10 +268,9 @@ enum SyncBindings {
         }
         let seq = c.conditionSeq
         let depth = lock.releaseAll()
-        let notified = c.conditionSleep(from: seq, deadline: Deadline(timeout: timeout))
+        let outcome = c.conditionSleep(from: seq, deadline: Deadline(timeout: timeout))
         lock.reacquire(depth: depth, reentrant: lock.type == JR_OBJ_RLOCK)
-        lua_pushboolean(L, notified ? 1 : 0)
-        return 1
+        return finish(L, c, "wait", outcome)
     }
 
     static func notify(_ L: LuaState, all: Bool) -> Int32 {

@@ -88,6 +88,7 @@ enum ProcessControl {
     static func poll(_ pid: pid_t) -> Int32? {
         if let status = reaped.removeValue(forKey: pid) {
             if let fd = pidfds.removeValue(forKey: pid) { close(fd) }
+            ProcessRegistry.recordExit(pid, code: exitCode(status))
             return exitCode(status)
         }
         var status: Int32 = 0
@@ -95,6 +96,7 @@ enum ProcessControl {
             let r = waitpid(pid, &status, WNOHANG)
             if r == pid {
                 if let fd = pidfds.removeValue(forKey: pid) { close(fd) }
+                ProcessRegistry.recordExit(pid, code: exitCode(status))
                 return exitCode(status)
             }
             if r == 0 { return nil }
@@ -106,24 +108,35 @@ enum ProcessControl {
         }
     }
 
-    /// Waits up to `timeout` seconds (nil: forever) for `pid` to end.
-    static func wait(_ pid: pid_t, timeout: Double?) -> Int32? {
+    enum WaitOutcome { case exited(Int32), timedOut, failed(String) }
+
+    /// Waits up to `timeout` seconds (nil: forever) for `pid` to end, telling
+    /// the monitor what it waits for so a run stuck here is reported.
+    static func wait(_ pid: pid_t, timeout: Double?) -> WaitOutcome {
         let deadline = Deadline(timeout: timeout)
+        var target = ProcessRegistry.find(pid)
+        defer { ProcessRegistry.didWait() }   // the join itself ends: progress
         while true {
-            if let code = poll(pid) { return code }
+            // Once the run is deadlocked an untimed join fails too, even if
+            // the process it waits for ended by raising the same verdict.
+            if timeout == nil, let f = ProcessRegistry.failure { return .failed(f) }
+            if let code = poll(pid) { return .exited(code) }
+            if target == nil { target = ProcessRegistry.find(pid) }   // it may not have registered yet
+            if let t = target { ProcessRegistry.willWait(JR_WAIT_PROCESS, object: t, word: t, timed: timeout != nil) }
             guard let fd = pidfds[pid] else {
                 // No pidfd: fall back to a short sleep between polls.
-                if deadline.expired { return nil }
+                if deadline.expired { return .timedOut }
                 usleep(2000)
                 continue
             }
             let remaining = deadline.remaining
             var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ms: Int32 = remaining < 0 ? 1000 : Int32(min(1000, (remaining + 999_999) / 1_000_000))
+            let ms: Int32 = remaining < 0 ? 200 : Int32(min(200, (remaining + 999_999) / 1_000_000))
             _ = Glibc.poll(&pfd, 1, ms)
-            if let code = poll(pid) { return code }
+            if let code = poll(pid) { return .exited(code) }
+            if target != nil, let r = ProcessRegistry.record { jr_store_u32(&r.pointee.wait_kind, UInt32(JR_WAIT_NONE)) }
             reapStrays()
-            if deadline.expired { return nil }
+            if deadline.expired { return .timedOut }
         }
     }
 

@@ -1,0 +1,129 @@
+import CJobrunShims
+import Glibc
+
+/// Each process of the run keeps a record in the arena saying who it is and
+/// what it is blocked on. The records let the monitor (Monitor.swift) notice
+/// deaths, fail or requeue a dead consumer's tasks, and see when every live
+/// process waits on something no one can do: the run is deadlocked.
+enum ProcessRegistry {
+    /// This process's record (nil before `register`).
+    private(set) static var record: UnsafeMutablePointer<jr_process_record>?
+
+    static var header: UnsafeMutablePointer<jr_arena_header> { Arena.header }
+
+    static func slots() -> UnsafeMutablePointer<jr_process_record> {
+        withUnsafeMutablePointer(to: &header.pointee.processes) {
+            UnsafeMutableRawPointer($0).assumingMemoryBound(to: jr_process_record.self)
+        }
+    }
+
+    /// Claims a record for the calling process.
+    static func register(name: String, parent: pid_t) {
+        let h = header
+        _ = jr_mutex_lock(&h.pointee.proc_lock)
+        defer { jr_mutex_unlock(&h.pointee.proc_lock) }
+        let all = slots()
+        var i = 0
+        while i < Int(JR_MAX_PROCESSES) && all[i].state != UInt32(JR_PROC_FREE) { i += 1 }
+        guard i < Int(JR_MAX_PROCESSES) else { record = nil; return }
+        let r = all + i
+        memset(r, 0, MemoryLayout<jr_process_record>.size)
+        r.pointee.pid = getpid()
+        r.pointee.parent_pid = parent
+        withUnsafeMutableBytes(of: &r.pointee.name) { buf in
+            let bytes = Array(name.utf8.prefix(buf.count - 1))
+            buf.copyBytes(from: bytes)
+        }
+        r.pointee.state = UInt32(JR_PROC_RUNNING)
+        if UInt32(i + 1) > h.pointee.process_slots { h.pointee.process_slots = UInt32(i + 1) }
+        record = r
+    }
+
+    static func name(of r: UnsafeMutablePointer<jr_process_record>) -> String {
+        withUnsafeBytes(of: &r.pointee.name) { buf in
+            String(decoding: buf.prefix(while: { $0 != 0 }), as: UTF8.self)
+        }
+    }
+
+    /// The record of `pid`, if it is a process of this run.
+    static func find(_ pid: pid_t) -> UnsafeMutablePointer<jr_process_record>? {
+        let all = slots()
+        for i in 0..<Int(jr_load_u32(&header.pointee.process_slots)) where all[i].pid == pid && all[i].state != UInt32(JR_PROC_FREE) {
+            return all + i
+        }
+        return nil
+    }
+
+    /// Notes that this process is about to sleep on `word` (an arena address).
+    @inline(__always)
+    static func willWait(_ kind: Int, object: UnsafeRawPointer, word: UnsafeRawPointer, timed: Bool) {
+        guard let r = record else { return }
+        r.pointee.wait_object = Arena.offset(of: object)
+        r.pointee.wait_word = Arena.offset(of: word)
+        r.pointee.wait_timed = timed ? 1 : 0
+        jr_store_u32(&r.pointee.wait_kind, UInt32(kind))
+    }
+
+    /// Notes the end of one sleep. `futexResult` is what jr_futex_wait
+    /// returned: anything but a timeout means another process acted (woke us
+    /// or changed the word), which is progress the monitor must see; a sleep
+    /// slice that merely ran out is not.
+    @inline(__always)
+    static func didWait(_ futexResult: Int32 = 0) {
+        guard let r = record else { return }
+        if futexResult != -ETIMEDOUT { r.pointee.wait_gen &+= 1 }
+        jr_store_u32(&r.pointee.wait_kind, UInt32(JR_WAIT_NONE))
+    }
+
+    /// The monitor's verdict once the run has deadlocked, for every waiter to raise.
+    static var failure: String? {
+        guard jr_load_u32(&header.pointee.failed) != 0 else { return nil }
+        return withUnsafeBytes(of: &header.pointee.failure) { buf in
+            String(decoding: buf.prefix(while: { $0 != 0 }), as: UTF8.self)
+        }
+    }
+
+    /// Raises the run's failure: `WorkerDied` when a process died on the way
+    /// to the deadlock, else `Deadlock`.
+    static func raiseFailure(_ L: LuaState, _ message: String) -> Int32 {
+        let kind: ErrorKind = jr_load_u32(&header.pointee.failed) == 2 ? .WorkerDied : .Deadlock
+        return Lua.raise(L, kind, message)
+    }
+
+    /// A parent that reaped `pid` records its exit code for the monitor's messages.
+    static func recordExit(_ pid: pid_t, code: Int32) {
+        guard let r = find(pid) else { return }
+        r.pointee.exit_code = code
+        jr_store_u32(&r.pointee.has_exit_code, 1)
+    }
+
+    // MARK: tasks taken from JoinableQueues
+
+    /// Counts an item this process took from a JoinableQueue.
+    static func took(from queue: UInt64) {
+        guard let r = record else { return }
+        withUnsafeMutablePointer(to: &r.pointee.taken) {
+            $0.withMemoryRebound(to: jr_taken.self, capacity: Int(JR_MAX_TAKEN)) { t in
+                var free = -1
+                for i in 0..<Int(JR_MAX_TAKEN) {
+                    if t[i].queue == queue { _ = jr_add_u64(&t[i].count, 1); return }
+                    if free < 0 && t[i].queue == 0 { free = i }
+                }
+                if free >= 0 { t[free].count = 1; jr_store_u64(&t[free].queue, queue) }
+            }
+        }
+    }
+
+    /// Forgets one item this process took from `queue`, if it took any.
+    static func done(with queue: UInt64) {
+        guard let r = record else { return }
+        withUnsafeMutablePointer(to: &r.pointee.taken) {
+            $0.withMemoryRebound(to: jr_taken.self, capacity: Int(JR_MAX_TAKEN)) { t in
+                for i in 0..<Int(JR_MAX_TAKEN) where t[i].queue == queue && t[i].count > 0 {
+                    t[i].count -= 1
+                    return
+                }
+            }
+        }
+    }
+}

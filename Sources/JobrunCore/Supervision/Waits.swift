@@ -1,0 +1,92 @@
+import CJobrunShims
+import Glibc
+
+/// What the monitor can tell about a blocked process: whether the condition
+/// it waits for could come true without some other process acting, and a
+/// description for the deadlock message. Read without the objects' locks:
+/// the monitor only trusts a verdict that stays the same for several ticks.
+enum Waits {
+    static func queue(_ r: UnsafeMutablePointer<jr_process_record>) -> UnsafeMutablePointer<jr_queue> {
+        Arena.pointer(r.pointee.wait_object).assumingMemoryBound(to: jr_queue.self)
+    }
+    static func sync(_ r: UnsafeMutablePointer<jr_process_record>) -> UnsafeMutablePointer<jr_sync> {
+        Arena.pointer(r.pointee.wait_object).assumingMemoryBound(to: jr_sync.self)
+    }
+
+    static func isStuck(_ r: UnsafeMutablePointer<jr_process_record>) -> Bool {
+        switch Int(r.pointee.wait_kind) {
+        case JR_WAIT_GET, JR_WAIT_RECV:
+            let q = queue(r)
+            return jr_load_u64(&q.pointee.count) == 0 && jr_load_u32(&q.pointee.closed) == 0
+        case JR_WAIT_PUT:
+            let q = queue(r)
+            return q.pointee.maxsize > 0 && Int64(jr_load_u64(&q.pointee.count)) >= q.pointee.maxsize && q.pointee.closed == 0
+        case JR_WAIT_JOIN:
+            let q = queue(r)
+            return q.pointee.unfinished > q.pointee.failed_tasks
+        case JR_WAIT_LOCK:
+            let s = sync(r)
+            return s.pointee.value != 0 && processIsAlive(s.pointee.owner)
+        case JR_WAIT_SEMAPHORE:
+            return sync(r).pointee.value <= 0
+        case JR_WAIT_EVENT:
+            return sync(r).pointee.value == 0
+        case JR_WAIT_PROCESS:
+            let target = Arena.pointer(r.pointee.wait_object).assumingMemoryBound(to: jr_process_record.self)
+            return target.pointee.state == UInt32(JR_PROC_RUNNING) && processIsAlive(target.pointee.pid)
+        default:
+            return true
+        }
+    }
+
+    static func label(_ type: UInt32, _ id: UInt32) -> String {
+        switch Int(type) {
+        case JR_OBJ_QUEUE: return "Queue#\(id)"
+        case JR_OBJ_JOINABLE_QUEUE: return "JoinableQueue#\(id)"
+        case JR_OBJ_PIPE_END0, JR_OBJ_PIPE_END1: return "Pipe#\(id)"
+        default: return "\(SyncBindings.typeName(Int(type)))#\(id)"
+        }
+    }
+
+    static func owner(_ pid: Int32) -> String {
+        if let r = ProcessRegistry.find(pid) { return "\(ProcessRegistry.name(of: r)) (pid \(pid))" }
+        return "pid \(pid)"
+    }
+
+    static func describe(_ r: UnsafeMutablePointer<jr_process_record>) -> String {
+        switch Int(r.pointee.wait_kind) {
+        case JR_WAIT_GET, JR_WAIT_RECV:
+            let q = queue(r)
+            return "\(label(q.pointee.hdr.type, q.pointee.hdr.id)).\(r.pointee.wait_kind == UInt32(JR_WAIT_RECV) ? "recv" : "get") (the queue is empty)"
+        case JR_WAIT_PUT:
+            let q = queue(r)
+            return "\(label(q.pointee.hdr.type, q.pointee.hdr.id)).put (the queue is full: \(q.pointee.count) of \(q.pointee.maxsize))"
+        case JR_WAIT_JOIN:
+            let q = queue(r)
+            let n = q.pointee.unfinished
+            return "\(label(q.pointee.hdr.type, q.pointee.hdr.id)).join (\(n) item\(n == 1 ? "" : "s") not marked done, \(q.pointee.count) still queued)"
+        case JR_WAIT_LOCK:
+            let s = sync(r)
+            return "\(label(s.pointee.hdr.type, s.pointee.hdr.id)).acquire (held by \(owner(s.pointee.owner)))"
+        case JR_WAIT_SEMAPHORE:
+            let s = sync(r)
+            return "\(label(s.pointee.hdr.type, s.pointee.hdr.id)).acquire (value 0)"
+        case JR_WAIT_EVENT:
+            let s = sync(r)
+            return "\(label(s.pointee.hdr.type, s.pointee.hdr.id)).wait (not set)"
+        case JR_WAIT_BARRIER:
+            let s = sync(r)
+            return "\(label(s.pointee.hdr.type, s.pointee.hdr.id)).wait (\(s.pointee.value) of \(s.pointee.bound) parties arrived)"
+        case JR_WAIT_CONDITION:
+            let s = sync(r)
+            return "\(label(s.pointee.hdr.type, s.pointee.hdr.id)).wait (no notify)"
+        case JR_WAIT_PROCESS:
+            let target = Arena.pointer(r.pointee.wait_object).assumingMemoryBound(to: jr_process_record.self)
+            return "join of process \(ProcessRegistry.name(of: target)) (pid \(target.pointee.pid))"
+        case JR_WAIT_MEMORY:
+            return "put (waiting for shared memory)"
+        default:
+            return "an unknown wait"
+        }
+    }
+}

@@ -1,0 +1,88 @@
+import Foundation
+import Testing
+
+/// Where Python's multiprocessing hangs forever, jobrun reports.
+@Suite("Nothing hangs silently")
+struct SupervisionTests {
+    @Test func putOnAFullQueueWithNoConsumerIsADeadlock() {
+        let r = runScript("local q = jobrun.Queue(2); q:put(1); q:put(2); q:put(3)", timeout: 30)
+        #expect(!r.timedOut)
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("main.lua:1: jobrun.Deadlock: Queue#1.put: every process of the run is waiting"))
+        #expect(r.stderr.contains("MainProcess (pid "))
+        #expect(r.stderr.contains("waits in Queue#1.put (the queue is full: 2 of 2)"))
+    }
+
+    @Test func joinWithNoConsumerIsADeadlock() {
+        let r = runScript("local q = jobrun.JoinableQueue(); q:put(1); print(q:join())", timeout: 30)
+        #expect(!r.timedOut && r.status == 1)
+        #expect(r.stderr.contains("jobrun.Deadlock"))
+        #expect(r.stderr.contains("JoinableQueue#1.join (1 item not marked done, 1 still queued)"))
+    }
+
+    @Test func consumerThatDiesHoldingATaskMakesJoinRaiseWorkerDied() {
+        let r = runScript("""
+            local q = jobrun.JoinableQueue()
+            local c = jobrun.Process{name = "consumer-1", target = function() q:get(); os.exit(3) end}
+            c:start(); q:put("x"); c:join()
+            local ok, e = pcall(q.join, q)
+            print(ok, e.kind)
+            print(e.message)
+            local k = jobrun.Process{name = "killed", target = function() q:get(); jobrun.sleep(30) end}
+            q:put("y"); k:start()
+            while q:qsize() > 0 do jobrun.sleep(0.01) end
+            k:kill(); k:join()
+            ok, e = pcall(q.join, q)
+            print(e.message:match("killed %(pid %d+%) was killed by signal 9 %(SIGKILL%)") ~= nil)
+            """, timeout: 30)
+        #expect(!r.timedOut)
+        #expect(r.status == 0, "\(r.stderr)")
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.first == "false\tWorkerDied")
+        #expect(lines.count == 3 && lines[1].contains("1 item will never be marked done: consumer-1 (pid ") && lines[1].contains("exited with status 3"))
+        #expect(lines.last == "true")
+    }
+
+    @Test func everyProcessBlockedIsReportedWithWhatEachWaitsFor() {
+        let r = runScript("""
+            local q = jobrun.Queue()
+            local l = jobrun.Lock()
+            l:acquire()
+            local w = jobrun.Process{name = "worker", target = function() l:acquire() end}
+            w:start()
+            local g = jobrun.Process{name = "getter", target = function() q:get() end}
+            g:start()
+            w:join()
+            """, timeout: 30)
+        #expect(!r.timedOut)
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("worker (pid "))
+        #expect(r.stderr.contains("waits in Lock#2.acquire (held by MainProcess (pid "))
+        #expect(r.stderr.contains("getter (pid "))
+        #expect(r.stderr.contains("waits in Queue#1.get (the queue is empty)"))
+        #expect(r.stderr.contains("MainProcess (pid ") && r.stderr.contains("waits in join of process worker"))
+    }
+
+    @Test func noFalseAlarmWhileAnyProcessWorksSleepsOrHasADeadline() {
+        let r = runScript("""
+            local q = jobrun.Queue()
+            local p = jobrun.Process{target = function() jobrun.sleep(0.6); q:put("slept") end}
+            p:start(); print(q:get()); p:join()
+            local busy = jobrun.Process{target = function()
+              local t = jobrun.time(); while jobrun.time() - t < 0.6 do end; q:put("busy")
+            end}
+            busy:start(); print(q:get()); busy:join()
+            local ok, e = pcall(q.get, q, true, 0.6); print(e.kind)
+            -- ping-pong: both sides often wait at once, yet progress is made
+            local a, b = jobrun.Queue(), jobrun.Queue()
+            local pong = jobrun.Process{target = function() for i = 1, 3000 do b:put(a:get() + 1) end end}
+            pong:start()
+            local v = 0
+            for i = 1, 3000 do a:put(v); v = b:get() end
+            pong:join()
+            print(v)
+            """, timeout: 60)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "slept\nbusy\nEmpty\n3000\n")
+    }
+}
