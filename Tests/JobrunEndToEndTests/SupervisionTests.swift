@@ -86,3 +86,38 @@ struct SupervisionTests {
         #expect(r.stdout == "slept\nbusy\nEmpty\n3000\n")
     }
 }
+
+@Suite("Redelivery")
+struct RedeliveryTests {
+    @Test func itemsHeldByAKilledConsumerAreDeliveredAgain() {
+        let r = runScript("""
+            local q = jobrun.JoinableQueue{redeliver = true}
+            local seen = jobrun.Dict()
+            for i = 1, 20 do q:put(i) end
+            q:put(string.rep("big", 20000))   -- a large item is redelivered too
+            local victim = jobrun.Process{name = "victim", target = function()
+              local a = q:get(); q:get()
+              seen:update(a, function(n) return (n or 0) + 1 end)
+              jobrun.sleep(30)
+            end}
+            victim:start()
+            while q:qsize() > 19 do jobrun.sleep(0.01) end
+            jobrun.sleep(0.05)
+            victim:kill(); victim:join()
+            local c = jobrun.Process{name = "consumer", daemon = true, target = function()
+              for item in q:items() do
+                local key = type(item) == "string" and "big" or item
+                seen:update(key, function(n) return (n or 0) + 1 end)
+              end
+            end}
+            c:start()
+            print(q:join(20))
+            local all = 0
+            for i = 1, 20 do if seen[i] then all = all + 1 end end
+            print(all, seen[1], seen[2], seen.big)
+            """, timeout: 60)
+        #expect(!r.timedOut)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "true\n20\t2\t1\t1\n")
+    }
+}

@@ -134,8 +134,18 @@ typedef struct jr_process_record {
     uint64_t wait_word;     // arena offset of the futex word it sleeps on
     uint64_t wait_gen;      // bumped at every wait: "still the same wait" for the monitor
     jr_taken taken[JR_MAX_TAKEN];
+    uint64_t held_head;     // items taken from redeliver queues, oldest first: a list of
+    uint64_t held_tail;     // jr_held blocks, written by the process, read by the monitor
     char name[64];
 } jr_process_record;
+
+/// A copy of an item taken from a `redeliver` queue and not yet marked
+/// done; the monitor puts it back at the front if its taker dies.
+typedef struct jr_held {
+    uint64_t next;
+    uint64_t queue;
+    uint64_t length;        // the encoded item's bytes follow
+} jr_held;
 
 enum { JR_PROC_FREE = 0, JR_PROC_RUNNING = 1, JR_PROC_EXITED = 2 };
 enum {

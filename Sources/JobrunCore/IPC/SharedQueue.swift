@@ -200,6 +200,12 @@ struct SharedQueue {
             scratch.reserve(length)
             if length > 0 { memcpy(scratch.base, ring + Int(pos) + 8, length) }
         }
+        if q.pointee.flags & UInt32(JR_QUEUE_REDELIVER) != 0 {
+            let bytes = external != 0
+                ? UnsafeRawBufferPointer(start: Arena.pointer(external), count: externalLength)
+                : UnsafeRawBufferPointer(start: scratch.base, count: length)
+            ProcessRegistry.hold(bytes, from: offset)
+        }
         q.pointee.head += 8 + SharedQueue.padded(length)
         jr_store_u64(&q.pointee.count, q.pointee.count - 1)
         q.pointee.total_got += 1
@@ -262,6 +268,7 @@ struct SharedQueue {
         if q.pointee.unfinished == 0 { unlock(); return .tooMany }
         q.pointee.unfinished -= 1
         ProcessRegistry.done(with: offset)
+        if q.pointee.flags & UInt32(JR_QUEUE_REDELIVER) != 0 { ProcessRegistry.release(from: offset) }
         let wake = q.pointee.unfinished <= q.pointee.failed_tasks && q.pointee.join_waiters > 0
         if wake { q.pointee.done_seq &+= 1 }
         unlock()
@@ -285,6 +292,67 @@ struct SharedQueue {
             return .workerDied("\(n) item\(n == 1 ? "" : "s") will never be marked done: \(who) (pid \(q.pointee.failed_pid)) \(describeExit(q.pointee.failed_code)) while holding \(n == 1 ? "it" : "them")")
         }
         return .ok
+    }
+
+    /// Called by the monitor: puts items a dead process held back at the
+    /// front of the queue, in their order, to be delivered again. `unfinished`
+    /// already counts them. Rare, so the ring is simply rebuilt.
+    func requeueFront(_ items: [UnsafeRawBufferPointer]) -> Bool {
+        lock()
+        defer { unlock() }
+        var records: [(UInt64, Int, UnsafeRawBufferPointer)] = []   // (external, length, inline bytes)
+        var need: UInt64 = 0
+        for item in items {
+            if item.count > SharedQueue.inlineLimit {
+                guard let ext = try? Arena.allocate(item.count) else { return false }
+                memcpy(Arena.pointer(ext), item.baseAddress!, item.count)
+                records.append((ext, item.count, item))
+                need += 8 + 16
+            } else {
+                records.append((0, item.count, item))
+                need += 8 + SharedQueue.padded(item.count)
+            }
+        }
+        let cap = q.pointee.ring_cap
+        let used = q.pointee.tail - q.pointee.head
+        var newCap = cap
+        while used + need * 2 > newCap { newCap *= 2 }
+        guard let newOff = try? Arena.allocate(Int(newCap)) else { return false }
+        let new = Arena.pointer(newOff)
+        var w = 0
+        for (ext, length, bytes) in records {
+            let r = (new + w).assumingMemoryBound(to: jr_record.self)
+            if ext != 0 {
+                r.pointee.kind = UInt32(JR_REC_EXTERNAL); r.pointee.length = 16
+                let p = (new + w + 8).assumingMemoryBound(to: UInt64.self)
+                p[0] = ext; p[1] = UInt64(length)
+                w += 24
+            } else {
+                r.pointee.kind = UInt32(JR_REC_INLINE); r.pointee.length = UInt32(length)
+                if length > 0 { memcpy(new + w + 8, bytes.baseAddress!, length) }
+                w += 8 + Int(SharedQueue.padded(length))
+            }
+        }
+        let old = Arena.pointer(q.pointee.ring_off)
+        var h = q.pointee.head
+        while h < q.pointee.tail {
+            let pos = h & (cap - 1)
+            let r = (old + Int(pos)).assumingMemoryBound(to: jr_record.self)
+            if r.pointee.kind == UInt32(JR_REC_WRAP) { h += cap - pos; continue }
+            let size = 8 + Int(SharedQueue.padded(Int(r.pointee.length)))
+            memcpy(new + w, old + Int(pos), size)
+            w += size
+            h += UInt64(size)
+        }
+        Arena.free(q.pointee.ring_off)
+        q.pointee.ring_off = newOff
+        q.pointee.ring_cap = newCap
+        q.pointee.head = 0
+        q.pointee.tail = UInt64(w)
+        jr_store_u64(&q.pointee.count, q.pointee.count + UInt64(items.count))
+        q.pointee.items_seq &+= 1
+        _ = jr_futex_wake(&q.pointee.items_seq, Int32.max)
+        return true
     }
 
     /// Called by the monitor: `n` items taken by a process that died will never be marked done.

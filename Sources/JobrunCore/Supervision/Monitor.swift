@@ -85,6 +85,7 @@ enum Monitor {
                 jr_store_u32(&r.pointee.has_exit_code, 1)
             }
             let name = ProcessRegistry.name(of: r)
+            redeliver(r)
             withUnsafeMutablePointer(to: &r.pointee.taken) {
                 $0.withMemoryRebound(to: jr_taken.self, capacity: Int(JR_MAX_TAKEN)) { t in
                     for i in 0..<Int(JR_MAX_TAKEN) where t[i].queue != 0 && t[i].count > 0 {
@@ -96,6 +97,37 @@ enum Monitor {
                 }
             }
             jr_store_u32(&r.pointee.state, UInt32(JR_PROC_EXITED))
+        }
+
+        /// Puts the items a dead process held from redeliver queues back at
+        /// the front of their queues; their tasks are then no longer its.
+        func redeliver(_ r: UnsafeMutablePointer<jr_process_record>) {
+            var byQueue: [UInt64: [UnsafeRawBufferPointer]] = [:]
+            var order: [UInt64] = []
+            var nodes: [UInt64] = []
+            var cur = r.pointee.held_head
+            while cur != 0 {
+                let h = Arena.pointer(cur).assumingMemoryBound(to: jr_held.self)
+                if byQueue[h.pointee.queue] == nil { order.append(h.pointee.queue) }
+                byQueue[h.pointee.queue, default: []].append(UnsafeRawBufferPointer(start: UnsafeRawPointer(h + 1), count: Int(h.pointee.length)))
+                nodes.append(cur)
+                cur = h.pointee.next
+            }
+            for queue in order {
+                let items = byQueue[queue]!
+                if SharedQueue(offset: queue).requeueFront(items) {
+                    withUnsafeMutablePointer(to: &r.pointee.taken) {
+                        $0.withMemoryRebound(to: jr_taken.self, capacity: Int(JR_MAX_TAKEN)) { t in
+                            for i in 0..<Int(JR_MAX_TAKEN) where t[i].queue == queue {
+                                t[i].count -= min(t[i].count, UInt64(items.count))
+                            }
+                        }
+                    }
+                }
+            }
+            for node in nodes { Arena.free(node) }
+            r.pointee.held_head = 0
+            r.pointee.held_tail = 0
         }
 
         /// The exit status a zombie still shows in /proc/<pid>/stat (field 52).

@@ -97,6 +97,44 @@ enum ProcessRegistry {
         jr_store_u32(&r.pointee.has_exit_code, 1)
     }
 
+    // MARK: items held for redelivery
+
+    /// Keeps a copy of an item taken from a redeliver queue (called with the
+    /// queue's lock held, so a death cannot fall between taking and keeping).
+    static func hold(_ bytes: UnsafeRawBufferPointer, from queue: UInt64) {
+        guard let r = record, let off = try? Arena.allocate(MemoryLayout<jr_held>.size + bytes.count) else { return }
+        let h = Arena.pointer(off).assumingMemoryBound(to: jr_held.self)
+        h.pointee.next = 0
+        h.pointee.queue = queue
+        h.pointee.length = UInt64(bytes.count)
+        if bytes.count > 0 { memcpy(UnsafeMutableRawPointer(h + 1), bytes.baseAddress!, bytes.count) }
+        if r.pointee.held_tail != 0 {
+            Arena.pointer(r.pointee.held_tail).assumingMemoryBound(to: jr_held.self).pointee.next = off
+        } else {
+            r.pointee.held_head = off
+        }
+        r.pointee.held_tail = off
+    }
+
+    /// Drops the oldest item this process holds from `queue` (its task is done).
+    static func release(from queue: UInt64) {
+        guard let r = record else { return }
+        var prev: UInt64 = 0
+        var cur = r.pointee.held_head
+        while cur != 0 {
+            let h = Arena.pointer(cur).assumingMemoryBound(to: jr_held.self)
+            if h.pointee.queue == queue {
+                if prev == 0 { r.pointee.held_head = h.pointee.next }
+                else { Arena.pointer(prev).assumingMemoryBound(to: jr_held.self).pointee.next = h.pointee.next }
+                if r.pointee.held_tail == cur { r.pointee.held_tail = prev }
+                Arena.free(cur)
+                return
+            }
+            prev = cur
+            cur = h.pointee.next
+        }
+    }
+
     // MARK: tasks taken from JoinableQueues
 
     /// Counts an item this process took from a JoinableQueue.
