@@ -238,6 +238,32 @@ func isRunning(_ pid: pid_t) -> Bool {
 
 @Suite("No worker outlives the run")
 struct OutliveTests {
+    @Test(arguments: ["TERM", "INT", "KILL"])
+    func workersStopWhenTheMainProcessGetsASignal(signal: String) throws {
+        let pidFile = FileManager.default.temporaryDirectory.appendingPathComponent("jobrun-sig-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: pidFile) }
+        let r = runScript("""
+            local q = jobrun.Queue()
+            local pids = {}
+            for i = 1, 3 do
+              local p = jobrun.Process{daemon = i == 1, target = function() q:get() end}
+              p:start()
+              pids[#pids + 1] = p.pid
+            end
+            local f = io.open(arg[1], "w"); f:write(table.concat(pids, " ")); f:close()
+            -- in the background: system() ignores SIGINT in its caller while it runs
+            os.execute("(sleep 0.2; kill -\(signal) " .. jobrun.current_process().pid .. ") &")
+            jobrun.sleep(60)
+            """, args: [pidFile.path], timeout: 30)
+        let number: Int32 = signal == "TERM" ? 15 : signal == "INT" ? 2 : 9
+        #expect(r.status == -number)
+        let pids = try String(contentsOf: pidFile, encoding: .utf8).split(separator: " ").compactMap { pid_t($0) }
+        #expect(pids.count == 3)
+        let deadline = Date().addingTimeInterval(1.5)
+        while pids.contains(where: isRunning), Date() < deadline { usleep(20_000) }
+        for pid in pids { #expect(!isRunning(pid), "worker \(pid) outlived SIG\(signal) of the main process") }
+    }
+
     @Test func workersDieWhenTheMainProcessIsKilled() throws {
         let pidFile = FileManager.default.temporaryDirectory.appendingPathComponent("jobrun-pids-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: pidFile) }
