@@ -27,7 +27,7 @@ var jobrunBinary: String {
 /// temporary files rather than pipes, so a grandchild that outlives the child
 /// and keeps the descriptors open cannot make the test wait for EOF.
 func runJobrun(_ args: [String], stdin: String? = nil, timeout: Double = 60,
-               cwd: String? = nil) -> (status: Int32, stdout: String, stderr: String, timedOut: Bool) {
+               cwd: String? = nil, executable: String? = nil) -> (status: Int32, stdout: String, stderr: String, timedOut: Bool) {
     let fm = FileManager.default
     let scratch = fm.temporaryDirectory.appendingPathComponent("jobrun-e2e-\(UUID().uuidString)")
     do {
@@ -44,7 +44,7 @@ func runJobrun(_ args: [String], stdin: String? = nil, timeout: Double = 60,
     _ = fm.createFile(atPath: errURL.path, contents: nil)
 
     let process = Process()
-    process.executableURL = URL(fileURLWithPath: jobrunBinary)
+    process.executableURL = URL(fileURLWithPath: executable ?? jobrunBinary)
     process.arguments = args
     process.currentDirectoryURL = URL(fileURLWithPath: cwd ?? packageRoot.path)
 
@@ -110,6 +110,11 @@ func runJobrun(_ args: [String], stdin: String? = nil, timeout: Double = 60,
     let stdout = String(decoding: (try? Data(contentsOf: outURL)) ?? Data(), as: UTF8.self)
     let stderr = String(decoding: (try? Data(contentsOf: errURL)) ?? Data(), as: UTF8.self)
     return (status ?? -1, stdout, stderr + note, timedOut)
+}
+
+/// Runs any command (`argv[0]` a path) with the same bounds as `runJobrun`.
+func runCommand(_ argv: [String], timeout: Double = 60) -> (status: Int32, stdout: String, stderr: String, timedOut: Bool) {
+    runJobrun(Array(argv.dropFirst()), timeout: timeout, executable: argv[0])
 }
 
 /// The exit status of child `pid` once it has ended (minus the signal number

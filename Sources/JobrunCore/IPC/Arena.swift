@@ -12,7 +12,9 @@ import Glibc
 /// guarded by the header's robust `alloc_lock`.
 public enum Arena {
     /// Address space reserved for the arena (not memory: see above).
-    static let reservedBytes: UInt64 = 256 << 30
+    /// Address space reserved for the arena (not memory: see above); smaller
+    /// when a limit on address space (ulimit -v) refuses the first choice.
+    public private(set) static var reservedBytes: UInt64 = 256 << 30
     static let headerBytes: UInt64 = (UInt64(MemoryLayout<jr_arena_header>.size) + 4095) & ~4095
     /// Blocks at least this large are page aligned and give their pages back when freed.
     static let punchClass: UInt64 = 16
@@ -32,11 +34,19 @@ public enum Arena {
         let fd = jr_dup_cloexec(created, 10)
         close(created)
         if fd < 0 { throw SystemError(call: "fcntl(F_DUPFD_CLOEXEC)", errno: Glibc.errno) }
-        _ = try retryingEINTR("ftruncate") { ftruncate(fd, off_t(reservedBytes)) }
-        try map(fd: fd)
+        var size: UInt64 = 256 << 30
+        while true {
+            do {
+                _ = try retryingEINTR("ftruncate") { ftruncate(fd, off_t(size)) }
+                try map(fd: fd, size: size)
+                break
+            } catch let e as SystemError where e.errno == ENOMEM && size > 256 << 20 {
+                size /= 4
+            }
+        }
         let h = header
         h.pointee.magic = JR_ARENA_MAGIC
-        h.pointee.size = reservedBytes
+        h.pointee.size = size
         h.pointee.limit = limit ?? defaultLimit()
         h.pointee.top = headerBytes
         _ = jr_mutex_init(&h.pointee.alloc_lock)
@@ -45,17 +55,20 @@ public enum Arena {
 
     /// Maps an arena created by another process of the run (a `script` worker).
     public static func attach(fd: Int32) throws {
-        try map(fd: fd)
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw SystemError(call: "fstat", errno: Glibc.errno) }
+        try map(fd: fd, size: UInt64(st.st_size))
         guard header.pointee.magic == JR_ARENA_MAGIC else {
             throw SystemError(call: "attach arena (bad magic)", errno: EINVAL)
         }
     }
 
-    private static func map(fd: Int32) throws {
-        let p = mmap(nil, Int(reservedBytes), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0)
+    private static func map(fd: Int32, size: UInt64) throws {
+        let p = mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0)
         if p == MAP_FAILED || p == nil { throw SystemError(call: "mmap", errno: Glibc.errno) }
         self.fd = fd
         self.base = p
+        self.reservedBytes = size
     }
 
     /// Half of physical memory: past that, producers wait for consumers.
