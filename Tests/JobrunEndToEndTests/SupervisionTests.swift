@@ -121,3 +121,25 @@ struct RedeliveryTests {
         #expect(r.stdout == "true\n20\t2\t1\t1\n")
     }
 }
+
+@Suite("Kill test")
+struct KillTests {
+    /// scripts/kill-trial.lua SIGKILLs a random consumer mid-run; scripts/killtest runs many more trials.
+    @Test(arguments: [true, false])
+    func randomConsumerKilledMidRun(redeliver: Bool) {
+        let trial = packageRoot.appendingPathComponent("scripts/kill-trial.lua").path
+        var outcomes: [String] = []
+        for seed in 1...6 {
+            let r = runJobrun([trial, redeliver ? "1" : "0", String(seed * 7919)], timeout: 60)
+            #expect(!r.timedOut, "trial \(seed) hung")
+            let last = r.stdout.split(separator: "\n").last.map(String.init) ?? "(no output) \(r.stderr)"
+            outcomes.append(last)
+            if redeliver {
+                #expect(last == "ok 10000/10000", "trial \(seed): \(last)")
+            } else {
+                #expect(last == "ok 10000/10000" || (last.hasPrefix("workerdied: ") && last.contains("was killed by signal 9 (SIGKILL)")),
+                        "trial \(seed): \(last)")
+            }
+        }
+    }
+}
