@@ -151,6 +151,7 @@ enum ValueDecoder {
                 guard let o = varint(), recall(L, o, before: tagAt) else { return "bad reference at byte \(tagAt)" }
             case 0x08, 0x88:
                 return function(L, depth: depth, tagAt: tagAt, remembered: tag & 0x80 != 0)
+            case 0x09: jr_lua_pushglobaltable(L)
             case 0x0B:
                 return cFunction(L, tagAt: tagAt)
             case 0x0C:
@@ -226,10 +227,6 @@ enum ValueDecoder {
                 let upAt = at
                 guard at < end else { return "truncated function at byte \(tagAt)" }
                 switch base.load(fromByteOffset: at, as: UInt8.self) {
-                case 0x09:
-                    at += 1
-                    jr_lua_pushglobaltable(L)
-                    _ = lua_setupvalue(L, f, u)
                 case 0x0A:
                     at += 1
                     guard let o = varint(), let i = u8(), recall(L, o, before: tagAt) else {

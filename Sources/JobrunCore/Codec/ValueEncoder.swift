@@ -21,8 +21,11 @@ import Glibc
 ///                         of this message (shared references and cycles)
 ///     0x08 Lua function   varint length, u64 checksum of the bytecode, the bytecode
 ///                         (lua_dump, debug info kept), u8 u, then u upvalues, each
-///                         a value, or 0x09 or 0x0A:
-///     0x09 _ENV           (upvalue only) bound to the receiver's global table
+///                         a value or a joined upvalue (0x0A); an upvalue named
+///                         `_ENV` is always sent as 0x09
+///     0x09 globals        the receiver's own global table: what `_ENV` and any
+///                         reference to the sender's global table become (a copy
+///                         of _G could never be sent anyway: it holds io.stdout)
 ///     0x0A joined upvalue (upvalue only) varint o, u8 i: the same variable as
 ///                         upvalue i of the function at byte o (closures that
 ///                         share a local keep sharing it)
@@ -80,6 +83,8 @@ struct ValueEncoder: ~Copyable {
     private var seenSlot: Int32 = 0
     private var seenSpilled = false
     private var messageStart = 0
+    /// The sender's global table, sent as "the receiver's globals".
+    private var globals: UnsafeRawPointer? = nil
 
     init(capacity: Int = 1024) {
         initialCapacity = max(64, capacity)
@@ -160,6 +165,9 @@ struct ValueEncoder: ~Copyable {
         seenCount = 0
         stepCount = 0
         messageStart = count
+        jr_lua_pushglobaltable(L)
+        globals = lua_topointer(L, -1)
+        jr_lua_pop(L, 1)
         return true
     }
 
@@ -275,7 +283,9 @@ struct ValueEncoder: ~Copyable {
     private mutating func table(_ L: LuaState, _ idx: Int32, depth: Int) -> String? {
         if depth >= Self.maxDepth { return failure(L, "value nested too deeply (more than \(Self.maxDepth) levels)") }
         if lua_checkstack(L, 8) == 0 { return failure(L, "value nested too deeply (Lua stack exhausted)") }
-        if reference(L, lua_topointer(L, idx)!) { return nil }
+        let p = lua_topointer(L, idx)!
+        if p == globals { byte(0x09); return nil }
+        if reference(L, p) { return nil }
         // One lua_next pass: Lua visits the array part first, in order, so the
         // run of keys 1, 2, 3, ... goes to the compact array section and
         // everything after it (holes, other keys) to the pairs.

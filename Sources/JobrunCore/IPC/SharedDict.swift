@@ -25,7 +25,22 @@ struct SharedDict {
 
     var id: UInt32 { d.pointee.hdr.id }
 
-    @inline(__always) private func lock() { _ = jr_mutex_lock(&d.pointee.lock) }
+    @inline(__always) private func lock() {
+        if jr_mutex_lock(&d.pointee.lock) == 1 { repair() }
+    }
+
+    /// A process died holding the lock: recount, in case it died between
+    /// writing a slot and updating the counts.
+    private func repair() {
+        var count: UInt64 = 0, used: UInt64 = 0
+        let table = slots
+        for i in 0..<Int(d.pointee.capacity) where table[i].hash != 0 {
+            used += 1
+            if table[i].hash >= 2 { count += 1 }
+        }
+        d.pointee.count = count
+        d.pointee.used = used
+    }
     @inline(__always) private func unlock() { jr_mutex_unlock(&d.pointee.lock) }
 
     private var slots: UnsafeMutablePointer<jr_dict_slot> {
@@ -109,24 +124,39 @@ struct SharedDict {
 
     /// Lock held; the key is known to be absent.
     private func insertNew(_ h: UInt64, _ entry: UInt64) {
-        let mask = Int(d.pointee.capacity - 1)
-        var i = Int(truncatingIfNeeded: h) & mask
-        while slots[i].hash >= 2 { i = (i + 1) & mask }
-        if slots[i].hash == 0 { d.pointee.used += 1 }
-        slots[i] = jr_dict_slot(hash: h, entry: entry)
+        if SharedDict.place(h, entry, in: slots, capacity: d.pointee.capacity) { d.pointee.used += 1 }
     }
 
-    /// Rehashes into a table sized for the live entries. Lock held.
+    /// Puts an entry in the first free or deleted slot of a table; true if
+    /// the slot was never used before.
+    private static func place(_ h: UInt64, _ entry: UInt64, in table: UnsafeMutablePointer<jr_dict_slot>, capacity: UInt64) -> Bool {
+        let mask = Int(capacity - 1)
+        var i = Int(truncatingIfNeeded: h) & mask
+        while table[i].hash >= 2 { i = (i + 1) & mask }
+        let fresh = table[i].hash == 0
+        table[i] = jr_dict_slot(hash: h, entry: entry)
+        return fresh
+    }
+
+    /// Rehashes into a table sized for the live entries. Lock held. The new
+    /// table is complete before it is published, so a process killed in the
+    /// middle leaves the old one intact.
     private func grow() -> Bool {
         let oldSlots = slots, oldCap = Int(d.pointee.capacity), oldOff = d.pointee.slots_off
         var cap = UInt64(oldCap)
         while (d.pointee.count + 1) * 2 > cap { cap *= 2 }
         if d.pointee.count * 4 >= UInt64(oldCap) { cap = max(cap, UInt64(oldCap) * 2) }
         guard let off = try? Arena.allocateZeroed(Int(cap) * MemoryLayout<jr_dict_slot>.size) else { return false }
+        let table = Arena.pointer(off).assumingMemoryBound(to: jr_dict_slot.self)
+        var used: UInt64 = 0
+        for i in 0..<oldCap where oldSlots[i].hash >= 2 {
+            if SharedDict.place(oldSlots[i].hash, oldSlots[i].entry, in: table, capacity: cap) { used += 1 }
+        }
+        // Table before capacity: between the two stores a lookup masks the new,
+        // larger table with the old capacity, which stays in bounds.
         d.pointee.slots_off = off
         d.pointee.capacity = cap
-        d.pointee.used = 0
-        for i in 0..<oldCap where oldSlots[i].hash >= 2 { insertNew(oldSlots[i].hash, oldSlots[i].entry) }
+        d.pointee.used = used
         Arena.free(oldOff)
         return true
     }

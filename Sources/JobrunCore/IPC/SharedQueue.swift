@@ -39,7 +39,27 @@ struct SharedQueue {
     var count: UInt64 { jr_load_u64(&q.pointee.count) }
     var isClosed: Bool { jr_load_u32(&q.pointee.closed) != 0 }
 
-    @inline(__always) private func lock() { _ = jr_mutex_lock(&q.pointee.lock) }
+    @inline(__always) private func lock() {
+        if jr_mutex_lock(&q.pointee.lock) == 1 { repair() }
+    }
+
+    /// A process died holding the lock: records are committed by moving
+    /// `head`/`tail`, so recount the items between them, in case it died
+    /// between moving one and updating `count`.
+    private func repair() {
+        let ring = Arena.pointer(q.pointee.ring_off)
+        let cap = q.pointee.ring_cap
+        var h = q.pointee.head
+        var n: UInt64 = 0
+        while h < q.pointee.tail {
+            let pos = h & (cap - 1)
+            let r = (ring + Int(pos)).assumingMemoryBound(to: jr_record.self)
+            if r.pointee.kind == UInt32(JR_REC_WRAP) { h += cap - pos; continue }
+            h += 8 + SharedQueue.padded(Int(r.pointee.length))
+            n += 1
+        }
+        jr_store_u64(&q.pointee.count, n)
+    }
     @inline(__always) private func unlock() { jr_mutex_unlock(&q.pointee.lock) }
 
     enum PutResult { case ok, full, closed, noMemory(String), failed(String) }

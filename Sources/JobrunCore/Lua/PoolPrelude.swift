@@ -1,7 +1,770 @@
 /// `jobrun.Pool`, written in Lua on Process and Queue. Runs after the main
 /// prelude with `(jobrun, core, ErrorMeta)`.
+///
+/// Beyond lua-api.md's list: `jobrun.Pool(n)` as `Pool{workers = n}`;
+/// `pool:apply(fn, ...)`, `pool:map_async`, `pool:starmap_async`,
+/// `r:wait([timeout])`; `pool.workers`. `imap` and `imap_unordered` yield
+/// `(result, index)`; a nil result ends a `for` loop early, as any Lua
+/// iterator does. `r:get()` of `apply_async` returns all of fn's results.
+/// `map` raises the first error that arrives (as Python's does) while the
+/// rest of the list may still be running. A task's `error("text")` is raised
+/// in the caller as text plus the worker's traceback; a jobrun error keeps its
+/// kind and `where`; a plain table is raised again as a copy. A failing
+/// `init` breaks the pool: pending and later calls raise it (Python would
+/// respawn workers forever). `terminate()` fails unfinished results with
+/// ValueError; `<close>` and garbage collection terminate.
+///
+/// After CPython's `multiprocessing/pool.py`, without its threads (the main
+/// process must stay single-threaded to fork): N daemon workers are forked at
+/// construction and take tasks `{id, fn, items, count, mode}` from one task
+/// queue; results come back on one result queue. Nothing runs in the
+/// background: whenever the caller waits (`map`, `get`, an `imap` step,
+/// `join`, `ready`), `pump` reads the result queue with a short timeout and,
+/// between reads, checks that every worker is alive.
+///
+/// Why Python pools hang and this one does not: each worker announces the
+/// task it starts (`{"s", pid, id}`) before running it, so the parent knows
+/// what every worker holds. When a worker dies, the parent first drains the
+/// result queue (everything the worker sent is in it by then), then fails the
+/// task it still held with `WorkerDied` and forks a replacement. The one
+/// window the announcement cannot cover (a worker killed between taking a
+/// task and announcing it) is caught by `find_lost`: after such a death, a
+/// task that is neither queued nor started for half a second of silence was
+/// lost with that worker, and fails the same way.
 enum PoolPrelude {
     static let source = #"""
 local jobrun, core, ErrorMeta = ...
+
+local raise, getpid, now = core.raise, core.getpid, core.time
+local pack, unpack, concat = table.pack, table.unpack, table.concat
+local type, tostring, pairs, ipairs, pcall, xpcall, error = type, tostring, pairs, ipairs, pcall, xpcall, error
+local setmetatable, getmetatable, rawget = setmetatable, getmetatable, rawget
+local describe = jobrun._describe
+
+local POLL = 0.05        -- the longest a waiting caller blocks before it checks the workers
+local LOST_AFTER = 0.5   -- silence after which a task nobody holds counts as lost
+local JOIN_GRACE = 10    -- join(): how long an idle worker may take to exit after its sentinel
+
+local Pool = {}
+local PoolMeta = {__name = "jobrun.Pool"}
+local AsyncResult = {}
+local AsyncMeta = {__name = "jobrun.AsyncResult", __index = AsyncResult}
+local worker_counter = 0
+
+--- "file:line" of the code `level` frames above the caller of here().
+local function here(level)
+  local info = debug.getinfo(level + 2, "Sl")
+  if info and info.currentline and info.currentline > 0 then
+    return info.short_src .. ":" .. info.currentline
+  end
+end
+
+local function new_error(kind, message, where)
+  return setmetatable({kind = kind, message = message, where = where}, ErrorMeta)
+end
+
+local function is_kind(e, kind)
+  return type(e) == "table" and getmetatable(e) == ErrorMeta and e.kind == kind
+end
+
+local signal_names = {[1] = "SIGHUP", [2] = "SIGINT", [3] = "SIGQUIT", [4] = "SIGILL", [6] = "SIGABRT",
+                      [7] = "SIGBUS", [8] = "SIGFPE", [9] = "SIGKILL", [11] = "SIGSEGV", [13] = "SIGPIPE",
+                      [14] = "SIGALRM", [15] = "SIGTERM"}
+
+local function how_it_ended(code)
+  if code == nil then return "died" end
+  if code < 0 then return ("was killed by signal %d (%s)"):format(-code, signal_names[-code] or "?") end
+  return ("exited with status %d"):format(code)
+end
+
+-- Argument checks: `level` 3 points at the caller of the pool method.
+local function check_positive_int(v, what, fname, level)
+  level = level or 3
+  if type(v) ~= "number" then
+    raise("TypeError", ("%s: %s must be a positive integer, got %s"):format(fname, what, type(v)), level)
+  end
+  if v ~= v or v < 1 or v ~= math.floor(v) or v == math.huge then
+    raise("ValueError", ("%s: %s must be a positive integer, got %s"):format(fname, what, tostring(v)), level)
+  end
+  return math.tointeger(v)
+end
+
+local function check_fn(fn, fname, level)
+  if type(fn) ~= "function" then
+    raise("TypeError", ("%s: fn must be a function, got %s"):format(fname, type(fn)), level or 3)
+  end
+end
+
+local function check_list(list, fname, level)
+  if type(list) ~= "table" then
+    raise("TypeError", ("%s: list must be a table, got %s"):format(fname, type(list)), level)
+  end
+  local n = rawget(list, "n")
+  if n ~= nil and (math.type(n) ~= "integer" or n < 0) then
+    raise("ValueError", ("%s: list.n must be a non-negative integer, got %s"):format(fname, tostring(n)), level)
+  end
+  return n or #list
+end
+
+-- The worker side --------------------------------------------------------------
+
+--- The traceback below the task function, without the pool's own frames.
+local function worker_traceback()
+  local tb = debug.traceback("", 3)
+  local lines = {}
+  for line in tb:gmatch("[^\n]+") do
+    if line:find("in function 'xpcall'", 1, true) or line:find("^%s*jobrun%.Pool:") then break end
+    lines[#lines + 1] = line
+  end
+  local me = jobrun.current_process()
+  lines[1] = ("stack traceback (pool worker %s, pid %d):"):format(me.name, me.pid)
+  return concat(lines, "\n")
+end
+
+--- xpcall handler in a worker: what the caller needs to raise the error again.
+local function capture(e)
+  local info = {trace = worker_traceback()}
+  if type(e) == "table" and getmetatable(e) == ErrorMeta then
+    info.kind, info.message, info.where = e.kind, tostring(e.message), e.where
+  elseif type(e) == "string" then
+    info.message = e
+  else
+    -- A plain table is raised again as it is (a copy); with a metatable it
+    -- would arrive without it, so its description is sent instead.
+    if type(e) == "table" and getmetatable(e) == nil then info.value = e end
+    info.message = describe(e)
+  end
+  return info
+end
+
+--- The codec's message about an unsendable value, with the path made to name
+--- the result: "Queue#3.put: item[2]: cannot ..." -> "result[2]: cannot ...".
+local function result_send_error(e, what)
+  local m = describe(e):gsub("^jobrun%.TypeError: ", ""):gsub("^Queue#%d+%.put: ", "")
+  return (m:gsub("^item", what))
+end
+
+--- Puts the chunk's results; a value the codec refuses becomes a TypeError for
+--- that item instead of killing the worker.
+local function send_results(res_q, me, id, vals, errs, count)
+  local ok = pcall(res_q.put, res_q, {"r", me, id, vals, errs})
+  if ok then return end
+  local probe = jobrun.Queue()
+  for k = 1, count do
+    local fine, e = true, nil
+    if vals[k] ~= nil then fine, e = pcall(probe.put, probe, vals[k]) end
+    if not fine then
+      errs = errs or {}
+      errs[k] = {kind = "TypeError", trace = "", message = "cannot send the result back: " .. result_send_error(e, "result")}
+      vals[k] = nil
+    elseif errs and errs[k] and errs[k].value ~= nil and not pcall(probe.put, probe, errs[k].value) then
+      errs[k].value = nil
+    end
+    while probe:qsize() > 0 do probe:get_nowait() end
+  end
+  probe:close()
+  res_q:put({"r", me, id, vals, errs})
+end
+
+local function worker_main(task_q, res_q, init, init_args, max_tasks)
+  local me = getpid()
+  if init then
+    local ok, info = xpcall(init, capture, unpack(init_args, 1, init_args.n or #init_args))
+    if not ok then
+      if not pcall(res_q.put, res_q, {"i", me, info}) then
+        info.value = nil
+        res_q:put({"i", me, info})
+      end
+      os.exit(1)
+    end
+  end
+  local done = 0
+  while true do
+    if max_tasks and done >= max_tasks then
+      res_q:put({"x", me})
+      return
+    end
+    local task = task_q:get()
+    if task == nil then return end               -- the sentinel put by join()
+    local id, fn, items, count, mode = task[1], task[2], task[3], task[4], task[5]
+    res_q:put({"s", me, id})
+    local vals, errs = {}, nil
+    for k = 1, count do
+      local r
+      if mode == "map" then
+        r = pack(xpcall(fn, capture, items[k]))
+      else
+        local a = items[k]
+        r = pack(xpcall(fn, capture, unpack(a, 1, a.n or #a)))
+      end
+      if not r[1] then
+        errs = errs or {}
+        errs[k] = r[2]
+      elseif mode == "apply" then
+        vals[k] = pack(unpack(r, 2, r.n))
+      else
+        vals[k] = r[2]
+      end
+    end
+    -- What the task printed is out before the caller sees its result, and is
+    -- not lost in a buffer if the pool is terminated.
+    io.stdout:flush()
+    send_results(res_q, me, id, vals, errs, count)
+    done = done + 1
+  end
+end
+
+-- The caller side: jobs, tasks, workers ----------------------------------------------
+--
+-- A job is one map/imap/apply call: `n` items, `have[i]` once item i is
+-- settled, `results[i]` or `errors[i]` (a description raised by `throw`),
+-- `order` (indices in arrival order, for imap_unordered), `remaining` tasks,
+-- `failed` (lowest index of an error so far). A task is one chunk of a job:
+-- {id, job, first, count, desc, started}.
+
+--- Raises the error stored for an item, with `at` as the place when the
+--- error is the pool's own (WorkerDied, termination).
+local function throw(spec, at)
+  if spec.value ~= nil then error(spec.value, 0) end
+  local text = spec.message
+  if spec.trace and spec.trace ~= "" then text = text .. "\n" .. spec.trace end
+  if spec.kind then error(new_error(spec.kind, text, spec.where or at), 0) end
+  error(text, 0)
+end
+
+local function settle(job, task, vals, errs)
+  job.remaining = job.remaining - 1
+  for k = 1, task.count do
+    local i = task.first + k - 1
+    job.have[i] = true
+    local e = errs and errs[k]
+    if e then
+      job.errors[i] = e
+      if not job.failed or i < job.failed then job.failed = i end
+    elseif vals then
+      job.results[i] = vals[k]
+    end
+    job.order[#job.order + 1] = i
+  end
+end
+
+local function fail_task(s, task, spec)
+  s.tasks[task.id] = nil
+  s.pending = s.pending - 1
+  local errs = {}
+  for k = 1, task.count do errs[k] = spec end
+  settle(task.job, task, nil, errs)
+end
+
+local function fail_all(s, spec)
+  local ids = {}
+  for id in pairs(s.tasks) do ids[#ids + 1] = id end
+  table.sort(ids)
+  for _, id in ipairs(ids) do fail_task(s, s.tasks[id], spec) end
+end
+
+local function spawn(s)
+  worker_counter = worker_counter + 1
+  local p = jobrun.Process{target = worker_main, name = "PoolWorker-" .. worker_counter, daemon = true,
+                           args = {s.task_q, s.res_q, s.init, s.init_args, s.max_tasks}}
+  p:start()
+  local w = {proc = p, pid = p.pid, name = p.name, current = nil, retiring = false}
+  s.workers[#s.workers + 1] = w
+  s.by_pid[w.pid] = w
+  s.active = s.active + 1
+end
+
+--- Brings the number of workers not about to exit back to `size`, as long as
+--- there is or may be work for them.
+local function replenish(s)
+  if s.broken or s.state == "TERMINATE" or s.sentinels_sent then return end
+  if s.state == "CLOSE" and s.pending == 0 then return end
+  while s.active < s.size do spawn(s) end
+end
+
+local function stop_workers(s)
+  for _, w in ipairs(s.workers) do w.proc:terminate() end
+  for _, w in ipairs(s.workers) do
+    if not w.proc:join(1) then w.proc:kill(); w.proc:join(5) end
+  end
+  s.workers, s.by_pid, s.active = {}, {}, 0
+end
+
+--- The init function failed in a worker: every task would fail the same way,
+--- so the pool stops and raises that error from now on.
+local function break_pool(s, info, w)
+  if s.broken then return end
+  local who = w and ("%s (pid %d)"):format(w.name, w.pid) or "a worker"
+  local spec = {kind = info.kind, where = info.where, trace = info.trace, value = info.value,
+                message = ("Pool: init failed in pool worker %s: %s"):format(who, info.message)}
+  if spec.value == nil and not spec.kind then spec.kind = "ProcessError"; spec.where = nil end
+  s.broken = spec
+  fail_all(s, spec)
+  stop_workers(s)
+end
+
+local function handle(s, msg)
+  local tag, w = msg[1], s.by_pid[msg[2]]
+  if tag == "s" then
+    local task = s.tasks[msg[3]]
+    if w then w.current = msg[3] end
+    if task then task.started = true end
+  elseif tag == "r" then
+    if w then w.current = nil end
+    local task = s.tasks[msg[3]]
+    if task then
+      s.tasks[task.id] = nil
+      s.pending = s.pending - 1
+      settle(task.job, task, msg[4], msg[5])
+    end
+  elseif tag == "x" then                         -- max_tasks reached: it exits now
+    if w and not w.retiring then
+      w.retiring = true
+      s.active = s.active - 1
+      replenish(s)
+    end
+  elseif tag == "i" then
+    break_pool(s, msg[3], w)
+  end
+end
+
+local function drain(s)
+  local q = s.res_q
+  while true do
+    local ok, msg = pcall(q.get, q, false)
+    if not ok then
+      if is_kind(msg, "Empty") then return end
+      error(msg, 0)
+    end
+    handle(s, msg)
+  end
+end
+
+local function died_spec(w, code, task, before_report)
+  local what = before_report and " after taking %s and before reporting it" or " while running %s"
+  return {kind = "WorkerDied", trace = "",
+          message = ("pool worker %s (pid %d) %s" .. what):format(w.name, w.pid, how_it_ended(code), task.desc)}
+end
+
+local function on_death(s, w)
+  local found = false
+  for i, x in ipairs(s.workers) do
+    if x == w then table.remove(s.workers, i); found = true; break end
+  end
+  if not found then return end                   -- already stopped (break_pool)
+  s.by_pid[w.pid] = nil
+  if not w.retiring then s.active = s.active - 1 end
+  local code = w.proc.exitcode
+  w.proc:join(0)                                 -- reaped; forget it
+  local task = w.current and s.tasks[w.current]
+  if task then
+    fail_task(s, task, died_spec(w, code, task))
+  elseif not w.retiring and not s.sentinels_sent and not s.broken then
+    -- It may have died between taking a task and announcing it: find_lost.
+    s.lost[#s.lost + 1] = {w = w, code = code}
+  end
+end
+
+--- Tasks that are neither queued nor started, after a worker died holding
+--- nothing we know of, are the ones it took: the oldest unstarted ones (the
+--- queue is FIFO). Only trusted after LOST_AFTER s without a single message,
+--- since a live worker is briefly in the same state between get and announce.
+local function find_lost(s)
+  local unstarted = {}
+  for id, t in pairs(s.tasks) do
+    if not t.started then unstarted[#unstarted + 1] = id end
+  end
+  local deficit = #unstarted - s.task_q:qsize()
+  if deficit <= 0 then s.lost, s.lost_since = {}, nil; return end
+  local t = now()
+  if not s.lost_since then s.lost_since = t; return end
+  if t - s.lost_since < LOST_AFTER then return end
+  s.lost_since = nil
+  table.sort(unstarted)
+  for k = 1, math.min(deficit, #s.lost) do
+    local d = table.remove(s.lost, 1)
+    local task = s.tasks[unstarted[k]]
+    fail_task(s, task, died_spec(d.w, d.code, task, true))
+  end
+end
+
+local function check_workers(s, quiet)
+  local dead
+  for _, w in ipairs(s.workers) do
+    if w.proc.exitcode ~= nil then dead = dead or {}; dead[#dead + 1] = w end
+  end
+  if dead then
+    drain(s)                                     -- what they sent before dying comes first
+    for _, w in ipairs(dead) do on_death(s, w) end
+    replenish(s)
+  end
+  if #s.lost > 0 then
+    if quiet then find_lost(s) else s.lost_since = nil end
+  end
+end
+
+--- Collects results: blocks up to `wait` s for the first message, takes all
+--- that are there, and checks the workers at least every POLL s.
+local function pump(s, wait)
+  if s.state == "TERMINATE" then return end
+  local got = false
+  if wait > 0 then
+    local q = s.res_q
+    local ok, msg = pcall(q.get, q, true, wait)
+    if ok then handle(s, msg); got = true
+    elseif not is_kind(msg, "Empty") then error(msg, 0) end
+  end
+  drain(s)
+  local t = now()
+  if not got or t - s.checked >= POLL then
+    s.checked = t
+    check_workers(s, not got and wait > 0)
+  end
+end
+
+--- Pumps until cond() holds (true) or the deadline passes (false).
+local function wait_until(s, cond, deadline)
+  while not cond() do
+    local left = POLL
+    if deadline then
+      left = deadline - now()
+      if left <= 0 then return false end
+      if left > POLL then left = POLL end
+    end
+    if s.state == "TERMINATE" then return cond() end
+    pump(s, left)
+  end
+  return true
+end
+
+-- The Pool object -------------------------------------------------------------------
+
+--- The pool's state; `level` as core.raise's, counted from the caller of state().
+local function state(pool, fname, level)
+  level = (level or 2) + 1
+  local s = type(pool) == "table" and rawget(pool, "_s")
+  if not s or getmetatable(pool) ~= PoolMeta then
+    raise("TypeError", ("Pool.%s: expected a Pool as self (use pool:%s(...)), got %s"):format(fname, fname, type(pool)), level)
+  end
+  if s.owner ~= getpid() then
+    raise("ProcessError", ("Pool.%s: a pool can only be used by the process that created it (pid %d)"):format(fname, s.owner), level)
+  end
+  return s
+end
+
+--- Like state(), and the pool must accept new tasks.
+local function running(pool, fname, level)
+  level = level or 2
+  local s = state(pool, fname, level + 1)
+  if s.broken then throw(s.broken, here(level)) end
+  if s.state ~= "RUN" then
+    raise("ValueError", ("Pool not running (it was %s)"):format(s.state == "CLOSE" and "closed" or "terminated"), level + 1)
+  end
+  return s
+end
+
+local options = {workers = true, init = true, init_args = true, max_tasks = true}
+
+function jobrun.Pool(opts)
+  if opts == nil then opts = {} end
+  if type(opts) == "number" then opts = {workers = opts} end
+  if type(opts) ~= "table" then
+    raise("TypeError", "Pool: expected a table of options, e.g. Pool{workers = 4}, got " .. type(opts), 2)
+  end
+  for k in pairs(opts) do
+    if not options[k] then
+      raise("TypeError", ("Pool: unknown option %s (use workers, init, init_args, max_tasks)"):format(tostring(k)), 2)
+    end
+  end
+  local size = opts.workers
+  if size == nil then size = jobrun.cpu_count() else size = check_positive_int(size, "workers", "Pool") end
+  if opts.init ~= nil and type(opts.init) ~= "function" then
+    raise("TypeError", "Pool: init must be a function, got " .. type(opts.init), 2)
+  end
+  if opts.init_args ~= nil and type(opts.init_args) ~= "table" then
+    raise("TypeError", "Pool: init_args must be a table, got " .. type(opts.init_args), 2)
+  end
+  if opts.init_args ~= nil and opts.init == nil then
+    raise("TypeError", "Pool: init_args given without init", 2)
+  end
+  local max_tasks = opts.max_tasks
+  if max_tasks ~= nil then max_tasks = check_positive_int(max_tasks, "max_tasks", "Pool") end
+  local s = {
+    size = size, init = opts.init, init_args = opts.init_args or {}, max_tasks = max_tasks,
+    owner = getpid(), state = "RUN", task_q = jobrun.Queue(), res_q = jobrun.Queue(),
+    workers = {}, by_pid = {}, active = 0, tasks = {}, pending = 0, next_id = 0,
+    checked = now(), lost = {}, lost_since = nil, sentinels_sent = false, broken = nil,
+  }
+  local pool = setmetatable({_s = s}, PoolMeta)
+  for _ = 1, size do spawn(s) end
+  return pool
+end
+
+--- Queues `items` (of job) in chunks; `mode` is "map", "star" or "apply".
+local function submit(s, fname, job, fn, list, n, chunk, mode, at)
+  local first = 1
+  while first <= n do
+    local count = math.min(chunk, n - first + 1)
+    local items = {}
+    for k = 1, count do items[k] = list[first + k - 1] end
+    s.next_id = s.next_id + 1
+    local id = s.next_id
+    local desc
+    if mode == "apply" then desc = fname
+    elseif count == 1 then desc = ("%s item %d of %d"):format(fname, first, n)
+    else desc = ("%s items %d..%d of %d"):format(fname, first, first + count - 1, n) end
+    local ok, e = pcall(s.task_q.put, s.task_q, {id, fn, items, count, mode})
+    if not ok then
+      local m = result_send_error(e, "item")
+      m = m:gsub("^item%[2%]", "fn"):gsub("^item%[3%]%[(%d+)%]", function(k)
+        if mode == "apply" then return "args" end
+        return ("list[%d]"):format(first + tonumber(k) - 1)
+      end)
+      -- The chunks already queued still run; their results are ignored.
+      job.remaining = -1
+      error(new_error("TypeError", ("Pool.%s: cannot send the task to the workers: %s"):format(fname, m), at), 0)
+    end
+    s.tasks[id] = {id = id, job = job, first = first, count = count, desc = desc, started = false}
+    s.pending = s.pending + 1
+    first = first + count
+  end
+end
+
+local function new_job(n, ntasks)
+  return {n = n, have = {}, results = {}, errors = {}, order = {}, remaining = ntasks, failed = nil}
+end
+
+local function default_chunksize(s, n)
+  if n == 0 then return 1 end
+  local c, extra = n // (s.size * 4), n % (s.size * 4)
+  if extra > 0 then c = c + 1 end
+  return c
+end
+
+local function start_map(pool, fname, fn, list, chunksize, mode, default_chunk)
+  local s = running(pool, fname, 3)
+  check_fn(fn, "Pool." .. fname, 4)
+  local n = check_list(list, "Pool." .. fname, 4)
+  if chunksize ~= nil then chunksize = check_positive_int(chunksize, "chunksize", "Pool." .. fname, 4)
+  elseif default_chunk == "python" then chunksize = default_chunksize(s, n)
+  else chunksize = 1 end
+  if mode == "star" then
+    for i = 1, n do
+      if type(list[i]) ~= "table" then
+        raise("TypeError", ("Pool.%s: list[%d] must be a table of arguments, got %s"):format(fname, i, type(list[i])), 3)
+      end
+    end
+  end
+  local job = new_job(n, (n + chunksize - 1) // chunksize)
+  submit(s, fname, job, fn, list, n, chunksize, mode, here(2))
+  return s, job
+end
+
+local function map_done(job) return job.remaining <= 0 or job.failed ~= nil end
+
+local function map_result(job, at)
+  if job.failed then throw(job.errors[job.failed], at) end
+  return job.results
+end
+
+function Pool.map(pool, fn, list, chunksize)
+  local s, job = start_map(pool, "map", fn, list, chunksize, "map", "python")
+  wait_until(s, function() return map_done(job) end)
+  return map_result(job, here(1))
+end
+
+function Pool.starmap(pool, fn, list, chunksize)
+  local s, job = start_map(pool, "starmap", fn, list, chunksize, "star", "python")
+  wait_until(s, function() return map_done(job) end)
+  return map_result(job, here(1))
+end
+
+--- Iterator over results in order; each step yields (result, index). A nil
+--- result ends a `for` loop early: return a non-nil placeholder from fn.
+function Pool.imap(pool, fn, list, chunksize)
+  local s, job = start_map(pool, "imap", fn, list, chunksize, "map")
+  local i, keep = 0, pool         -- the iterator keeps the pool alive (see __gc)
+  return function()
+    if i >= job.n then keep = nil; return nil end
+    i = i + 1
+    local k = i
+    wait_until(s, function() return job.have[k] end)
+    if job.errors[k] then throw(job.errors[k], here(1)) end
+    local v = job.results[k]
+    job.results[k] = nil                         -- a long stream does not pile up
+    return v, k
+  end
+end
+
+--- Iterator over results as they arrive; each step yields (result, index).
+function Pool.imap_unordered(pool, fn, list, chunksize)
+  local s, job = start_map(pool, "imap_unordered", fn, list, chunksize, "map")
+  local pos, keep = 0, pool
+  return function()
+    if pos >= job.n then keep = nil; return nil end
+    pos = pos + 1
+    wait_until(s, function() return job.order[pos] ~= nil end)
+    local k = job.order[pos]
+    if job.errors[k] then throw(job.errors[k], here(1)) end
+    local v = job.results[k]
+    job.results[k] = nil
+    return v, k
+  end
+end
+
+local function new_async(pool, s, job, kind)
+  return setmetatable({_pool = pool, _s = s, _job = job, _kind = kind}, AsyncMeta)
+end
+
+function Pool.apply_async(pool, fn, ...)
+  local s = running(pool, "apply_async")
+  check_fn(fn, "Pool.apply_async")
+  local job = new_job(1, 1)
+  submit(s, "apply_async", job, fn, {pack(...)}, 1, 1, "apply", here(1))
+  return new_async(pool, s, job, "apply")
+end
+
+function Pool.apply(pool, fn, ...)
+  local s = running(pool, "apply")
+  check_fn(fn, "Pool.apply")
+  local job = new_job(1, 1)
+  submit(s, "apply", job, fn, {pack(...)}, 1, 1, "apply", here(1))
+  wait_until(s, function() return map_done(job) end)
+  if job.failed then throw(job.errors[1], here(1)) end
+  local r = job.results[1]
+  return unpack(r, 1, r.n)
+end
+
+function Pool.map_async(pool, fn, list, chunksize)
+  local s, job = start_map(pool, "map_async", fn, list, chunksize, "map", "python")
+  return new_async(pool, s, job, "map")
+end
+
+function Pool.starmap_async(pool, fn, list, chunksize)
+  local s, job = start_map(pool, "starmap_async", fn, list, chunksize, "star", "python")
+  return new_async(pool, s, job, "map")
+end
+
+function Pool.close(pool)
+  local s = state(pool, "close")
+  if s.state == "RUN" then s.state = "CLOSE" end
+end
+
+function Pool.terminate(pool)
+  local s = state(pool, "terminate")
+  if s.state == "TERMINATE" then return end
+  s.state = "TERMINATE"
+  stop_workers(s)
+  fail_all(s, {kind = "ValueError", trace = "", message = "Pool was terminated before the task finished"})
+end
+
+--- Waits for every queued task, then for the workers to exit.
+function Pool.join(pool)
+  local s = state(pool, "join")
+  if s.state == "RUN" then raise("ValueError", "Pool.join: call pool:close() or pool:terminate() first", 2) end
+  if s.state == "TERMINATE" then return end
+  replenish(s)
+  wait_until(s, function() return s.pending == 0 end)
+  if not s.sentinels_sent then
+    s.sentinels_sent = true
+    for _, w in ipairs(s.workers) do
+      if not w.retiring then s.task_q:put(nil) end
+    end
+  end
+  for _, w in ipairs(s.workers) do
+    if not w.proc:join(JOIN_GRACE) then
+      w.proc:terminate()
+      if not w.proc:join(1) then w.proc:kill(); w.proc:join(5) end
+    end
+  end
+  s.workers, s.by_pid, s.active = {}, {}, 0
+end
+
+PoolMeta.__index = function(pool, key)
+  if key == "workers" then return rawget(pool, "_s").size end
+  return Pool[key]
+end
+
+PoolMeta.__tostring = function(pool)
+  local s = rawget(pool, "_s")
+  return ("<Pool state=%s workers=%d pending=%d>"):format(s.state, s.size, s.pending)
+end
+
+--- `local pool <close> = jobrun.Pool{...}`: like Python's `with Pool() as p:`,
+--- leaving the block terminates the workers.
+PoolMeta.__close = function(pool)
+  local s = rawget(pool, "_s")
+  if s.owner == getpid() then Pool.terminate(pool) end
+end
+
+--- A pool nobody can reach any more stops its workers (only in its owner:
+--- forked workers hold a copy of the same table).
+PoolMeta.__gc = function(pool)
+  local s = rawget(pool, "_s")
+  if s and s.owner == getpid() and s.state ~= "TERMINATE" then pcall(Pool.terminate, pool) end
+end
+
+-- AsyncResult ----------------------------------------------------------------------
+
+local function async_self(r, fname)
+  if type(r) ~= "table" or getmetatable(r) ~= AsyncMeta then
+    raise("TypeError", ("AsyncResult.%s: expected an AsyncResult as self (use r:%s(...)), got %s"):format(fname, fname, type(r)), 3)
+  end
+  local s = r._s
+  if s.owner ~= getpid() then
+    raise("ProcessError", ("AsyncResult.%s: can only be used by the process that created the pool (pid %d)"):format(fname, s.owner), 3)
+  end
+  return s, r._job
+end
+
+local function check_timeout(timeout, fname)
+  if timeout == nil then return nil end
+  if type(timeout) ~= "number" then
+    raise("TypeError", ("AsyncResult.%s: timeout must be a number, got %s"):format(fname, type(timeout)), 3)
+  end
+  if timeout ~= timeout or timeout < 0 then
+    raise("ValueError", ("AsyncResult.%s: timeout must be a non-negative number, got %s"):format(fname, tostring(timeout)), 3)
+  end
+  if timeout == math.huge then return nil end
+  return now() + timeout
+end
+
+function AsyncResult.ready(r)
+  local s, job = async_self(r, "ready")
+  if not map_done(job) then pump(s, 0) end
+  return map_done(job)
+end
+
+function AsyncResult.successful(r)
+  local s, job = async_self(r, "successful")
+  if not map_done(job) then pump(s, 0) end
+  if not map_done(job) then raise("ValueError", "AsyncResult.successful: the result is not ready", 2) end
+  return job.failed == nil
+end
+
+function AsyncResult.wait(r, timeout)
+  local s, job = async_self(r, "wait")
+  local deadline = check_timeout(timeout, "wait")
+  return wait_until(s, function() return map_done(job) end, deadline)
+end
+
+function AsyncResult.get(r, timeout)
+  local s, job = async_self(r, "get")
+  local deadline = check_timeout(timeout, "get")
+  if not wait_until(s, function() return map_done(job) end, deadline) then
+    raise("Timeout", ("AsyncResult.get: no result after %g s"):format(timeout), 2)
+  end
+  if job.failed then throw(job.errors[job.failed], here(1)) end
+  if r._kind == "apply" then
+    local v = job.results[1]
+    return unpack(v, 1, v.n)
+  end
+  return job.results
+end
+
+AsyncMeta.__tostring = function(r)
+  local job = r._job
+  return ("<AsyncResult %s>"):format(map_done(job) and (job.failed and "failed" or "ready") or "pending")
+end
 """#
 }

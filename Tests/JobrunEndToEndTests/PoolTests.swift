@@ -1,0 +1,399 @@
+import Foundation
+import Testing
+
+// jobrun.Pool (lua-api.md, "Pool"): the Python-like API, and what Python's
+// pool does not do: a worker that dies fails its task with WorkerDied and is
+// replaced, instead of leaving the caller waiting forever. Every wait in the
+// scripts has a timeout or ends because the pool raises; runScript bounds the
+// whole run.
+
+@Suite("Pool")
+struct PoolTests {
+    @Test func mapKeepsOrderOverManyItems() {
+        let r = runScript("""
+            local pool = jobrun.Pool{workers = 4}
+            local list = {}
+            for i = 1, 1000 do list[i] = i end
+            local squares = pool:map(function(x) return x * x end, list)
+            local ok = #squares == 1000
+            for i = 1, 1000 do ok = ok and squares[i] == i * i end
+            print(ok, math.type(squares[7]))
+            print(#pool:map(function(x) return x end, {}))
+            -- upvalues travel with the function; globals resolve in the worker
+            local k = 10
+            print(table.concat(pool:map(function(x) return x + k end, {1, 2, 3}), ","))
+            print(table.concat(pool:map(string.upper, {"a", "b"}), ","))
+            pool:close(); pool:join()
+            print(#jobrun.active_children())
+            """)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "true\tinteger\n0\n11,12,13\nA,B\n0\n")
+    }
+
+    @Test func chunksizeSendsItemsInChunks() {
+        // Each result names the pid that computed it: with chunksize 25, the
+        // items of one chunk share a pid.
+        let r = runScript("""
+            local pool = jobrun.Pool{workers = 3}
+            local list = {}
+            for i = 1, 100 do list[i] = i end
+            local r = pool:map(function(x) jobrun.sleep(0.001); return {x, jobrun.current_process().pid} end, list, 25)
+            local same = true
+            for c = 0, 3 do
+              for i = c * 25 + 1, c * 25 + 25 do same = same and r[i][2] == r[c * 25 + 1][2] and r[i][1] == i end
+            end
+            print(#r, same)
+            local ok, e = pcall(pool.map, pool, print, list, 0)
+            print(e.kind, e.message)
+            ok, e = pcall(pool.map, pool, print, list, "2")
+            print(e.kind, e.message)
+            pool:terminate()
+            """)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == """
+            100\ttrue
+            ValueError\tPool.map: chunksize must be a positive integer, got 0
+            TypeError\tPool.map: chunksize must be a positive integer, got string
+
+            """)
+    }
+
+    @Test func imapYieldsInOrderAndImapUnorderedYieldsEverything() {
+        let r = runScript("""
+            local pool = jobrun.Pool{workers = 3}
+            local list = {}
+            for i = 1, 50 do list[i] = i end
+            local got = {}
+            -- later items finish first: imap still yields them in order
+            for v, i in pool:imap(function(x) jobrun.sleep((50 - x) * 0.0005); return x * 2 end, list) do
+              got[#got + 1] = v .. "@" .. i
+            end
+            print(#got, got[1], got[50])
+            local inorder = true
+            for i = 1, 50 do inorder = inorder and got[i] == (i * 2) .. "@" .. i end
+            print(inorder)
+            local seen, count = {}, 0
+            for v, i in pool:imap_unordered(function(x) jobrun.sleep((x % 5) * 0.002); return -x end, list, 3) do
+              count = count + 1
+              if v == -i then seen[i] = true end
+            end
+            local all = count == 50
+            for i = 1, 50 do all = all and seen[i] end
+            print(all)
+            local n = 0
+            for _ in pool:imap(print, {}) do n = n + 1 end
+            print(n)
+            pool:close(); pool:join()
+            """)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "50\t2@1\t100@50\ntrue\ntrue\n0\n")
+    }
+
+    @Test func starmapSpreadsArgumentLists() {
+        let r = runScript("""
+            local pool = jobrun.Pool{workers = 2}
+            local r = pool:starmap(function(a, b, c) return a .. b .. tostring(c) end,
+                                   {{"x", 1}, {"y", 2, true}, table.pack("z", 3, nil)})
+            print(r[1], r[2], r[3])
+            local ok, e = pcall(pool.starmap, pool, print, {{1}, 2})
+            print(e.kind, e.message)
+            local a = pool:starmap_async(math.max, {{1, 5, 3}, {7, 2}})
+            print(table.concat(a:get(10), ","))
+            pool:close(); pool:join()
+            """)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "x1nil\ty2true\tz3nil\nTypeError\tPool.starmap: list[2] must be a table of arguments, got number\n5,7\n")
+    }
+
+    @Test func applyAsyncGetReadySuccessfulAndTimeout() {
+        let r = runScript("""
+            local pool = jobrun.Pool{workers = 2}
+            local slow = pool:apply_async(function(a, b) jobrun.sleep(0.5); return a + b, "two", nil, 4 end, 1, 2)
+            print(slow:ready())
+            local ok, e = pcall(slow.successful, slow)
+            print(ok, e.kind)
+            local t0 = jobrun.time()
+            ok, e = pcall(slow.get, slow, 0.1)
+            local waited = jobrun.time() - t0
+            print(ok, e.kind, e.kind == jobrun.Timeout, waited >= 0.09 and waited < 2)
+            print(select("#", slow:get(10)), slow:get(10))
+            print(slow:ready(), slow:successful())
+            local bad = pool:apply_async(function() error("nope", 0) end)
+            print(bad:wait(10), bad:ready(), bad:successful())
+            ok, e = pcall(bad.get, bad)
+            print(ok, (e:gsub("\\n.*", "")))
+            print(pool:apply(string.rep, "ab", 3))
+            pool:close(); pool:join()
+            """)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == """
+            false
+            false\tValueError
+            false\tTimeout\ttrue\ttrue
+            4\t3\ttwo\tnil\t4
+            true\ttrue
+            true\ttrue\tfalse
+            false\tnope
+            ababab
+
+            """)
+    }
+
+    @Test func initRunsOnceInEveryWorkerWithItsArguments() {
+        let r = runScript("""
+            local pool = jobrun.Pool{workers = 3, init = function(prefix, n)
+              INIT_COUNT = (INIT_COUNT or 0) + 1
+              TAG = prefix .. n
+            end, init_args = {"w", 7}}
+            local r = pool:map(function(x) jobrun.sleep(0.01)
+              return {TAG, INIT_COUNT, jobrun.current_process().pid} end, {1, 2, 3, 4, 5, 6, 7, 8, 9}, 1)
+            local ok, pids = true, {}
+            for _, v in ipairs(r) do ok = ok and v[1] == "w7" and v[2] == 1; pids[v[3]] = true end
+            local n = 0
+            for _ in pairs(pids) do n = n + 1 end
+            print(ok, n <= 3)
+            pool:close(); pool:join()
+            local broken = jobrun.Pool{workers = 2, init = function() error("no config", 0) end}
+            local ok2, e = pcall(broken.map, broken, print, {1, 2})
+            print(ok2, e.kind, e.message:match("^Pool: init failed in pool worker PoolWorker%-%d+ %(pid %d+%): no config") ~= nil)
+            ok2, e = pcall(broken.apply_async, broken, print)
+            print(ok2, e.kind)
+            broken:close(); broken:join()
+            print(#jobrun.active_children())
+            """)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "true\ttrue\nfalse\tProcessError\ttrue\nfalse\tProcessError\n0\n")
+    }
+
+    @Test func maxTasksRecyclesWorkers() {
+        let r = runScript("""
+            local pool = jobrun.Pool{workers = 2, max_tasks = 2}
+            local list = {}
+            for i = 1, 12 do list[i] = i end
+            local r = pool:map(function(x) return {x, jobrun.current_process().pid} end, list, 1)
+            local pids, n, ok = {}, 0, true
+            for i, v in ipairs(r) do
+              ok = ok and v[1] == i
+              if not pids[v[2]] then pids[v[2]] = true; n = n + 1 end
+            end
+            print(#r, ok, n >= 6)   -- at most 2 tasks per worker
+            pool:close(); pool:join()
+            print(#jobrun.active_children())
+            """)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "12\ttrue\ttrue\n0\n")
+    }
+
+    @Test func taskErrorIsRaisedInTheCallerWithTheWorkersTraceback() {
+        let r = runScript("""
+            local pool = jobrun.Pool{workers = 2}
+            local function check(x)
+              if x == 3 then error("bad item " .. x) end
+              return x
+            end
+            local ok, e = pcall(pool.map, pool, check, {1, 2, 3, 4})
+            print(ok, type(e))
+            print(e:match("^[^\\n]*main%.lua:3: bad item 3\\nstack traceback %(pool worker PoolWorker%-%d+, pid %d+%):\\n") ~= nil)
+            print(e:find("main.lua:3: in", 1, true) ~= nil, e:find("jobrun.Pool:", 1, true) == nil)
+            -- a jobrun error keeps its kind
+            ok, e = pcall(pool.map, pool, function(x) local q = jobrun.Queue(1); q:put(1); q:put(2, false) end, {1})
+            print(ok, e.kind, e.where:match("main%.lua:%d+$") ~= nil, e.message:find("stack traceback", 1, true) ~= nil)
+            -- a plain table is raised as it is
+            ok, e = pcall(pool.map, pool, function(x) error({code = 42}) end, {1})
+            print(ok, type(e), e.code)
+            -- imap raises at the failing item, after the ones before it
+            local got = {}
+            ok, e = pcall(function()
+              for v in pool:imap(function(x) if x == 3 then error("third", 0) end return x end, {1, 2, 3, 4}) do got[#got + 1] = v end
+            end)
+            print(ok, table.concat(got, ","), (e:gsub("\\n.*", "")))
+            -- the pool still works, and an uncaught task error ends the script
+            print(table.concat(pool:map(check, {1, 2}), ","))
+            pool:map(check, {3})
+            """)
+        #expect(r.status == 1, "\(r.stderr)")
+        #expect(r.stdout == """
+            false\tstring
+            true
+            true\ttrue
+            false\tFull\ttrue\ttrue
+            false\ttable\t42
+            false\t1,2\tthird
+            1,2
+
+            """)
+        #expect(r.stderr.contains("main.lua:3: bad item 3\nstack traceback (pool worker PoolWorker-"))
+        #expect(r.stderr.contains("main.lua:24: in main chunk"), "\(r.stderr)")
+    }
+
+    @Test func workerThatExitsFailsItsTaskWithWorkerDiedAndIsReplaced() {
+        let r = runScript("""
+            local pool = jobrun.Pool{workers = 2}
+            local t0 = jobrun.time()
+            local ok, e = pcall(pool.map, pool, function(x)
+              if x == 5 then os.exit(3) end
+              jobrun.sleep(0.01); return x
+            end, {1, 2, 3, 4, 5, 6, 7, 8}, 1)
+            print(ok, e.kind, e.kind == jobrun.WorkerDied, jobrun.time() - t0 < 10)
+            print(e.message:match("^pool worker PoolWorker%-%d+ %(pid %d+%) exited with status 3 while running map item 5 of 8$") ~= nil, e.message)
+            -- later tasks run on the replacement
+            print(table.concat(pool:map(function(x) return x * 2 end, {1, 2, 3, 4}), ","))
+            print(#jobrun.active_children())
+            -- apply_async: get raises it too
+            local a = pool:apply_async(function() os.exit(7) end)
+            ok, e = pcall(a.get, a, 20)
+            print(ok, e.kind, e.message:find("exited with status 7 while running apply_async", 1, true) ~= nil)
+            print(a:ready(), a:successful())
+            pool:close(); pool:join()
+            print(#jobrun.active_children())
+            """, timeout: 60)
+        #expect(r.status == 0, "\(r.stderr)")
+        let lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        #expect(lines.count == 8, "\(r.stdout)\n\(r.stderr)")
+        #expect(lines.first == "false\tWorkerDied\ttrue\ttrue")
+        #expect(lines.count > 1 && lines[1].hasPrefix("true\t"), "\(r.stdout)")
+        #expect(Array(lines.dropFirst(2)) == ["2,4,6,8", "2", "false\tWorkerDied\ttrue", "true\tfalse", "0", ""])
+    }
+
+    @Test func workerKilledBySignalFailsItsTaskWithinSeconds() {
+        let r = runScript("""
+            local pool = jobrun.Pool{workers = 2}
+            local t0 = jobrun.time()
+            local ok, e = pcall(pool.map, pool, function(x)
+              if x == 2 then os.execute("kill -9 " .. jobrun.current_process().pid); jobrun.sleep(30) end
+              return x
+            end, {1, 2, 3}, 1)
+            print(ok, e.kind, jobrun.time() - t0 < 10)
+            print(e.message:find("was killed by signal 9 (SIGKILL) while running map item 2 of 3", 1, true) ~= nil, e.message)
+            -- an idle worker killed from outside is replaced too
+            jobrun.active_children()[1]:kill()
+            jobrun.sleep(0.2)
+            local r = pool:map(function(x) return x + 1 end, {1, 2, 3, 4, 5, 6}, 1)
+            print(table.concat(r, ","), #jobrun.active_children())
+            pool:terminate()
+            print(#jobrun.active_children())
+            """, timeout: 60)
+        #expect(r.status == 0, "\(r.stderr)")
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.count == 4, "\(r.stdout)\n\(r.stderr)")
+        #expect(lines.first == "false\tWorkerDied\ttrue")
+        #expect(lines.count > 1 && lines[1].hasPrefix("true\t"), "\(r.stdout)")
+        #expect(Array(lines.dropFirst(2)) == ["2,3,4,5,6,7\t2", "0"])
+    }
+
+    @Test func closeJoinAndTerminate() {
+        let r = runScript("""
+            local pool = jobrun.Pool{workers = 2}
+            local ok, e = pcall(pool.join, pool)
+            print(ok, e.kind, e.message)
+            local results = {}
+            for i = 1, 6 do results[i] = pool:apply_async(function(x) jobrun.sleep(0.05); return x * x end, i) end
+            pool:close()
+            ok, e = pcall(pool.map, pool, print, {1})
+            print(ok, e.kind, e.message)
+            ok, e = pcall(pool.apply_async, pool, print)
+            print(ok, e.kind)
+            pool:join()          -- waits for the queued tasks
+            local sum = 0
+            for i = 1, 6 do sum = sum + results[i]:get(0) end
+            print(sum, #jobrun.active_children())
+            pool:close(); pool:join()   -- again: no-ops
+
+            local p2 = jobrun.Pool{workers = 2}
+            local long = p2:apply_async(function() jobrun.sleep(30) end)
+            local t0 = jobrun.time()
+            p2:terminate()
+            print(jobrun.time() - t0 < 5, #jobrun.active_children())
+            ok, e = pcall(long.get, long, 5)
+            print(ok, e.kind, e.message)
+            ok, e = pcall(p2.map, p2, print, {1})
+            print(ok, e.kind, e.message)
+            p2:join(); p2:terminate()
+
+            do
+              local p3 <close> = jobrun.Pool{workers = 2}
+              print(p3:apply(function() return "inside" end), #jobrun.active_children())
+            end
+            print(#jobrun.active_children())
+            """, timeout: 60)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == """
+            false\tValueError\tPool.join: call pool:close() or pool:terminate() first
+            false\tValueError\tPool not running (it was closed)
+            false\tValueError
+            91\t0
+            true\t0
+            false\tValueError\tPool was terminated before the task finished
+            false\tValueError\tPool not running (it was terminated)
+            inside\t2
+            0
+
+            """)
+    }
+
+    @Test func workersEndWithTheScript() {
+        // A pool never closed: its daemon workers go when the main chunk ends.
+        let r = runScript("""
+            local pool = jobrun.Pool{workers = 3}
+            print(#pool:map(function(x) return x end, {1, 2, 3}), #jobrun.active_children())
+            """, timeout: 30)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "3\t3\n")
+        #expect(!r.stderr.contains("still running"), "\(r.stderr)")
+    }
+
+    @Test func argumentErrorsNameTheArgumentAndTheCallersLine() {
+        let r = runScript("""
+            local function try(f, ...)
+              local ok, e = pcall(f, ...)
+              print(e.kind, e.message)
+            end
+            try(jobrun.Pool, {workers = 0})
+            try(jobrun.Pool, {workers = 1.5})
+            try(jobrun.Pool, {workers = "4"})
+            try(jobrun.Pool, {worker = 4})
+            try(jobrun.Pool, "x")
+            try(jobrun.Pool, {init = 5})
+            try(jobrun.Pool, {init = print, init_args = 5})
+            try(jobrun.Pool, {max_tasks = 0})
+            local pool = jobrun.Pool(1)
+            try(pool.map, pool, 5, {})
+            try(pool.map, pool, print, "list")
+            try(pool.imap, pool, print, {}, -1)
+            try(pool.map, print, {})
+            try(pool.apply_async, pool, nil)
+            local co = coroutine.create(print)
+            try(pool.map, pool, function() return co end, {1})
+            try(pool.map, pool, tostring, {1, 2, co})   -- (items 1 and 2 were queued and run)
+            local a = pool:apply_async(tostring)
+            try(a.get, a, -1)
+            local ok, e = pcall(pool.map, pool, function() return coroutine.create(print) end, {1})
+            print(e.kind, e.message)
+            ok, e = pcall(function() pool:map(nil, {}) end)
+            print(e.where:match("main%.lua:%d+$"))
+            pool:terminate()
+            """)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == """
+            ValueError\tPool: workers must be a positive integer, got 0
+            ValueError\tPool: workers must be a positive integer, got 1.5
+            TypeError\tPool: workers must be a positive integer, got string
+            TypeError\tPool: unknown option worker (use workers, init, init_args, max_tasks)
+            TypeError\tPool: expected a table of options, e.g. Pool{workers = 4}, got string
+            TypeError\tPool: init must be a function, got number
+            TypeError\tPool: init_args must be a table, got number
+            ValueError\tPool: max_tasks must be a positive integer, got 0
+            TypeError\tPool.map: fn must be a function, got number
+            TypeError\tPool.map: list must be a table, got string
+            ValueError\tPool.imap: chunksize must be a positive integer, got -1
+            TypeError\tPool.map: expected a Pool as self (use pool:map(...)), got function
+            TypeError\tPool.apply_async: fn must be a function, got nil
+            TypeError\tPool.map: cannot send the task to the workers: fn (upvalue co): cannot send a coroutine
+            TypeError\tPool.map: cannot send the task to the workers: list[3]: cannot send a coroutine
+            ValueError\tAsyncResult.get: timeout must be a non-negative number, got -1
+            TypeError\tcannot send the result back: result: cannot send a coroutine
+            main.lua:26
+
+            """)
+    }
+}
