@@ -190,7 +190,17 @@ int jr_mutex_init(pthread_mutex_t *m) {
 }
 
 int jr_mutex_lock(pthread_mutex_t *m) {
-    int r = pthread_mutex_lock(m);
+    // Critical sections here are a few hundred instructions: spinning on
+    // trylock for about as long beats a futex sleep and wake (robust mutexes
+    // do not spin on their own).
+    int r;
+    for (int i = 0; i < 200; i++) {
+        r = pthread_mutex_trylock(m);
+        if (r == 0) return 0;
+        if (r == EOWNERDEAD) { pthread_mutex_consistent(m); return 1; }
+        jr_cpu_relax();
+    }
+    r = pthread_mutex_lock(m);
     if (r == EOWNERDEAD) {
         pthread_mutex_consistent(m);
         return 1;
