@@ -1,0 +1,41 @@
+-- producers -> JoinableQueue -> consumers, small strings, task_done per item.
+--   jobrun queue_items.lua N PRODUCERS CONSUMERS
+-- Twin of queue_items() in py_workloads.py. Prints {"items":N,"seconds":S}:
+-- the time from starting the producers until q:join() returns.
+local n, producers, consumers = tonumber(arg[1]), tonumber(arg[2]), tonumber(arg[3])
+
+local function producer(q, first, last)
+  for i = first, last do q:put("item-" .. i) end
+end
+
+local function consumer(q)
+  while true do
+    local item = q:get()
+    q:task_done()
+    if item == nil then break end
+  end
+end
+
+local q = jobrun.JoinableQueue()
+local cs = {}
+for k = 1, consumers do
+  cs[k] = jobrun.Process{target = consumer, args = {q}}
+  cs[k]:start()
+end
+
+local t0 = jobrun.time()
+local ps, first = {}, 1
+for k = 1, producers do
+  local last = first + n // producers - 1 + ((k - 1 < n % producers) and 1 or 0)
+  ps[k] = jobrun.Process{target = producer, args = {q, first, last}}
+  first = last + 1
+end
+for _, p in ipairs(ps) do p:start() end
+for _, p in ipairs(ps) do p:join() end
+for _ = 1, consumers do q:put(nil) end
+q:join()
+local t1 = jobrun.time()
+for _, c in ipairs(cs) do c:join() end
+for _, p in ipairs(ps) do assert(p.exitcode == 0, "a producer failed") end
+for _, c in ipairs(cs) do assert(c.exitcode == 0, "a consumer failed") end
+print(string.format('{"items":%d,"seconds":%.9f}', n, t1 - t0))
