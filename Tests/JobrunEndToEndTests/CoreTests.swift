@@ -291,3 +291,55 @@ struct OutliveTests {
         for pid in pids { #expect(!isRunning(pid), "worker \(pid) outlived a SIGKILLed main process") }
     }
 }
+
+@Suite("Nothing leaks")
+struct LeakTests {
+    @Test func workersHoldNoStrayDescriptorsAndTheRunLeavesNothingInDevShm() throws {
+        let before = Set((try? FileManager.default.contentsOfDirectory(atPath: "/dev/shm")) ?? [])
+        let r = runScript("""
+            local function fds()
+              local p = io.popen("ls -l /proc/" .. jobrun.current_process().pid .. "/fd 2>/dev/null")
+              local pidfds, arenas, total = 0, 0, 0
+              for line in p:lines() do
+                local target = line:match("%-> (.*)$")
+                if target then
+                  total = total + 1
+                  if target:find("pidfd") then pidfds = pidfds + 1 end
+                  if target:find("jobrun%-arena") then arenas = arenas + 1 end
+                end
+              end
+              p:close()
+              return pidfds, arenas
+            end
+            local q = jobrun.Queue()
+            local siblings = {}
+            for i = 1, 3 do
+              siblings[i] = jobrun.Process{target = function() jobrun.sleep(0.3) end}
+              siblings[i]:start()
+            end
+            local p = jobrun.Process{target = function() q:put({fds()}) end}
+            p:start()
+            local got = q:get()
+            print("fork", got[1], got[2])
+            local w = jobrun.Process{script = "w.lua", args = {q}}
+            w:start(); got = q:get(); print("script", got[1], got[2])
+            p:join(); w:join()
+            for _, s in ipairs(siblings) do s:join() end
+            """, files: ["w.lua": """
+            local q = ...
+            local p = io.popen("ls -l /proc/" .. jobrun.current_process().pid .. "/fd 2>/dev/null")
+            local pidfds, arenas = 0, 0
+            for line in p:lines() do
+              if line:find("pidfd") then pidfds = pidfds + 1 end
+              if line:find("jobrun%-arena") then arenas = arenas + 1 end
+            end
+            p:close()
+            q:put({pidfds, arenas})
+            """])
+        #expect(r.status == 0, "\(r.stderr)")
+        // A worker holds the arena once and none of its siblings' pidfds.
+        #expect(r.stdout == "fork\t0\t1\nscript\t0\t1\n")
+        let after = Set((try? FileManager.default.contentsOfDirectory(atPath: "/dev/shm")) ?? [])
+        #expect(after.subtracting(before).isEmpty)
+    }
+}
