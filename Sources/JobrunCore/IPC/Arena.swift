@@ -135,6 +135,16 @@ public enum Arena {
         return off
     }
 
+    /// A zero-filled shared object whose first field is a `jr_object_header`,
+    /// stamped with its type and a run-unique id.
+    static func newObject<T>(_: T.Type, type: Int) throws(AllocFailure) -> (UInt64, UnsafeMutablePointer<T>) {
+        let off = try allocateZeroed(MemoryLayout<T>.size)
+        let header = pointer(off).assumingMemoryBound(to: jr_object_header.self)
+        header.pointee.type = UInt32(type)
+        header.pointee.id = nextObjectID()
+        return (off, pointer(off).assumingMemoryBound(to: T.self))
+    }
+
     /// Returns a block; large ones give their pages back to the system.
     static func free(_ payloadOffset: UInt64) {
         let blockOffset = payloadOffset - UInt64(MemoryLayout<jr_block>.size)

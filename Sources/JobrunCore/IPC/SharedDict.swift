@@ -12,10 +12,7 @@ struct SharedDict {
     static let initialCapacity: UInt64 = 16
 
     static func create() throws(Arena.AllocFailure) -> UInt64 {
-        let off = try Arena.allocateZeroed(MemoryLayout<jr_dict>.size)
-        let d = Arena.pointer(off).assumingMemoryBound(to: jr_dict.self)
-        d.pointee.hdr.type = UInt32(JR_OBJ_DICT)
-        d.pointee.hdr.id = Arena.nextObjectID()
+        let (off, d) = try Arena.newObject(jr_dict.self, type: JR_OBJ_DICT)
         _ = jr_mutex_init(&d.pointee.lock)
         d.pointee.capacity = initialCapacity
         d.pointee.slots_off = try Arena.allocateZeroed(Int(initialCapacity) * MemoryLayout<jr_dict_slot>.size)

@@ -21,10 +21,7 @@ struct SharedQueue {
     static let sleepSlice: Int64 = 1_000_000_000
 
     static func create(maxsize: Int64, joinable: Bool, redeliver: Bool) throws(Arena.AllocFailure) -> UInt64 {
-        let off = try Arena.allocateZeroed(MemoryLayout<jr_queue>.size)
-        let q = Arena.pointer(off).assumingMemoryBound(to: jr_queue.self)
-        q.pointee.hdr.type = UInt32(joinable ? JR_OBJ_JOINABLE_QUEUE : JR_OBJ_QUEUE)
-        q.pointee.hdr.id = Arena.nextObjectID()
+        let (off, q) = try Arena.newObject(jr_queue.self, type: joinable ? JR_OBJ_JOINABLE_QUEUE : JR_OBJ_QUEUE)
         _ = jr_mutex_init(&q.pointee.lock)
         q.pointee.maxsize = maxsize
         q.pointee.flags = (joinable ? UInt32(JR_QUEUE_JOINABLE) : 0) | (redeliver ? UInt32(JR_QUEUE_REDELIVER) : 0)
@@ -43,21 +40,44 @@ struct SharedQueue {
         if jr_mutex_lock(&q.pointee.lock) == 1 { repair() }
     }
 
-    /// A process died holding the lock: records are committed by moving
-    /// `head`/`tail`, so recount the items between them, in case it died
-    /// between moving one and updating `count`.
-    private func repair() {
+    /// Calls `body` with the start and size of each live record, oldest
+    /// first, skipping wrap markers. Lock held.
+    private func forEachRecord(_ body: (UnsafeMutableRawPointer, Int) -> Void) {
         let ring = Arena.pointer(q.pointee.ring_off)
         let cap = q.pointee.ring_cap
         var h = q.pointee.head
-        var n: UInt64 = 0
         while h < q.pointee.tail {
             let pos = h & (cap - 1)
             let r = (ring + Int(pos)).assumingMemoryBound(to: jr_record.self)
             if r.pointee.kind == UInt32(JR_REC_WRAP) { h += cap - pos; continue }
-            h += 8 + SharedQueue.padded(Int(r.pointee.length))
-            n += 1
+            let size = 8 + Int(SharedQueue.padded(Int(r.pointee.length)))
+            body(ring + Int(pos), size)
+            h += UInt64(size)
         }
+    }
+
+    /// Copies the live records to `ring` (a new ring of `cap` bytes) from byte
+    /// `at` on, then makes it the queue's ring in place of the old one. Lock held.
+    private func replaceRing(with newOff: UInt64, cap: UInt64, at: Int) {
+        let new = Arena.pointer(newOff)
+        var w = at
+        forEachRecord { record, size in
+            memcpy(new + w, record, size)
+            w += size
+        }
+        Arena.free(q.pointee.ring_off)
+        q.pointee.ring_off = newOff
+        q.pointee.ring_cap = cap
+        q.pointee.head = 0
+        q.pointee.tail = UInt64(w)
+    }
+
+    /// A process died holding the lock: records are committed by moving
+    /// `head`/`tail`, so recount the items between them, in case it died
+    /// between moving one and updating `count`.
+    private func repair() {
+        var n: UInt64 = 0
+        forEachRecord { _, _ in n += 1 }
         jr_store_u64(&q.pointee.count, n)
     }
     @inline(__always) private func unlock() { jr_mutex_unlock(&q.pointee.lock) }
@@ -165,25 +185,7 @@ struct SharedQueue {
         var newCap = cap * 2
         while used + need * 2 > newCap { newCap *= 2 }
         guard let newOff = try? Arena.allocate(Int(newCap)) else { return false }
-        // Copy the live records in order, dropping wrap markers' padding.
-        let old = Arena.pointer(q.pointee.ring_off)
-        let new = Arena.pointer(newOff)
-        var h = q.pointee.head
-        var w: UInt64 = 0
-        while h < q.pointee.tail {
-            let pos = h & (cap - 1)
-            let r = (old + Int(pos)).assumingMemoryBound(to: jr_record.self)
-            if r.pointee.kind == UInt32(JR_REC_WRAP) { h += cap - pos; continue }
-            let size = 8 + SharedQueue.padded(Int(r.pointee.length))
-            memcpy(new + Int(w), old + Int(pos), Int(size))
-            w += size
-            h += size
-        }
-        Arena.free(q.pointee.ring_off)
-        q.pointee.ring_off = newOff
-        q.pointee.ring_cap = newCap
-        q.pointee.head = 0
-        q.pointee.tail = w
+        replaceRing(with: newOff, cap: newCap, at: 0)
         return true
     }
 
@@ -309,7 +311,12 @@ struct SharedQueue {
         if q.pointee.failed_tasks > 0 {
             let n = q.pointee.failed_tasks
             let who = withUnsafeBytes(of: &q.pointee.failed_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-            return .workerDied("\(n) item\(n == 1 ? "" : "s") will never be marked done: \(who) (pid \(q.pointee.failed_pid)) \(describeExit(q.pointee.failed_code)) while holding \(n == 1 ? "it" : "them")")
+            // The parent may record the exit code after the monitor failed the tasks.
+            var code = q.pointee.failed_code
+            if code == Int32.min, let r = ProcessRegistry.find(q.pointee.failed_pid), jr_load_u32(&r.pointee.has_exit_code) != 0 {
+                code = r.pointee.exit_code
+            }
+            return .workerDied("\(n) item\(n == 1 ? "" : "s") will never be marked done: \(who) (pid \(q.pointee.failed_pid)) \(describeExit(code)) while holding \(n == 1 ? "it" : "them")")
         }
         return .ok
     }
@@ -353,22 +360,7 @@ struct SharedQueue {
                 w += 8 + Int(SharedQueue.padded(length))
             }
         }
-        let old = Arena.pointer(q.pointee.ring_off)
-        var h = q.pointee.head
-        while h < q.pointee.tail {
-            let pos = h & (cap - 1)
-            let r = (old + Int(pos)).assumingMemoryBound(to: jr_record.self)
-            if r.pointee.kind == UInt32(JR_REC_WRAP) { h += cap - pos; continue }
-            let size = 8 + Int(SharedQueue.padded(Int(r.pointee.length)))
-            memcpy(new + w, old + Int(pos), size)
-            w += size
-            h += UInt64(size)
-        }
-        Arena.free(q.pointee.ring_off)
-        q.pointee.ring_off = newOff
-        q.pointee.ring_cap = newCap
-        q.pointee.head = 0
-        q.pointee.tail = UInt64(w)
+        replaceRing(with: newOff, cap: newCap, at: w)
         jr_store_u64(&q.pointee.count, q.pointee.count + UInt64(items.count))
         q.pointee.items_seq &+= 1
         _ = jr_futex_wake(&q.pointee.items_seq, Int32.max)

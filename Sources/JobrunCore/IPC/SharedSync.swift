@@ -16,10 +16,7 @@ struct SharedSync {
     static let ownerCheckSlice: Int64 = 100_000_000
 
     static func create(type: Int, value: Int64 = 0, bound: Int64 = 0, link: UInt64 = 0) throws(Arena.AllocFailure) -> UInt64 {
-        let off = try Arena.allocateZeroed(MemoryLayout<jr_sync>.size)
-        let s = Arena.pointer(off).assumingMemoryBound(to: jr_sync.self)
-        s.pointee.hdr.type = UInt32(type)
-        s.pointee.hdr.id = Arena.nextObjectID()
+        let (off, s) = try Arena.newObject(jr_sync.self, type: type)
         _ = jr_mutex_init(&s.pointee.lock)
         s.pointee.value = value
         s.pointee.bound = bound

@@ -251,11 +251,8 @@ enum DictBindings {
         let L = L!
         if jr_lua_isnoneornil(L, 1) != 0 { lua_settop(L, 0); lua_pushinteger(L, 0) }
         if !requireNumber(L, 1, "Value: initial") { return -1 }
-        let off: UInt64
-        do { off = try Arena.allocateZeroed(MemoryLayout<jr_value>.size) } catch { return Lua.raise(L, .ValueError, "Value: out of shared memory") }
-        let v = Arena.pointer(off).assumingMemoryBound(to: jr_value.self)
-        v.pointee.hdr.type = UInt32(JR_OBJ_VALUE)
-        v.pointee.hdr.id = Arena.nextObjectID()
+        let off: UInt64, v: UnsafeMutablePointer<jr_value>
+        do { (off, v) = try Arena.newObject(jr_value.self, type: JR_OBJ_VALUE) } catch { return Lua.raise(L, .ValueError, "Value: out of shared memory") }
         _ = jr_mutex_init(&v.pointee.lock)
         store(L, 1, v)
         ObjectHandle.push(L, ObjectHandle(offset: off, type: UInt32(JR_OBJ_VALUE)))

@@ -58,10 +58,7 @@ enum PipeBindings {
         let duplex: Bool
         do { duplex = try Lua.optBool(L, 1, true, "Pipe", "duplex") } catch { return Lua.raise(L, error) }
         do {
-            let off = try Arena.allocateZeroed(MemoryLayout<jr_pipe>.size)
-            let p = Arena.pointer(off).assumingMemoryBound(to: jr_pipe.self)
-            p.pointee.hdr.type = UInt32(JR_OBJ_PIPE_END0)
-            p.pointee.hdr.id = Arena.nextObjectID()
+            let (off, p) = try Arena.newObject(jr_pipe.self, type: JR_OBJ_PIPE_END0)
             p.pointee.duplex = duplex ? 1 : 0
             p.pointee.queue.1 = try SharedQueue.create(maxsize: 0, joinable: false, redeliver: false)
             p.pointee.queue.0 = duplex ? try SharedQueue.create(maxsize: 0, joinable: false, redeliver: false) : p.pointee.queue.1
