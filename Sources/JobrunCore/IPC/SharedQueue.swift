@@ -149,7 +149,7 @@ struct SharedQueue {
         q.pointee.tail += need
         jr_store_u64(&q.pointee.count, q.pointee.count + 1)
         q.pointee.total_put += 1
-        if isJoinable { q.pointee.unfinished += 1 }
+        if isJoinable { _ = jr_add_u64(&q.pointee.unfinished, 1) }
         let wake = q.pointee.get_waiters > 0
         if wake { q.pointee.items_seq &+= 1 }
         unlock()
@@ -285,16 +285,25 @@ struct SharedQueue {
 
     enum TaskDoneResult { case ok, tooMany }
 
+    /// Without the queue's lock in the common case: `unfinished` is atomic.
+    /// Only when it falls to the point where join may return is the lock
+    /// taken, so a joiner about to sleep cannot miss the wake-up.
     func taskDone() -> TaskDoneResult {
-        lock()
-        if q.pointee.unfinished == 0 { unlock(); return .tooMany }
-        q.pointee.unfinished -= 1
+        var v = jr_load_u64(&q.pointee.unfinished)
+        while true {
+            if v == 0 { return .tooMany }
+            if jr_cas_u64(&q.pointee.unfinished, v, v - 1) != 0 { break }
+            v = jr_load_u64(&q.pointee.unfinished)
+        }
         ProcessRegistry.done(with: offset)
         if q.pointee.flags & UInt32(JR_QUEUE_REDELIVER) != 0 { ProcessRegistry.release(from: offset) }
-        let wake = q.pointee.unfinished <= q.pointee.failed_tasks && q.pointee.join_waiters > 0
-        if wake { q.pointee.done_seq &+= 1 }
-        unlock()
-        if wake { _ = jr_futex_wake(&q.pointee.done_seq, Int32.max) }
+        if v - 1 <= jr_load_u64(&q.pointee.failed_tasks) {
+            lock()
+            q.pointee.done_seq &+= 1
+            let wake = q.pointee.join_waiters > 0
+            unlock()
+            if wake { _ = jr_futex_wake(&q.pointee.done_seq, Int32.max) }
+        }
         return .ok
     }
 
@@ -303,7 +312,7 @@ struct SharedQueue {
     func join(deadline: Deadline) -> JoinResult {
         lock()
         defer { unlock() }
-        while q.pointee.unfinished > q.pointee.failed_tasks {
+        while jr_load_u64(&q.pointee.unfinished) > q.pointee.failed_tasks {
             if deadline.expired { return .timedOut }
             waitLocked(&q.pointee.done_seq, waiters: &q.pointee.join_waiters, deadline: deadline, kind: JR_WAIT_JOIN)
             if let f = ProcessRegistry.failure { return .failed(f) }
