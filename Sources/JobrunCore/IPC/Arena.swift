@@ -18,6 +18,13 @@ public enum Arena {
     static let headerBytes: UInt64 = (UInt64(MemoryLayout<jr_arena_header>.size) + 4095) & ~4095
     /// Blocks at least this large are page aligned and give their pages back when freed.
     static let punchClass: UInt64 = 16
+    /// Up to this many free blocks of each class below `alwaysPunchClass`
+    /// keep their pages, so a stream of 1 MiB items does not fault in and
+    /// zero every page of every item (at most ~128 MiB over all classes).
+    static let residentPerClass: UInt32 = 8
+    static let alwaysPunchClass: UInt64 = 24
+    /// Set in a free block's size_class when it kept its pages.
+    static let residentFlag: UInt64 = 1 << 32
 
     public private(set) static var fd: Int32 = -1
     public private(set) static var base: UnsafeMutableRawPointer! = nil
@@ -109,6 +116,7 @@ public enum Arena {
                 if off != 0 {
                     let b = pointer(off).assumingMemoryBound(to: jr_block.self)
                     heads[Int(c)] = b.pointee.next
+                    if b.pointee.size_class & residentFlag != 0 { residentCount(h, c).pointee -= 1 }
                 }
                 return off
             }
@@ -149,14 +157,23 @@ public enum Arena {
     static func free(_ payloadOffset: UInt64) {
         let blockOffset = payloadOffset - UInt64(MemoryLayout<jr_block>.size)
         let b = pointer(blockOffset).assumingMemoryBound(to: jr_block.self)
-        let c = b.pointee.size_class
+        let c = b.pointee.size_class & ~residentFlag
         let size = UInt64(1) << c
-        if c >= punchClass {
-            // Keep the header page (it holds the free-list link); return the rest.
-            _ = jr_punch_hole(fd, blockOffset + 4096, size - 4096)
-        }
         let h = header
         _ = jr_mutex_lock(&h.pointee.alloc_lock)
+        b.pointee.size_class = c
+        if c >= punchClass {
+            if c < alwaysPunchClass && residentCount(h, c).pointee < residentPerClass {
+                residentCount(h, c).pointee += 1
+                b.pointee.size_class = c | residentFlag
+            } else {
+                // Give the pages back, except the header page (it holds the
+                // free-list link), before the block can be handed out again.
+                jr_mutex_unlock(&h.pointee.alloc_lock)
+                _ = jr_punch_hole(fd, blockOffset + 4096, size - 4096)
+                _ = jr_mutex_lock(&h.pointee.alloc_lock)
+            }
+        }
         withUnsafeMutablePointer(to: &h.pointee.free_heads) {
             $0.withMemoryRebound(to: UInt64.self, capacity: Int(JR_NCLASSES)) { heads in
                 b.pointee.next = heads[Int(c)]
@@ -168,6 +185,12 @@ public enum Arena {
         if wake { h.pointee.space_seq &+= 1 }
         jr_mutex_unlock(&h.pointee.alloc_lock)
         if wake { _ = jr_futex_wake(&h.pointee.space_seq, Int32.max) }
+    }
+
+    private static func residentCount(_ h: UnsafeMutablePointer<jr_arena_header>, _ c: UInt64) -> UnsafeMutablePointer<UInt32> {
+        withUnsafeMutablePointer(to: &h.pointee.free_resident) {
+            UnsafeMutableRawPointer($0).assumingMemoryBound(to: UInt32.self) + Int(c)
+        }
     }
 
     /// Sleeps until some block is freed or the deadline passes; false on timeout.
