@@ -193,11 +193,16 @@ int jr_mutex_lock(pthread_mutex_t *m) {
     // Critical sections here are a few hundred instructions: spinning on
     // trylock for about as long beats a futex sleep and wake (robust mutexes
     // do not spin on their own).
+    // Test before test-and-set: read the lock word (glibc's __data.__lock)
+    // and try only when it looks free, so spinners do not bounce the cache
+    // line with writes.
     int r;
     for (int i = 0; i < 200; i++) {
-        r = pthread_mutex_trylock(m);
-        if (r == 0) return 0;
-        if (r == EOWNERDEAD) { pthread_mutex_consistent(m); return 1; }
+        if (__atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED) == 0) {
+            r = pthread_mutex_trylock(m);
+            if (r == 0) return 0;
+            if (r == EOWNERDEAD) { pthread_mutex_consistent(m); return 1; }
+        }
         jr_cpu_relax();
     }
     r = pthread_mutex_lock(m);
