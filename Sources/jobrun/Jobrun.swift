@@ -4,6 +4,16 @@ import JobrunCore
 import Glibc
 #endif
 
+// The command line. Two subcommands: `run` (the default, so `jobrun
+// script.lua ARGS...` needs no word before the script) and `check`. Only
+// the first argument can name a subcommand, and only when it is exactly
+// `run`, `check` or `help`; a script with one of those names is run as
+// `jobrun ./check` or `jobrun run check`. Everything after the script is the
+// script's, verbatim (`--flag`, `-x`, `--help` included).
+//
+// The main process forks, so it stays single-threaded: no Dispatch, no
+// Swift concurrency, no Foundation process launching in this target.
+
 enum FileHandleOutput {
     static func standardError(_ text: String) { fputs(text, stderr) }
 }
@@ -29,25 +39,67 @@ struct Jobrun: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "jobrun",
         abstract: "Run a Lua 5.4 script as a multi-process pipeline.",
+        usage: """
+            jobrun [--shm-limit <MiB>] [--prefix] [-e <code> ...] [<script> [<args> ...]]
+            jobrun check <script> ...
+            """,
         discussion: """
             The script starts worker processes and joins them with shared-memory
             queues, locks and the other objects of Python's multiprocessing,
             through the `jobrun` module (a global; also `require "jobrun"`).
 
+            Options of `run` (the default subcommand; `jobrun help run` lists them):
+              --shm-limit <MiB>   most shared memory queued items may use at once
+              --prefix            start each line a worker prints with "[name] "
+              -e <code>           run the Lua chunk before the script (repeatable);
+                                  with no script, run just the chunk(s)
+
             Examples:
               jobrun examples/pipeline.lua examples/data/words.txt 4
-              jobrun pipeline.lua a b c      # arg[1..3] and ... are "a", "b", "c"
+              jobrun stage.lua a --verbose -x  # arg[1..3]: "a", "--verbose", "-x"
+              jobrun --prefix pipeline.lua     # workers' lines: "[consumer-1] ..."
+              jobrun -e 'print(jobrun.cpu_count())'
+              jobrun check a.lua b.lua         # compile only: "a.lua: ok" or the error
+              jobrun ./check                   # a script named `check`
 
-            Exit status: 0 when the script ends, 1 when it raises an error,
-            n for os.exit(n), 2 for bad usage (such as a missing script).
+            Exit status:
+              0        the script ended (check: every script compiles)
+              1        the script raised an error (check: a syntax error)
+              n        the script called os.exit(n)
+              128+N    jobrun was killed by signal N (as the shell reports it)
+              2        bad usage, such as a missing or unreadable script
+
+            Shell completion: jobrun --generate-completion-script bash|zsh|fish
             """,
-        version: JobrunCore.version
+        version: JobrunCore.version,
+        subcommands: [Run.self, Check.self],
+        defaultSubcommand: Run.self
+    )
+}
+
+/// `jobrun [run] [options] [script [args...]]`: runs the script (and the `-e`
+/// chunks). Also the entry point of a `script` worker (hidden `--worker*`).
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a script (the default: `jobrun script.lua` is `jobrun run script.lua`).",
+        discussion: """
+            Arguments after the script are the script's, verbatim, options included:
+            arg[0] is the script, arg[1..n] and ... are the arguments.
+            """
     )
 
     @Option(name: .customLong("shm-limit"), help: ArgumentHelp(
         "Most shared memory (MiB) queued items may use at once; producers wait past it.",
         valueName: "MiB"))
     var shmLimit: UInt64?
+
+    @Option(name: .customShort("e"), parsing: .unconditionalSingleValue, help: ArgumentHelp(
+        "Run this Lua chunk before the script (repeatable, like lua -e); with no script, run just the chunks.",
+        valueName: "code"))
+    var chunks: [String] = []
+
+    @Flag(name: .customLong("prefix"), help: "Start each line a worker prints (print, io.write, io.stdout/io.stderr:write) with [its name].")
+    var prefix = false
 
     @Flag(name: .customLong("worker"), help: .hidden) var worker = false
     @Option(name: .customLong("worker-arena-fd"), help: .hidden) var workerArenaFD: Int32 = 3
@@ -56,26 +108,55 @@ struct Jobrun: ParsableCommand {
     @Option(name: .customLong("worker-parent"), help: .hidden) var workerParent: Int32 = 0
     @Option(name: .customLong("worker-dir"), help: .hidden) var workerDirectory: String = "."
     @Flag(name: .customLong("worker-daemon"), help: .hidden) var workerDaemon = false
+    @Flag(name: .customLong("worker-prefix"), help: .hidden) var workerPrefix = false
 
-    @Argument(help: ArgumentHelp("The Lua script to run.", valueName: "script"))
-    var script: String
+    @Argument(help: ArgumentHelp("The Lua script to run (optional with -e).", valueName: "script"),
+              completion: .file(extensions: ["lua"]))
+    var script: String?
 
     @Argument(parsing: .captureForPassthrough, help: ArgumentHelp("Arguments for the script: arg[1..n] and ...", valueName: "args"))
     var arguments: [String] = []
 
+    func validate() throws {
+        if script == nil && (worker || chunks.isEmpty) {
+            throw ValidationError("Missing expected argument '<script>' (or -e <code>)")
+        }
+    }
+
     mutating func run() throws {
         let status: Int32
-        if worker {
+        if worker, let script {
             let parts = workerArgs.split(separator: ":")
             let offset = UInt64(parts.first ?? "0") ?? 0
             let length = Int(parts.last ?? "0") ?? 0
             status = Host.runWorker(arenaFD: workerArenaFD, argsOffset: offset, argsLength: length,
                                     name: workerName, daemon: workerDaemon, parent: workerParent,
-                                    scriptDirectory: workerDirectory, script: script)
+                                    scriptDirectory: workerDirectory, script: script, prefix: workerPrefix)
         } else {
             status = Host.runMain(script: script, arguments: arguments,
-                                  options: Host.Options(shmLimit: shmLimit.map { $0 << 20 }))
+                                  options: Host.Options(shmLimit: shmLimit.map { $0 << 20 },
+                                                        chunks: chunks, prefix: prefix))
         }
         throw ExitCode(status)
+    }
+}
+
+/// `jobrun check SCRIPT...`: compiles each script without running it.
+struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Compile scripts without running them; report syntax errors.",
+        discussion: """
+            Prints "SCRIPT: ok" for each script that compiles and the syntax error
+            (file:line: message) on stderr for each that does not. Exit status: 0 when
+            all compile, 1 when one has a syntax error, 2 when one cannot be read.
+            """
+    )
+
+    @Argument(help: ArgumentHelp("The Lua scripts to check.", valueName: "script"),
+              completion: .file(extensions: ["lua"]))
+    var scripts: [String]
+
+    mutating func run() throws {
+        throw ExitCode(Host.check(scripts: scripts))
     }
 }

@@ -70,6 +70,7 @@ enum CoreBindings {
                     "--worker-name", name, "--worker-parent", String(Glibc.getpid()),
                     "--worker-dir", Runtime.scriptDirectory]
         if daemon { argv.append("--worker-daemon") }
+        if Host.prefixOutput { argv.append("--worker-prefix") }
         argv.append(path)
         do {
             let pid = try ProcessControl.spawnSelf(arguments: argv)

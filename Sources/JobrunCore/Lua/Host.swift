@@ -8,19 +8,28 @@ public enum Host {
     /// Options for the main process of a run.
     public struct Options {
         public var shmLimit: UInt64?
-        public init(shmLimit: UInt64? = nil) { self.shmLimit = shmLimit }
+        /// `-e` chunks, run in order before the script (as `lua -e`).
+        public var chunks: [String]
+        /// `--prefix`: workers' output lines start with `[name] `.
+        public var prefix: Bool
+        public init(shmLimit: UInt64? = nil, chunks: [String] = [], prefix: Bool = false) {
+            self.shmLimit = shmLimit; self.chunks = chunks; self.prefix = prefix
+        }
     }
 
-    /// Runs `script` as the main process; returns the exit status.
-    public static func runMain(script: String, arguments: [String], options: Options = Options()) -> Int32 {
-        if access(script, F_OK) != 0 || access(script, R_OK) != 0 {
-            writeAll(2, "jobrun: cannot open \(script): \(String(cString: strerror(Glibc.errno)))\n")
-            return 2
-        }
-        var st = stat()
-        if stat(script, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR {
-            writeAll(2, "jobrun: cannot run \(script): it is a directory\n")
-            return 2
+    /// Runs `script` (or, when it is nil, just the `-e` chunks) as the main
+    /// process; returns the exit status.
+    public static func runMain(script: String?, arguments: [String], options: Options = Options()) -> Int32 {
+        if let script {
+            if access(script, F_OK) != 0 || access(script, R_OK) != 0 {
+                writeAll(2, "jobrun: cannot open \(script): \(String(cString: strerror(Glibc.errno)))\n")
+                return 2
+            }
+            var st = stat()
+            if stat(script, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR {
+                writeAll(2, "jobrun: cannot run \(script): it is a directory\n")
+                return 2
+            }
         }
         jr_reset_signals()
         ProcessControl.becomeSubreaper()
@@ -31,17 +40,19 @@ public enum Host {
         jr_stdout_linebuffered()
         ProcessRegistry.register(name: "MainProcess", parent: getppid())
         Monitor.start()
-        Runtime.scriptDirectory = directory(of: script)
+        Runtime.scriptDirectory = script.map(directory(of:)) ?? "."
         guard let L = newState() else { return 1 }
-        setArgTable(L, script: script, arguments: arguments)
-        return runFile(L, script: script, arguments: arguments) { message in
+        if options.prefix { installPrefixing(L) }
+        setArgTable(L, script: script ?? "jobrun", arguments: arguments)
+        return runFile(L, script: script, chunks: options.chunks, arguments: arguments) { message in
             "jobrun: \(message)\n"
         }
     }
 
     /// Runs a `script` worker (started by `Process{script = ...}`).
     public static func runWorker(arenaFD: Int32, argsOffset: UInt64, argsLength: Int, name: String,
-                                 daemon: Bool, parent: Int32, scriptDirectory: String, script: String) -> Int32 {
+                                 daemon: Bool, parent: Int32, scriptDirectory: String, script: String,
+                                 prefix: Bool = false) -> Int32 {
         jr_reset_signals()
         ProcessControl.dieWithParent(parent)
         do { try Arena.attach(fd: arenaFD) } catch {
@@ -65,6 +76,7 @@ public enum Host {
             """) {
             lua_getglobal(L, "jobrun"); Lua.pushString(L, name); lua_pushboolean(L, daemon ? 1 : 0); return 3
         }
+        if prefix { installPrefixing(L) }
         // Decode the arguments the parent left in the arena.
         let top = lua_gettop(L)
         let (n, err) = ValueDecoder.decodeValues(L, UnsafeRawBufferPointer(start: Arena.pointer(argsOffset), count: argsLength))
@@ -83,7 +95,7 @@ public enum Host {
         lua_setglobal(L, "arg")
         let pid = getpid()
         return runFile(L, script: script, argumentIndices: args) { message in
-            "Process \(name) (pid \(pid)): \(message)\n"
+            prefixLines("Process \(name) (pid \(pid)): \(message)\n", name: name)
         }
     }
 
@@ -130,27 +142,43 @@ public enum Host {
         }
     }
 
-    /// Loads and runs the script file with the given arguments; then ends the
-    /// process's children as lua-api.md says; returns the exit status.
-    static func runFile(_ L: LuaState, script: String, arguments: [String] = [], argumentIndices: [Int32] = [],
-                        format: (String) -> String) -> Int32 {
+    /// Runs the `-e` chunks, then loads and runs the script file (if any) with
+    /// the given arguments; then ends the process's children as lua-api.md
+    /// says; returns the exit status.
+    static func runFile(_ L: LuaState, script: String?, chunks: [String] = [], arguments: [String] = [],
+                        argumentIndices: [Int32] = [], format: (String) -> String) -> Int32 {
         jr_push_swift_function(L, tracebackHandler)
         let handler = lua_gettop(L)
-        let status = luaL_loadfilex(L, script, nil)
-        if status != LUA_OK {
-            let msg = Lua.string(L, -1) ?? "cannot load \(script)"
-            writeAll(2, format(msg))
-            return 1
-        }
-        for a in arguments { Lua.pushString(L, a) }
-        for i in argumentIndices { lua_pushvalue(L, i) }
-        let nargs = Int32(arguments.count + argumentIndices.count)
         var code: Int32 = 0
-        if jr_lua_pcall(L, nargs, 0, handler) != LUA_OK {
-            fflush(stdout)
-            writeAll(2, format(Lua.string(L, -1) ?? "(error object is not a string)"))
-            jr_lua_pop(L, 1)
-            code = 1
+        for chunk in chunks where code == 0 {
+            // The chunk name lua.c gives `-e` code: errors read "(command line):1: ...".
+            if luaL_loadbufferx(L, chunk, chunk.utf8.count, "=(command line)", nil) != LUA_OK {
+                writeAll(2, format(Lua.string(L, -1) ?? "(command line): cannot load"))
+                jr_lua_pop(L, 1)
+                code = 1
+            } else if jr_lua_pcall(L, 0, 0, handler) != LUA_OK {
+                fflush(stdout)
+                writeAll(2, format(Lua.string(L, -1) ?? "(error object is not a string)"))
+                jr_lua_pop(L, 1)
+                code = 1
+            }
+        }
+        if code == 0, let script {
+            if luaL_loadfilex(L, script, nil) != LUA_OK {
+                writeAll(2, format(Lua.string(L, -1) ?? "cannot load \(script)"))
+                jr_lua_pop(L, 1)
+                code = 1
+            } else {
+                for a in arguments { Lua.pushString(L, a) }
+                for i in argumentIndices { lua_pushvalue(L, i) }
+                let nargs = Int32(arguments.count + argumentIndices.count)
+                if jr_lua_pcall(L, nargs, 0, handler) != LUA_OK {
+                    fflush(stdout)
+                    writeAll(2, format(Lua.string(L, -1) ?? "(error object is not a string)"))
+                    jr_lua_pop(L, 1)
+                    code = 1
+                }
+            }
         }
         if ProcessRegistry.failure != nil && code == 0 { code = 1 }
         shutdown(L, abort: code != 0)

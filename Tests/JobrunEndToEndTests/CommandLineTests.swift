@@ -1,0 +1,234 @@
+import Foundation
+import Testing
+
+/// A fresh temporary folder holding `files`; removed by the returned closure.
+private func scratchFolder(_ files: [String: String]) -> (path: String, remove: () -> Void) {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("jobrun-cli-\(UUID().uuidString)")
+    try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    for (name, text) in files {
+        try? text.write(to: dir.appendingPathComponent(name), atomically: true, encoding: .utf8)
+    }
+    return (dir.path, { try? FileManager.default.removeItem(at: dir) })
+}
+
+@Suite("jobrun check")
+struct CheckCommandTests {
+    @Test func goodScriptsAreOk() {
+        let dir = scratchFolder(["a.lua": "print(1)\n", "b.lua": "#!/usr/bin/env jobrun\nlocal x = ...\n"])
+        defer { dir.remove() }
+        let r = runJobrun(["check", "a.lua", "b.lua"], timeout: 30, cwd: dir.path)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "a.lua: ok\nb.lua: ok\n")
+        #expect(r.stderr == "")
+    }
+
+    @Test func syntaxErrorIsReportedAndNothingRuns() {
+        let dir = scratchFolder(["good.lua": "print('ran')\n", "bad.lua": "print('ran')\nlocal y = = 2\n"])
+        defer { dir.remove() }
+        let r = runJobrun(["check", "good.lua", "bad.lua"], timeout: 30, cwd: dir.path)
+        #expect(r.status == 1)
+        #expect(r.stdout == "good.lua: ok\n")
+        #expect(r.stderr == "bad.lua:2: unexpected symbol near '='\n")
+        #expect(!r.stdout.contains("ran"))
+    }
+
+    @Test func unreadableFileExits2AndTheOthersAreStillChecked() {
+        let dir = scratchFolder(["bad.lua": "local = 1\n", "good.lua": "return 1\n"])
+        defer { dir.remove() }
+        let r = runJobrun(["check", "missing.lua", "bad.lua", "good.lua"], timeout: 30, cwd: dir.path)
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("cannot open missing.lua"))
+        #expect(r.stderr.contains("bad.lua:1:"))
+        #expect(r.stdout == "good.lua: ok\n")
+    }
+
+    @Test func checkWithoutScriptsIsBadUsage() {
+        let r = runJobrun(["check"], timeout: 30)
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("Usage: jobrun check"))
+    }
+
+    @Test func aScriptNamedCheckRunsWithDotSlashOrRun() {
+        let dir = scratchFolder(["check": "print('the check script', ...)\n"])
+        defer { dir.remove() }
+        let r = runJobrun(["./check", "x"], timeout: 30, cwd: dir.path)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "the check script\tx\n")
+        let r2 = runJobrun(["run", "check", "y"], timeout: 30, cwd: dir.path)
+        #expect(r2.status == 0, "\(r2.stderr)")
+        #expect(r2.stdout == "the check script\ty\n")
+    }
+}
+
+@Suite("jobrun -e")
+struct ChunkOptionTests {
+    @Test func chunksAloneRunInOrderWithTheModule() {
+        let r = runJobrun(["-e", "x = 20", "-e", "print(x + 1, type(jobrun.Queue))"], timeout: 30)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "21\tfunction\n")
+    }
+
+    @Test func chunksMayStartWorkers() {
+        let r = runJobrun(["-e", """
+            local q = jobrun.Queue()
+            local p = jobrun.Process{target = function() q:put(6 * 7) end}
+            p:start(); print(q:get(true, 10)); p:join(10); print(p.exitcode)
+            """], timeout: 30)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "42\n0\n")
+    }
+
+    @Test func chunksRunBeforeTheScriptAndLaterDashEIsTheScripts() {
+        let r = runScript("print(greeting, ...)", args: ["-e", "--flag"])
+        #expect(r.stdout == "nil\t-e\t--flag\n")
+        let dir = scratchFolder(["main.lua": "print(greeting, ...)\n"])
+        defer { dir.remove() }
+        let r2 = runJobrun(["-e", "greeting = 'hi'", "main.lua", "-e", "x"], timeout: 30, cwd: dir.path)
+        #expect(r2.status == 0, "\(r2.stderr)")
+        #expect(r2.stdout == "hi\t-e\tx\n")
+    }
+
+    @Test func chunkMayLookLikeAnOption() {
+        let r = runJobrun(["-e", "-- just a comment", "-e", "print('after')"], timeout: 30)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "after\n")
+    }
+
+    @Test func errorsNameTheCommandLineAndStopTheRun() {
+        let r = runJobrun(["-e", "error('boom')", "-e", "print('not reached')"], timeout: 30)
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("(command line):1: boom"))
+        #expect(r.stdout == "")
+        let s = runJobrun(["-e", "local x = = 1"], timeout: 30)
+        #expect(s.status == 1)
+        #expect(s.stderr.contains("(command line):1: unexpected symbol near '='"))
+        let t = runScript("print('script ran')")
+        #expect(t.stdout == "script ran\n")
+    }
+
+    @Test func neitherScriptNorChunkIsBadUsage() {
+        let r = runJobrun([], timeout: 30)
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("Missing expected argument '<script>'"))
+    }
+}
+
+@Suite("jobrun --prefix")
+struct PrefixOptionTests {
+    @Test func forkedWorkerLinesCarryItsName() {
+        let dir = scratchFolder(["main.lua": """
+            print("from main")
+            local p = jobrun.Process{name = "worker-1", target = function()
+              print("hello", 1)
+              io.write("partial ", 2, " ")
+              io.write("line\\nnext\\n")
+              io.stdout:write("via io.stdout\\n")
+              io.stderr:write("to stderr\\n")
+            end}
+            p:start(); p:join(10)
+            print("main again")
+            """])
+        defer { dir.remove() }
+        let r = runJobrun(["--prefix", "main.lua"], timeout: 30, cwd: dir.path)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == """
+            from main
+            [worker-1] hello\t1
+            [worker-1] partial 2 line
+            [worker-1] next
+            [worker-1] via io.stdout
+            main again
+
+            """)
+        #expect(r.stderr == "[worker-1] to stderr\n")
+    }
+
+    @Test func scriptWorkerAndItsChildrenCarryTheirNames() {
+        let dir = scratchFolder([
+            "main.lua": """
+                local p = jobrun.Process{name = "stage-1", script = "stage.lua", args = {"x"}}
+                p:start(); p:join(20); print(p.exitcode)
+                """,
+            "stage.lua": """
+                print("hello", ...)
+                local c = jobrun.Process{name = "inner", target = function() print("from inner") end}
+                c:start(); c:join(10)
+                error("stage fails")
+                """,
+        ])
+        defer { dir.remove() }
+        let r = runJobrun(["--prefix", "main.lua"], timeout: 30, cwd: dir.path)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "[stage-1] hello\tx\n[inner] from inner\n1\n")
+        #expect(r.stderr.hasPrefix("[stage-1] Process stage-1 (pid "))
+        #expect(r.stderr.contains("stage.lua:4: stage fails"))
+        for line in r.stderr.split(separator: "\n") { #expect(line.hasPrefix("[stage-1] ")) }
+    }
+
+    @Test func withoutPrefixOutputIsUntouched() {
+        let r = runScript("""
+            local p = jobrun.Process{name = "worker-1", target = function() print("hello") end}
+            p:start(); p:join(10)
+            """)
+        #expect(r.stdout == "hello\n")
+    }
+}
+
+@Suite("Arguments, help and completion")
+struct CommandLineTests {
+    @Test func optionLikeScriptArgumentsPassThroughVerbatim() {
+        let r = runScript("print(select('#', ...), ...)",
+                          args: ["--flag", "-x", "--help", "--version", "--shm-limit", "check", "--", "-e"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "8\t--flag\t-x\t--help\t--version\t--shm-limit\tcheck\t--\t-e\n")
+    }
+
+    @Test func optionsBeforeTheScriptAreJobruns() {
+        let dir = scratchFolder(["main.lua": "print(...)\n"])
+        defer { dir.remove() }
+        let r = runJobrun(["--shm-limit", "8", "--prefix", "main.lua", "a"], timeout: 30, cwd: dir.path)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "a\n")
+        let bad = runJobrun(["--no-such-option", "main.lua"], timeout: 30, cwd: dir.path)
+        #expect(bad.status == 2)
+        #expect(bad.stderr.contains("Unknown option '--no-such-option'"))
+    }
+
+    @Test func helpShowsUsageExamplesAndExitStatuses() {
+        let r = runJobrun(["--help"], timeout: 30)
+        #expect(r.status == 0)
+        for text in ["USAGE: jobrun", "jobrun check <script> ...", "--prefix", "-e <code>", "--shm-limit",
+                     "Examples:", "Exit status:", "os.exit(n)", "128+N", "bad usage",
+                     "--generate-completion-script"] {
+            #expect(r.stdout.contains(text), "help lacks \(text)")
+        }
+        #expect(!r.stdout.contains("--worker"))
+        let run = runJobrun(["help", "run"], timeout: 30)
+        #expect(run.status == 0)
+        #expect(run.stdout.contains("--shm-limit <MiB>"))
+        #expect(!run.stdout.contains("--worker"))
+        let check = runJobrun(["check", "--help"], timeout: 30)
+        #expect(check.status == 0)
+        #expect(check.stdout.contains("USAGE: jobrun check <script> ..."))
+    }
+
+    @Test func versionPrintsTheVersion() {
+        let r = runJobrun(["--version"], timeout: 30)
+        #expect(r.status == 0)
+        #expect(r.stdout.first?.isNumber == true)
+    }
+
+    @Test func completionScriptsAreGenerated() {
+        for shell in ["bash", "zsh", "fish"] {
+            let r = runJobrun(["--generate-completion-script", shell], timeout: 30)
+            #expect(r.status == 0, "\(shell): \(r.stderr)")
+            #expect(r.stdout.contains("check"), "\(shell)")
+            #expect(r.stdout.contains("shm-limit"), "\(shell)")
+        }
+        // The bash script must at least parse.
+        let dir = scratchFolder(["jobrun.bash": runJobrun(["--generate-completion-script", "bash"], timeout: 30).stdout])
+        defer { dir.remove() }
+        let syntax = runCommand(["/bin/bash", "-n", dir.path + "/jobrun.bash"], timeout: 30)
+        #expect(syntax.status == 0, "\(syntax.stderr)")
+    }
+}
