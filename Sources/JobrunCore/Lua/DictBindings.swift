@@ -33,17 +33,9 @@ enum DictBindings {
         jr_lua_pop(L, 1)
         Lua.setFunction(L, "Dict", newDict)
 
-        luaL_newmetatable(L, "jobrun.Value")
-        lua_pushboolean(L, 1); lua_setfield(L, -2, "__jobrun")
-        Lua.setFunction(L, "__tostring", valueToString)
-        Lua.setFunction(L, "__eq", ObjectBindings.equals)
-        lua_createtable(L, 0, 4)
-        Lua.setFunction(L, "get", valueGet)
-        Lua.setFunction(L, "set", valueSet)
-        Lua.setFunction(L, "add", valueAdd)
-        Lua.setFunction(L, "compare_and_swap", valueCAS)
-        lua_setfield(L, -2, "__index")
-        jr_lua_pop(L, 1)
+        ObjectBindings.registerType(L, "jobrun.Value", toString: valueToString, methods: [
+            ("get", valueGet), ("set", valueSet), ("add", valueAdd), ("compare_and_swap", valueCAS),
+        ])
         Lua.setFunction(L, "Value", newValue)
     }
 

@@ -10,18 +10,9 @@ enum PipeBindings {
     static let peerCheck = 0.1
 
     static func register(_ L: LuaState) {
-        luaL_newmetatable(L, "jobrun.Connection")
-        lua_pushboolean(L, 1); lua_setfield(L, -2, "__jobrun")
-        Lua.setFunction(L, "__tostring", toString)
-        Lua.setFunction(L, "__eq", ObjectBindings.equals)
-        lua_createtable(L, 0, 4)
-        Lua.setFunction(L, "send", send)
-        Lua.setFunction(L, "recv", recv)
-        Lua.setFunction(L, "poll", poll)
-        Lua.setFunction(L, "close", close)
-        Lua.setFunction(L, "closed", isClosed)
-        lua_setfield(L, -2, "__index")
-        jr_lua_pop(L, 1)
+        ObjectBindings.registerType(L, "jobrun.Connection", toString: toString, methods: [
+            ("send", send), ("recv", recv), ("poll", poll), ("close", close), ("closed", isClosed),
+        ])
         Lua.setFunction(L, "Pipe", newPipe)
     }
 

@@ -13,29 +13,13 @@ enum QueueBindings {
     static var joinableMeta: UnsafeRawPointer?
 
     static func register(_ L: LuaState, module: Int32) {
-        for (name, joinable) in [(queueName, false), (joinableName, true)] {
-            luaL_newmetatable(L, name)
-            if joinable { joinableMeta = lua_topointer(L, -1) } else { queueMeta = lua_topointer(L, -1) }
-            lua_pushboolean(L, 1); lua_setfield(L, -2, "__jobrun")
-            Lua.setFunction(L, "__tostring", queueToString)
-            Lua.setFunction(L, "__eq", ObjectBindings.equals)
-            lua_createtable(L, 0, 16)
-            Lua.setFunction(L, "put", queuePut)
-            Lua.setFunction(L, "get", queueGet)
-            Lua.setFunction(L, "put_nowait", queuePutNowait)
-            Lua.setFunction(L, "get_nowait", queueGetNowait)
-            Lua.setFunction(L, "qsize", queueQsize)
-            Lua.setFunction(L, "empty", queueEmpty)
-            Lua.setFunction(L, "full", queueFull)
-            Lua.setFunction(L, "close", queueClose)
-            Lua.setFunction(L, "_next", queueNext)
-            if joinable {
-                Lua.setFunction(L, "task_done", queueTaskDone)
-                Lua.setFunction(L, "join", queueJoin)
-            }
-            lua_setfield(L, -2, "__index")
-            jr_lua_pop(L, 1)
-        }
+        let methods: [(String, jr_swift_fn)] = [
+            ("put", queuePut), ("get", queueGet), ("put_nowait", queuePutNowait), ("get_nowait", queueGetNowait),
+            ("qsize", queueQsize), ("empty", queueEmpty), ("full", queueFull), ("close", queueClose), ("_next", queueNext),
+        ]
+        queueMeta = ObjectBindings.registerType(L, queueName, toString: queueToString, methods: methods)
+        joinableMeta = ObjectBindings.registerType(L, joinableName, toString: queueToString,
+                                                   methods: methods + [("task_done", queueTaskDone), ("join", queueJoin)])
         Lua.setFunction(L, "Queue", newQueue)
         Lua.setFunction(L, "JoinableQueue", newJoinableQueue)
     }

@@ -14,41 +14,20 @@ enum SyncBindings {
 
     static func register(_ L: LuaState) {
         for (type, name) in types {
-            luaL_newmetatable(L, "jobrun.\(name)")
-            lua_pushboolean(L, 1); lua_setfield(L, -2, "__jobrun")
-            lua_pushinteger(L, lua_Integer(type)); lua_setfield(L, -2, "__jobrun_type")
-            Lua.setFunction(L, "__tostring", toString)
-            Lua.setFunction(L, "__eq", ObjectBindings.equals)
-            lua_createtable(L, 0, 8)
+            let methods: [(String, jr_swift_fn)]
             switch type {
             case JR_OBJ_LOCK, JR_OBJ_RLOCK:
-                Lua.setFunction(L, "acquire", acquire)
-                Lua.setFunction(L, "release", release)
-                Lua.setFunction(L, "locked", locked)
-                Lua.setFunction(L, "_is_owned", isOwned)
+                methods = [("acquire", acquire), ("release", release), ("locked", locked), ("_is_owned", isOwned)]
             case JR_OBJ_SEMAPHORE, JR_OBJ_BOUNDED_SEMAPHORE:
-                Lua.setFunction(L, "acquire", semAcquire)
-                Lua.setFunction(L, "release", semRelease)
-                Lua.setFunction(L, "value", semValue)
+                methods = [("acquire", semAcquire), ("release", semRelease), ("value", semValue)]
             case JR_OBJ_EVENT:
-                Lua.setFunction(L, "set", eventSet)
-                Lua.setFunction(L, "clear", eventClear)
-                Lua.setFunction(L, "is_set", eventIsSet)
-                Lua.setFunction(L, "wait", eventWait)
+                methods = [("set", eventSet), ("clear", eventClear), ("is_set", eventIsSet), ("wait", eventWait)]
             case JR_OBJ_BARRIER:
-                Lua.setFunction(L, "wait", barrierWait)
-                Lua.setFunction(L, "parties", barrierParties)
-                Lua.setFunction(L, "n_waiting", barrierWaiting)
-                Lua.setFunction(L, "broken", barrierBroken)
-            case JR_OBJ_CONDITION:
-                Lua.setFunction(L, "wait", conditionWait)
-                Lua.setFunction(L, "notify", conditionNotify)
-                Lua.setFunction(L, "notify_all", conditionNotifyAll)
-                Lua.setFunction(L, "_lock", conditionLock)
-            default: break
+                methods = [("wait", barrierWait), ("parties", barrierParties), ("n_waiting", barrierWaiting), ("broken", barrierBroken)]
+            default:
+                methods = [("wait", conditionWait), ("notify", conditionNotify), ("notify_all", conditionNotifyAll), ("_lock", conditionLock)]
             }
-            lua_setfield(L, -2, "__index")
-            jr_lua_pop(L, 1)
+            ObjectBindings.registerType(L, "jobrun.\(name)", toString: toString, methods: methods)
         }
         Lua.setFunction(L, "Lock", newLock)
         Lua.setFunction(L, "RLock", newRLock)
@@ -317,6 +296,25 @@ enum SyncBindings {
 
 /// Metamethods shared by every jobrun object type.
 enum ObjectBindings {
+    /// Registers a userdata type after liolib.c's pattern: metatable `name`
+    /// (marked `__jobrun` for the codec) with `__tostring`, `__eq` and a method
+    /// table as `__index`. Returns the metatable's address (the identity the
+    /// hot-path self checks compare against).
+    @discardableResult
+    static func registerType(_ L: LuaState, _ name: String, toString: jr_swift_fn,
+                             methods: [(String, jr_swift_fn)]) -> UnsafeRawPointer? {
+        luaL_newmetatable(L, name)
+        let meta = lua_topointer(L, -1)
+        lua_pushboolean(L, 1); lua_setfield(L, -2, "__jobrun")
+        Lua.setFunction(L, "__tostring", toString)
+        Lua.setFunction(L, "__eq", equals)
+        lua_createtable(L, 0, Int32(methods.count))
+        for (method, fn) in methods { Lua.setFunction(L, method, fn) }
+        lua_setfield(L, -2, "__index")
+        jr_lua_pop(L, 1)
+        return meta
+    }
+
     /// Two handles are equal when they name the same shared object.
     static let equals: jr_swift_fn = { L in
         let L = L!
