@@ -18,10 +18,12 @@ public enum Arena {
     static let headerBytes: UInt64 = (UInt64(MemoryLayout<jr_arena_header>.size) + 4095) & ~4095
     /// Blocks at least this large are page aligned and give their pages back when freed.
     static let punchClass: UInt64 = 16
-    /// Up to this many free blocks of each class below `alwaysPunchClass`
-    /// keep their pages, so a stream of 1 MiB items does not fault in and
-    /// zero every page of every item (at most ~128 MiB over all classes).
-    static let residentPerClass: UInt32 = 8
+    /// Free blocks of each class below `alwaysPunchClass` keep their pages
+    /// up to this many bytes per class, so a stream of large items does not
+    /// fault in and zero every page of every item. The pages were in use at the
+    /// peak anyway; at most 64 MiB per class are kept, and blocks of 16 MiB and
+    /// more are always given back.
+    static let residentBytesPerClass: UInt64 = 64 << 20
     static let alwaysPunchClass: UInt64 = 24
     /// Set in a free block's size_class when it kept its pages.
     static let residentFlag: UInt64 = 1 << 32
@@ -163,7 +165,7 @@ public enum Arena {
         _ = jr_mutex_lock(&h.pointee.alloc_lock)
         b.pointee.size_class = c
         if c >= punchClass {
-            if c < alwaysPunchClass && residentCount(h, c).pointee < residentPerClass {
+            if c < alwaysPunchClass && UInt64(residentCount(h, c).pointee + 1) * size <= residentBytesPerClass {
                 residentCount(h, c).pointee += 1
                 b.pointee.size_class = c | residentFlag
             } else {
