@@ -14,10 +14,16 @@ grow their item count until one run lasts long enough to time, then the best
 of a few runs is kept (the machine is shared; interference only slows a run
 down). A workload that fails shows "failed" in the table, with its stderr
 tail below, and the others still run.
+
+After the main table comes a scaling table (jobrun, with Python beside it):
+throughput for 1, 2, 4 and 8 producer/consumer pairs, and for item sizes from
+8 B to 4 MiB.
 """
 import argparse
 import json
 import os
+import re
+import select
 import platform
 import resource
 import shutil
@@ -29,16 +35,27 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MIB = 1 << 20
-WORKLOADS = ["1x1", "2x2", "1mib", "spawn", "idle"]
+WORKLOADS = ["1x1", "2x2", "bounded", "tables", "1mib", "pingpong", "pool",
+             "spawn", "script", "idle", "memory", "pairs", "sizes"]
+ALIASES = {"scaling": ["pairs", "sizes"]}
 
 QUICK = dict(min_seconds=0.2, reps=1, items_py=10_000, items_jr=20_000,
              big_py=50, big_jr=100, spawn_rounds=3, idle_seconds=1.0,
-             memcpy_seconds=0.3)
+             memcpy_seconds=0.3, pp_rounds_jr=10_000, pp_rounds_py=2_000,
+             pool_rounds=3, script_rounds=2, scale_min_seconds=0.1, scale_reps=1)
 DEFAULT = dict(min_seconds=1.5, reps=3, items_py=50_000, items_jr=500_000,
-               big_py=300, big_jr=1000, spawn_rounds=7, idle_seconds=3.0,
-               memcpy_seconds=1.0)
+               big_py=300, big_jr=1000, spawn_rounds=7, idle_seconds=10.0,
+               memcpy_seconds=1.0, pp_rounds_jr=50_000, pp_rounds_py=10_000,
+               pool_rounds=7, script_rounds=5, scale_min_seconds=0.5, scale_reps=2)
 BIG_MAXSIZE = 8        # Queue(8) for 1 MiB items, on both sides
+BOUNDED_MAXSIZE = 100  # JoinableQueue(100) for the bounded row, on both sides
 SPAWN_WORKERS = 100
+SCRIPT_WORKERS = 20
+PP_WARMUP = 1000       # untimed round trips before the timed ones
+POOL_ITEMS = 100_000
+POOL_CHUNK = 1000
+SCALE_PAIRS = [1, 2, 4, 8]
+SCALE_SIZES = [8, 64, 1 << 10, 16 << 10, 256 << 10, MIB, 4 * MIB]
 
 
 class Failed(Exception):
@@ -84,13 +101,32 @@ class Runner:
         except ProcessLookupError:
             pass
 
+    @staticmethod
+    def _group_alive(pgid):
+        """Whether a process of group pgid is still alive. Zombies do not count:
+        a process whose parent exited first (jobrun's monitor) is reparented
+        to init, and some inits (in containers and VMs) reap only now and then."""
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+        return False
+
     def _reap_group(self, pgid, cmd):
         # A run must not leave processes behind; give them a moment, then say so.
         deadline = time.monotonic() + 2.0
         while True:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
+            if not self._group_alive(pgid):
                 return
             if time.monotonic() > deadline:
                 break
@@ -98,6 +134,57 @@ class Runner:
         self.leftovers.append(f"{os.path.basename(cmd[1])} {' '.join(cmd[2:])}: "
                               "processes still alive 2 s after exit (killed)")
         self._killpg(pgid)
+
+    def hold(self, cmd, measure, ready_line=True, settle=0.3):
+        """Starts cmd in its own process group with a pipe on stdin; once it is
+        ready (its first stdout line, parsed as JSON, when ready_line; else
+        `settle` seconds after it sleeps), calls measure(pid, first) while it
+        waits on stdin, then sends it a line and lets it finish. Returns
+        measure's result."""
+        proc = subprocess.Popen(cmd, cwd=HERE, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+        deadline = time.monotonic() + self.timeout
+        try:
+            first = None
+            if ready_line:
+                buf, fd = b"", proc.stdout.fileno()
+                while b"\n" not in buf:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise subprocess.TimeoutExpired(cmd, self.timeout)
+                    if select.select([fd], [], [], left)[0]:
+                        chunk = os.read(fd, 4096)
+                        if not chunk:
+                            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                            raise Failed(f"exit status {proc.returncode} before it was ready",
+                                         proc.stderr.read())
+                        buf += chunk
+                try:
+                    first = json.loads(buf.split(b"\n", 1)[0])
+                except ValueError:
+                    raise Failed("bad first line on stdout", buf.decode(errors="replace"))
+            else:
+                while proc_state(proc.pid) not in ("S", None):
+                    if time.monotonic() > deadline:
+                        raise subprocess.TimeoutExpired(cmd, self.timeout)
+                    time.sleep(0.02)
+                time.sleep(settle)
+            result = measure(proc.pid, first)
+            out, err = proc.communicate(input="\n",
+                                        timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self._killpg(proc.pid)
+            out, err = proc.communicate()
+            raise Failed(f"timed out after {self.timeout:g} s", err)
+        except BaseException:
+            self._killpg(proc.pid)
+            proc.communicate()
+            raise
+        self._reap_group(proc.pid, cmd)
+        if proc.returncode != 0:
+            raise Failed(f"exit status {proc.returncode}", err)
+        return result
 
     def lua(self, script, *args):
         return self.run([self.jobrun, os.path.join(HERE, script), *map(str, args)])
@@ -107,15 +194,18 @@ class Runner:
                          name, *map(str, args)])
 
 
-def best_rate(run, n, key, cfg):
-    """Grows n until one run lasts cfg.min_seconds, then keeps the best of cfg.reps."""
+def best_rate(run, n, key, cfg, min_seconds=None, reps=None):
+    """Grows n until one run lasts min_seconds (default cfg.min_seconds), then
+    keeps the best of reps (default cfg.reps)."""
+    min_seconds = min_seconds or cfg["min_seconds"]
+    reps = reps or cfg["reps"]
     for _ in range(8):
         r = run(n)
-        if r["seconds"] >= cfg["min_seconds"]:
+        if r["seconds"] >= min_seconds:
             break
-        grow = 1.3 * cfg["min_seconds"] / max(r["seconds"], 1e-3)
+        grow = 1.3 * min_seconds / max(r["seconds"], 1e-3)
         n = max(n + 1, int(n * min(50.0, max(2.0, grow))))
-    runs = [r] + [run(n) for _ in range(cfg["reps"] - 1)]
+    runs = [r] + [run(n) for _ in range(reps - 1)]
     rates = [x[key] / max(x["seconds"], 1e-9) for x in runs]
     return max(rates), runs
 
@@ -131,22 +221,28 @@ def side(fn):
 
 # --- workloads -------------------------------------------------------------
 
-def items_workload(r, cfg, producers, consumers):
+def items_workload(r, cfg, producers, consumers, maxsize=0, kind="string",
+                   row_id=None, target=20.0):
+    args = (producers, consumers, maxsize, kind)
+
     def jr():
-        return best_rate(lambda n: r.lua("queue_items.lua", n, producers, consumers),
+        return best_rate(lambda n: r.lua("queue_items.lua", n, *args),
                          cfg["items_jr"], "items", cfg)
 
     def py():
-        return best_rate(lambda n: r.py("queue_items", n, producers, consumers),
+        return best_rate(lambda n: r.py("queue_items", n, *args),
                          cfg["items_py"], "items", cfg)
 
+    what = {"string": "small strings",
+            "table": "tables {id, name} (Python: dicts)"}[kind]
+    queue = f"JoinableQueue({maxsize})" if maxsize > 0 else "JoinableQueue"
     return [dict(
-        id=f"{producers}x{consumers}",
+        id=row_id or f"{producers}x{consumers}",
         title=f"{producers} producer{'s' if producers > 1 else ''} -> "
-              f"{consumers} consumer{'s' if consumers > 1 else ''}, small strings, "
-              "JoinableQueue + task_done",
-        unit="items/s", higher_is_better=True, target=20.0,
-        target_text=">= 20x", jr=side(jr), py=side(py))]
+              f"{consumers} consumer{'s' if consumers > 1 else ''}, {what}, "
+              f"{queue} + task_done",
+        unit="items/s", higher_is_better=True, target=target,
+        target_text=f">= {target:g}x", jr=side(jr), py=side(py))]
 
 
 def memcpy_baseline(cfg, span):
@@ -210,6 +306,60 @@ def spawn_workload(r, cfg):
                  py=side(lambda: pick(r.py("spawn", SPAWN_WORKERS, cfg["spawn_rounds"]))))]
 
 
+def pingpong_workload(r, cfg):
+    # Best of cfg.reps runs, per figure (the median and the p99 may come from
+    # different runs); every run's figures are in the JSON.
+    def best(run):
+        return [run() for _ in range(cfg["reps"])]
+
+    jr_runs = side(lambda: (None, best(lambda: r.lua("pingpong.lua", cfg["pp_rounds_jr"],
+                                                      PP_WARMUP))))
+    py_runs = side(lambda: (None, best(lambda: r.py("pingpong", cfg["pp_rounds_py"],
+                                                     PP_WARMUP))))
+
+    def pick(runs, key):
+        if runs[2] is not None:
+            return runs
+        return min(x[key] for x in runs[1]), runs[1], None
+
+    rows = []
+    for key, name in (("median_us", "median"), ("p99_us", "p99")):
+        rows.append(dict(
+            id=f"pingpong-{name}",
+            title=f"ping-pong over two Queues, round trip, {name} "
+                  f"({cfg['pp_rounds_jr']:,} / {cfg['pp_rounds_py']:,} trips)",
+            unit="µs", higher_is_better=False, target=10.0,
+            target_text=">= 10x lower", jr=pick(jr_runs, key), py=pick(py_runs, key)))
+    return rows
+
+
+def pool_workload(r, cfg):
+    workers = os.cpu_count() or 2
+
+    def pick(res):
+        return res["items"] / min(res["seconds"]), res
+
+    args = (POOL_ITEMS, workers, POOL_CHUNK, cfg["pool_rounds"])
+    return [dict(id="pool", title=f"Pool map of {POOL_ITEMS:,} x * 2, chunksize {POOL_CHUNK}, "
+                 f"{workers} workers (best of {cfg['pool_rounds']})",
+                 unit="items/s", higher_is_better=True, target=10.0, target_text=">= 10x",
+                 jr=side(lambda: pick(r.lua("pool_map.lua", *args))),
+                 py=side(lambda: pick(r.py("pool_map", *args))))]
+
+
+def script_workload(r, cfg):
+    def pick(res):
+        return min(res["seconds"]), res
+
+    rounds = cfg["script_rounds"]
+    return [dict(id="script", title=f"start and join {SCRIPT_WORKERS} script workers "
+                 f"(Python: 'spawn') (best of {rounds})",
+                 unit="s", higher_is_better=False, target=5.0,
+                 target_text=">= 5x faster",
+                 jr=side(lambda: pick(r.lua("script_spawn.lua", SCRIPT_WORKERS, rounds))),
+                 py=side(lambda: pick(r.py("script_spawn", SCRIPT_WORKERS, rounds))))]
+
+
 def idle_workload(r, cfg):
     secs = cfg["idle_seconds"]
     hz = os.sysconf("SC_CLK_TCK")
@@ -256,6 +406,121 @@ def idle_workload(r, cfg):
     ]
 
 
+def proc_state(pid):
+    """The state letter of /proc/<pid>/stat ("R", "S", ...), or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+SHARED_MAPPING = re.compile(r"(^/memfd:|^/dev/shm/|^/SYSV)")
+
+
+def memory_of(pid):
+    """PSS and its parts (kB) from /proc/<pid>/smaps_rollup, plus the resident
+    pages of the process's shared-memory mappings (memfd, /dev/shm, SysV) from
+    /proc/<pid>/smaps, counted in full (Rss) and proportionally (Pss)."""
+    m = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for l in f:
+                k, _, v = l.partition(":")
+                if v.strip().endswith("kB"):
+                    m[k.strip()] = int(v.split()[0])
+        shm_rss = shm_pss = 0
+        shared = False
+        with open(f"/proc/{pid}/smaps") as f:
+            for l in f:
+                head = l.split()
+                if re.match(r"^[0-9a-f]+-[0-9a-f]+$", head[0]):
+                    path = " ".join(head[5:]) if len(head) > 5 else ""
+                    shared = bool(SHARED_MAPPING.search(path))
+                elif shared and head[0] == "Rss:":
+                    shm_rss += int(head[1])
+                elif shared and head[0] == "Pss:":
+                    shm_pss += int(head[1])
+    except OSError as e:
+        raise Failed(f"cannot read /proc/{pid}: {e}")
+    if "Pss" not in m:
+        raise Failed(f"no Pss in /proc/{pid}/smaps_rollup")
+    return dict(pid=pid, pss_kb=m["Pss"], rss_kb=m.get("Rss"),
+                pss_anon_kb=m.get("Pss_Anon"), pss_file_kb=m.get("Pss_File"),
+                pss_shmem_kb=m.get("Pss_Shmem"), shared_rss_kb=shm_rss,
+                shared_pss_kb=shm_pss)
+
+
+def memory_workload(r, cfg):
+    lua = shutil.which("lua5.4")
+
+    def baseline():
+        if lua is None:
+            raise Failed("no lua5.4 on PATH (Debian package lua5.4)")
+        m = r.hold([lua, "-e", "io.read()"], lambda pid, _: memory_of(pid),
+                   ready_line=False)
+        return m["pss_kb"], m
+
+    def worker(mode):
+        def measure(pid, first):
+            w = memory_of(first["worker"])
+            w["main"] = memory_of(first["main"])
+            return w
+
+        m = r.hold([r.jobrun, os.path.join(HERE, "memory.lua"), mode], measure)
+        return m["pss_kb"], m
+
+    base = side(baseline)
+    rows = []
+    for mode, title, target in (
+            ("fork", "memory of one idle worker (PSS) vs idle lua5.4", 1.5),
+            ("script", "(info) same, a script worker (fresh jobrun)", None)):
+        jr = side(lambda: worker(mode))
+        rows.append(dict(
+            id=f"memory-{mode}", title=title, unit="KiB", higher_is_better=False,
+            target=target, compare="at_most", other="lua5.4",
+            credit=(jr[1] or {}).get("shared_rss_kb", 0),
+            target_text="<= 1.5x + shared" if target else "info",
+            jr=jr, py=base))
+    return rows
+
+
+def scaling_workload(r, cfg, group):
+    """Rows of the scaling table: jobrun and Python throughput, shorter runs."""
+    ms, reps = cfg["scale_min_seconds"], cfg["scale_reps"]
+    rows = []
+    if group == "pairs":
+        for k in SCALE_PAIRS:
+            args = (k, k, 0, "string")
+            jr = side(lambda: best_rate(lambda n: r.lua("queue_items.lua", n, *args),
+                                        cfg["items_jr"] // 2, "items", cfg, ms, reps))
+            py = side(lambda: best_rate(lambda n: r.py("queue_items", n, *args),
+                                        cfg["items_py"] // 2, "items", cfg, ms, reps))
+            rows.append(dict(id=f"pairs-{k}", group="pairs", pairs=k, size=None,
+                             title=f"{k} -> {k}, small strings, JoinableQueue + task_done",
+                             jr=jr, py=py))
+    else:
+        for size in SCALE_SIZES:
+            maxsize = min(1000, max(8, (32 * MIB) // size))
+            count = max(8, min(200_000, (256 * MIB) // size))
+            args = (size, maxsize)
+            jr = side(lambda: best_rate(lambda n: r.lua("big_strings.lua", n, *args),
+                                        count, "items", cfg, ms, reps))
+            py = side(lambda: best_rate(lambda n: r.py("big_strings", n, *args),
+                                        max(4, count // 20), "items", cfg, ms, reps))
+            rows.append(dict(id=f"size-{size}", group="sizes", pairs=1, size=size,
+                             title=f"1 -> 1, {human_size(size)} strings, Queue({maxsize})",
+                             jr=jr, py=py))
+    return rows
+
+
+def human_size(n):
+    for unit, scale in (("MiB", MIB), ("KiB", 1 << 10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    return f"{n} B"
+
+
 # --- table -----------------------------------------------------------------
 
 def fmt(value, unit):
@@ -265,6 +530,8 @@ def fmt(value, unit):
         return f"{value * 1000:,.1f} ms"
     if unit == "% CPU":
         return f"{value:.2f}% CPU"
+    if unit == "µs":
+        return f"{value:,.2f} µs"
     return f"{value:,.0f} {unit}"
 
 
@@ -281,6 +548,13 @@ def evaluate(row):
     if row.get("absolute"):
         if jr is not None and row["target"] is not None:
             row["met"] = jr < row["target"]
+        return
+    if row.get("compare") == "at_most":
+        # jobrun's figure less its credit, as a multiple of the baseline.
+        if jr is not None and py:
+            row["ratio"] = (jr - row.get("credit", 0)) / py
+            if row["target"] is not None:
+                row["met"] = row["ratio"] <= row["target"] * (1 + 1e-9)
         return
     if jr is None or py is None or not jr or not py:
         return
@@ -304,6 +578,8 @@ def render(rows):
                     failures.append((f"{row['id']} ({name}): {err.reason}", err.tail()))
             else:
                 text = fmt(value, row["unit"])
+                if key == "jr" and "credit" in row:
+                    text += f" ({row['credit']:,} KiB shared)"
                 if key == "py" and row.get("other"):
                     text = f"{row['other']} {text}"
                 cells.append(text)
@@ -331,6 +607,39 @@ def render(rows):
     return "\n".join(out), failures
 
 
+def render_scaling(rows, failures, seen):
+    header = ["scaling (1 pair = 1 producer -> 1 consumer)", "jobrun items/s", "jobrun MB/s",
+              "python items/s", "python MB/s", "ratio"]
+    table = []
+    for row in rows:
+        cells = [row["title"]]
+        for key in ("jr", "py"):
+            value, _, err = row[key]
+            if err is not None:
+                cells += [short(err), ""]
+                if id(err) not in seen:
+                    seen.add(id(err))
+                    name = "jobrun" if key == "jr" else "python"
+                    failures.append((f"{row['id']} ({name}): {err.reason}", err.tail()))
+            else:
+                cells.append(f"{value:,.0f}")
+                cells.append(f"{value * row['size'] / 1e6:,.0f}" if row["size"] else "-")
+        jr, py = row["jr"][0], row["py"][0]
+        row["ratio"] = jr / py if jr and py else None
+        cells.append(f"{row['ratio']:.2f}x" if row["ratio"] else "-")
+        table.append(cells)
+    widths = [max(len(r[i]) for r in [header] + table) for i in range(len(header))]
+
+    def line(cells):
+        return "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                                 for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+
+    out = [line(header), "|" + "|".join(("-" * (w + 2)) if i == 0 else ("-" * (w + 1) + ":")
+                                        for i, w in enumerate(widths)) + "|"]
+    out += [line(c) for c in table]
+    return "\n".join(out)
+
+
 def cpu_model():
     try:
         with open("/proc/cpuinfo") as f:
@@ -349,7 +658,7 @@ def main():
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--only", metavar="NAME", action="append",
                     help=f"run only these workloads (repeatable or comma-separated): "
-                         f"{', '.join(WORKLOADS)}")
+                         f"{', '.join(WORKLOADS)}; 'scaling' = pairs,sizes")
     ap.add_argument("--timeout", type=float, default=None,
                     help="seconds allowed per process run (default 30 quick, 120 otherwise)")
     a = ap.parse_args()
@@ -360,10 +669,13 @@ def main():
     only = set(WORKLOADS)
     if a.only:
         only = {n.strip() for o in a.only for n in o.split(",") if n.strip()}
+        for alias, names in ALIASES.items():
+            if alias in only:
+                only = (only - {alias}) | set(names)
         unknown = only - set(WORKLOADS)
         if unknown:
             sys.exit(f"bench: unknown workload {', '.join(sorted(unknown))}; "
-                     f"choose from {', '.join(WORKLOADS)}")
+                     f"choose from {', '.join(WORKLOADS + list(ALIASES))}")
     cfg = QUICK if a.quick else DEFAULT
     timeout = a.timeout or (30.0 if a.quick else 120.0)
     r = Runner(jobrun, timeout)
@@ -375,16 +687,31 @@ def main():
     if load0[0] > 0.5 * (os.cpu_count() or 1):
         print("bench: warning: the machine is busy; figures will be noisy", flush=True)
     started = time.monotonic()
-    rows = []
+    rows, scaling = [], []
     steps = [("1x1", lambda: items_workload(r, cfg, 1, 1)),
              ("2x2", lambda: items_workload(r, cfg, 2, 2)),
+             ("bounded", lambda: items_workload(r, cfg, 1, 1, maxsize=BOUNDED_MAXSIZE,
+                                                row_id="bounded")),
+             ("tables", lambda: items_workload(r, cfg, 1, 1, kind="table",
+                                               row_id="tables", target=15.0)),
              ("1mib", lambda: big_workload(r, cfg)),
+             ("pingpong", lambda: pingpong_workload(r, cfg)),
+             ("pool", lambda: pool_workload(r, cfg)),
              ("spawn", lambda: spawn_workload(r, cfg)),
-             ("idle", lambda: idle_workload(r, cfg))]
-    for name, step in steps:
+             ("script", lambda: script_workload(r, cfg)),
+             ("idle", lambda: idle_workload(r, cfg)),
+             ("memory", lambda: memory_workload(r, cfg))]
+    scale_steps = [("pairs", lambda: scaling_workload(r, cfg, "pairs")),
+                   ("sizes", lambda: scaling_workload(r, cfg, "sizes"))]
+    for name, step in steps + scale_steps:
         if name in only:
-            print(f"bench: running {name} ...", file=sys.stderr, flush=True)
-            rows += step()
+            print(f"bench: running {name} ...", end="", file=sys.stderr, flush=True)
+            t0 = time.monotonic()
+            if name in dict(scale_steps):
+                scaling += step()
+            else:
+                rows += step()
+            print(f" {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
     for row in rows:
         evaluate(row)
     elapsed = time.monotonic() - started
@@ -396,6 +723,25 @@ def main():
     print("ratio: jobrun / Python for rates (times: Python / jobrun); best of "
           f"{cfg['reps']} runs of >= {cfg['min_seconds']:g} s each for rates. "
           "MB = 10^6 bytes.")
+    if any(row["id"].startswith("pingpong") for row in rows):
+        print("ping-pong: each round trip timed on its own after "
+              f"{PP_WARMUP} untimed ones; median and p99 are each the best of "
+              f"{cfg['reps']} runs.")
+    if any(row["id"].startswith("memory") for row in rows):
+        print("memory: PSS from /proc/<pid>/smaps_rollup (each resident page divided by the\n"
+              "  number of processes mapping it) of a worker blocked in get, and of an idle\n"
+              "  `lua5.4 -e 'io.read()'`. \"shared\" = the worker's resident pages in its\n"
+              "  shared-memory mappings (the memfd arena), counted in full (their Rss in\n"
+              "  /proc/<pid>/smaps): the shared pages it touched. ratio = (worker PSS - shared)\n"
+              "  / lua5.4 PSS, so met means worker PSS <= 1.5 x lua5.4 PSS + shared.")
+    if scaling:
+        print()
+        print(render_scaling(scaling, failures, set()))
+        print()
+        print(f"scaling: best of {cfg['scale_reps']} runs of >= {cfg['scale_min_seconds']:g} s "
+              "each; ratio: jobrun / Python items/s. Item sizes: 1 producer, 1 consumer, "
+              "Queue(maxsize) as shown on both sides, the same string sent each time.")
+    print()
     print(f"bench: finished in {elapsed:.0f} s; load average now {os.getloadavg()[0]:.2f}")
     for note, tail in failures:
         print(f"\nfailed: {note}")
@@ -412,6 +758,8 @@ def main():
         for row in rows:
             item = {k: row[k] for k in ("id", "title", "unit", "ratio", "target",
                                         "target_text", "met")}
+            if "credit" in row:
+                item["jobrun_shared_kb"] = row["credit"]
             for key, name in (("jr", "jobrun"), ("py", row.get("other", "python"))):
                 value, raw, err = row[key]
                 item[name] = value
@@ -419,6 +767,18 @@ def main():
                 if err is not None:
                     item[name + "_error"] = dict(reason=err.reason, tail=err.tail())
             doc["results"].append(item)
+        doc["scaling"] = []
+        for row in scaling:
+            item = {k: row[k] for k in ("id", "group", "title", "pairs", "size", "ratio")}
+            for key, name in (("jr", "jobrun"), ("py", "python")):
+                value, raw, err = row[key]
+                item[name + "_items_per_s"] = value
+                item[name + "_mb_per_s"] = (value * row["size"] / 1e6
+                                            if value is not None and row["size"] else None)
+                item[name + "_runs"] = raw
+                if err is not None:
+                    item[name + "_error"] = dict(reason=err.reason, tail=err.tail())
+            doc["scaling"].append(item)
         with open(a.json, "w") as f:
             json.dump(doc, f, indent=2)
             f.write("\n")

@@ -5,9 +5,12 @@ parent), one workload per run:
     python3 py_workloads.py NAME ARGS...
 Each prints one JSON line on stdout, shaped like the Lua twin's. Every process
 uses the 'fork' start method, and every workload has the same shape and the
-same stopping protocol (None sentinels) as its Lua twin.
+same stopping protocol (None sentinels) as its Lua twin, except
+script_spawn(), which uses the 'spawn' start method (a fresh interpreter per
+worker, like jobrun's `Process{script = ...}`).
 """
 import json
+import math
 import multiprocessing as mp
 import os
 import sys
@@ -22,6 +25,11 @@ def producer(q, first, last):
         q.put(f"item-{i}")
 
 
+def dict_producer(q, first, last):
+    for i in range(first, last + 1):
+        q.put({"id": i, "name": f"item-{i}"})
+
+
 def consumer(q):
     while True:
         item = q.get()
@@ -30,10 +38,12 @@ def consumer(q):
             break
 
 
-def queue_items(n, producers, consumers):
-    """producers -> JoinableQueue -> consumers, small strings, task_done per item."""
-    n, producers, consumers = int(n), int(producers), int(consumers)
-    q = ctx.JoinableQueue()
+def queue_items(n, producers, consumers, maxsize=0, kind="string"):
+    """producers -> JoinableQueue(maxsize) -> consumers, task_done per item;
+    kind "string" sends "item-<i>", "table" sends {"id": i, "name": "item-<i>"}."""
+    n, producers, consumers, maxsize = int(n), int(producers), int(consumers), int(maxsize)
+    target = {"string": producer, "table": dict_producer}[kind]
+    q = ctx.JoinableQueue(maxsize)
     cs = [ctx.Process(target=consumer, args=(q,)) for _ in range(consumers)]
     for c in cs:
         c.start()
@@ -41,7 +51,7 @@ def queue_items(n, producers, consumers):
     ps, first = [], 1
     for k in range(producers):
         last = first + n // producers - 1 + (1 if k < n % producers else 0)
-        ps.append(ctx.Process(target=producer, args=(q, first, last)))
+        ps.append(ctx.Process(target=target, args=(q, first, last)))
         first = last + 1
     for p in ps:
         p.start()
@@ -115,6 +125,89 @@ def spawn(workers, rounds):
     return {"workers": workers, "seconds": times}
 
 
+def script_spawn(workers, rounds):
+    """Start `workers` processes with the 'spawn' start method, then join them all."""
+    workers, rounds = int(workers), int(rounds)
+    sctx = mp.get_context("spawn")
+    times = []
+    for _ in range(rounds):
+        t0 = now()
+        ps = [sctx.Process(target=noop_arg, args=(i,)) for i in range(workers)]
+        for p in ps:
+            p.start()
+        for p in ps:
+            p.join()
+        times.append(now() - t0)
+        if any(p.exitcode != 0 for p in ps):
+            raise SystemExit("a worker failed")
+    return {"workers": workers, "seconds": times}
+
+
+def noop_arg(i):
+    pass
+
+
+def echo(ping, pong):
+    while True:
+        x = ping.get()
+        pong.put(x)
+        if x is None:
+            break
+
+
+def pingpong(rounds, warmup):
+    """Round trips main -> Queue -> echo worker -> Queue -> main, each timed."""
+    rounds, warmup = int(rounds), int(warmup)
+    ping, pong = ctx.Queue(), ctx.Queue()
+    w = ctx.Process(target=echo, args=(ping, pong))
+    w.start()
+    for i in range(warmup):
+        ping.put(i)
+        assert pong.get() == i
+    clock = time.perf_counter
+    lat = []
+    for i in range(rounds):
+        t0 = clock()
+        ping.put(i)
+        x = pong.get()
+        lat.append(clock() - t0)
+        if x != i:
+            raise SystemExit(f"echoed {x!r}, expected {i}")
+    ping.put(None)
+    pong.get()
+    w.join()
+    lat.sort()
+
+    def pct(p):
+        return lat[max(1, math.ceil(p * len(lat))) - 1] * 1e6
+
+    return {"rounds": rounds, "median_us": pct(0.5), "p99_us": pct(0.99),
+            "mean_us": sum(lat) / len(lat) * 1e6, "max_us": lat[-1] * 1e6}
+
+
+def double(x):
+    return x * 2
+
+
+def pool_map(n, workers, chunksize, rounds):
+    """Pool.map of n trivial tasks in chunks, `rounds` times on the same pool."""
+    n, workers, chunksize, rounds = int(n), int(workers), int(chunksize), int(rounds)
+    items = list(range(1, n + 1))
+    t0 = now()
+    pool = ctx.Pool(workers)
+    start = now() - t0
+    times = []
+    for _ in range(rounds):
+        t = now()
+        out = pool.map(double, items, chunksize)
+        times.append(now() - t)
+        if len(out) != n or out[0] != 2 or out[-1] != 2 * n:
+            raise SystemExit("bad result")
+    pool.close()
+    pool.join()
+    return {"items": n, "seconds": times, "start_seconds": start}
+
+
 def cpu_ticks(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -142,7 +235,8 @@ def idle(seconds):
 
 
 WORKLOADS = {"queue_items": queue_items, "big_strings": big_strings,
-             "spawn": spawn, "idle": idle}
+             "spawn": spawn, "script_spawn": script_spawn, "pingpong": pingpong,
+             "pool_map": pool_map, "idle": idle}
 
 if __name__ == "__main__":
     result = WORKLOADS[sys.argv[1]](*sys.argv[2:])

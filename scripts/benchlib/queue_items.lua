@@ -1,11 +1,23 @@
--- producers -> JoinableQueue -> consumers, small strings, task_done per item.
---   jobrun queue_items.lua N PRODUCERS CONSUMERS
+-- producers -> JoinableQueue(MAXSIZE) -> consumers, task_done per item.
+--   jobrun queue_items.lua N PRODUCERS CONSUMERS [MAXSIZE [KIND]]
+-- MAXSIZE 0 (the default) is unbounded. KIND "string" (the default) sends
+-- "item-<i>"; "table" sends {id = i, name = "item-<i>"}.
 -- Twin of queue_items() in py_workloads.py. Prints {"items":N,"seconds":S}:
 -- the time from starting the producers until q:join() returns.
 local n, producers, consumers = tonumber(arg[1]), tonumber(arg[2]), tonumber(arg[3])
+local maxsize, kind = tonumber(arg[4] or "0"), arg[5] or "string"
 
-local function producer(q, first, last)
-  for i = first, last do q:put("item-" .. i) end
+local producer
+if kind == "string" then
+  producer = function(q, first, last)
+    for i = first, last do q:put("item-" .. i) end
+  end
+elseif kind == "table" then
+  producer = function(q, first, last)
+    for i = first, last do q:put({id = i, name = "item-" .. i}) end
+  end
+else
+  error("unknown item kind " .. tostring(kind))
 end
 
 local function consumer(q)
@@ -16,7 +28,7 @@ local function consumer(q)
   end
 end
 
-local q = jobrun.JoinableQueue()
+local q = jobrun.JoinableQueue(maxsize)
 local cs = {}
 for k = 1, consumers do
   cs[k] = jobrun.Process{target = consumer, args = {q}}
