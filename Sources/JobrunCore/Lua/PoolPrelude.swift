@@ -580,7 +580,7 @@ function Pool.starmap(pool, fn, list, chunksize)
 end
 
 --- Iterator over results in order; each step yields (result, index). A nil
---- result ends a `for` loop early: return a non-nil placeholder from fn.
+--- result ends a `for` loop early: return a non-nil stand-in value from fn.
 function Pool.imap(pool, fn, list, chunksize)
   local s, job = start_map(pool, "imap", fn, list, chunksize, "map")
   local i, keep = 0, pool         -- the iterator keeps the pool alive (see __gc)
