@@ -192,18 +192,20 @@ local function worker_main(task_q, res_q, init, init_args, max_tasks)
     for k = 1, count do
       local r
       if mode == "map" then
-        r = pack(xpcall(fn, capture, items[k]))
+        -- The common case, without a table per item.
+        local ok, v = xpcall(fn, capture, items[k])
+        if ok then vals[k] = v else errs = errs or {}; errs[k] = v end
       else
         local a = items[k]
         r = pack(xpcall(fn, capture, unpack(a, 1, a.n or #a)))
-      end
-      if not r[1] then
-        errs = errs or {}
-        errs[k] = r[2]
-      elseif mode == "apply" then
-        vals[k] = pack(unpack(r, 2, r.n))
-      else
-        vals[k] = r[2]
+        if not r[1] then
+          errs = errs or {}
+          errs[k] = r[2]
+        elseif mode == "apply" then
+          vals[k] = pack(unpack(r, 2, r.n))
+        else
+          vals[k] = r[2]
+        end
       end
     end
     -- What the task printed is out before the caller sees its result, and is
