@@ -108,13 +108,13 @@ def noop():
     pass
 
 
-def spawn(workers, rounds):
-    """Start `workers` forked processes that do nothing, then join them all."""
+def _start_join(make, workers, rounds):
+    """Time `rounds` rounds of starting `workers` processes made by make(i), then joining them."""
     workers, rounds = int(workers), int(rounds)
     times = []
     for _ in range(rounds):
         t0 = now()
-        ps = [ctx.Process(target=noop) for _ in range(workers)]
+        ps = [make(i) for i in range(workers)]
         for p in ps:
             p.start()
         for p in ps:
@@ -123,24 +123,17 @@ def spawn(workers, rounds):
         if any(p.exitcode != 0 for p in ps):
             raise SystemExit("a worker failed")
     return {"workers": workers, "seconds": times}
+
+
+def spawn(workers, rounds):
+    """Start `workers` forked processes that do nothing, then join them all."""
+    return _start_join(lambda i: ctx.Process(target=noop), workers, rounds)
 
 
 def script_spawn(workers, rounds):
     """Start `workers` processes with the 'spawn' start method, then join them all."""
-    workers, rounds = int(workers), int(rounds)
     sctx = mp.get_context("spawn")
-    times = []
-    for _ in range(rounds):
-        t0 = now()
-        ps = [sctx.Process(target=noop_arg, args=(i,)) for i in range(workers)]
-        for p in ps:
-            p.start()
-        for p in ps:
-            p.join()
-        times.append(now() - t0)
-        if any(p.exitcode != 0 for p in ps):
-            raise SystemExit("a worker failed")
-    return {"workers": workers, "seconds": times}
+    return _start_join(lambda i: sctx.Process(target=noop_arg, args=(i,)), workers, rounds)
 
 
 def noop_arg(i):

@@ -54,32 +54,39 @@ enum Waits {
     }
 
     static func describe(_ r: UnsafeMutablePointer<jr_process_record>) -> String {
-        switch Int(r.pointee.wait_kind) {
+        let kind = Int(r.pointee.wait_kind)
+        if kind == JR_WAIT_PROCESS || kind == JR_WAIT_MEMORY { return describeOther(r) }
+        // Every object starts with its header: name it once.
+        let h = Arena.pointer(r.pointee.wait_object).assumingMemoryBound(to: jr_object_header.self)
+        let object = label(h.pointee.type, h.pointee.id)
+        switch kind {
         case JR_WAIT_GET, JR_WAIT_RECV:
-            let q = queue(r)
-            return "\(label(q.pointee.hdr.type, q.pointee.hdr.id)).\(r.pointee.wait_kind == UInt32(JR_WAIT_RECV) ? "recv" : "get") (the queue is empty)"
+            return "\(object).\(kind == JR_WAIT_RECV ? "recv" : "get") (the queue is empty)"
         case JR_WAIT_PUT:
             let q = queue(r)
-            return "\(label(q.pointee.hdr.type, q.pointee.hdr.id)).put (the queue is full: \(q.pointee.count) of \(q.pointee.maxsize))"
+            return "\(object).put (the queue is full: \(q.pointee.count) of \(q.pointee.maxsize))"
         case JR_WAIT_JOIN:
             let q = queue(r)
             let n = q.pointee.unfinished
-            return "\(label(q.pointee.hdr.type, q.pointee.hdr.id)).join (\(n) item\(n == 1 ? "" : "s") not marked done, \(q.pointee.count) still queued)"
+            return "\(object).join (\(n) item\(n == 1 ? "" : "s") not marked done, \(q.pointee.count) still queued)"
         case JR_WAIT_LOCK:
-            let s = sync(r)
-            return "\(label(s.pointee.hdr.type, s.pointee.hdr.id)).acquire (held by \(owner(s.pointee.owner)))"
+            return "\(object).acquire (held by \(owner(sync(r).pointee.owner)))"
         case JR_WAIT_SEMAPHORE:
-            let s = sync(r)
-            return "\(label(s.pointee.hdr.type, s.pointee.hdr.id)).acquire (value 0)"
+            return "\(object).acquire (value 0)"
         case JR_WAIT_EVENT:
-            let s = sync(r)
-            return "\(label(s.pointee.hdr.type, s.pointee.hdr.id)).wait (not set)"
+            return "\(object).wait (not set)"
         case JR_WAIT_BARRIER:
             let s = sync(r)
-            return "\(label(s.pointee.hdr.type, s.pointee.hdr.id)).wait (\(s.pointee.value) of \(s.pointee.bound) parties arrived)"
+            return "\(object).wait (\(s.pointee.value) of \(s.pointee.bound) parties arrived)"
         case JR_WAIT_CONDITION:
-            let s = sync(r)
-            return "\(label(s.pointee.hdr.type, s.pointee.hdr.id)).wait (no notify)"
+            return "\(object).wait (no notify)"
+        default:
+            return "an unknown wait on \(object)"
+        }
+    }
+
+    private static func describeOther(_ r: UnsafeMutablePointer<jr_process_record>) -> String {
+        switch Int(r.pointee.wait_kind) {
         case JR_WAIT_PROCESS:
             let target = Arena.pointer(r.pointee.wait_object).assumingMemoryBound(to: jr_process_record.self)
             return "join of process \(ProcessRegistry.name(of: target)) (pid \(target.pointee.pid))"
