@@ -40,7 +40,8 @@ struct Jobrun: ParsableCommand {
         commandName: "jobrun",
         abstract: "Run a Lua 5.4 script as a multi-process pipeline.",
         usage: """
-            jobrun [--shm-limit <MiB>] [--prefix] [-e <code> ...] [<script> [<args> ...]]
+            jobrun [--shm-limit <MiB>] [--prefix] [--[no-]progress] [--stats] [--stats-json <file>]
+                   [-e <code> ...] [<script> [<args> ...]]
             jobrun check <script> ...
             """,
         discussion: """
@@ -51,6 +52,11 @@ struct Jobrun: ParsableCommand {
             Options of `run` (the default subcommand; `jobrun help run` lists them):
               --shm-limit <MiB>   most shared memory queued items may use at once
               --prefix            start each line a worker prints with "[name] "
+              --progress          draw the live status line on stderr even when it is
+                                  not a terminal (default: only on a terminal)
+              --no-progress       never draw it
+              --stats             print per-process and per-queue statistics at the end
+              --stats-json <file> write the same statistics as JSON
               -e <code>           run the Lua chunk before the script (repeatable);
                                   with no script, run just the chunk(s)
 
@@ -58,6 +64,7 @@ struct Jobrun: ParsableCommand {
               jobrun examples/pipeline.lua examples/data/words.txt 4
               jobrun stage.lua a --verbose -x  # arg[1..3]: "a", "--verbose", "-x"
               jobrun --prefix pipeline.lua     # workers' lines: "[consumer-1] ..."
+              jobrun --stats pipeline.lua      # where the time went, at the end
               jobrun -e 'print(jobrun.cpu_count())'
               jobrun check a.lua b.lua         # compile only: "a.lua: ok" or the error
               jobrun ./check                   # a script named `check`
@@ -101,6 +108,16 @@ struct Run: ParsableCommand {
     @Flag(name: .customLong("prefix"), help: "Start each line a worker prints (print, io.write, io.stdout/io.stderr:write) with [its name].")
     var prefix = false
 
+    @Flag(inversion: .prefixedNo, help: "Draw the live status line on stderr (default: when stderr is a terminal).")
+    var progress: Bool?
+
+    @Flag(name: .customLong("stats"), help: "Print per-process and per-queue statistics on stderr when the run ends.")
+    var stats = false
+
+    @Option(name: .customLong("stats-json"), help: ArgumentHelp("Write the run's statistics to this file as JSON.", valueName: "file"),
+            completion: .file())
+    var statsJSON: String?
+
     @Flag(name: .customLong("worker"), help: .hidden) var worker = false
     @Option(name: .customLong("worker-arena-fd"), help: .hidden) var workerArenaFD: Int32 = 3
     @Option(name: .customLong("worker-args"), help: .hidden) var workerArgs: String = "0:0"
@@ -135,7 +152,9 @@ struct Run: ParsableCommand {
         } else {
             status = Host.runMain(script: script, arguments: arguments,
                                   options: Host.Options(shmLimit: shmLimit.map { $0 << 20 },
-                                                        chunks: chunks, prefix: prefix))
+                                                        chunks: chunks, prefix: prefix,
+                                                        progress: progress.map { $0 ? .on : .off } ?? .auto,
+                                                        stats: stats, statsJSON: statsJSON))
         }
         throw ExitCode(status)
     }

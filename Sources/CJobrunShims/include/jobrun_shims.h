@@ -137,6 +137,18 @@ typedef struct jr_process_record {
     uint64_t held_head;     // items taken from redeliver queues, oldest first: a list of
     uint64_t held_tail;     // jr_held blocks, written by the process, read by the monitor
     char name[64];
+    // For --stats and the progress line. The process counts its own items;
+    // whoever reaps it (wait4) writes its resource usage; the first to see it
+    // end (monitor or reaper) writes `end_ns`.
+    uint64_t items_put;
+    uint64_t items_got;
+    int64_t start_ns;       // CLOCK_MONOTONIC
+    int64_t end_ns;         // 0 while running
+    uint64_t user_us;       // CPU time, valid when has_usage
+    uint64_t system_us;
+    uint64_t max_rss_kib;   // peak resident memory
+    uint32_t has_usage;
+    uint32_t reserved2;
 } jr_process_record;
 
 /// A copy of an item taken from a `redeliver` queue and not yet marked
@@ -153,6 +165,15 @@ enum {
     JR_WAIT_SEMAPHORE = 5, JR_WAIT_EVENT = 6, JR_WAIT_BARRIER = 7, JR_WAIT_CONDITION = 8,
     JR_WAIT_RECV = 9, JR_WAIT_PROCESS = 10, JR_WAIT_MEMORY = 11,
 };
+
+/// A script's own counter, `jobrun.progress(name, done [, total])`.
+#define JR_MAX_COUNTERS 16
+typedef struct jr_progress_counter {
+    char name[48];          // empty: a free slot
+    uint64_t done;
+    uint64_t total;         // 0: unknown
+    int64_t first_ns;       // when it was first reported, for the rate and ETA
+} jr_progress_counter;
 
 /// The arena's first page. `alloc_lock` guards `top`, `in_use` and the free
 /// lists; `space_seq` is bumped (under the lock) whenever memory is freed so a
@@ -176,7 +197,20 @@ typedef struct jr_arena_header {
     uint32_t failed;               // set once by the monitor: the run is deadlocked
     char failure[JR_MESSAGE_BYTES];
     jr_process_record processes[JR_MAX_PROCESSES];
+    // Every queue of the run, newest first (jr_queue.next_queue), for the
+    // progress line and --stats; pushed under proc_lock, never unlinked.
+    uint64_t queues_head;
+    int64_t run_start_ns;   // CLOCK_MONOTONIC when the run began
+    // The progress line: `progress_state` is JR_PROGRESS_*; the monitor draws
+    // only in ON and under `progress_lock`, which the main process takes to
+    // switch it OFF (and wipe the line) before it writes its last words.
+    pthread_mutex_t progress_lock;
+    uint32_t progress_state;
+    uint32_t progress_drawn; // a status line is on the screen now
+    jr_progress_counter counters[JR_MAX_COUNTERS];
 } jr_arena_header;
+
+enum { JR_PROGRESS_DISABLED = 0, JR_PROGRESS_ON = 1, JR_PROGRESS_OFF = 2 };
 
 /// Every allocated block starts with this header; the payload follows.
 typedef struct jr_block {
@@ -303,6 +337,14 @@ typedef struct jr_queue {
     int32_t failed_pid;     // the last such process, for the message
     int32_t failed_code;
     char failed_name[64];
+    // For --stats and the progress line; written under `lock`.
+    uint64_t total_bytes;   // encoded bytes put
+    uint64_t peak_count;    // most items queued at once
+    uint64_t put_wait_ns;   // time producers spent waiting on a full queue
+    uint64_t get_wait_ns;   // time consumers spent waiting on an empty one
+    uint64_t next_queue;    // the run's list of queues (jr_arena_header.queues_head)
+    char label[48];         // the `name` option, or empty
+    char site[80];          // where it was made: "pipeline.lua:12"
 } jr_queue;
 
 enum { JR_QUEUE_JOINABLE = 1, JR_QUEUE_REDELIVER = 2 };

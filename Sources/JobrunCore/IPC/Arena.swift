@@ -30,6 +30,7 @@ public enum Arena {
 
     public private(set) static var fd: Int32 = -1
     public private(set) static var base: UnsafeMutableRawPointer! = nil
+    static var isMapped: Bool { base != nil }
     static var header: UnsafeMutablePointer<jr_arena_header> { base.assumingMemoryBound(to: jr_arena_header.self) }
 
     public static var isAttached: Bool { base != nil }

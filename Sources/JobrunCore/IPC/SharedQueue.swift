@@ -20,15 +20,42 @@ struct SharedQueue {
     /// Longest single sleep: waits re-check their conditions at least this often.
     static let sleepSlice: Int64 = 1_000_000_000
 
-    static func create(maxsize: Int64, joinable: Bool, redeliver: Bool) throws(Arena.AllocFailure) -> UInt64 {
+    /// A new queue. `label` (the user's `name`) and `site` ("file:line") name
+    /// it in the progress line and --stats; a `listed` queue appears there.
+    static func create(maxsize: Int64, joinable: Bool, redeliver: Bool,
+                       label: String = "", site: String = "", listed: Bool = true) throws(Arena.AllocFailure) -> UInt64 {
         let (off, q) = try Arena.newObject(jr_queue.self, type: joinable ? JR_OBJ_JOINABLE_QUEUE : JR_OBJ_QUEUE)
         _ = jr_mutex_init(&q.pointee.lock)
         q.pointee.maxsize = maxsize
         q.pointee.flags = (joinable ? UInt32(JR_QUEUE_JOINABLE) : 0) | (redeliver ? UInt32(JR_QUEUE_REDELIVER) : 0)
         q.pointee.ring_off = try Arena.allocate(Int(initialRing))
         q.pointee.ring_cap = initialRing
+        copyCString(label, into: &q.pointee.label)
+        copyCString(site, into: &q.pointee.site)
+        if listed {
+            let h = Arena.header
+            _ = jr_mutex_lock(&h.pointee.proc_lock)
+            q.pointee.next_queue = h.pointee.queues_head
+            jr_store_u64(&h.pointee.queues_head, off)
+            jr_mutex_unlock(&h.pointee.proc_lock)
+        }
         return off
     }
+
+    /// Every listed queue of the run, oldest first.
+    static func all() -> [SharedQueue] {
+        var out: [SharedQueue] = []
+        var cur = jr_load_u64(&Arena.header.pointee.queues_head)
+        while cur != 0 {
+            let q = SharedQueue(offset: cur)
+            out.append(q)
+            cur = q.q.pointee.next_queue
+        }
+        return out.reversed()
+    }
+
+    var label: String { cString(&q.pointee.label) }
+    var site: String { cString(&q.pointee.site) }
 
     var id: UInt32 { q.pointee.hdr.id }
     var isJoinable: Bool { q.pointee.flags & UInt32(JR_QUEUE_JOINABLE) != 0 }
@@ -113,7 +140,9 @@ struct SharedQueue {
                 unlock(); if external != 0 { Arena.free(external) }
                 return .full
             }
+            let t0 = monotonicNanos()
             waitLocked(&q.pointee.space_seq, waiters: &q.pointee.put_waiters, deadline: deadline, kind: JR_WAIT_PUT)
+            q.pointee.put_wait_ns &+= UInt64(max(0, monotonicNanos() - t0))
             if let f = ProcessRegistry.failure {
                 unlock(); if external != 0 { Arena.free(external) }
                 return .failed(f)
@@ -147,13 +176,17 @@ struct SharedQueue {
             if bytes.count > 0 { memcpy(ring + Int(pos) + 8, bytes.baseAddress!, bytes.count) }
         }
         q.pointee.tail += need
-        jr_store_u64(&q.pointee.count, q.pointee.count + 1)
+        let depth = q.pointee.count + 1
+        jr_store_u64(&q.pointee.count, depth)
         q.pointee.total_put += 1
+        q.pointee.total_bytes &+= UInt64(bytes.count)
+        if depth > q.pointee.peak_count { q.pointee.peak_count = depth }
         if isJoinable { _ = jr_add_u64(&q.pointee.unfinished, 1) }
         let wake = q.pointee.get_waiters > 0
         if wake { q.pointee.items_seq &+= 1 }
         unlock()
         if wake { _ = jr_futex_wake(&q.pointee.items_seq, 1) }
+        ProcessRegistry.countPut()
         return .ok
     }
 
@@ -193,14 +226,21 @@ struct SharedQueue {
     /// `scratch` is the caller's reusable buffer for small items.
     func get(block: Bool, deadline: Deadline, scratch: inout ScratchBuffer, recv: Bool = false,
              consume: (UnsafeRawBufferPointer) -> Void) -> GetResult {
-        if block && jr_load_u64(&q.pointee.count) == 0 { spinUntilItems() }
+        // Time spent waiting is measured only when there is a wait.
+        var waitedSince: Int64 = 0
+        if block && jr_load_u64(&q.pointee.count) == 0 {
+            waitedSince = monotonicNanos()
+            spinUntilItems()
+        }
         lock()
         while q.pointee.count == 0 {
             if q.pointee.closed != 0 { unlock(); return .closed }
             if !block || deadline.expired { unlock(); return .empty }
+            if waitedSince == 0 { waitedSince = monotonicNanos() }
             waitLocked(&q.pointee.items_seq, waiters: &q.pointee.get_waiters, deadline: deadline, kind: recv ? JR_WAIT_RECV : JR_WAIT_GET)
             if let f = ProcessRegistry.failure { unlock(); return .failed(f) }
         }
+        if waitedSince != 0 { q.pointee.get_wait_ns &+= UInt64(max(0, monotonicNanos() - waitedSince)) }
         if isJoinable { ProcessRegistry.took(from: offset) }
         let ring = Arena.pointer(q.pointee.ring_off)
         let cap = q.pointee.ring_cap
@@ -235,6 +275,7 @@ struct SharedQueue {
         if wake { q.pointee.space_seq &+= 1 }
         unlock()
         if wake { _ = jr_futex_wake(&q.pointee.space_seq, 1) }
+        ProcessRegistry.countGot()
         if external != 0 {
             consume(UnsafeRawBufferPointer(start: Arena.pointer(external), count: externalLength))
             Arena.free(external)

@@ -55,3 +55,18 @@ func writeAll(_ fd: Int32, _ text: String) {
         off += n
     }
 }
+
+/// Stores `text` in a fixed C char array of a shared struct (imported as a
+/// tuple), cut to fit and NUL-terminated.
+func copyCString<T>(_ text: String, into field: inout T) {
+    withUnsafeMutableBytes(of: &field) { buf in
+        let bytes = Array(text.utf8.prefix(buf.count - 1))
+        buf.copyBytes(from: bytes)
+        buf[bytes.count] = 0
+    }
+}
+
+/// The NUL-terminated text in a fixed C char array of a shared struct.
+func cString<T>(_ field: inout T) -> String {
+    withUnsafeBytes(of: &field) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+}

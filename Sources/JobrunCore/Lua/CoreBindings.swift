@@ -19,6 +19,7 @@ enum CoreBindings {
         Lua.setFunction(L, "time", time)
         Lua.setFunction(L, "cpu_count", cpuCount)
         Lua.setFunction(L, "raise", raise)
+        Lua.setFunction(L, "progress", progress)
         Lua.pushString(L, version); lua_setfield(L, -2, "version")
     }
 
@@ -121,6 +122,7 @@ enum CoreBindings {
         case LUA_TNUMBER: code = Int32(truncatingIfNeeded: lua_tointegerx(L, 1, nil))
         default: code = 0
         }
+        if Runtime.isMain { code = Host.endOfRun(code) }
         jr_flush_and_exit(code)
     }
 
@@ -150,6 +152,35 @@ enum CoreBindings {
         var left = timespec()
         while nanosleep(&ts, &left) != 0 && Glibc.errno == EINTR { ts = left }
         ProcessControl.reapStrays()
+        return 0
+    }
+
+    /// jobrun.progress(name, done [, total]): a counter of the script's own
+    /// on the status line (a bar with an ETA when the total is known) and in
+    /// --stats.
+    static let progress: jr_swift_fn = { L in
+        let L = L!
+        guard lua_type(L, 1) == LUA_TSTRING, let name = Lua.string(L, 1), !name.isEmpty, name.utf8.count < 48 else {
+            return Lua.raise(L, .TypeError, "jobrun.progress: name must be a non-empty string of at most 47 bytes, got \(Lua.typeName(L, 1))")
+        }
+        /// A whole number >= 0 at `i`, or the message saying what it is instead.
+        func count(_ i: Int32, _ what: String) -> Result<UInt64, Lua.ArgError> {
+            guard lua_type(L, i) == LUA_TNUMBER else {
+                return .failure(.bad("jobrun.progress: \(what) must be a number, got \(Lua.typeName(L, i))"))
+            }
+            let v = jr_lua_tonumberx(L, i, nil)
+            if v >= 0 && v < 1.8e19 && v == v.rounded(.down) { return .success(UInt64(v)) }
+            return .failure(.value("jobrun.progress: \(what) must be a whole number >= 0, got \(Lua.numberText(v))"))
+        }
+        do {
+            let done = try count(2, "done").get()
+            let total = jr_lua_isnoneornil(L, 3) != 0 ? nil : try count(3, "total").get()
+            try Progress.report(name: name, done: done, total: total)
+        } catch let e as Lua.ArgError {
+            return Lua.raise(L, e)
+        } catch {
+            return Lua.raise(L, .ValueError, "jobrun.progress: too many counters (at most \(JR_MAX_COUNTERS) names per run)")
+        }
         return 0
     }
 

@@ -12,9 +12,37 @@ public enum Host {
         public var chunks: [String]
         /// `--prefix`: workers' output lines start with `[name] `.
         public var prefix: Bool
-        public init(shmLimit: UInt64? = nil, chunks: [String] = [], prefix: Bool = false) {
+        /// `--progress` / `--no-progress` (auto: when stderr is a terminal).
+        public var progress: Progress.Mode
+        /// `--stats`: the tables on stderr at the end; `--stats-json FILE`.
+        public var stats: Bool
+        public var statsJSON: String?
+        public init(shmLimit: UInt64? = nil, chunks: [String] = [], prefix: Bool = false,
+                    progress: Progress.Mode = .auto, stats: Bool = false, statsJSON: String? = nil) {
             self.shmLimit = shmLimit; self.chunks = chunks; self.prefix = prefix
+            self.progress = progress; self.stats = stats; self.statsJSON = statsJSON
         }
+    }
+
+    /// The main process's options, for the end of the run (which `os.exit`
+    /// reaches through core.exit).
+    static var mainOptions = Options()
+    private static var ended = false
+
+    /// The end of the run in the main process: collect the last children,
+    /// wipe the status line, report --stats. Returns the exit status (1 when
+    /// the --stats-json file could not be written and the run had succeeded).
+    static func endOfRun(_ code: Int32) -> Int32 {
+        guard Runtime.isMain, !ended else { return code }
+        ended = true
+        ProcessControl.reapStrays()
+        fflush(nil)
+        Progress.stop()
+        let o = mainOptions
+        if o.stats || o.statsJSON != nil {
+            if !Stats.report(mainExit: code, text: o.stats, jsonPath: o.statsJSON) && code == 0 { return 1 }
+        }
+        return code
     }
 
     /// Runs `script` (or, when it is nil, just the `-e` chunks) as the main
@@ -38,15 +66,19 @@ public enum Host {
             return 1
         }
         jr_stdout_linebuffered()
+        mainOptions = options
         ProcessRegistry.register(name: "MainProcess", parent: getppid())
+        Progress.setUp(options.progress)
         Monitor.start()
         Runtime.scriptDirectory = script.map(directory(of:)) ?? "."
         guard let L = newState() else { return 1 }
-        if options.prefix { installPrefixing(L) }
+        installOutputHooks(L, tag: options.prefix, clear: Progress.isOn)
         setArgTable(L, script: script ?? "jobrun", arguments: arguments)
-        return runFile(L, script: script, chunks: options.chunks, arguments: arguments) { message in
-            "jobrun: \(message)\n"
+        let code = runFile(L, script: script, chunks: options.chunks, arguments: arguments) { message in
+            Progress.stop()   // the run's last words: the status line goes first
+            return "jobrun: \(message)\n"
         }
+        return endOfRun(code)
     }
 
     /// Runs a `script` worker (started by `Process{script = ...}`).
@@ -76,7 +108,7 @@ public enum Host {
             """) {
             lua_getglobal(L, "jobrun"); Lua.pushString(L, name); lua_pushboolean(L, daemon ? 1 : 0); return 3
         }
-        if prefix { installPrefixing(L) }
+        installOutputHooks(L, tag: prefix, clear: Progress.isOn)
         // Decode the arguments the parent left in the arena.
         let top = lua_gettop(L)
         let (n, err) = ValueDecoder.decodeValues(L, UnsafeRawBufferPointer(start: Arena.pointer(argsOffset), count: argsLength))
@@ -95,7 +127,7 @@ public enum Host {
         lua_setglobal(L, "arg")
         let pid = getpid()
         return runFile(L, script: script, argumentIndices: args) { message in
-            prefixLines("Process \(name) (pid \(pid)): \(message)\n", name: name)
+            Progress.lineStart(fd: 2) + prefixLines("Process \(name) (pid \(pid)): \(message)\n", name: name)
         }
     }
 

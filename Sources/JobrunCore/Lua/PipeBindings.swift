@@ -51,8 +51,8 @@ enum PipeBindings {
         do {
             let (off, p) = try Arena.newObject(jr_pipe.self, type: JR_OBJ_PIPE_END0)
             p.pointee.duplex = duplex ? 1 : 0
-            p.pointee.queue.1 = try SharedQueue.create(maxsize: 0, joinable: false, redeliver: false)
-            p.pointee.queue.0 = duplex ? try SharedQueue.create(maxsize: 0, joinable: false, redeliver: false) : p.pointee.queue.1
+            p.pointee.queue.1 = try SharedQueue.create(maxsize: 0, joinable: false, redeliver: false, listed: false)
+            p.pointee.queue.0 = duplex ? try SharedQueue.create(maxsize: 0, joinable: false, redeliver: false, listed: false) : p.pointee.queue.1
             ObjectHandle.push(L, ObjectHandle(offset: off, type: UInt32(JR_OBJ_PIPE_END0)))
             ObjectHandle.push(L, ObjectHandle(offset: off, type: UInt32(JR_OBJ_PIPE_END1)))
             return 2

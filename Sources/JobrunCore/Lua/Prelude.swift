@@ -42,6 +42,7 @@ jobrun._traceback = traceback_handler
 jobrun.sleep = core.sleep
 jobrun.time = core.time
 jobrun.cpu_count = core.cpu_count
+jobrun.progress = core.progress
 
 -- Processes ------------------------------------------------------------------
 

@@ -49,13 +49,21 @@ enum QueueBindings {
         let fn = joinable ? "JoinableQueue" : "Queue"
         var maxsize: Int64 = 0
         var redeliver = false
+        var name = ""
         do {
             if lua_type(L, 1) == LUA_TTABLE {
                 lua_getfield(L, 1, "maxsize")
                 maxsize = try Lua.optInteger(L, -1, 0, fn, "maxsize") ?? 0
                 lua_getfield(L, 1, "redeliver")
                 redeliver = try Lua.optBool(L, -1, false, fn, "redeliver")
-                jr_lua_pop(L, 2)
+                lua_getfield(L, 1, "name")
+                if jr_lua_isnoneornil(L, -1) == 0 {
+                    guard lua_type(L, -1) == LUA_TSTRING, let n = Lua.string(L, -1), !n.isEmpty, n.utf8.count < 48 else {
+                        return Lua.raise(L, .TypeError, "\(fn): name must be a non-empty string of at most 47 bytes, got \(Lua.typeName(L, -1))")
+                    }
+                    name = n
+                }
+                jr_lua_pop(L, 3)
             } else {
                 maxsize = try Lua.optInteger(L, 1, 0, fn, "maxsize") ?? 0
             }
@@ -64,7 +72,10 @@ enum QueueBindings {
             return Lua.raise(L, .ValueError, "Queue: redeliver needs a JoinableQueue (it redelivers items not marked done)")
         }
         do {
-            let off = try SharedQueue.create(maxsize: max(0, maxsize), joinable: joinable, redeliver: redeliver)
+            var site = Lua.whereString(L, level: 1)
+            if site.hasSuffix(": ") { site.removeLast(2) }
+            let off = try SharedQueue.create(maxsize: max(0, maxsize), joinable: joinable, redeliver: redeliver,
+                                             label: name, site: site)
             ObjectHandle.push(L, ObjectHandle(offset: off, type: UInt32(joinable ? JR_OBJ_JOINABLE_QUEUE : JR_OBJ_QUEUE)))
             return 1
         } catch {

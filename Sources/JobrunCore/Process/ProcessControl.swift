@@ -19,9 +19,13 @@ enum ProcessControl {
     /// own workers for `poll`; orphans adopted as subreaper are just reaped.
     static func reapStrays() {
         var status: Int32 = 0
+        var usage = rusage()
         while true {
-            let pid = waitpid(-1, &status, WNOHANG)
+            let pid = wait4(-1, &status, WNOHANG, &usage)
             if pid <= 0 { return }
+            // Every process of the run gets its end and usage recorded, the
+            // adopted orphans included.
+            ProcessRegistry.recordExit(pid, code: exitCode(status), usage: usage)
             if pidfds[pid] != nil { reaped[pid] = status }
         }
     }
@@ -88,15 +92,15 @@ enum ProcessControl {
     static func poll(_ pid: pid_t) -> Int32? {
         if let status = reaped.removeValue(forKey: pid) {
             if let fd = pidfds.removeValue(forKey: pid) { close(fd) }
-            ProcessRegistry.recordExit(pid, code: exitCode(status))
             return exitCode(status)
         }
         var status: Int32 = 0
+        var usage = rusage()
         while true {
-            let r = waitpid(pid, &status, WNOHANG)
+            let r = wait4(pid, &status, WNOHANG, &usage)
             if r == pid {
                 if let fd = pidfds.removeValue(forKey: pid) { close(fd) }
-                ProcessRegistry.recordExit(pid, code: exitCode(status))
+                ProcessRegistry.recordExit(pid, code: exitCode(status), usage: usage)
                 return exitCode(status)
             }
             if r == 0 { return nil }

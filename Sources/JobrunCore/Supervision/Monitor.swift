@@ -40,6 +40,7 @@ enum Monitor {
         var pidfds: [pid_t: Int32] = [:]
         var gens: [Int: UInt64] = [:]
         var stable = 0
+        var painter = Progress.Painter()
 
         init(main: pid_t) { self.main = main }
 
@@ -65,11 +66,17 @@ enum Monitor {
                     if let r = ProcessRegistry.find(pid) { ended(r) }
                 }
                 checkDeadlock()
+                painter.tick()
             }
         }
 
         /// The main process has ended: stop whatever is left, then go.
         func finish() -> Never {
+            // The main process was killed with its status line on the screen.
+            let h = Arena.header
+            if jr_load_u32(&h.pointee.progress_state) == UInt32(JR_PROGRESS_ON) && h.pointee.progress_drawn != 0 {
+                writeAll(2, "\r\u{1B}[K")
+            }
             let all = ProcessRegistry.slots()
             let n = Int(jr_load_u32(&Arena.header.pointee.process_slots))
             for i in 0..<n where all[i].state == UInt32(JR_PROC_RUNNING) && all[i].pid != main {
@@ -84,6 +91,7 @@ enum Monitor {
                 r.pointee.exit_code = code
                 jr_store_u32(&r.pointee.has_exit_code, 1)
             }
+            ProcessRegistry.markEnded(r)
             let name = ProcessRegistry.name(of: r)
             redeliver(r)
             withUnsafeMutablePointer(to: &r.pointee.taken) {

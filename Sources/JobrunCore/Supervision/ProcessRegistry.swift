@@ -30,19 +30,24 @@ enum ProcessRegistry {
         memset(r, 0, MemoryLayout<jr_process_record>.size)
         r.pointee.pid = getpid()
         r.pointee.parent_pid = parent
-        withUnsafeMutableBytes(of: &r.pointee.name) { buf in
-            let bytes = Array(name.utf8.prefix(buf.count - 1))
-            buf.copyBytes(from: bytes)
-        }
+        r.pointee.start_ns = monotonicNanos()
+        copyCString(name, into: &r.pointee.name)
         r.pointee.state = UInt32(JR_PROC_RUNNING)
         if UInt32(i + 1) > h.pointee.process_slots { h.pointee.process_slots = UInt32(i + 1) }
         record = r
     }
 
-    static func name(of r: UnsafeMutablePointer<jr_process_record>) -> String {
-        withUnsafeBytes(of: &r.pointee.name) { buf in
-            String(decoding: buf.prefix(while: { $0 != 0 }), as: UTF8.self)
-        }
+    static func name(of r: UnsafeMutablePointer<jr_process_record>) -> String { cString(&r.pointee.name) }
+
+    /// Counts an item this process put (for --stats): its own record, so a
+    /// plain add.
+    @inline(__always) static func countPut() { record?.pointee.items_put &+= 1 }
+    /// Counts an item this process got.
+    @inline(__always) static func countGot() { record?.pointee.items_got &+= 1 }
+
+    /// Notes that `pid` has ended, at the first sighting (monitor or reaper).
+    static func markEnded(_ r: UnsafeMutablePointer<jr_process_record>) {
+        if r.pointee.end_ns == 0 { r.pointee.end_ns = monotonicNanos() }
     }
 
     /// The record of `pid`, if it is a process of this run.
@@ -91,10 +96,20 @@ enum ProcessRegistry {
     }
 
     /// A parent that reaped `pid` records its exit code for the monitor's messages.
-    static func recordExit(_ pid: pid_t, code: Int32) {
+    static func recordExit(_ pid: pid_t, code: Int32, usage: rusage? = nil) {
         guard let r = find(pid) else { return }
+        markEnded(r)
+        if let u = usage { store(u, in: r) }
         r.pointee.exit_code = code
         jr_store_u32(&r.pointee.has_exit_code, 1)
+    }
+
+    /// CPU time and peak memory from getrusage/wait4.
+    static func store(_ u: rusage, in r: UnsafeMutablePointer<jr_process_record>) {
+        r.pointee.user_us = UInt64(u.ru_utime.tv_sec) * 1_000_000 + UInt64(u.ru_utime.tv_usec)
+        r.pointee.system_us = UInt64(u.ru_stime.tv_sec) * 1_000_000 + UInt64(u.ru_stime.tv_usec)
+        r.pointee.max_rss_kib = UInt64(max(0, u.ru_maxrss))
+        r.pointee.has_usage = 1
     }
 
     // MARK: items held for redelivery

@@ -1,0 +1,265 @@
+import CJobrunShims
+import Glibc
+
+/// The live status line on stderr, as ninja and cargo draw theirs: one line,
+/// redrawn in place ("\r...\e[K") at most ten times a second by the monitor,
+/// which reads the queues' and processes' counters from the arena. Nothing on
+/// the data path changes: the counters it shows are the ones --stats needs.
+///
+/// Other output must not land in the middle of the line: every process's Lua
+/// writes to a terminal start each new line by wiping it (see Host+Output),
+/// and the monitor draws again at its next tick. The main process switches
+/// the line off (under `progress_lock`, so a draw cannot slip in after) before
+/// its last words and before it exits.
+public enum Progress {
+    public enum Mode: Sendable { case auto, on, off }
+
+    /// Seconds of run before the line first appears: short runs show none.
+    static let firstDrawAfter: Int64 = 300_000_000
+    /// The fastest redraw.
+    static let redrawEvery: Int64 = 100_000_000
+
+    /// Main process, before the monitor starts: decides whether there is a line.
+    static func setUp(_ mode: Mode) {
+        let h = Arena.header
+        _ = jr_mutex_init(&h.pointee.progress_lock)
+        h.pointee.run_start_ns = monotonicNanos()
+        let on: Bool
+        switch mode {
+        case .on: on = true
+        case .off: on = false
+        case .auto:
+            let term = getenv("TERM").map { String(cString: $0) } ?? ""
+            on = isatty(2) != 0 && term != "dumb"
+        }
+        h.pointee.progress_state = UInt32(on ? JR_PROGRESS_ON : JR_PROGRESS_DISABLED)
+        if on { atexit { Progress.stop() } }
+    }
+
+    static var isOn: Bool { jr_load_u32(&Arena.header.pointee.progress_state) == UInt32(JR_PROGRESS_ON) }
+
+    /// What a process writes before a new line on `fd` so it does not run into
+    /// the status line: "\r\e[K" while the line is on and `fd` is a terminal.
+    static func lineStart(fd: Int32) -> String {
+        guard Arena.isMapped, isOn, isTerminal(fd) else { return "" }
+        return "\r\u{1B}[K"
+    }
+
+    private static var terminalChecked: (pid: pid_t, out: Bool, err: Bool)?
+    private static func isTerminal(_ fd: Int32) -> Bool {
+        let pid = getpid()
+        if terminalChecked?.pid != pid { terminalChecked = (pid, isatty(1) != 0, isatty(2) != 0) }
+        return fd == 1 ? terminalChecked!.out : terminalChecked!.err
+    }
+
+    /// Switches the line off for good and wipes it (main process).
+    public static func stop() {
+        guard Arena.isMapped, Runtime.isMain else { return }
+        let h = Arena.header
+        guard jr_load_u32(&h.pointee.progress_state) == UInt32(JR_PROGRESS_ON) else { return }
+        _ = jr_mutex_lock(&h.pointee.progress_lock)
+        jr_store_u32(&h.pointee.progress_state, UInt32(JR_PROGRESS_OFF))
+        if h.pointee.progress_drawn != 0 {
+            writeAll(2, "\r\u{1B}[K")
+            h.pointee.progress_drawn = 0
+        }
+        jr_mutex_unlock(&h.pointee.progress_lock)
+    }
+
+    // MARK: jobrun.progress(name, done [, total])
+
+    /// This process's slot index for each counter name it reported.
+    private static var slots: [String: Int] = [:]
+
+    enum CounterError: Error { case full }
+
+    /// Sets a script counter; the first report of a name claims a slot.
+    static func report(name: String, done: UInt64, total: UInt64?) throws(CounterError) {
+        let h = Arena.header
+        let counters = withUnsafeMutablePointer(to: &h.pointee.counters) {
+            UnsafeMutableRawPointer($0).assumingMemoryBound(to: jr_progress_counter.self)
+        }
+        var index = slots[name]
+        if index == nil {
+            _ = jr_mutex_lock(&h.pointee.progress_lock)
+            for i in 0..<Int(JR_MAX_COUNTERS) {
+                let n = cString(&counters[i].name)
+                if n == name { index = i; break }
+                if n.isEmpty {
+                    copyCString(name, into: &counters[i].name)
+                    counters[i].first_ns = monotonicNanos()
+                    index = i
+                    break
+                }
+            }
+            jr_mutex_unlock(&h.pointee.progress_lock)
+            guard let i = index else { throw .full }
+            slots[name] = i
+        }
+        let c = counters + index!
+        if let total { jr_store_u64(&c.pointee.total, total) }
+        jr_store_u64(&c.pointee.done, done)
+    }
+
+    struct Counter { let name: String; let done: UInt64; let total: UInt64; let firstNanos: Int64 }
+
+    static func counters() -> [Counter] {
+        let h = Arena.header
+        return withUnsafeMutablePointer(to: &h.pointee.counters) {
+            let c = UnsafeMutableRawPointer($0).assumingMemoryBound(to: jr_progress_counter.self)
+            return (0..<Int(JR_MAX_COUNTERS)).compactMap { i in
+                let name = cString(&c[i].name)
+                if name.isEmpty { return nil }
+                return Counter(name: name, done: jr_load_u64(&c[i].done), total: jr_load_u64(&c[i].total), firstNanos: c[i].first_ns)
+            }
+        }
+    }
+
+    // MARK: drawing (monitor)
+
+    /// The monitor's drawing state: the last sample of each counter, for rates.
+    struct Painter {
+        var lastDraw: Int64 = 0
+        var samples: [UInt64: (at: Int64, count: UInt64, rate: Double)] = [:]
+
+        mutating func tick() {
+            let h = Arena.header
+            guard jr_load_u32(&h.pointee.progress_state) == UInt32(JR_PROGRESS_ON) else { return }
+            let now = monotonicNanos()
+            guard now - h.pointee.run_start_ns >= Progress.firstDrawAfter, now - lastDraw >= Progress.redrawEvery else { return }
+            lastDraw = now
+            let text = "\r" + line(now: now, width: terminalWidth()) + "\u{1B}[K"
+            _ = jr_mutex_lock(&h.pointee.progress_lock)
+            if jr_load_u32(&h.pointee.progress_state) == UInt32(JR_PROGRESS_ON) {
+                writeAll(2, text)
+                h.pointee.progress_drawn = 1
+            }
+            jr_mutex_unlock(&h.pointee.progress_lock)
+        }
+
+        func terminalWidth() -> Int {
+            var ws = winsize()
+            if ioctl(2, UInt(TIOCGWINSZ), &ws) == 0 && ws.ws_col > 10 { return Int(ws.ws_col) }
+            return 80
+        }
+
+        /// One line: elapsed time, each queue that has seen items, the script's
+        /// counters, live processes; cut to the terminal's width.
+        mutating func line(now: Int64, width: Int) -> String {
+            let h = Arena.header
+            var parts = ["jobrun " + seconds(now - h.pointee.run_start_ns) + ", \(liveProcesses()) processes"]
+            for c in Progress.counters() {
+                var text = "\(c.name) \(count(c.done))"
+                if c.total > 0 {
+                    let frac = min(1, Double(c.done) / Double(c.total))
+                    let cells = 12
+                    let full = Int((frac * Double(cells)).rounded(.down))
+                    text += "/\(count(c.total)) [" + String(repeating: "#", count: full)
+                        + String(repeating: "-", count: cells - full) + "] \(Int(frac * 100))%"
+                    let elapsed = Double(now - c.firstNanos) / 1e9
+                    if c.done > 0 && c.done < c.total && elapsed > 0.5 {
+                        let eta = elapsed * Double(c.total - c.done) / Double(c.done)
+                        text += " ETA " + seconds(Int64(eta * 1e9))
+                    }
+                }
+                parts.append(text)
+            }
+            for q in SharedQueue.all() {
+                let s = q.snapshot
+                if s.put == 0 { continue }
+                var text = "\(s.name) \(count(s.put)) put"
+                if q.isJoinable {
+                    text += ", \(count(s.done)) done"
+                    if s.got > s.done { text += ", \(count(s.got - s.done)) in flight" }
+                } else {
+                    text += ", \(count(s.got)) got"
+                }
+                if s.depth > 0 { text += ", \(count(s.depth)) queued" }
+                if let r = rate(key: q.offset, count: q.isJoinable ? s.done : s.got, now: now) {
+                    text += ", " + Progress.rate(r)
+                }
+                parts.append(text)
+            }
+            return fit(parts.joined(separator: " | "), width - 1)
+        }
+
+        /// Items per second, smoothed over the last draws (nil at the first).
+        mutating func rate(key: UInt64, count: UInt64, now: Int64) -> Double? {
+            guard let prev = samples[key] else {
+                samples[key] = (now, count, -1)
+                return nil
+            }
+            let dt = Double(now - prev.at) / 1e9
+            let instant = dt > 0 ? Double(count &- prev.count) / dt : max(0, prev.rate)
+            let smoothed = prev.rate < 0 ? instant : prev.rate * 0.7 + instant * 0.3
+            samples[key] = (now, count, smoothed)
+            return smoothed
+        }
+
+        func liveProcesses() -> Int {
+            let all = ProcessRegistry.slots()
+            let n = Int(jr_load_u32(&Arena.header.pointee.process_slots))
+            return (0..<n).filter { all[$0].state == UInt32(JR_PROC_RUNNING) && all[$0].end_ns == 0 }.count
+        }
+
+        func fit(_ s: String, _ width: Int) -> String {
+            if s.count <= width { return s }
+            return String(s.prefix(max(0, width - 3))) + "..."
+        }
+    }
+
+    /// "12,345"; "1.2M" from ten million up.
+    static func count(_ n: UInt64) -> String {
+        if n >= 10_000_000 { return String(format1(Double(n) / 1e6)) + "M" }
+        var digits = Array(String(n))
+        var i = digits.count - 3
+        while i > 0 { digits.insert(",", at: i); i -= 3 }
+        return String(digits)
+    }
+
+    /// "850/s", "3.3k/s", "1.2M/s".
+    static func rate(_ r: Double) -> String {
+        if r >= 1e6 { return format1(r / 1e6) + "M/s" }
+        if r >= 1e4 { return format1(r / 1e3) + "k/s" }
+        return "\(Int(r.rounded()))/s"
+    }
+
+    /// "4.2s", "3m05s", "1h02m".
+    static func seconds(_ ns: Int64) -> String {
+        let s = Double(max(0, ns)) / 1e9
+        if s < 60 { return format1(s) + "s" }
+        let total = Int(s)
+        if total < 3600 { return "\(total / 60)m" + pad2(total % 60) + "s" }
+        return "\(total / 3600)h" + pad2(total / 60 % 60) + "m"
+    }
+
+    static func format1(_ v: Double) -> String {
+        let tenths = Int((v * 10).rounded())
+        return "\(tenths / 10).\(tenths % 10)"
+    }
+
+    static func pad2(_ v: Int) -> String { v < 10 ? "0\(v)" : "\(v)" }
+}
+
+extension SharedQueue {
+    /// The counters of a queue, read without its lock (a display may be a
+    /// moment stale, never torn: each field is one aligned word).
+    struct Snapshot {
+        let name: String
+        let put: UInt64, got: UInt64, done: UInt64, depth: UInt64
+        let bytes: UInt64, peak: UInt64, putWaitNanos: UInt64, getWaitNanos: UInt64
+    }
+
+    var snapshot: Snapshot {
+        let p = q
+        let put = jr_load_u64(&p.pointee.total_put)
+        let got = jr_load_u64(&p.pointee.total_got)
+        let unfinished = jr_load_u64(&p.pointee.unfinished)
+        let done = isJoinable ? min(got, put &- min(put, unfinished)) : got
+        let kind = isJoinable ? "JoinableQueue" : "Queue"
+        let name = label.isEmpty ? "\(kind)#\(id)" : label
+        return Snapshot(name: name, put: put, got: got, done: done, depth: jr_load_u64(&p.pointee.count),
+                        bytes: jr_load_u64(&p.pointee.total_bytes), peak: jr_load_u64(&p.pointee.peak_count),
+                        putWaitNanos: jr_load_u64(&p.pointee.put_wait_ns), getWaitNanos: jr_load_u64(&p.pointee.get_wait_ns))
+    }
+}
