@@ -3,7 +3,8 @@ import Testing
 
 /// Runs `code` as a script file (in a fresh temporary folder, with optional
 /// extra files beside it) through the built jobrun.
-func runScript(_ code: String, args: [String] = [], files: [String: String] = [:], timeout: Double = 60)
+func runScript(_ code: String, args: [String] = [], files: [String: String] = [:], timeout: Double = 60,
+               options: [String] = [])
     -> (status: Int32, stdout: String, stderr: String, timedOut: Bool)
 {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("jobrun-test-\(UUID().uuidString)")
@@ -14,7 +15,7 @@ func runScript(_ code: String, args: [String] = [], files: [String: String] = [:
     for (name, text) in files {
         try? text.write(to: dir.appendingPathComponent(name), atomically: true, encoding: .utf8)
     }
-    return runJobrun([script.path] + args, timeout: timeout)
+    return runJobrun(options + [script.path] + args, timeout: timeout)
 }
 
 @Suite("The script runs like lua5.4 runs it")

@@ -1,0 +1,220 @@
+import Foundation
+import Testing
+
+/// A pipeline with known counts: main puts `n` items on "tasks", two
+/// consumers move each to "results", main takes them all back.
+private let countedPipeline = """
+    local n = tonumber(arg[1])
+    local tasks = jobrun.JoinableQueue{name = "tasks"}
+    local results = jobrun.Queue{name = "results", maxsize = 50}
+    local function consumer()
+      for item in tasks:items() do results:put(item * 2) end
+    end
+    local ps = {}
+    for i = 1, 2 do
+      ps[i] = jobrun.Process{target = consumer, name = "consumer-" .. i}
+      ps[i]:start()
+    end
+    local sum = 0
+    for i = 1, n do
+      tasks:put(i)
+      jobrun.progress("sent", i, n)
+    end
+    for i = 1, n do sum = sum + results:get() end
+    tasks:join()
+    tasks:close()
+    for _, p in ipairs(ps) do p:join() end
+    local quitter = jobrun.Process{target = function() os.exit(3) end, name = "quitter"}
+    quitter:start(); quitter:join()
+    local victim = jobrun.Process{target = function() jobrun.sleep(60) end, name = "victim"}
+    victim:start(); jobrun.sleep(0.3); victim:kill(); victim:join()
+    print("sum", sum)
+    """
+
+private func parseJSON(_ path: String) -> [String: Any]? {
+    guard let data = FileManager.default.contents(atPath: path) else { return nil }
+    return (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
+}
+
+@Suite("--stats and --stats-json")
+struct StatsTests {
+    @Test func jsonMatchesTheRunsRealCounts() throws {
+        let n = 3000
+        let json = FileManager.default.temporaryDirectory.appendingPathComponent("stats-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: json) }
+        let r = runScript(countedPipeline, args: [String(n)], timeout: 60, options: ["--stats-json", json])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "sum\t\(n * (n + 1))\n")
+        #expect(!r.stderr.contains("run statistics"), "no table without --stats")
+        let stats = try #require(parseJSON(json), "not JSON: \((try? String(contentsOfFile: json, encoding: .utf8)) ?? "missing")")
+        let processes = try #require(stats["processes"] as? [[String: Any]])
+        func process(_ name: String) -> [String: Any]? { processes.first { $0["name"] as? String == name } }
+        let main = try #require(process("MainProcess"))
+        #expect(main["items_put"] as? Int == n)
+        #expect(main["items_got"] as? Int == n)
+        #expect(main["exit"] as? Int == 0)
+        let consumers = processes.filter { ($0["name"] as? String ?? "").hasPrefix("consumer-") }
+        #expect(consumers.count == 2)
+        // Each consumer got its items plus the end-of-stream it saw (items() ends on close).
+        #expect(consumers.map { $0["items_put"] as? Int ?? -1 }.reduce(0, +) == n)
+        #expect(consumers.map { $0["items_got"] as? Int ?? -1 }.reduce(0, +) == n)
+        for c in consumers {
+            #expect(c["exit"] as? Int == 0)
+            #expect((c["peak_rss_kib"] as? Int ?? 0) > 0)
+            #expect((c["user_seconds"] as? Double) != nil)
+            #expect((c["wall_seconds"] as? Double ?? -1) >= 0)
+        }
+        #expect(process("quitter")?["exit"] as? Int == 3)
+        #expect(process("victim")?["exit"] as? Int == -9)
+
+        let queues = try #require(stats["queues"] as? [[String: Any]])
+        let tasks = try #require(queues.first { $0["name"] as? String == "tasks" })
+        #expect(tasks["kind"] as? String == "JoinableQueue")
+        #expect(tasks["items"] as? Int == n)
+        #expect(tasks["got"] as? Int == n)
+        #expect(tasks["done"] as? Int == n)
+        #expect(tasks["queued"] as? Int == 0)
+        #expect((tasks["bytes"] as? Int ?? 0) >= 2 * n)
+        #expect((tasks["site"] as? String ?? "").hasSuffix("main.lua:2"))
+        let results = try #require(queues.first { $0["name"] as? String == "results" })
+        #expect(results["items"] as? Int == n)
+        let peak = results["peak_depth"] as? Int ?? -1
+        #expect(peak >= 1 && peak <= 50, "bounded queue: peak depth \(peak)")
+        let counters = try #require(stats["counters"] as? [[String: Any]])
+        #expect(counters.first?["name"] as? String == "sent")
+        #expect(counters.first?["done"] as? Int == n)
+        #expect(counters.first?["total"] as? Int == n)
+    }
+
+    @Test func tableOnStderrNamesEveryProcessAndQueue() {
+        let r = runScript(countedPipeline, args: ["500"], timeout: 60, options: ["--stats"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "sum\t\(500 * 501)\n", "the table goes to stderr only")
+        #expect(r.stderr.contains("jobrun: run statistics ("))
+        for word in ["process", "pid", "exit", "cpu s", "peak MiB", "MainProcess", "consumer-1", "consumer-2",
+                     "signal 9", "queue", "made at", "peak depth", "put wait s", "get wait s", "tasks", "results",
+                     "counter", "sent"] {
+            #expect(r.stderr.contains(word), "missing \(word) in:\n\(r.stderr)")
+        }
+        #expect(r.stderr.contains(where: { $0 == "\u{1B}" }) == false, "no escape codes when not on a terminal")
+    }
+
+    @Test func statsAreWrittenAfterOsExitAndAnError() throws {
+        let json = FileManager.default.temporaryDirectory.appendingPathComponent("stats-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: json) }
+        let r = runScript("local q = jobrun.Queue(); q:put(1); q:get(); os.exit(4)", timeout: 30, options: ["--stats-json", json])
+        #expect(r.status == 4, "\(r.stderr)")
+        let stats = try #require(parseJSON(json))
+        let main = (stats["processes"] as? [[String: Any]])?.first
+        #expect(main?["exit"] as? Int == 4)
+        let e = runScript("error('boom')", timeout: 30, options: ["--stats"])
+        #expect(e.status == 1)
+        #expect(e.stderr.contains("boom"))
+        #expect(e.stderr.contains("run statistics"))
+    }
+
+    @Test func unwritableJSONPathIsReported() {
+        let r = runScript("print('ran')", timeout: 30, options: ["--stats-json", "/nonexistent-dir/x.json"])
+        #expect(r.status == 1)
+        #expect(r.stdout == "ran\n")
+        #expect(r.stderr.contains("jobrun: --stats-json: cannot write /nonexistent-dir/x.json: No such file or directory"))
+    }
+}
+
+/// Runs `command` under a pseudo-terminal 200 columns wide (util-linux
+/// `script`); returns everything the terminal received.
+private func underTerminal(_ jobrunArgs: [String], timeout: Double = 60) -> (status: Int32, output: String) {
+    let bin = jobrunBinary
+    let quoted = ([bin] + jobrunArgs).map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }.joined(separator: " ")
+    let r = runCommand(["/usr/bin/script", "-qfec", "stty cols 200 rows 40; exec " + quoted, "/dev/null"], timeout: timeout)
+    return (r.status, r.stdout)
+}
+
+private let slowPipeline = """
+    local tasks = jobrun.JoinableQueue{name = "tasks"}
+    local function consumer()
+      for item in tasks:items() do jobrun.sleep(0.002) end
+    end
+    local ps = {}
+    for i = 1, 2 do ps[i] = jobrun.Process{target = consumer, name = "c" .. i}; ps[i]:start() end
+    for i = 1, 600 do
+      tasks:put(i)
+      jobrun.progress("fed", i, 600)
+      if i % 200 == 0 then print("line " .. i) end
+      if i % 100 == 0 then jobrun.sleep(0.1) end
+    end
+    tasks:join(); tasks:close()
+    for _, p in ipairs(ps) do p:join() end
+    print("finished")
+    """
+
+@Suite("the status line")
+struct ProgressTests {
+    private func script(_ code: String) -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("progress-\(UUID().uuidString).lua").path
+        try? code.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test func drawnOnATerminalAndWipedBeforeOtherOutput() throws {
+        let path = script(slowPipeline)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let r = underTerminal([path])
+        #expect(r.status == 0, "\(r.output)")
+        let out = r.output
+        #expect(out.contains("\rjobrun "), "no status line in:\n\(out.debugDescription)")
+        #expect(out.contains("tasks 600 put") || out.contains("tasks "), "\(out.debugDescription)")
+        #expect(out.contains("fed "), "\(out.debugDescription)")
+        #expect(out.contains("/600 ["), "a bar for a counter with a total: \(out.debugDescription)")
+        #expect(out.contains(" processes"))
+        #expect(out.contains("\u{1B}[K"))
+        // Every output line starts on a wiped line, so none is glued to a status.
+        for line in ["line 200", "line 400", "line 600", "finished"] {
+            #expect(out.contains("\r\u{1B}[K" + line), "\(line) not on a wiped line: \(out.debugDescription)")
+        }
+        // The last thing on the screen is not a status line.
+        let tail = out.components(separatedBy: "\rjobrun ").last ?? ""
+        #expect(tail.contains("finished") || out.hasSuffix("\r\u{1B}[K") || out.hasSuffix("\r\u{1B}[K\r\n"),
+                "status left on screen: \(out.suffix(300).debugDescription)")
+    }
+
+    @Test func noProgressTurnsItOffOnATerminal() {
+        let path = script(slowPipeline)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let r = underTerminal(["--no-progress", path])
+        #expect(r.status == 0)
+        #expect(!r.output.contains("\rjobrun "))
+        #expect(!r.output.contains("\u{1B}["))
+        #expect(r.output.contains("line 200\r\n"))
+    }
+
+    @Test func offWhenPipedUnlessAskedFor() {
+        let plain = runScript(slowPipeline, timeout: 60)
+        #expect(plain.status == 0)
+        #expect(!plain.stderr.contains("jobrun "), "no status line on a pipe: \(plain.stderr.debugDescription)")
+        #expect(plain.stdout == "line 200\nline 400\nline 600\nfinished\n")
+        let forced = runScript(slowPipeline, timeout: 60, options: ["--progress"])
+        #expect(forced.status == 0)
+        #expect(forced.stderr.contains("\rjobrun "), "\(forced.stderr.debugDescription)")
+        #expect(forced.stdout == "line 200\nline 400\nline 600\nfinished\n", "a pipe gets no escape codes")
+    }
+
+    @Test func progressArgumentsAreChecked() {
+        let cases: [(String, String)] = [
+            ("jobrun.progress(nil, 1)", "jobrun.progress: name must be a non-empty string of at most 47 bytes, got nil"),
+            ("jobrun.progress('', 1)", "jobrun.progress: name must be a non-empty string"),
+            ("jobrun.progress('x', 'a')", "jobrun.progress: done must be a number, got string"),
+            ("jobrun.progress('x', -1)", "jobrun.progress: done must be a whole number >= 0, got -1"),
+            ("jobrun.progress('x', 1.5)", "jobrun.progress: done must be a whole number >= 0, got 1.5"),
+            ("jobrun.progress('x', 1, {})", "jobrun.progress: total must be a number, got table"),
+            ("for i = 1, 17 do jobrun.progress('c' .. i, 1) end", "jobrun.progress: too many counters (at most 16 names per run)"),
+            ("jobrun.Queue{name = 5}", "Queue: name must be a non-empty string of at most 47 bytes, got number"),
+        ]
+        for (code, message) in cases {
+            let r = runScript(code, timeout: 30)
+            #expect(r.status == 1, "\(code)")
+            #expect(r.stderr.contains(message), "\(code): \(r.stderr)")
+            #expect(r.stderr.contains("main.lua:1:"), "\(code) names the place: \(r.stderr)")
+        }
+    }
+}
