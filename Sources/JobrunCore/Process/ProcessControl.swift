@@ -3,9 +3,15 @@ import Glibc
 
 /// Starting, waiting for and signalling worker processes, after CPython's
 /// popen_fork.py: a worker's end is a value (exited n / killed by signal n,
-/// reported as -n), never a thrown error. Each started child gets a pidfd so
-/// `join(timeout)` can sleep in poll(2) instead of polling waitpid.
+/// reported as -n), never a thrown error. A child being waited for gets a
+/// pidfd so `join(timeout)` can sleep in poll(2) instead of polling waitpid.
+/// The pidfd is opened when a wait first has to sleep, not at start: a child
+/// that is still unreaped cannot have its pid reused, and a fork then has no
+/// descriptors of its siblings to close (100 starts would otherwise close
+/// ~5,000 inherited pidfds).
 enum ProcessControl {
+    /// Children this process started and has not reaped.
+    private static var children: Set<pid_t> = []
     private static var pidfds: [pid_t: Int32] = [:]
     /// Exit statuses collected by `reapStrays` for children not yet asked about.
     private static var reaped: [pid_t: Int32] = [:]
@@ -26,7 +32,7 @@ enum ProcessControl {
             // Every process of the run gets its end and usage recorded, the
             // adopted orphans included.
             ProcessRegistry.recordExit(pid, code: exitCode(status), usage: usage)
-            if pidfds[pid] != nil { reaped[pid] = status }
+            if children.contains(pid) { reaped[pid] = status }
         }
     }
 
@@ -43,6 +49,7 @@ enum ProcessControl {
             // The parent's children are not ours to wait for.
             for (_, fd) in pidfds { close(fd) }
             pidfds.removeAll()
+            children.removeAll()
             reaped.removeAll()
             dieWithParent(parent)
             return .child
@@ -58,9 +65,22 @@ enum ProcessControl {
         if getppid() != parent { jr_flush_and_exit(1) }
     }
 
-    static func track(_ pid: pid_t) {
+    static func track(_ pid: pid_t) { children.insert(pid) }
+
+    /// `pid` is reaped: forget it.
+    private static func forget(_ pid: pid_t) {
+        children.remove(pid)
+        if let fd = pidfds.removeValue(forKey: pid) { close(fd) }
+    }
+
+    /// The pidfd of a child being waited for, opened on first use.
+    private static func pidfd(_ pid: pid_t) -> Int32? {
+        if let fd = pidfds[pid] { return fd }
+        guard children.contains(pid) else { return nil }
         let fd = jr_pidfd_open(pid)
-        if fd >= 0 { pidfds[pid] = fd }
+        if fd < 0 { return nil }
+        pidfds[pid] = fd
+        return fd
     }
 
     /// Starts a fresh `jobrun` (this executable) with `arguments`, passing
@@ -91,7 +111,7 @@ enum ProcessControl {
     /// Reaps `pid` if it has ended; nil while it runs.
     static func poll(_ pid: pid_t) -> Int32? {
         if let status = reaped.removeValue(forKey: pid) {
-            if let fd = pidfds.removeValue(forKey: pid) { close(fd) }
+            forget(pid)
             return exitCode(status)
         }
         var status: Int32 = 0
@@ -99,7 +119,7 @@ enum ProcessControl {
         while true {
             let r = wait4(pid, &status, WNOHANG, &usage)
             if r == pid {
-                if let fd = pidfds.removeValue(forKey: pid) { close(fd) }
+                forget(pid)
                 ProcessRegistry.recordExit(pid, code: exitCode(status), usage: usage)
                 return exitCode(status)
             }
@@ -107,7 +127,7 @@ enum ProcessControl {
             if Glibc.errno == EINTR { continue }
             // ECHILD: reaped elsewhere (e.g. os.execute's wait) or not our
             // child; its status is lost, so report the generic failure code.
-            if let fd = pidfds.removeValue(forKey: pid) { close(fd) }
+            forget(pid)
             return 255
         }
     }
@@ -127,7 +147,7 @@ enum ProcessControl {
             if let code = poll(pid) { return .exited(code) }
             if target == nil { target = ProcessRegistry.find(pid) }   // it may not have registered yet
             if let t = target { ProcessRegistry.willWait(JR_WAIT_PROCESS, object: t, word: t, timed: timeout != nil) }
-            guard let fd = pidfds[pid] else {
+            guard let fd = pidfd(pid) else {
                 // No pidfd: fall back to a short sleep between polls.
                 if deadline.expired { return .timedOut }
                 usleep(2000)
