@@ -15,6 +15,9 @@
 #include <sched.h>
 #include <signal.h>
 
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
 #endif
@@ -109,6 +112,10 @@ int jr_futex_wake(uint32_t *addr, int count) {
 
 int jr_memfd_create(const char *name) {
     return (int)syscall(SYS_memfd_create, name, 0);
+}
+
+int jr_pidfd_send_signal(int pidfd, int sig) {
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
 }
 
 int jr_pidfd_open(pid_t pid) {

@@ -57,6 +57,8 @@ int jr_futex_wait(uint32_t *addr, uint32_t expected, int64_t timeout_ns);
 int jr_futex_wake(uint32_t *addr, int count);
 int jr_memfd_create(const char *name);
 int jr_pidfd_open(pid_t pid);
+/// Signals the process a pidfd refers to (never a later process with a reused pid).
+int jr_pidfd_send_signal(int pidfd, int sig);
 int jr_set_pdeathsig(int sig);
 /// prctl(PR_SET_CHILD_SUBREAPER): orphaned descendants are re-parented to us.
 int jr_set_child_subreaper(void);

@@ -329,15 +329,25 @@ struct SharedQueue {
     /// Without the queue's lock in the common case: `unfinished` is atomic.
     /// Only when it falls to the point where join may return is the lock
     /// taken, so a joiner about to sleep cannot miss the wake-up.
+    ///
+    /// On a redeliver queue the kept copy of the item is unlinked before the
+    /// count falls, so a SIGKILL between the two cannot have the monitor
+    /// deliver again an item already counted done (which would let `join`
+    /// return one item early); at worst the item is reported as never done.
     func taskDone() -> TaskDoneResult {
+        if jr_load_u64(&q.pointee.unfinished) == 0 { return .tooMany }
+        let held = q.pointee.flags & UInt32(JR_QUEUE_REDELIVER) != 0 ? ProcessRegistry.unlinkHeld(from: offset) : 0
         var v = jr_load_u64(&q.pointee.unfinished)
         while true {
-            if v == 0 { return .tooMany }
+            if v == 0 {
+                if held != 0 { ProcessRegistry.relinkHeld(held) }
+                return .tooMany
+            }
             if jr_cas_u64(&q.pointee.unfinished, v, v - 1) != 0 { break }
             v = jr_load_u64(&q.pointee.unfinished)
         }
         ProcessRegistry.done(with: offset)
-        if q.pointee.flags & UInt32(JR_QUEUE_REDELIVER) != 0 { ProcessRegistry.release(from: offset) }
+        if held != 0 { Arena.free(held) }
         if v - 1 <= jr_load_u64(&q.pointee.failed_tasks) {
             lock()
             q.pointee.done_seq &+= 1

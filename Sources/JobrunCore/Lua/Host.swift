@@ -39,10 +39,12 @@ public enum Host {
         fflush(nil)
         Progress.stop()
         let o = mainOptions
+        var status = code
         if o.stats || o.statsJSON != nil {
-            if !Stats.report(mainExit: code, text: o.stats, jsonPath: o.statsJSON) && code == 0 { return 1 }
+            if !Stats.report(mainExit: code, text: o.stats, jsonPath: o.statsJSON) && code == 0 { status = 1 }
         }
-        return code
+        Monitor.stop()
+        return status
     }
 
     /// Runs `script` (or, when it is nil, just the `-e` chunks) as the main

@@ -50,6 +50,7 @@ enum ProcessControl {
             for (_, fd) in pidfds { close(fd) }
             pidfds.removeAll()
             children.removeAll()
+            Monitor.forgetInChild()
             reaped.removeAll()
             dieWithParent(parent)
             return .child

@@ -23,26 +23,70 @@ enum Monitor {
     /// Consecutive ticks every live process must stay stuck in the same wait.
     static let stableTicks = 4
 
+    /// The monitor's pid and the write end of the pipe that tells it the run
+    /// is over (main process only; 0 / -1 when unsupervised).
+    private static var pid: pid_t = 0
+    private static var doneFD: Int32 = -1
+
     /// Forks the monitor; returns in the main process only.
     static func start() {
         let main = getpid()
+        var fds: [Int32] = [-1, -1]
+        if pipe(&fds) == 0 {
+            _ = jr_set_cloexec(fds[0], 1)
+            _ = jr_set_cloexec(fds[1], 1)
+        } else {
+            fds = [-1, -1]
+        }
         let pid = fork()
-        if pid != 0 { return }   // parent (or fork failure: run unsupervised)
+        if pid != 0 {            // parent (or fork failure: run unsupervised)
+            if fds[0] >= 0 { close(fds[0]) }
+            if pid > 0 { Monitor.pid = pid; doneFD = fds[1] } else if fds[1] >= 0 { close(fds[1]) }
+            return
+        }
+        if fds[1] >= 0 { close(fds[1]) }
         signal(SIGINT, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
         signal(SIGHUP, SIG_IGN)
-        var m = State(main: main)
+        var m = State(main: main, doneFD: fds[0])
         m.run()
+    }
+
+    /// A forked worker has no use for the main process's end of the pipe.
+    static func forgetInChild() {
+        if doneFD >= 0 { close(doneFD) }
+        doneFD = -1
+        pid = 0
+    }
+
+    /// Main process, at its very end: tells the monitor the run is over and
+    /// reaps it, so jobrun leaves nothing behind when it returns (no monitor
+    /// still running, no zombie for init). Bounded: a monitor that does not
+    /// answer within a second is left to notice the main process's death.
+    static func stop() {
+        guard pid > 0, doneFD >= 0 else { return }
+        var byte: UInt8 = 1
+        _ = write(doneFD, &byte, 1)
+        close(doneFD)
+        doneFD = -1
+        var status: Int32 = 0
+        for _ in 0..<1000 {
+            let r = waitpid(pid, &status, WNOHANG)
+            if r == pid || (r < 0 && Glibc.errno != EINTR) { break }
+            usleep(1000)
+        }
+        pid = 0
     }
 
     struct State {
         let main: pid_t
+        let doneFD: Int32
         var pidfds: [pid_t: Int32] = [:]
         var gens: [Int: UInt64] = [:]
         var stable = 0
         var painter = Progress.Painter()
 
-        init(main: pid_t) { self.main = main }
+        init(main: pid_t, doneFD: Int32) { self.main = main; self.doneFD = doneFD }
 
         mutating func run() -> Never {
             let mainFD = jr_pidfd_open(main)
@@ -56,12 +100,13 @@ enum Monitor {
                     let fd = jr_pidfd_open(pid)
                     if fd < 0 { ended(all + i) } else { pidfds[pid] = fd }
                 }
-                var fds = [pollfd(fd: mainFD, events: Int16(POLLIN), revents: 0)]
+                var fds = [pollfd(fd: mainFD, events: Int16(POLLIN), revents: 0),
+                           pollfd(fd: doneFD, events: Int16(POLLIN), revents: 0)]
                 let order = Array(pidfds.keys)
                 for pid in order { fds.append(pollfd(fd: pidfds[pid]!, events: Int16(POLLIN), revents: 0)) }
                 _ = poll(&fds, nfds_t(fds.count), tickMillis)
-                if mainFD < 0 || fds[0].revents != 0 { finish() }
-                for (k, pid) in order.enumerated() where fds[k + 1].revents != 0 {
+                if mainFD < 0 || fds[0].revents != 0 || fds[1].revents != 0 { finish() }
+                for (k, pid) in order.enumerated() where fds[k + 2].revents != 0 {
                     close(pidfds.removeValue(forKey: pid)!)
                     if let r = ProcessRegistry.find(pid) { ended(r) }
                 }
@@ -79,8 +124,16 @@ enum Monitor {
             }
             let all = ProcessRegistry.slots()
             let n = Int(jr_load_u32(&Arena.header.pointee.process_slots))
+            // Through the pidfds: a process that ended and was reaped since the
+            // last tick may have had its pid reused by an unrelated process.
             for i in 0..<n where all[i].state == UInt32(JR_PROC_RUNNING) && all[i].pid != main {
-                kill(all[i].pid, SIGKILL)
+                if let fd = pidfds[all[i].pid] {
+                    _ = jr_pidfd_send_signal(fd, SIGKILL)
+                } else {
+                    // Registered since the last tick: too new to have been reaped.
+                    let fd = jr_pidfd_open(all[i].pid)
+                    if fd >= 0 { _ = jr_pidfd_send_signal(fd, SIGKILL); close(fd) }
+                }
             }
             _exit(0)
         }

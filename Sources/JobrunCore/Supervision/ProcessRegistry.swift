@@ -131,23 +131,34 @@ enum ProcessRegistry {
         r.pointee.held_tail = off
     }
 
-    /// Drops the oldest item this process holds from `queue` (its task is done).
-    static func release(from queue: UInt64) {
-        guard let r = record else { return }
+    /// Unlinks the oldest item this process holds from `queue` (its task is
+    /// being marked done) and returns its block for the caller to free, or 0.
+    static func unlinkHeld(from queue: UInt64) -> UInt64 {
+        guard let r = record else { return 0 }
         var prev: UInt64 = 0
         var cur = r.pointee.held_head
         while cur != 0 {
             let h = Arena.pointer(cur).assumingMemoryBound(to: jr_held.self)
             if h.pointee.queue == queue {
+                if r.pointee.held_tail == cur { r.pointee.held_tail = prev }
                 if prev == 0 { r.pointee.held_head = h.pointee.next }
                 else { Arena.pointer(prev).assumingMemoryBound(to: jr_held.self).pointee.next = h.pointee.next }
-                if r.pointee.held_tail == cur { r.pointee.held_tail = prev }
-                Arena.free(cur)
-                return
+                return cur
             }
             prev = cur
             cur = h.pointee.next
         }
+        return 0
+    }
+
+    /// Puts back an item unlinked by `unlinkHeld` whose task_done failed, at
+    /// the front (it was the oldest of its queue).
+    static func relinkHeld(_ node: UInt64) {
+        guard let r = record else { return }
+        let h = Arena.pointer(node).assumingMemoryBound(to: jr_held.self)
+        h.pointee.next = r.pointee.held_head
+        r.pointee.held_head = node
+        if r.pointee.held_tail == 0 { r.pointee.held_tail = node }
     }
 
     // MARK: tasks taken from JoinableQueues
