@@ -36,7 +36,7 @@ enum PoolPrelude {
 local jobrun, core, ErrorMeta = ...
 
 local raise, getpid, now = core.raise, core.getpid, core.time
-local pack, unpack, concat = table.pack, table.unpack, table.concat
+local pack, unpack, concat, move = table.pack, table.unpack, table.concat, table.move
 local type, tostring, pairs, ipairs, pcall, xpcall, error = type, tostring, pairs, ipairs, pcall, xpcall, error
 local setmetatable, getmetatable, rawget = setmetatable, getmetatable, rawget
 local describe = jobrun._describe
@@ -121,8 +121,35 @@ local function worker_traceback()
   return concat(lines, "\n")
 end
 
+--- Runs fn over items[first..last] into vals; `at` is the item being run,
+--- so the caller knows which one raised.
+local at = 0
+local function run_chunk(fn, items, vals, first, last)
+  for k = first, last do
+    at = k
+    vals[k] = fn(items[k])
+  end
+end
+
+--- `error(msg, 2)` in fn names fn's caller: run_chunk, where a call straight
+--- from xpcall (a C function) named no place. The message loses that place,
+--- so it reads the same however the pool calls fn.
+local function without_pool_place(e)
+  for level = 3, 250 do
+    local info = debug.getinfo(level, "fSl")
+    if not info then break end
+    if info.func == run_chunk then
+      local place = info.short_src .. ":" .. info.currentline .. ": "
+      if e:sub(1, #place) == place then return e:sub(#place + 1) end
+      break
+    end
+  end
+  return e
+end
+
 --- xpcall handler in a worker: what the caller needs to raise the error again.
 local function capture(e)
+  if type(e) == "string" then e = without_pool_place(e) end
   local info = {trace = worker_traceback()}
   if type(e) == "table" and getmetatable(e) == ErrorMeta then
     info.kind, info.message, info.where = e.kind, tostring(e.message), e.where
@@ -189,15 +216,21 @@ local function worker_main(task_q, res_q, init, init_args, max_tasks)
     local id, fn, items, count, mode = task[1], task[2], task[3], task[4], task[5]
     res_q:put({"s", me, id})
     local vals, errs = {}, nil
-    for k = 1, count do
-      local r
-      if mode == "map" then
-        -- The common case, without a table per item.
-        local ok, v = xpcall(fn, capture, items[k])
-        if ok then vals[k] = v else errs = errs or {}; errs[k] = v end
-      else
+    if mode == "map" then
+      -- The common case: one protected call for the whole chunk, resumed
+      -- after the item that raised; no table per item.
+      local k = 1
+      while k <= count do
+        local ok, e = xpcall(run_chunk, capture, fn, items, vals, k, count)
+        if ok then break end
+        errs = errs or {}
+        errs[at] = e
+        k = at + 1
+      end
+    else
+      for k = 1, count do
         local a = items[k]
-        r = pack(xpcall(fn, capture, unpack(a, 1, a.n or #a)))
+        local r = pack(xpcall(fn, capture, unpack(a, 1, a.n or #a)))
         if not r[1] then
           errs = errs or {}
           errs[k] = r[2]
@@ -236,17 +269,22 @@ end
 
 local function settle(job, task, vals, errs)
   job.remaining = job.remaining - 1
-  for k = 1, task.count do
-    local i = task.first + k - 1
-    job.have[i] = true
-    local e = errs and errs[k]
-    if e then
+  local first, count = task.first, task.count
+  if vals then move(vals, 1, count, first, job.results) end
+  if errs then
+    for k, e in pairs(errs) do
+      local i = first + k - 1
+      job.results[i] = nil
       job.errors[i] = e
       if not job.failed or i < job.failed then job.failed = i end
-    elseif vals then
-      job.results[i] = vals[k]
     end
-    job.order[#job.order + 1] = i
+  end
+  if job.have then                               -- imap and imap_unordered
+    local have, order = job.have, job.order
+    for i = first, first + count - 1 do
+      have[i] = true
+      order[#order + 1] = i
+    end
   end
 end
 
@@ -507,8 +545,7 @@ local function submit(s, fname, job, fn, list, n, chunk, mode, at)
   local first = 1
   while first <= n do
     local count = math.min(chunk, n - first + 1)
-    local items = {}
-    for k = 1, count do items[k] = list[first + k - 1] end
+    local items = move(list, first, first + count - 1, 1, {})
     s.next_id = s.next_id + 1
     local id = s.next_id
     local desc
@@ -532,8 +569,12 @@ local function submit(s, fname, job, fn, list, n, chunk, mode, at)
   end
 end
 
-local function new_job(n, ntasks)
-  return {n = n, have = {}, results = {}, errors = {}, order = {}, remaining = ntasks, failed = nil}
+--- `streamed`: the caller takes results one by one (imap, imap_unordered),
+--- so each item's arrival is tracked in `have` and `order`.
+local function new_job(n, ntasks, streamed)
+  local job = {n = n, results = {}, errors = {}, remaining = ntasks, failed = nil}
+  if streamed then job.have, job.order = {}, {} end
+  return job
 end
 
 local function default_chunksize(s, n)
@@ -557,7 +598,7 @@ local function start_map(pool, fname, fn, list, chunksize, mode, default_chunk)
       end
     end
   end
-  local job = new_job(n, (n + chunksize - 1) // chunksize)
+  local job = new_job(n, (n + chunksize - 1) // chunksize, default_chunk == nil)
   submit(s, fname, job, fn, list, n, chunksize, mode, here(2))
   return s, job
 end
