@@ -16,7 +16,7 @@
 ///
 /// After CPython's `multiprocessing/pool.py`, without its threads (the main
 /// process must stay single-threaded to fork): N daemon workers are forked at
-/// construction and take tasks `{id, fn, items, count, mode}` from one task
+/// construction and take tasks `{id, fn, count, mode, items}` from one task
 /// queue; results come back on one result queue. Nothing runs in the
 /// background: whenever the caller waits (`map`, `get`, an `imap` step,
 /// `join`, `ready`), `pump` reads the result queue with a short timeout and,
@@ -35,7 +35,7 @@ enum PoolPrelude {
     static let source = #"""
 local jobrun, core, ErrorMeta = ...
 
-local raise, getpid, now = core.raise, core.getpid, core.time
+local raise, getpid, now, newtable = core.raise, core.getpid, core.time, core.newtable
 local pack, unpack, concat, move = table.pack, table.unpack, table.concat, table.move
 local type, tostring, pairs, ipairs, pcall, xpcall, error = type, tostring, pairs, ipairs, pcall, xpcall, error
 local setmetatable, getmetatable, rawget = setmetatable, getmetatable, rawget
@@ -171,10 +171,11 @@ local function result_send_error(e, what)
   return (m:gsub("^item", what))
 end
 
---- Puts the chunk's results; a value the codec refuses becomes a TypeError for
---- that item instead of killing the worker.
+--- Puts the chunk's results as {"r", pid, id, errs or false, vals[1..count]};
+--- a value the codec refuses becomes a TypeError for that item instead of
+--- killing the worker.
 local function send_results(res_q, me, id, vals, errs, count)
-  local ok = pcall(res_q.put, res_q, {"r", me, id, vals, errs})
+  local ok = pcall(res_q._put_slice, res_q, {"r", me, id, errs or false}, vals, 1, count)
   if ok then return end
   local probe = jobrun.Queue()
   for k = 1, count do
@@ -190,7 +191,7 @@ local function send_results(res_q, me, id, vals, errs, count)
     while probe:qsize() > 0 do probe:get_nowait() end
   end
   probe:close()
-  res_q:put({"r", me, id, vals, errs})
+  res_q:_put_slice({"r", me, id, errs or false}, vals, 1, count)
 end
 
 local function worker_main(task_q, res_q, init, init_args, max_tasks)
@@ -213,9 +214,9 @@ local function worker_main(task_q, res_q, init, init_args, max_tasks)
     end
     local task = task_q:get()
     if task == nil then return end               -- the sentinel put by join()
-    local id, fn, items, count, mode = task[1], task[2], task[3], task[4], task[5]
+    local id, fn, count, mode, items = task[1], task[2], task[3], task[4], task[5]
     res_q:put({"s", me, id})
-    local vals, errs = {}, nil
+    local vals, errs = newtable(count, 0), nil
     if mode == "map" then
       -- The common case: one protected call for the whole chunk, resumed
       -- after the item that raised; no table per item.
@@ -355,7 +356,7 @@ local function handle(s, msg)
     if task then
       s.tasks[task.id] = nil
       s.pending = s.pending - 1
-      settle(task.job, task, msg[4], msg[5])
+      settle(task.job, task, msg[5], msg[4] or nil)
     end
   elseif tag == "x" then                         -- max_tasks reached: it exits now
     if w and not w.retiring then
@@ -540,22 +541,25 @@ function jobrun.Pool(opts)
   return pool
 end
 
---- Queues `items` (of job) in chunks; `mode` is "map", "star" or "apply".
+--- Queues list[1..n] (of job) in chunks; `mode` is "map", "star" or "apply".
+--- A task goes as {id, fn, count, mode, items}, its items read from the list
+--- while encoding (raw reads: a list with a metatable is copied first, so its
+--- __index still counts).
 local function submit(s, fname, job, fn, list, n, chunk, mode, at)
+  if getmetatable(list) ~= nil then list = move(list, 1, n, 1, newtable(n, 0)) end
   local first = 1
   while first <= n do
     local count = math.min(chunk, n - first + 1)
-    local items = move(list, first, first + count - 1, 1, {})
     s.next_id = s.next_id + 1
     local id = s.next_id
     local desc
     if mode == "apply" then desc = fname
     elseif count == 1 then desc = ("%s item %d of %d"):format(fname, first, n)
     else desc = ("%s items %d..%d of %d"):format(fname, first, first + count - 1, n) end
-    local ok, e = pcall(s.task_q.put, s.task_q, {id, fn, items, count, mode})
+    local ok, e = pcall(s.task_q._put_slice, s.task_q, {id, fn, count, mode}, list, first, count)
     if not ok then
       local m = result_send_error(e, "item")
-      m = m:gsub("^item%[2%]", "fn"):gsub("^item%[3%]%[(%d+)%]", function(k)
+      m = m:gsub("^item%[2%]", "fn"):gsub("^item%[5%]%[(%d+)%]", function(k)
         if mode == "apply" then return "args" end
         return ("list[%d]"):format(first + tonumber(k) - 1)
       end)
@@ -572,7 +576,7 @@ end
 --- `streamed`: the caller takes results one by one (imap, imap_unordered),
 --- so each item's arrival is tracked in `have` and `order`.
 local function new_job(n, ntasks, streamed)
-  local job = {n = n, results = {}, errors = {}, remaining = ntasks, failed = nil}
+  local job = {n = n, results = newtable(n, 0), errors = {}, remaining = ntasks, failed = nil}
   if streamed then job.have, job.order = {}, {} end
   return job
 end

@@ -16,6 +16,7 @@ enum QueueBindings {
         let methods: [(String, jr_swift_fn)] = [
             ("put", queuePut), ("get", queueGet), ("put_nowait", queuePutNowait), ("get_nowait", queueGetNowait),
             ("qsize", queueQsize), ("empty", queueEmpty), ("full", queueFull), ("close", queueClose), ("_next", queueNext),
+            ("_put_slice", queuePutSlice),
         ]
         queueMeta = ObjectBindings.registerType(L, queueName, toString: queueToString, methods: methods)
         joinableMeta = ObjectBindings.registerType(L, joinableName, toString: queueToString,
@@ -99,6 +100,31 @@ enum QueueBindings {
         if let err = Runtime.encoder.encode(L, 2, path: "item") {
             return Lua.raise(L, .TypeError, "\(label(q)).put: \(err)")
         }
+        return enqueue(L, q, block: block, timeout: timeout)
+    }
+
+    /// `q:_put_slice(head, list, first, count)`, for `Pool` only: a blocking
+    /// put of `{head[1], ..., head[m], {list[first], ..., list[first + count - 1]}}`
+    /// (raw reads), without building the slice as a table; see
+    /// `ValueEncoder.encodeWithSlice`.
+    static let queuePutSlice: jr_swift_fn = { L in
+        let L = L!
+        guard let q = check(L, "_put_slice") else { return -1 }
+        let first = lua_tointegerx(L, 4, nil), count = lua_tointegerx(L, 5, nil)
+        guard lua_type(L, 2) == LUA_TTABLE, lua_type(L, 3) == LUA_TTABLE, lua_isinteger(L, 4) != 0,
+              lua_isinteger(L, 5) != 0, first >= 1, count >= 0, count <= lua_Integer(Int32.max),
+              first <= lua_Integer.max - count else {
+            return Lua.raise(L, .TypeError, "\(label(q))._put_slice: expected (head table, list table, first >= 1, count >= 0)")
+        }
+        Runtime.encoder.reset()
+        if let err = Runtime.encoder.encodeWithSlice(L, head: 2, list: 3, first: first, length: Int(count), path: "item") {
+            return Lua.raise(L, .TypeError, "\(label(q)).put: \(err)")
+        }
+        return enqueue(L, q, block: true, timeout: nil)
+    }
+
+    /// Puts the message in `Runtime.encoder` and maps the outcome to Lua.
+    static func enqueue(_ L: LuaState, _ q: SharedQueue, block: Bool, timeout: Double?) -> Int32 {
         switch q.put(Runtime.encoder.bytes, block: block, deadline: Deadline(timeout: block ? timeout : 0)) {
         case .ok: return 0
         case .closed: return Lua.raise(L, .Closed, "\(label(q)).put: the queue is closed")
