@@ -367,6 +367,62 @@ struct CodecTests {
 
     // MARK: - Several values, objects
 
+    @Test func tableWithArrayPartHashPartAndHoles() {
+        let s = LuaFixture()
+        roundTrip(s, """
+            local t = {1, 2, 3, 4, 5, 6, 7, 8, x = 'x', [2.5] = 'f'}
+            t[3], t[8] = nil, nil
+            t[9], t[12], t[-1], t[0] = 9, 12, -1, 0
+            for i = 20, 40 do t[i] = i end
+            t[30] = nil
+            return t
+            """)
+        // Keys 1, 2, 3 living in the hash part, in any order.
+        roundTrip(s, "local t = {a = 1, b = 2, c = 3} t[3] = 'c' t[1] = 'a' t[2] = 'b' t.a = nil return t")
+    }
+
+    @Test func sliceOfAListTravelsAsATable() {
+        let s = LuaFixture()
+        _ = s.run("""
+            shared = {k = 1}
+            head = {7, 'f', shared}
+            list = {10, 2.5, 'three', false, nil, shared, {head}, n = 9}
+            list[9] = 9
+            co = coroutine.create(print)
+            """)
+        let top = lua_gettop(s.L)
+        lua_getglobal(s.L, "head")
+        lua_getglobal(s.L, "list")
+        var enc = ValueEncoder(capacity: 16)
+        #expect(enc.encodeWithSlice(s.L, head: top + 1, list: top + 2, first: 2, length: 8, path: "item") == nil)
+        #expect(lua_gettop(s.L) == top + 2)
+        #expect(decoded(s.L, Array(enc.bytes)) == nil)
+        s.setGlobal("copy", -1)
+        lua_settop(s.L, top)
+        #expect(s.isTrue("""
+            copy[1] == 7 and copy[2] == 'f' and copy[3].k == 1 and #copy == 4 and next(copy, 4) == nil
+            and copy[4][1] == 2.5 and copy[4][2] == 'three' and copy[4][3] == false and copy[4][4] == nil
+            and copy[4][5] == copy[3] and copy[4][6][1] == copy and copy[4][7] == nil and copy[4][8] == 9
+            and copy[4].n == nil
+            """))
+        // An empty slice, and an unsendable item named by its place in the slice.
+        lua_getglobal(s.L, "head")
+        lua_getglobal(s.L, "list")
+        enc.reset()
+        #expect(enc.encodeWithSlice(s.L, head: top + 1, list: top + 2, first: 1, length: 0, path: "item") == nil)
+        #expect(decoded(s.L, Array(enc.bytes)) == nil)
+        s.setGlobal("copy", -1)
+        jr_lua_pop(s.L, 1)
+        #expect(s.isTrue("#copy == 4 and next(copy[4]) == nil"))
+        _ = s.run("list[4] = {x = co}")
+        enc.reset()
+        #expect(enc.encodeWithSlice(s.L, head: top + 1, list: top + 2, first: 2, length: 3, path: "item")
+            == "item[4][3].x: cannot send a coroutine")
+        #expect(enc.count == 0)
+        #expect(lua_gettop(s.L) == top + 2)
+        lua_settop(s.L, top)
+    }
+
     @Test func valuesForProcessArguments() {
         let s = LuaFixture()
         s.push("return 1")

@@ -156,6 +156,53 @@ struct ValueEncoder: ~Copyable {
         return nil
     }
 
+    /// Appends the table `{head[1], ..., head[m], {list[first], ..., list[first + length - 1]}}`
+    /// (m = the raw length of `head`) without building it, nor the slice, in
+    /// Lua: `Pool` sends a chunk of a list and a chunk of results this way.
+    /// Raw reads only; a nil in the slice is sent as one (the array section
+    /// may hold nils). Paths are those of the built table: `<path>[m+1][k]`.
+    mutating func encodeWithSlice(_ L: LuaState, head: Int32, list: Int32, first: lua_Integer, length: Int,
+                                  path: String) -> String? {
+        let head = lua_absindex(L, head), list = lua_absindex(L, list)
+        let top = lua_gettop(L)
+        guard begin(L) else { return "\(path): cannot send: Lua stack exhausted" }
+        defer { lua_settop(L, top) }
+        let m = Int(lua_rawlen(L, head))
+        guard m < Int(Int32.max), length >= 0, length < Int(UInt32.max) else { return "\(path): cannot send: too many values" }
+        record(L, Seen(object: lua_topointer(L, head)!, offset: 0, upvalue: 0))
+        tableHeader(n: UInt32(m + 1))
+        var i: Int32 = 1
+        while i <= Int32(m) {
+            lua_rawgeti(L, head, lua_Integer(i))
+            push(.argument(i))
+            if let e = value(L, lua_gettop(L), depth: 1) { count = messageStart; return path + e }
+            stepCount -= 1
+            jr_lua_pop(L, 1)
+            i += 1
+        }
+        push(.argument(Int32(m + 1)))
+        tableHeader(n: UInt32(length))
+        var k = 0
+        while k < length {
+            // The scalar cases of value(), inline: they are nearly every item.
+            switch lua_rawgeti(L, list, first + lua_Integer(k)) {
+            case LUA_TNUMBER: writeNumber(L, -1)
+            case LUA_TSTRING:
+                var len = 0
+                writeString(jr_lua_tostring(L, -1, &len)!, len)
+            case LUA_TBOOLEAN: byte(lua_toboolean(L, -1) != 0 ? 0x02 : 0x01)
+            case LUA_TNIL: byte(0x00)
+            default:
+                push(.argument(Int32(truncatingIfNeeded: k + 1)))
+                if let e = value(L, lua_gettop(L), depth: 2) { count = messageStart; return path + e }
+                stepCount -= 1
+            }
+            jr_lua_pop(L, 1)
+            k += 1
+        }
+        return nil
+    }
+
     /// Resets the walk state for a value that may hold tables or functions.
     private mutating func begin(_ L: LuaState) -> Bool {
         guard lua_checkstack(L, 16) != 0 else { return false }
@@ -252,6 +299,19 @@ struct ValueEncoder: ~Copyable {
         }
     }
 
+    /// Writes a table tag with `n` array values and no pairs; returns where
+    /// the two counts are, for a caller that learns them while walking.
+    @discardableResult
+    @inline(__always)
+    private mutating func tableHeader(n: UInt32) -> Int {
+        reserve(9)
+        base.storeBytes(of: 0x06, toByteOffset: count, as: UInt8.self)
+        (base + count + 1).storeBytes(of: n.littleEndian, as: UInt32.self)
+        (base + count + 5).storeBytes(of: UInt32(0), as: UInt32.self)
+        count += 9
+        return count - 8
+    }
+
     // MARK: - The walk
 
     @inline(__always)
@@ -289,10 +349,7 @@ struct ValueEncoder: ~Copyable {
         // One lua_next pass: Lua visits the array part first, in order, so the
         // run of keys 1, 2, 3, ... goes to the compact array section and
         // everything after it (holes, other keys) to the pairs.
-        reserve(9)
-        base.storeBytes(of: 0x06, toByteOffset: count, as: UInt8.self)
-        let countsAt = count + 1
-        count += 9
+        let countsAt = tableHeader(n: 0)
         var n: UInt32 = 0, pairs: UInt32 = 0
         let k = lua_gettop(L) + 1
         lua_pushnil(L)

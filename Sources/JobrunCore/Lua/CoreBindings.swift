@@ -20,6 +20,7 @@ enum CoreBindings {
         Lua.setFunction(L, "cpu_count", cpuCount)
         Lua.setFunction(L, "raise", raise)
         Lua.setFunction(L, "progress", progress)
+        Lua.setFunction(L, "newtable", newtable)
         Lua.pushString(L, version); lua_setfield(L, -2, "version")
     }
 
@@ -190,6 +191,17 @@ enum CoreBindings {
 
     static let cpuCount: jr_swift_fn = { L in
         lua_pushinteger(L, lua_Integer(jr_cpu_count())); return 1
+    }
+
+    /// core.newtable(narr, nrec) -> a table with room for `narr` array items
+    /// and `nrec` other keys (lua_createtable): filling a table of known size
+    /// then never rehashes. A hint, so out-of-range sizes are clamped (to
+    /// 2^24, far below what makes lua_createtable raise).
+    static let newtable: jr_swift_fn = { L in
+        let L = L!
+        func size(_ i: Int32) -> Int32 { Int32(max(0, min(lua_tointegerx(L, i, nil), 1 << 24))) }
+        lua_createtable(L, size(1), size(2))
+        return 1
     }
 
     /// core.raise(kind, message, level): builds a jobrun error whose `where`

@@ -16,7 +16,7 @@
 ///
 /// After CPython's `multiprocessing/pool.py`, without its threads (the main
 /// process must stay single-threaded to fork): N daemon workers are forked at
-/// construction and take tasks `{id, fn, items, count, mode}` from one task
+/// construction and take tasks `{id, fn, count, mode, items}` from one task
 /// queue; results come back on one result queue. Nothing runs in the
 /// background: whenever the caller waits (`map`, `get`, an `imap` step,
 /// `join`, `ready`), `pump` reads the result queue with a short timeout and,
@@ -35,8 +35,8 @@ enum PoolPrelude {
     static let source = #"""
 local jobrun, core, ErrorMeta = ...
 
-local raise, getpid, now = core.raise, core.getpid, core.time
-local pack, unpack, concat = table.pack, table.unpack, table.concat
+local raise, getpid, now, newtable = core.raise, core.getpid, core.time, core.newtable
+local pack, unpack, concat, move = table.pack, table.unpack, table.concat, table.move
 local type, tostring, pairs, ipairs, pcall, xpcall, error = type, tostring, pairs, ipairs, pcall, xpcall, error
 local setmetatable, getmetatable, rawget = setmetatable, getmetatable, rawget
 local describe = jobrun._describe
@@ -121,8 +121,35 @@ local function worker_traceback()
   return concat(lines, "\n")
 end
 
+--- Runs fn over items[first..last] into vals; `at` is the item being run,
+--- so the caller knows which one raised.
+local at = 0
+local function run_chunk(fn, items, vals, first, last)
+  for k = first, last do
+    at = k
+    vals[k] = fn(items[k])
+  end
+end
+
+--- `error(msg, 2)` in fn names fn's caller: run_chunk, where a call straight
+--- from xpcall (a C function) named no place. The message loses that place,
+--- so it reads the same however the pool calls fn.
+local function without_pool_place(e)
+  for level = 3, 250 do
+    local info = debug.getinfo(level, "fSl")
+    if not info then break end
+    if info.func == run_chunk then
+      local place = info.short_src .. ":" .. info.currentline .. ": "
+      if e:sub(1, #place) == place then return e:sub(#place + 1) end
+      break
+    end
+  end
+  return e
+end
+
 --- xpcall handler in a worker: what the caller needs to raise the error again.
 local function capture(e)
+  if type(e) == "string" then e = without_pool_place(e) end
   local info = {trace = worker_traceback()}
   if type(e) == "table" and getmetatable(e) == ErrorMeta then
     info.kind, info.message, info.where = e.kind, tostring(e.message), e.where
@@ -144,12 +171,13 @@ local function result_send_error(e, what)
   return (m:gsub("^item", what))
 end
 
---- Puts the chunk's results; a value the codec refuses becomes a TypeError for
---- that item instead of killing the worker.
+--- Puts the chunk's results as {"r", pid, id, errs or false, vals[1..count]};
+--- a value the codec refuses becomes a TypeError for that item instead of
+--- killing the worker.
 local function send_results(res_q, me, id, vals, errs, count)
-  local ok = pcall(res_q.put, res_q, {"r", me, id, vals, errs})
+  local ok = pcall(res_q._put_slice, res_q, {"r", me, id, errs or false}, vals, 1, count)
   if ok then return end
-  local probe = jobrun.Queue()
+  local probe = jobrun.Queue{_unlisted = true}
   for k = 1, count do
     local fine, e = true, nil
     if vals[k] ~= nil then fine, e = pcall(probe.put, probe, vals[k]) end
@@ -163,7 +191,7 @@ local function send_results(res_q, me, id, vals, errs, count)
     while probe:qsize() > 0 do probe:get_nowait() end
   end
   probe:close()
-  res_q:put({"r", me, id, vals, errs})
+  res_q:_put_slice({"r", me, id, errs or false}, vals, 1, count)
 end
 
 local function worker_main(task_q, res_q, init, init_args, max_tasks)
@@ -186,18 +214,24 @@ local function worker_main(task_q, res_q, init, init_args, max_tasks)
     end
     local task = task_q:get()
     if task == nil then return end               -- the sentinel put by join()
-    local id, fn, items, count, mode = task[1], task[2], task[3], task[4], task[5]
+    local id, fn, count, mode, items = task[1], task[2], task[3], task[4], task[5]
     res_q:put({"s", me, id})
-    local vals, errs = {}, nil
-    for k = 1, count do
-      local r
-      if mode == "map" then
-        -- The common case, without a table per item.
-        local ok, v = xpcall(fn, capture, items[k])
-        if ok then vals[k] = v else errs = errs or {}; errs[k] = v end
-      else
+    local vals, errs = newtable(count, 0), nil
+    if mode == "map" then
+      -- The common case: one protected call for the whole chunk, resumed
+      -- after the item that raised; no table per item.
+      local k = 1
+      while k <= count do
+        local ok, e = xpcall(run_chunk, capture, fn, items, vals, k, count)
+        if ok then break end
+        errs = errs or {}
+        errs[at] = e
+        k = at + 1
+      end
+    else
+      for k = 1, count do
         local a = items[k]
-        r = pack(xpcall(fn, capture, unpack(a, 1, a.n or #a)))
+        local r = pack(xpcall(fn, capture, unpack(a, 1, a.n or #a)))
         if not r[1] then
           errs = errs or {}
           errs[k] = r[2]
@@ -236,17 +270,22 @@ end
 
 local function settle(job, task, vals, errs)
   job.remaining = job.remaining - 1
-  for k = 1, task.count do
-    local i = task.first + k - 1
-    job.have[i] = true
-    local e = errs and errs[k]
-    if e then
+  local first, count = task.first, task.count
+  if vals then move(vals, 1, count, first, job.results) end
+  if errs then
+    for k, e in pairs(errs) do
+      local i = first + k - 1
+      job.results[i] = nil
       job.errors[i] = e
       if not job.failed or i < job.failed then job.failed = i end
-    elseif vals then
-      job.results[i] = vals[k]
     end
-    job.order[#job.order + 1] = i
+  end
+  if job.have then                               -- imap and imap_unordered
+    local have, order = job.have, job.order
+    for i = first, first + count - 1 do
+      have[i] = true
+      order[#order + 1] = i
+    end
   end
 end
 
@@ -317,7 +356,7 @@ local function handle(s, msg)
     if task then
       s.tasks[task.id] = nil
       s.pending = s.pending - 1
-      settle(task.job, task, msg[4], msg[5])
+      settle(task.job, task, msg[5], msg[4] or nil)
     end
   elseif tag == "x" then                         -- max_tasks reached: it exits now
     if w and not w.retiring then
@@ -493,7 +532,7 @@ function jobrun.Pool(opts)
   if max_tasks ~= nil then max_tasks = check_positive_int(max_tasks, "max_tasks", "Pool") end
   local s = {
     size = size, init = opts.init, init_args = opts.init_args or {}, max_tasks = max_tasks,
-    owner = getpid(), state = "RUN", task_q = jobrun.Queue(), res_q = jobrun.Queue(),
+    owner = getpid(), state = "RUN", task_q = jobrun.Queue{name = "Pool tasks"}, res_q = jobrun.Queue{name = "Pool results"},
     workers = {}, by_pid = {}, active = 0, tasks = {}, pending = 0, next_id = 0,
     checked = now(), lost = {}, lost_since = nil, sentinels_sent = false, broken = nil,
   }
@@ -502,23 +541,25 @@ function jobrun.Pool(opts)
   return pool
 end
 
---- Queues `items` (of job) in chunks; `mode` is "map", "star" or "apply".
+--- Queues list[1..n] (of job) in chunks; `mode` is "map", "star" or "apply".
+--- A task goes as {id, fn, count, mode, items}, its items read from the list
+--- while encoding (raw reads: a list with a metatable is copied first, so its
+--- __index still counts).
 local function submit(s, fname, job, fn, list, n, chunk, mode, at)
+  if getmetatable(list) ~= nil then list = move(list, 1, n, 1, newtable(n, 0)) end
   local first = 1
   while first <= n do
     local count = math.min(chunk, n - first + 1)
-    local items = {}
-    for k = 1, count do items[k] = list[first + k - 1] end
     s.next_id = s.next_id + 1
     local id = s.next_id
     local desc
     if mode == "apply" then desc = fname
     elseif count == 1 then desc = ("%s item %d of %d"):format(fname, first, n)
     else desc = ("%s items %d..%d of %d"):format(fname, first, first + count - 1, n) end
-    local ok, e = pcall(s.task_q.put, s.task_q, {id, fn, items, count, mode})
+    local ok, e = pcall(s.task_q._put_slice, s.task_q, {id, fn, count, mode}, list, first, count)
     if not ok then
       local m = result_send_error(e, "item")
-      m = m:gsub("^item%[2%]", "fn"):gsub("^item%[3%]%[(%d+)%]", function(k)
+      m = m:gsub("^item%[2%]", "fn"):gsub("^item%[5%]%[(%d+)%]", function(k)
         if mode == "apply" then return "args" end
         return ("list[%d]"):format(first + tonumber(k) - 1)
       end)
@@ -532,8 +573,12 @@ local function submit(s, fname, job, fn, list, n, chunk, mode, at)
   end
 end
 
-local function new_job(n, ntasks)
-  return {n = n, have = {}, results = {}, errors = {}, order = {}, remaining = ntasks, failed = nil}
+--- `streamed`: the caller takes results one by one (imap, imap_unordered),
+--- so each item's arrival is tracked in `have` and `order`.
+local function new_job(n, ntasks, streamed)
+  local job = {n = n, results = newtable(n, 0), errors = {}, remaining = ntasks, failed = nil}
+  if streamed then job.have, job.order = {}, {} end
+  return job
 end
 
 local function default_chunksize(s, n)
@@ -557,7 +602,7 @@ local function start_map(pool, fname, fn, list, chunksize, mode, default_chunk)
       end
     end
   end
-  local job = new_job(n, (n + chunksize - 1) // chunksize)
+  local job = new_job(n, (n + chunksize - 1) // chunksize, default_chunk == nil)
   submit(s, fname, job, fn, list, n, chunksize, mode, here(2))
   return s, job
 end

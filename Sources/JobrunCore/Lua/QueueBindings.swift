@@ -16,6 +16,7 @@ enum QueueBindings {
         let methods: [(String, jr_swift_fn)] = [
             ("put", queuePut), ("get", queueGet), ("put_nowait", queuePutNowait), ("get_nowait", queueGetNowait),
             ("qsize", queueQsize), ("empty", queueEmpty), ("full", queueFull), ("close", queueClose), ("_next", queueNext),
+            ("_put_slice", queuePutSlice),
         ]
         queueMeta = ObjectBindings.registerType(L, queueName, toString: queueToString, methods: methods)
         joinableMeta = ObjectBindings.registerType(L, joinableName, toString: queueToString,
@@ -50,6 +51,7 @@ enum QueueBindings {
         var maxsize: Int64 = 0
         var redeliver = false
         var name = ""
+        var listed = true
         do {
             if lua_type(L, 1) == LUA_TTABLE {
                 lua_getfield(L, 1, "maxsize")
@@ -63,7 +65,10 @@ enum QueueBindings {
                     }
                     name = n
                 }
-                jr_lua_pop(L, 3)
+                // The pool's scratch queue for probing values: not shown in --stats.
+                lua_getfield(L, 1, "_unlisted")
+                listed = lua_toboolean(L, -1) == 0
+                jr_lua_pop(L, 4)
             } else {
                 maxsize = try Lua.optInteger(L, 1, 0, fn, "maxsize") ?? 0
             }
@@ -75,7 +80,7 @@ enum QueueBindings {
             var site = Lua.whereString(L, level: 1)
             if site.hasSuffix(": ") { site.removeLast(2) }
             let off = try SharedQueue.create(maxsize: max(0, maxsize), joinable: joinable, redeliver: redeliver,
-                                             label: name, site: site)
+                                             label: name, site: site, listed: listed)
             ObjectHandle.push(L, ObjectHandle(offset: off, type: UInt32(joinable ? JR_OBJ_JOINABLE_QUEUE : JR_OBJ_QUEUE)))
             return 1
         } catch {
@@ -110,6 +115,31 @@ enum QueueBindings {
         if let err = Runtime.encoder.encode(L, 2, path: "item") {
             return Lua.raise(L, .TypeError, "\(label(q)).put: \(err)")
         }
+        return enqueue(L, q, block: block, timeout: timeout)
+    }
+
+    /// `q:_put_slice(head, list, first, count)`, for `Pool` only: a blocking
+    /// put of `{head[1], ..., head[m], {list[first], ..., list[first + count - 1]}}`
+    /// (raw reads), without building the slice as a table; see
+    /// `ValueEncoder.encodeWithSlice`.
+    static let queuePutSlice: jr_swift_fn = { L in
+        let L = L!
+        guard let q = check(L, "_put_slice") else { return -1 }
+        let first = lua_tointegerx(L, 4, nil), count = lua_tointegerx(L, 5, nil)
+        guard lua_type(L, 2) == LUA_TTABLE, lua_type(L, 3) == LUA_TTABLE, lua_isinteger(L, 4) != 0,
+              lua_isinteger(L, 5) != 0, first >= 1, count >= 0, count <= lua_Integer(Int32.max),
+              first <= lua_Integer.max - count else {
+            return Lua.raise(L, .TypeError, "\(label(q))._put_slice: expected (head table, list table, first >= 1, count >= 0)")
+        }
+        Runtime.encoder.reset()
+        if let err = Runtime.encoder.encodeWithSlice(L, head: 2, list: 3, first: first, length: Int(count), path: "item") {
+            return Lua.raise(L, .TypeError, "\(label(q)).put: \(err)")
+        }
+        return enqueue(L, q, block: true, timeout: nil)
+    }
+
+    /// Puts the message in `Runtime.encoder` and maps the outcome to Lua.
+    static func enqueue(_ L: LuaState, _ q: SharedQueue, block: Bool, timeout: Double?) -> Int32 {
         switch q.put(Runtime.encoder.bytes, block: block, deadline: Deadline(timeout: block ? timeout : 0)) {
         case .ok: return 0
         case .closed: return Lua.raise(L, .Closed, "\(label(q)).put: the queue is closed")

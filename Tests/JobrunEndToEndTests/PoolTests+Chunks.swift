@@ -1,0 +1,112 @@
+import Foundation
+import Testing
+
+// How a chunk of items travels and runs: a worker runs a whole chunk under
+// one protected call, resumes after an item that raised, and sends the
+// chunk's results back in one message; the caller places them in the result
+// list. These pin down what must not change when that path is made faster.
+
+@Suite("Pool chunks")
+struct PoolChunkTests {
+    @Test func nilResultsAndNilItemsKeepTheirPlaces() {
+        let r = runScript("""
+            local pool = jobrun.Pool{workers = 2}
+            local list = {}
+            for i = 1, 30 do list[i] = i end
+            local r = pool:map(function(x) if x % 3 == 0 then return nil end return x end, list, 7)
+            local ok = true
+            for i = 1, 30 do
+              if i % 3 == 0 then ok = ok and r[i] == nil else ok = ok and r[i] == i end
+            end
+            print(ok)
+            -- nils in the list (list.n counts them) arrive as nils
+            r = pool:map(function(x) return x == nil and "none" or x end, {1, nil, 3, nil, n = 5}, 2)
+            print(r[1], r[2], r[3], r[4], r[5])
+            -- mixed scalars and tables, as items and as results
+            r = pool:map(function(x) return x end, {1, 2.5, "three", true, false, {4}, {k = "v"}}, 3)
+            print(r[1], math.type(r[2]), r[3], r[4], r[5], r[6][1], r[7].k)
+            pool:close(); pool:join()
+            """)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == """
+            true
+            1\tnone\t3\tnone\tnone
+            1\tfloat\tthree\ttrue\tfalse\t4\tv
+
+            """)
+    }
+
+    @Test func itemsAfterAFailingOneInTheSameChunkStillRun() {
+        let r = runScript("""
+            local pool = jobrun.Pool{workers = 1}
+            local seen = jobrun.Queue()
+            local function f(x)
+              seen:put(x)
+              if x == 7 or x == 3 then error("bad " .. x, 0) end
+              return x
+            end
+            local list = {}
+            for i = 1, 10 do list[i] = i end
+            -- one chunk of 10: the lowest failing item is raised
+            local ok, e = pcall(pool.map, pool, f, list, 10)
+            print(ok, (e:gsub("\\n.*", "")))
+            local ran = {}
+            for _ = 1, 10 do ran[#ran + 1] = seen:get(true, 5) end
+            table.sort(ran)
+            print(table.concat(ran, ","))
+            -- stepping imap past a failing item: the results around it are in place
+            local step, out = pool:imap(f, list, 10), {}
+            for _ = 1, 10 do
+              local fine, v = pcall(step)
+              out[#out + 1] = fine and tostring(v) or (v:gsub("\\n.*", ""))
+            end
+            print(table.concat(out, ","))
+            for _ = 1, 10 do seen:get(true, 5) end
+            -- imap gives the items before the failure, then raises
+            local got = {}
+            ok, e = pcall(function() for v in pool:imap(f, list, 10) do got[#got + 1] = v end end)
+            print(ok, table.concat(got, ","), (e:gsub("\\n.*", "")))
+            pool:terminate()
+            """)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == """
+            false\tbad 3
+            1,2,3,4,5,6,7,8,9,10
+            1,2,bad 3,4,5,6,bad 7,8,9,10
+            false\t1,2\tbad 3
+
+            """)
+    }
+
+    @Test func errorWithLevelTwoNamesNoPoolPlace() {
+        // error(msg, 2) blames fn's caller; the pool's own frame must not show.
+        let r = runScript("""
+            local pool = jobrun.Pool{workers = 1}
+            local function check(x)
+              if x == 2 then error("bad input " .. x, 2) end
+              return x
+            end
+            local function first_line(e) return (e:gsub("\\n.*", ""):gsub("^.*main%.lua", "main.lua")) end
+            local ok, e = pcall(pool.map, pool, check, {1, 2, 3})
+            print(first_line(e))
+            ok, e = pcall(pool.map, pool, function(x) return check(x) end, {1, 2, 3})
+            print(first_line(e))
+            ok, e = pcall(pool.map, pool, function(x) local v = check(x) return v end, {1, 2, 3})
+            print(first_line(e))
+            pool:terminate()
+            """)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "bad input 2\nbad input 2\nmain.lua:11: bad input 2\n")
+    }
+
+    @Test func listWithAMetatableIsReadThroughIt() {
+        let r = runScript("""
+            local pool = jobrun.Pool{workers = 2}
+            local list = setmetatable({}, {__index = function(_, i) return i * 10 end, __len = function() return 5 end})
+            print(table.concat(pool:map(function(x) return x + 1 end, list, 2), ","))
+            pool:close(); pool:join()
+            """)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "11,21,31,41,51\n")
+    }
+}
