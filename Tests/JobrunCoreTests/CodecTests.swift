@@ -210,6 +210,27 @@ struct CodecTests {
         roundTrip(s, #"return string.rep("ab\0\255", 5 * 2^20 // 4)"#, "#copy == 5 * 2^20 and copy == orig")
     }
 
+    /// The direct path for big strings (QueueBindings.put) writes the same
+    /// bytes as the encoder, at every varint length boundary.
+    @Test func directStringEncodingMatchesTheEncoder() {
+        let s = LuaFixture()
+        for len in [0, 1, 127, 128, 16383, 16384, 16385, 2_097_151, 2_097_152] {
+            let text = String(repeating: "x", count: len)
+            lua_settop(s.L, 0)
+            lua_pushstring(s.L, text)
+            var enc = ValueEncoder()
+            #expect(enc.encode(s.L, 1, path: "item") == nil)
+            var n = 0
+            let p = jr_lua_tostring(s.L, 1, &n)!
+            #expect(ValueEncoder.stringSize(n) == enc.count, "length \(len)")
+            let dst = UnsafeMutableRawPointer.allocate(byteCount: max(1, enc.count), alignment: 8)
+            defer { dst.deallocate() }
+            ValueEncoder.writeString(p, n, to: dst)
+            #expect(memcmp(dst, enc.bytes.baseAddress!, enc.count) == 0, "length \(len)")
+        }
+        lua_settop(s.L, 0)
+    }
+
     @Test func encoderAppendsAndResets() {
         let s = LuaFixture()
         var enc = ValueEncoder(capacity: 8)

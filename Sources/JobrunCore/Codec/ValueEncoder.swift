@@ -274,6 +274,27 @@ struct ValueEncoder: ~Copyable {
         count += n
     }
 
+    /// Bytes a string of `len` bytes takes encoded: tag, varint length, bytes.
+    static func stringSize(_ len: Int) -> Int {
+        var n = 1, v = UInt64(len)
+        repeat { n += 1; v >>= 7 } while v != 0
+        return n + len
+    }
+
+    /// Encodes a string at `dst` (which has room for `stringSize(len)` bytes),
+    /// as `writeString` does into the buffer.
+    static func writeString(_ p: UnsafePointer<CChar>, _ len: Int, to dst: UnsafeMutableRawPointer) {
+        dst.storeBytes(of: 0x05, as: UInt8.self)
+        var at = 1, v = UInt64(len)
+        while v >= 0x80 {
+            dst.storeBytes(of: UInt8(truncatingIfNeeded: v) | 0x80, toByteOffset: at, as: UInt8.self)
+            at += 1
+            v >>= 7
+        }
+        dst.storeBytes(of: UInt8(truncatingIfNeeded: v), toByteOffset: at, as: UInt8.self)
+        (dst + at + 1).copyMemory(from: p, byteCount: len)
+    }
+
     @inline(__always)
     private mutating func writeString(_ p: UnsafePointer<CChar>, _ len: Int) {
         reserve(11 + len)

@@ -119,14 +119,31 @@ struct SharedQueue {
 
     /// Puts one encoded item. `bytes` is copied; the caller keeps it.
     func put(_ bytes: UnsafeRawBufferPointer, block: Bool, deadline: Deadline) -> PutResult {
-        var external: UInt64 = 0
         if bytes.count > SharedQueue.inlineLimit {
-            switch allocateWaiting(bytes.count, block: block, deadline: deadline) {
-            case .success(let off): external = off
-            case .failure(let message): return message.isEmpty ? .full : .noMemory(message)
+            return putExternal(count: bytes.count, block: block, deadline: deadline) {
+                memcpy($0, bytes.baseAddress!, bytes.count)
             }
-            memcpy(Arena.pointer(external), bytes.baseAddress!, bytes.count)
         }
+        return enqueue(bytes, external: 0, block: block, deadline: deadline)
+    }
+
+    /// Puts an item of `count` encoded bytes (more than `inlineLimit`) that
+    /// `fill` writes straight into the item's own arena block: a big string
+    /// is copied once on its way in, not into a buffer and then again.
+    func putExternal(count: Int, block: Bool, deadline: Deadline, fill: (UnsafeMutableRawPointer) -> Void) -> PutResult {
+        let external: UInt64
+        switch allocateWaiting(count, block: block, deadline: deadline) {
+        case .success(let off): external = off
+        case .failure(let message): return message.isEmpty ? .full : .noMemory(message)
+        }
+        fill(Arena.pointer(external))
+        return enqueue(UnsafeRawBufferPointer(start: Arena.pointer(external), count: count), external: external,
+                       block: block, deadline: deadline)
+    }
+
+    /// Adds a record for `bytes`: inline, or a reference to `external` (the
+    /// block holding `bytes`, which is freed if the put fails).
+    private func enqueue(_ bytes: UnsafeRawBufferPointer, external: UInt64, block: Bool, deadline: Deadline) -> PutResult {
         let payload = external != 0 ? 16 : bytes.count
         let need = UInt64(MemoryLayout<jr_record>.size) + SharedQueue.padded(payload)
         lock()

@@ -111,6 +111,18 @@ enum QueueBindings {
         if lua_gettop(L) < 2 {
             return Lua.raise(L, .TypeError, "\(label(q)).put: missing item (use q:put(nil) to send nil)")
         }
+        if lua_type(L, 2) == LUA_TSTRING {
+            var len = 0
+            let p = jr_lua_tostring(L, 2, &len)!
+            let size = ValueEncoder.stringSize(len)
+            if size > SharedQueue.inlineLimit {
+                // Straight into the item's block: one copy instead of two.
+                let r = q.putExternal(count: size, block: block, deadline: Deadline(timeout: block ? timeout : 0)) {
+                    ValueEncoder.writeString(p, len, to: $0)
+                }
+                return outcome(L, q, r, block: block, timeout: timeout)
+            }
+        }
         Runtime.encoder.reset()
         if let err = Runtime.encoder.encode(L, 2, path: "item") {
             return Lua.raise(L, .TypeError, "\(label(q)).put: \(err)")
@@ -140,7 +152,13 @@ enum QueueBindings {
 
     /// Puts the message in `Runtime.encoder` and maps the outcome to Lua.
     static func enqueue(_ L: LuaState, _ q: SharedQueue, block: Bool, timeout: Double?) -> Int32 {
-        switch q.put(Runtime.encoder.bytes, block: block, deadline: Deadline(timeout: block ? timeout : 0)) {
+        outcome(L, q, q.put(Runtime.encoder.bytes, block: block, deadline: Deadline(timeout: block ? timeout : 0)),
+                block: block, timeout: timeout)
+    }
+
+    /// 0, or the error a put's result calls for.
+    static func outcome(_ L: LuaState, _ q: SharedQueue, _ result: SharedQueue.PutResult, block: Bool, timeout: Double?) -> Int32 {
+        switch result {
         case .ok: return 0
         case .closed: return Lua.raise(L, .Closed, "\(label(q)).put: the queue is closed")
         case .full:
