@@ -344,3 +344,17 @@ struct LeakTests {
         #expect(after.subtracting(before).isEmpty)
     }
 }
+
+@Suite("Lua state")
+struct LuaStateTests {
+    /// Every process runs Lua's generational collector; a script may switch back.
+    @Test func generationalCollectorInEveryProcess() {
+        let r = runScript("""
+            local q = jobrun.Queue()
+            jobrun.Process{target = function() q:put(collectgarbage("incremental")) end}:start()
+            print(collectgarbage("incremental"), q:get(), collectgarbage("generational"))
+            """, timeout: 30)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "generational\tgenerational\tincremental\n")
+    }
+}
