@@ -113,3 +113,22 @@ struct SharedQueueTests {
         #expect(message.contains("larger than the shared memory limit"))
     }
 }
+
+@Suite("Arena")
+struct ArenaTests {
+    init() { _ = arenaReady }
+
+    /// Freed blocks past the per-class resident budget give their pages back;
+    /// the next allocations must reuse the blocks that kept theirs, or every
+    /// item would fault its pages in again.
+    @Test func blocksThatKeptTheirPagesAreReusedFirst() throws {
+        let payload = 5 << 20                                  // the 8 MiB class: 8 stay resident
+        let blocks = try (0..<12).map { _ in try Arena.allocate(payload) }
+        for b in blocks { Arena.free(b) }
+        let punched = Set(blocks.suffix(4))
+        let again = try (0..<8).map { _ in try Arena.allocate(payload) }
+        #expect(Set(again).isDisjoint(with: punched), "a punched block was reused while resident ones were free")
+        #expect(Set(again) == Set(blocks.prefix(8)))
+        for b in again { Arena.free(b) }
+    }
+}

@@ -187,7 +187,8 @@ typedef struct jr_arena_header {
     uint64_t top;           // bump pointer: first never-used offset
     uint64_t in_use;        // bytes in allocated blocks
     uint64_t peak;          // highest in_use seen
-    uint64_t free_heads[JR_NCLASSES];
+    uint64_t free_heads[JR_NCLASSES];     // free blocks whose pages are still there
+    uint64_t punched_heads[JR_NCLASSES];  // free blocks whose pages were given back
     uint32_t free_resident[JR_NCLASSES];  // free blocks of a class kept with their pages
     pthread_mutex_t alloc_lock;
     uint32_t space_seq;

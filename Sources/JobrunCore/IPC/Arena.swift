@@ -30,7 +30,6 @@ public enum Arena {
 
     public private(set) static var fd: Int32 = -1
     public private(set) static var base: UnsafeMutableRawPointer! = nil
-    static var isMapped: Bool { base != nil }
     static var header: UnsafeMutablePointer<jr_arena_header> { base.assumingMemoryBound(to: jr_arena_header.self) }
 
     public static var isAttached: Bool { base != nil }
@@ -113,16 +112,14 @@ public enum Arena {
         if h.pointee.in_use + size > h.pointee.limit {
             throw .overLimit(need: size, inUse: h.pointee.in_use, limit: h.pointee.limit)
         }
-        var blockOffset: UInt64 = withUnsafeMutablePointer(to: &h.pointee.free_heads) {
-            $0.withMemoryRebound(to: UInt64.self, capacity: Int(JR_NCLASSES)) { heads in
-                let off = heads[Int(c)]
-                if off != 0 {
-                    let b = pointer(off).assumingMemoryBound(to: jr_block.self)
-                    heads[Int(c)] = b.pointee.next
-                    if b.pointee.size_class & residentFlag != 0 { residentCount(h, c).pointee -= 1 }
-                }
-                return off
-            }
+        // A block that kept its pages first: reusing a punched one while
+        // resident ones wait would fault in every page of every item.
+        var blockOffset = pop(&h.pointee.free_heads, c)
+        if blockOffset != 0 {
+            let b = pointer(blockOffset).assumingMemoryBound(to: jr_block.self)
+            if b.pointee.size_class & residentFlag != 0 { residentCount(h, c).pointee -= 1 }
+        } else {
+            blockOffset = pop(&h.pointee.punched_heads, c)
         }
         if blockOffset == 0 {
             let align = min(size, 4096)
@@ -165,6 +162,7 @@ public enum Arena {
         let h = header
         _ = jr_mutex_lock(&h.pointee.alloc_lock)
         b.pointee.size_class = c
+        var punched = false
         if c >= punchClass {
             if c < alwaysPunchClass && UInt64(residentCount(h, c).pointee + 1) * size <= residentBytesPerClass {
                 residentCount(h, c).pointee += 1
@@ -175,19 +173,34 @@ public enum Arena {
                 jr_mutex_unlock(&h.pointee.alloc_lock)
                 _ = jr_punch_hole(fd, blockOffset + 4096, size - 4096)
                 _ = jr_mutex_lock(&h.pointee.alloc_lock)
+                punched = true
             }
         }
-        withUnsafeMutablePointer(to: &h.pointee.free_heads) {
-            $0.withMemoryRebound(to: UInt64.self, capacity: Int(JR_NCLASSES)) { heads in
-                b.pointee.next = heads[Int(c)]
-                heads[Int(c)] = blockOffset
-            }
-        }
+        if punched { push(&h.pointee.punched_heads, c, blockOffset) } else { push(&h.pointee.free_heads, c, blockOffset) }
         h.pointee.in_use -= size
         let wake = h.pointee.space_waiters > 0
         if wake { h.pointee.space_seq &+= 1 }
         jr_mutex_unlock(&h.pointee.alloc_lock)
         if wake { _ = jr_futex_wake(&h.pointee.space_seq, Int32.max) }
+    }
+
+    /// Takes the first block of a class's free list (alloc_lock held); 0 if empty.
+    private static func pop<T>(_ heads: inout T, _ c: UInt64) -> UInt64 {
+        withUnsafeMutableBytes(of: &heads) { raw in
+            let list = raw.baseAddress!.assumingMemoryBound(to: UInt64.self)
+            let off = list[Int(c)]
+            if off != 0 { list[Int(c)] = pointer(off).assumingMemoryBound(to: jr_block.self).pointee.next }
+            return off
+        }
+    }
+
+    /// Puts a block at the front of a class's free list (alloc_lock held).
+    private static func push<T>(_ heads: inout T, _ c: UInt64, _ blockOffset: UInt64) {
+        withUnsafeMutableBytes(of: &heads) { raw in
+            let list = raw.baseAddress!.assumingMemoryBound(to: UInt64.self)
+            pointer(blockOffset).assumingMemoryBound(to: jr_block.self).pointee.next = list[Int(c)]
+            list[Int(c)] = blockOffset
+        }
     }
 
     private static func residentCount(_ h: UnsafeMutablePointer<jr_arena_header>, _ c: UInt64) -> UnsafeMutablePointer<UInt32> {

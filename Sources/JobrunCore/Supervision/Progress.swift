@@ -41,7 +41,7 @@ public enum Progress {
     /// What a process writes before a new line on `fd` so it does not run into
     /// the status line: "\r\e[K" while the line is on and `fd` is a terminal.
     static func lineStart(fd: Int32) -> String {
-        guard Arena.isMapped, isOn, isTerminal(fd) else { return "" }
+        guard Arena.isAttached, isOn, isTerminal(fd) else { return "" }
         return "\r\u{1B}[K"
     }
 
@@ -54,7 +54,7 @@ public enum Progress {
 
     /// Switches the line off for good and wipes it (main process).
     public static func stop() {
-        guard Arena.isMapped, Runtime.isMain else { return }
+        guard Arena.isAttached, Runtime.isMain else { return }
         let h = Arena.header
         guard jr_load_u32(&h.pointee.progress_state) == UInt32(JR_PROGRESS_ON) else { return }
         _ = jr_mutex_lock(&h.pointee.progress_lock)
