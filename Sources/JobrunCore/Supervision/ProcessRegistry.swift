@@ -22,9 +22,11 @@ enum ProcessRegistry {
         let h = header
         _ = jr_mutex_lock(&h.pointee.proc_lock)
         defer { jr_mutex_unlock(&h.pointee.proc_lock) }
+        // Slots are claimed in order and never given back (the stats need
+        // every process of the run), so the first free one is the next one:
+        // no scan through the records, whose pages a fresh fork would fault in.
         let all = slots()
-        var i = 0
-        while i < Int(JR_MAX_PROCESSES) && all[i].state != UInt32(JR_PROC_FREE) { i += 1 }
+        let i = Int(h.pointee.process_slots)
         guard i < Int(JR_MAX_PROCESSES) else { record = nil; return }
         let r = all + i
         memset(r, 0, MemoryLayout<jr_process_record>.size)
@@ -33,7 +35,7 @@ enum ProcessRegistry {
         r.pointee.start_ns = monotonicNanos()
         copyCString(name, into: &r.pointee.name)
         r.pointee.state = UInt32(JR_PROC_RUNNING)
-        if UInt32(i + 1) > h.pointee.process_slots { h.pointee.process_slots = UInt32(i + 1) }
+        jr_store_u32(&h.pointee.process_slots, UInt32(i + 1))
         record = r
     }
 
