@@ -14,6 +14,10 @@
 -- closed and drained, and on a JoinableQueue each step marks the previous
 -- item done. The output does not depend on the number of workers or on
 -- scheduling: the reducer sorts by count, then by word.
+--
+-- On a terminal, a big file shows the status line (the named queues, the
+-- `lines` counter with its bar and ETA); `jobrun --stats examples/pipeline.lua`
+-- ends with what each process and queue did.
 
 local LINES_PER_CHUNK = 16
 
@@ -65,8 +69,9 @@ local lines = {}
 for line in file:lines() do lines[#lines + 1] = line end
 file:close()
 
-local tasks = jobrun.JoinableQueue(4 * workers)  -- bounded: the reader waits for slow workers
-local results = jobrun.Queue()
+-- Bounded: the reader waits for slow workers. The names show in the status line and --stats.
+local tasks = jobrun.JoinableQueue{maxsize = 4 * workers, name = "chunks"}
+local results = jobrun.Queue{name = "counts"}
 local reducer = jobrun.Process{target = reduce, args = {results, path:match("[^/]*$"), #lines}, name = "reducer"}
 reducer:start()
 for i = 1, workers do
@@ -75,7 +80,9 @@ end
 
 -- The main process is the reader: it splits the file into chunks of lines.
 for first = 1, #lines, LINES_PER_CHUNK do
-  tasks:put(table.move(lines, first, math.min(first + LINES_PER_CHUNK - 1, #lines), 1, {}))
+  local last = math.min(first + LINES_PER_CHUNK - 1, #lines)
+  tasks:put(table.move(lines, first, last, 1, {}))
+  jobrun.progress("lines", last, #lines)
 end
 tasks:close()    -- no more chunks: each worker's items() loop ends when drained
 tasks:join()     -- every chunk counted, so every partial count is on `results`
