@@ -28,10 +28,17 @@ enum QueueBindings {
     // MARK: helpers
 
     /// The queue at index 1, or nil (an error is then pushed).
+    /// One metatable lookup for both kinds: this runs for every put, get
+    /// and task_done.
     @inline(__always)
     static func check(_ L: LuaState, _ method: String, joinableOnly: Bool = false) -> SharedQueue? {
-        if !joinableOnly, let h = ObjectHandle.check(L, 1, metatable: queueMeta) { return SharedQueue(offset: h.offset) }
-        if let h = ObjectHandle.check(L, 1, metatable: joinableMeta) { return SharedQueue(offset: h.offset) }
+        if let p = lua_touserdata(L, 1), lua_getmetatable(L, 1) != 0 {
+            let mt = lua_topointer(L, -1)
+            jr_lua_pop(L, 1)
+            if mt == joinableMeta || (!joinableOnly && mt == queueMeta) {
+                return SharedQueue(offset: p.assumingMemoryBound(to: ObjectHandle.self).pointee.offset)
+            }
+        }
         let what = joinableOnly ? "a JoinableQueue" : "a Queue"
         Lua.pushError(L, .TypeError, "\(method): expected \(what) as self (use q:\(method)(...)), got \(Lua.typeName(L, 1))")
         return nil
@@ -93,6 +100,7 @@ enum QueueBindings {
     static let queuePut: jr_swift_fn = { L in
         let L = L!
         guard let q = check(L, "put") else { return -1 }
+        if lua_gettop(L) == 2 { return put(L, q, block: true, timeout: nil) }   // q:put(item), the common call
         let block: Bool, timeout: Double?
         do {
             block = try Lua.optBool(L, 3, true, "put", "block")
@@ -175,6 +183,7 @@ enum QueueBindings {
     static let queueGet: jr_swift_fn = { L in
         let L = L!
         guard let q = check(L, "get") else { return -1 }
+        if lua_gettop(L) == 1 { return get(L, q, block: true, timeout: nil) }   // q:get(), the common call
         let block: Bool, timeout: Double?
         do {
             block = try Lua.optBool(L, 2, true, "get", "block")
