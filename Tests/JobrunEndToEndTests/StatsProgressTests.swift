@@ -113,11 +113,14 @@ struct StatsTests {
         #expect(e.stderr.contains("run statistics"))
     }
 
-    @Test func unwritableJSONPathIsReported() {
+    @Test func unwritableJSONPathIsReportedBeforeTheRun() {
         let r = runScript("print('ran')", timeout: 30, options: ["--stats-json", "/nonexistent-dir/x.json"])
-        #expect(r.status == 1)
-        #expect(r.stdout == "ran\n")
-        #expect(r.stderr.contains("jobrun: --stats-json: cannot write /nonexistent-dir/x.json: No such file or directory"))
+        #expect(r.status == 2)
+        #expect(r.stdout == "", "nothing runs")
+        #expect(r.stderr == "jobrun: --stats-json: cannot write /nonexistent-dir/x.json: No such file or directory\n")
+        let dir = runScript("print('ran')", timeout: 30, options: ["--stats-json", "/tmp"])
+        #expect(dir.status == 2)
+        #expect(dir.stderr.contains("cannot write /tmp: Is a directory"))
     }
 }
 

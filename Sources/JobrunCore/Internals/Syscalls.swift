@@ -45,15 +45,18 @@ struct Deadline {
     var expired: Bool { at != nil && monotonicNanos() >= at! }
 }
 
-/// Writes all of `text` to a descriptor, ignoring errors (used for diagnostics).
-func writeAll(_ fd: Int32, _ text: String) {
+/// Writes all of `text` to a descriptor; false on an error (errno says
+/// which). Diagnostics ignore the result.
+@discardableResult
+func writeAll(_ fd: Int32, _ text: String) -> Bool {
     var bytes = Array(text.utf8)
     var off = 0
     while off < bytes.count {
         let n = bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress! + off, $0.count - off) }
-        if n < 0 { if Glibc.errno == EINTR { continue }; return }
+        if n < 0 { if Glibc.errno == EINTR { continue }; return false }
         off += n
     }
+    return true
 }
 
 /// Stores `text` in a fixed C char array of a shared struct (imported as a

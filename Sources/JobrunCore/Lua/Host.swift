@@ -27,6 +27,8 @@ public enum Host {
     /// The main process's options, for the end of the run (which `os.exit`
     /// reaches through core.exit).
     static var mainOptions = Options()
+    /// The --stats-json file, opened before the run.
+    private static var statsFD: Int32?
     private static var ended = false
 
     /// The end of the run in the main process: collect the last children,
@@ -41,7 +43,9 @@ public enum Host {
         let o = mainOptions
         var status = code
         if o.stats || o.statsJSON != nil {
-            if !Stats.report(mainExit: code, text: o.stats, jsonPath: o.statsJSON) && code == 0 { status = 1 }
+            if !Stats.report(mainExit: code, text: o.stats, jsonFD: statsFD, jsonPath: o.statsJSON ?? "") && code == 0 {
+                status = 1
+            }
         }
         Monitor.stop()
         return status
@@ -60,6 +64,10 @@ public enum Host {
                 writeAll(2, "jobrun: cannot run \(script): it is a directory\n")
                 return 2
             }
+        }
+        if let path = options.statsJSON {
+            guard let fd = Stats.openJSON(path) else { return 2 }
+            statsFD = fd
         }
         jr_reset_signals()
         ProcessControl.becomeSubreaper()

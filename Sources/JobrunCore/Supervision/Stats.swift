@@ -53,20 +53,29 @@ public enum Stats {
         return (now - Arena.header.pointee.run_start_ns, processes, queues)
     }
 
-    /// Prints the tables on stderr and/or writes the JSON file; false when the
-    /// file cannot be written (the message is printed).
-    public static func report(mainExit: Int32, text: Bool, jsonPath: String?) -> Bool {
-        let figures = collect(mainExit: mainExit)
-        if text { writeAll(2, table(figures)) }
-        guard let path = jsonPath else { return true }
-        let json = self.json(figures)
+    /// Opens the --stats-json file before the run, so a path that cannot be
+    /// written is reported before any work is done, not after it; nil and a
+    /// message on stderr when it cannot be opened.
+    public static func openJSON(_ path: String) -> Int32? {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         if fd < 0 {
             writeAll(2, "jobrun: --stats-json: cannot write \(path): \(String(cString: strerror(Glibc.errno)))\n")
+            return nil
+        }
+        return fd
+    }
+
+    /// Prints the tables on stderr and/or writes the JSON to `jsonFD`
+    /// (closed after); false when the JSON could not be written.
+    public static func report(mainExit: Int32, text: Bool, jsonFD: Int32?, jsonPath: String) -> Bool {
+        let figures = collect(mainExit: mainExit)
+        if text { writeAll(2, table(figures)) }
+        guard let fd = jsonFD else { return true }
+        defer { close(fd) }
+        if !writeAll(fd, json(figures)) {
+            writeAll(2, "jobrun: --stats-json: cannot write \(jsonPath): \(String(cString: strerror(Glibc.errno)))\n")
             return false
         }
-        writeAll(fd, json)
-        close(fd)
         return true
     }
 
