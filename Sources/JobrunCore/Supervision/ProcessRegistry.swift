@@ -52,11 +52,15 @@ enum ProcessRegistry {
         if r.pointee.end_ns == 0 { r.pointee.end_ns = monotonicNanos() }
     }
 
-    /// The record of `pid`, if it is a process of this run.
+    /// The record of `pid`, if it is a process of this run: the newest one
+    /// with that pid (a pid the kernel reused names the later process), found
+    /// from the end, where the processes being joined usually are.
     static func find(_ pid: pid_t) -> UnsafeMutablePointer<jr_process_record>? {
         let all = slots()
-        for i in 0..<Int(jr_load_u32(&header.pointee.process_slots)) where all[i].pid == pid && all[i].state != UInt32(JR_PROC_FREE) {
-            return all + i
+        var i = Int(jr_load_u32(&header.pointee.process_slots))
+        while i > 0 {
+            i -= 1
+            if all[i].pid == pid && all[i].state != UInt32(JR_PROC_FREE) { return all + i }
         }
         return nil
     }
