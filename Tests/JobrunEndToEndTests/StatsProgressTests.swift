@@ -99,6 +99,23 @@ struct StatsTests {
         #expect(r.stderr.contains(where: { $0 == "\u{1B}" }) == false, "no escape codes when not on a terminal")
     }
 
+    @Test func manyProcessesAreSummedUpAfterTheFirstRows() throws {
+        let json = FileManager.default.temporaryDirectory.appendingPathComponent("stats-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: json) }
+        let r = runScript("""
+            for i = 1, 60 do
+              local p = jobrun.Process{target = function() if i == 60 then os.exit(5) end end, name = "w" .. i}
+              p:start(); p:join()
+            end
+            """, timeout: 60, options: ["--stats", "--stats-json", json])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("... and 22 more processes ("), "\(r.stderr)")
+        #expect(r.stderr.contains("1 ended with an error or a signal)"), "\(r.stderr)")
+        #expect(r.stderr.contains("w38") && !r.stderr.contains("w39 "), "39 rows: main and w1..w38")
+        let stats = try #require(parseJSON(json))
+        #expect((stats["processes"] as? [[String: Any]])?.count == 61, "the JSON has every process")
+    }
+
     @Test func statsAreWrittenAfterOsExitAndAnError() throws {
         let json = FileManager.default.temporaryDirectory.appendingPathComponent("stats-\(UUID().uuidString).json").path
         defer { try? FileManager.default.removeItem(atPath: json) }

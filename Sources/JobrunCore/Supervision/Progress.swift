@@ -86,8 +86,12 @@ public enum Progress {
                 let n = cString(&counters[i].name)
                 if n == name { index = i; break }
                 if n.isEmpty {
+                    // Published by first_ns, written last: the monitor reads
+                    // without the lock and skips a slot still being filled.
                     copyCString(name, into: &counters[i].name)
-                    counters[i].first_ns = monotonicNanos()
+                    withUnsafeMutablePointer(to: &counters[i].first_ns) {
+                        $0.withMemoryRebound(to: UInt64.self, capacity: 1) { jr_store_u64($0, UInt64(monotonicNanos())) }
+                    }
                     index = i
                     break
                 }
@@ -108,8 +112,11 @@ public enum Progress {
         return withUnsafeMutablePointer(to: &h.pointee.counters) {
             let c = UnsafeMutableRawPointer($0).assumingMemoryBound(to: jr_progress_counter.self)
             return (0..<Int(JR_MAX_COUNTERS)).compactMap { i in
+                let first = withUnsafeMutablePointer(to: &c[i].first_ns) {
+                    $0.withMemoryRebound(to: UInt64.self, capacity: 1) { jr_load_u64($0) }
+                }
+                if first == 0 { return nil }
                 let name = cString(&c[i].name)
-                if name.isEmpty { return nil }
                 return Counter(name: name, done: jr_load_u64(&c[i].done), total: jr_load_u64(&c[i].total), firstNanos: c[i].first_ns)
             }
         }

@@ -10,6 +10,9 @@ import Glibc
 /// reaper stores what wait4 says of their CPU time and peak memory, queues
 /// count under their own lock. Nothing is sampled.
 public enum Stats {
+    /// Most process rows in the text table.
+    static let maxProcessRows = 40
+
     struct ProcessRow {
         let name: String, pid: Int32, parent: Int32
         let exit: Int32?
@@ -105,13 +108,23 @@ public enum Stats {
     static func table(_ f: (wall: Int64, processes: [ProcessRow], queues: [QueueRow])) -> String {
         var out = "jobrun: run statistics (\(fixed(Double(f.wall) / 1e9, 2)) s)\n"
         var rows = [["process", "pid", "exit", "wall s", "cpu s", "peak MiB", "got", "put"]]
-        for p in f.processes {
+        // A run of thousands of short workers would bury the rest: the first
+        // processes, then a count (the JSON has every one).
+        let shown = f.processes.count > maxProcessRows ? f.processes.prefix(maxProcessRows - 1) : f.processes[...]
+        for p in shown {
             let cpu: UInt64? = p.userMicros.map { $0 + (p.systemMicros ?? 0) }
             rows.append([p.name, "\(p.pid)", exitText(p.exit), fixed(Double(p.wallNanos) / 1e9, 2), secs(cpu),
                          p.peakKiB.map { fixed(Double($0) / 1024, 1) } ?? "-",
                          Progress.count(p.got), Progress.count(p.put)])
         }
         out += layout(rows, rightFrom: 1)
+        if shown.count < f.processes.count {
+            let rest = f.processes[shown.count...]
+            let cpu = rest.reduce(0) { $0 + ($1.userMicros ?? 0) + ($1.systemMicros ?? 0) }
+            let failed = rest.filter { $0.exit != nil && $0.exit != 0 }.count
+            out += "... and \(rest.count) more processes (cpu \(secs(cpu)) s, got \(Progress.count(rest.reduce(0) { $0 + $1.got })), "
+                + "put \(Progress.count(rest.reduce(0) { $0 + $1.put })), \(failed) ended with an error or a signal)\n"
+        }
         if !f.queues.isEmpty {
             var q = [["queue", "made at", "items", "MiB", "peak depth", "put wait s", "get wait s"]]
             for r in f.queues {
