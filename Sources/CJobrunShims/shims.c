@@ -210,7 +210,9 @@ int jr_mutex_lock(pthread_mutex_t *m) {
             if (r == 0) return 0;
             if (r == EOWNERDEAD) { pthread_mutex_consistent(m); return 1; }
         }
-        jr_cpu_relax();
+        // Past a short spin the holder is likely not running (more busy
+        // processes than cores): give it the CPU before sleeping.
+        if (i >= 100 && (i & 15) == 0) sched_yield(); else jr_cpu_relax();
     }
     r = pthread_mutex_lock(m);
     if (r == EOWNERDEAD) {
