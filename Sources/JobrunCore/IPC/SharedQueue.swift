@@ -318,7 +318,9 @@ struct SharedQueue {
         var i = 0
         while i < SharedQueue.spinIterations {
             if jr_load_u64(&q.pointee.count) != 0 || jr_load_u32(&q.pointee.closed) != 0 { return }
-            jr_cpu_relax()
+            // As jr_mutex_lock: past a while, let a producer that is not
+            // running have the CPU.
+            if i >= 1000 && i & 63 == 0 { sched_yield() } else { jr_cpu_relax() }
             i += 1
         }
     }
