@@ -83,8 +83,12 @@ struct ValueEncoder: ~Copyable {
     private var seenSlot: Int32 = 0
     private var seenSpilled = false
     private var messageStart = 0
-    /// The sender's global table, sent as "the receiver's globals".
+    /// The sender's global table, sent as "the receiver's globals"; looked up
+    /// once per Lua state (a state's global table never changes identity).
+    /// An encoder serves the states it is given while they live: a process
+    /// has one state for its life, and each test its own encoder.
     private var globals: UnsafeRawPointer? = nil
+    private var globalsOf: LuaState? = nil
 
     init(capacity: Int = 1024) {
         initialCapacity = max(64, capacity)
@@ -212,9 +216,12 @@ struct ValueEncoder: ~Copyable {
         seenCount = 0
         stepCount = 0
         messageStart = count
-        jr_lua_pushglobaltable(L)
-        globals = lua_topointer(L, -1)
-        jr_lua_pop(L, 1)
+        if L != globalsOf {
+            jr_lua_pushglobaltable(L)
+            globals = lua_topointer(L, -1)
+            jr_lua_pop(L, 1)
+            globalsOf = L
+        }
         return true
     }
 
