@@ -194,20 +194,50 @@ class Runner:
                          name, *map(str, args)])
 
 
-def best_rate(run, n, key, cfg, min_seconds=None, reps=None):
-    """Grows n until one run lasts min_seconds (default cfg.min_seconds), then
-    keeps the best of reps (default cfg.reps)."""
+def paired_rates(jr_run, jr_n, py_run, py_n, key, cfg, min_seconds=None, reps=None):
+    """Rates of jobrun and Python for one row: for each side, grows n until
+    one run lasts min_seconds (default cfg.min_seconds), then keeps the best
+    of reps (default cfg.reps). The measured runs are interleaved (jobrun,
+    Python, jobrun, ...) so that a change in the machine's load during the
+    row weighs on both sides alike. Returns (jr side, py side) as side()
+    does; a side that fails does not stop the other."""
     min_seconds = min_seconds or cfg["min_seconds"]
     reps = reps or cfg["reps"]
-    for _ in range(8):
-        r = run(n)
-        if r["seconds"] >= min_seconds:
-            break
-        grow = 1.3 * min_seconds / max(r["seconds"], 1e-3)
-        n = max(n + 1, int(n * min(50.0, max(2.0, grow))))
-    runs = [r] + [run(n) for _ in range(reps - 1)]
-    rates = [x[key] / max(x["seconds"], 1e-9) for x in runs]
-    return max(rates), runs
+
+    def calibrate(run, n):
+        for _ in range(8):
+            r = run(n)
+            if r["seconds"] >= min_seconds:
+                break
+            grow = 1.3 * min_seconds / max(r["seconds"], 1e-3)
+            n = max(n + 1, int(n * min(50.0, max(2.0, grow))))
+        return n, r
+
+    sides = {}
+    for name, run, n in (("jr", jr_run, jr_n), ("py", py_run, py_n)):
+        try:
+            sides[name] = dict(run=run, n=calibrate(run, n), error=None)
+        except Failed as e:
+            sides[name] = dict(run=run, n=None, error=e)
+    for s in sides.values():
+        if s["error"] is None:
+            s["runs"] = [s["n"][1]]
+    for _ in range(reps - 1):
+        for s in sides.values():
+            if s["error"] is not None:
+                continue
+            try:
+                s["runs"].append(s["run"](s["n"][0]))
+            except Failed as e:
+                s["error"] = e
+
+    def result(s):
+        if s["error"] is not None:
+            return None, None, s["error"]
+        rates = [x[key] / max(x["seconds"], 1e-9) for x in s["runs"]]
+        return max(rates), s["runs"], None
+
+    return result(sides["jr"]), result(sides["py"])
 
 
 def side(fn):
@@ -225,14 +255,8 @@ def items_workload(r, cfg, producers, consumers, maxsize=0, kind="string",
                    row_id=None, target=20.0):
     args = (producers, consumers, maxsize, kind)
 
-    def jr():
-        return best_rate(lambda n: r.lua("queue_items.lua", n, *args),
-                         cfg["items_jr"], "items", cfg)
-
-    def py():
-        return best_rate(lambda n: r.py("queue_items", n, *args),
-                         cfg["items_py"], "items", cfg)
-
+    jr, py = paired_rates(lambda n: r.lua("queue_items.lua", n, *args), cfg["items_jr"],
+                          lambda n: r.py("queue_items", n, *args), cfg["items_py"], "items", cfg)
     what = {"string": "small strings",
             "table": "tables {id, name} (Python: dicts)"}[kind]
     queue = f"JoinableQueue({maxsize})" if maxsize > 0 else "JoinableQueue"
@@ -242,7 +266,7 @@ def items_workload(r, cfg, producers, consumers, maxsize=0, kind="string",
               f"{consumers} consumer{'s' if consumers > 1 else ''}, {what}, "
               f"{queue} + task_done",
         unit="items/s", higher_is_better=True, target=target,
-        target_text=f">= {target:g}x", jr=side(jr), py=side(py))]
+        target_text=f">= {target:g}x", jr=jr, py=py)]
 
 
 def memcpy_baseline(cfg, span):
@@ -266,20 +290,16 @@ def memcpy_baseline(cfg, span):
 
 
 def big_workload(r, cfg):
-    def jr():
-        rate, runs = best_rate(lambda n: r.lua("big_strings.lua", n, MIB, BIG_MAXSIZE),
-                               cfg["big_jr"], "bytes", cfg)
-        return rate / 1e6, runs
+    def mb(s):
+        rate, runs, error = s
+        return (rate / 1e6 if rate is not None else None), runs, error
 
-    def py():
-        rate, runs = best_rate(lambda n: r.py("big_strings", n, MIB, BIG_MAXSIZE),
-                               cfg["big_py"], "bytes", cfg)
-        return rate / 1e6, runs
-
-    jr_side = side(jr)
+    jr_side, py_side = (mb(x) for x in paired_rates(
+        lambda n: r.lua("big_strings.lua", n, MIB, BIG_MAXSIZE), cfg["big_jr"],
+        lambda n: r.py("big_strings", n, MIB, BIG_MAXSIZE), cfg["big_py"], "bytes", cfg))
     rows = [dict(id="1mib", title=f"1 MiB strings, Queue({BIG_MAXSIZE}), 1 -> 1",
                  unit="MB/s", higher_is_better=True, target=2.0, target_text=">= 2x",
-                 jr=jr_side, py=side(py))]
+                 jr=jr_side, py=py_side)]
     rows.append(dict(
         id="1mib-memcpy", title="1 MiB strings vs memcpy of one 1 MiB block, repeated",
         unit="MB/s", higher_is_better=True, target=1 / 3, target_text=">= 1/3 of memcpy",
@@ -492,10 +512,9 @@ def scaling_workload(r, cfg, group):
     if group == "pairs":
         for k in SCALE_PAIRS:
             args = (k, k, 0, "string")
-            jr = side(lambda: best_rate(lambda n: r.lua("queue_items.lua", n, *args),
-                                        cfg["items_jr"] // 2, "items", cfg, ms, reps))
-            py = side(lambda: best_rate(lambda n: r.py("queue_items", n, *args),
-                                        cfg["items_py"] // 2, "items", cfg, ms, reps))
+            jr, py = paired_rates(lambda n: r.lua("queue_items.lua", n, *args), cfg["items_jr"] // 2,
+                                  lambda n: r.py("queue_items", n, *args), cfg["items_py"] // 2,
+                                  "items", cfg, ms, reps)
             rows.append(dict(id=f"pairs-{k}", group="pairs", pairs=k, size=None,
                              title=f"{k} -> {k}, small strings, JoinableQueue + task_done",
                              jr=jr, py=py))
@@ -504,10 +523,9 @@ def scaling_workload(r, cfg, group):
             maxsize = min(1000, max(8, (32 * MIB) // size))
             count = max(8, min(200_000, (256 * MIB) // size))
             args = (size, maxsize)
-            jr = side(lambda: best_rate(lambda n: r.lua("big_strings.lua", n, *args),
-                                        count, "items", cfg, ms, reps))
-            py = side(lambda: best_rate(lambda n: r.py("big_strings", n, *args),
-                                        max(4, count // 20), "items", cfg, ms, reps))
+            jr, py = paired_rates(lambda n: r.lua("big_strings.lua", n, *args), count,
+                                  lambda n: r.py("big_strings", n, *args), max(4, count // 20),
+                                  "items", cfg, ms, reps)
             rows.append(dict(id=f"size-{size}", group="sizes", pairs=1, size=size,
                              title=f"1 -> 1, {human_size(size)} strings, Queue({maxsize})",
                              jr=jr, py=py))
@@ -721,7 +739,7 @@ def main():
     print(table)
     print()
     print("ratio: jobrun / Python for rates (times: Python / jobrun); best of "
-          f"{cfg['reps']} runs of >= {cfg['min_seconds']:g} s each for rates. "
+          f"{cfg['reps']} runs of >= {cfg['min_seconds']:g} s each for rates, jobrun's and Python's interleaved. "
           "MB = 10^6 bytes.")
     if any(row["id"].startswith("pingpong") for row in rows):
         print("ping-pong: each round trip timed on its own after "
