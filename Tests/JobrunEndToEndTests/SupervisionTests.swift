@@ -87,6 +87,40 @@ struct SupervisionTests {
     }
 }
 
+@Suite("Long runs")
+struct LongRunTests {
+    /// A run that starts more processes than there are records (4096) reuses
+    /// the records of ended ones: a process started after that is still
+    /// supervised (its deadlock is found) and counted in --stats.
+    @Test func moreProcessesThanRecordsStaySupervised() throws {
+        let json = FileManager.default.temporaryDirectory.appendingPathComponent("long-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: json) }
+        let r = runScript("""
+            for i = 1, 4150 do
+              local p = jobrun.Process{target = function() end}
+              p:start(); p:join()
+            end
+            local q = jobrun.Queue()
+            local c = jobrun.Process{target = function() q:get() end, name = "starved"}
+            c:start()
+            c:join()
+            print(c.exitcode)
+            """, timeout: 120, options: ["--stats-json", json])
+        #expect(!r.timedOut, "the starved process was not supervised")
+        #expect(r.status == 1, "a deadlocked run ends with status 1: \(r.stderr)")
+        #expect(r.stdout == "1\n")
+        #expect(r.stderr.contains("Process starved (pid "), "\(r.stderr)")
+        #expect(r.stderr.contains("jobrun.Deadlock: Queue#1.get: every process of the run is waiting"), "\(r.stderr)")
+        let data = try #require(FileManager.default.contents(atPath: json))
+        let stats = try #require((try? JSONSerialization.jsonObject(with: data)) as? [String: Any])
+        let earlier = try #require(stats["earlier_processes"] as? [String: Any])
+        let reused = earlier["count"] as? Int ?? 0
+        let listed = (stats["processes"] as? [[String: Any]])?.count ?? 0
+        #expect(reused > 0)
+        #expect(reused + listed == 4152, "every process is counted once: \(reused) + \(listed)")
+    }
+}
+
 @Suite("Redelivery")
 struct RedeliveryTests {
     @Test func itemsHeldByAKilledConsumerAreDeliveredAgain() {

@@ -211,6 +211,14 @@ typedef struct jr_arena_header {
     uint32_t progress_state;
     uint32_t progress_drawn; // a status line is on the screen now
     jr_progress_counter counters[JR_MAX_COUNTERS];
+    // Once every record has been used, a new process takes the record of one
+    // that has ended and been reaped (under proc_lock, from `recycle_next`
+    // on); what those did is summed here for --stats.
+    uint32_t recycle_next;
+    uint32_t recycled;
+    uint64_t recycled_got;
+    uint64_t recycled_put;
+    uint64_t recycled_cpu_us;
 } jr_arena_header;
 
 enum { JR_PROGRESS_DISABLED = 0, JR_PROGRESS_ON = 1, JR_PROGRESS_OFF = 2 };

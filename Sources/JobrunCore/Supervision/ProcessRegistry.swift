@@ -22,21 +22,48 @@ enum ProcessRegistry {
         let h = header
         _ = jr_mutex_lock(&h.pointee.proc_lock)
         defer { jr_mutex_unlock(&h.pointee.proc_lock) }
-        // Slots are claimed in order and never given back (the stats need
-        // every process of the run), so the first free one is the next one:
-        // no scan through the records, whose pages a fresh fork would fault in.
+        // Slots are claimed in order, so the first free one is the next one:
+        // no scan through the records, whose pages a fresh fork would fault
+        // in. Once all are used, the record of an ended process is reused.
         let all = slots()
-        let i = Int(h.pointee.process_slots)
-        guard i < Int(JR_MAX_PROCESSES) else { record = nil; return }
+        var i = Int(h.pointee.process_slots)
+        if i < Int(JR_MAX_PROCESSES) {
+            jr_store_u32(&h.pointee.process_slots, UInt32(i + 1))
+        } else {
+            guard let j = recyclable(all, h) else { record = nil; return }
+            i = j
+        }
         let r = all + i
+        jr_store_u32(&r.pointee.state, UInt32(JR_PROC_FREE))   // the monitor skips it while it is filled
         memset(r, 0, MemoryLayout<jr_process_record>.size)
         r.pointee.pid = getpid()
         r.pointee.parent_pid = parent
         r.pointee.start_ns = monotonicNanos()
         copyCString(name, into: &r.pointee.name)
-        r.pointee.state = UInt32(JR_PROC_RUNNING)
-        jr_store_u32(&h.pointee.process_slots, UInt32(i + 1))
+        jr_store_u32(&r.pointee.state, UInt32(JR_PROC_RUNNING))
         record = r
+    }
+
+    /// A record to reuse (proc_lock held): one whose process the monitor has
+    /// seen end and its parent has reaped, so no one waits on it any more;
+    /// its figures are added to the header's sums first. nil when every
+    /// record belongs to a live process.
+    private static func recyclable(_ all: UnsafeMutablePointer<jr_process_record>,
+                                   _ h: UnsafeMutablePointer<jr_arena_header>) -> Int? {
+        let n = Int(JR_MAX_PROCESSES)
+        let start = Int(h.pointee.recycle_next) % n
+        for k in 0..<n {
+            let i = (start + k) % n
+            let r = all + i
+            guard r.pointee.state == UInt32(JR_PROC_EXITED), r.pointee.has_exit_code != 0, r.pointee.pid != getpid() else { continue }
+            h.pointee.recycled += 1
+            h.pointee.recycled_got &+= r.pointee.items_got
+            h.pointee.recycled_put &+= r.pointee.items_put
+            if r.pointee.has_usage != 0 { h.pointee.recycled_cpu_us &+= r.pointee.user_us + r.pointee.system_us }
+            h.pointee.recycle_next = UInt32((i + 1) % n)
+            return i
+        }
+        return nil
     }
 
     static func name(of r: UnsafeMutablePointer<jr_process_record>) -> String { cString(&r.pointee.name) }

@@ -118,6 +118,11 @@ public enum Stats {
                          Progress.count(p.got), Progress.count(p.put)])
         }
         out += layout(rows, rightFrom: 1)
+        let h = Arena.header
+        if h.pointee.recycled > 0 {
+            out += "... and \(h.pointee.recycled) earlier processes whose records were reused (cpu \(secs(h.pointee.recycled_cpu_us)) s, "
+                + "got \(Progress.count(h.pointee.recycled_got)), put \(Progress.count(h.pointee.recycled_put)))\n"
+        }
         if shown.count < f.processes.count {
             let rest = f.processes[shown.count...]
             let cpu = rest.reduce(0) { $0 + ($1.userMicros ?? 0) + ($1.systemMicros ?? 0) }
@@ -202,7 +207,10 @@ public enum Stats {
         let counters = Progress.counters().map {
             "{\"name\":\(str($0.name)),\"done\":\($0.done),\"total\":\($0.total > 0 ? "\($0.total)" : "null")}"
         }
-        return "{\"wall_seconds\":\(num(Double(f.wall) / 1e9)),\n\"processes\":[\n" + procs.joined(separator: ",\n")
+        let h = Arena.header
+        let earlier = "\"earlier_processes\":{\"count\":\(h.pointee.recycled),\"cpu_seconds\":\(num(Double(h.pointee.recycled_cpu_us) / 1e6)),"
+            + "\"items_got\":\(h.pointee.recycled_got),\"items_put\":\(h.pointee.recycled_put)},\n"
+        return "{\"wall_seconds\":\(num(Double(f.wall) / 1e9)),\n" + earlier + "\"processes\":[\n" + procs.joined(separator: ",\n")
             + "\n],\n\"queues\":[\n" + queues.joined(separator: ",\n") + "\n],\n\"counters\":["
             + counters.joined(separator: ",") + "]}\n"
     }
