@@ -166,7 +166,7 @@ struct KillTests {
         for seed in 1...6 {
             let r = runJobrun([trial, redeliver ? "1" : "0", String(seed * 7919)], timeout: 60)
             #expect(!r.timedOut, "trial \(seed) hung")
-            let last = r.stdout.split(separator: "\n").last.map(String.init) ?? "(no output) \(r.stderr)"
+            let last = r.stdout.split(separator: "\n").last.map(String.init) ?? "(no output, status \(r.status)) \(r.stderr)"
             outcomes.append(last)
             if redeliver {
                 #expect(last == "ok 10000/10000", "trial \(seed): \(last)")

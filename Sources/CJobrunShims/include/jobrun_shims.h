@@ -150,7 +150,12 @@ typedef struct jr_process_record {
     uint64_t system_us;
     uint64_t max_rss_kib;   // peak resident memory
     uint32_t has_usage;
-    uint32_t reserved2;
+    // A task_done in progress, for the monitor to finish or undo if the
+    // process dies in the middle: 1 = the kept copy (done_node, 0 if none)
+    // is unlinked, 2 = `unfinished` has fallen, 3 = the taken count has too.
+    uint32_t done_stage;
+    uint64_t done_queue;
+    uint64_t done_node;
 } jr_process_record;
 
 /// A copy of an item taken from a `redeliver` queue and not yet marked

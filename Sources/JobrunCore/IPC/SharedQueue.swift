@@ -352,21 +352,32 @@ struct SharedQueue {
     /// On a redeliver queue the kept copy of the item is unlinked before the
     /// count falls, so a SIGKILL between the two cannot have the monitor
     /// deliver again an item already counted done (which would let `join`
-    /// return one item early); at worst the item is reported as never done.
+    /// return one item early); the stage noted in the record tells the
+    /// monitor how far it got (Monitor.State.finishTaskDone).
     func taskDone() -> TaskDoneResult {
         if jr_load_u64(&q.pointee.unfinished) == 0 { return .tooMany }
         let held = q.pointee.flags & UInt32(JR_QUEUE_REDELIVER) != 0 ? ProcessRegistry.unlinkHeld(from: offset) : 0
+        // Each step is noted in this process's record, so that a SIGKILL
+        // between two of them is finished or undone by the monitor.
+        ProcessRegistry.doneStage(1, queue: offset, node: held)
         var v = jr_load_u64(&q.pointee.unfinished)
         while true {
             if v == 0 {
                 if held != 0 { ProcessRegistry.relinkHeld(held) }
+                ProcessRegistry.doneStage(0)
                 return .tooMany
             }
             if jr_cas_u64(&q.pointee.unfinished, v, v - 1) != 0 { break }
             v = jr_load_u64(&q.pointee.unfinished)
         }
+        ProcessRegistry.doneStage(2)
         ProcessRegistry.done(with: offset)
-        if held != 0 { Arena.free(held) }
+        ProcessRegistry.doneStage(3)
+        if held != 0 {
+            ProcessRegistry.doneStage(3, clearingNode: true)   // the monitor must not free it too
+            Arena.free(held)
+        }
+        ProcessRegistry.doneStage(0)
         if v - 1 <= jr_load_u64(&q.pointee.failed_tasks) {
             lock()
             q.pointee.done_seq &+= 1

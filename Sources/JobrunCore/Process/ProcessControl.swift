@@ -24,16 +24,40 @@ enum ProcessControl {
     /// Reaps every ended child without blocking, keeping the statuses of our
     /// own workers for `poll`; orphans adopted as subreaper are just reaped.
     static func reapStrays() {
+        while let pid = endedChild(P_ALL, 0) {
+            // Every process of the run gets its end and usage recorded, the
+            // adopted orphans included.
+            guard let (status, _) = reap(pid) else { return }
+            if children.contains(pid) { reaped[pid] = status }
+        }
+    }
+
+    /// A child that has ended and is not reaped yet (waitid WNOWAIT), or nil.
+    private static func endedChild(_ idtype: idtype_t, _ id: id_t) -> pid_t? {
+        while true {
+            var info = siginfo_t()
+            if waitid(idtype, id, &info, WEXITED | WNOHANG | WNOWAIT) == 0 {
+                let pid = info._sifields._sigchld.si_pid
+                return pid > 0 ? pid : nil
+            }
+            if Glibc.errno != EINTR { return nil }
+        }
+    }
+
+    /// Reaps an ended child, its record marked first (so no one trusts its pid
+    /// once it can be reused), then its exit code and usage stored.
+    private static func reap(_ pid: pid_t) -> (Int32, rusage)? {
+        ProcessRegistry.willReap(pid)
         var status: Int32 = 0
         var usage = rusage()
         while true {
-            let pid = wait4(-1, &status, WNOHANG, &usage)
-            if pid <= 0 { return }
-            // Every process of the run gets its end and usage recorded, the
-            // adopted orphans included.
-            ProcessRegistry.recordExit(pid, code: exitCode(status), usage: usage)
-            if children.contains(pid) { reaped[pid] = status }
+            let r = wait4(pid, &status, 0, &usage)       // a zombie: returns at once
+            if r == pid { break }
+            if r < 0 && Glibc.errno == EINTR { continue }
+            return nil
         }
+        ProcessRegistry.recordExit(pid, code: exitCode(status), usage: usage)
+        return (status, usage)
     }
 
     enum Started { case parent(pid_t), child }
@@ -115,22 +139,21 @@ enum ProcessControl {
             forget(pid)
             return exitCode(status)
         }
-        var status: Int32 = 0
-        var usage = rusage()
         while true {
-            let r = wait4(pid, &status, WNOHANG, &usage)
-            if r == pid {
+            var info = siginfo_t()       // si_pid stays 0 when the child still runs
+            let r = waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT)
+            if r == 0 {
+                if info._sifields._sigchld.si_pid != pid { return nil }
+                guard let (status, _) = reap(pid) else { break }
                 forget(pid)
-                ProcessRegistry.recordExit(pid, code: exitCode(status), usage: usage)
                 return exitCode(status)
             }
-            if r == 0 { return nil }
-            if Glibc.errno == EINTR { continue }
-            // ECHILD: reaped elsewhere (e.g. os.execute's wait) or not our
-            // child; its status is lost, so report the generic failure code.
-            forget(pid)
-            return 255
+            if Glibc.errno != EINTR { break }
         }
+        // ECHILD: reaped elsewhere (e.g. os.execute's wait) or not our
+        // child; its status is lost, so report the generic failure code.
+        forget(pid)
+        return 255
     }
 
     enum WaitOutcome { case exited(Int32), timedOut, failed(String) }
@@ -166,6 +189,7 @@ enum ProcessControl {
     }
 
     static func signal(_ pid: pid_t, _ sig: Int32) {
+        guard pid > 0 else { return }   // kill(0 or -n) would signal a whole process group
         _ = kill(pid, sig)
     }
 }

@@ -52,6 +52,22 @@ enum Monitor {
         m.run()
     }
 
+    /// A pidfd for the process of record `r`, or nil when it has ended. The
+    /// pid alone could name an unrelated process by now (pid_max may be as
+    /// low as 32,768): the descriptor is trusted only if, once it is open,
+    /// the record still says no one has begun to reap the process, since a
+    /// reaper marks `end_ns` before the pid is freed.
+    static func pidfd(_ r: UnsafeMutablePointer<jr_process_record>) -> Int32? {
+        if ProcessRegistry.hasEnded(r) { return nil }
+        let fd = jr_pidfd_open(r.pointee.pid)
+        if fd < 0 { return nil }
+        if ProcessRegistry.hasEnded(r) {
+            close(fd)
+            return nil
+        }
+        return fd
+    }
+
     /// A forked worker has no use for the main process's end of the pipe.
     static func forgetInChild() {
         if doneFD >= 0 { close(doneFD) }
@@ -81,7 +97,8 @@ enum Monitor {
     struct State {
         let main: pid_t
         let doneFD: Int32
-        var pidfds: [pid_t: Int32] = [:]
+        /// Record slot -> pidfd of its process.
+        var pidfds: [Int: Int32] = [:]
         var gens: [Int: UInt64] = [:]
         var stable = 0
         var painter = Progress.Painter()
@@ -95,20 +112,18 @@ enum Monitor {
                 let n = Int(jr_load_u32(&Arena.header.pointee.process_slots))
                 // Watch processes that registered since the last tick.
                 for i in 0..<n where all[i].state == UInt32(JR_PROC_RUNNING) {
-                    let pid = all[i].pid
-                    if pid == main || pidfds[pid] != nil { continue }
-                    let fd = jr_pidfd_open(pid)
-                    if fd < 0 { ended(all + i) } else { pidfds[pid] = fd }
+                    if all[i].pid == main || pidfds[i] != nil { continue }
+                    if let fd = Monitor.pidfd(all + i) { pidfds[i] = fd } else { ended(all + i) }
                 }
                 var fds = [pollfd(fd: mainFD, events: Int16(POLLIN), revents: 0),
                            pollfd(fd: doneFD, events: Int16(POLLIN), revents: 0)]
                 let order = Array(pidfds.keys)
-                for pid in order { fds.append(pollfd(fd: pidfds[pid]!, events: Int16(POLLIN), revents: 0)) }
+                for i in order { fds.append(pollfd(fd: pidfds[i]!, events: Int16(POLLIN), revents: 0)) }
                 _ = poll(&fds, nfds_t(fds.count), tickMillis)
                 if mainFD < 0 || fds[0].revents != 0 || fds[1].revents != 0 { finish() }
-                for (k, pid) in order.enumerated() where fds[k + 2].revents != 0 {
-                    close(pidfds.removeValue(forKey: pid)!)
-                    if let r = ProcessRegistry.find(pid) { ended(r) }
+                for (k, i) in order.enumerated() where fds[k + 2].revents != 0 {
+                    close(pidfds.removeValue(forKey: i)!)
+                    ended(all + i)
                 }
                 checkDeadlock()
                 painter.tick()
@@ -127,12 +142,11 @@ enum Monitor {
             // Through the pidfds: a process that ended and was reaped since the
             // last tick may have had its pid reused by an unrelated process.
             for i in 0..<n where all[i].state == UInt32(JR_PROC_RUNNING) && all[i].pid != main {
-                if let fd = pidfds[all[i].pid] {
+                if let fd = pidfds[i] {
                     _ = jr_pidfd_send_signal(fd, SIGKILL)
-                } else {
-                    // Registered since the last tick: too new to have been reaped.
-                    let fd = jr_pidfd_open(all[i].pid)
-                    if fd >= 0 { _ = jr_pidfd_send_signal(fd, SIGKILL); close(fd) }
+                } else if let fd = Monitor.pidfd(all + i) {
+                    _ = jr_pidfd_send_signal(fd, SIGKILL)
+                    close(fd)
                 }
             }
             _exit(0)
@@ -140,12 +154,17 @@ enum Monitor {
 
         /// A process has died: note how, and fail the tasks it held.
         func ended(_ r: UnsafeMutablePointer<jr_process_record>) {
-            if r.pointee.has_exit_code == 0, let code = exitCodeFromProc(r.pointee.pid) {
+            // /proc/<pid> is its own only while nobody has started to reap it
+            // (a reaper marks end_ns first); after that the pid may be reused,
+            // and the exit code comes from the reaper instead.
+            let reaping = r.pointee.end_ns != 0
+            if r.pointee.has_exit_code == 0, !reaping, let code = exitCodeFromProc(r.pointee.pid) {
                 r.pointee.exit_code = code
                 jr_store_u32(&r.pointee.has_exit_code, 1)
             }
             ProcessRegistry.markEnded(r)
             let name = ProcessRegistry.name(of: r)
+            finishTaskDone(r)
             redeliver(r)
             withUnsafeMutablePointer(to: &r.pointee.taken) {
                 $0.withMemoryRebound(to: jr_taken.self, capacity: Int(JR_MAX_TAKEN)) { t in
@@ -158,6 +177,22 @@ enum Monitor {
                 }
             }
             jr_store_u32(&r.pointee.state, UInt32(JR_PROC_EXITED))
+        }
+
+        /// A process died inside task_done: before the count fell, its item
+        /// is not done (the kept copy goes back on its list, to be delivered
+        /// again); after, it is done (the taken count falls if it had not).
+        func finishTaskDone(_ r: UnsafeMutablePointer<jr_process_record>) {
+            let stage = jr_load_u32(&r.pointee.done_stage)
+            guard stage != 0 else { return }
+            let node = r.pointee.done_node
+            if stage == 1 {
+                if node != 0 { ProcessRegistry.relinkHeld(node, in: r) }
+            } else {
+                if stage == 2 { ProcessRegistry.done(with: r.pointee.done_queue, in: r) }
+                if node != 0 { Arena.free(node) }
+            }
+            jr_store_u32(&r.pointee.done_stage, 0)
         }
 
         /// Puts the items a dead process held from redeliver queues back at

@@ -74,9 +74,20 @@ enum ProcessRegistry {
     /// Counts an item this process got.
     @inline(__always) static func countGot() { record?.pointee.items_got &+= 1 }
 
-    /// Notes that `pid` has ended, at the first sighting (monitor or reaper).
+    /// Notes that the process of `r` has ended, at the first sighting
+    /// (monitor, or a reaper before it reaps: see Monitor.pidfd).
     static func markEnded(_ r: UnsafeMutablePointer<jr_process_record>) {
-        if r.pointee.end_ns == 0 { r.pointee.end_ns = monotonicNanos() }
+        withUnsafeMutablePointer(to: &r.pointee.end_ns) {
+            $0.withMemoryRebound(to: UInt64.self, capacity: 1) { p in
+                _ = jr_cas_u64(p, 0, UInt64(monotonicNanos()))
+            }
+        }
+    }
+
+    static func hasEnded(_ r: UnsafeMutablePointer<jr_process_record>) -> Bool {
+        withUnsafeMutablePointer(to: &r.pointee.end_ns) {
+            $0.withMemoryRebound(to: UInt64.self, capacity: 1) { jr_load_u64($0) != 0 }
+        }
     }
 
     /// The record of `pid`, if it is a process of this run: the newest one
@@ -137,6 +148,12 @@ enum ProcessRegistry {
         jr_store_u32(&r.pointee.has_exit_code, 1)
     }
 
+    /// A child `pid` has ended and is about to be reaped: mark its record
+    /// before its pid can be reused.
+    static func willReap(_ pid: pid_t) {
+        if let r = find(pid) { markEnded(r) }
+    }
+
     /// CPU time and peak memory from getrusage/wait4.
     static func store(_ u: rusage, in r: UnsafeMutablePointer<jr_process_record>) {
         r.pointee.user_us = UInt64(u.ru_utime.tv_sec) * 1_000_000 + UInt64(u.ru_utime.tv_usec)
@@ -184,10 +201,26 @@ enum ProcessRegistry {
         return 0
     }
 
+    /// Notes how far a task_done has got (0: none in progress).
+    @inline(__always)
+    static func doneStage(_ stage: UInt32, queue: UInt64 = 0, node: UInt64 = 0, clearingNode: Bool = false) {
+        guard let r = record else { return }
+        if stage == 1 {
+            r.pointee.done_queue = queue
+            jr_store_u64(&r.pointee.done_node, node)
+        }
+        if clearingNode { jr_store_u64(&r.pointee.done_node, 0) }
+        jr_store_u32(&r.pointee.done_stage, stage)
+    }
+
     /// Puts back an item unlinked by `unlinkHeld` whose task_done failed, at
     /// the front (it was the oldest of its queue).
     static func relinkHeld(_ node: UInt64) {
-        guard let r = record else { return }
+        relinkHeld(node, in: record)
+    }
+
+    static func relinkHeld(_ node: UInt64, in r: UnsafeMutablePointer<jr_process_record>?) {
+        guard let r else { return }
         let h = Arena.pointer(node).assumingMemoryBound(to: jr_held.self)
         h.pointee.next = r.pointee.held_head
         r.pointee.held_head = node
@@ -213,7 +246,11 @@ enum ProcessRegistry {
 
     /// Forgets one item this process took from `queue`, if it took any.
     static func done(with queue: UInt64) {
-        guard let r = record else { return }
+        done(with: queue, in: record)
+    }
+
+    static func done(with queue: UInt64, in r: UnsafeMutablePointer<jr_process_record>?) {
+        guard let r else { return }
         withUnsafeMutablePointer(to: &r.pointee.taken) {
             $0.withMemoryRebound(to: jr_taken.self, capacity: Int(JR_MAX_TAKEN)) { t in
                 for i in 0..<Int(JR_MAX_TAKEN) where t[i].queue == queue && t[i].count > 0 {
