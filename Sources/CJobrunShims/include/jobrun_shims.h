@@ -156,6 +156,17 @@ typedef struct jr_process_record {
     uint32_t done_stage;
     uint64_t done_queue;
     uint64_t done_node;
+    // A get from a JoinableQueue in progress (under the queue's lock): 1 =
+    // the item at get_item_head..get_item_end may be leaving the ring, 2 =
+    // it has (head moved past it); the taken count and kept copy are then
+    // added. The next locker's repair finishes or drops it (SharedQueue).
+    uint32_t get_stage;
+    uint32_t reserved3;
+    uint64_t get_queue;
+    uint64_t get_item_head;
+    uint64_t get_item_end;
+    uint64_t get_taken;     // this process's taken count for the queue before
+    uint64_t get_held_tail; // its held_tail before
 } jr_process_record;
 
 /// A copy of an item taken from a `redeliver` queue and not yet marked

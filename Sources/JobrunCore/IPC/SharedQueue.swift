@@ -103,11 +103,49 @@ struct SharedQueue {
     /// `head`/`tail`, so recount the items between them, in case it died
     /// between moving one and updating `count`.
     private func repair() {
+        finishInterruptedGet()
         var n: UInt64 = 0
         forEachRecord { _, _ in n += 1 }
         jr_store_u64(&q.pointee.count, n)
     }
+
+    /// The process that died holding the lock may have been inside `get`
+    /// (its record's get_stage): if the item had left the ring, it is that
+    /// process's, taken and (on a redeliver queue) kept, as if the get had
+    /// finished, so the monitor fails or delivers it again; if not, it is
+    /// still in the queue and nothing was counted. Lock held; nothing has
+    /// touched the queue since the death, so the item's bytes are intact.
+    private func finishInterruptedGet() {
+        let all = ProcessRegistry.slots()
+        let n = Int(jr_load_u32(&Arena.header.pointee.process_slots))
+        let me = offset
+        for i in 0..<n where jr_load_u32(&all[i].get_stage) != 0 && all[i].get_queue == me {
+            let r = all + i
+            if jr_load_u64(&q.pointee.head) >= r.pointee.get_item_end {
+                if ProcessRegistry.takenCount(me, in: r) == r.pointee.get_taken {
+                    ProcessRegistry.took(from: me, in: r)
+                }
+                let cap = q.pointee.ring_cap
+                let rec = Arena.pointer(q.pointee.ring_off) + Int(r.pointee.get_item_head & (cap - 1))
+                let header = rec.assumingMemoryBound(to: jr_record.self)
+                let external = header.pointee.kind == UInt32(JR_REC_EXTERNAL) ? (rec + 8).assumingMemoryBound(to: UInt64.self) : nil
+                if q.pointee.flags & UInt32(JR_QUEUE_REDELIVER) != 0 && r.pointee.held_tail == r.pointee.get_held_tail {
+                    if let p = external {
+                        ProcessRegistry.hold(UnsafeRawBufferPointer(start: Arena.pointer(p[0]), count: Int(p[1])), from: me, in: r)
+                    } else {
+                        ProcessRegistry.hold(UnsafeRawBufferPointer(start: rec + 8, count: Int(header.pointee.length)), from: me, in: r)
+                    }
+                }
+                // Its block would have been freed by the dead process once read.
+                if let p = external { Arena.free(p[0]) }
+            }
+            jr_store_u32(&r.pointee.get_stage, 0)
+        }
+    }
     @inline(__always) private func unlock() { jr_mutex_unlock(&q.pointee.lock) }
+
+    /// Takes and releases the lock: if its holder died, the repair runs now.
+    func settle() { lock(); unlock() }
 
     enum PutResult { case ok, full, closed, noMemory(String), failed(String) }
     enum GetResult: Equatable { case ok, empty, closed, failed(String) }
@@ -258,7 +296,6 @@ struct SharedQueue {
             if let f = ProcessRegistry.failure { unlock(); return .failed(f) }
         }
         if waitedSince != 0 { q.pointee.get_wait_ns &+= UInt64(max(0, monotonicNanos() - waitedSince)) }
-        if isJoinable { ProcessRegistry.took(from: offset) }
         let ring = Arena.pointer(q.pointee.ring_off)
         let cap = q.pointee.ring_cap
         var pos = q.pointee.head & (cap - 1)
@@ -269,6 +306,18 @@ struct SharedQueue {
             r = ring.assumingMemoryBound(to: jr_record.self)
         }
         let length = Int(r.pointee.length)
+        let joinable = isJoinable
+        let me = joinable ? ProcessRegistry.record : nil
+        if let me {
+            // Noted so that a SIGKILL from here to the end of the critical
+            // section is finished or undone by the next locker (repair).
+            me.pointee.get_queue = offset
+            me.pointee.get_item_head = q.pointee.head
+            me.pointee.get_item_end = q.pointee.head + 8 + SharedQueue.padded(length)
+            me.pointee.get_taken = ProcessRegistry.takenCount(offset, in: me)
+            me.pointee.get_held_tail = me.pointee.held_tail
+            jr_store_u32(&me.pointee.get_stage, 1)
+        }
         var external: UInt64 = 0
         var externalLength = 0
         if r.pointee.kind == UInt32(JR_REC_EXTERNAL) {
@@ -279,15 +328,20 @@ struct SharedQueue {
             scratch.reserve(length)
             if length > 0 { memcpy(scratch.base, ring + Int(pos) + 8, length) }
         }
-        if q.pointee.flags & UInt32(JR_QUEUE_REDELIVER) != 0 {
-            let bytes = external != 0
-                ? UnsafeRawBufferPointer(start: Arena.pointer(external), count: externalLength)
-                : UnsafeRawBufferPointer(start: scratch.base, count: length)
-            ProcessRegistry.hold(bytes, from: offset)
-        }
-        q.pointee.head += 8 + SharedQueue.padded(length)
+        jr_store_u64(&q.pointee.head, q.pointee.head + 8 + SharedQueue.padded(length))
         jr_store_u64(&q.pointee.count, q.pointee.count - 1)
         q.pointee.total_got += 1
+        if let me {
+            jr_store_u32(&me.pointee.get_stage, 2)
+            ProcessRegistry.took(from: offset)
+            if q.pointee.flags & UInt32(JR_QUEUE_REDELIVER) != 0 {
+                let bytes = external != 0
+                    ? UnsafeRawBufferPointer(start: Arena.pointer(external), count: externalLength)
+                    : UnsafeRawBufferPointer(start: scratch.base, count: length)
+                ProcessRegistry.hold(bytes, from: offset)
+            }
+            jr_store_u32(&me.pointee.get_stage, 0)
+        }
         let wake = q.pointee.put_waiters > 0
         if wake { q.pointee.space_seq &+= 1 }
         unlock()
@@ -356,10 +410,15 @@ struct SharedQueue {
     /// monitor how far it got (Monitor.State.finishTaskDone).
     func taskDone() -> TaskDoneResult {
         if jr_load_u64(&q.pointee.unfinished) == 0 { return .tooMany }
-        let held = q.pointee.flags & UInt32(JR_QUEUE_REDELIVER) != 0 ? ProcessRegistry.unlinkHeld(from: offset) : 0
         // Each step is noted in this process's record, so that a SIGKILL
         // between two of them is finished or undone by the monitor.
-        ProcessRegistry.doneStage(1, queue: offset, node: held)
+        let held: UInt64
+        if q.pointee.flags & UInt32(JR_QUEUE_REDELIVER) != 0 {
+            held = ProcessRegistry.unlinkHeld(from: offset)        // notes stage 1 itself
+        } else {
+            held = 0
+            ProcessRegistry.doneStage(1, queue: offset, node: 0)
+        }
         var v = jr_load_u64(&q.pointee.unfinished)
         while true {
             if v == 0 {

@@ -165,6 +165,9 @@ enum Monitor {
             ProcessRegistry.markEnded(r)
             let name = ProcessRegistry.name(of: r)
             finishTaskDone(r)
+            // Died inside a get, holding the queue's lock: taking the lock
+            // runs the repair that settles that item before we count.
+            if jr_load_u32(&r.pointee.get_stage) != 0 { SharedQueue(offset: r.pointee.get_queue).settle() }
             redeliver(r)
             withUnsafeMutablePointer(to: &r.pointee.taken) {
                 $0.withMemoryRebound(to: jr_taken.self, capacity: Int(JR_MAX_TAKEN)) { t in
@@ -187,7 +190,8 @@ enum Monitor {
             guard stage != 0 else { return }
             let node = r.pointee.done_node
             if stage == 1 {
-                if node != 0 { ProcessRegistry.relinkHeld(node, in: r) }
+                // It may have died before, during or after unlinking it.
+                if node != 0 && !ProcessRegistry.isHeld(node, in: r) { ProcessRegistry.relinkHeld(node, in: r) }
             } else {
                 if stage == 2 { ProcessRegistry.done(with: r.pointee.done_queue, in: r) }
                 if node != 0 { Arena.free(node) }

@@ -167,7 +167,11 @@ enum ProcessRegistry {
     /// Keeps a copy of an item taken from a redeliver queue (called with the
     /// queue's lock held, so a death cannot fall between taking and keeping).
     static func hold(_ bytes: UnsafeRawBufferPointer, from queue: UInt64) {
-        guard let r = record, let off = try? Arena.allocate(MemoryLayout<jr_held>.size + bytes.count) else { return }
+        hold(bytes, from: queue, in: record)
+    }
+
+    static func hold(_ bytes: UnsafeRawBufferPointer, from queue: UInt64, in r: UnsafeMutablePointer<jr_process_record>?) {
+        guard let r, let off = try? Arena.allocate(MemoryLayout<jr_held>.size + bytes.count) else { return }
         let h = Arena.pointer(off).assumingMemoryBound(to: jr_held.self)
         h.pointee.next = 0
         h.pointee.queue = queue
@@ -183,6 +187,10 @@ enum ProcessRegistry {
 
     /// Unlinks the oldest item this process holds from `queue` (its task is
     /// being marked done) and returns its block for the caller to free, or 0.
+    ///
+    /// Starts the task_done stages (doneStage 1, naming the node) before the
+    /// list changes, so the monitor can put the node back if a SIGKILL lands
+    /// anywhere in between.
     static func unlinkHeld(from queue: UInt64) -> UInt64 {
         guard let r = record else { return 0 }
         var prev: UInt64 = 0
@@ -190,6 +198,7 @@ enum ProcessRegistry {
         while cur != 0 {
             let h = Arena.pointer(cur).assumingMemoryBound(to: jr_held.self)
             if h.pointee.queue == queue {
+                doneStage(1, queue: queue, node: cur)
                 if r.pointee.held_tail == cur { r.pointee.held_tail = prev }
                 if prev == 0 { r.pointee.held_head = h.pointee.next }
                 else { Arena.pointer(prev).assumingMemoryBound(to: jr_held.self).pointee.next = h.pointee.next }
@@ -198,7 +207,18 @@ enum ProcessRegistry {
             prev = cur
             cur = h.pointee.next
         }
+        doneStage(1, queue: queue, node: 0)
         return 0
+    }
+
+    /// Whether `node` is on `r`'s list of kept items.
+    static func isHeld(_ node: UInt64, in r: UnsafeMutablePointer<jr_process_record>) -> Bool {
+        var cur = r.pointee.held_head
+        while cur != 0 {
+            if cur == node { return true }
+            cur = Arena.pointer(cur).assumingMemoryBound(to: jr_held.self).pointee.next
+        }
+        return false
     }
 
     /// Notes how far a task_done has got (0: none in progress).
@@ -231,7 +251,21 @@ enum ProcessRegistry {
 
     /// Counts an item this process took from a JoinableQueue.
     static func took(from queue: UInt64) {
-        guard let r = record else { return }
+        took(from: queue, in: record)
+    }
+
+    /// How many items `r` holds from `queue` (taken, not yet done).
+    static func takenCount(_ queue: UInt64, in r: UnsafeMutablePointer<jr_process_record>) -> UInt64 {
+        withUnsafeMutablePointer(to: &r.pointee.taken) {
+            $0.withMemoryRebound(to: jr_taken.self, capacity: Int(JR_MAX_TAKEN)) { t in
+                for i in 0..<Int(JR_MAX_TAKEN) where t[i].queue == queue { return jr_load_u64(&t[i].count) }
+                return 0
+            }
+        }
+    }
+
+    static func took(from queue: UInt64, in r: UnsafeMutablePointer<jr_process_record>?) {
+        guard let r else { return }
         withUnsafeMutablePointer(to: &r.pointee.taken) {
             $0.withMemoryRebound(to: jr_taken.self, capacity: Int(JR_MAX_TAKEN)) { t in
                 var free = -1
