@@ -229,8 +229,11 @@ struct SharedSync {
 }
 
 /// True while `pid` runs (a zombie, dead but not yet reaped, counts as dead).
+/// A process of the run whose record says it has ended is dead even if its
+/// pid now names another process (pid_max may be as low as 32,768).
 func processIsAlive(_ pid: Int32) -> Bool {
     if pid <= 0 { return false }
+    if let r = ProcessRegistry.find(pid), ProcessRegistry.hasEnded(r) { return false }
     if kill(pid, 0) != 0 && Glibc.errno == ESRCH { return false }
     var buf = [UInt8](repeating: 0, count: 512)
     let fd = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
