@@ -23,6 +23,14 @@ struct Jobrun: ParsableCommand {
     /// As ParsableCommand.main(), but bad usage exits 2 (the Unix convention
     /// the docs promise) rather than 64.
     static func main() {
+        // A `script` worker (core.spawn writes this argument list): its start
+        // is on the clock of every Process{script = ...}, and argument
+        // parsing by reflection was two thirds of it. Anything unexpected
+        // goes through the full parser below.
+        if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == "--worker",
+           let worker = WorkerArguments(Array(CommandLine.arguments.dropFirst(2))) {
+            Glibc.exit(worker.run())
+        }
         var command: ParsableCommand
         do {
             command = try parseAsRoot()
@@ -157,6 +165,45 @@ struct Run: ParsableCommand {
                                                         stats: stats, statsJSON: statsJSON))
         }
         throw ExitCode(status)
+    }
+}
+
+/// The hidden worker options, as core.spawn writes them: `--worker-*` pairs
+/// and flags, then the script.
+struct WorkerArguments {
+    var arenaFD: Int32 = 3, args = "0:0", name = "Process", parent: Int32 = 0, directory = "."
+    var daemon = false, prefix = false
+    var script = ""
+
+    init?(_ argv: [String]) {
+        var i = 0
+        while i < argv.count - 1 {
+            let key = argv[i]
+            switch key {
+            case "--worker-daemon": daemon = true; i += 1; continue
+            case "--worker-prefix": prefix = true; i += 1; continue
+            default: break
+            }
+            let value = argv[i + 1]
+            switch key {
+            case "--worker-arena-fd": guard let v = Int32(value) else { return nil }; arenaFD = v
+            case "--worker-args": args = value
+            case "--worker-name": name = value
+            case "--worker-parent": guard let v = Int32(value) else { return nil }; parent = v
+            case "--worker-dir": directory = value
+            default: return nil
+            }
+            i += 2
+        }
+        guard i == argv.count - 1 else { return nil }
+        script = argv[i]
+    }
+
+    func run() -> Int32 {
+        let parts = args.split(separator: ":")
+        return Host.runWorker(arenaFD: arenaFD, argsOffset: UInt64(parts.first ?? "0") ?? 0,
+                              argsLength: Int(parts.last ?? "0") ?? 0, name: name, daemon: daemon,
+                              parent: parent, scriptDirectory: directory, script: script, prefix: prefix)
     }
 }
 
