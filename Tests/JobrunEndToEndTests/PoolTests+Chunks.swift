@@ -36,6 +36,39 @@ struct PoolChunkTests {
             """)
     }
 
+    @Test func resultsAreDecodedInPlaceOnlyForTheTaskTheyBelongTo() {
+        // The caller's private receive: a chunk's results go straight into
+        // its job's list when the task is known and the sizes agree; any
+        // other message arrives as it was sent.
+        let r = runScript("""
+            local q = jobrun.Queue()
+            local results = {}
+            local tasks = {[7] = {first = 3, count = 2, job = {results = results}}}
+            q:_put_slice({"r", 1, 7, false}, {"a", {b = 1}}, 1, 2)
+            local m = q:_get_result(true, 1, tasks)
+            print(m[1], m[3], m[5], results[3], results[4].b, results[1], #tasks)
+            q:_put_slice({"r", 1, 7, false}, {"a", "b", "c"}, 1, 3)       -- size differs
+            m = q:_get_result(true, 1, tasks)
+            print(type(m[5]), #m[5], results[5])
+            q:_put_slice({"r", 1, 8, false}, {"x"}, 1, 1)                 -- unknown task
+            m = q:_get_result(true, 1, tasks)
+            print(m[5][1])
+            q:put("plain")
+            print(q:_get_result(false, nil, tasks))
+            print(pcall(q._get_result, q, true, 0))
+            """)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.hasPrefix("""
+            r\t7\ttrue\ta\t1\tnil\t0
+            table\t3\tnil
+            x
+            plain
+            false
+
+            """.dropLast()), "\(r.stdout)")
+        #expect(r.stdout.contains("expected (block, timeout, tasks table)"), "\(r.stdout)")
+    }
+
     @Test func itemsAfterAFailingOneInTheSameChunkStillRun() {
         let r = runScript("""
             local pool = jobrun.Pool{workers = 1}

@@ -54,6 +54,66 @@ enum ValueDecoder {
         return (Int32(n), nil)
     }
 
+    /// For `Pool`'s result messages `{tag, pid, id, errs, {v1, ..., vn}}`:
+    /// pushes the message like `decode`, except that when `tasks[id]` is a
+    /// task `{first, count, job = {results = t}}` with `count == n`, the
+    /// values go straight into `t[first..first + n - 1]` and the fifth field
+    /// is `true`, so the caller copies nothing. Any other message decodes as
+    /// `decode` would. `tasks` is an absolute stack index.
+    static func decodeResult(_ L: LuaState, _ bytes: UnsafeRawBufferPointer, tasks: Int32) -> String? {
+        guard let p = bytes.baseAddress, bytes.count >= 9, p.load(as: UInt8.self) == 0x06,
+              p.loadUnaligned(fromByteOffset: 1, as: UInt32.self) == UInt32(5).littleEndian,
+              p.loadUnaligned(fromByteOffset: 5, as: UInt32.self) == 0 else { return decode(L, bytes) }
+        let top = lua_gettop(L)
+        guard lua_checkstack(L, 16) != 0 else { return "corrupt message: Lua stack exhausted" }
+        lua_pushnil(L)                  // slot for the table of remembered objects
+        var d = Decoding(p, bytes.count, at: 9, refs: top + 1)
+        lua_createtable(L, 5, 0)
+        let msg = top + 2
+        var i: lua_Integer = 1
+        while i <= 4 {
+            if let e = d.value(L, depth: 1) { lua_settop(L, top); return "corrupt message: \(e)" }
+            lua_rawseti(L, msg, i)
+            i += 1
+        }
+        // The destination, when the slice is a plain array of the task's size.
+        var placed = false
+        if d.left >= 9, (d.base + d.at).load(as: UInt8.self) == 0x06,
+           (d.base + d.at).loadUnaligned(fromByteOffset: 5, as: UInt32.self) == 0,
+           lua_rawgeti(L, msg, 3) == LUA_TNUMBER, lua_rawget(L, tasks) == LUA_TTABLE {
+            let task = lua_gettop(L)
+            let n = lua_Integer(UInt32(littleEndian: (d.base + d.at).loadUnaligned(fromByteOffset: 1, as: UInt32.self)))
+            var ok: Int32 = 0
+            _ = lua_getfield(L, task, "first")
+            let first = lua_tointegerx(L, -1, &ok)
+            let count = lua_getfield(L, task, "count") == LUA_TNUMBER ? lua_tointegerx(L, -1, nil) : -1
+            if ok != 0, count == n, first >= 1, first <= lua_Integer.max - n, lua_getfield(L, task, "job") == LUA_TTABLE,
+               lua_getfield(L, -1, "results") == LUA_TTABLE {
+                let results = lua_gettop(L)
+                d.at += 9
+                var k: lua_Integer = 0
+                while k < n {
+                    if let e = d.value(L, depth: 2) { lua_settop(L, top); return "corrupt message: \(e)" }
+                    lua_rawseti(L, results, first + k)
+                    k += 1
+                }
+                placed = true
+            }
+            lua_settop(L, msg)
+        } else {
+            lua_settop(L, msg)
+        }
+        if placed {
+            lua_pushboolean(L, 1)
+        } else if let e = d.value(L, depth: 1) {
+            lua_settop(L, top); return "corrupt message: \(e)"
+        }
+        lua_rawseti(L, msg, 5)
+        if d.left != 0 { lua_settop(L, top); return "corrupt message: \(d.left) bytes after the value" }
+        jr_lua_remove(L, top + 1)
+        return nil
+    }
+
     /// A cursor over the message plus the decoding state. Error texts are
     /// built only when something is wrong.
     private struct Decoding {

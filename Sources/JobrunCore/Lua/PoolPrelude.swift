@@ -271,7 +271,8 @@ end
 local function settle(job, task, vals, errs)
   job.remaining = job.remaining - 1
   local first, count = task.first, task.count
-  if vals then move(vals, 1, count, first, job.results) end
+  -- vals is true when the results were decoded in place (q:_get_result).
+  if vals and vals ~= true then move(vals, 1, count, first, job.results) end
   if errs then
     for k, e in pairs(errs) do
       local i = first + k - 1
@@ -372,7 +373,7 @@ end
 local function drain(s)
   local q = s.res_q
   while true do
-    local ok, msg = pcall(q.get, q, false)
+    local ok, msg = pcall(q._get_result, q, false, nil, s.tasks)
     if not ok then
       if is_kind(msg, "Empty") then return end
       error(msg, 0)
@@ -451,7 +452,7 @@ local function pump(s, wait)
   local got = false
   if wait > 0 then
     local q = s.res_q
-    local ok, msg = pcall(q.get, q, true, wait)
+    local ok, msg = pcall(q._get_result, q, true, wait, s.tasks)
     if ok then handle(s, msg); got = true
     elseif not is_kind(msg, "Empty") then error(msg, 0) end
   end

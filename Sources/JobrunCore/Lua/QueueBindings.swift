@@ -16,7 +16,7 @@ enum QueueBindings {
         let methods: [(String, jr_swift_fn)] = [
             ("put", queuePut), ("get", queueGet), ("put_nowait", queuePutNowait), ("get_nowait", queueGetNowait),
             ("qsize", queueQsize), ("empty", queueEmpty), ("full", queueFull), ("close", queueClose), ("_next", queueNext),
-            ("_put_slice", queuePutSlice),
+            ("_put_slice", queuePutSlice), ("_get_result", queueGetResult),
         ]
         queueMeta = ObjectBindings.registerType(L, queueName, toString: queueToString, methods: methods)
         joinableMeta = ObjectBindings.registerType(L, joinableName, toString: queueToString,
@@ -158,6 +158,23 @@ enum QueueBindings {
         return enqueue(L, q, block: true, timeout: nil)
     }
 
+    /// `q:_get_result(block, timeout, tasks)`, for `Pool` only: `get`, with
+    /// a chunk's results decoded straight into its job's results table
+    /// (see `ValueDecoder.decodeResult`).
+    static let queueGetResult: jr_swift_fn = { L in
+        let L = L!
+        guard let q = check(L, "_get_result") else { return -1 }
+        guard lua_type(L, 4) == LUA_TTABLE else {
+            return Lua.raise(L, .TypeError, "\(label(q))._get_result: expected (block, timeout, tasks table)")
+        }
+        let block: Bool, timeout: Double?
+        do {
+            block = try Lua.optBool(L, 2, true, "_get_result", "block")
+            timeout = try Lua.optTimeout(L, 3, "_get_result")
+        } catch { return fail(L, error) }
+        return get(L, q, block: block, timeout: timeout, results: 4)
+    }
+
     /// Puts the message in `Runtime.encoder` and maps the outcome to Lua.
     static func enqueue(_ L: LuaState, _ q: SharedQueue, block: Bool, timeout: Double?) -> Int32 {
         outcome(L, q, q.put(Runtime.encoder.bytes, block: block, deadline: Deadline(timeout: block ? timeout : 0)),
@@ -198,10 +215,11 @@ enum QueueBindings {
         return get(L, q, block: false, timeout: nil)
     }
 
-    static func get(_ L: LuaState, _ q: SharedQueue, block: Bool, timeout: Double?) -> Int32 {
+    /// `results`: the stack index of `Pool`'s task table (`_get_result`), or 0.
+    static func get(_ L: LuaState, _ q: SharedQueue, block: Bool, timeout: Double?, results: Int32 = 0) -> Int32 {
         var decodeError: String? = nil
         let r = q.get(block: block, deadline: Deadline(timeout: block ? timeout : 0), scratch: &Runtime.scratch) { bytes in
-            decodeError = ValueDecoder.decode(L, bytes)
+            decodeError = results == 0 ? ValueDecoder.decode(L, bytes) : ValueDecoder.decodeResult(L, bytes, tasks: results)
         }
         switch r {
         case .ok:
