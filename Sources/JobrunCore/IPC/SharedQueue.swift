@@ -279,13 +279,13 @@ struct SharedQueue {
 
     /// Takes one item and hands its bytes to `consume` (outside the lock).
     /// `scratch` is the caller's reusable buffer for small items.
-    func get(block: Bool, deadline: Deadline, scratch: inout ScratchBuffer, recv: Bool = false,
+    func get(block: Bool, deadline: Deadline, scratch: inout ScratchBuffer, recv: Bool = false, spin: Bool = true,
              consume: (UnsafeRawBufferPointer) -> Void) -> GetResult {
         // Time spent waiting is measured only when there is a wait.
         var waitedSince: Int64 = 0
         if block && jr_load_u64(&q.pointee.count) == 0 {
             waitedSince = monotonicNanos()
-            spinUntilItems()
+            if spin { spinUntilItems() }
         }
         lock()
         while q.pointee.count == 0 {

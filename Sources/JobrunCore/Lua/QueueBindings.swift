@@ -218,7 +218,10 @@ enum QueueBindings {
     /// `results`: the stack index of `Pool`'s task table (`_get_result`), or 0.
     static func get(_ L: LuaState, _ q: SharedQueue, block: Bool, timeout: Double?, results: Int32 = 0) -> Int32 {
         var decodeError: String? = nil
-        let r = q.get(block: block, deadline: Deadline(timeout: block ? timeout : 0), scratch: &Runtime.scratch) { bytes in
+        // A pool's caller waits for whole chunks, tens of microseconds apart
+        // at best: it sleeps at once rather than spin on a core its workers need.
+        let r = q.get(block: block, deadline: Deadline(timeout: block ? timeout : 0), scratch: &Runtime.scratch,
+                      spin: results == 0) { bytes in
             decodeError = results == 0 ? ValueDecoder.decode(L, bytes) : ValueDecoder.decodeResult(L, bytes, tasks: results)
         }
         switch r {
