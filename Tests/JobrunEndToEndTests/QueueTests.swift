@@ -28,6 +28,33 @@ struct QueueTests {
         #expect(r.stdout == "integer\t1\tnil\tfloat\t2.5\t-inf\n3\t0\n3\t3\tt\ntrue\ttrue\n")
     }
 
+    @Test func stringsOfEverySizeAroundTheRingLimitArriveWhole() {
+        // Small strings are encoded straight into the ring, big ones into a
+        // block of their own: both sides of the line, through a real process.
+        let r = runScript("""
+            local q = jobrun.Queue(4)
+            local lens = {0, 1, 127, 128, 16377, 16378, 16379, 16380, 16381, 16384, 70000}
+            local function make(n, salt)
+              local t = {}
+              for i = 1, n do t[i] = string.char((i * 7 + salt) % 256) end
+              return table.concat(t)
+            end
+            local p = jobrun.Process{target = function()
+              for k, n in ipairs(lens) do q:put(make(n, k)) end
+            end}
+            p:start()
+            local bad = 0
+            for k, n in ipairs(lens) do
+              local s = q:get(true, 10)
+              if s ~= make(n, k) then bad = bad + 1; print("bad", n, #s) end
+            end
+            p:join(10)
+            print("bad strings:", bad)
+            """)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "bad strings:\t0\n")
+    }
+
     @Test func fullAndEmptyWithTimeouts() {
         let r = runScript("""
             local q = jobrun.Queue(2)

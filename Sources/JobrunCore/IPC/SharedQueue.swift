@@ -162,7 +162,16 @@ struct SharedQueue {
                 memcpy($0, bytes.baseAddress!, bytes.count)
             }
         }
-        return enqueue(bytes, external: 0, block: block, deadline: deadline)
+        return enqueue(count: bytes.count, external: 0, block: block, deadline: deadline) {
+            if bytes.count > 0 { memcpy($0, bytes.baseAddress!, bytes.count) }
+        }
+    }
+
+    /// Puts an item of `count` (at most `inlineLimit`) encoded bytes that
+    /// `fill` writes straight into the ring, under the lock: a small string
+    /// item is encoded in place, with no copy through the encoder's buffer.
+    func putInline(count: Int, block: Bool, deadline: Deadline, fill: (UnsafeMutableRawPointer) -> Void) -> PutResult {
+        enqueue(count: count, external: 0, block: block, deadline: deadline, fill: fill)
     }
 
     /// Puts an item of `count` encoded bytes (more than `inlineLimit`) that
@@ -175,14 +184,16 @@ struct SharedQueue {
         case .failure(let message): return message.isEmpty ? .full : .noMemory(message)
         }
         fill(Arena.pointer(external))
-        return enqueue(UnsafeRawBufferPointer(start: Arena.pointer(external), count: count), external: external,
-                       block: block, deadline: deadline)
+        return enqueue(count: count, external: external, block: block, deadline: deadline) { _ in }
     }
 
-    /// Adds a record for `bytes`: inline, or a reference to `external` (the
-    /// block holding `bytes`, which is freed if the put fails).
-    private func enqueue(_ bytes: UnsafeRawBufferPointer, external: UInt64, block: Bool, deadline: Deadline) -> PutResult {
-        let payload = external != 0 ? 16 : bytes.count
+    /// Adds a record for an item of `count` bytes: inline, written by `fill`
+    /// into the ring, or a reference to `external` (the block holding the
+    /// bytes, which is freed if the put fails; `fill` is not called).
+    @inline(__always)
+    private func enqueue(count: Int, external: UInt64, block: Bool, deadline: Deadline,
+                         fill: (UnsafeMutableRawPointer) -> Void) -> PutResult {
+        let payload = external != 0 ? 16 : count
         let need = UInt64(MemoryLayout<jr_record>.size) + SharedQueue.padded(payload)
         lock()
         while true {
@@ -224,17 +235,17 @@ struct SharedQueue {
             r.pointee.length = 16
             let p = (ring + Int(pos) + 8).assumingMemoryBound(to: UInt64.self)
             p[0] = external
-            p[1] = UInt64(bytes.count)
+            p[1] = UInt64(count)
         } else {
             r.pointee.kind = UInt32(JR_REC_INLINE)
-            r.pointee.length = UInt32(bytes.count)
-            if bytes.count > 0 { memcpy(ring + Int(pos) + 8, bytes.baseAddress!, bytes.count) }
+            r.pointee.length = UInt32(count)
+            fill(ring + Int(pos) + 8)
         }
         q.pointee.tail += need
         let depth = q.pointee.count + 1
         jr_store_u64(&q.pointee.count, depth)
         q.pointee.total_put += 1
-        q.pointee.total_bytes &+= UInt64(bytes.count)
+        q.pointee.total_bytes &+= UInt64(count)
         if depth > q.pointee.peak_count { q.pointee.peak_count = depth }
         if isJoinable { _ = jr_add_u64(&q.pointee.unfinished, 1) }
         let wake = q.pointee.get_waiters > 0

@@ -123,13 +123,13 @@ enum QueueBindings {
             var len = 0
             let p = jr_lua_tostring(L, 2, &len)!
             let size = ValueEncoder.stringSize(len)
-            if size > SharedQueue.inlineLimit {
-                // Straight into the item's block: one copy instead of two.
-                let r = q.putExternal(count: size, block: block, deadline: Deadline(timeout: block ? timeout : 0)) {
-                    ValueEncoder.writeString(p, len, to: $0)
-                }
-                return outcome(L, q, r, block: block, timeout: timeout)
-            }
+            // Straight into the ring, or into the item's own block when too
+            // big for it: one copy instead of two.
+            let deadline = Deadline(timeout: block ? timeout : 0)
+            let r = size > SharedQueue.inlineLimit
+                ? q.putExternal(count: size, block: block, deadline: deadline) { ValueEncoder.writeString(p, len, to: $0) }
+                : q.putInline(count: size, block: block, deadline: deadline) { ValueEncoder.writeString(p, len, to: $0) }
+            return outcome(L, q, r, block: block, timeout: timeout)
         }
         Runtime.encoder.reset()
         if let err = Runtime.encoder.encode(L, 2, path: "item") {
