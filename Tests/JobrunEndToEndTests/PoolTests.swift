@@ -369,6 +369,8 @@ struct PoolTests {
             try(a.get, a, -1)
             local ok, e = pcall(pool.map, pool, function() return coroutine.create(print) end, {1})
             print(e.kind, e.message)
+            ok, e = pcall(pool.apply, pool, function() return 1, coroutine.create(print) end)
+            print(e.kind, e.message)
             ok, e = pcall(function() pool:map(nil, {}) end)
             print(e.where:match("main%.lua:%d+$"))
             pool:terminate()
@@ -391,8 +393,9 @@ struct PoolTests {
             TypeError\tPool.map: cannot send the task to the workers: fn (upvalue co): cannot send a coroutine
             TypeError\tPool.map: cannot send the task to the workers: list[3]: cannot send a coroutine
             ValueError\tAsyncResult.get: timeout must be a non-negative number, got -1
-            TypeError\tcannot send the result back: result: cannot send a coroutine
-            main.lua:26
+            TypeError\tcannot send the result for list[1] back: result: cannot send a coroutine
+            TypeError\tcannot send the result back: result[2]: cannot send a coroutine
+            main.lua:28
 
             """)
     }

@@ -183,7 +183,8 @@ local function send_results(res_q, me, id, vals, errs, count)
     if vals[k] ~= nil then fine, e = pcall(probe.put, probe, vals[k]) end
     if not fine then
       errs = errs or {}
-      errs[k] = {kind = "TypeError", trace = "", message = "cannot send the result back: " .. result_send_error(e, "result")}
+      local why = result_send_error(e, "result")
+      errs[k] = {kind = "TypeError", trace = "", message = "cannot send the result back: " .. why, unsent = why}
       vals[k] = nil
     elseif errs and errs[k] and errs[k].value ~= nil and not pcall(probe.put, probe, errs[k].value) then
       errs[k].value = nil
@@ -276,6 +277,9 @@ local function settle(job, task, vals, errs)
   if errs then
     for k, e in pairs(errs) do
       local i = first + k - 1
+      if e.unsent and not job.apply then   -- name the item whose result it was
+        e.message = ("cannot send the result for list[%d] back: %s"):format(i, e.unsent)
+      end
       job.results[i] = nil
       job.errors[i] = e
       if not job.failed or i < job.failed then job.failed = i end
@@ -668,6 +672,7 @@ function Pool.apply_async(pool, fn, ...)
   local s = running(pool, "apply_async")
   check_fn(fn, "Pool.apply_async")
   local job = new_job(1, 1)
+  job.apply = true
   submit(s, "apply_async", job, fn, {pack(...)}, 1, 1, "apply", here(1))
   return new_async(pool, s, job, "apply")
 end
@@ -676,6 +681,7 @@ function Pool.apply(pool, fn, ...)
   local s = running(pool, "apply")
   check_fn(fn, "Pool.apply")
   local job = new_job(1, 1)
+  job.apply = true
   submit(s, "apply", job, fn, {pack(...)}, 1, 1, "apply", here(1))
   wait_until(s, function() return map_done(job) end)
   if job.failed then throw(job.errors[1], here(1)) end
