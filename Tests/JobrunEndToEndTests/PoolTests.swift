@@ -393,7 +393,7 @@ struct PoolTests {
             TypeError\tPool.map: cannot send the task to the workers: fn (upvalue co): cannot send a coroutine
             TypeError\tPool.map: cannot send the task to the workers: list[3]: cannot send a coroutine
             ValueError\tAsyncResult.get: timeout must be a non-negative number, got -1
-            TypeError\tcannot send the result for list[1] back: result: cannot send a coroutine
+            TypeError\tPool.map: cannot send the result for list[1] back: result: cannot send a coroutine
             TypeError\tcannot send the result back: result[2]: cannot send a coroutine
             main.lua:28
 

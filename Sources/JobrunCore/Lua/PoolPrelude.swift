@@ -278,7 +278,7 @@ local function settle(job, task, vals, errs)
     for k, e in pairs(errs) do
       local i = first + k - 1
       if e.unsent and not job.apply then   -- name the item whose result it was
-        e.message = ("cannot send the result for list[%d] back: %s"):format(i, e.unsent)
+        e.message = ("Pool.%s: cannot send the result for list[%d] back: %s"):format(job.fname, i, e.unsent)
       end
       job.results[i] = nil
       job.errors[i] = e
@@ -608,6 +608,7 @@ local function start_map(pool, fname, fn, list, chunksize, mode, default_chunk)
     end
   end
   local job = new_job(n, (n + chunksize - 1) // chunksize, default_chunk == nil)
+  job.fname = fname
   submit(s, fname, job, fn, list, n, chunksize, mode, here(2))
   return s, job
 end
