@@ -69,6 +69,22 @@ struct PoolChunkTests {
         #expect(r.stdout.contains("expected (block, timeout, tasks table)"), "\(r.stdout)")
     }
 
+    @Test func aFailedItemLeavesNoValueInItsPlace() {
+        // A worker writes each result over its item: an item whose call
+        // raised must not come back as a result.
+        let r = runScript("""
+            local pool = jobrun.Pool{workers = 1}
+            local step = pool:imap(function(x) if x == 3 then error("bad", 0) end return x * 10 end, {1, 2, 3, 4}, 4)
+            for _ = 1, 4 do local ok, v = pcall(step); print(ok, ok and v or (v:gsub("\\n.*", ""))) end
+            local a = pool:starmap_async(function(x, y) if x == 2 then error("no", 0) end return x + y end,
+                                         {{1, 1}, {2, 2}, {3, 3}}, 3)
+            print(a:wait(10), a:successful(), a._job.results[2], a._job.results[3])
+            pool:close(); pool:join()
+            """)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "true\t10\ntrue\t20\nfalse\tbad\ntrue\t40\ntrue\tfalse\tnil\t6\n")
+    }
+
     @Test func itemsAfterAFailingOneInTheSameChunkStillRun() {
         let r = runScript("""
             local pool = jobrun.Pool{workers = 1}

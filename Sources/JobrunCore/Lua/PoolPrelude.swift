@@ -217,7 +217,9 @@ local function worker_main(task_q, res_q, init, init_args, max_tasks)
     if task == nil then return end               -- the sentinel put by join()
     local id, fn, count, mode, items = task[1], task[2], task[3], task[4], task[5]
     res_q:put({"s", me, id})
-    local vals, errs = newtable(count, 0), nil
+    -- Each result takes the place of its item, which is read just before:
+    -- no second table of `count` slots per chunk.
+    local vals, errs = items, nil
     if mode == "map" then
       -- The common case: one protected call for the whole chunk, resumed
       -- after the item that raised; no table per item.
@@ -227,6 +229,7 @@ local function worker_main(task_q, res_q, init, init_args, max_tasks)
         if ok then break end
         errs = errs or {}
         errs[at] = e
+        vals[at] = nil
         k = at + 1
       end
     else
@@ -236,6 +239,7 @@ local function worker_main(task_q, res_q, init, init_args, max_tasks)
         if not r[1] then
           errs = errs or {}
           errs[k] = r[2]
+          vals[k] = nil
         elseif mode == "apply" then
           vals[k] = pack(unpack(r, 2, r.n))
         else
