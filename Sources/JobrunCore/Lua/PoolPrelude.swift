@@ -261,7 +261,8 @@ end
 -- settled, `results[i]` or `errors[i]` (a description raised by `throw`),
 -- `order` (indices in arrival order, for imap_unordered), `remaining` tasks,
 -- `failed` (lowest index of an error so far). A task is one chunk of a job:
--- {id, job, first, count, desc, started}.
+-- {id, job, first, count, started}; the job knows its method (`fname`)
+-- and whether it is an apply.
 
 --- Raises the error stored for an item, with `at` as the place when the
 --- error is the pool's own (WorkerDied, termination).
@@ -390,10 +391,18 @@ local function drain(s)
   end
 end
 
+--- "map items 1..1000 of 100000", "apply_async": what a task was, for messages.
+local function task_desc(task)
+  local job, first, count = task.job, task.first, task.count
+  if job.apply then return job.fname end
+  if count == 1 then return ("%s item %d of %d"):format(job.fname, first, job.n) end
+  return ("%s items %d..%d of %d"):format(job.fname, first, first + count - 1, job.n)
+end
+
 local function died_spec(w, code, task, before_report)
   local what = before_report and " after taking %s and before reporting it" or " while running %s"
   return {kind = "WorkerDied", trace = "",
-          message = ("pool worker %s (pid %d) %s" .. what):format(w.name, w.pid, how_it_ended(code), task.desc)}
+          message = ("pool worker %s (pid %d) %s" .. what):format(w.name, w.pid, how_it_ended(code), task_desc(task))}
 end
 
 local function on_death(s, w)
@@ -561,10 +570,6 @@ local function submit(s, fname, job, fn, list, n, chunk, mode, at)
     local count = math.min(chunk, n - first + 1)
     s.next_id = s.next_id + 1
     local id = s.next_id
-    local desc
-    if mode == "apply" then desc = fname
-    elseif count == 1 then desc = ("%s item %d of %d"):format(fname, first, n)
-    else desc = ("%s items %d..%d of %d"):format(fname, first, first + count - 1, n) end
     local ok, e = pcall(s.task_q._put_slice, s.task_q, {id, fn, count, mode}, list, first, count)
     if not ok then
       local m = result_send_error(e, "item")
@@ -576,7 +581,7 @@ local function submit(s, fname, job, fn, list, n, chunk, mode, at)
       job.remaining = -1
       error(new_error("TypeError", ("Pool.%s: cannot send the task to the workers: %s"):format(fname, m), at), 0)
     end
-    s.tasks[id] = {id = id, job = job, first = first, count = count, desc = desc, started = false}
+    s.tasks[id] = {id = id, job = job, first = first, count = count, started = false}
     s.pending = s.pending + 1
     first = first + count
   end
@@ -677,7 +682,7 @@ function Pool.apply_async(pool, fn, ...)
   local s = running(pool, "apply_async")
   check_fn(fn, "Pool.apply_async")
   local job = new_job(1, 1)
-  job.apply = true
+  job.apply, job.fname = true, "apply_async"
   submit(s, "apply_async", job, fn, {pack(...)}, 1, 1, "apply", here(1))
   return new_async(pool, s, job, "apply")
 end
@@ -686,7 +691,7 @@ function Pool.apply(pool, fn, ...)
   local s = running(pool, "apply")
   check_fn(fn, "Pool.apply")
   local job = new_job(1, 1)
-  job.apply = true
+  job.apply, job.fname = true, "apply"
   submit(s, "apply", job, fn, {pack(...)}, 1, 1, "apply", here(1))
   wait_until(s, function() return map_done(job) end)
   if job.failed then throw(job.errors[1], here(1)) end
