@@ -56,6 +56,15 @@ struct PoolChunkTests {
             q:put("plain")
             print(q:_get_result(false, nil, tasks))
             print(pcall(q._get_result, q, true, 0))
+            -- a worker's receive: a task's items go into its one buffer
+            local buf = {}
+            q:_put_slice({1, "f", 3, "map"}, {"x", "y", "z"}, 1, 3)
+            q:_put_slice({2, "f", 1, "map"}, {{k = 1}}, 1, 1)
+            q:put(nil)
+            local t1 = q:_get_chunk(buf)
+            print(t1[5] == buf, t1[3], buf[1], buf[2], buf[3])
+            local t2 = q:_get_chunk(buf)
+            print(t2[5] == buf, buf[1].k, q:_get_chunk(buf))
             """)
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.hasPrefix("""
@@ -64,8 +73,12 @@ struct PoolChunkTests {
             x
             plain
             false
+            """), "\(r.stdout)")
+        #expect(r.stdout.hasSuffix("""
+            true\t3\tx\ty\tz
+            true\t1\tnil
 
-            """.dropLast()), "\(r.stdout)")
+            """), "\(r.stdout)")
         #expect(r.stdout.contains("expected (block, timeout, tasks table)"), "\(r.stdout)")
     }
 

@@ -54,13 +54,24 @@ enum ValueDecoder {
         return (Int32(n), nil)
     }
 
-    /// For `Pool`'s result messages `{tag, pid, id, errs, {v1, ..., vn}}`:
-    /// pushes the message like `decode`, except that when `tasks[id]` is a
-    /// task `{first, count, job = {results = t}}` with `count == n`, the
-    /// values go straight into `t[first..first + n - 1]` and the fifth field
-    /// is `true`, so the caller copies nothing. Any other message decodes as
-    /// `decode` would. `tasks` is an absolute stack index.
-    static func decodeResult(_ L: LuaState, _ bytes: UnsafeRawBufferPointer, tasks: Int32) -> String? {
+    /// Where `decodeSlice` puts the values of a message's fifth field.
+    enum SliceTarget {
+        /// Pool's result messages `{tag, pid, id, errs, {v1, ..., vn}}`: when
+        /// `tasks[id]` (the table at this index) is a task `{first, count,
+        /// job = {results = t}}` with `count == n`, into `t[first...]`, and
+        /// the fifth field becomes `true`.
+        case taskResults(tasks: Int32)
+        /// Pool's task messages `{id, fn, count, mode, {items}}`: into the
+        /// table at this index from 1 on, which becomes the fifth field.
+        case table(Int32)
+    }
+
+    /// Pushes a five-field message `{a, b, c, d, {v1, ..., vn}}` like `decode`,
+    /// but with the values of the fifth field decoded straight into `target`
+    /// (absolute stack indices), so that `Pool` copies nothing and makes no
+    /// table per chunk. Any other message, or one whose destination is not
+    /// there, decodes as `decode` would.
+    static func decodeSlice(_ L: LuaState, _ bytes: UnsafeRawBufferPointer, into target: SliceTarget) -> String? {
         guard let p = bytes.baseAddress, bytes.count >= 9, p.load(as: UInt8.self) == 0x06,
               p.loadUnaligned(fromByteOffset: 1, as: UInt32.self) == UInt32(5).littleEndian,
               p.loadUnaligned(fromByteOffset: 5, as: UInt32.self) == 0 else { return decode(L, bytes) }
@@ -76,35 +87,42 @@ enum ValueDecoder {
             lua_rawseti(L, msg, i)
             i += 1
         }
-        // The destination, when the slice is a plain array of the task's size.
+        // The destination, when the slice is a plain array (of the task's size).
         var placed = false
         if d.left >= 9, (d.base + d.at).load(as: UInt8.self) == 0x06,
-           (d.base + d.at).loadUnaligned(fromByteOffset: 5, as: UInt32.self) == 0,
-           lua_rawgeti(L, msg, 3) == LUA_TNUMBER, lua_rawget(L, tasks) == LUA_TTABLE {
-            let task = lua_gettop(L)
+           (d.base + d.at).loadUnaligned(fromByteOffset: 5, as: UInt32.self) == 0 {
             let n = lua_Integer(UInt32(littleEndian: (d.base + d.at).loadUnaligned(fromByteOffset: 1, as: UInt32.self)))
-            var ok: Int32 = 0
-            _ = lua_getfield(L, task, "first")
-            let first = lua_tointegerx(L, -1, &ok)
-            let count = lua_getfield(L, task, "count") == LUA_TNUMBER ? lua_tointegerx(L, -1, nil) : -1
-            if ok != 0, count == n, first >= 1, first <= lua_Integer.max - n, lua_getfield(L, task, "job") == LUA_TTABLE,
-               lua_getfield(L, -1, "results") == LUA_TTABLE {
-                let results = lua_gettop(L)
+            var destination: (table: Int32, first: lua_Integer)? = nil
+            switch target {
+            case .table(let t):
+                destination = (t, 1)
+            case .taskResults(let tasks):
+                if lua_rawgeti(L, msg, 3) == LUA_TNUMBER, lua_rawget(L, tasks) == LUA_TTABLE {
+                    let task = lua_gettop(L)
+                    var ok: Int32 = 0
+                    _ = lua_getfield(L, task, "first")
+                    let first = lua_tointegerx(L, -1, &ok)
+                    let count = lua_getfield(L, task, "count") == LUA_TNUMBER ? lua_tointegerx(L, -1, nil) : -1
+                    if ok != 0, count == n, first >= 1, first <= lua_Integer.max - n,
+                       lua_getfield(L, task, "job") == LUA_TTABLE, lua_getfield(L, -1, "results") == LUA_TTABLE {
+                        destination = (lua_gettop(L), first)
+                    }
+                }
+            }
+            if let (t, first) = destination {
                 d.at += 9
                 var k: lua_Integer = 0
                 while k < n {
                     if let e = d.value(L, depth: 2) { lua_settop(L, top); return "corrupt message: \(e)" }
-                    lua_rawseti(L, results, first + k)
+                    lua_rawseti(L, t, first + k)
                     k += 1
                 }
                 placed = true
             }
             lua_settop(L, msg)
-        } else {
-            lua_settop(L, msg)
         }
         if placed {
-            lua_pushboolean(L, 1)
+            if case .table(let t) = target { lua_pushvalue(L, t) } else { lua_pushboolean(L, 1) }
         } else if let e = d.value(L, depth: 1) {
             lua_settop(L, top); return "corrupt message: \(e)"
         }

@@ -208,17 +208,18 @@ local function worker_main(task_q, res_q, init, init_args, max_tasks)
     end
   end
   local done = 0
+  -- One table for every chunk: the items are decoded into it, and each
+  -- result takes the place of its item, which is read just before.
+  local buffer = {}
   while true do
     if max_tasks and done >= max_tasks then
       res_q:put({"x", me})
       return
     end
-    local task = task_q:get()
+    local task = task_q:_get_chunk(buffer)
     if task == nil then return end               -- the sentinel put by join()
     local id, fn, count, mode, items = task[1], task[2], task[3], task[4], task[5]
     res_q:put({"s", me, id})
-    -- Each result takes the place of its item, which is read just before:
-    -- no second table of `count` slots per chunk.
     local vals, errs = items, nil
     if mode == "map" then
       -- The common case: one protected call for the whole chunk, resumed

@@ -16,7 +16,7 @@ enum QueueBindings {
         let methods: [(String, jr_swift_fn)] = [
             ("put", queuePut), ("get", queueGet), ("put_nowait", queuePutNowait), ("get_nowait", queueGetNowait),
             ("qsize", queueQsize), ("empty", queueEmpty), ("full", queueFull), ("close", queueClose), ("_next", queueNext),
-            ("_put_slice", queuePutSlice), ("_get_result", queueGetResult),
+            ("_put_slice", queuePutSlice), ("_get_result", queueGetResult), ("_get_chunk", queueGetChunk),
         ]
         queueMeta = ObjectBindings.registerType(L, queueName, toString: queueToString, methods: methods)
         joinableMeta = ObjectBindings.registerType(L, joinableName, toString: queueToString,
@@ -172,7 +172,19 @@ enum QueueBindings {
             block = try Lua.optBool(L, 2, true, "_get_result", "block")
             timeout = try Lua.optTimeout(L, 3, "_get_result")
         } catch { return fail(L, error) }
-        return get(L, q, block: block, timeout: timeout, results: 4)
+        return get(L, q, block: block, timeout: timeout, into: .taskResults(tasks: 4))
+    }
+
+    /// `q:_get_chunk(buffer)`, for `Pool` workers only: a blocking `get`,
+    /// with a task's items decoded straight into `buffer` (from 1 on), which
+    /// is the task's fifth field: a worker reuses one table for every chunk.
+    static let queueGetChunk: jr_swift_fn = { L in
+        let L = L!
+        guard let q = check(L, "_get_chunk") else { return -1 }
+        guard lua_type(L, 2) == LUA_TTABLE else {
+            return Lua.raise(L, .TypeError, "\(label(q))._get_chunk: expected a buffer table")
+        }
+        return get(L, q, block: true, timeout: nil, into: .table(2))
     }
 
     /// Puts the message in `Runtime.encoder` and maps the outcome to Lua.
@@ -215,14 +227,21 @@ enum QueueBindings {
         return get(L, q, block: false, timeout: nil)
     }
 
-    /// `results`: the stack index of `Pool`'s task table (`_get_result`), or 0.
-    static func get(_ L: LuaState, _ q: SharedQueue, block: Bool, timeout: Double?, results: Int32 = 0) -> Int32 {
+    /// `into`: where Pool's chunk messages go (`_get_result`, `_get_chunk`).
+    static func get(_ L: LuaState, _ q: SharedQueue, block: Bool, timeout: Double?,
+                    into target: ValueDecoder.SliceTarget? = nil) -> Int32 {
         var decodeError: String? = nil
         // A pool's caller waits for whole chunks, tens of microseconds apart
         // at best: it sleeps at once rather than spin on a core its workers need.
+        var spin = true
+        if case .taskResults = target { spin = false }
         let r = q.get(block: block, deadline: Deadline(timeout: block ? timeout : 0), scratch: &Runtime.scratch,
-                      spin: results == 0) { bytes in
-            decodeError = results == 0 ? ValueDecoder.decode(L, bytes) : ValueDecoder.decodeResult(L, bytes, tasks: results)
+                      spin: spin) { bytes in
+            if let target {
+                decodeError = ValueDecoder.decodeSlice(L, bytes, into: target)
+            } else {
+                decodeError = ValueDecoder.decode(L, bytes)
+            }
         }
         switch r {
         case .ok:
