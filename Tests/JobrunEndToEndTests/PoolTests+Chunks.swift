@@ -92,10 +92,16 @@ struct PoolChunkTests {
             local a = pool:starmap_async(function(x, y) if x == 2 then error("no", 0) end return x + y end,
                                          {{1, 1}, {2, 2}, {3, 3}}, 3)
             print(a:wait(10), a:successful(), a._job.results[2], a._job.results[3])
+            -- a smaller chunk after a bigger one: nothing of the old one comes back
+            local big = {}
+            for i = 1, 10 do big[i] = i end
+            pool:map(function(x) return x end, big, 10)
+            local small = pool:map(function(x) return -x end, {1, 2, 3}, 10)
+            print(#small, small[3], small[4], next(small, 3))
             pool:close(); pool:join()
             """)
         #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "true\t10\ntrue\t20\nfalse\tbad\ntrue\t40\ntrue\tfalse\tnil\t6\n")
+        #expect(r.stdout == "true\t10\ntrue\t20\nfalse\tbad\ntrue\t40\ntrue\tfalse\tnil\t6\n3\t-3\tnil\tnil\n")
     }
 
     @Test func itemsAfterAFailingOneInTheSameChunkStillRun() {

@@ -216,6 +216,9 @@ local function worker_main(task_q, res_q, init, init_args, max_tasks)
       res_q:put({"x", me})
       return
     end
+    -- About to wait for work: let go of the last chunk's items and results
+    -- (as CPython's worker drops its references to them after each task).
+    if task_q:qsize() == 0 then buffer = {} end
     local task = task_q:_get_chunk(buffer)
     if task == nil then return end               -- the sentinel put by join()
     local id, fn, count, mode, items = task[1], task[2], task[3], task[4], task[5]
