@@ -72,26 +72,20 @@ enum ValueDecoder {
     /// table per chunk. Any other message, or one whose destination is not
     /// there, decodes as `decode` would.
     static func decodeSlice(_ L: LuaState, _ bytes: UnsafeRawBufferPointer, into target: SliceTarget) -> String? {
-        guard let p = bytes.baseAddress, bytes.count >= 9, p.load(as: UInt8.self) == 0x06,
-              p.loadUnaligned(fromByteOffset: 1, as: UInt32.self) == UInt32(5).littleEndian,
-              p.loadUnaligned(fromByteOffset: 5, as: UInt32.self) == 0 else { return decode(L, bytes) }
         let top = lua_gettop(L)
+        guard let p = bytes.baseAddress else { return decode(L, bytes) }
+        var d = Decoding(p, bytes.count, at: 0, refs: top + 1)
+        guard d.plainArrayCount() == 5 else { return decode(L, bytes) }
         guard lua_checkstack(L, 16) != 0 else { return "corrupt message: Lua stack exhausted" }
         lua_pushnil(L)                  // slot for the table of remembered objects
-        var d = Decoding(p, bytes.count, at: 9, refs: top + 1)
+        d.at = 9
         lua_createtable(L, 5, 0)
         let msg = top + 2
-        var i: lua_Integer = 1
-        while i <= 4 {
-            if let e = d.value(L, depth: 1) { lua_settop(L, top); return "corrupt message: \(e)" }
-            lua_rawseti(L, msg, i)
-            i += 1
-        }
+        if let e = d.values(L, into: msg, first: 1, count: 4, depth: 1) { lua_settop(L, top); return "corrupt message: \(e)" }
         // The destination, when the slice is a plain array (of the task's size).
         var placed = false
-        if d.left >= 9, (d.base + d.at).load(as: UInt8.self) == 0x06,
-           (d.base + d.at).loadUnaligned(fromByteOffset: 5, as: UInt32.self) == 0 {
-            let n = lua_Integer(UInt32(littleEndian: (d.base + d.at).loadUnaligned(fromByteOffset: 1, as: UInt32.self)))
+        if let count = d.plainArrayCount() {
+            let n = lua_Integer(count)
             var destination: (table: Int32, first: lua_Integer)? = nil
             switch target {
             case .table(let t):
@@ -111,11 +105,8 @@ enum ValueDecoder {
             }
             if let (t, first) = destination {
                 d.at += 9
-                var k: lua_Integer = 0
-                while k < n {
-                    if let e = d.value(L, depth: 2) { lua_settop(L, top); return "corrupt message: \(e)" }
-                    lua_rawseti(L, t, first + k)
-                    k += 1
+                if let e = d.values(L, into: t, first: first, count: UInt64(count), depth: 2) {
+                    lua_settop(L, top); return "corrupt message: \(e)"
                 }
                 placed = true
             }
@@ -240,6 +231,27 @@ enum ValueDecoder {
             return nil
         }
 
+        /// Decodes `n` values into t[first], t[first + 1], ... (lua_rawseti).
+        @inline(__always)
+        mutating func values(_ L: LuaState, into t: Int32, first: lua_Integer, count n: UInt64, depth: Int) -> String? {
+            var k: UInt64 = 0
+            while k < n {
+                if let e = value(L, depth: depth) { return e }
+                lua_rawseti(L, t, first + lua_Integer(k))
+                k += 1
+            }
+            return nil
+        }
+
+        /// The number of values of the plain array (a table without pairs,
+        /// not referenced later) whose header is at the cursor; nil if
+        /// something else is there. The cursor does not move.
+        func plainArrayCount() -> UInt32? {
+            guard left >= 9, base.load(fromByteOffset: at, as: UInt8.self) == 0x06,
+                  base.loadUnaligned(fromByteOffset: at + 5, as: UInt32.self) == 0 else { return nil }
+            return UInt32(littleEndian: base.loadUnaligned(fromByteOffset: at + 1, as: UInt32.self))
+        }
+
         mutating func table(_ L: LuaState, depth: Int, tagAt: Int, remembered: Bool) -> String? {
             if depth >= ValueEncoder.maxDepth { return "nested too deeply at byte \(tagAt)" }
             // Each array value takes at least 1 byte, each pair 2.
@@ -251,12 +263,7 @@ enum ValueDecoder {
             lua_createtable(L, Int32(min(n, 1 << 20)), Int32(min(h, 1 << 20)))
             if remembered { remember(L, tagAt) }
             let t = lua_gettop(L)
-            var i: UInt64 = 1
-            while i <= UInt64(n) {
-                if let e = value(L, depth: depth + 1) { return e }
-                lua_rawseti(L, t, lua_Integer(i))
-                i += 1
-            }
+            if let e = values(L, into: t, first: 1, count: UInt64(n), depth: depth + 1) { return e }
             var k: UInt32 = 0
             while k < h {
                 let keyAt = at

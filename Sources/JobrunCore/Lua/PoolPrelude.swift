@@ -593,8 +593,9 @@ end
 
 --- `streamed`: the caller takes results one by one (imap, imap_unordered),
 --- so each item's arrival is tracked in `have` and `order`.
-local function new_job(n, ntasks, streamed)
-  local job = {n = n, results = newtable(n, 0), errors = {}, remaining = ntasks, failed = nil}
+local function new_job(fname, n, ntasks, streamed)
+  local job = {fname = fname, apply = fname == "apply" or fname == "apply_async",
+               n = n, results = newtable(n, 0), errors = {}, remaining = ntasks, failed = nil}
   if streamed then job.have, job.order = {}, {} end
   return job
 end
@@ -620,8 +621,7 @@ local function start_map(pool, fname, fn, list, chunksize, mode, default_chunk)
       end
     end
   end
-  local job = new_job(n, (n + chunksize - 1) // chunksize, default_chunk == nil)
-  job.fname = fname
+  local job = new_job(fname, n, (n + chunksize - 1) // chunksize, default_chunk == nil)
   submit(s, fname, job, fn, list, n, chunksize, mode, here(2))
   return s, job
 end
@@ -685,8 +685,7 @@ end
 function Pool.apply_async(pool, fn, ...)
   local s = running(pool, "apply_async")
   check_fn(fn, "Pool.apply_async")
-  local job = new_job(1, 1)
-  job.apply, job.fname = true, "apply_async"
+  local job = new_job("apply_async", 1, 1)
   submit(s, "apply_async", job, fn, {pack(...)}, 1, 1, "apply", here(1))
   return new_async(pool, s, job, "apply")
 end
@@ -694,8 +693,7 @@ end
 function Pool.apply(pool, fn, ...)
   local s = running(pool, "apply")
   check_fn(fn, "Pool.apply")
-  local job = new_job(1, 1)
-  job.apply, job.fname = true, "apply"
+  local job = new_job("apply", 1, 1)
   submit(s, "apply", job, fn, {pack(...)}, 1, 1, "apply", here(1))
   wait_until(s, function() return map_done(job) end)
   if job.failed then throw(job.errors[1], here(1)) end

@@ -160,7 +160,7 @@ enum QueueBindings {
 
     /// `q:_get_result(block, timeout, tasks)`, for `Pool` only: `get`, with
     /// a chunk's results decoded straight into its job's results table
-    /// (see `ValueDecoder.decodeResult`).
+    /// (see `ValueDecoder.decodeSlice`).
     static let queueGetResult: jr_swift_fn = { L in
         let L = L!
         guard let q = check(L, "_get_result") else { return -1 }
