@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <sched.h>
 #include <signal.h>
+#include <spawn.h>
 
 #ifndef SYS_pidfd_send_signal
 #define SYS_pidfd_send_signal 424
@@ -224,4 +225,12 @@ int jr_mutex_lock(pthread_mutex_t *m) {
 
 void jr_mutex_unlock(pthread_mutex_t *m) {
     pthread_mutex_unlock(m);
+}
+
+long jr_getrandom(void *buf, unsigned long length) {
+    return (long)syscall(SYS_getrandom, buf, length, 0);
+}
+
+int jr_spawn_addclosefrom(void *actions, int from) {
+    return posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)actions, from);
 }

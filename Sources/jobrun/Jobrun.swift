@@ -140,6 +140,8 @@ struct Run: ParsableCommand {
     @Option(name: .customLong("worker-dir"), help: .hidden) var workerDirectory: String = "."
     @Flag(name: .customLong("worker-daemon"), help: .hidden) var workerDaemon = false
     @Flag(name: .customLong("worker-prefix"), help: .hidden) var workerPrefix = false
+    @Option(name: .customLong("worker-path"), help: .hidden) var workerPath: String = ""
+    @Option(name: .customLong("worker-cpath"), help: .hidden) var workerCPath: String = ""
 
     @Argument(help: ArgumentHelp("The Lua script to run (optional with -e).", valueName: "script"),
               completion: .file(extensions: ["lua"]))
@@ -162,7 +164,8 @@ struct Run: ParsableCommand {
             let length = Int(parts.last ?? "0") ?? 0
             status = Host.runWorker(arenaFD: workerArenaFD, argsOffset: offset, argsLength: length,
                                     name: workerName, daemon: workerDaemon, parent: workerParent,
-                                    scriptDirectory: workerDirectory, script: script, prefix: workerPrefix)
+                                    scriptDirectory: workerDirectory, script: script, prefix: workerPrefix,
+                                    packagePath: workerPath, packageCPath: workerCPath)
         } else {
             status = Host.runMain(script: script, arguments: arguments,
                                   options: Host.Options(shmLimit: shmLimit.map { $0 << 20 },
@@ -179,6 +182,7 @@ struct Run: ParsableCommand {
 struct WorkerArguments {
     var arenaFD: Int32 = 3, args = "0:0", name = "Process", parent: Int32 = 0, directory = "."
     var daemon = false, prefix = false
+    var packagePath = "", packageCPath = ""
     var script = ""
 
     init?(_ argv: [String]) {
@@ -197,6 +201,8 @@ struct WorkerArguments {
             case "--worker-name": name = value
             case "--worker-parent": guard let v = Int32(value) else { return nil }; parent = v
             case "--worker-dir": directory = value
+            case "--worker-path": packagePath = value
+            case "--worker-cpath": packageCPath = value
             default: return nil
             }
             i += 2
@@ -209,7 +215,8 @@ struct WorkerArguments {
         let parts = args.split(separator: ":")
         return Host.runWorker(arenaFD: arenaFD, argsOffset: UInt64(parts.first ?? "0") ?? 0,
                               argsLength: Int(parts.last ?? "0") ?? 0, name: name, daemon: daemon,
-                              parent: parent, scriptDirectory: directory, script: script, prefix: prefix)
+                              parent: parent, scriptDirectory: directory, script: script, prefix: prefix,
+                              packagePath: packagePath, packageCPath: packageCPath)
     }
 }
 

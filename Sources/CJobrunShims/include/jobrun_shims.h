@@ -385,4 +385,12 @@ _Static_assert(sizeof(jr_record) == 8, "record header must stay 8 bytes");
 
 enum { JR_REC_INLINE = 1, JR_REC_EXTERNAL = 2, JR_REC_WRAP = 3 };
 
+/// Fills buf with `length` bytes from the kernel's random source (getrandom,
+/// not imported by Swift's Glibc module); the count, or -1.
+long jr_getrandom(void *buf, unsigned long length);
+
+/// posix_spawn file action closing every descriptor >= `from` in the child
+/// (glibc >= 2.34, a _GNU_SOURCE name Swift does not see); 0 or an errno.
+int jr_spawn_addclosefrom(void *actions, int from);
+
 #endif

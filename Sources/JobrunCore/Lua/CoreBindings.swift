@@ -21,33 +21,65 @@ enum CoreBindings {
         Lua.setFunction(L, "raise", raise)
         Lua.setFunction(L, "progress", progress)
         Lua.setFunction(L, "newtable", newtable)
+        Lua.setFunction(L, "random_seed", randomSeed)
+        Lua.setFunction(L, "recorded_exit", recordedExit)
+        Lua.setFunction(L, "alive", alive)
         Lua.pushString(L, version); lua_setfield(L, -2, "version")
     }
 
-    /// core.fork(name, daemon) -> pid in the parent, 0 in the child.
+    /// core.fork(name, daemon, main, p) -> pid, in the parent. The child
+    /// never returns: it runs main(p) (the prelude's child_main) under
+    /// lua_pcall, which also makes a yield out of it an error instead of a
+    /// jump into the parent's code, and exits with the code main returns,
+    /// or 1 with a message when anything raised on the way.
     static let fork: jr_swift_fn = { L in
         let L = L!
         let name = Lua.string(L, 1) ?? "Process"
         let daemon = lua_toboolean(L, 2) != 0
-        do {
-            switch try ProcessControl.fork() {
-            case .parent(let pid):
-                lua_pushinteger(L, lua_Integer(pid))
-            case .child:
-                ProcessRegistry.register(name: name, parent: getppid())
-                Runtime.isMain = false
-                Runtime.processName = name
-                Runtime.isDaemon = daemon
-                lua_pushinteger(L, 0)
-            }
-            return 1
-        } catch {
+        let started: ProcessControl.Started
+        do { started = try ProcessControl.fork() } catch {
             return Lua.raise(L, .ProcessError, "cannot start process \(name): \(error)")
         }
+        if case .parent(let pid) = started {
+            lua_pushinteger(L, lua_Integer(pid))
+            return 1
+        }
+        ProcessRegistry.register(name: name, parent: getppid())
+        Runtime.isMain = false
+        Runtime.processName = name
+        Runtime.isDaemon = daemon
+        Runtime.ownsState = false
+        Host.forgetInChild()
+        lua_settop(L, 4)            // ..., main, p
+        var code: Int32 = 1
+        if jr_lua_pcall(L, 1, 1, 0) == LUA_OK {
+            code = Int32(truncatingIfNeeded: lua_tointegerx(L, -1, nil))
+        } else {
+            let message = Lua.string(L, -1) ?? errorMessage(L, -1) ?? "(error object is a \(Lua.typeName(L, -1)) value)"
+            fflush(stdout)
+            writeAll(2, "Process \(name) (pid \(Glibc.getpid())): \(message)\n")
+        }
+        jr_flush_and_exit(code)
     }
 
-    /// core.spawn(path, name, daemon, args...) -> pid: a fresh jobrun in
-    /// worker mode running `path`, its args encoded into the arena.
+    /// "jobrun.<kind>: <message>" for a jobrun error table at `index`, read
+    /// raw (no metamethod runs); nil for anything else.
+    static func errorMessage(_ L: LuaState, _ index: Int32) -> String? {
+        guard lua_type(L, index) == LUA_TTABLE else { return nil }
+        let t = lua_absindex(L, index)
+        func field(_ key: String) -> String? {
+            Lua.pushString(L, key)
+            _ = lua_rawget(L, t)
+            defer { jr_lua_pop(L, 1) }
+            return Lua.string(L, -1)
+        }
+        guard let message = field("message") else { return nil }
+        return "jobrun.\(field("kind") ?? "Error"): \(message)"
+    }
+
+    /// core.spawn(path, name, daemon, package_path, package_cpath, args...)
+    /// -> pid: a fresh jobrun in worker mode running `path`, its args
+    /// encoded into the arena; its `require` searches where ours does.
     static let spawn: jr_swift_fn = { L in
         let L = L!
         guard var path = Lua.string(L, 1) else { return Lua.raise(L, .TypeError, "Process: script must be a string") }
@@ -57,9 +89,10 @@ enum CoreBindings {
         if access(path, R_OK) != 0 {
             return Lua.raise(L, .ProcessError, "Process \(name): cannot open script \(path): \(String(cString: strerror(Glibc.errno)))")
         }
-        let nargs = lua_gettop(L) - 3
+        let packagePath = Lua.string(L, 4) ?? "", packageCPath = Lua.string(L, 5) ?? ""
+        let nargs = max(0, lua_gettop(L) - 5)
         Runtime.encoder.reset()
-        if let err = Runtime.encoder.encodeValues(L, from: 4, count: nargs, path: "args") {
+        if let err = Runtime.encoder.encodeValues(L, from: 6, count: nargs, path: "args") {
             return Lua.raise(L, .TypeError, "Process \(name): \(err)")
         }
         let bytes = Runtime.encoder.bytes
@@ -70,7 +103,8 @@ enum CoreBindings {
         memcpy(Arena.pointer(off), bytes.baseAddress!, bytes.count)
         var argv = ["--worker", "--worker-arena-fd", "3", "--worker-args", "\(off):\(bytes.count)",
                     "--worker-name", name, "--worker-parent", String(Glibc.getpid()),
-                    "--worker-dir", Runtime.scriptDirectory]
+                    "--worker-dir", Runtime.scriptDirectory,
+                    "--worker-path", packagePath, "--worker-cpath", packageCPath]
         if daemon { argv.append("--worker-daemon") }
         if Host.prefixOutput { argv.append("--worker-prefix") }
         argv.append(path)
@@ -114,7 +148,9 @@ enum CoreBindings {
         return 0
     }
 
-    /// core.exit(code): flush stdio and _exit; never returns.
+    /// core.exit(code, close): flush stdio and _exit; never returns. With
+    /// `close` the state is closed first, as lua5.4's os.exit does (not in a
+    /// forked worker: see Host.closeState).
     static let exit: jr_swift_fn = { L in
         let L = L!
         var code: Int32 = 0
@@ -123,8 +159,50 @@ enum CoreBindings {
         case LUA_TNUMBER: code = Int32(truncatingIfNeeded: lua_tointegerx(L, 1, nil))
         default: code = 0
         }
+        if lua_toboolean(L, 2) != 0 { Host.closeState(L) }   // L is gone after this
         if Runtime.isMain { code = Host.endOfRun(code) }
         jr_flush_and_exit(code)
+    }
+
+    /// core.random_seed() -> two integers for math.randomseed, from the
+    /// kernel's random source (a forked worker's own sequence).
+    static let randomSeed: jr_swift_fn = { L in
+        var seed: (Int64, Int64) = (0, 0)
+        let n = withUnsafeMutableBytes(of: &seed) { jr_getrandom($0.baseAddress, UInt($0.count)) }
+        if n != MemoryLayout.size(ofValue: seed) {
+            seed = (Int64(monotonicNanos()), Int64(Glibc.getpid()))
+        }
+        lua_pushinteger(L, lua_Integer(seed.0)); lua_pushinteger(L, lua_Integer(seed.1))
+        return 2
+    }
+
+    /// core.recorded_exit(pid) -> the exit code its parent recorded when it
+    /// reaped it, or nil: how a process that did not start `pid` learns it.
+    static let recordedExit: jr_swift_fn = { L in
+        let L = L!
+        let pid = pid_t(truncatingIfNeeded: lua_tointegerx(L, 1, nil))
+        if let r = ProcessRegistry.find(pid), jr_load_u32(&r.pointee.has_exit_code) != 0 {
+            lua_pushinteger(L, lua_Integer(r.pointee.exit_code))
+        } else {
+            lua_pushnil(L)
+        }
+        return 1
+    }
+
+    /// core.alive(pid) -> whether a process of the run that the caller did
+    /// not start still runs, from its record: not seen ending. A process
+    /// with no record yet is still starting if its pid exists.
+    static let alive: jr_swift_fn = { L in
+        let L = L!
+        let pid = pid_t(truncatingIfNeeded: lua_tointegerx(L, 1, nil))
+        let running: Bool
+        if let r = ProcessRegistry.find(pid) {
+            running = !ProcessRegistry.hasEnded(r) && jr_load_u32(&r.pointee.has_exit_code) == 0
+        } else {
+            running = pid > 0 && (kill(pid, 0) == 0 || Glibc.errno == EPERM)
+        }
+        lua_pushboolean(L, running ? 1 : 0)
+        return 1
     }
 
     static let getpid: jr_swift_fn = { L in

@@ -31,6 +31,13 @@ public enum Host {
     private static var statsFD: Int32?
     private static var ended = false
 
+    /// A forked worker: the --stats-json file is the main process's to
+    /// write, so the child closes its copy at once.
+    static func forgetInChild() {
+        if let fd = statsFD { close(fd) }
+        statsFD = nil
+    }
+
     /// The end of the run in the main process: collect the last children,
     /// wipe the status line, report --stats. Returns the exit status (1 when
     /// the --stats-json file could not be written and the run had succeeded).
@@ -88,13 +95,14 @@ public enum Host {
             Progress.stop()   // the run's last words: the status line goes first
             return "jobrun: \(message)\n"
         }
+        closeState(L)
         return endOfRun(code)
     }
 
     /// Runs a `script` worker (started by `Process{script = ...}`).
     public static func runWorker(arenaFD: Int32, argsOffset: UInt64, argsLength: Int, name: String,
                                  daemon: Bool, parent: Int32, scriptDirectory: String, script: String,
-                                 prefix: Bool = false) -> Int32 {
+                                 prefix: Bool = false, packagePath: String = "", packageCPath: String = "") -> Int32 {
         jr_reset_signals()
         ProcessControl.dieWithParent(parent)
         do { try Arena.attach(fd: arenaFD) } catch {
@@ -108,14 +116,11 @@ public enum Host {
         Runtime.processName = name
         Runtime.isDaemon = daemon
         Runtime.scriptDirectory = scriptDirectory
-        guard let L = newState() else { return 1 }
+        // `require` looks beside the worker's own script first, then where
+        // its parent looked.
+        guard let L = newState(packageDirectory: directory(of: script), path: packagePath, cpath: packageCPath) else { return 1 }
         // The worker's identity, as seen by jobrun.current_process().
-        runChunk(L, """
-            local jobrun, name, daemon = ...
-            jobrun.is_main = false
-            local cur = jobrun.current_process()
-            cur.name, cur.daemon = name, daemon
-            """) {
+        runChunk(L, "local jobrun, name, daemon = ...; jobrun._set_current(name, daemon)") {
             lua_getglobal(L, "jobrun"); Lua.pushString(L, name); lua_pushboolean(L, daemon ? 1 : 0); return 3
         }
         installOutputHooks(L, tag: prefix, clear: Progress.isOn)
@@ -136,9 +141,22 @@ public enum Host {
         for (k, i) in args.enumerated() { lua_pushvalue(L, i); lua_rawseti(L, -2, lua_Integer(k + 1)) }
         lua_setglobal(L, "arg")
         let pid = getpid()
-        return runFile(L, script: script, argumentIndices: args) { message in
+        let code = runFile(L, script: script, argumentIndices: args) { message in
             Progress.lineStart(fd: 2) + prefixLines("Process \(name) (pid \(pid)): \(message)\n", name: name)
         }
+        closeState(L)
+        return code
+    }
+
+    /// Closes a state this process created, as lua5.4 does at exit: pending
+    /// to-be-closed variables close and `__gc` finalizers run. A forked
+    /// worker never does (Runtime.ownsState): its state is a copy of its
+    /// parent's, whose finalizers are the parent's to run.
+    static func closeState(_ L: LuaState) {
+        guard Runtime.ownsState else { return }
+        Runtime.ownsState = false    // once
+        lua_close(L)
+        fflush(nil)
     }
 
     static func directory(of path: String) -> String {
@@ -147,8 +165,11 @@ public enum Host {
         return d.isEmpty ? "/" : d
     }
 
-    /// A state with the standard libraries and the `jobrun` module.
-    static func newState() -> LuaState? {
+    /// A state with the standard libraries and the `jobrun` module;
+    /// `package.path` starts with `packageDirectory` (default: the main
+    /// script's folder), followed by `path` and `cpath` when they are given
+    /// (a `script` worker's parent's), else by Lua's defaults.
+    static func newState(packageDirectory: String? = nil, path: String = "", cpath: String = "") -> LuaState? {
         guard let L = luaL_newstate() else {
             writeAll(2, "jobrun: cannot create a Lua state (out of memory)\n")
             return nil
@@ -165,9 +186,13 @@ public enum Host {
         // switches back, per process.
         runChunk(L, "collectgarbage('generational')") { 0 }
         // package.path: the script's folder first, as `require` users expect.
-        let dir = Runtime.scriptDirectory
-        runChunk(L, "local dir = ...; package.path = dir .. '/?.lua;' .. dir .. '/?/init.lua;' .. package.path") {
-            Lua.pushString(L, dir); return 1
+        let dir = packageDirectory ?? Runtime.scriptDirectory
+        runChunk(L, """
+            local dir, path, cpath = ...
+            if cpath ~= "" then package.cpath = cpath end
+            package.path = dir .. '/?.lua;' .. dir .. '/?/init.lua;' .. (path ~= "" and path or package.path)
+            """) {
+            Lua.pushString(L, dir); Lua.pushString(L, path); Lua.pushString(L, cpath); return 3
         }
         return L
     }

@@ -50,18 +50,26 @@ local Process = {}
 local ProcessMeta = {__name = "jobrun.Process"}
 local children = {}          -- processes started by this process, in start order
 local counter = 0
-local current = {name = "MainProcess", pid = getpid(), daemon = false}
+local current                -- this process's own Process object
 
 local function state(p) return rawget(p, "_s") end
+
+--- A started process's exit code: its parent reaps it; any other process
+--- (a sibling that holds the object) reads what the parent recorded.
+local function exitcode(s)
+  if s.exitcode == nil and s.started and not s.current then
+    if s.parent == getpid() then s.exitcode = core.poll(s.pid)
+    else s.exitcode = core.recorded_exit(s.pid) end
+  end
+  return s.exitcode
+end
 
 ProcessMeta.__index = function(p, key)
   local s = state(p)
   if key == "pid" then return s.pid
   elseif key == "name" then return s.name
   elseif key == "daemon" then return s.daemon
-  elseif key == "exitcode" then
-    if s.pid and s.exitcode == nil then s.exitcode = core.poll(s.pid) end
-    return s.exitcode
+  elseif key == "exitcode" then return exitcode(s)
   end
   return Process[key]
 end
@@ -89,6 +97,19 @@ ProcessMeta.__tostring = function(p)
   return ("<Process name='%s' pid=%s %s%s>"):format(s.name, tostring(s.pid), status, s.daemon and " daemon" or "")
 end
 
+--- The Process object of the calling process itself (the main process, or
+--- a `script` worker): alive, never joined by itself.
+local function self_process(name, daemon)
+  return setmetatable({_s = {name = name, pid = getpid(), daemon = daemon, started = true, current = true}}, ProcessMeta)
+end
+current = self_process("MainProcess", false)
+
+--- A `script` worker's identity (Host.runWorker).
+function jobrun._set_current(name, daemon)
+  current = self_process(name, daemon)
+  jobrun.is_main = false
+end
+
 function jobrun.Process(opts)
   if type(opts) ~= "table" then
     raise("TypeError", "Process: expected a table of options, e.g. Process{target = fn, args = {...}}, got " .. type(opts), 2)
@@ -109,6 +130,10 @@ function jobrun.Process(opts)
   if args ~= nil and type(args) ~= "table" then
     raise("TypeError", "Process: args must be a table, got " .. type(args), 2)
   end
+  local n = args and rawget(args, "n")
+  if n ~= nil and (math.type(n) ~= "integer" or n < 0) then
+    raise("TypeError", "Process: args.n must be an integer >= 0, got " .. (math.type(n) or type(n)), 2)
+  end
   if opts.name ~= nil and type(opts.name) ~= "string" then
     raise("TypeError", "Process: name must be a string, got " .. type(opts.name), 2)
   end
@@ -126,23 +151,35 @@ function jobrun.Process(opts)
   return setmetatable({_s = s}, ProcessMeta)
 end
 
-local function child_main(s)
+local function run_target(s)
+  local args = s.args
+  return s.target(unpack(args, 1, args.n or #args))
+end
+
+local randomseed = math.randomseed
+
+--- A forked child's life, run by core.fork under lua_pcall: it returns the
+--- exit code and never returns into the code that called start().
+local function child_main(p)
+  local s = state(p)
   children = {}
   counter = 0
-  current = {name = s.name, pid = getpid(), daemon = s.daemon}
+  s.pid, s.current = getpid(), true
+  current = p
   jobrun.is_main = false
-  -- As CPython re-seeds `random` after fork: workers must not share one sequence.
-  math.randomseed()
-  local args = s.args
-  local ok, err = xpcall(s.target, traceback_handler, unpack(args, 1, args.n or #args))
+  -- As CPython re-seeds `random` after fork: workers must not share one
+  -- sequence (math.randomseed() alone seeds from the time in seconds and
+  -- the state's address, the same in every fork of one second).
+  randomseed(core.random_seed())
+  local ok, err = xpcall(run_target, traceback_handler, s)
   local code = 0
   if not ok then
     io.stdout:flush()
-    io.stderr:write(("Process %s (pid %d): %s\n"):format(s.name, current.pid, err))
+    io.stderr:write(("Process %s (pid %d): %s\n"):format(s.name, s.pid, err))
     code = 1
   end
   jobrun._shutdown(not ok)
-  core.exit(code)
+  return code
 end
 
 function Process:start()
@@ -151,12 +188,14 @@ function Process:start()
     raise("ProcessError", "Process " .. s.name .. " (pid " .. tostring(s.pid) .. ") was already started; a process can be started only once", 2)
   end
   local pid
+  s.parent = getpid()
   if s.script then
     local args = s.args
-    pid = core.spawn(s.script, s.name, s.daemon, unpack(args, 1, args.n or #args))
+    local path, cpath = package.path, package.cpath
+    pid = core.spawn(s.script, s.name, s.daemon, type(path) == "string" and path or "",
+                     type(cpath) == "string" and cpath or "", unpack(args, 1, args.n or #args))
   else
-    pid = core.fork(s.name, s.daemon)
-    if pid == 0 then child_main(s) end
+    pid = core.fork(s.name, s.daemon, child_main, self)   -- only the parent returns
   end
   s.started = true
   s.pid = pid
@@ -172,6 +211,10 @@ end
 function Process:join(timeout)
   local s = state(self)
   if not s.started then raise("ProcessError", "Process " .. s.name .. ": can only join a started process", 2) end
+  if s.current or s.parent ~= getpid() then
+    raise("ProcessError", ("Process %s (pid %s): can only join a child process (its parent is pid %s)")
+          :format(s.name, tostring(s.pid), tostring(s.parent or "outside the run")), 2)
+  end
   if timeout ~= nil and type(timeout) ~= "number" then
     raise("TypeError", "join: timeout must be a number, got " .. type(timeout), 2)
   end
@@ -186,20 +229,24 @@ function Process:join(timeout)
   return true
 end
 
+--- Alive: started and not ended. The parent asks the kernel; another
+--- process holding the object reads the run's record of it.
 function Process:is_alive()
   local s = state(self)
+  if s.current then return true end
   if not s.started then return false end
-  return self.exitcode == nil
+  if s.parent ~= getpid() then return exitcode(s) == nil and core.alive(s.pid) end
+  return exitcode(s) == nil
 end
 
 function Process:terminate()
   local s = state(self)
-  if s.started and self.exitcode == nil then core.kill(s.pid, 15) end
+  if s.started and not s.current and self.exitcode == nil then core.kill(s.pid, 15) end
 end
 
 function Process:kill()
   local s = state(self)
-  if s.started and self.exitcode == nil then core.kill(s.pid, 9) end
+  if s.started and not s.current and self.exitcode == nil then core.kill(s.pid, 9) end
 end
 
 function jobrun.current_process()
@@ -232,9 +279,10 @@ function jobrun._shutdown(abort)
   end
 end
 
+--- As lua5.4's: with `close`, the state is closed first (Host.closeState).
 os.exit = function(code, close)
   jobrun._shutdown()
-  core.exit(code)
+  core.exit(code, close)
 end
 
 -- Queues ---------------------------------------------------------------------

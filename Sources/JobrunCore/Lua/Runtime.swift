@@ -8,6 +8,9 @@ enum Runtime {
     static var isMain = true
     static var processName = "MainProcess"
     static var isDaemon = false
+    /// The process created its Lua state (main, `script` worker) and closes
+    /// it at exit; a forked worker runs in a copy of its parent's and does not.
+    static var ownsState = true
     /// Folder of the main script: relative `script` paths resolve against it.
     static var scriptDirectory = "."
     /// Reused for every item this process encodes and decodes.

@@ -16,20 +16,56 @@ enum ProcessControl {
     /// Exit statuses collected by `reapStrays` for children not yet asked about.
     private static var reaped: [pid_t: Int32] = [:]
 
+    /// Set in the main process only: the setting is not inherited by fork.
+    private static var isSubreaper = false
+
     /// The main process is a child subreaper: a worker's children whose parent
     /// died are re-parented to it instead of to init, and reaped here, so a run
     /// leaves no zombie behind even where init does not reap.
-    static func becomeSubreaper() { _ = jr_set_child_subreaper() }
+    static func becomeSubreaper() { isSubreaper = jr_set_child_subreaper() == 0 }
 
-    /// Reaps every ended child without blocking, keeping the statuses of our
-    /// own workers for `poll`; orphans adopted as subreaper are just reaped.
+    /// Reaps, without blocking, the ended processes this one answers for: its
+    /// own workers (their statuses kept for `poll`) and, in the main process,
+    /// the run's orphans it adopted as subreaper (just reaped). Any other
+    /// child (io.popen's, os.execute's) is left to its owner's wait: a pid
+    /// jobrun does not know is never reaped here.
     static func reapStrays() {
+        // The common case: every ended child is ours, taken in turn from
+        // the first one waitid reports.
         while let pid = endedChild(P_ALL, 0) {
-            // Every process of the run gets its end and usage recorded, the
-            // adopted orphans included.
+            guard isOurs(pid) else { reapKnown(); return }
             guard let (status, _) = reap(pid) else { return }
             if children.contains(pid) { reaped[pid] = status }
         }
+    }
+
+    /// A foreign child has ended and hides the others from waitid(P_ALL):
+    /// asks about each process we know, one by one.
+    private static func reapKnown() {
+        for pid in children where reaped[pid] == nil && endedChild(P_PID, id_t(pid)) != nil {
+            if let (status, _) = reap(pid) { reaped[pid] = status }
+        }
+        guard isSubreaper else { return }
+        let all = ProcessRegistry.slots()
+        let count = Int(jr_load_u32(&ProcessRegistry.header.pointee.process_slots))
+        for i in 0..<count {
+            let pid = all[i].pid
+            if isAdopted(pid) && endedChild(P_PID, id_t(pid)) != nil { _ = reap(pid) }
+        }
+    }
+
+    private static func isOurs(_ pid: pid_t) -> Bool {
+        children.contains(pid) || (isSubreaper && isAdopted(pid))
+    }
+
+    /// A process of the run that someone else started and no one has
+    /// reaped (a reaper stores its usage; the monitor may have written its
+    /// exit code already): ended as our child, it is an orphan we adopted.
+    /// Its record is the newest with that pid, so a record left by an
+    /// earlier, reaped process whose pid was reused does not count.
+    private static func isAdopted(_ pid: pid_t) -> Bool {
+        guard pid > 0, pid != getpid(), !children.contains(pid), let r = ProcessRegistry.find(pid) else { return false }
+        return r.pointee.parent_pid != getpid() && r.pointee.has_usage == 0
     }
 
     /// A child that has ended and is not reaped yet (waitid WNOWAIT), or nil.
@@ -74,6 +110,7 @@ enum ProcessControl {
             for (_, fd) in pidfds { close(fd) }
             pidfds.removeAll()
             children.removeAll()
+            isSubreaper = false
             Monitor.forgetInChild()
             reaped.removeAll()
             dieWithParent(parent)
@@ -109,13 +146,17 @@ enum ProcessControl {
     }
 
     /// Starts a fresh `jobrun` (this executable) with `arguments`, passing
-    /// the arena descriptor as descriptor 3.
+    /// the arena descriptor as descriptor 3 and no other beyond stdio.
     static func spawnSelf(arguments: [String]) throws -> pid_t {
         fflush(nil)
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_adddup2(&actions, Arena.fd, 3)
+        // Nothing else crosses: not the files the script opened (Lua's
+        // io.open is not close-on-exec), not jobrun's own descriptors.
+        let closed = jr_spawn_addclosefrom(&actions, 4)
+        if closed != 0 { throw SystemError(call: "posix_spawn_file_actions_addclosefrom_np", errno: closed) }
         let exe = "/proc/self/exe"
         let argv: [UnsafeMutablePointer<CChar>?] = (["jobrun"] + arguments).map { strdup($0) } + [nil]
         defer { for p in argv { free(p) } }

@@ -1,0 +1,286 @@
+import Foundation
+import Testing
+
+/// Runs `main.lua` from a fresh temporary folder holding `files` too, whose
+/// names may include sub-folders ("stages/stage.lua"); `{dir}` in any text
+/// or option stands for that folder.
+private func runInFolder(_ code: String, files: [String: String] = [:], options: [String] = [],
+                         timeout: Double = 60) -> (status: Int32, stdout: String, stderr: String, timedOut: Bool) {
+    let fm = FileManager.default
+    let dir = fm.temporaryDirectory.appendingPathComponent("jobrun-test-\(UUID().uuidString)")
+    defer { try? fm.removeItem(at: dir) }
+    func put(_ name: String, _ text: String) {
+        let url = dir.appendingPathComponent(name)
+        try? fm.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try? text.replacingOccurrences(of: "{dir}", with: dir.path).write(to: url, atomically: true, encoding: .utf8)
+    }
+    put("main.lua", code)
+    for (name, text) in files { put(name, text) }
+    let opts = options.map { $0.replacingOccurrences(of: "{dir}", with: dir.path) }
+    return runJobrun(opts + [dir.appendingPathComponent("main.lua").path], timeout: timeout)
+}
+
+@Suite("A process's life: start, identity, reaping, exit")
+struct ProcessLifeTests {
+    /// Whatever raises between fork and the target call ends the child with
+    /// status 1: it never returns into the parent's code.
+    @Test func childStartupErrorEndsTheChild() {
+        let r = runScript("""
+            local p = jobrun.Process{name = "w", target = function() print("target ran") end, args = {n = 2000000}}
+            print("start", pcall(p.start, p))
+            print("joined", p:join(10), p.exitcode)
+            local ok, e = pcall(jobrun.Process, {target = print, args = {n = "many"}})
+            print(ok, e.kind, e.message)
+            """, timeout: 30)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "start\ttrue\njoined\ttrue\t1\nfalse\tTypeError\tProcess: args.n must be an integer >= 0, got string\n")
+        #expect(r.stderr.contains("Process w (pid "), "\(r.stderr)")
+        #expect(r.stderr.contains("too many results to unpack"), "\(r.stderr)")
+        // A target that yields (start() ran inside a coroutine) and one
+        // that breaks the error report itself: each child still ends here.
+        let odd = runScript("""
+            local y = jobrun.Process{name = "yielder", target = coroutine.yield}
+            local co = coroutine.wrap(function() y:start(); return "started" end)
+            print(co())
+            print("joined", y:join(10), y.exitcode)
+            local b = jobrun.Process{name = "broken", target = function() io.stderr = {}; error("inner") end}
+            b:start()
+            print("joined", b:join(10), b.exitcode)
+            """, timeout: 30)
+        #expect(odd.status == 0, "\(odd.stderr)")
+        #expect(odd.stdout == "started\njoined\ttrue\t1\njoined\ttrue\t1\n")
+        #expect(odd.stderr.contains("Process yielder (pid "), "\(odd.stderr)")
+        #expect(odd.stderr.contains("attempt to yield across a C-call boundary"), "\(odd.stderr)")
+        #expect(odd.stderr.contains("Process broken (pid "), "\(odd.stderr)")
+    }
+
+    /// As Python: only the parent joins; a sibling reads is_alive and
+    /// exitcode from the run's records.
+    @Test func siblingCannotJoinButSeesState() {
+        let r = runScript("""
+            local go, go2 = jobrun.Event(), jobrun.Event()
+            local p = jobrun.Process{target = function() go:wait(20) end}
+            p:start()
+            local s = jobrun.Process{target = function()
+              local ok, e = pcall(p.join, p, 5)
+              print(ok, e.kind, e.message:find("can only join a child process", 1, true) ~= nil)
+              print(p:is_alive(), p.exitcode)
+            end}
+            local s2 = jobrun.Process{target = function()
+              go2:wait(20)
+              print(p:is_alive(), p.exitcode)
+              local ok, e = pcall(jobrun.current_process().join, jobrun.current_process())
+              print(ok, e.kind)
+            end}
+            s:start(); s2:start()
+            s:join(20)
+            go:set(); p:join(20)
+            go2:set(); s2:join(20)
+            print(s.exitcode, s2.exitcode)
+            """, timeout: 60)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "false\tProcessError\ttrue\ntrue\tnil\nfalse\t0\nfalse\tProcessError\n0\t0\n")
+    }
+
+    /// jobrun reaps only its own processes: io.popen's and os.execute's
+    /// children stay theirs.
+    @Test func popenChildrenAreNotReaped() {
+        let r = runScript("""
+            local f = io.popen("echo hi"); jobrun.sleep(0.2); print(f:read("a"), f:close())
+            local g = io.popen("echo there")
+            local p = jobrun.Process{target = function() jobrun.sleep(0.1) end}
+            p:start(); jobrun.sleep(0.2); print(p:join(10), p.exitcode)
+            print(g:read("a"), g:close())
+            local h = io.popen("exit 3")
+            local w = jobrun.Process{target = function() jobrun.sleep(0.1) end}
+            w:start(); print(w:join(10)); jobrun.sleep(0.1)
+            print(h:close())
+            print(os.execute("exit 4"))
+            """, timeout: 30)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "hi\n\ttrue\texit\t0\ntrue\t0\nthere\n\ttrue\texit\t0\ntrue\nnil\texit\t3\nnil\texit\t4\n")
+    }
+
+    /// An orphan adopted by the main process (its worker parent died) is
+    /// still reaped: no zombie stays behind (a guard for the fix above).
+    @Test func adoptedOrphansAreReaped() {
+        let r = runScript("""
+            local f = io.popen("true")    -- a foreign zombie hides the others from waitid(P_ALL)
+            jobrun.sleep(0.1)
+            local q = jobrun.Queue()
+            local p = jobrun.Process{target = function()
+              local c = jobrun.Process{target = function() jobrun.sleep(30) end}
+              c:start(); q:put(c.pid)
+              jobrun.sleep(30)
+            end}
+            p:start()
+            local pid = q:get(true, 10)
+            p:kill(); p:join(10)      -- c gets SIGKILL as its parent dies, and main adopts it
+            local st
+            for _ = 1, 200 do
+              jobrun.sleep(0.02)
+              local f = io.open("/proc/" .. pid .. "/stat")
+              st = f and f:read("a"):match("^%d+ %b() (%a)") or "gone"
+              if f then f:close() end
+              if st == "gone" then break end
+            end
+            print(st, f:close())
+            """, timeout: 30)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "gone\ttrue\texit\t0\n")
+    }
+
+    /// Each forked worker has its own random sequence; the parent's goes on.
+    @Test func forkedWorkersGetFreshRandomSeeds() {
+        let r = runScript("""
+            math.randomseed(42)
+            local a = math.random(1e9)
+            local q = jobrun.Queue()
+            for i = 1, 2 do jobrun.Process{target = function() q:put(math.random(1e9)) end}:start() end
+            local x, y = q:get(true, 10), q:get(true, 10)
+            local p1 = jobrun.Pool{workers = 1}
+            local p2 = jobrun.Pool{workers = 1}
+            local draw = function() return math.random(1e9) end
+            local u, v = p1:map(draw, {1})[1], p2:map(draw, {1})[1]
+            p1:close(); p1:join(); p2:close(); p2:join()
+            local b = math.random(1e9)
+            math.randomseed(42)
+            print(x ~= y, u ~= v, a == math.random(1e9), b == math.random(1e9))
+            """, timeout: 30)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "true\ttrue\ttrue\ttrue\n")
+    }
+
+    /// A script worker finds modules beside its own script first, and what
+    /// the parent added to package.path and package.cpath.
+    @Test func scriptWorkerPackagePath() {
+        let r = runInFolder("""
+            package.path = "{dir}/libs/?.lua;" .. package.path
+            package.cpath = "/nonexistent/?.so;" .. package.cpath
+            local p = jobrun.Process{script = "stages/stage.lua"}
+            p:start(); p:join(20)
+            print(p.exitcode)
+            """, files: [
+                "stages/stage.lua": """
+                    print(require("helper"), require("extra"), package.path:find("{dir}/stages/?.lua", 1, true) == 1,
+                          package.cpath:find("/nonexistent/?.so", 1, true) ~= nil)
+                    """,
+                "stages/helper.lua": "return 'helper beside stage'",
+                "helper.lua": "return 'helper beside main'",
+                "libs/extra.lua": "return 'extra from libs'",
+            ], timeout: 30)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "helper beside stage\textra from libs\ttrue\ttrue\n0\n")
+    }
+
+    /// current_process() is a Process object in every kind of process.
+    @Test func currentProcessIsAProcess() {
+        let r = runScript("""
+            local me = jobrun.current_process()
+            print(tostring(me):match("^<Process name='MainProcess'") ~= nil, me.name, math.type(me.pid), me.daemon,
+                  me:is_alive(), me.exitcode, me == jobrun.current_process())
+            local q = jobrun.Queue()
+            local function report()
+              local c = jobrun.current_process()
+              q:put({c.name, c.pid, c.daemon, c:is_alive(), c.exitcode == nil, c == jobrun.current_process(),
+                     tostring(c):match("^<Process") ~= nil})
+            end
+            local p = jobrun.Process{name = "forked", target = report}
+            p:start(); local t = q:get(true, 10); p:join(10)
+            print(t[1], t[2] == p.pid, t[3], t[4], t[5], t[6], t[7])
+            local s = jobrun.Process{name = "scripted", daemon = true, script = "w.lua", args = {q}}
+            s:start(); t = q:get(true, 10); s:join(10)
+            print(t[1], t[2] == s.pid, t[3], t[4], t[5], t[6], t[7])
+            """, files: ["w.lua": """
+                local q = ...
+                local c = jobrun.current_process()
+                q:put({c.name, c.pid, c.daemon, c:is_alive(), c.exitcode == nil, c == jobrun.current_process(),
+                       tostring(c):match("^<Process") ~= nil})
+                """], timeout: 30)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "true\tMainProcess\tinteger\tfalse\ttrue\tnil\ttrue\n"
+                + "forked\ttrue\tfalse\ttrue\ttrue\ttrue\ttrue\n"
+                + "scripted\ttrue\ttrue\ttrue\ttrue\ttrue\ttrue\n")
+    }
+
+    /// Files the script opened and jobrun's --stats-json file are not open
+    /// in a script worker; the --stats-json file is not open in a forked one.
+    @Test func workersDoNotInheritDescriptors() {
+        let r = runInFolder("""
+            local f = assert(io.open("{dir}/opened.txt", "w"))
+            local function fds() local l = io.popen("ls -l /proc/$PPID/fd"); local s = l:read("a"); l:close(); return s end
+            local q = jobrun.Queue()
+            local p = jobrun.Process{target = function() q:put(fds()) end}
+            p:start(); local forked = q:get(true, 10); p:join(10)
+            local s = jobrun.Process{script = "w.lua", args = {q}}
+            s:start(); local scripted = q:get(true, 10); s:join(10)
+            print(forked:find("opened.txt", 1, true) ~= nil, forked:find("stats.json", 1, true) ~= nil)
+            print(scripted:find("opened.txt", 1, true) ~= nil, scripted:find("stats.json", 1, true) ~= nil,
+                  scripted:find("memfd", 1, true) ~= nil)
+            print(fds():find("stats.json", 1, true) ~= nil)
+            f:close()
+            """, files: ["w.lua": """
+                local q = ...
+                local l = io.popen("ls -l /proc/$PPID/fd"); q:put(l:read("a")); l:close()
+                """], options: ["--stats-json", "{dir}/stats.json"], timeout: 30)
+        #expect(r.status == 0, "\(r.stderr)")
+        // A forked worker is a copy of its parent: the script's own files
+        // stay open in it, as in Python's fork.
+        #expect(r.stdout == "true\tfalse\nfalse\tfalse\ttrue\ntrue\n")
+    }
+
+    /// The main process closes its state at exit as lua5.4 does.
+    @Test func mainClosesItsStateAtExit() {
+        let plain = runScript("""
+            setmetatable({}, {__gc = function() print("gc") end})
+            local c <close> = setmetatable({}, {__close = function() print("closed") end})
+            print("end")
+            """)
+        #expect(plain.status == 0, "\(plain.stderr)")
+        #expect(plain.stdout == "end\nclosed\ngc\n")
+        let failed = runScript("""
+            setmetatable({}, {__gc = function() print("gc") end})
+            error("boom")
+            """)
+        #expect(failed.status == 1)
+        #expect(failed.stdout == "gc\n")
+        let closing = runScript("""
+            setmetatable({}, {__gc = function() print("gc") end})
+            local c <close> = setmetatable({}, {__close = function() print("closed") end})
+            os.exit(3, true)
+            """)
+        #expect(closing.status == 3)
+        #expect(closing.stdout == "closed\ngc\n")
+        // lua5.4's os.exit without `close` leaves the state as it is.
+        let abrupt = runScript("""
+            setmetatable({}, {__gc = function() print("gc") end})
+            os.exit(0)
+            """)
+        #expect(abrupt.status == 0)
+        #expect(abrupt.stdout == "")
+    }
+
+    /// A forked worker runs in a copy of its parent's state and does not
+    /// close it: its target's <close> variables close, inherited finalizers
+    /// stay the parent's, inherited output is written once. A script
+    /// worker's state is its own and closes as the main one does.
+    @Test func whatRunsAtAWorkersExit() {
+        let r = runScript("""
+            io.write("x")
+            setmetatable({}, {__gc = function() print("parent gc") end})
+            local p = jobrun.Process{target = function()
+              local c <close> = setmetatable({}, {__close = function() print("worker closed") end})
+              setmetatable({}, {__gc = function() print("worker gc") end})
+            end}
+            p:start(); p:join(10)
+            local s = jobrun.Process{script = "w.lua"}
+            s:start(); s:join(10)
+            print("end")
+            """, files: ["w.lua": """
+                setmetatable({}, {__gc = function() print("script gc") end})
+                local c <close> = setmetatable({}, {__close = function() print("script closed") end})
+                """], timeout: 30)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "xworker closed\nscript closed\nscript gc\nend\nparent gc\n")
+    }
+}
