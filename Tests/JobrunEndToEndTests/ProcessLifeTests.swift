@@ -109,8 +109,9 @@ struct ProcessLifeTests {
             jobrun.sleep(0.1)
             local q = jobrun.Queue()
             local p = jobrun.Process{target = function()
-              local c = jobrun.Process{target = function() jobrun.sleep(30) end}
-              c:start(); q:put(c.pid)
+              -- c announces itself once it runs (and so has its record).
+              local c = jobrun.Process{target = function() q:put(jobrun.current_process().pid); jobrun.sleep(30) end}
+              c:start()
               jobrun.sleep(30)
             end}
             p:start()

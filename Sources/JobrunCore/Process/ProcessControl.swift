@@ -62,7 +62,9 @@ enum ProcessControl {
     /// reaped (a reaper stores its usage; the monitor may have written its
     /// exit code already): ended as our child, it is an orphan we adopted.
     /// Its record is the newest with that pid, so a record left by an
-    /// earlier, reaped process whose pid was reused does not count.
+    /// earlier, reaped process whose pid was reused does not count. A child
+    /// whose parent died before the child wrote its record is not known
+    /// here and stays a zombie until the run ends (when init takes it).
     private static func isAdopted(_ pid: pid_t) -> Bool {
         guard pid > 0, pid != getpid(), !children.contains(pid), let r = ProcessRegistry.find(pid) else { return false }
         return r.pointee.parent_pid != getpid() && r.pointee.has_usage == 0
