@@ -199,6 +199,9 @@ function Process:start()
   end
   s.started = true
   s.pid = pid
+  -- The child has its own copy; the parent lets go of them, as CPython's
+  -- start() does (bpo-30775), so a started Process does not keep them alive.
+  s.target, s.args = nil, nil
   children[#children + 1] = self
 end
 
@@ -279,8 +282,20 @@ function jobrun._shutdown(abort)
   end
 end
 
+--- os.exit's status as lua5.4 takes it: nil, a boolean, or an integer (a
+--- numeric string too); anything else raises lua5.4's error, not exit 0.
+local function exit_status(code)
+  if code == nil or type(code) == "boolean" then return code end
+  local n = (type(code) == "number" or type(code) == "string") and tonumber(code) or nil
+  if n == nil then error(("bad argument #1 to 'exit' (number expected, got %s)"):format(type(code)), 3) end
+  local i = math.tointeger(n)
+  if i == nil then error("bad argument #1 to 'exit' (number has no integer representation)", 3) end
+  return i
+end
+
 --- As lua5.4's: with `close`, the state is closed first (Host.closeState).
 os.exit = function(code, close)
+  code = exit_status(code)
   jobrun._shutdown()
   core.exit(code, close)
 end

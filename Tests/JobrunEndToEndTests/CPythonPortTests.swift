@@ -1,0 +1,101 @@
+import Foundation
+import Testing
+
+// CPython's Lib/test/_test_multiprocessing.py, ported to Lua: one file per
+// CPython test class under Tests/cpython/, each a list of named cases run by
+// Tests/cpython/harness.lua. Every case runs in a jobrun of its own (a case
+// that hangs or crashes cannot take the others with it) and prints one line:
+// `ok`, `FAIL`, `xfail` (a known defect, marked in the case) or `XPASS` (a
+// marked defect that is fixed: remove the marker). FAIL, XPASS, a missing
+// line, a timeout or a non-zero exit fail the test, naming the case.
+
+/// The port's files, one per CPython class.
+let cpythonPortFiles = [
+    "test_process.lua", "test_subclassing_process.lua", "test_queue.lua", "test_lock.lua",
+    "test_semaphore.lua", "test_condition.lua", "test_event.lua", "test_barrier.lua",
+    "test_value.lua", "test_containers.lua", "test_connection.lua", "test_poll.lua",
+    "test_pool.lua", "test_pool_worker_errors.lua", "test_pool_worker_lifetime.lua", "test_misc.lua",
+]
+
+let cpythonPortDir = packageRoot.appendingPathComponent("Tests/cpython")
+
+/// What one case's run printed, judged.
+struct CPythonCaseOutcome {
+    let line: String?
+    let problem: String?
+}
+
+/// Judges the output of `jobrun FILE CASE`: the case's own line decides,
+/// and the run must also end on its own with status 0.
+func judgeCPythonCase(_ name: String, status: Int32, stdout: String, stderr: String, timedOut: Bool) -> CPythonCaseOutcome {
+    let prefixes = ["ok ", "FAIL ", "xfail ", "XPASS "]
+    func isResult(_ l: String) -> Bool {
+        for p in prefixes where l == p + name || l.hasPrefix(p + name + ":") { return true }
+        return false
+    }
+    let line: String? = stdout.split(separator: "\n").map(String.init).first(where: isResult)
+    let tail = stderr.isEmpty ? "" : "\nstderr:\n\(stderr.suffix(3000))"
+    guard let line else {
+        let how = timedOut ? "timed out" : "ended with status \(status)"
+        return CPythonCaseOutcome(line: nil, problem: "\(name): no result line (the run \(how))\(tail)")
+    }
+    if line.hasPrefix("FAIL ") || line.hasPrefix("XPASS ") {
+        return CPythonCaseOutcome(line: line, problem: line + tail)
+    }
+    if timedOut { return CPythonCaseOutcome(line: line, problem: "\(name): \(line), but the run did not end\(tail)") }
+    if status != 0 { return CPythonCaseOutcome(line: line, problem: "\(name): \(line), but the run exited \(status)\(tail)") }
+    return CPythonCaseOutcome(line: line, problem: nil)
+}
+
+@Suite("CPython's _test_multiprocessing.py, ported")
+struct CPythonPortTests {
+    @Test("each case of a ported class passes or fails as marked", arguments: cpythonPortFiles)
+    func portedClass(_ file: String) {
+        let path = cpythonPortDir.appendingPathComponent(file).path
+        let list = runJobrun([path, "--list"], timeout: 30)
+        let names = list.stdout.split(separator: "\n").map(String.init).filter { !$0.isEmpty }
+        #expect(list.status == 0 && !names.isEmpty, "\(file): cannot list its cases: \(list.stderr)")
+        for name in names {
+            let r = runJobrun([path, name], timeout: 40)
+            let outcome = judgeCPythonCase(name, status: r.status, stdout: r.stdout, stderr: r.stderr, timedOut: r.timedOut)
+            if let problem = outcome.problem {
+                Issue.record("\(file) \(problem)")
+            }
+        }
+    }
+
+    @Test func theHarnessReportsEachOutcome() throws {
+        // A file of its own beside the harness, so that `require "harness"` finds it.
+        let path = cpythonPortDir.appendingPathComponent("test_zz_harness_selfcheck_\(getpid()).lua")
+        try """
+            require "harness"
+            case("passes", function() assertEqual({1, {2}}, {1, {2}}) end)
+            case("fails", function() assertEqual(1, 2) end)
+            case("xfails", function() xfail("known: issue 0"); assertTrue(false) end)
+            case("xpasses", function() xfail("known: issue 0") end)
+            case("part_xfails", function() xfail("known: issue 0", function() assertTrue(false) end) end)
+            case("part_xpasses", function() xfail("known: issue 0", function() end) end)
+            case("raises", function() jobrun.Queue():get(false) end)
+            run()
+            """.write(toFile: path.path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: path) }
+        let r = runJobrun([path.path], timeout: 30)
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(lines.count == 7, "\(r.stdout)\(r.stderr)")
+        guard lines.count == 7 else { return }
+        #expect(lines[0] == "ok passes")
+        #expect(lines[1].hasPrefix("FAIL fails: 1 ~= 2 (at "), "\(lines[1])")
+        #expect(lines[2].hasPrefix("xfail xfails: known: issue 0 -- "), "\(lines[2])")
+        #expect(lines[3].hasPrefix("XPASS xpasses: known: issue 0"), "\(lines[3])")
+        #expect(lines[4].hasPrefix("xfail part_xfails: known: issue 0 -- "), "\(lines[4])")
+        #expect(lines[5].hasPrefix("XPASS part_xpasses: known: issue 0"), "\(lines[5])")
+        #expect(lines[6].hasPrefix("FAIL raises: ") && lines[6].contains("jobrun.Empty"), "\(lines[6])")
+        for (i, name) in ["passes", "fails", "xfails", "xpasses", "part_xfails", "part_xpasses", "raises"].enumerated() {
+            let o = judgeCPythonCase(name, status: 0, stdout: lines[i] + "\n", stderr: "", timedOut: false)
+            #expect((o.problem == nil) == [0, 2, 4].contains(i), "\(name): \(o.problem ?? "no problem")")
+        }
+        let silent = judgeCPythonCase("passes", status: -9, stdout: "", stderr: "", timedOut: true)
+        #expect(silent.problem?.contains("no result line (the run timed out)") == true)
+    }
+}

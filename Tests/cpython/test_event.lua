@@ -1,0 +1,49 @@
+-- CPython's _TestEvent, ported to jobrun. jobrun differs in test_repr:
+-- tostring(event) is "Event#1 (set)" / "Event#1 (clear)", where CPython's
+-- repr is "<Event at 0x... set>" / "<Event at 0x... unset>".
+require "harness"
+
+case("test_event", function()
+  local event = jobrun.Event()
+
+  assertEqual(event:is_set(), false)
+
+  local elapsed, r = timed(event.wait, event, 0.0)
+  assertEqual(r, false)
+  assertTimingAlmostEqual(elapsed, 0.0)
+  elapsed, r = timed(event.wait, event, TIMEOUT1)
+  assertEqual(r, false)
+  assertTimingAlmostEqual(elapsed, TIMEOUT1)
+
+  event:set()
+
+  assertEqual(event:is_set(), true)
+  elapsed, r = timed(event.wait, event)
+  assertEqual(r, true)
+  assertTimingAlmostEqual(elapsed, 0.0)
+  elapsed, r = timed(event.wait, event, TIMEOUT1)
+  assertEqual(r, true)
+  assertTimingAlmostEqual(elapsed, 0.0)
+
+  event:clear()
+
+  local p = jobrun.Process{target = function()
+    jobrun.sleep(TIMEOUT2)
+    event:set()
+  end}
+  p.daemon = true
+  p:start()
+  assertEqual(event:wait(), true)
+  join_process(p)
+end)
+
+case("test_repr", function()
+  local event = jobrun.Event()
+  assertTrue(tostring(event):find("^Event#%d+ %(clear%)$"), tostring(event))
+  event:set()
+  assertTrue(tostring(event):find("^Event#%d+ %(set%)$"), tostring(event))
+  event:clear()
+  assertTrue(tostring(event):find("^Event#%d+ %(clear%)$"), tostring(event))
+end)
+
+run()
