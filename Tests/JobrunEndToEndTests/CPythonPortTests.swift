@@ -14,7 +14,8 @@ let cpythonPortFiles = [
     "test_process.lua", "test_subclassing_process.lua", "test_queue.lua", "test_lock.lua",
     "test_semaphore.lua", "test_condition.lua", "test_event.lua", "test_barrier.lua",
     "test_value.lua", "test_containers.lua", "test_connection.lua", "test_poll.lua",
-    "test_pool.lua", "test_pool_worker_errors.lua", "test_pool_worker_lifetime.lua", "test_misc.lua",
+    "test_pool.lua", "test_pool_worker_errors.lua", "test_pool_worker_lifetime.lua", "test_sync_manager_types.lua",
+    "test_misc.lua",
 ]
 
 let cpythonPortDir = packageRoot.appendingPathComponent("Tests/cpython")
