@@ -11,7 +11,7 @@
 --
 -- Not ported: apply's kwargs, test_map_async_callbacks (no callbacks), the
 -- *_handle_iterable_exception tests (map takes a list, not an iterator),
--- test_release_task_refs (weakrefs to task arguments), test_enter (no
+-- test_enter (no
 -- __enter__ to refuse a second `with`) and test_resource_warning.
 require "harness"
 
@@ -265,6 +265,26 @@ pcase("test_map_no_failfast", function()
 
   -- check that we indeed waited for all jobs
   assertGreater(jobrun.time() - t_start, 0.45)
+end)
+
+pcase("test_release_task_refs", function()
+  -- Issue #29861: task arguments and results should not be kept alive
+  -- after we are done with them (weak references in CPython, a weak table
+  -- here).
+  local objs = {}
+  for i = 1, 10 do objs[i] = {i} end
+  local refs = setmetatable({}, {__mode = "v"})
+  for i, o in ipairs(objs) do refs[i] = o end
+  local results = setmetatable({}, {__mode = "v"})
+  for i, r in ipairs(pool():map(function(x) return x end, objs)) do results[i] = r end
+
+  objs = nil
+  collectgarbage()
+  collectgarbage()
+  assertEqual(next(refs), nil, "an argument is still alive")
+  -- With a process pool, copies of the objects are returned, check
+  -- they were released too.
+  assertEqual(next(results), nil, "a result is still alive")
 end)
 
 run()
