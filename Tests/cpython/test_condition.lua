@@ -27,10 +27,12 @@ local function start(target, ...)
   return p
 end
 
--- jobrun's sleepers wake on their own every second to look around; a
--- sleeper that does so after a notify meant for another returns too. So
--- that a notify that wakes too many fails every time rather than by
--- chance, the count is checked again after that second has passed.
+-- A notify that wakes too many shows only if the extra sleeper wakes up
+-- before the next check (jobrun's sleepers wake once a second to look
+-- around, and one that does so after a notify meant for another returned
+-- too). So that such a defect fails every time rather than by chance, the
+-- count is checked again once that second has passed (CPython checks only
+-- that the count reaches its value).
 local SETTLE = 1.5
 
 case("test_notify", function()
