@@ -57,7 +57,8 @@ case("test_connection", function()
   assertTimingAlmostEqual(elapsed, TIMEOUT1)
 
   conn:send(nil)
-  jobrun.sleep(0.1)
+  -- CPython sleeps 0.1 s for the echo to come back; waiting for it is surer.
+  assertTrue(conn:poll(SHORT_TIMEOUT))
 
   elapsed, r = timed(conn.poll, conn, TIMEOUT1)
   assertEqual(r, true)
