@@ -18,7 +18,7 @@ let cpythonPortFiles = [
     "test_pickling_connections.lua", "test_pool.lua", "test_pool_worker_errors.lua",
     "test_pool_worker_lifetime.lua", "test_sync_manager_types.lua", "test_initializers.lua",
     "test_stdin_badfiledescriptor.lua", "test_fork_aware_thread_lock.lua", "test_timeouts.lua",
-    "test_start_method.lua", "test_misc.lua",
+    "test_start_method.lua", "test_spawned_sys_path.lua", "test_misc.lua",
 ]
 
 let cpythonPortDir = packageRoot.appendingPathComponent("Tests/cpython")
