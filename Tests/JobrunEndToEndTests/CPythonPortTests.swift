@@ -3,7 +3,9 @@ import Testing
 
 // CPython's Lib/test/_test_multiprocessing.py, ported to Lua: one file per
 // CPython test class under Tests/cpython/, each a list of named cases run by
-// Tests/cpython/harness.lua. Every case runs in a jobrun of its own (a case
+// Tests/cpython/harness.lua, and for the files listed in cpythonSpawnFiles
+// once more with script workers, as CPython runs each class under fork and
+// under spawn. Every case runs in a jobrun of its own (a case
 // that hangs or crashes cannot take the others with it) and prints one line:
 // `ok`, `FAIL`, `xfail` (a known defect, marked in the case) or `XPASS` (a
 // marked defect that is fixed: remove the marker). FAIL, XPASS, a missing
@@ -19,6 +21,14 @@ let cpythonPortFiles = [
     "test_pool_worker_lifetime.lua", "test_sync_manager_types.lua", "test_initializers.lua",
     "test_stdin_badfiledescriptor.lua", "test_fork_aware_thread_lock.lua", "test_timeouts.lua",
     "test_start_method.lua", "test_spawned_sys_path.lua", "test_misc.lua",
+]
+
+/// The files whose workers are registered with worker(), so that they also
+/// run as under CPython's spawn start method (`--spawn`: script workers).
+let cpythonSpawnFiles = [
+    "test_process.lua", "test_queue.lua", "test_lock.lua", "test_condition.lua", "test_event.lua",
+    "test_barrier.lua", "test_value.lua", "test_connection.lua", "test_poll.lua",
+    "test_sync_manager_types.lua",
 ]
 
 let cpythonPortDir = packageRoot.appendingPathComponent("Tests/cpython")
@@ -63,19 +73,55 @@ struct CPythonPortTests {
         let list = runJobrun([path, "--list"], timeout: 30)
         let names = list.stdout.split(separator: "\n").map(String.init).filter { !$0.isEmpty }
         #expect(list.status == 0 && !names.isEmpty, "\(file): cannot list its cases: \(list.stderr)")
-        for name in names {
-            let r = runJobrun([path, name], timeout: 40)
-            let outcome = judgeCPythonCase(name, status: r.status, stdout: r.stdout, stderr: r.stderr, timedOut: r.timedOut)
-            if let problem = outcome.problem {
-                Issue.record("\(file) \(problem)")
+        let modes = cpythonSpawnFiles.contains(file) ? [[], ["--spawn"]] : [[String]()]
+        for mode in modes {
+            for name in names {
+                let r = runJobrun([path, name] + mode, timeout: 40)
+                let outcome = judgeCPythonCase(name, status: r.status, stdout: r.stdout, stderr: r.stderr, timedOut: r.timedOut)
+                if let problem = outcome.problem {
+                    Issue.record("\(file)\(mode.isEmpty ? "" : " [spawn]") \(problem)")
+                }
             }
         }
+    }
+
+    @Test func spawnModeRunsWorkersAsScripts() throws {
+        // A registered target sees the file's top-level locals as a fresh
+        // interpreter has them under --spawn, and as the parent left them
+        // when forked.
+        let fm = FileManager.default
+        let dir = fm.temporaryDirectory.appendingPathComponent("jobrun-spawn-\(UUID().uuidString)")
+        try fm.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? fm.removeItem(at: dir) }
+        for helper in ["harness.lua", "spawn_worker.lua"] {
+            try fm.copyItem(at: cpythonPortDir.appendingPathComponent(helper), to: dir.appendingPathComponent(helper))
+        }
+        let path = dir.appendingPathComponent("test_spawncheck.lua")
+        try """
+            require "harness"
+            local marker = "as loaded"
+            local report = worker("report", function(q, x) q:put(marker .. " " .. x) end)
+            case("where", function()
+              marker = "as changed"
+              local q = jobrun.Queue()
+              local p = Process{target = report, args = {q, "x"}}
+              p:start()
+              print(q:get(true, 10))
+              join_process(p)
+            end)
+            run()
+            """.write(toFile: path.path, atomically: true, encoding: .utf8)
+        let fork = runJobrun([path.path, "where"], timeout: 30)
+        #expect(fork.stdout == "as changed x\nok where\n", "\(fork.stdout)\(fork.stderr)")
+        let spawn = runJobrun([path.path, "where", "--spawn"], timeout: 30)
+        #expect(spawn.stdout == "as loaded x\nok where\n", "\(spawn.stdout)\(spawn.stderr)")
     }
 
     @Test func everyPortedFileIsRun() throws {
         let onDisk = try FileManager.default.contentsOfDirectory(atPath: cpythonPortDir.path)
             .filter { $0.hasPrefix("test_") && $0.hasSuffix(".lua") }
         #expect(Set(onDisk) == Set(cpythonPortFiles), "Tests/cpython files not in cpythonPortFiles, or listed but missing")
+        #expect(Set(cpythonSpawnFiles).isSubset(of: Set(cpythonPortFiles)))
     }
 
     @Test func theHarnessReportsEachOutcome() throws {

@@ -7,8 +7,9 @@
 --   run()
 --
 -- `jobrun test_queue.lua` runs every case; `jobrun test_queue.lua test_put`
--- runs one; `jobrun test_queue.lua --list` prints the names. Each case prints
--- one line:
+-- runs one (`... test_put --spawn` as under CPython's spawn start method, see
+-- worker()); `jobrun test_queue.lua --list` prints the names. Each case
+-- prints one line:
 --
 --   ok test_put                      passed
 --   FAIL test_put: message           failed (the message names the line)
@@ -35,6 +36,36 @@ SHORT_TIMEOUT = 10
 LONG_TIMEOUT = 10
 
 local cases, byName, current = {}, {}, nil
+
+-- CPython runs each class under every start method. `--spawn` after the
+-- case name runs it as under spawn: every target registered with worker()
+-- runs in a Process{script = ...} worker, a fresh interpreter that gets its
+-- arguments (queues, locks, pipe ends...) as handles; other targets fork.
+SPAWN = false
+local workers, workerNames = {}, setmetatable({}, {__mode = "k"})
+H.workers = workers
+
+--- worker(name, fn) -> fn: a target that can also run in a script worker.
+--- It must take everything it uses as arguments (upvalues other than the
+--- file's own top-level locals do not travel), as CPython's classmethod
+--- targets do.
+function worker(name, fn)
+  assert(not workers[name], "two workers named " .. name)
+  workers[name] = fn
+  workerNames[fn] = name
+  return fn
+end
+
+--- Process(opts): jobrun.Process(opts), or with --spawn, for a target made
+--- by worker(), a script worker (spawn_worker.lua) running the same target.
+function Process(opts)
+  local name = opts.target and workerNames[opts.target]
+  if not (SPAWN and name) then return jobrun.Process(opts) end
+  local args = opts.args or {}
+  local n = args.n or #args
+  local sargs = table.pack(H.file, name, table.unpack(args, 1, n))
+  return jobrun.Process{script = "spawn_worker.lua", args = sargs, name = opts.name, daemon = opts.daemon}
+end
 
 --- case(name, fn): registers a case.
 function case(name, fn)
@@ -279,7 +310,11 @@ end
 
 --- run(): runs the cases that arg[1] names (all without one), or lists them.
 function run()
+  -- A script worker loads the file for its workers, not to run cases.
+  if not jobrun.is_main then return end
+  H.file = arg[0]
   local want = arg and arg[1]
+  SPAWN = arg[2] == "--spawn"
   if want == "--list" then
     for _, c in ipairs(cases) do print(c.name) end
     return

@@ -125,6 +125,13 @@ case("test_single_thread", function()
   b:wait()
 end)
 
+local _test_thousand_f = worker("_test_thousand_f", function(barrier, passes, conn, lock)
+  for i = 0, passes - 1 do
+    barrier:wait(SHORT_TIMEOUT)
+    lock:with(function() conn:send(i) end)
+  end
+end)
+
 case("test_thousand", function()
   local barrier = jobrun.Barrier(N)
   local passes = 1000
@@ -132,12 +139,7 @@ case("test_thousand", function()
   local conn, child_conn = jobrun.Pipe(false)
   local procs = {}
   for j = 1, N do
-    local p = jobrun.Process{target = function()
-      for i = 0, passes - 1 do
-        barrier:wait(SHORT_TIMEOUT)
-        lock:with(function() child_conn:send(i) end)
-      end
-    end}
+    local p = Process{target = _test_thousand_f, args = {barrier, passes, child_conn, lock}}
     p:start()
     procs[j] = p
   end

@@ -6,13 +6,13 @@
 -- (KeyboardInterrupt has no counterpart).
 require "harness"
 
-local function f(cond, sleeping, woken, timeout)
+local f = worker("f", function(cond, sleeping, woken, timeout)
   cond:acquire()
   sleeping:release()
   cond:wait(timeout)
   woken:release()
   cond:release()
-end
+end)
 
 -- assertReachesEventually(func, value): func() becomes value within the bound.
 local function assertReachesEventually(func, value)
@@ -22,7 +22,7 @@ local function assertReachesEventually(func, value)
 end
 
 local function start(target, ...)
-  local p = jobrun.Process{target = target, args = table.pack(...), daemon = true}
+  local p = Process{target = target, args = table.pack(...), daemon = true}
   p:start()
   return p
 end
@@ -164,14 +164,14 @@ case("test_timeout", function()
   assertTimingAlmostEqual(elapsed, TIMEOUT1)
 end)
 
-local function _test_waitfor_f(cond, state)
+local _test_waitfor_f = worker("_test_waitfor_f", function(cond, state)
   cond:with(function()
     state:set(0)
     cond:notify()
     local result = cond:wait_for(function() return state:get() == 4 end)
     if not result or state:get() ~= 4 then os.exit(1) end
   end)
-end
+end)
 
 case("test_waitfor", function()
   -- based on test in test/lock_tests.py
@@ -198,7 +198,7 @@ case("test_waitfor", function()
   assertEqual(p.exitcode, 0)
 end)
 
-local function _test_waitfor_timeout_f(cond, state, success, sem)
+local _test_waitfor_timeout_f = worker("_test_waitfor_timeout_f", function(cond, state, success, sem)
   sem:release()
   cond:with(function()
     local expected = 0.100
@@ -207,7 +207,7 @@ local function _test_waitfor_timeout_f(cond, state, success, sem)
     dt = jobrun.time() - dt
     if not result and (expected - CLOCK_RES) <= dt then success:set(1) end
   end)
-end
+end)
 
 case("test_waitfor_timeout", function()
   -- based on test in test/lock_tests.py
@@ -232,15 +232,17 @@ case("test_waitfor_timeout", function()
   assertEqual(success:get(), 1)
 end)
 
+local _test_wait_result = worker("_test_wait_result", function(c)
+  c:with(function() c:notify() end)
+end)
+
 case("test_wait_result", function()
   local c = jobrun.Condition()
   c:with(function()
     assertFalse(c:wait(0))
     assertFalse(c:wait(0.1))
 
-    local p = jobrun.Process{target = function()
-      c:with(function() c:notify() end)
-    end}
+    local p = Process{target = _test_wait_result, args = {c}}
     p:start()
 
     assertTrue(c:wait(60))

@@ -13,19 +13,19 @@ require "harness"
 
 local SENTINEL = ""
 
-local function _echo(conn)
+local _echo = worker("_echo", function(conn)
   while true do   -- for msg in iter(conn.recv_bytes, SENTINEL)
     local msg = conn:recv()
     if msg == SENTINEL then break end
     conn:send(msg)
   end
   conn:close()
-end
+end)
 
 case("test_connection", function()
   local conn, child_conn = jobrun.Pipe()
 
-  local p = jobrun.Process{target = _echo, args = {child_conn}}
+  local p = Process{target = _echo, args = {child_conn}}
   p.daemon = true
   p:start()
 
@@ -95,7 +95,7 @@ case("test_spawn_close", function()
   xfail("Pipe: close() closes the end for every process, not only the caller's copy: issue 12")
   local conn, child_conn = jobrun.Pipe()
 
-  local p = jobrun.Process{target = _echo, args = {child_conn}}
+  local p = Process{target = _echo, args = {child_conn}}
   p.daemon = true
   p:start()
   child_conn:close()    -- this might complete before child initializes

@@ -3,6 +3,11 @@
 -- repr is "<Event at 0x... set>" / "<Event at 0x... unset>".
 require "harness"
 
+local _test_event = worker("_test_event", function(event)
+  jobrun.sleep(TIMEOUT2)
+  event:set()
+end)
+
 case("test_event", function()
   local event = jobrun.Event()
 
@@ -27,10 +32,7 @@ case("test_event", function()
 
   event:clear()
 
-  local p = jobrun.Process{target = function()
-    jobrun.sleep(TIMEOUT2)
-    event:set()
-  end}
+  local p = Process{target = _test_event, args = {event}}
   p.daemon = true
   p:start()
   assertEqual(event:wait(), true)

@@ -57,17 +57,17 @@ case("test_lock", function()
   assertRaises(jobrun.ValueError, lock.release, lock)
 end)
 
-local function _test_lock_locked_2processes(lock, event, res)
+local _test_lock_locked_2processes = worker("_test_lock_locked_2processes", function(lock, event, res)
   lock:acquire()
   res:set(lock:locked() and 1 or 0)
   event:set()
-end
+end)
 
 case("test_lock_locked_2processes", function()
   local lock = jobrun.Lock()
   local event = jobrun.Event()
   local res = jobrun.Value(0)
-  local p = jobrun.Process{target = _test_lock_locked_2processes, args = {lock, event, res}}
+  local p = Process{target = _test_lock_locked_2processes, args = {lock, event, res}}
   p:start()
   assertTrue(event:wait(SHORT_TIMEOUT))
   assertTrue(lock:locked())
@@ -121,7 +121,7 @@ case("test_rlock_locked_2processes", function()
   local event = jobrun.Event()
   local res = jobrun.Value(0)
   -- target is the same as for the test_lock_locked_2processes test.
-  local p = jobrun.Process{target = _test_lock_locked_2processes, args = {rlock, event, res}}
+  local p = Process{target = _test_lock_locked_2processes, args = {rlock, event, res}}
   p:start()
   assertTrue(event:wait(SHORT_TIMEOUT))
   assertTrue(rlock:locked())

@@ -12,16 +12,18 @@ case("test_empty_string", function()
   assertEqual(a:poll(), true)
 end)
 
+local _child_strings = worker("_child_strings", function(conn, strings)
+  for _, s in ipairs(strings) do
+    jobrun.sleep(0.02)
+    conn:send(s)
+  end
+  conn:close()
+end)
+
 case("test_strings", function()
   local strings = {"hello", "", "a", "b", "", "bye", "", "lop"}
   local a, b = jobrun.Pipe()
-  local p = jobrun.Process{target = function(conn, strings)
-    for _, s in ipairs(strings) do
-      jobrun.sleep(0.02)
-      conn:send(s)
-    end
-    conn:close()
-  end, args = {b, strings}}
+  local p = Process{target = _child_strings, args = {b, strings}}
   p:start()
 
   for _, s in ipairs(strings) do
@@ -35,10 +37,14 @@ case("test_strings", function()
   join_process(p)
 end)
 
+local _child_boundaries = worker("_child_boundaries", function(r)
+  r:poll(5)
+end)
+
 case("test_boundaries", function()
   -- Polling must not take in part of a message (or any of it).
   local r, w = jobrun.Pipe(false)
-  local p = jobrun.Process{target = function(r) r:poll(5) end, args = {r}}
+  local p = Process{target = _child_boundaries, args = {r}}
   p:start()
   jobrun.sleep(0.2)
   local L = {"first", "second"}
@@ -48,16 +54,18 @@ case("test_boundaries", function()
   assertIn(r:recv(SHORT_TIMEOUT), L)
 end)
 
+local _child_dont_merge = worker("_child_dont_merge", function(b)
+  b:send("a")
+  b:send("b")
+  b:send("cd")
+end)
+
 case("test_dont_merge", function()
   local a, b = jobrun.Pipe()
   assertEqual(a:poll(0.0), false)
   assertEqual(a:poll(0.1), false)
 
-  local p = jobrun.Process{target = function(b)
-    b:send("a")
-    b:send("b")
-    b:send("cd")
-  end, args = {b}}
+  local p = Process{target = _child_dont_merge, args = {b}}
   p:start()
 
   assertEqual(a:recv(SHORT_TIMEOUT), "a")

@@ -25,11 +25,15 @@ case("test_current", function()
   assertEqual(current.exitcode, nil)
 end)
 
+local _test_args = worker("_test_args", function(q, arg)
+  q:put(arg)
+end)
+
 case("test_args_argument", function()
   -- bpo-45735: a list or a tuple as args; Lua has one kind of list.
   for _, arg in ipairs{1, "str", {1}, {1}} do
     local q = jobrun.Queue(1)
-    local p = jobrun.Process{target = function(q, arg) q:put(arg) end, args = {q, arg}}
+    local p = Process{target = _test_args, args = {q, arg}}
     p.daemon = true
     p:start()
     assertEqual(q:get(true, SHORT_TIMEOUT), arg)
@@ -37,12 +41,12 @@ case("test_args_argument", function()
   end
 end)
 
-local function _test(q, ...)
+local _test = worker("_test", function(q, ...)
   local current = jobrun.current_process()
   q:put({...})
   q:put(current.name)
   q:put(current.pid)
-end
+end)
 
 case("test_daemon_argument", function()
   -- CPython's default is the creating process's daemon flag.
@@ -58,7 +62,7 @@ case("test_process", function()
   local q = jobrun.Queue(1)
   local e = jobrun.Event()
   local name = "SomeProcess"
-  local p = jobrun.Process{target = _test, args = {q, 1, 2}, name = name}
+  local p = Process{target = _test, args = {q, 1, 2}, name = name}
   p.daemon = true
 
   assertEqual(p:is_alive(), false)
@@ -84,15 +88,15 @@ case("test_process", function()
   assertNotIn(p, jobrun.active_children())
 end)
 
-local function _sleep_some_event(event)
+local _sleep_some_event = worker("_sleep_some_event", function(event)
   event:set()
   jobrun.sleep(100)
-end
+end)
 
 -- Returns the exit code after meth(p) stops a sleeping child.
 local function _kill_process(meth)
   local event = jobrun.Event()
-  local p = jobrun.Process{target = _sleep_some_event, args = {event}}
+  local p = Process{target = _sleep_some_event, args = {event}}
   p.daemon = true
   p:start()
 

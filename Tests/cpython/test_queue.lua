@@ -19,17 +19,19 @@ require "harness"
 local function queue_empty(q) return q:empty() end
 local function queue_full(q, maxsize) return q:full() end
 
+local _test_put = worker("_test_put", function(queue, child_can_start, parent_can_continue)
+  child_can_start:wait(SHORT_TIMEOUT)
+  for _ = 1, 6 do queue:get(true, SHORT_TIMEOUT) end
+  parent_can_continue:set()
+end)
+
 case("test_put", function()
   local MAXSIZE = 6
   local queue = jobrun.Queue{maxsize = MAXSIZE}
   local child_can_start = jobrun.Event()
   local parent_can_continue = jobrun.Event()
 
-  local proc = jobrun.Process{target = function()
-    child_can_start:wait(SHORT_TIMEOUT)
-    for _ = 1, 6 do queue:get(true, SHORT_TIMEOUT) end
-    parent_can_continue:set()
-  end}
+  local proc = Process{target = _test_put, args = {queue, child_can_start, parent_can_continue}}
   proc.daemon = true
   proc:start()
 
@@ -73,19 +75,22 @@ case("test_put", function()
   join_process(proc)
 end)
 
+local _test_get = worker("_test_get", function(queue, child_can_start, parent_can_continue)
+  child_can_start:wait(SHORT_TIMEOUT)
+  --queue:put(1)
+  queue:put(2)
+  queue:put(3)
+  queue:put(4)
+  queue:put(5)
+  parent_can_continue:set()
+end)
+
 case("test_get", function()
   local queue = jobrun.Queue()
   local child_can_start = jobrun.Event()
   local parent_can_continue = jobrun.Event()
 
-  local proc = jobrun.Process{target = function()
-    child_can_start:wait(SHORT_TIMEOUT)
-    queue:put(2)
-    queue:put(3)
-    queue:put(4)
-    queue:put(5)
-    parent_can_continue:set()
-  end}
+  local proc = Process{target = _test_get, args = {queue, child_can_start, parent_can_continue}}
   proc.daemon = true
   proc:start()
 
@@ -124,15 +129,17 @@ case("test_get", function()
   join_process(proc)
 end)
 
+local _test_fork = worker("_test_fork", function(queue)
+  for i = 10, 19 do queue:put(i) end
+end)
+
 case("test_fork", function()
   -- Items put before the fork and items the child puts all arrive, in order.
   local queue = jobrun.Queue()
 
   for i = 0, 9 do queue:put(i) end
 
-  local p = jobrun.Process{target = function()
-    for i = 10, 19 do queue:put(i) end
-  end}
+  local p = Process{target = _test_fork, args = {queue}}
   p.daemon = true
   p:start()
 
@@ -155,19 +162,19 @@ case("test_qsize", function()
   assertEqual(q:qsize(), 0)
 end)
 
+local _test_task_done = worker("_test_task_done", function(q)
+  -- for obj in iter(q.get, None)
+  while q:get(true, SHORT_TIMEOUT) ~= nil do
+    jobrun.sleep(DELTA)
+    q:task_done()
+  end
+end)
+
 case("test_task_done", function()
   local queue = jobrun.JoinableQueue()
 
-  local function _test_task_done(q)
-    -- for obj in iter(q.get, None)
-    while q:get(true, SHORT_TIMEOUT) ~= nil do
-      jobrun.sleep(DELTA)
-      q:task_done()
-    end
-  end
-
   local workers = {}
-  for i = 1, 4 do workers[i] = jobrun.Process{target = _test_task_done, args = {queue}} end
+  for i = 1, 4 do workers[i] = Process{target = _test_task_done, args = {queue}} end
 
   for _, p in ipairs(workers) do
     p.daemon = true

@@ -9,50 +9,56 @@
 -- (copy, |, reversed, fromkeys, popitem, setdefault, pop, clear).
 require "harness"
 
--- run_worker(worker, obj): worker(obj) in a daemon child, which must exit 0.
-local function run_worker(worker, obj)
-  local proc = jobrun.Process{target = worker, args = {obj}}
+-- run_worker(target, obj): target(obj) in a daemon child, which must exit 0.
+local function run_worker(target, obj)
+  local proc = Process{target = target, args = {obj}}
   proc.daemon = true
   proc:start()
   join_process(proc)
   assertEqual(proc.exitcode, 0)
 end
 
+local _test_event = worker("_test_event", function(obj)
+  assert(obj:is_set())
+  obj:wait()
+  obj:clear()
+  obj:wait(0.001)
+end)
+
 case("test_event", function()
   local o = jobrun.Event()
   o:set()
-  run_worker(function(obj)
-    assert(obj:is_set())
-    obj:wait()
-    obj:clear()
-    obj:wait(0.001)
-  end, o)
+  run_worker(_test_event, o)
   assert(not o:is_set())
   o:wait(0.001)
 end)
 
+local _test_lock = worker("_test_lock", function(obj)
+  obj:acquire()
+  obj:locked()
+end)
+
 case("test_lock", function()
   local o = jobrun.Lock()
-  run_worker(function(obj)
-    obj:acquire()
-    obj:locked()
-  end, o)
+  run_worker(_test_lock, o)
   -- The child ended holding it; jobrun's Lock, like Python's, may be
   -- released by another process.
   o:release()
   assertRaises(jobrun.ValueError, o.release, o)  -- already released
 end)
 
-case("test_rlock", function()
-  local o = jobrun.RLock()
-  run_worker(function(obj)
-    obj:acquire()
-    obj:release()
-    obj:locked()
-  end, o)
+local _test_rlock = worker("_test_rlock", function(obj)
+  obj:acquire()
+  obj:release()
+  obj:locked()
 end)
 
-local function _test_semaphore(obj) obj:acquire() end
+case("test_rlock", function()
+  local o = jobrun.RLock()
+  run_worker(_test_rlock, o)
+end)
+
+local _test_semaphore = worker("_test_semaphore", function(obj) obj:acquire() end)
 
 case("test_semaphore", function()
   local o = jobrun.Semaphore()
@@ -66,15 +72,17 @@ case("test_bounded_semaphore", function()
   o:release()
 end)
 
-case("test_condition", function()
-  local o = jobrun.Condition()
-  run_worker(function(obj)
-    obj:acquire()
-    obj:release()
-  end, o)
+local _test_condition = worker("_test_condition", function(obj)
+  obj:acquire()
+  obj:release()
 end)
 
-local function _test_queue(obj)
+case("test_condition", function()
+  local o = jobrun.Condition()
+  run_worker(_test_condition, o)
+end)
+
+local _test_queue = worker("_test_queue", function(obj)
   assert(obj:qsize() == 2)
   assert(obj:full())
   assert(not obj:empty())
@@ -82,7 +90,7 @@ local function _test_queue(obj)
   assert(not obj:empty())
   assert(obj:get() == 6)
   assert(obj:empty())
-end
+end)
 
 local function test_queue(qname)
   local o = jobrun[qname](2)
@@ -97,34 +105,38 @@ case("test_queue", function() test_queue("Queue") end)
 
 case("test_joinable_queue", function() test_queue("JoinableQueue") end)
 
+local _test_dict = worker("_test_dict", function(obj)
+  assert(#obj == 1)
+  assert(obj.foo == 5)
+  assert(obj:get("foo") == 5)
+  local items = obj:items()
+  assert(items.foo == 5 and next(items, "foo") == nil and next(items) == "foo")
+  local keys = obj:keys()
+  assert(#keys == 1 and keys[1] == "foo")
+  obj.bar = 6
+  assert(#obj == 2 and obj.bar == 6)
+  obj:update("bar", function() return 7 end)
+  assert(obj.bar == 7)
+  obj:delete("bar")
+  obj:delete("foo")
+  assert(#obj == 0)
+end)
+
 case("test_dict", function()
   local o = jobrun.Dict()
   o.foo = 5
-  run_worker(function(obj)
-    assert(#obj == 1)
-    assert(obj.foo == 5)
-    assert(obj:get("foo") == 5)
-    local items = obj:items()
-    assert(items.foo == 5 and next(items, "foo") == nil and next(items) == "foo")
-    local keys = obj:keys()
-    assert(#keys == 1 and keys[1] == "foo")
-    obj.bar = 6
-    assert(#obj == 2 and obj.bar == 6)
-    obj:update("bar", function() return 7 end)
-    assert(obj.bar == 7)
-    obj:delete("bar")
-    obj:delete("foo")
-    assert(#obj == 0)
-  end, o)
+  run_worker(_test_dict, o)
   assertEqual(#o, 0)
+end)
+
+local _test_value = worker("_test_value", function(obj)
+  assert(obj:get() == 1)
+  obj:set(2)
 end)
 
 case("test_value", function()
   local o = jobrun.Value(1)
-  run_worker(function(obj)
-    assert(obj:get() == 1)
-    obj:set(2)
-  end, o)
+  run_worker(_test_value, o)
   assertEqual(o:get(), 2)
 end)
 

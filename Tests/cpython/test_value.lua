@@ -13,6 +13,10 @@ local codes_values = {
   {"q", 1 << 33, 1 << 34},
 }
 
+local _test = worker("_test", function(values)
+  for i, cv in ipairs(codes_values) do values[i]:set(cv[3]) end
+end)
+
 case("test_value", function()
   local values = {}
   for i, cv in ipairs(codes_values) do values[i] = jobrun.Value(cv[2]) end
@@ -22,9 +26,7 @@ case("test_value", function()
     assertEqual(math.type(values[i]:get()), math.type(cv[2]))
   end
 
-  local proc = jobrun.Process{target = function(values)
-    for i, cv in ipairs(codes_values) do values[i]:set(cv[3]) end
-  end, args = {values}}
+  local proc = Process{target = _test, args = {values}}
   proc.daemon = true
   proc:start()
   join_process(proc)
