@@ -26,9 +26,10 @@ let cpythonPortFiles = [
 /// The files whose workers are registered with worker(), so that they also
 /// run as under CPython's spawn start method (`--spawn`: script workers).
 let cpythonSpawnFiles = [
-    "test_process.lua", "test_queue.lua", "test_lock.lua", "test_condition.lua", "test_event.lua",
-    "test_barrier.lua", "test_value.lua", "test_connection.lua", "test_poll.lua",
-    "test_sync_manager_types.lua",
+    "test_process.lua", "test_subclassing_process.lua", "test_queue.lua", "test_lock.lua",
+    "test_condition.lua", "test_event.lua", "test_barrier.lua", "test_value.lua", "test_connection.lua",
+    "test_poll.lua", "test_pickling_connections.lua", "test_sync_manager_types.lua",
+    "test_fork_aware_thread_lock.lua", "test_timeouts.lua",
 ]
 
 let cpythonPortDir = packageRoot.appendingPathComponent("Tests/cpython")

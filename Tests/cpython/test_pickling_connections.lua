@@ -4,7 +4,7 @@
 -- sockets).
 require "harness"
 
-local function child_access(conn)
+local child_access = worker("child_access", function(conn)
   local w = conn:recv(SHORT_TIMEOUT)
   w:send("all is well")
   w:close()
@@ -14,12 +14,12 @@ local function child_access(conn)
   conn:send(msg:rep(2))
 
   conn:close()
-end
+end)
 
 case("test_access", function()
   xfail("Pipe: close() closes the end for every process, not only the caller's copy: issue 12")
   local conn, child_conn = jobrun.Pipe()
-  local p = jobrun.Process{target = child_access, args = {child_conn}}
+  local p = Process{target = child_access, args = {child_conn}}
   p.daemon = true
   p:start()
   child_conn:close()
