@@ -5,4 +5,4 @@ local queue, mod_name = ...
 queue:put(package.path)
 queue:put(package.cpath)
 local ok, err = pcall(require, mod_name)
-queue:put(ok and false or tostring(err))
+if ok then queue:put(false) else queue:put(tostring(err)) end

@@ -17,7 +17,6 @@ local function getpid()
 end
 
 case("test_current", function()
-  xfail("jobrun.current_process() is a plain table, not a Process object: issue 12")
   local current = jobrun.current_process()
   assertTrue(current:is_alive())
   assertFalse(current.daemon)

@@ -361,9 +361,10 @@ case("test_shutdown_nonempty", function()
     if q.join then
       -- The item was taken by another process, which has ended; this
       -- process marks it done, as CPython's test does. Any process may mark
-      -- an item done, so the taker's end is no reason for join to give up;
-      -- the pause lets the supervisor see that end first, every time.
-      jobrun.sleep(0.3)
+      -- an item done, so the taker's end is no reason for join to give up:
+      -- the joiner must still be waiting a second later (which also lets
+      -- the supervisor see the taker's end first, every time).
+      assertFalse(join.process:join(1.0), "join gave up when the taker ended")
       q:task_done()
       assertTrue(join:result())
       assertFalse(join.process:is_alive())
