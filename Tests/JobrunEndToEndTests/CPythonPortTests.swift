@@ -20,7 +20,7 @@ let cpythonPortFiles = [
     "test_pickling_connections.lua", "test_pool.lua", "test_pool_worker_errors.lua",
     "test_pool_worker_lifetime.lua", "test_sync_manager_types.lua", "test_initializers.lua",
     "test_stdin_badfiledescriptor.lua", "test_fork_aware_thread_lock.lua", "test_timeouts.lua",
-    "test_start_method.lua", "test_spawned_sys_path.lua", "test_misc.lua",
+    "test_start_method.lua", "test_spawned_sys_path.lua", "test_at_exit.lua", "test_misc.lua",
 ]
 
 /// The files whose workers are registered with worker(), so that they also
@@ -29,7 +29,7 @@ let cpythonSpawnFiles = [
     "test_process.lua", "test_subclassing_process.lua", "test_queue.lua", "test_lock.lua",
     "test_condition.lua", "test_event.lua", "test_barrier.lua", "test_value.lua", "test_connection.lua",
     "test_poll.lua", "test_pickling_connections.lua", "test_sync_manager_types.lua",
-    "test_fork_aware_thread_lock.lua", "test_timeouts.lua",
+    "test_fork_aware_thread_lock.lua", "test_timeouts.lua", "test_at_exit.lua",
 ]
 
 let cpythonPortDir = packageRoot.appendingPathComponent("Tests/cpython")
