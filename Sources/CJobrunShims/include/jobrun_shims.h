@@ -167,6 +167,15 @@ typedef struct jr_process_record {
     uint64_t get_item_end;
     uint64_t get_taken;     // this process's taken count for the queue before
     uint64_t get_held_tail; // its held_tail before
+    // The monitor's verdict on this process's wait (Monitor.declare): 0
+    // none, 1 Deadlock, 2 WorkerDied. The process raises it once and clears
+    // it (ProcessRegistry.takeVerdict); `verdict_token` is the `wait_token`
+    // of the sleep it was judged on, so a verdict that arrives after that
+    // sleep ended is dropped, never raised in a later wait.
+    uint32_t verdict;
+    uint32_t wait_value;    // the value of the futex word when the process went to sleep on it
+    uint64_t wait_token;    // bumped by the process before every sleep
+    uint64_t verdict_token;
 } jr_process_record;
 
 /// A copy of an item taken from a `redeliver` queue and not yet marked
@@ -213,8 +222,8 @@ typedef struct jr_arena_header {
     uint32_t next_process_number;  // for default names "Process-<n>"
     pthread_mutex_t proc_lock;     // guards claiming process slots and `failure`
     uint32_t process_slots;        // high-water mark of used slots
-    uint32_t failed;               // set once by the monitor: the run is deadlocked
-    char failure[JR_MESSAGE_BYTES];
+    uint32_t failed;               // the kind of the monitor's last verdict (jr_process_record.verdict)
+    char failure[JR_MESSAGE_BYTES]; // its text: rewritten only when no live process has a verdict to take
     jr_process_record processes[JR_MAX_PROCESSES];
     // Every queue of the run, newest first (jr_queue.next_queue), for the
     // progress line and --stats; pushed under proc_lock, never unlinked.

@@ -207,9 +207,9 @@ struct SharedQueue {
                 return .full
             }
             let t0 = monotonicNanos()
-            waitLocked(&q.pointee.space_seq, waiters: &q.pointee.put_waiters, deadline: deadline, kind: JR_WAIT_PUT)
+            let verdict = waitLocked(&q.pointee.space_seq, waiters: &q.pointee.put_waiters, deadline: deadline, kind: JR_WAIT_PUT)
             q.pointee.put_wait_ns &+= UInt64(max(0, monotonicNanos() - t0))
-            if let f = ProcessRegistry.failure {
+            if let f = verdict, q.pointee.closed == 0, Int64(q.pointee.count) >= q.pointee.maxsize {
                 unlock(); if external != 0 { Arena.free(external) }
                 return .failed(f)
             }
@@ -303,8 +303,8 @@ struct SharedQueue {
             if q.pointee.closed != 0 { unlock(); return .closed }
             if !block || deadline.expired { unlock(); return .empty }
             if waitedSince == 0 { waitedSince = monotonicNanos() }
-            waitLocked(&q.pointee.items_seq, waiters: &q.pointee.get_waiters, deadline: deadline, kind: recv ? JR_WAIT_RECV : JR_WAIT_GET)
-            if let f = ProcessRegistry.failure { unlock(); return .failed(f) }
+            let verdict = waitLocked(&q.pointee.items_seq, waiters: &q.pointee.get_waiters, deadline: deadline, kind: recv ? JR_WAIT_RECV : JR_WAIT_GET)
+            if let f = verdict, q.pointee.count == 0, q.pointee.closed == 0 { unlock(); return .failed(f) }
         }
         if waitedSince != 0 { q.pointee.get_wait_ns &+= UInt64(max(0, monotonicNanos() - waitedSince)) }
         let ring = Arena.pointer(q.pointee.ring_off)
@@ -373,8 +373,7 @@ struct SharedQueue {
         defer { unlock() }
         while q.pointee.count == 0 && q.pointee.closed == 0 {
             if deadline.expired { return false }
-            waitLocked(&q.pointee.items_seq, waiters: &q.pointee.get_waiters, deadline: deadline, kind: JR_WAIT_RECV)
-            if ProcessRegistry.failure != nil { return true }
+            if waitLocked(&q.pointee.items_seq, waiters: &q.pointee.get_waiters, deadline: deadline, kind: JR_WAIT_RECV) != nil { return true }
         }
         return true
     }
@@ -391,21 +390,22 @@ struct SharedQueue {
     }
 
     /// Called with the lock held; returns with it held. Sleeps on `word` until
-    /// it changes, the deadline passes, or a slice elapses.
+    /// it changes, the deadline passes, or a slice elapses. Returns the
+    /// monitor's verdict on this sleep, if it gave one: the caller raises it
+    /// when what it waits for has still not happened.
+    @discardableResult
     private func waitLocked(_ word: UnsafeMutablePointer<UInt32>, waiters: UnsafeMutablePointer<UInt32>,
-                            deadline: Deadline, kind: Int) {
+                            deadline: Deadline, kind: Int) -> String? {
         let seq = word.pointee
         waiters.pointee += 1
-        ProcessRegistry.willWait(kind, object: q, word: word, timed: deadline.at != nil)
+        ProcessRegistry.willWait(kind, object: q, word: word, value: seq, timed: deadline.at != nil)
         unlock()
-        var r: Int32 = 0
-        if ProcessRegistry.failure == nil {
-            let remaining = deadline.remaining
-            r = jr_futex_wait(word, seq, remaining < 0 ? SharedQueue.sleepSlice : min(remaining, SharedQueue.sleepSlice))
-        }
+        let remaining = deadline.remaining
+        let r = jr_futex_wait(word, seq, remaining < 0 ? SharedQueue.sleepSlice : min(remaining, SharedQueue.sleepSlice))
         lock()
         ProcessRegistry.didWait(r)
         waiters.pointee -= 1
+        return ProcessRegistry.takeVerdict()
     }
 
     enum TaskDoneResult { case ok, tooMany }
@@ -460,25 +460,48 @@ struct SharedQueue {
 
     /// Waits until every item put has been marked done, or was taken by a
     /// process that died before marking it (then `.workerDied`).
+    ///
+    /// Items that can never be done (their taker died) never make join wait;
+    /// each process is told of them once (`.workerDied`, or the monitor's
+    /// WorkerDied verdict naming the dead), and from then on they count as
+    /// done for its later joins (SharedQueue.failedTold).
     func join(deadline: Deadline) -> JoinResult {
         lock()
         defer { unlock() }
         while jr_load_u64(&q.pointee.unfinished) > q.pointee.failed_tasks {
             if deadline.expired { return .timedOut }
-            waitLocked(&q.pointee.done_seq, waiters: &q.pointee.join_waiters, deadline: deadline, kind: JR_WAIT_JOIN)
-            if let f = ProcessRegistry.failure { return .failed(f) }
-        }
-        if q.pointee.failed_tasks > 0 {
-            let n = q.pointee.failed_tasks
-            let who = withUnsafeBytes(of: &q.pointee.failed_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-            // The parent may record the exit code after the monitor failed the tasks.
-            var code = q.pointee.failed_code
-            if code == Int32.min, let r = ProcessRegistry.find(q.pointee.failed_pid), jr_load_u32(&r.pointee.has_exit_code) != 0 {
-                code = r.pointee.exit_code
+            let verdict = waitLocked(&q.pointee.done_seq, waiters: &q.pointee.join_waiters, deadline: deadline, kind: JR_WAIT_JOIN)
+            if let f = verdict, jr_load_u64(&q.pointee.unfinished) > q.pointee.failed_tasks {
+                if q.pointee.failed_tasks > SharedQueue.failedTold[offset, default: 0] {
+                    SharedQueue.failedTold[offset] = q.pointee.failed_tasks
+                    return .failed("\(f)\n\(failedTasksText())")
+                }
+                return .failed(f)
             }
-            return .workerDied("\(n) item\(n == 1 ? "" : "s") will never be marked done: \(who) (pid \(q.pointee.failed_pid)) \(describeExit(code)) while holding \(n == 1 ? "it" : "them")")
+        }
+        let told = SharedQueue.failedTold[offset, default: 0]
+        if q.pointee.failed_tasks > told {
+            SharedQueue.failedTold[offset] = q.pointee.failed_tasks
+            return .workerDied(failedTasksText(q.pointee.failed_tasks - told))
         }
         return .ok
+    }
+
+    /// Per queue (by offset), how many of its failed tasks this process has
+    /// been told of.
+    static var failedTold: [UInt64: UInt64] = [:]
+
+    /// "2 items will never be marked done: consumer-1 (pid 41) was killed by
+    /// signal 9 (SIGKILL) while holding them", with the lock held.
+    private func failedTasksText(_ count: UInt64? = nil) -> String {
+        let n = count ?? q.pointee.failed_tasks
+        let who = withUnsafeBytes(of: &q.pointee.failed_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+        // The parent may record the exit code after the monitor failed the tasks.
+        var code = q.pointee.failed_code
+        if code == Int32.min, let r = ProcessRegistry.find(q.pointee.failed_pid), jr_load_u32(&r.pointee.has_exit_code) != 0 {
+            code = r.pointee.exit_code
+        }
+        return "\(n) item\(n == 1 ? "" : "s") will never be marked done: \(who) (pid \(q.pointee.failed_pid)) \(describeExit(code)) while holding \(n == 1 ? "it" : "them")"
     }
 
     /// Called by the monitor: puts items a dead process held back at the

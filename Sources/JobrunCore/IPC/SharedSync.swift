@@ -41,22 +41,20 @@ struct SharedSync {
 
     /// With the lock held: sleeps until `seq` changes, a slice passes or the
     /// deadline does; returns with the lock held.
-    /// Returns the run's failure (deadlock) if the monitor declared one.
+    /// Returns the monitor's verdict on this sleep (Deadlock/WorkerDied), if
+    /// it gave one: the caller raises it when its condition is still false.
     @discardableResult
     func sleepLocked(_ deadline: Deadline, kind: Int, slice: Int64 = 1_000_000_000) -> String? {
         let seq = s.pointee.seq
         s.pointee.waiters += 1
-        ProcessRegistry.willWait(kind, object: s, word: &s.pointee.seq, timed: deadline.at != nil)
+        ProcessRegistry.willWait(kind, object: s, word: &s.pointee.seq, value: seq, timed: deadline.at != nil)
         unlock()
-        var r: Int32 = 0
-        if ProcessRegistry.failure == nil {
-            let remaining = deadline.remaining
-            r = jr_futex_wait(&s.pointee.seq, seq, remaining < 0 ? slice : min(remaining, slice))
-        }
+        let remaining = deadline.remaining
+        let r = jr_futex_wait(&s.pointee.seq, seq, remaining < 0 ? slice : min(remaining, slice))
         lock()
         ProcessRegistry.didWait(r)
         s.pointee.waiters -= 1
-        return ProcessRegistry.failure
+        return ProcessRegistry.takeVerdict()
     }
 
     // MARK: Lock and RLock
@@ -68,6 +66,7 @@ struct SharedSync {
         let me = getpid()
         lock()
         defer { unlock() }
+        var verdict: String?
         while true {
             if s.pointee.value == 0 {
                 s.pointee.value = 1; s.pointee.owner = me; s.pointee.depth = 1
@@ -81,8 +80,9 @@ struct SharedSync {
                 s.pointee.owner = me; s.pointee.depth = 1
                 return .ownerDied
             }
+            if let f = verdict { return .failed(f) }
             if !block || deadline.expired { return .timedOut }
-            if let f = sleepLocked(deadline, kind: JR_WAIT_LOCK, slice: SharedSync.ownerCheckSlice) { return .failed(f) }
+            verdict = sleepLocked(deadline, kind: JR_WAIT_LOCK, slice: SharedSync.ownerCheckSlice)
         }
     }
 
@@ -132,9 +132,11 @@ struct SharedSync {
     func semAcquire(block: Bool, deadline: Deadline) -> Waited {
         lock()
         defer { unlock() }
+        var verdict: String?
         while s.pointee.value <= 0 {
+            if let f = verdict { return .failed(f) }
             if !block || deadline.expired { return .timedOut }
-            if let f = sleepLocked(deadline, kind: JR_WAIT_SEMAPHORE) { return .failed(f) }
+            verdict = sleepLocked(deadline, kind: JR_WAIT_SEMAPHORE)
         }
         s.pointee.value -= 1
         return .ok
@@ -166,9 +168,11 @@ struct SharedSync {
     func eventWait(deadline: Deadline) -> Waited {
         lock()
         defer { unlock() }
+        var verdict: String?
         while s.pointee.value == 0 {
+            if let f = verdict { return .failed(f) }
             if deadline.expired { return .timedOut }
-            if let f = sleepLocked(deadline, kind: JR_WAIT_EVENT) { return .failed(f) }
+            verdict = sleepLocked(deadline, kind: JR_WAIT_EVENT)
         }
         return .ok
     }
@@ -190,14 +194,18 @@ struct SharedSync {
             if bumpLocked() { unlock(); wake(); lock() }
             return .index(index)
         }
+        var verdict: String?
         while s.pointee.generation == generation {
             if s.pointee.broken != 0 { return .broken }
+            // It leaves the barrier: its arrival no longer counts, so a party
+            // that catches the verdict can wait again.
+            if let f = verdict { s.pointee.value -= 1; return .failed(f) }
             if deadline.expired {
                 s.pointee.broken = 1
                 if bumpLocked() { unlock(); wake(); lock() }
                 return .timedOut
             }
-            if let f = sleepLocked(deadline, kind: JR_WAIT_BARRIER) { return .failed(f) }
+            verdict = sleepLocked(deadline, kind: JR_WAIT_BARRIER)
         }
         return .index(index)
     }
@@ -212,6 +220,8 @@ struct SharedSync {
     func conditionSleep(from seq: UInt32, deadline: Deadline) -> Waited {
         lock()
         defer { unlock() }
+        // The monitor's verdict moves `seq` too: it comes first (the waiter
+        // was judged on a sleep no notify had ended).
         while s.pointee.seq == seq {
             if deadline.expired { return .timedOut }
             if let f = sleepLocked(deadline, kind: JR_WAIT_CONDITION) { return .failed(f) }

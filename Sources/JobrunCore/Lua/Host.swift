@@ -253,7 +253,6 @@ public enum Host {
                 }
             }
         }
-        if ProcessRegistry.failure != nil && code == 0 { code = 1 }
         shutdown(L, abort: code != 0)
         ProcessControl.reapStrays()
         fflush(nil)

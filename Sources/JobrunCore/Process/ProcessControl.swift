@@ -208,9 +208,6 @@ enum ProcessControl {
         var target = ProcessRegistry.find(pid)
         defer { ProcessRegistry.didWait() }   // the join itself ends: progress
         while true {
-            // Once the run is deadlocked an untimed join fails too, even if
-            // the process it waits for ended by raising the same verdict.
-            if timeout == nil, let f = ProcessRegistry.failure { return .failed(f) }
             if let code = poll(pid) { return .exited(code) }
             if target == nil { target = ProcessRegistry.find(pid) }   // it may not have registered yet
             if let t = target { ProcessRegistry.willWait(JR_WAIT_PROCESS, object: t, word: t, timed: timeout != nil) }
@@ -218,14 +215,18 @@ enum ProcessControl {
                 // No pidfd: fall back to a short sleep between polls.
                 if deadline.expired { return .timedOut }
                 usleep(2000)
+                if let f = ProcessRegistry.takeVerdict() { return .failed(f) }
                 continue
             }
             let remaining = deadline.remaining
             var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             let ms: Int32 = remaining < 0 ? 200 : Int32(min(200, (remaining + 999_999) / 1_000_000))
             _ = Glibc.poll(&pfd, 1, ms)
-            if let code = poll(pid) { return .exited(code) }
             if target != nil, let r = ProcessRegistry.record { jr_store_u32(&r.pointee.wait_kind, UInt32(JR_WAIT_NONE)) }
+            // The monitor's verdict on this join comes first, even when the
+            // process joined has just ended by raising the same verdict.
+            if let f = ProcessRegistry.takeVerdict() { return .failed(f) }
+            if let code = poll(pid) { return .exited(code) }
             reapStrays()
             if deadline.expired { return .timedOut }
         }

@@ -244,14 +244,13 @@ enum Monitor {
         }
 
         mutating func checkDeadlock() {
-            if jr_load_u32(&Arena.header.pointee.failed) != 0 { return }
             let all = ProcessRegistry.slots()
             let n = Int(jr_load_u32(&Arena.header.pointee.process_slots))
             var live: [Int] = []
             for i in 0..<n where all[i].state == UInt32(JR_PROC_RUNNING) {
                 let r = all + i
                 let kind = Int(jr_load_u32(&r.pointee.wait_kind))
-                if kind == JR_WAIT_NONE || r.pointee.wait_timed != 0 || !Waits.isStuck(r) {
+                if kind == JR_WAIT_NONE || r.pointee.wait_timed != 0 || hasVerdict(r) || !Waits.isStuck(r) {
                     stable = 0; gens.removeAll(); return
                 }
                 live.append(i)
@@ -269,7 +268,20 @@ enum Monitor {
             declare(live.map { all + $0 })
         }
 
-        /// Writes the verdict and wakes every waiter so each raises it.
+        /// Whether `r` has a verdict it has not taken yet: it will raise it
+        /// when it runs, so it is not stuck (a stopped process keeps it until
+        /// it is continued). A verdict left over from an earlier sleep is
+        /// dropped here, so a new verdict can be judged on its present one.
+        func hasVerdict(_ r: UnsafeMutablePointer<jr_process_record>) -> Bool {
+            if jr_load_u32(&r.pointee.verdict) == 0 { return false }
+            if r.pointee.verdict_token == jr_load_u64(&r.pointee.wait_token) { return true }
+            jr_store_u32(&r.pointee.verdict, 0)
+            return false
+        }
+
+        /// Writes the verdict into the record of every process it concerns
+        /// and wakes them: each raises it once, in the wait it was judged on
+        /// (ProcessRegistry.takeVerdict). Later waits are judged afresh.
         func declare(_ stuck: [UnsafeMutablePointer<jr_process_record>]) {
             var lines = ["every process of the run is waiting and none can wake the others:"]
             for r in stuck { lines.append("  \(ProcessRegistry.name(of: r)) (pid \(r.pointee.pid)) waits in \(Waits.describe(r))") }
@@ -291,6 +303,14 @@ enum Monitor {
             jr_store_u32(&h.pointee.failed, kind)
             jr_mutex_unlock(&h.pointee.proc_lock)
             for r in stuck {
+                r.pointee.verdict_token = jr_load_u64(&r.pointee.wait_token)
+                jr_store_u32(&r.pointee.verdict, kind)
+            }
+            for r in stuck {
+                // A join of a process polls its pidfd and looks when it wakes;
+                // its "word" is the joined process's record (its pid), not a
+                // futex word to bump.
+                if r.pointee.wait_kind == UInt32(JR_WAIT_PROCESS) { continue }
                 let word = Arena.pointer(r.pointee.wait_word).assumingMemoryBound(to: UInt32.self)
                 jr_add_u32(word, 1)
                 _ = jr_futex_wake(word, Int32.max)

@@ -110,7 +110,17 @@ enum ProcessRegistry {
         r.pointee.wait_object = Arena.offset(of: object)
         r.pointee.wait_word = Arena.offset(of: word)
         r.pointee.wait_timed = timed ? 1 : 0
+        r.pointee.wait_token &+= 1
         jr_store_u32(&r.pointee.wait_kind, UInt32(kind))
+    }
+
+    /// `willWait` for a sleep on `word` while it holds `value`: the monitor
+    /// compares the two to tell a waiter that was woken (and has not run
+    /// since, e.g. stopped) from one still waiting (Waits.woken).
+    @inline(__always)
+    static func willWait(_ kind: Int, object: UnsafeRawPointer, word: UnsafeRawPointer, value: UInt32, timed: Bool) {
+        record?.pointee.wait_value = value
+        willWait(kind, object: object, word: word, timed: timed)
     }
 
     /// Notes the end of one sleep. `futexResult` is what jr_futex_wait
@@ -124,19 +134,32 @@ enum ProcessRegistry {
         jr_store_u32(&r.pointee.wait_kind, UInt32(JR_WAIT_NONE))
     }
 
-    /// The monitor's verdict once the run has deadlocked, for every waiter to raise.
-    static var failure: String? {
-        guard jr_load_u32(&header.pointee.failed) != 0 else { return nil }
-        return withUnsafeBytes(of: &header.pointee.failure) { buf in
+    /// The kind of the verdict `takeVerdict` last returned, for `raiseFailure`.
+    private static var verdictKind: ErrorKind = .Deadlock
+
+    /// The monitor's verdict on the sleep that just ended (call after
+    /// `didWait`), taken once: its message, or nil when there is none. A
+    /// verdict judged on an earlier sleep (it arrived after that sleep ended)
+    /// is dropped: every wait is judged afresh. Waits raise it only when
+    /// their condition is still false, as a verdict can cross a wake.
+    static func takeVerdict() -> String? {
+        guard let r = record else { return nil }
+        let kind = jr_load_u32(&r.pointee.verdict)
+        if kind == 0 { return nil }
+        let token = r.pointee.verdict_token
+        let text = withUnsafeBytes(of: &header.pointee.failure) { buf in
             String(decoding: buf.prefix(while: { $0 != 0 }), as: UTF8.self)
         }
+        jr_store_u32(&r.pointee.verdict, 0)
+        guard token == r.pointee.wait_token else { return nil }
+        verdictKind = kind == 2 ? .WorkerDied : .Deadlock
+        return text
     }
 
-    /// Raises the run's failure: `WorkerDied` when a process died on the way
-    /// to the deadlock, else `Deadlock`.
+    /// Raises the verdict just taken (`takeVerdict`): `WorkerDied` when a
+    /// process died on the way to the deadlock, else `Deadlock`.
     static func raiseFailure(_ L: LuaState, _ message: String) -> Int32 {
-        let kind: ErrorKind = jr_load_u32(&header.pointee.failed) == 2 ? .WorkerDied : .Deadlock
-        return Lua.raise(L, kind, message)
+        Lua.raise(L, verdictKind, message)
     }
 
     /// A parent that reaped `pid` records its exit code for the monitor's messages.

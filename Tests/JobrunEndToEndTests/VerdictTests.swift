@@ -1,0 +1,105 @@
+import Foundation
+import Testing
+
+/// A Deadlock or WorkerDied verdict is raised once, in the waits it
+/// concerns; a script that catches it goes on, and later waits are judged
+/// afresh.
+@Suite("Verdicts a script can recover from")
+struct VerdictTests {
+    @Test func aCaughtWorkerDiedInJoinDoesNotPoisonLaterJoins() {
+        let r = runScript("""
+            local q = jobrun.JoinableQueue()
+            local taken = jobrun.Event()
+            local c = jobrun.Process{name = "consumer-1", target = function() q:get(); taken:set(); jobrun.sleep(30) end}
+            c:start()
+            q:put("a"); q:put("b")
+            print(taken:wait(10))
+            c:kill()
+            -- "b" is queued and no one can take it: the monitor's verdict
+            local ok, e = pcall(q.join, q)
+            print(ok, e.kind, e.message:find("consumer-1 (pid " .. c.pid .. ") was killed by signal 9", 1, true) ~= nil)
+            local function consumer() for _ in q:items() do end end
+            local c2 = jobrun.Process{name = "consumer-2", target = consumer, daemon = true}
+            c2:start()
+            print(q:join())                         -- "a" was reported: it counts as done now
+            -- a consumer that dies holding the only unfinished item: join raises at once, once
+            q:put("c")
+            local c3 = jobrun.Process{name = "consumer-3", target = function() q:get(); os.exit(3) end}
+            c2:terminate(); c2:join()
+            c3:start(); c3:join()
+            ok, e = pcall(q.join, q)
+            print(ok, e.kind, e.message:match("1 item will never be marked done: consumer%-3") ~= nil)
+            print(q:join())
+            q:put("d")
+            local c4 = jobrun.Process{name = "consumer-4", target = consumer, daemon = true}
+            c4:start()
+            print(q:join())
+            """, timeout: 60)
+        #expect(!r.timedOut)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "true\nfalse\tWorkerDied\ttrue\ntrue\nfalse\tWorkerDied\ttrue\ntrue\ntrue\n", "\(r.stderr)")
+    }
+
+    @Test func aCaughtDeadlockInGetLeavesTheQueueUsable() {
+        let r = runScript("""
+            local q = jobrun.Queue()
+            local ok, e = pcall(q.get, q)
+            print(ok, e.kind)
+            q:put("mine")
+            print(q:get())
+            local p = jobrun.Process{target = function() jobrun.sleep(0.3); q:put("late") end}
+            p:start()
+            print(q:get())                           -- waits for it: judged afresh
+            p:join()
+            ok, e = pcall(q.get, q)                   -- and a new deadlock is found again
+            print(ok, e.kind)
+            """, timeout: 60)
+        #expect(!r.timedOut)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "false\tDeadlock\nmine\nlate\nfalse\tDeadlock\n", "\(r.stderr)")
+    }
+
+    /// The main process joins a worker that waits on an empty queue: the
+    /// verdict is raised in both, twice, and the worker is still joinable.
+    @Test func aVerdictInAJoinOfAProcessLeavesItJoinable() {
+        let r = runScript("""
+            local q, back = jobrun.Queue(), jobrun.Queue()
+            local w = jobrun.Process{name = "worker", target = function()
+              for i = 1, 2 do back:put(select(2, pcall(q.get, q)).kind) end
+              error("gave up", 0)                    -- ends with status 1: seen by the join below
+            end}
+            w:start()
+            for i = 1, 2 do
+              local ok, e = pcall(w.join, w)
+              print(ok, e.kind, back:get())
+            end
+            print(w:join(), w.exitcode)
+            """, timeout: 60)
+        #expect(!r.timedOut)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "false\tDeadlock\tDeadlock\nfalse\tDeadlock\tDeadlock\ntrue\t1\n", "\(r.stderr)")
+    }
+
+    /// After a verdict, a script that retries a timed get (a worker's usual
+    /// loop) waits each timeout out instead of spinning: the verdict is not
+    /// a run-wide flag that turns every later sleep into a return.
+    @Test func nothingSpinsAfterAVerdict() {
+        let r = runScript("""
+            local q = jobrun.Queue()
+            print(select(2, pcall(q.get, q)).kind)
+            local t0, c0, tries, kinds = jobrun.time(), os.clock(), 0, {}
+            while jobrun.time() - t0 < 0.6 do
+              local ok, e = pcall(q.get, q, true, 0.1)
+              tries = tries + 1
+              kinds[e.kind] = true
+            end
+            local cpu = os.clock() - c0
+            print(kinds.Empty, kinds.Deadlock, tries <= 7, cpu < 0.1, tries, cpu)
+            """, timeout: 60)
+        #expect(!r.timedOut)
+        #expect(r.status == 0, "\(r.stderr)")
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.count == 2 && lines[0] == "Deadlock", "\(r.stdout)")
+        #expect(lines.count == 2 && lines[1].hasPrefix("true\tnil\ttrue\ttrue\t"), "retries and CPU time in 0.6 s: \(r.stdout)")
+    }
+}
