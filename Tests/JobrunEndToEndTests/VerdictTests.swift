@@ -1,6 +1,24 @@
 import Foundation
 import Testing
 
+/// Lua helper for the scripts below: waits (bounded) until process `pid`
+/// sleeps (state S in /proc), i.e. it has gone to sleep in the wait it was
+/// started into; there is no event a script could wait on for that.
+private let asleep = """
+    local function asleep(pid)
+      local t = jobrun.time()
+      while jobrun.time() - t < 10 do
+        local f = io.open("/proc/" .. pid .. "/stat")
+        local st = f and f:read("a"):match("%) (%a)")
+        if f then f:close() end
+        if st == "S" then return true end
+        jobrun.sleep(0.01)
+      end
+      return false
+    end
+
+    """
+
 /// A Deadlock or WorkerDied verdict is raised once, in the waits it
 /// concerns; a script that catches it goes on, and later waits are judged
 /// afresh.
@@ -101,5 +119,61 @@ struct VerdictTests {
         let lines = r.stdout.split(separator: "\n").map(String.init)
         #expect(lines.count == 2 && lines[0] == "Deadlock", "\(r.stdout)")
         #expect(lines.count == 2 && lines[1].hasPrefix("true\tnil\ttrue\ttrue\t"), "retries and CPU time in 0.6 s: \(r.stdout)")
+    }
+}
+
+/// A waiter that was released and then stopped (SIGSTOP) before it could run
+/// is not stuck: it goes on when continued, so no Deadlock is declared.
+@Suite("No false alarm for a stopped, released waiter")
+struct StoppedWaiterTests {
+    /// `setup` makes `w` (a Process waiting in `wait`) and releases it with
+    /// `release` while it is stopped; `done` is set by `w` once released. The
+    /// main process's `done:wait()` has no timeout on purpose: only an
+    /// untimed wait is judged by the monitor (the test's own timeout bounds it).
+    private func run(_ setup: String, release: String) -> (status: Int32, stdout: String, stderr: String, timedOut: Bool) {
+        runScript(asleep + """
+            local done = jobrun.Event()
+            \(setup)
+            w:start()
+            assert(asleep(w.pid), "the waiter never slept")
+            os.execute("kill -STOP " .. w.pid)
+            \(release)
+            os.execute("(sleep 1; kill -CONT " .. w.pid .. ") &")
+            print(done:wait())
+            w:join()
+            """, timeout: 60)
+    }
+
+    @Test func barrier() {
+        let r = run("""
+            local b = jobrun.Barrier(2)
+            local w = jobrun.Process{name = "party", target = function() b:wait(); done:set() end}
+            """, release: "b:wait()")
+        #expect(!r.timedOut)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "true\n")
+    }
+
+    @Test func condition() {
+        let r = run("""
+            local cond = jobrun.Condition()
+            local w = jobrun.Process{name = "waiter", target = function()
+              cond:with(function() cond:wait() end); done:set()
+            end}
+            """, release: "cond:with(function() cond:notify() end)")
+        #expect(!r.timedOut)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "true\n")
+    }
+
+    /// A set then clear releases the waiters, as CPython's Event does.
+    @Test func eventSetThenCleared() {
+        let r = run("""
+            local e = jobrun.Event()
+            local w = jobrun.Process{name = "waiter", target = function() e:wait(); done:set() end}
+            """, release: "e:set(); e:clear()")
+        #expect(!r.timedOut)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "true\n")
     }
 }

@@ -165,14 +165,17 @@ struct SharedSync {
         if wake { self.wake() }
     }
 
+    /// Returns once the event is set, or was set at any time during the wait
+    /// (as CPython's Event.wait: a set then clear releases the waiters, even
+    /// one that was stopped in between). `seq` moves only at a set, and when
+    /// the monitor wakes a waiter with a verdict: the verdict comes first.
     func eventWait(deadline: Deadline) -> Waited {
         lock()
         defer { unlock() }
-        var verdict: String?
-        while s.pointee.value == 0 {
-            if let f = verdict { return .failed(f) }
+        let seq = s.pointee.seq
+        while s.pointee.value == 0 && s.pointee.seq == seq {
             if deadline.expired { return .timedOut }
-            verdict = sleepLocked(deadline, kind: JR_WAIT_EVENT)
+            if let f = sleepLocked(deadline, kind: JR_WAIT_EVENT) { return .failed(f) }
         }
         return .ok
     }

@@ -30,13 +30,26 @@ enum Waits {
         case JR_WAIT_SEMAPHORE:
             return sync(r).pointee.value <= 0
         case JR_WAIT_EVENT:
-            return sync(r).pointee.value == 0
+            return sync(r).pointee.value == 0 && !woken(r)
+        case JR_WAIT_BARRIER, JR_WAIT_CONDITION:
+            return !woken(r)
         case JR_WAIT_PROCESS:
             let target = Arena.pointer(r.pointee.wait_object).assumingMemoryBound(to: jr_process_record.self)
             return target.pointee.state == UInt32(JR_PROC_RUNNING) && processIsAlive(target.pointee.pid)
         default:
             return true
         }
+    }
+
+    /// Whether the word `r` sleeps on has moved since it went to sleep: it
+    /// was released (a Barrier opened, an Event was set, a Condition was
+    /// notified) and has not run since, e.g. it was stopped. It is not stuck:
+    /// it will go on when it runs. Only for words whose every change wakes
+    /// every sleeper on them (a sleeper left asleep after a change would
+    /// look released forever).
+    static func woken(_ r: UnsafeMutablePointer<jr_process_record>) -> Bool {
+        let word = Arena.pointer(r.pointee.wait_word).assumingMemoryBound(to: UInt32.self)
+        return jr_load_u32(word) != r.pointee.wait_value
     }
 
     static func label(_ type: UInt32, _ id: UInt32) -> String {
