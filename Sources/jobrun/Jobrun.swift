@@ -85,7 +85,8 @@ struct Jobrun: ParsableCommand {
 
             Exit status:
               0        the script ended (check: every script compiles)
-              1        the script raised an error (check: a syntax error)
+              1        the script raised an error, or a worker failed and the
+                       script was never told (check: a syntax error)
               n        the script called os.exit(n)
               128+N    jobrun was killed by signal N (as the shell reports it)
               2        bad usage, such as a missing or unreadable script

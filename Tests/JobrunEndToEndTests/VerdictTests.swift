@@ -177,3 +177,70 @@ struct StoppedWaiterTests {
         #expect(r.stdout == "true\n")
     }
 }
+
+/// The exit status tells the truth: a worker that failed without the script
+/// being told makes the run fail, with a one-line summary.
+@Suite("Failed workers the script never saw")
+struct UnseenFailureTests {
+    @Test func unseenFailuresMakeTheRunFail() {
+        let r = runScript("""
+            local started = jobrun.Event()
+            local a = jobrun.Process{name = "consumer-1", target = function() error("boom") end}
+            local b = jobrun.Process{name = "consumer-2", target = function() started:set(); jobrun.sleep(30) end}
+            a:start(); b:start()
+            started:wait(10)
+            os.execute("kill -9 " .. b.pid)       -- not through b:kill(): the script did not send it
+            print("main ends")
+            """, timeout: 60)
+        #expect(!r.timedOut)
+        #expect(r.status == 1, "\(r.stderr)")
+        #expect(r.stdout == "main ends\n")
+        // One line, last; the workers in the order of their records.
+        let last = r.stderr.split(separator: "\n").last.map(String.init) ?? ""
+        #expect(last.hasPrefix("jobrun: 2 workers failed unseen: "), "\(r.stderr)")
+        #expect(last.range(of: #"consumer-1 \(pid \d+\) exited with status 1(, |$)"#, options: .regularExpression) != nil, "\(r.stderr)")
+        #expect(last.range(of: #"consumer-2 \(pid \d+\) was killed by signal 9 \(SIGKILL\)(, |$)"#, options: .regularExpression) != nil, "\(r.stderr)")
+    }
+
+    @Test func failuresTheScriptSawOrCausedLeaveTheRunGood() {
+        let r = runScript("""
+            local started = jobrun.Event()
+            local function sleeper() started:set(); jobrun.sleep(30) end
+            local a = jobrun.Process{target = function() error("boom") end}
+            a:start(); a:join()                         -- seen through join
+            local b = jobrun.Process{target = function() os.exit(4) end}
+            b:start()
+            while b.exitcode == nil do jobrun.sleep(0.01) end   -- seen through exitcode
+            local c = jobrun.Process{target = sleeper}
+            c:start(); started:wait(10); started:clear()
+            c:kill()                                    -- the script's own signal
+            local d = jobrun.Process{target = sleeper}
+            d:start(); started:wait(10); started:clear()
+            d:terminate()
+            local e = jobrun.Process{target = sleeper, daemon = true}
+            e:start(); started:wait(10)                 -- stopped at the end of the run
+            -- a pool worker killed while running a task: its WorkerDied is raised in the caller
+            local pool = jobrun.Pool{workers = 1}
+            local pids = pool:map(function() return jobrun.current_process().pid end, {1})
+            local ok, err = pcall(pool.map, pool, function() os.execute("kill -9 " .. jobrun.current_process().pid); jobrun.sleep(30) end, {1})
+            print(ok, err.kind)
+            pool:close(); pool:join()
+            """, timeout: 60)
+        #expect(!r.timedOut)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "false\tWorkerDied\n")
+        #expect(!r.stderr.contains("failed unseen"), "\(r.stderr)")
+    }
+
+    @Test func aFailureHiddenFromTheScriptTurnsOsExitZeroIntoOne() {
+        let r = runScript("""
+            local p = jobrun.Process{name = "quiet", target = function() error("boom") end}
+            p:start()
+            while p:is_alive() do jobrun.sleep(0.01) end   -- is_alive tells that it ended, not how
+            os.exit(0)
+            """, timeout: 60)
+        #expect(!r.timedOut)
+        #expect(r.status == 1, "\(r.stderr)")
+        #expect(r.stderr.contains("jobrun: 1 worker failed unseen: quiet (pid "), "\(r.stderr)")
+    }
+}

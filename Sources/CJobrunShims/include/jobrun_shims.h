@@ -176,6 +176,11 @@ typedef struct jr_process_record {
     uint32_t wait_value;    // the value of the futex word when the process went to sleep on it
     uint64_t wait_token;    // bumped by the process before every sleep
     uint64_t verdict_token;
+    // For the exit status (Host.endOfRun): the script was told how this
+    // process ended (a WorkerDied about it, p:join(), p.exitcode), and the
+    // script sent it its signal (p:terminate(), p:kill(), the end of the run).
+    uint32_t reported;
+    uint32_t signalled;
 } jr_process_record;
 
 /// A copy of an item taken from a `redeliver` queue and not yet marked

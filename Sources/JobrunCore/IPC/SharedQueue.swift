@@ -474,6 +474,7 @@ struct SharedQueue {
             if let f = verdict, jr_load_u64(&q.pointee.unfinished) > q.pointee.failed_tasks {
                 if q.pointee.failed_tasks > SharedQueue.failedTold[offset, default: 0] {
                     SharedQueue.failedTold[offset] = q.pointee.failed_tasks
+                    ProcessRegistry.markReported(q.pointee.failed_pid)
                     return .failed("\(f)\n\(failedTasksText())")
                 }
                 return .failed(f)
@@ -482,6 +483,7 @@ struct SharedQueue {
         let told = SharedQueue.failedTold[offset, default: 0]
         if q.pointee.failed_tasks > told {
             SharedQueue.failedTold[offset] = q.pointee.failed_tasks
+            ProcessRegistry.markReported(q.pointee.failed_pid)
             return .workerDied(failedTasksText(q.pointee.failed_tasks - told))
         }
         return .ok

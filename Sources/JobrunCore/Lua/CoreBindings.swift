@@ -12,6 +12,7 @@ enum CoreBindings {
         Lua.setFunction(L, "wait", wait)
         Lua.setFunction(L, "poll", poll)
         Lua.setFunction(L, "kill", killProcess)
+        Lua.setFunction(L, "seen", seen)
         Lua.setFunction(L, "exit", exit)
         Lua.setFunction(L, "getpid", getpid)
         Lua.setFunction(L, "metatable", metatable)
@@ -142,9 +143,21 @@ enum CoreBindings {
         return 1
     }
 
+    /// core.kill(pid, sig): the script's own signal, so a death by it is no failure.
     static let killProcess: jr_swift_fn = { L in
         let L = L!
-        ProcessControl.signal(pid_t(truncatingIfNeeded: lua_tointegerx(L, 1, nil)), Int32(truncatingIfNeeded: lua_tointegerx(L, 2, nil)))
+        let pid = pid_t(truncatingIfNeeded: lua_tointegerx(L, 1, nil))
+        if pid > 0 { ProcessRegistry.markSignalled(pid) }
+        ProcessControl.signal(pid, Int32(truncatingIfNeeded: lua_tointegerx(L, 2, nil)))
+        return 0
+    }
+
+    /// core.seen(pid): the script has been told how `pid` ended (p:join(),
+    /// p.exitcode, a Pool's WorkerDied about it).
+    static let seen: jr_swift_fn = { L in
+        let L = L!
+        let pid = pid_t(truncatingIfNeeded: lua_tointegerx(L, 1, nil))
+        if pid > 0 { ProcessRegistry.markReported(pid) }
         return 0
     }
 

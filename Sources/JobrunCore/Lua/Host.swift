@@ -40,7 +40,8 @@ public enum Host {
 
     /// The end of the run in the main process: collect the last children,
     /// wipe the status line, report --stats. Returns the exit status (1 when
-    /// the --stats-json file could not be written and the run had succeeded).
+    /// the --stats-json file could not be written, or a worker failed without
+    /// the script being told, and the run had succeeded).
     static func endOfRun(_ code: Int32) -> Int32 {
         guard Runtime.isMain, !ended else { return code }
         ended = true
@@ -53,6 +54,14 @@ public enum Host {
             if !Stats.report(mainExit: code, text: o.stats, jsonFD: statsFD, jsonPath: o.statsJSON ?? "") && code == 0 {
                 status = 1
             }
+        }
+        // Errors never pass silently unless the script saw them: workers that
+        // failed on their own, and that the script was never told about.
+        let unseen = ProcessRegistry.unseenFailures()
+        if !unseen.isEmpty {
+            let n = unseen.count
+            writeAll(2, "jobrun: \(n) worker\(n == 1 ? "" : "s") failed unseen: \(unseen.joined(separator: ", "))\n")
+            if status == 0 { status = 1 }
         }
         Monitor.stop()
         return status

@@ -271,6 +271,8 @@ end
 --- Raises the error stored for an item, with `at` as the place when the
 --- error is the pool's own (WorkerDied, termination).
 local function throw(spec, at)
+  -- The script is told how those workers ended: no longer unseen failures.
+  if spec.seen then for _, pid in ipairs(spec.seen) do core.seen(pid) end end
   if spec.value ~= nil then error(spec.value, 0) end
   local text = spec.message
   if spec.trace and spec.trace ~= "" then text = text .. "\n" .. spec.trace end
@@ -340,7 +342,7 @@ end
 local function stop_workers(s)
   for _, w in ipairs(s.workers) do w.proc:terminate() end
   for _, w in ipairs(s.workers) do
-    if not w.proc:join(1) then w.proc:kill(); w.proc:join(5) end
+    if not w.proc:_join(1) then w.proc:kill(); w.proc:_join(5) end
   end
   s.workers, s.by_pid, s.active = {}, {}, 0
 end
@@ -350,7 +352,9 @@ end
 local function break_pool(s, info, w)
   if s.broken then return end
   local who = w and ("%s (pid %d)"):format(w.name, w.pid) or "a worker"
-  local spec = {kind = info.kind, where = info.where, trace = info.trace, value = info.value,
+  local seen = {}
+  for _, x in ipairs(s.workers) do seen[#seen + 1] = x.pid end
+  local spec = {kind = info.kind, where = info.where, trace = info.trace, value = info.value, seen = seen,
                 message = ("Pool: init failed in pool worker %s: %s"):format(who, info.message)}
   if spec.value == nil and not spec.kind then spec.kind = "ProcessError"; spec.where = nil end
   s.broken = spec
@@ -405,7 +409,7 @@ end
 
 local function died_spec(w, code, task, before_report)
   local what = before_report and " after taking %s and before reporting it" or " while running %s"
-  return {kind = "WorkerDied", trace = "",
+  return {kind = "WorkerDied", trace = "", seen = {w.pid},
           message = ("pool worker %s (pid %d) %s" .. what):format(w.name, w.pid, how_it_ended(code), task_desc(task))}
 end
 
@@ -417,8 +421,8 @@ local function on_death(s, w)
   if not found then return end                   -- already stopped (break_pool)
   s.by_pid[w.pid] = nil
   if not w.retiring then s.active = s.active - 1 end
-  local code = w.proc.exitcode
-  w.proc:join(0)                                 -- reaped; forget it
+  local code = w.proc:_poll()
+  w.proc:_join(0)                                -- reaped; forget it
   local task = w.current and s.tasks[w.current]
   if task then
     fail_task(s, task, died_spec(w, code, task))
@@ -454,7 +458,7 @@ end
 local function check_workers(s, quiet)
   local dead
   for _, w in ipairs(s.workers) do
-    if w.proc.exitcode ~= nil then dead = dead or {}; dead[#dead + 1] = w end
+    if w.proc:_poll() ~= nil then dead = dead or {}; dead[#dead + 1] = w end
   end
   if dead then
     drain(s)                                     -- what they sent before dying comes first
@@ -738,9 +742,9 @@ function Pool.join(pool)
     end
   end
   for _, w in ipairs(s.workers) do
-    if not w.proc:join(JOIN_GRACE) then
+    if not w.proc:_join(JOIN_GRACE) then
       w.proc:terminate()
-      if not w.proc:join(1) then w.proc:kill(); w.proc:join(5) end
+      if not w.proc:_join(1) then w.proc:kill(); w.proc:_join(5) end
     end
   end
   s.workers, s.by_pid, s.active = {}, {}, 0

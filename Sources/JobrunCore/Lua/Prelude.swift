@@ -55,7 +55,10 @@ local current                -- this process's own Process object
 local function state(p) return rawget(p, "_s") end
 
 --- A started process's exit code: its parent reaps it; any other process
---- (a sibling that holds the object) reads what the parent recorded.
+--- (a sibling that holds the object) reads what the parent recorded. This
+--- does not tell the script: it is told (and a failure of the process no
+--- longer counts as unseen, see Host.endOfRun) only through p.exitcode and
+--- p:join().
 local function exitcode(s)
   if s.exitcode == nil and s.started and not s.current then
     if s.parent == getpid() then s.exitcode = core.poll(s.pid)
@@ -69,7 +72,10 @@ ProcessMeta.__index = function(p, key)
   if key == "pid" then return s.pid
   elseif key == "name" then return s.name
   elseif key == "daemon" then return s.daemon
-  elseif key == "exitcode" then return exitcode(s)
+  elseif key == "exitcode" then
+    local code = exitcode(s)
+    if code ~= nil then core.seen(s.pid) end
+    return code
   end
   return Process[key]
 end
@@ -92,7 +98,7 @@ ProcessMeta.__tostring = function(p)
   local s = state(p)
   local status
   if not s.started then status = "initial"
-  elseif p.exitcode == nil then status = "started"
+  elseif exitcode(s) == nil then status = "started"
   else status = "stopped exitcode=" .. tostring(s.exitcode) end
   return ("<Process name='%s' pid=%s %s%s>"):format(s.name, tostring(s.pid), status, s.daemon and " daemon" or "")
 end
@@ -224,6 +230,14 @@ function Process:join(timeout)
   if timeout ~= nil and (timeout ~= timeout or timeout < 0) then
     raise("ValueError", "join: timeout must be a non-negative number, got " .. tostring(timeout), 2)
   end
+  if not self:_join(timeout) then return false end
+  core.seen(s.pid)
+  return true
+end
+
+--- join without telling the script how it ended (the end of a run, Pool).
+function Process:_join(timeout)
+  local s = state(self)
   if s.exitcode == nil then
     s.exitcode = core.wait(s.pid, timeout)
     if s.exitcode == nil then return false end
@@ -231,6 +245,8 @@ function Process:join(timeout)
   forget(self)
   return true
 end
+
+function Process:_poll() return exitcode(state(self)) end
 
 --- Alive: started and not ended. The parent asks the kernel; another
 --- process holding the object reads the run's record of it.
@@ -244,12 +260,12 @@ end
 
 function Process:terminate()
   local s = state(self)
-  if s.started and not s.current and self.exitcode == nil then core.kill(s.pid, 15) end
+  if s.started and not s.current and exitcode(s) == nil then core.kill(s.pid, 15) end
 end
 
 function Process:kill()
   local s = state(self)
-  if s.started and not s.current and self.exitcode == nil then core.kill(s.pid, 9) end
+  if s.started and not s.current and exitcode(s) == nil then core.kill(s.pid, 9) end
 end
 
 function jobrun.current_process()
@@ -275,9 +291,9 @@ function jobrun._shutdown(abort)
   end
   for _, p in ipairs(list) do
     if p.daemon or abort then
-      if not p:join(1) then p:kill(); p:join() end
+      if not p:_join(1) then p:kill(); p:_join() end
     else
-      p:join()
+      p:_join()
     end
   end
 end

@@ -157,9 +157,57 @@ enum ProcessRegistry {
     }
 
     /// Raises the verdict just taken (`takeVerdict`): `WorkerDied` when a
-    /// process died on the way to the deadlock, else `Deadlock`.
+    /// process died on the way to the deadlock, else `Deadlock`. A
+    /// `WorkerDied` tells the script about the processes that ended
+    /// abnormally (the verdict names them): they are no longer unseen.
     static func raiseFailure(_ L: LuaState, _ message: String) -> Int32 {
-        Lua.raise(L, verdictKind, message)
+        if verdictKind == .WorkerDied {
+            let all = slots()
+            let n = Int(jr_load_u32(&header.pointee.process_slots))
+            for i in 0..<n where all[i].state == UInt32(JR_PROC_EXITED) && all[i].has_exit_code != 0 && all[i].exit_code != 0 {
+                jr_store_u32(&all[i].reported, 1)
+            }
+        }
+        return Lua.raise(L, verdictKind, message)
+    }
+
+    /// The script has been told how `pid` ended.
+    static func markReported(_ pid: pid_t) {
+        if let r = find(pid) { jr_store_u32(&r.pointee.reported, 1) }
+    }
+
+    /// The script sent `pid` the signal it may die of.
+    static func markSignalled(_ pid: pid_t) {
+        if let r = find(pid) { jr_store_u32(&r.pointee.signalled, 1) }
+    }
+
+    /// Workers that failed (ended with a non-zero status, or by a signal the
+    /// script did not send) without the script being told: "consumer-1 (pid
+    /// 41) exited with status 1", in start order.
+    static func unseenFailures() -> [String] {
+        let all = slots()
+        let n = Int(jr_load_u32(&header.pointee.process_slots))
+        let me = getpid()
+        var out: [String] = []
+        for i in 0..<n where all[i].state != UInt32(JR_PROC_FREE) && all[i].pid != me {
+            let r = all + i
+            guard jr_load_u32(&r.pointee.has_exit_code) != 0, jr_load_u32(&r.pointee.reported) == 0 else { continue }
+            let code = r.pointee.exit_code
+            if code == 0 || (code < 0 && jr_load_u32(&r.pointee.signalled) != 0) || diedWithParent(r) { continue }
+            out.append("\(name(of: r)) (pid \(r.pointee.pid)) \(describeExit(code))")
+        }
+        return out
+    }
+
+    /// Whether `r` was killed by the SIGKILL a worker gets when the process
+    /// that started it dies (ProcessControl.dieWithParent): it ended with
+    /// SIGKILL no earlier than its parent did. The parent's own end is what
+    /// the script must hear of.
+    private static func diedWithParent(_ r: UnsafeMutablePointer<jr_process_record>) -> Bool {
+        guard r.pointee.exit_code == -SIGKILL, let p = find(r.pointee.parent_pid),
+              p.pointee.start_ns <= r.pointee.start_ns, hasEnded(p) else { return false }
+        // Both ends are noted when first seen, in either order within a tick.
+        return r.pointee.end_ns >= p.pointee.end_ns - 200_000_000
     }
 
     /// A parent that reaped `pid` records its exit code for the monitor's messages.
