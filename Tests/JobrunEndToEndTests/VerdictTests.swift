@@ -41,9 +41,9 @@ struct VerdictTests {
             c2:start()
             print(q:join())                         -- "a" was reported: it counts as done now
             -- a consumer that dies holding the only unfinished item: join raises at once, once
+            c2:terminate(); c2:join()
             q:put("c")
             local c3 = jobrun.Process{name = "consumer-3", target = function() q:get(); os.exit(3) end}
-            c2:terminate(); c2:join()
             c3:start(); c3:join()
             ok, e = pcall(q.join, q)
             print(ok, e.kind, e.message:match("1 item will never be marked done: consumer%-3") ~= nil)
