@@ -232,6 +232,32 @@ struct UnseenFailureTests {
         #expect(!r.stderr.contains("failed unseen"), "\(r.stderr)")
     }
 
+    /// Two consumers die holding items: join's WorkerDied names both, and a
+    /// script that catches it and goes on ends with status 0.
+    @Test func aWorkerDiedInJoinTellsOfEveryConsumerThatDied() {
+        let r = runScript("""
+            local q = jobrun.JoinableQueue()
+            local taken = jobrun.Semaphore(0)
+            local cs = {}
+            for i = 1, 2 do
+              cs[i] = jobrun.Process{name = "consumer-" .. i, target = function() q:get(); taken:release(); jobrun.sleep(30) end}
+              cs[i]:start()
+            end
+            q:put(1); q:put(2)
+            for i = 1, 2 do assert(taken:acquire(true, 10)) end
+            for i = 1, 2 do os.execute("kill -9 " .. cs[i].pid) end
+            local ok, e = pcall(q.join, q)
+            print(ok, e.kind, e.message:match("^JoinableQueue#1.join: 2 items will never be marked done: ") ~= nil)
+            for i = 1, 2 do
+              print(e.message:find("consumer-" .. i .. " (pid " .. cs[i].pid .. ") was killed by signal 9 (SIGKILL)", 1, true) ~= nil)
+            end
+            print(q:join())
+            """, timeout: 60)
+        #expect(!r.timedOut)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "false\tWorkerDied\ttrue\ntrue\ntrue\ntrue\n", "\(r.stderr)")
+    }
+
     @Test func aFailureHiddenFromTheScriptTurnsOsExitZeroIntoOne() {
         let r = runScript("""
             local p = jobrun.Process{name = "quiet", target = function() error("boom") end}

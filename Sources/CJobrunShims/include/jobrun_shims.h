@@ -111,6 +111,7 @@ void jr_mutex_unlock(pthread_mutex_t *m);
 #define JR_MAX_PROCESSES 4096
 
 #define JR_MAX_TAKEN 8
+#define JR_QUEUE_FAILED_PIDS 8
 #define JR_MESSAGE_BYTES 4096
 
 /// Items a process took from a JoinableQueue and has not marked done yet.
@@ -386,6 +387,10 @@ typedef struct jr_queue {
     uint64_t next_queue;    // the run's list of queues (jr_arena_header.queues_head)
     char label[48];         // the `name` option, or empty
     char site[80];          // where it was made: "pipeline.lua:12"
+    // Every process whose tasks were failed (failTasks), in order, for
+    // join's WorkerDied: the first JR_QUEUE_FAILED_PIDS are listed.
+    uint32_t failed_pid_count;
+    int32_t failed_pids[JR_QUEUE_FAILED_PIDS];
 } jr_queue;
 
 enum { JR_QUEUE_JOINABLE = 1, JR_QUEUE_REDELIVER = 2 };

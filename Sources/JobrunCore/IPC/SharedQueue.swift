@@ -472,38 +472,48 @@ struct SharedQueue {
             if deadline.expired { return .timedOut }
             let verdict = waitLocked(&q.pointee.done_seq, waiters: &q.pointee.join_waiters, deadline: deadline, kind: JR_WAIT_JOIN)
             if let f = verdict, jr_load_u64(&q.pointee.unfinished) > q.pointee.failed_tasks {
-                if q.pointee.failed_tasks > SharedQueue.failedTold[offset, default: 0] {
-                    SharedQueue.failedTold[offset] = q.pointee.failed_tasks
-                    ProcessRegistry.markReported(q.pointee.failed_pid)
-                    return .failed("\(f)\n\(failedTasksText())")
-                }
+                let told = SharedQueue.failedTold[offset, default: 0]
+                if q.pointee.failed_tasks > told { return .failed("\(f)\n\(tellFailedTasks(since: told))") }
                 return .failed(f)
             }
         }
         let told = SharedQueue.failedTold[offset, default: 0]
-        if q.pointee.failed_tasks > told {
-            SharedQueue.failedTold[offset] = q.pointee.failed_tasks
-            ProcessRegistry.markReported(q.pointee.failed_pid)
-            return .workerDied(failedTasksText(q.pointee.failed_tasks - told))
-        }
+        if q.pointee.failed_tasks > told { return .workerDied(tellFailedTasks(since: told)) }
         return .ok
     }
 
-    /// Per queue (by offset), how many of its failed tasks this process has
-    /// been told of.
+    /// Per queue (by offset), how many of its failed tasks, and of the
+    /// processes that held them, this process has been told of.
     static var failedTold: [UInt64: UInt64] = [:]
+    static var failedPidsTold: [UInt64: UInt32] = [:]
 
-    /// "2 items will never be marked done: consumer-1 (pid 41) was killed by
-    /// signal 9 (SIGKILL) while holding them", with the lock held.
-    private func failedTasksText(_ count: UInt64? = nil) -> String {
-        let n = count ?? q.pointee.failed_tasks
-        let who = withUnsafeBytes(of: &q.pointee.failed_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-        // The parent may record the exit code after the monitor failed the tasks.
-        var code = q.pointee.failed_code
-        if code == Int32.min, let r = ProcessRegistry.find(q.pointee.failed_pid), jr_load_u32(&r.pointee.has_exit_code) != 0 {
-            code = r.pointee.exit_code
+    /// With the lock held: "2 items will never be marked done: consumer-1
+    /// (pid 41) was killed by signal 9 (SIGKILL), consumer-2 (pid 42) exited
+    /// with status 1 while holding them", about the failed tasks this process
+    /// has not been told of (`since` of them it has). They are told now: the
+    /// script has heard of those processes' ends, and later joins count the
+    /// tasks as done.
+    private func tellFailedTasks(since told: UInt64) -> String {
+        let n = q.pointee.failed_tasks - told
+        SharedQueue.failedTold[offset] = q.pointee.failed_tasks
+        let total = q.pointee.failed_pid_count
+        let from = SharedQueue.failedPidsTold[offset, default: 0]
+        SharedQueue.failedPidsTold[offset] = total
+        var who: [String] = []
+        withUnsafeMutableBytes(of: &q.pointee.failed_pids) { raw in
+            let pids = raw.bindMemory(to: Int32.self)
+            for i in Int(from)..<Int(min(total, UInt32(JR_QUEUE_FAILED_PIDS))) {
+                let pid = pids[i]
+                ProcessRegistry.markReported(pid)
+                guard let r = ProcessRegistry.find(pid) else { who.append("pid \(pid)"); continue }
+                let code = jr_load_u32(&r.pointee.has_exit_code) != 0 ? r.pointee.exit_code : Int32.min
+                who.append("\(ProcessRegistry.name(of: r)) (pid \(pid)) \(describeExit(code))")
+            }
         }
-        return "\(n) item\(n == 1 ? "" : "s") will never be marked done: \(who) (pid \(q.pointee.failed_pid)) \(describeExit(code)) while holding \(n == 1 ? "it" : "them")"
+        if total > UInt32(JR_QUEUE_FAILED_PIDS) && total > from {
+            who.append("\(total - max(from, UInt32(JR_QUEUE_FAILED_PIDS))) more")
+        }
+        return "\(n) item\(n == 1 ? "" : "s") will never be marked done: \(who.joined(separator: ", ")) while holding \(n == 1 ? "it" : "them")"
     }
 
     /// Called by the monitor: puts items a dead process held back at the
@@ -556,6 +566,10 @@ struct SharedQueue {
     func failTasks(_ n: UInt64, pid: Int32, code: Int32, name: String) {
         lock()
         q.pointee.failed_tasks += n
+        if q.pointee.failed_pid_count < UInt32(JR_QUEUE_FAILED_PIDS) {
+            withUnsafeMutableBytes(of: &q.pointee.failed_pids) { $0.bindMemory(to: Int32.self)[Int(q.pointee.failed_pid_count)] = pid }
+        }
+        q.pointee.failed_pid_count += 1
         q.pointee.failed_pid = pid
         q.pointee.failed_code = code
         withUnsafeMutableBytes(of: &q.pointee.failed_name) { buf in

@@ -183,7 +183,7 @@ enum ProcessRegistry {
 
     /// Workers that failed (ended with a non-zero status, or by a signal the
     /// script did not send) without the script being told: "consumer-1 (pid
-    /// 41) exited with status 1", in start order.
+    /// 41) exited with status 1", in the order of their records.
     static func unseenFailures() -> [String] {
         let all = slots()
         let n = Int(jr_load_u32(&header.pointee.process_slots))
