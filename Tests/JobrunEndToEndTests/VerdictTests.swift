@@ -98,6 +98,24 @@ struct VerdictTests {
         #expect(r.stdout == "false\tDeadlock\tDeadlock\nfalse\tDeadlock\tDeadlock\ntrue\t1\n", "\(r.stderr)")
     }
 
+    /// A party that gets a verdict leaves the barrier: the next two parties
+    /// open it together.
+    @Test func aBarrierPartyThatCatchesADeadlockLeavesTheBarrier() {
+        let r = runScript("""
+            local b = jobrun.Barrier(2)
+            print(select(2, pcall(b.wait, b)).kind, b:n_waiting())
+            local got = jobrun.Queue()
+            local w = jobrun.Process{target = function() got:put(b:wait()) end}
+            w:start()
+            local mine = b:wait()
+            print(mine + got:get(), b:broken())
+            w:join()
+            """, timeout: 60)
+        #expect(!r.timedOut)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "Deadlock\t0\n1\tfalse\n", "\(r.stderr)")
+    }
+
     /// After a verdict, a script that retries a timed get (a worker's usual
     /// loop) waits each timeout out instead of spinning: the verdict is not
     /// a run-wide flag that turns every later sleep into a return.
