@@ -182,7 +182,53 @@ typedef struct jr_process_record {
     // script sent it its signal (p:terminate(), p:kill(), the end of the run).
     uint32_t reported;
     uint32_t signalled;
+    // The intents of the data operations below (SharedQueue), each written
+    // before the step it describes, so whoever repairs after a SIGKILL (the
+    // next locker of the queue on EOWNERDEAD, or the monitor) rolls forward
+    // or back exactly.
+    // A ring or taker-table growth, under the queue's lock: 1 = growing.
+    // The allocator records the new block in grow_new (under alloc_lock);
+    // the queue's own field (ring_off, takers_off) equal to grow_new says it
+    // was published; freeing the old block clears grow_stage (under alloc_lock).
+    uint32_t grow_stage;
+    uint32_t grow_kind;     // JR_GROW_*
+    uint64_t grow_queue;
+    uint64_t grow_old;
+    uint64_t grow_new;
+    uint64_t grow_cap;      // the new capacity (ring bytes, or taker entries)
+    uint64_t grow_tail;     // ring: bytes copied into the new ring (its tail)
+    // A large put's own item block, from its allocation (recorded by the
+    // allocator) until its record is in the ring; put_stage 1 = writing the
+    // record under the queue's lock, whose tail was put_tail before.
+    uint64_t put_queue;
+    uint64_t put_block;
+    uint64_t put_tail;
+    uint32_t put_stage;
+    uint32_t space_waiting; // counted in jr_arena_header.space_waiters (under alloc_lock)
+    uint64_t get_held_block;// a get from a redeliver queue: the block for its kept copy
+    // task_done under the queue's lock (done_stage 1, done_queue, done_node
+    // above): which taker entry it settles (index + 1; 0: none), and that
+    // entry's count and the queue's `unfinished` before.
+    uint64_t done_entry;
+    uint64_t done_count;
+    uint64_t done_unfinished;
+    uint64_t put_unfinished;// a put to a JoinableQueue: its `unfinished` before (put_stage 1)
+    uint64_t get_block;     // a large item's own block, the getter's once it left the ring, until freed
 } jr_process_record;
+
+enum { JR_GROW_RING = 0, JR_GROW_TAKERS = 1 };
+
+/// Who holds a JoinableQueue's items (taken, not yet marked done): one
+/// entry per process that took from it, in a block of the queue's own
+/// (jr_queue.takers_off), read and written under the queue's lock.
+typedef struct jr_taker {
+    uint32_t slot;          // process record index + 1 (0: free entry)
+    int32_t pid;
+    uint64_t count;         // items taken and not marked done
+    uint64_t since;         // jr_queue.take_seq when count rose from 0: the oldest taker has the least
+    uint64_t held_head;     // redeliver: kept copies (jr_held), oldest first
+    uint64_t held_tail;
+} jr_taker;
 
 /// A copy of an item taken from a `redeliver` queue and not yet marked
 /// done; the monitor puts it back at the front if its taker dies.
@@ -250,6 +296,9 @@ typedef struct jr_arena_header {
     uint64_t recycled_got;
     uint64_t recycled_put;
     uint64_t recycled_cpu_us;
+    // Every JoinableQueue, newest first (jr_queue.next_joinable), listed or
+    // not, for the monitor to settle a dead process's items; under proc_lock.
+    uint64_t joinables_head;
 } jr_arena_header;
 
 enum { JR_PROGRESS_DISABLED = 0, JR_PROGRESS_ON = 1, JR_PROGRESS_OFF = 2 };
@@ -391,6 +440,11 @@ typedef struct jr_queue {
     // join's WorkerDied: the first JR_QUEUE_FAILED_PIDS are listed.
     uint32_t failed_pid_count;
     int32_t failed_pids[JR_QUEUE_FAILED_PIDS];
+    // JoinableQueue: its takers (jr_taker[takers_cap]), 0 until the first get.
+    uint64_t takers_off;
+    uint64_t takers_cap;
+    uint64_t take_seq;
+    uint64_t next_joinable; // every JoinableQueue of the run (jr_arena_header.joinables_head)
 } jr_queue;
 
 enum { JR_QUEUE_JOINABLE = 1, JR_QUEUE_REDELIVER = 2 };

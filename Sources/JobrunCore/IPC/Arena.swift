@@ -60,6 +60,7 @@ public enum Arena {
         h.pointee.top = headerBytes
         _ = jr_mutex_init(&h.pointee.alloc_lock)
         _ = jr_mutex_init(&h.pointee.proc_lock)
+        TestHooks.load()
     }
 
     /// Maps an arena created by another process of the run (a `script` worker).
@@ -70,6 +71,7 @@ public enum Arena {
         guard header.pointee.magic == JR_ARENA_MAGIC else {
             throw SystemError(call: "attach arena (bad magic)", errno: EINVAL)
         }
+        TestHooks.load()
     }
 
     private static func map(fd: Int32, size: UInt64) throws {
@@ -102,8 +104,14 @@ public enum Arena {
 
     enum AllocFailure: Error { case overLimit(need: UInt64, inUse: UInt64, limit: UInt64), exhausted }
 
-    /// Allocates a block and returns the offset of its payload.
-    static func allocate(_ payload: Int) throws(AllocFailure) -> UInt64 {
+    /// The value a block's `next` holds while it is allocated.
+    static let allocatedMarker: UInt64 = 0x616c6c6f63656421 // "allocated"
+
+    /// Allocates a block and returns the offset of its payload. With
+    /// `recordingIn` (a field of the caller's process record), the offset is
+    /// also stored there before the allocator's lock is released, so a
+    /// SIGKILL just after the call cannot lose the block: the intent names it.
+    static func allocate(_ payload: Int, recordingIn slot: UnsafeMutablePointer<UInt64>? = nil) throws(AllocFailure) -> UInt64 {
         let c = sizeClass(for: payload)
         let size = UInt64(1) << c
         let h = header
@@ -132,8 +140,10 @@ public enum Arena {
         if h.pointee.in_use > h.pointee.peak { h.pointee.peak = h.pointee.in_use }
         let b = pointer(blockOffset).assumingMemoryBound(to: jr_block.self)
         b.pointee.size_class = c
-        b.pointee.next = 0x616c6c6f63656421 // "allocated" marker
-        return blockOffset + UInt64(MemoryLayout<jr_block>.size)
+        b.pointee.next = allocatedMarker
+        let payloadOffset = blockOffset + UInt64(MemoryLayout<jr_block>.size)
+        if let slot { jr_store_u64(slot, payloadOffset) }
+        return payloadOffset
     }
 
     /// Allocates a zero-filled block (for shared objects).
@@ -153,8 +163,21 @@ public enum Arena {
         return (off, pointer(off).assumingMemoryBound(to: T.self))
     }
 
+    /// Whether the block at `payloadOffset` is allocated (not on a free list).
+    static func isAllocated(_ payloadOffset: UInt64) -> Bool {
+        let b = pointer(payloadOffset - UInt64(MemoryLayout<jr_block>.size)).assumingMemoryBound(to: jr_block.self)
+        let h = header
+        _ = jr_mutex_lock(&h.pointee.alloc_lock)
+        defer { jr_mutex_unlock(&h.pointee.alloc_lock) }
+        return b.pointee.next == allocatedMarker
+    }
+
     /// Returns a block; large ones give their pages back to the system.
-    static func free(_ payloadOffset: UInt64) {
+    /// `clearing` / `clearingOffset` (a stage or block field of the caller's
+    /// record) are zeroed under the allocator's lock as the block goes back,
+    /// so an intent that names the block is cleared exactly when it is freed.
+    static func free(_ payloadOffset: UInt64, clearing: UnsafeMutablePointer<UInt32>? = nil,
+                     clearingOffset: UnsafeMutablePointer<UInt64>? = nil) {
         let blockOffset = payloadOffset - UInt64(MemoryLayout<jr_block>.size)
         let b = pointer(blockOffset).assumingMemoryBound(to: jr_block.self)
         let c = b.pointee.size_class & ~residentFlag
@@ -178,6 +201,8 @@ public enum Arena {
         }
         if punched { push(&h.pointee.punched_heads, c, blockOffset) } else { push(&h.pointee.free_heads, c, blockOffset) }
         h.pointee.in_use -= size
+        if let clearing { jr_store_u32(clearing, 0) }
+        if let clearingOffset { jr_store_u64(clearingOffset, 0) }
         let wake = h.pointee.space_waiters > 0
         if wake { h.pointee.space_seq &+= 1 }
         jr_mutex_unlock(&h.pointee.alloc_lock)
@@ -209,20 +234,77 @@ public enum Arena {
         }
     }
 
-    /// Sleeps until some block is freed or the deadline passes; false on timeout.
-    static func waitForSpace(_ deadline: Deadline) -> Bool {
+    /// Sleeps until some block is freed, the deadline passes or the monitor
+    /// gives a verdict on this wait (returned). The wait is noted in the
+    /// process's record as what it is (JR_WAIT_MEMORY), with no sleep
+    /// slices: when every live process waits and none can free memory, the
+    /// monitor declares a deadlock and wakes it. The process's share of
+    /// `space_waiters` is noted in its record too (`space_waiting`, under
+    /// the lock), so the monitor takes it back if the process dies asleep.
+    static func waitForSpace(_ deadline: Deadline) -> String? {
         let h = header
+        let me = ProcessRegistry.record
         _ = jr_mutex_lock(&h.pointee.alloc_lock)
         let seq = h.pointee.space_seq
         h.pointee.space_waiters += 1
+        if let me { me.pointee.space_waiting = 1 }
         jr_mutex_unlock(&h.pointee.alloc_lock)
-        let remaining = deadline.remaining
-        let slice: Int64 = 1_000_000_000
-        _ = jr_futex_wait(&h.pointee.space_seq, seq, remaining < 0 ? slice : min(remaining, slice))
+        TestHooks.killPoint("memory-waits")
+        ProcessRegistry.willWait(JR_WAIT_MEMORY, object: UnsafeRawPointer(h), word: &h.pointee.space_seq, value: seq,
+                                 timed: deadline.at != nil)
+        let r = jr_futex_wait(&h.pointee.space_seq, seq, deadline.remaining)
+        ProcessRegistry.didWait(r)
         _ = jr_mutex_lock(&h.pointee.alloc_lock)
         h.pointee.space_waiters -= 1
+        if let me { me.pointee.space_waiting = 0 }
         jr_mutex_unlock(&h.pointee.alloc_lock)
-        return !deadline.expired
+        return ProcessRegistry.takeVerdict()
+    }
+
+    enum MemoryWait { case success(UInt64), full, noMemory(String), failed(String) }
+
+    /// Allocates an item's block, waiting for memory when blocking:
+    /// `.full` when not blocking or the deadline passed, `.noMemory` when it
+    /// can never fit, `.failed` with the monitor's verdict on the wait (a
+    /// deadlock) when memory has still not come.
+    static func allocateWaiting(_ n: Int, block: Bool, deadline: Deadline,
+                                recordingIn slot: UnsafeMutablePointer<UInt64>? = nil) -> MemoryWait {
+        while true {
+            do {
+                return .success(try allocate(n, recordingIn: slot))
+            } catch .overLimit(let need, _, let limit) {
+                if need > limit {
+                    return .noMemory("item of \(n) bytes is larger than the shared memory limit (\(limit >> 20) MiB)")
+                }
+                let w = waitForMemory(block: block, deadline: deadline)
+                if case .success = w { continue }
+                // A verdict can cross a free: raise it only if memory has still not come.
+                if case .failed = w, let off = try? allocate(n, recordingIn: slot) { return .success(off) }
+                return w
+            } catch {
+                return .noMemory("shared memory address space exhausted")
+            }
+        }
+    }
+
+    /// One wait for memory to be freed: `.success(0)` once some was (or a
+    /// wake came), else why not.
+    static func waitForMemory(block: Bool, deadline: Deadline) -> MemoryWait {
+        if !block || deadline.expired { return .full }
+        if let verdict = waitForSpace(deadline) { return .failed(verdict) }
+        return .success(0)
+    }
+
+    /// The monitor, after `r`'s process died: takes back its share of
+    /// `space_waiters` if it died waiting for memory.
+    static func forgetWaiter(_ r: UnsafeMutablePointer<jr_process_record>) {
+        let h = header
+        _ = jr_mutex_lock(&h.pointee.alloc_lock)
+        if r.pointee.space_waiting != 0 {
+            h.pointee.space_waiters -= 1
+            r.pointee.space_waiting = 0
+        }
+        jr_mutex_unlock(&h.pointee.alloc_lock)
     }
 
     static func nextObjectID() -> UInt32 {

@@ -32,11 +32,17 @@ struct SharedQueue {
         q.pointee.ring_cap = initialRing
         copyCString(label, into: &q.pointee.label)
         copyCString(site, into: &q.pointee.site)
-        if listed {
+        if listed || joinable {
             let h = Arena.header
             _ = jr_mutex_lock(&h.pointee.proc_lock)
-            q.pointee.next_queue = h.pointee.queues_head
-            jr_store_u64(&h.pointee.queues_head, off)
+            if listed {
+                q.pointee.next_queue = h.pointee.queues_head
+                jr_store_u64(&h.pointee.queues_head, off)
+            }
+            if joinable {
+                q.pointee.next_joinable = h.pointee.joinables_head
+                jr_store_u64(&h.pointee.joinables_head, off)
+            }
             jr_mutex_unlock(&h.pointee.proc_lock)
         }
         return off
@@ -52,6 +58,18 @@ struct SharedQueue {
             cur = q.q.pointee.next_queue
         }
         return out.reversed()
+    }
+
+    /// Every JoinableQueue of the run, listed or not.
+    static func joinables() -> [SharedQueue] {
+        var out: [SharedQueue] = []
+        var cur = jr_load_u64(&Arena.header.pointee.joinables_head)
+        while cur != 0 {
+            let q = SharedQueue(offset: cur)
+            out.append(q)
+            cur = q.q.pointee.next_joinable
+        }
+        return out
     }
 
     var label: String { cString(&q.pointee.label) }
@@ -83,72 +101,330 @@ struct SharedQueue {
         }
     }
 
-    /// Copies the live records to `ring` (a new ring of `cap` bytes) from byte
-    /// `at` on, then makes it the queue's ring in place of the old one. Lock held.
-    private func replaceRing(with newOff: UInt64, cap: UInt64, at: Int) {
+    // MARK: growth (model step "grow")
+
+    /// Replaces the ring by a new one of `cap` bytes: `front` writes records
+    /// at its start (requeued items) and returns their size, then the live
+    /// records follow. Lock held. With `intent` (the caller's record), a
+    /// SIGKILL at any step is repaired exactly (finishGrow): the new ring is
+    /// allocated and filled while the queue still uses the old one, published
+    /// by one store of `ring_off`, and only then is the old one freed. Without
+    /// (the monitor), the order alone keeps every item.
+    private func growRing(to cap: UInt64, intent me: UnsafeMutablePointer<jr_process_record>?,
+                          front: (UnsafeMutableRawPointer) -> Int = { _ in 0 }) -> Bool {
+        let old = q.pointee.ring_off
+        let newOff: UInt64
+        if let me {
+            me.pointee.grow_queue = offset
+            me.pointee.grow_kind = UInt32(JR_GROW_RING)
+            me.pointee.grow_old = old
+            jr_store_u64(&me.pointee.grow_new, 0)
+            jr_store_u32(&me.pointee.grow_stage, 1)
+            guard let off = try? Arena.allocate(Int(cap), recordingIn: &me.pointee.grow_new) else {
+                jr_store_u32(&me.pointee.grow_stage, 0)
+                return false
+            }
+            newOff = off
+        } else {
+            guard let off = try? Arena.allocate(Int(cap)) else { return false }
+            newOff = off
+        }
+        TestHooks.killPoint("ring-grow-allocated")
         let new = Arena.pointer(newOff)
-        var w = at
+        var w = front(new)
         forEachRecord { record, size in
             memcpy(new + w, record, size)
             w += size
         }
-        Arena.free(q.pointee.ring_off)
-        q.pointee.ring_off = newOff
+        if let me {
+            me.pointee.grow_cap = cap
+            jr_store_u64(&me.pointee.grow_tail, UInt64(w))
+        }
+        TestHooks.killPoint("ring-grow-copied")
+        jr_store_u64(&q.pointee.ring_off, newOff)          // published
+        TestHooks.killPoint("ring-grow-published")
         q.pointee.ring_cap = cap
         q.pointee.head = 0
         q.pointee.tail = UInt64(w)
+        if let me { Arena.free(old, clearing: &me.pointee.grow_stage) } else { Arena.free(old) }
+        return true
     }
 
-    /// A process died holding the lock: records are committed by moving
-    /// `head`/`tail`, so recount the items between them, in case it died
-    /// between moving one and updating `count`.
+    /// The taker table, or nil before the first get.
+    private var takers: UnsafeMutablePointer<jr_taker>? {
+        let off = q.pointee.takers_off
+        return off == 0 ? nil : Arena.pointer(off).assumingMemoryBound(to: jr_taker.self)
+    }
+
+    /// Doubles the taker table (or makes the first), as growRing does the ring.
+    private func growTakers(intent me: UnsafeMutablePointer<jr_process_record>?) -> Bool {
+        let old = q.pointee.takers_off
+        let oldCap = Int(q.pointee.takers_cap)
+        let cap = max(8, oldCap * 2)
+        let bytes = cap * MemoryLayout<jr_taker>.size
+        let newOff: UInt64
+        if let me {
+            me.pointee.grow_queue = offset
+            me.pointee.grow_kind = UInt32(JR_GROW_TAKERS)
+            me.pointee.grow_old = old
+            me.pointee.grow_cap = UInt64(cap)
+            jr_store_u64(&me.pointee.grow_new, 0)
+            jr_store_u32(&me.pointee.grow_stage, 1)
+            guard let off = try? Arena.allocate(bytes, recordingIn: &me.pointee.grow_new) else {
+                jr_store_u32(&me.pointee.grow_stage, 0)
+                return false
+            }
+            newOff = off
+        } else {
+            guard let off = try? Arena.allocate(bytes) else { return false }
+            newOff = off
+        }
+        memset(Arena.pointer(newOff), 0, bytes)
+        if old != 0 { memcpy(Arena.pointer(newOff), Arena.pointer(old), oldCap * MemoryLayout<jr_taker>.size) }
+        jr_store_u64(&q.pointee.takers_off, newOff)        // published
+        q.pointee.takers_cap = UInt64(cap)
+        if old != 0 {
+            if let me { Arena.free(old, clearing: &me.pointee.grow_stage) } else { Arena.free(old) }
+        } else if let me {
+            jr_store_u32(&me.pointee.grow_stage, 0)
+        }
+        return true
+    }
+
+    /// This process's last entry, per queue: entries of a live process never move or go.
+    private static var cachedQueue: UInt64 = 0
+    private static var cachedEntry = 0
+
+    /// Record slot number (index + 1) of `r`.
+    private static func slotNumber(_ r: UnsafeMutablePointer<jr_process_record>) -> UInt32 {
+        UInt32(ProcessRegistry.slots().distance(to: r) + 1)
+    }
+
+    /// The index of `slot`'s entry in the taker table, if it has one. Lock held.
+    private func entryIndex(slot: UInt32) -> Int? {
+        guard let t = takers else { return nil }
+        for i in 0..<Int(q.pointee.takers_cap) where t[i].slot == slot { return i }
+        return nil
+    }
+
+    /// The calling process's entry, made if it has none (nil: no memory for
+    /// a bigger table). Lock held.
+    private func ownEntry(_ me: UnsafeMutablePointer<jr_process_record>) -> Int? {
+        let slot = SharedQueue.slotNumber(me)
+        if SharedQueue.cachedQueue == offset, let t = takers, SharedQueue.cachedEntry < Int(q.pointee.takers_cap),
+           t[SharedQueue.cachedEntry].slot == slot {
+            return SharedQueue.cachedEntry
+        }
+        var found = entryIndex(slot: slot)
+        if found == nil {
+            var free: Int? = nil
+            if let t = takers { for i in 0..<Int(q.pointee.takers_cap) where t[i].slot == 0 { free = i; break } }
+            if free == nil {
+                let n = Int(q.pointee.takers_cap)
+                guard growTakers(intent: me) else { return nil }
+                free = n
+            }
+            let e = takers! + free!
+            e.pointee.count = 0
+            e.pointee.held_head = 0
+            e.pointee.held_tail = 0
+            e.pointee.pid = me.pointee.pid
+            jr_store_u32(&e.pointee.slot, slot)
+            found = free
+        }
+        SharedQueue.cachedQueue = offset
+        SharedQueue.cachedEntry = found!
+        return found
+    }
+
+    /// Counts one more item taken by entry `e`. Lock held.
+    private func countTaken(_ e: UnsafeMutablePointer<jr_taker>) {
+        if e.pointee.count == 0 {
+            q.pointee.take_seq += 1
+            e.pointee.since = q.pointee.take_seq
+        }
+        e.pointee.count += 1
+    }
+
+    /// Writes the kept copy of an item into `node` and links it last on `e`'s list. Lock held.
+    private func link(_ node: UInt64, bytes: UnsafeRawBufferPointer, to e: UnsafeMutablePointer<jr_taker>) {
+        let h = Arena.pointer(node).assumingMemoryBound(to: jr_held.self)
+        h.pointee.next = 0
+        h.pointee.queue = offset
+        h.pointee.length = UInt64(bytes.count)
+        if bytes.count > 0 { memcpy(UnsafeMutableRawPointer(h + 1), bytes.baseAddress!, bytes.count) }
+        if e.pointee.held_tail != 0 {
+            Arena.pointer(e.pointee.held_tail).assumingMemoryBound(to: jr_held.self).pointee.next = node
+        } else {
+            e.pointee.held_head = node
+        }
+        e.pointee.held_tail = node
+    }
+
+    // MARK: repair
+
+    /// A process died holding the lock (EOWNERDEAD; also run by the monitor
+    /// through `settle`). Each operation that changes the queue in several
+    /// steps wrote its intent in the process's record first; only the dead
+    /// owner can have one naming this queue, since intents live within the
+    /// lock (a large put's block excepted: see `abandonPut`). Finish or undo
+    /// it, then recount the items between head and tail.
     private func repair() {
-        finishInterruptedGet()
-        var n: UInt64 = 0
-        forEachRecord { _, _ in n += 1 }
-        jr_store_u64(&q.pointee.count, n)
-    }
-
-    /// The process that died holding the lock may have been inside `get`
-    /// (its record's get_stage): if the item had left the ring, it is that
-    /// process's, taken and (on a redeliver queue) kept, as if the get had
-    /// finished, so the monitor fails or delivers it again; if not, it is
-    /// still in the queue and nothing was counted. Lock held; nothing has
-    /// touched the queue since the death, so the item's bytes are intact.
-    private func finishInterruptedGet() {
         let all = ProcessRegistry.slots()
         let n = Int(jr_load_u32(&Arena.header.pointee.process_slots))
         let me = offset
-        for i in 0..<n where jr_load_u32(&all[i].get_stage) != 0 && all[i].get_queue == me {
-            let r = all + i
-            if jr_load_u64(&q.pointee.head) >= r.pointee.get_item_end {
-                if ProcessRegistry.takenCount(me, in: r) == r.pointee.get_taken {
-                    ProcessRegistry.took(from: me, in: r)
-                }
-                let cap = q.pointee.ring_cap
-                let rec = Arena.pointer(q.pointee.ring_off) + Int(r.pointee.get_item_head & (cap - 1))
-                let header = rec.assumingMemoryBound(to: jr_record.self)
-                let external = header.pointee.kind == UInt32(JR_REC_EXTERNAL) ? (rec + 8).assumingMemoryBound(to: UInt64.self) : nil
-                if q.pointee.flags & UInt32(JR_QUEUE_REDELIVER) != 0 && r.pointee.held_tail == r.pointee.get_held_tail {
-                    if let p = external {
-                        ProcessRegistry.hold(UnsafeRawBufferPointer(start: Arena.pointer(p[0]), count: Int(p[1])), from: me, in: r)
-                    } else {
-                        ProcessRegistry.hold(UnsafeRawBufferPointer(start: rec + 8, count: Int(header.pointee.length)), from: me, in: r)
-                    }
-                }
-                // Its block would have been freed by the dead process once read.
-                if let p = external { Arena.free(p[0]) }
-            }
-            jr_store_u32(&r.pointee.get_stage, 0)
-        }
+        for i in 0..<n where jr_load_u32(&all[i].grow_stage) != 0 && all[i].grow_queue == me { finishGrow(all + i) }
+        for i in 0..<n where jr_load_u32(&all[i].put_stage) != 0 && all[i].put_queue == me { finishPut(all + i) }
+        for i in 0..<n where jr_load_u32(&all[i].get_stage) != 0 && all[i].get_queue == me { finishGet(all + i) }
+        for i in 0..<n where jr_load_u32(&all[i].done_stage) != 0 && all[i].done_queue == me { finishTaskDone(all + i) }
+        var count: UInt64 = 0
+        forEachRecord { _, _ in count += 1 }
+        jr_store_u64(&q.pointee.count, count)
     }
+
+    /// Growth: published (the queue names the new block) means roll forward
+    /// and free the old one; else free the new one, if it was allocated.
+    private func finishGrow(_ r: UnsafeMutablePointer<jr_process_record>) {
+        let old = r.pointee.grow_old, new = jr_load_u64(&r.pointee.grow_new)
+        let ring = r.pointee.grow_kind == UInt32(JR_GROW_RING)
+        let published = new != 0 && (ring ? q.pointee.ring_off : q.pointee.takers_off) == new
+        if published {
+            if ring {
+                q.pointee.ring_cap = r.pointee.grow_cap
+                q.pointee.head = 0
+                q.pointee.tail = r.pointee.grow_tail
+            } else {
+                q.pointee.takers_cap = r.pointee.grow_cap
+            }
+            // Unless it died inside the free that clears the stage.
+            if old != 0 && Arena.isAllocated(old) { Arena.free(old) }
+        } else if new != 0 {
+            Arena.free(new)
+        }
+        jr_store_u32(&r.pointee.grow_stage, 0)
+    }
+
+    /// A put died writing its record: committed iff the tail moved (one
+    /// store); `unfinished` and the item's block follow that.
+    private func finishPut(_ r: UnsafeMutablePointer<jr_process_record>) {
+        let committed = q.pointee.tail != r.pointee.put_tail
+        if isJoinable {
+            q.pointee.unfinished = r.pointee.put_unfinished + (committed ? 1 : 0)
+        }
+        if committed {
+            jr_store_u64(&r.pointee.put_block, 0)
+        } else if r.pointee.put_block != 0 {
+            Arena.free(r.pointee.put_block, clearingOffset: &r.pointee.put_block)
+        }
+        jr_store_u32(&r.pointee.put_stage, 0)
+    }
+
+    /// A get died under the lock: if the item had left the ring (head moved
+    /// past it), it is that process's, taken and (on a redeliver queue) kept,
+    /// as if the get had finished, so the monitor fails or delivers it again;
+    /// if not, it is still in the queue and the kept copy's block is freed.
+    /// Nothing has touched the queue since the death: the bytes are intact.
+    private func finishGet(_ r: UnsafeMutablePointer<jr_process_record>) {
+        let left = jr_load_u64(&q.pointee.head) >= r.pointee.get_item_end
+        let node = r.pointee.get_held_block
+        let cap = q.pointee.ring_cap
+        let rec = Arena.pointer(q.pointee.ring_off) + Int(r.pointee.get_item_head & (cap - 1))
+        let header = rec.assumingMemoryBound(to: jr_record.self)
+        let external = header.pointee.kind == UInt32(JR_REC_EXTERNAL) ? (rec + 8).assumingMemoryBound(to: UInt64.self) : nil
+        if left {
+            if isJoinable, let i = entryIndex(slot: SharedQueue.slotNumber(r)) {
+                let e = takers! + i
+                if e.pointee.count == r.pointee.get_taken { countTaken(e) }
+                if node != 0 && e.pointee.held_tail == r.pointee.get_held_tail {
+                    let bytes = external.map { UnsafeRawBufferPointer(start: Arena.pointer($0[0]), count: Int($0[1])) }
+                        ?? UnsafeRawBufferPointer(start: rec + 8, count: Int(header.pointee.length))
+                    link(node, bytes: bytes, to: e)
+                }
+            }
+            // Its block would have been freed by the dead process once read.
+            if let p = external {
+                if r.pointee.get_block == p[0] { Arena.free(p[0], clearingOffset: &r.pointee.get_block) } else { Arena.free(p[0]) }
+            }
+        } else if node != 0 {
+            Arena.free(node)
+        }
+        r.pointee.get_held_block = 0
+        jr_store_u32(&r.pointee.get_stage, 0)
+    }
+
+    /// A task_done died under the lock: roll forward each step not yet done.
+    private func finishTaskDone(_ r: UnsafeMutablePointer<jr_process_record>) {
+        let node = r.pointee.done_node
+        if r.pointee.done_entry != 0, let t = takers {
+            let e = t + Int(r.pointee.done_entry - 1)
+            if node != 0 && e.pointee.held_head == node {
+                e.pointee.held_head = Arena.pointer(node).assumingMemoryBound(to: jr_held.self).pointee.next
+                if e.pointee.held_tail == node { e.pointee.held_tail = 0 }
+            }
+            if e.pointee.count == r.pointee.done_count { e.pointee.count -= 1 }
+        }
+        if q.pointee.unfinished == r.pointee.done_unfinished { q.pointee.unfinished -= 1 }
+        if node != 0 && Arena.isAllocated(node) { Arena.free(node) }
+        jr_store_u32(&r.pointee.done_stage, 0)
+    }
+
+    /// The monitor, after `r`'s process died: settles what its intents name
+    /// on this queue, then frees its large item's block if the put had not
+    /// got it into the ring.
+    func abandonPut(_ r: UnsafeMutablePointer<jr_process_record>) {
+        lock()
+        if r.pointee.put_block != 0 { Arena.free(r.pointee.put_block, clearingOffset: &r.pointee.put_block) }
+        unlock()
+    }
+
+    /// The monitor, after `r`'s process died: its kept copies go back to the
+    /// front of the queue to be delivered again (their tasks are no longer
+    /// its); the items it took and kept no copy of will never be marked done.
+    func processDied(_ r: UnsafeMutablePointer<jr_process_record>, name: String) {
+        lock()
+        defer { unlock() }
+        guard let i = entryIndex(slot: SharedQueue.slotNumber(r)) else { return }
+        let e = takers! + i
+        var items: [UnsafeRawBufferPointer] = []
+        var nodes: [UInt64] = []
+        var cur = e.pointee.held_head
+        while cur != 0 {
+            let h = Arena.pointer(cur).assumingMemoryBound(to: jr_held.self)
+            items.append(UnsafeRawBufferPointer(start: UnsafeRawPointer(h + 1), count: Int(h.pointee.length)))
+            nodes.append(cur)
+            cur = h.pointee.next
+        }
+        if !items.isEmpty && requeueFrontLocked(items) {
+            e.pointee.count -= min(e.pointee.count, UInt64(items.count))
+            for node in nodes { Arena.free(node) }
+        } else {
+            for node in nodes { Arena.free(node) }
+        }
+        e.pointee.held_head = 0
+        e.pointee.held_tail = 0
+        if e.pointee.count > 0 {
+            failTasksLocked(e.pointee.count, pid: r.pointee.pid,
+                            code: r.pointee.has_exit_code != 0 ? r.pointee.exit_code : Int32.min, name: name)
+            e.pointee.count = 0
+        }
+        jr_store_u32(&e.pointee.slot, 0)
+    }
+
+    /// How many items `r`'s process holds from this queue (taken, not done).
+    func heldBy(_ r: UnsafeMutablePointer<jr_process_record>) -> UInt64 {
+        lock()
+        defer { unlock() }
+        guard let i = entryIndex(slot: SharedQueue.slotNumber(r)) else { return 0 }
+        return takers![i].count
+    }
+
     @inline(__always) private func unlock() { jr_mutex_unlock(&q.pointee.lock) }
 
     /// Takes and releases the lock: if its holder died, the repair runs now.
     func settle() { lock(); unlock() }
 
     enum PutResult { case ok, full, closed, noMemory(String), failed(String) }
-    enum GetResult: Equatable { case ok, empty, closed, failed(String) }
+    enum GetResult: Equatable { case ok, empty, closed, noMemory(String, lasting: Bool), failed(String) }
     enum JoinResult { case ok, timedOut, failed(String), workerDied(String) }
 
     var offset: UInt64 { Arena.offset(of: q) }
@@ -177,19 +453,44 @@ struct SharedQueue {
     /// Puts an item of `count` encoded bytes (more than `inlineLimit`) that
     /// `fill` writes straight into the item's own arena block: a big string
     /// is copied once on its way in, not into a buffer and then again.
+    ///
+    /// The block is named in the process's record (put_block) from its
+    /// allocation until its record is in the ring, so a SIGKILL meanwhile
+    /// (while the put waits for room in a full queue, say) does not keep its
+    /// memory for the rest of the run: the monitor frees it (abandonPut).
     func putExternal(count: Int, block: Bool, deadline: Deadline, fill: (UnsafeMutableRawPointer) -> Void) -> PutResult {
+        let me = ProcessRegistry.record
+        if let me {
+            jr_store_u32(&me.pointee.put_stage, 0)
+            me.pointee.put_queue = offset
+        }
         let external: UInt64
-        switch allocateWaiting(count, block: block, deadline: deadline) {
+        switch Arena.allocateWaiting(count, block: block, deadline: deadline,
+                                     recordingIn: me.map { ProcessRegistry.field($0, \.put_block) }) {
         case .success(let off): external = off
-        case .failure(let message): return message.isEmpty ? .full : .noMemory(message)
+        case .full: return .full
+        case .noMemory(let message): return .noMemory(message)
+        case .failed(let f): return .failed(f)
         }
         fill(Arena.pointer(external))
+        TestHooks.killPoint("put-filled")
         return enqueue(count: count, external: external, block: block, deadline: deadline) { _ in }
+    }
+
+    /// Frees a large put's block that did not make it into the ring.
+    private func dropBlock(_ external: UInt64) {
+        if external == 0 { return }
+        if let me = ProcessRegistry.record { Arena.free(external, clearingOffset: &me.pointee.put_block) } else { Arena.free(external) }
     }
 
     /// Adds a record for an item of `count` bytes: inline, written by `fill`
     /// into the ring, or a reference to `external` (the block holding the
     /// bytes, which is freed if the put fails; `fill` is not called).
+    ///
+    /// Model step "put": the record (and a wrap marker before it) is written
+    /// past the tail and committed by one store of `tail`; on a JoinableQueue
+    /// `unfinished` rises first, so the intent (put_tail, put_unfinished)
+    /// tells the repair which way to settle both (finishPut).
     @inline(__always)
     private func enqueue(count: Int, external: UInt64, block: Bool, deadline: Deadline,
                          fill: (UnsafeMutableRawPointer) -> Void) -> PutResult {
@@ -198,35 +499,46 @@ struct SharedQueue {
         lock()
         while true {
             if q.pointee.closed != 0 {
-                unlock(); if external != 0 { Arena.free(external) }
+                unlock(); dropBlock(external)
                 return .closed
             }
             if q.pointee.maxsize <= 0 || Int64(q.pointee.count) < q.pointee.maxsize { break }
             if !block || deadline.expired {
-                unlock(); if external != 0 { Arena.free(external) }
+                unlock(); dropBlock(external)
                 return .full
             }
             let t0 = monotonicNanos()
+            TestHooks.killPoint("put-waits")
             let verdict = waitLocked(&q.pointee.space_seq, waiters: &q.pointee.put_waiters, deadline: deadline, kind: JR_WAIT_PUT)
             q.pointee.put_wait_ns &+= UInt64(max(0, monotonicNanos() - t0))
             if let f = verdict, q.pointee.closed == 0, Int64(q.pointee.count) >= q.pointee.maxsize {
-                unlock(); if external != 0 { Arena.free(external) }
+                unlock(); dropBlock(external)
                 return .failed(f)
             }
         }
         if !ensureRoom(need) {
-            unlock(); if external != 0 { Arena.free(external) }
+            unlock(); dropBlock(external)
             return .noMemory("out of shared memory growing the queue's buffer")
+        }
+        let joinable = isJoinable
+        let me = ProcessRegistry.record
+        let tail = q.pointee.tail
+        if let me, joinable || external != 0 {
+            me.pointee.put_queue = offset
+            me.pointee.put_tail = tail
+            me.pointee.put_unfinished = q.pointee.unfinished
+            jr_store_u32(&me.pointee.put_stage, 1)
         }
         let ring = Arena.pointer(q.pointee.ring_off)
         let cap = q.pointee.ring_cap
-        var pos = q.pointee.tail & (cap - 1)
+        var pos = tail & (cap - 1)
+        var newTail = tail
         if pos + need > cap {
             // Not enough contiguous room before the end: mark the rest as skipped.
             let r = (ring + Int(pos)).assumingMemoryBound(to: jr_record.self)
             r.pointee.kind = UInt32(JR_REC_WRAP)
             r.pointee.length = UInt32(cap - pos - 8)
-            q.pointee.tail += cap - pos
+            newTail += cap - pos
             pos = 0
         }
         let r = (ring + Int(pos)).assumingMemoryBound(to: jr_record.self)
@@ -241,39 +553,23 @@ struct SharedQueue {
             r.pointee.length = UInt32(count)
             fill(ring + Int(pos) + 8)
         }
-        q.pointee.tail += need
+        if joinable { jr_store_u64(&q.pointee.unfinished, q.pointee.unfinished + 1) }
+        jr_store_u64(&q.pointee.tail, newTail + need)      // committed
         let depth = q.pointee.count + 1
         jr_store_u64(&q.pointee.count, depth)
+        if let me, joinable || external != 0 {
+            if external != 0 { jr_store_u64(&me.pointee.put_block, 0) }
+            jr_store_u32(&me.pointee.put_stage, 0)
+        }
         q.pointee.total_put += 1
         q.pointee.total_bytes &+= UInt64(count)
         if depth > q.pointee.peak_count { q.pointee.peak_count = depth }
-        if isJoinable { _ = jr_add_u64(&q.pointee.unfinished, 1) }
         let wake = q.pointee.get_waiters > 0
         if wake { q.pointee.items_seq &+= 1 }
         unlock()
         if wake { _ = jr_futex_wake(&q.pointee.items_seq, 1) }
         ProcessRegistry.countPut()
         return .ok
-    }
-
-    private enum Allocation { case success(UInt64), failure(String) }
-
-    /// Allocates an item block, waiting for memory when blocking.
-    private func allocateWaiting(_ n: Int, block: Bool, deadline: Deadline) -> Allocation {
-        while true {
-            do {
-                return .success(try Arena.allocate(n))
-            } catch .overLimit(let need, let inUse, let limit) {
-                if need > limit {
-                    return .failure("item of \(n) bytes is larger than the shared memory limit (\(limit >> 20) MiB)")
-                }
-                _ = inUse
-                if !block || deadline.expired { return .failure("") }
-                _ = Arena.waitForSpace(deadline)
-            } catch {
-                return .failure("shared memory address space exhausted")
-            }
-        }
     }
 
     /// Makes room for `need` more bytes (plus a possible wrap) by growing the ring.
@@ -283,13 +579,18 @@ struct SharedQueue {
         if used + need * 2 <= cap { return true }
         var newCap = cap * 2
         while used + need * 2 > newCap { newCap *= 2 }
-        guard let newOff = try? Arena.allocate(Int(newCap)) else { return false }
-        replaceRing(with: newOff, cap: newCap, at: 0)
-        return true
+        return growRing(to: newCap, intent: ProcessRegistry.record)
     }
 
     /// Takes one item and hands its bytes to `consume` (outside the lock).
     /// `scratch` is the caller's reusable buffer for small items.
+    ///
+    /// Model step "get": from a JoinableQueue the item leaves the ring (one
+    /// store of `head`) and is counted as the taker's in the queue's taker
+    /// table in one critical section, with the intent (get_stage) written
+    /// first; on a redeliver queue the block for its kept copy is allocated
+    /// before the item leaves: if shared memory is short the get waits for
+    /// memory (a wait the monitor sees) or fails, and the item stays queued.
     func get(block: Bool, deadline: Deadline, scratch: inout ScratchBuffer, recv: Bool = false, spin: Bool = true,
              consume: (UnsafeRawBufferPointer) -> Void) -> GetResult {
         // Time spent waiting is measured only when there is a wait.
@@ -298,14 +599,71 @@ struct SharedQueue {
             waitedSince = monotonicNanos()
             if spin { spinUntilItems() }
         }
+        let joinable = isJoinable
+        let redeliver = q.pointee.flags & UInt32(JR_QUEUE_REDELIVER) != 0
+        let me = ProcessRegistry.record
         lock()
-        while q.pointee.count == 0 {
-            if q.pointee.closed != 0 { unlock(); return .closed }
-            if !block || deadline.expired { unlock(); return .empty }
-            if waitedSince == 0 { waitedSince = monotonicNanos() }
-            let verdict = waitLocked(&q.pointee.items_seq, waiters: &q.pointee.get_waiters, deadline: deadline, kind: recv ? JR_WAIT_RECV : JR_WAIT_GET)
-            if let f = verdict, q.pointee.count == 0, q.pointee.closed == 0 { unlock(); return .failed(f) }
+        while true {
+            while q.pointee.count == 0 {
+                if q.pointee.closed != 0 { unlock(); return .closed }
+                if !block || deadline.expired { unlock(); return .empty }
+                if waitedSince == 0 { waitedSince = monotonicNanos() }
+                let verdict = waitLocked(&q.pointee.items_seq, waiters: &q.pointee.get_waiters, deadline: deadline, kind: recv ? JR_WAIT_RECV : JR_WAIT_GET)
+                if let f = verdict, q.pointee.count == 0, q.pointee.closed == 0 { unlock(); return .failed(f) }
+            }
+            if !joinable || me == nil { break }
+            // Room for this process's entry and the item's kept copy first.
+            let r = me!
+            let need = redeliver ? MemoryLayout<jr_held>.size + nextItemLength() : 0
+            r.pointee.get_held_block = 0
+            if let e = ownEntry(r) {
+                if !redeliver { return take(entry: e, scratch: &scratch, waitedSince: waitedSince, consume: consume) }
+                // The intent names the block as soon as it exists; the item
+                // has not left (get_item_end unreachable), so a repair frees it.
+                r.pointee.get_queue = offset
+                r.pointee.get_item_end = UInt64.max
+                jr_store_u32(&r.pointee.get_stage, 1)
+                if (try? Arena.allocate(need, recordingIn: &r.pointee.get_held_block)) != nil {
+                    TestHooks.killPoint("get-held-allocated")
+                    return take(entry: e, scratch: &scratch, waitedSince: waitedSince, consume: consume)
+                }
+                jr_store_u32(&r.pointee.get_stage, 0)
+            }
+            unlock()
+            let limit = Arena.limit
+            if (UInt64(1) << Arena.sizeClass(for: need)) > limit {
+                return .noMemory("the copy kept for redelivery of the next item (\(need) bytes) is larger than the shared memory limit (\(limit >> 20) MiB); it stays in the queue", lasting: true)
+            }
+            switch Arena.waitForMemory(block: block, deadline: deadline) {
+            case .success: break
+            case .full:
+                return .noMemory("no shared memory for the copy kept for redelivery of the next item (\(Arena.bytesInUse >> 20) of \(limit >> 20) MiB in use); it stays in the queue", lasting: false)
+            case .noMemory(let m): return .noMemory(m, lasting: true)
+            case .failed(let f): return .failed(f)
+            }
+            lock()
         }
+        return take(entry: nil, scratch: &scratch, waitedSince: waitedSince, consume: consume)
+    }
+
+    /// Encoded bytes of the item at the head (lock held, count > 0).
+    private func nextItemLength() -> Int {
+        let ring = Arena.pointer(q.pointee.ring_off)
+        let cap = q.pointee.ring_cap
+        var pos = q.pointee.head & (cap - 1)
+        var r = (ring + Int(pos)).assumingMemoryBound(to: jr_record.self)
+        if r.pointee.kind == UInt32(JR_REC_WRAP) { pos = 0; r = ring.assumingMemoryBound(to: jr_record.self) }
+        if r.pointee.kind == UInt32(JR_REC_EXTERNAL) { return Int((ring + Int(pos) + 8).assumingMemoryBound(to: UInt64.self)[1]) }
+        return Int(r.pointee.length)
+    }
+
+    /// The second half of `get`: takes the item at the head (lock held, count
+    /// > 0; released on return). `entry`: the taker entry of this process on
+    /// a JoinableQueue, with the kept copy's block in get_held_block on a
+    /// redeliver queue.
+    @inline(__always)
+    private func take(entry: Int?, scratch: inout ScratchBuffer, waitedSince: Int64,
+                      consume: (UnsafeRawBufferPointer) -> Void) -> GetResult {
         if waitedSince != 0 { q.pointee.get_wait_ns &+= UInt64(max(0, monotonicNanos() - waitedSince)) }
         let ring = Arena.pointer(q.pointee.ring_off)
         let cap = q.pointee.ring_cap
@@ -317,21 +675,23 @@ struct SharedQueue {
             r = ring.assumingMemoryBound(to: jr_record.self)
         }
         let length = Int(r.pointee.length)
-        let joinable = isJoinable
-        let me = joinable ? ProcessRegistry.record : nil
+        let isExternal = r.pointee.kind == UInt32(JR_REC_EXTERNAL)
+        let me = (entry != nil || isExternal) ? ProcessRegistry.record : nil
+        let e = entry.map { takers! + $0 }
         if let me {
             // Noted so that a SIGKILL from here to the end of the critical
-            // section is finished or undone by the next locker (repair).
+            // section is finished or undone by the next locker (finishGet).
             me.pointee.get_queue = offset
             me.pointee.get_item_head = q.pointee.head
             me.pointee.get_item_end = q.pointee.head + 8 + SharedQueue.padded(length)
-            me.pointee.get_taken = ProcessRegistry.takenCount(offset, in: me)
-            me.pointee.get_held_tail = me.pointee.held_tail
+            me.pointee.get_taken = e?.pointee.count ?? 0
+            me.pointee.get_held_tail = e?.pointee.held_tail ?? 0
+            if entry == nil { me.pointee.get_held_block = 0 }
             jr_store_u32(&me.pointee.get_stage, 1)
         }
         var external: UInt64 = 0
         var externalLength = 0
-        if r.pointee.kind == UInt32(JR_REC_EXTERNAL) {
+        if isExternal {
             let p = (ring + Int(pos) + 8).assumingMemoryBound(to: UInt64.self)
             external = p[0]
             externalLength = Int(p[1])
@@ -339,18 +699,24 @@ struct SharedQueue {
             scratch.reserve(length)
             if length > 0 { memcpy(scratch.base, ring + Int(pos) + 8, length) }
         }
-        jr_store_u64(&q.pointee.head, q.pointee.head + 8 + SharedQueue.padded(length))
+        jr_store_u64(&q.pointee.head, q.pointee.head + 8 + SharedQueue.padded(length))   // the item left
         jr_store_u64(&q.pointee.count, q.pointee.count - 1)
         q.pointee.total_got += 1
         if let me {
+            if external != 0 { jr_store_u64(&me.pointee.get_block, external) }
             jr_store_u32(&me.pointee.get_stage, 2)
-            ProcessRegistry.took(from: offset)
-            if q.pointee.flags & UInt32(JR_QUEUE_REDELIVER) != 0 {
-                let bytes = external != 0
-                    ? UnsafeRawBufferPointer(start: Arena.pointer(external), count: externalLength)
-                    : UnsafeRawBufferPointer(start: scratch.base, count: length)
-                ProcessRegistry.hold(bytes, from: offset)
+            if let e {
+                countTaken(e)
+                let node = me.pointee.get_held_block
+                if node != 0 {
+                    let bytes = external != 0
+                        ? UnsafeRawBufferPointer(start: Arena.pointer(external), count: externalLength)
+                        : UnsafeRawBufferPointer(start: scratch.base, count: length)
+                    link(node, bytes: bytes, to: e)
+                }
+                TestHooks.killPoint("get-taken")
             }
+            me.pointee.get_held_block = 0
             jr_store_u32(&me.pointee.get_stage, 0)
         }
         let wake = q.pointee.put_waiters > 0
@@ -360,7 +726,7 @@ struct SharedQueue {
         ProcessRegistry.countGot()
         if external != 0 {
             consume(UnsafeRawBufferPointer(start: Arena.pointer(external), count: externalLength))
-            Arena.free(external)
+            if let me { Arena.free(external, clearingOffset: &me.pointee.get_block) } else { Arena.free(external) }
         } else {
             consume(UnsafeRawBufferPointer(start: scratch.base, count: length))
         }
@@ -410,51 +776,63 @@ struct SharedQueue {
 
     enum TaskDoneResult { case ok, tooMany }
 
-    /// Without the queue's lock in the common case: `unfinished` is atomic.
-    /// Only when it falls to the point where join may return is the lock
-    /// taken, so a joiner about to sleep cannot miss the wake-up.
+    /// Marks one taken item done, under the lock, whoever calls it (Python
+    /// lets the taker hand the item to another process, which calls
+    /// task_done): the caller's own taken item if it holds any, else the
+    /// oldest taker's. On a redeliver queue that taker's oldest kept copy
+    /// goes with it, so its later death delivers nothing twice.
     ///
-    /// On a redeliver queue the kept copy of the item is unlinked before the
-    /// count falls, so a SIGKILL between the two cannot have the monitor
-    /// deliver again an item already counted done (which would let `join`
-    /// return one item early); the stage noted in the record tells the
-    /// monitor how far it got (Monitor.State.finishTaskDone).
+    /// Model step "task_done": the intent (the entry, its count, the kept
+    /// copy and `unfinished` before) is noted first; the repair rolls each
+    /// step forward (finishTaskDone); freeing the copy clears the intent.
     func taskDone() -> TaskDoneResult {
-        if jr_load_u64(&q.pointee.unfinished) == 0 { return .tooMany }
-        // Each step is noted in this process's record, so that a SIGKILL
-        // between two of them is finished or undone by the monitor.
-        let held: UInt64
-        if q.pointee.flags & UInt32(JR_QUEUE_REDELIVER) != 0 {
-            held = ProcessRegistry.unlinkHeld(from: offset)        // notes stage 1 itself
-        } else {
-            held = 0
-            ProcessRegistry.doneStage(1, queue: offset, node: 0)
-        }
-        var v = jr_load_u64(&q.pointee.unfinished)
-        while true {
-            if v == 0 {
-                if held != 0 { ProcessRegistry.relinkHeld(held) }
-                ProcessRegistry.doneStage(0)
-                return .tooMany
+        lock()
+        if q.pointee.unfinished == 0 { unlock(); return .tooMany }
+        let me = ProcessRegistry.record
+        var entry: Int? = nil
+        if let t = takers {
+            let cap = Int(q.pointee.takers_cap)
+            if let me, let own = entryIndex(slot: SharedQueue.slotNumber(me)), t[own].count > 0 {
+                entry = own
+            } else {
+                for i in 0..<cap where t[i].slot != 0 && t[i].count > 0 {
+                    if entry == nil || t[i].since < t[entry!].since { entry = i }
+                }
             }
-            if jr_cas_u64(&q.pointee.unfinished, v, v - 1) != 0 { break }
-            v = jr_load_u64(&q.pointee.unfinished)
         }
-        ProcessRegistry.doneStage(2)
-        ProcessRegistry.done(with: offset)
-        ProcessRegistry.doneStage(3)
-        if held != 0 {
-            ProcessRegistry.doneStage(3, clearingNode: true)   // the monitor must not free it too
-            Arena.free(held)
+        let e = entry.map { takers! + $0 }
+        let node = e?.pointee.held_head ?? 0
+        if let me {
+            me.pointee.done_queue = offset
+            me.pointee.done_entry = entry.map { UInt64($0 + 1) } ?? 0
+            me.pointee.done_node = node
+            me.pointee.done_count = e?.pointee.count ?? 0
+            me.pointee.done_unfinished = q.pointee.unfinished
+            jr_store_u32(&me.pointee.done_stage, 1)
         }
-        ProcessRegistry.doneStage(0)
-        if v - 1 <= jr_load_u64(&q.pointee.failed_tasks) {
-            lock()
+        TestHooks.killPoint("task-done-noted")
+        if let e {
+            if node != 0 {
+                e.pointee.held_head = Arena.pointer(node).assumingMemoryBound(to: jr_held.self).pointee.next
+                if e.pointee.held_tail == node { e.pointee.held_tail = 0 }
+            }
+            e.pointee.count -= 1
+        }
+        TestHooks.killPoint("task-done-counted")
+        let left = q.pointee.unfinished - 1
+        jr_store_u64(&q.pointee.unfinished, left)
+        if node != 0 {
+            if let me { Arena.free(node, clearing: &me.pointee.done_stage) } else { Arena.free(node) }
+        } else if let me {
+            jr_store_u32(&me.pointee.done_stage, 0)
+        }
+        var wake = false
+        if left <= q.pointee.failed_tasks {
             q.pointee.done_seq &+= 1
-            let wake = q.pointee.join_waiters > 0
-            unlock()
-            if wake { _ = jr_futex_wake(&q.pointee.done_seq, Int32.max) }
+            wake = q.pointee.join_waiters > 0
         }
+        unlock()
+        if wake { _ = jr_futex_wake(&q.pointee.done_seq, Int32.max) }
         return .ok
     }
 
@@ -516,17 +894,18 @@ struct SharedQueue {
         return "\(n) item\(n == 1 ? "" : "s") will never be marked done: \(who.joined(separator: ", ")) while holding \(n == 1 ? "it" : "them")"
     }
 
-    /// Called by the monitor: puts items a dead process held back at the
-    /// front of the queue, in their order, to be delivered again. `unfinished`
-    /// already counts them. Rare, so the ring is simply rebuilt.
-    func requeueFront(_ items: [UnsafeRawBufferPointer]) -> Bool {
-        lock()
-        defer { unlock() }
+    /// Called by the monitor (lock held): puts items a dead process held
+    /// back at the front of the queue, in their order, to be delivered again.
+    /// `unfinished` already counts them. Rare, so the ring is simply rebuilt.
+    private func requeueFrontLocked(_ items: [UnsafeRawBufferPointer]) -> Bool {
         var records: [(UInt64, Int, UnsafeRawBufferPointer)] = []   // (external, length, inline bytes)
         var need: UInt64 = 0
         for item in items {
             if item.count > SharedQueue.inlineLimit {
-                guard let ext = try? Arena.allocate(item.count) else { return false }
+                guard let ext = try? Arena.allocate(item.count) else {
+                    for (e, _, _) in records where e != 0 { Arena.free(e) }
+                    return false
+                }
                 memcpy(Arena.pointer(ext), item.baseAddress!, item.count)
                 records.append((ext, item.count, item))
                 need += 8 + 16
@@ -539,32 +918,36 @@ struct SharedQueue {
         let used = q.pointee.tail - q.pointee.head
         var newCap = cap
         while used + need * 2 > newCap { newCap *= 2 }
-        guard let newOff = try? Arena.allocate(Int(newCap)) else { return false }
-        let new = Arena.pointer(newOff)
-        var w = 0
-        for (ext, length, bytes) in records {
-            let r = (new + w).assumingMemoryBound(to: jr_record.self)
-            if ext != 0 {
-                r.pointee.kind = UInt32(JR_REC_EXTERNAL); r.pointee.length = 16
-                let p = (new + w + 8).assumingMemoryBound(to: UInt64.self)
-                p[0] = ext; p[1] = UInt64(length)
-                w += 24
-            } else {
-                r.pointee.kind = UInt32(JR_REC_INLINE); r.pointee.length = UInt32(length)
-                if length > 0 { memcpy(new + w + 8, bytes.baseAddress!, length) }
-                w += 8 + Int(SharedQueue.padded(length))
+        let grown = growRing(to: newCap, intent: nil) { new in
+            var w = 0
+            for (ext, length, bytes) in records {
+                let r = (new + w).assumingMemoryBound(to: jr_record.self)
+                if ext != 0 {
+                    r.pointee.kind = UInt32(JR_REC_EXTERNAL); r.pointee.length = 16
+                    let p = (new + w + 8).assumingMemoryBound(to: UInt64.self)
+                    p[0] = ext; p[1] = UInt64(length)
+                    w += 24
+                } else {
+                    r.pointee.kind = UInt32(JR_REC_INLINE); r.pointee.length = UInt32(length)
+                    if length > 0 { memcpy(new + w + 8, bytes.baseAddress!, length) }
+                    w += 8 + Int(SharedQueue.padded(length))
+                }
             }
+            return w
         }
-        replaceRing(with: newOff, cap: newCap, at: w)
+        if !grown {
+            for (e, _, _) in records where e != 0 { Arena.free(e) }
+            return false
+        }
         jr_store_u64(&q.pointee.count, q.pointee.count + UInt64(items.count))
         q.pointee.items_seq &+= 1
         _ = jr_futex_wake(&q.pointee.items_seq, Int32.max)
         return true
     }
 
-    /// Called by the monitor: `n` items taken by a process that died will never be marked done.
-    func failTasks(_ n: UInt64, pid: Int32, code: Int32, name: String) {
-        lock()
+    /// Called by the monitor (lock held): `n` items taken by a process that
+    /// died will never be marked done.
+    private func failTasksLocked(_ n: UInt64, pid: Int32, code: Int32, name: String) {
         q.pointee.failed_tasks += n
         if q.pointee.failed_pid_count < UInt32(JR_QUEUE_FAILED_PIDS) {
             withUnsafeMutableBytes(of: &q.pointee.failed_pids) { $0.bindMemory(to: Int32.self)[Int(q.pointee.failed_pid_count)] = pid }
@@ -578,7 +961,6 @@ struct SharedQueue {
             buf[bytes.count] = 0
         }
         q.pointee.done_seq &+= 1
-        unlock()
         _ = jr_futex_wake(&q.pointee.done_seq, Int32.max)
     }
 

@@ -25,7 +25,15 @@ enum CoreBindings {
         Lua.setFunction(L, "random_seed", randomSeed)
         Lua.setFunction(L, "recorded_exit", recordedExit)
         Lua.setFunction(L, "alive", alive)
+        Lua.setFunction(L, "shm_in_use", shmInUse)
         Lua.pushString(L, version); lua_setfield(L, -2, "version")
+    }
+
+    /// core.shm_in_use() -> bytes of shared memory in allocated blocks now
+    /// (`jobrun._shm_in_use`, for the tests that check nothing leaks).
+    static let shmInUse: jr_swift_fn = { L in
+        lua_pushinteger(L!, lua_Integer(truncatingIfNeeded: Arena.bytesInUse))
+        return 1
     }
 
     /// core.fork(name, daemon, main, p) -> pid, in the parent. The child

@@ -106,6 +106,8 @@ enum PipeBindings {
                 return 1
             case .closed:
                 return Lua.raise(L, .EOF, "\(end.label).recv: the other end is closed and nothing is left to read")
+            case .noMemory(let m, _):
+                return Lua.raise(L, .ValueError, "\(end.label).recv: \(m)")
             case .failed(let f):
                 return ProcessRegistry.raiseFailure(L, "\(end.label).recv: \(f)")
             case .empty:

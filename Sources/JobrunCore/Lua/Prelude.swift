@@ -43,6 +43,7 @@ jobrun.sleep = core.sleep
 jobrun.time = core.time
 jobrun.cpu_count = core.cpu_count
 jobrun.progress = core.progress
+jobrun._shm_in_use = core.shm_in_use   -- for tests: shared memory in use, in bytes
 
 -- Processes ------------------------------------------------------------------
 

@@ -252,6 +252,8 @@ enum QueueBindings {
             return Lua.raise(L, .Empty, "\(label(q)) is empty\(waited)")
         case .closed:
             return Lua.raise(L, .Closed, "\(label(q)).get: the queue is closed and drained")
+        case .noMemory(let m, let lasting):
+            return Lua.raise(L, lasting ? .ValueError : .Empty, "\(label(q)).get: \(m)")
         case .failed(let f):
             return ProcessRegistry.raiseFailure(L, "\(label(q)).get: \(f)")
         }
@@ -274,6 +276,8 @@ enum QueueBindings {
             jr_lua_pop(L, 1)
             lua_pushboolean(L, 0)
             return 1
+        case .noMemory(let m, _):
+            return Lua.raise(L, .ValueError, "\(label(q)).get: \(m)")
         case .failed(let f):
             return ProcessRegistry.raiseFailure(L, "\(label(q)).get: \(f)")
         }

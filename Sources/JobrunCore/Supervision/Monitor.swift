@@ -164,70 +164,31 @@ enum Monitor {
             }
             ProcessRegistry.markEnded(r)
             let name = ProcessRegistry.name(of: r)
+            // Intents it left, each settled by the queue it names; then its
+            // share of the items of every JoinableQueue.
             finishTaskDone(r)
-            // Died inside a get, holding the queue's lock: taking the lock
-            // runs the repair that settles that item before we count.
             if jr_load_u32(&r.pointee.get_stage) != 0 { SharedQueue(offset: r.pointee.get_queue).settle() }
-            redeliver(r)
-            withUnsafeMutablePointer(to: &r.pointee.taken) {
-                $0.withMemoryRebound(to: jr_taken.self, capacity: Int(JR_MAX_TAKEN)) { t in
-                    for i in 0..<Int(JR_MAX_TAKEN) where t[i].queue != 0 && t[i].count > 0 {
-                        SharedQueue(offset: t[i].queue).failTasks(t[i].count, pid: r.pointee.pid,
-                                                                  code: r.pointee.has_exit_code != 0 ? r.pointee.exit_code : Int32.min,
-                                                                  name: name)
-                        t[i].count = 0
-                    }
-                }
+            if jr_load_u32(&r.pointee.grow_stage) != 0 { SharedQueue(offset: r.pointee.grow_queue).settle() }
+            if jr_load_u32(&r.pointee.put_stage) != 0 || jr_load_u64(&r.pointee.put_block) != 0 {
+                SharedQueue(offset: r.pointee.put_queue).abandonPut(r)
             }
+            let block = jr_load_u64(&r.pointee.get_block)
+            if block != 0 { Arena.free(block, clearingOffset: &r.pointee.get_block) }
+            Arena.forgetWaiter(r)
+            redeliver(r, name: name)
             jr_store_u32(&r.pointee.state, UInt32(JR_PROC_EXITED))
         }
 
-        /// A process died inside task_done: before the count fell, its item
-        /// is not done (the kept copy goes back on its list, to be delivered
-        /// again); after, it is done (the taken count falls if it had not).
+        /// A process died inside task_done, under the queue's lock: taking
+        /// the lock runs the repair that rolls it forward (SharedQueue).
         func finishTaskDone(_ r: UnsafeMutablePointer<jr_process_record>) {
-            let stage = jr_load_u32(&r.pointee.done_stage)
-            guard stage != 0 else { return }
-            let node = r.pointee.done_node
-            if stage == 1 {
-                // It may have died before, during or after unlinking it.
-                if node != 0 && !ProcessRegistry.isHeld(node, in: r) { ProcessRegistry.relinkHeld(node, in: r) }
-            } else {
-                if stage == 2 { ProcessRegistry.done(with: r.pointee.done_queue, in: r) }
-                if node != 0 { Arena.free(node) }
-            }
-            jr_store_u32(&r.pointee.done_stage, 0)
+            if jr_load_u32(&r.pointee.done_stage) != 0 { SharedQueue(offset: r.pointee.done_queue).settle() }
         }
 
-        /// Puts the items a dead process held from redeliver queues back at
-        /// the front of their queues; their tasks are then no longer its.
-        func redeliver(_ r: UnsafeMutablePointer<jr_process_record>) {
-            var byQueue: [UInt64: [UnsafeRawBufferPointer]] = [:]
-            var order: [UInt64] = []
-            var nodes: [UInt64] = []
-            var cur = r.pointee.held_head
-            while cur != 0 {
-                let h = Arena.pointer(cur).assumingMemoryBound(to: jr_held.self)
-                if byQueue[h.pointee.queue] == nil { order.append(h.pointee.queue) }
-                byQueue[h.pointee.queue, default: []].append(UnsafeRawBufferPointer(start: UnsafeRawPointer(h + 1), count: Int(h.pointee.length)))
-                nodes.append(cur)
-                cur = h.pointee.next
-            }
-            for queue in order {
-                let items = byQueue[queue]!
-                if SharedQueue(offset: queue).requeueFront(items) {
-                    withUnsafeMutablePointer(to: &r.pointee.taken) {
-                        $0.withMemoryRebound(to: jr_taken.self, capacity: Int(JR_MAX_TAKEN)) { t in
-                            for i in 0..<Int(JR_MAX_TAKEN) where t[i].queue == queue {
-                                t[i].count -= min(t[i].count, UInt64(items.count))
-                            }
-                        }
-                    }
-                }
-            }
-            for node in nodes { Arena.free(node) }
-            r.pointee.held_head = 0
-            r.pointee.held_tail = 0
+        /// Puts the items a dead process kept from redeliver queues back at
+        /// the front of their queues, and fails the other tasks it held.
+        func redeliver(_ r: UnsafeMutablePointer<jr_process_record>, name: String) {
+            for q in SharedQueue.joinables() { q.processDied(r, name: name) }
         }
 
         /// The exit status a zombie still shows in /proc/<pid>/stat (field 52).

@@ -104,7 +104,7 @@ enum Waits {
             let target = Arena.pointer(r.pointee.wait_object).assumingMemoryBound(to: jr_process_record.self)
             return "join of process \(ProcessRegistry.name(of: target)) (pid \(target.pointee.pid))"
         case JR_WAIT_MEMORY:
-            return "put (waiting for shared memory)"
+            return "a wait for shared memory (\(Arena.bytesInUse >> 20) of \(Arena.limit >> 20) MiB in use)"
         default:
             return "an unknown wait"
         }

@@ -1,0 +1,199 @@
+import Foundation
+import Testing
+
+/// Runs a script with JOBRUN_TEST_KILL_AT=`killAt` (TestHooks.swift): the
+/// process named there SIGKILLs itself at that step.
+func runKilled(at killAt: String, _ code: String, options: [String] = [], timeout: Double = 60)
+    -> (status: Int32, stdout: String, stderr: String, timedOut: Bool)
+{
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("jobrun-test-\(UUID().uuidString)")
+    try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: dir) }
+    let script = dir.appendingPathComponent("main.lua")
+    try? code.write(to: script, atomically: true, encoding: .utf8)
+    return runCommand(["/usr/bin/env", "JOBRUN_TEST_KILL_AT=\(killAt)", jobrunBinary] + options + [script.path], timeout: timeout)
+}
+
+/// An item that was put is delivered, and its memory comes back, whatever
+/// step of a put, get or task_done a SIGKILL lands on.
+@Suite("Nothing lost")
+struct NothingLostTests {
+    /// A producer dies while its put grows the ring: before the new ring is
+    /// published the queue keeps the old one, after it the new one; either
+    /// way every item put before is delivered, in order, and the ring not in
+    /// use is freed (a queue made afterwards must not get a ring still in use).
+    @Test(arguments: ["ring-grow-allocated", "ring-grow-copied", "ring-grow-published"])
+    func producerKilledWhileGrowingTheRing(step: String) {
+        let r = runKilled(at: "\(step)@producer", """
+            local q = jobrun.Queue()
+            local done = jobrun.Value(0)
+            local base = jobrun._shm_in_use()
+            local p = jobrun.Process{name = "producer", target = function()
+              for i = 1, 100000 do q:put(i); done:set(i) end
+            end}
+            p:start(); p:join()
+            print("exit", p.exitcode)
+            local function another()
+              local q2 = jobrun.Queue()
+              for i = 1, 1000 do q2:put(-i) end
+              return q2
+            end
+            local q2 = another()
+            local n, bad = 0, "none"
+            while true do
+              local ok, v = pcall(q.get_nowait, q)
+              if not ok then if v.kind ~= "Empty" then bad = tostring(v) end; break end
+              n = n + 1
+              if v ~= n then bad = "item " .. n .. " is " .. tostring(v); break end
+            end
+            print("delivered", n > 1000 and n == done:get(), bad)
+            local final = jobrun._shm_in_use()
+            local q3 = another()              -- what q2 cost: the repair is over by now
+            local grown = final - base - (jobrun._shm_in_use() - final)
+            print("freed", grown == 0 or grown == 131072, grown)
+            """, timeout: 60)
+        #expect(!r.timedOut)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "exit\t-9\ndelivered\ttrue\tnone\nfreed\ttrue\t\(step == "ring-grow-published" ? 131072 : 0)\n", "\(r.stdout)")
+    }
+}
+
+@Suite("Nothing lost: shared memory")
+struct MemoryTests {
+    /// The kept copy of an item from a redeliver queue needs memory too:
+    /// without it the get does not take the item (get_nowait and a timed get
+    /// fail clearly, the item stays), a blocking get waits until memory is
+    /// freed, and the copy then lets the item be delivered again after its
+    /// taker is killed.
+    @Test func redeliveryCopyWaitsForMemoryOrFailsLeavingTheItem() {
+        let r = runScript("""
+            local q = jobrun.JoinableQueue{redeliver = true}
+            local other = jobrun.Queue()
+            local got = jobrun.Queue()
+            q:put(string.rep("a", 1500000))
+            other:put(string.rep("b", 1500000))
+            local ok, e = pcall(q.get_nowait, q)
+            print(ok, e.kind, e.message:match("copy kept for redelivery") ~= nil, q:qsize())
+            ok, e = pcall(q.get, q, true, 0.1)
+            print(ok, e.kind, q:qsize())
+            local taker = jobrun.Process{name = "taker", target = function()
+              local v = q:get(); got:put(#v); jobrun.sleep(60)
+            end}
+            taker:start()
+            print(#other:get())          -- frees the memory the taker waits for
+            print(got:get(true, 10))
+            taker:kill(); taker:join()
+            local c = jobrun.Process{name = "consumer", daemon = true, target = function()
+              for v in q:items() do got:put(#v); q:task_done() end
+            end}
+            c:start()
+            print(got:get(true, 10), q:join(10))
+            """, timeout: 60, options: ["--shm-limit", "5"])
+        #expect(!r.timedOut)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "false\tEmpty\ttrue\t1\nfalse\tEmpty\t1\n1500000\n1500000\n1500000\ttrue\n", "\(r.stdout)")
+    }
+
+    /// A get that can only wait for memory no one will free is a deadlock.
+    @Test func redeliveryCopyNoOneCanMakeRoomForIsADeadlock() {
+        let r = runScript("""
+            local q = jobrun.JoinableQueue{redeliver = true}
+            q:put(string.rep("a", 1500000))
+            q:get()
+            """, timeout: 30, options: ["--shm-limit", "3"])
+        #expect(!r.timedOut)
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("jobrun.Deadlock") && r.stderr.contains("waits in a wait for shared memory"), "\(r.stderr)")
+    }
+
+    /// A put waiting for shared memory that only it could free is reported
+    /// as a deadlock, not left to hang.
+    @Test func putWaitingForMemoryNoOneCanFreeIsADeadlock() {
+        let r = runScript("""
+            local q = jobrun.Queue()
+            q:put(string.rep("a", 600000))
+            q:put(string.rep("b", 600000))
+            """, timeout: 30, options: ["--shm-limit", "2"])
+        #expect(!r.timedOut)
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("main.lua:3: jobrun.Deadlock"), "\(r.stderr)")
+        #expect(r.stderr.contains("MainProcess (pid ") && r.stderr.contains("waits in a wait for shared memory (1 of 2 MiB in use)"), "\(r.stderr)")
+    }
+
+    /// A producer killed while its large put waits (for room in a full queue,
+    /// or for shared memory) keeps nothing: its item's block goes back.
+    @Test(arguments: ["put-waits", "memory-waits", "put-filled"])
+    func producerKilledInALargePutKeepsNoMemory(step: String) {
+        let r = runKilled(at: "\(step)@producer", """
+            local q = jobrun.Queue(1)
+            q:put(string.rep("a", 1500000))
+            local base = jobrun._shm_in_use()
+            local p = jobrun.Process{name = "producer", target = function() q:put(string.rep("b", 1500000)) end}
+            p:start(); p:join()
+            local t = jobrun.time()
+            while jobrun._shm_in_use() ~= base and jobrun.time() - t < 5 do jobrun.sleep(0.01) end
+            print(p.exitcode, jobrun._shm_in_use() - base, #q:get(), q:qsize())
+            q:put(string.rep("c", 1500000))   -- and the memory can be used again
+            print(#q:get())
+            """, options: ["--shm-limit", step == "memory-waits" ? "3" : "16"], timeout: 60)
+        #expect(!r.timedOut)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "-9\t0\t1500000\t0\n1500000\n", "\(r.stdout)")
+    }
+}
+
+@Suite("Nothing lost: task_done by another process")
+struct TaskDoneElsewhereTests {
+    /// Consumer A takes an item and hands it to B, which marks it done (legal
+    /// in Python). A's death afterwards is not a lost task (no WorkerDied)
+    /// and, with redelivery, does not deliver the item a second time.
+    @Test(arguments: [false, true])
+    func taskDoneByAnotherProcessSettlesTheTakersItem(redeliver: Bool) {
+        let r = runScript("""
+            local q = jobrun.JoinableQueue{redeliver = \(redeliver)}
+            local handoff, done = jobrun.Queue(), jobrun.Queue()
+            q:put("item")
+            local a = jobrun.Process{name = "A", target = function()
+              handoff:put(q:get()); jobrun.sleep(60)
+            end}
+            local b = jobrun.Process{name = "B", target = function()
+              handoff:get(); q:task_done(); done:put(true)
+            end}
+            a:start(); b:start()
+            print(done:get(true, 10))
+            a:kill(); a:join(); b:join()
+            jobrun.sleep(0.5)               -- time for the monitor to settle A's death
+            local ok, e = pcall(q.join, q, 5)
+            print(ok, ok and e or e.message, q:qsize())
+            local ok2, e2 = pcall(q.task_done, q)
+            print(ok2, e2 and e2.kind)
+            """, timeout: 60)
+        #expect(!r.timedOut)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "true\ntrue\ttrue\t0\nfalse\tValueError\n", "\(r.stdout)")
+    }
+
+    /// A process takes from more JoinableQueues than any fixed table holds;
+    /// its death fails exactly the task it held on each.
+    @Test func takerOfManyQueuesDiesHoldingOneItemOfEach() {
+        let r = runScript("""
+            local qs = {}
+            for i = 1, 12 do qs[i] = jobrun.JoinableQueue(); qs[i]:put(i) end
+            local took = jobrun.Queue()
+            local p = jobrun.Process{name = "taker", target = function()
+              for i = 1, 12 do qs[i]:get() end
+              took:put(true); jobrun.sleep(60)
+            end}
+            p:start(); took:get(true, 10); p:kill(); p:join()
+            local died = 0
+            for i = 1, 12 do
+              local ok, e = pcall(qs[i].join, qs[i], 10)
+              if not ok and e.kind == jobrun.WorkerDied and e.message:match("^JoinableQueue#%d+%.join: 1 item will never") then died = died + 1 end
+            end
+            print(died)
+            """, timeout: 60)
+        #expect(!r.timedOut)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "12\n", "\(r.stdout)")
+    }
+}
