@@ -58,6 +58,39 @@ struct NothingLostTests {
     }
 }
 
+@Suite("Nothing lost: a consumer killed mid-step")
+struct ConsumerKilledMidStepTests {
+    /// A consumer of a redeliver queue is killed at each step of get and
+    /// task_done: the repair (by the next locker) settles the item exactly:
+    /// delivered once to the script, marked done once, its kept copy freed.
+    @Test(arguments: ["get-held-allocated", "get-taken", "task-done-noted", "task-done-counted"])
+    func consumerKilledAtAStepOfGetOrTaskDone(step: String) {
+        let r = runKilled(at: "\(step)@victim", """
+            local q = jobrun.JoinableQueue{redeliver = true}
+            local seen = jobrun.Dict()
+            q:put(0); q:get(); q:task_done()          -- the queue's taker table exists
+            for i = 1, 5 do seen[i] = 0 end            -- and the entries of `seen`
+            local base = jobrun._shm_in_use()
+            for i = 1, 5 do q:put(i) end
+            local victim = jobrun.Process{name = "victim", target = function()
+              local v = q:get(); seen:update(v, function(n) return (n or 0) + 1 end); q:task_done()
+            end}
+            victim:start(); victim:join()
+            local c = jobrun.Process{name = "consumer", daemon = true, target = function()
+              for v in q:items() do seen:update(v, function(n) return (n or 0) + 1 end) end
+            end}
+            c:start()
+            print(victim.exitcode, q:join(20))
+            local counts = {}
+            for i = 1, 5 do counts[i] = seen[i] or 0 end
+            print(table.concat(counts, " "), jobrun._shm_in_use() - base)
+            """, timeout: 60)
+        #expect(!r.timedOut)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "-9\ttrue\n1 1 1 1 1\t0\n", "\(r.stdout)")
+    }
+}
+
 @Suite("Nothing lost: shared memory")
 struct MemoryTests {
     /// The kept copy of an item from a redeliver queue needs memory too:
@@ -195,5 +228,21 @@ struct TaskDoneElsewhereTests {
         #expect(!r.timedOut)
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout == "12\n", "\(r.stdout)")
+    }
+}
+
+@Suite("Nothing lost: producer kill trial")
+struct ProducerKillTrialTests {
+    /// scripts/kill-trial-producer.lua SIGKILLs a random producer mid-run;
+    /// scripts/killtest runs many more trials.
+    @Test func randomProducerKilledMidRun() {
+        let trial = packageRoot.appendingPathComponent("scripts/kill-trial-producer.lua").path
+        for seed in 1...4 {
+            let r = runJobrun([trial, String(seed * 7919)], timeout: 60)
+            #expect(!r.timedOut, "trial \(seed) hung")
+            let last = r.stdout.split(separator: "\n").last.map(String.init) ?? "(no output, status \(r.status)) \(r.stderr)"
+            let parts = last.dropFirst(3).split(separator: "/")
+            #expect(last.hasPrefix("ok ") && parts.count == 2 && parts[0] == parts[1], "trial \(seed): \(last)")
+        }
     }
 }

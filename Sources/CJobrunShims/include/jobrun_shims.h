@@ -136,9 +136,9 @@ typedef struct jr_process_record {
     uint64_t wait_object;   // arena offset of the object waited on
     uint64_t wait_word;     // arena offset of the futex word it sleeps on
     uint64_t wait_gen;      // bumped at every wait: "still the same wait" for the monitor
-    jr_taken taken[JR_MAX_TAKEN];
-    uint64_t held_head;     // items taken from redeliver queues, oldest first: a list of
-    uint64_t held_tail;     // jr_held blocks, written by the process, read by the monitor
+    jr_taken taken[JR_MAX_TAKEN];   // unused: each JoinableQueue keeps its takers (jr_taker)
+    uint64_t held_head;     // unused: kept copies are on the queue's jr_taker lists
+    uint64_t held_tail;
     char name[64];
     // For --stats and the progress line. The process counts its own items;
     // whoever reaps it (wait4) writes its resource usage; the first to see it
@@ -151,22 +151,23 @@ typedef struct jr_process_record {
     uint64_t system_us;
     uint64_t max_rss_kib;   // peak resident memory
     uint32_t has_usage;
-    // A task_done in progress, for the monitor to finish or undo if the
-    // process dies in the middle: 1 = the kept copy (done_node, 0 if none)
-    // is unlinked, 2 = `unfinished` has fallen, 3 = the taken count has too.
+    // A task_done in progress under the queue's lock (done_stage 1), for
+    // the repair to roll forward: the queue, the kept copy it frees (0 if
+    // none), and done_entry/done_count/done_unfinished below.
     uint32_t done_stage;
     uint64_t done_queue;
     uint64_t done_node;
-    // A get from a JoinableQueue in progress (under the queue's lock): 1 =
-    // the item at get_item_head..get_item_end may be leaving the ring, 2 =
-    // it has (head moved past it); the taken count and kept copy are then
-    // added. The next locker's repair finishes or drops it (SharedQueue).
+    // A get from a JoinableQueue (or of a large item) in progress under the
+    // queue's lock: 1 = the item at get_item_head..get_item_end may be
+    // leaving the ring, 2 = it has (head moved past it); the taker entry's
+    // count and kept copy (get_held_block) are then added. The next locker's
+    // repair finishes or drops it (SharedQueue.finishGet).
     uint32_t get_stage;
     uint32_t reserved3;
     uint64_t get_queue;
     uint64_t get_item_head;
     uint64_t get_item_end;
-    uint64_t get_taken;     // this process's taken count for the queue before
+    uint64_t get_taken;     // this process's taker entry's count before
     uint64_t get_held_tail; // its held_tail before
     // The monitor's verdict on this process's wait (Monitor.declare): 0
     // none, 1 Deadlock, 2 WorkerDied. The process raises it once and clears

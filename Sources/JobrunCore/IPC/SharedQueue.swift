@@ -207,15 +207,22 @@ struct SharedQueue {
         return nil
     }
 
-    /// The calling process's entry, made if it has none (nil: no memory for
-    /// a bigger table). Lock held.
-    private func ownEntry(_ me: UnsafeMutablePointer<jr_process_record>) -> Int? {
+    /// The calling process's entry, if it has one. Lock held.
+    @inline(__always)
+    private func existingOwnEntry(_ me: UnsafeMutablePointer<jr_process_record>) -> Int? {
         let slot = SharedQueue.slotNumber(me)
         if SharedQueue.cachedQueue == offset, let t = takers, SharedQueue.cachedEntry < Int(q.pointee.takers_cap),
            t[SharedQueue.cachedEntry].slot == slot {
             return SharedQueue.cachedEntry
         }
-        var found = entryIndex(slot: slot)
+        return entryIndex(slot: slot)
+    }
+
+    /// The calling process's entry, made if it has none (nil: no memory for
+    /// a bigger table). Lock held.
+    private func ownEntry(_ me: UnsafeMutablePointer<jr_process_record>) -> Int? {
+        var found = existingOwnEntry(me)
+        let slot = SharedQueue.slotNumber(me)
         if found == nil {
             var free: Int? = nil
             if let t = takers { for i in 0..<Int(q.pointee.takers_cap) where t[i].slot == 0 { free = i; break } }
@@ -381,6 +388,17 @@ struct SharedQueue {
     /// front of the queue to be delivered again (their tasks are no longer
     /// its); the items it took and kept no copy of will never be marked done.
     func processDied(_ r: UnsafeMutablePointer<jr_process_record>, name: String) {
+        // Only the process itself makes its entry, so a look without the
+        // lock tells whether there is one: a queue it never took from is
+        // not locked at all.
+        let slot = SharedQueue.slotNumber(r)
+        if let t = takers {
+            var has = false
+            for i in 0..<Int(q.pointee.takers_cap) where jr_load_u32(&t[i].slot) == slot { has = true; break }
+            if !has { return }
+        } else {
+            return
+        }
         lock()
         defer { unlock() }
         guard let i = entryIndex(slot: SharedQueue.slotNumber(r)) else { return }
@@ -408,14 +426,6 @@ struct SharedQueue {
             e.pointee.count = 0
         }
         jr_store_u32(&e.pointee.slot, 0)
-    }
-
-    /// How many items `r`'s process holds from this queue (taken, not done).
-    func heldBy(_ r: UnsafeMutablePointer<jr_process_record>) -> UInt64 {
-        lock()
-        defer { unlock() }
-        guard let i = entryIndex(slot: SharedQueue.slotNumber(r)) else { return 0 }
-        return takers![i].count
     }
 
     @inline(__always) private func unlock() { jr_mutex_unlock(&q.pointee.lock) }
@@ -792,7 +802,7 @@ struct SharedQueue {
         var entry: Int? = nil
         if let t = takers {
             let cap = Int(q.pointee.takers_cap)
-            if let me, let own = entryIndex(slot: SharedQueue.slotNumber(me)), t[own].count > 0 {
+            if let me, let own = existingOwnEntry(me), t[own].count > 0 {
                 entry = own
             } else {
                 for i in 0..<cap where t[i].slot != 0 && t[i].count > 0 {
