@@ -241,10 +241,18 @@ public enum Arena {
     /// monitor declares a deadlock and wakes it. The process's share of
     /// `space_waiters` is noted in its record too (`space_waiting`, under
     /// the lock), so the monitor takes it back if the process dies asleep.
-    static func waitForSpace(_ deadline: Deadline) -> String? {
+    ///
+    /// `need` is the payload the caller failed to allocate: if a block was
+    /// freed since, so that it now fits, it returns at once; past that check,
+    /// made under the lock as the waiter is counted, every free wakes it.
+    static func waitForSpace(_ need: Int, _ deadline: Deadline) -> String? {
         let h = header
         let me = ProcessRegistry.record
         _ = jr_mutex_lock(&h.pointee.alloc_lock)
+        if h.pointee.in_use + (UInt64(1) << sizeClass(for: need)) <= h.pointee.limit {
+            jr_mutex_unlock(&h.pointee.alloc_lock)
+            return nil
+        }
         let seq = h.pointee.space_seq
         h.pointee.space_waiters += 1
         if let me { me.pointee.space_waiting = 1 }
@@ -276,7 +284,7 @@ public enum Arena {
                 if need > limit {
                     return .noMemory("item of \(n) bytes is larger than the shared memory limit (\(limit >> 20) MiB)")
                 }
-                let w = waitForMemory(block: block, deadline: deadline)
+                let w = waitForMemory(n, block: block, deadline: deadline)
                 if case .success = w { continue }
                 // A verdict can cross a free: raise it only if memory has still not come.
                 if case .failed = w, let off = try? allocate(n, recordingIn: slot) { return .success(off) }
@@ -287,11 +295,11 @@ public enum Arena {
         }
     }
 
-    /// One wait for memory to be freed: `.success(0)` once some was (or a
-    /// wake came), else why not.
-    static func waitForMemory(block: Bool, deadline: Deadline) -> MemoryWait {
+    /// One wait for memory for `need` bytes to be freed: `.success(0)` once
+    /// some was (or a wake came), else why not.
+    static func waitForMemory(_ need: Int, block: Bool, deadline: Deadline) -> MemoryWait {
         if !block || deadline.expired { return .full }
-        if let verdict = waitForSpace(deadline) { return .failed(verdict) }
+        if let verdict = waitForSpace(need, deadline) { return .failed(verdict) }
         return .success(0)
     }
 

@@ -626,6 +626,8 @@ struct SharedQueue {
             let r = me!
             let need = redeliver ? MemoryLayout<jr_held>.size + nextItemLength() : 0
             r.pointee.get_held_block = 0
+            // What could not be allocated: the kept copy, or a bigger taker table.
+            var failed = need
             if let e = ownEntry(r) {
                 if !redeliver { return take(entry: e, scratch: &scratch, waitedSince: waitedSince, consume: consume) }
                 // The intent names the block as soon as it exists; the item
@@ -638,13 +640,15 @@ struct SharedQueue {
                     return take(entry: e, scratch: &scratch, waitedSince: waitedSince, consume: consume)
                 }
                 jr_store_u32(&r.pointee.get_stage, 0)
+            } else {
+                failed = max(8, Int(q.pointee.takers_cap) * 2) * MemoryLayout<jr_taker>.size
             }
             unlock()
             let limit = Arena.limit
-            if (UInt64(1) << Arena.sizeClass(for: need)) > limit {
+            if (UInt64(1) << Arena.sizeClass(for: failed)) > limit {
                 return .noMemory("the copy kept for redelivery of the next item (\(need) bytes) is larger than the shared memory limit (\(limit >> 20) MiB); it stays in the queue", lasting: true)
             }
-            switch Arena.waitForMemory(block: block, deadline: deadline) {
+            switch Arena.waitForMemory(failed, block: block, deadline: deadline) {
             case .success: break
             case .full:
                 return .noMemory("no shared memory for the copy kept for redelivery of the next item (\(Arena.bytesInUse >> 20) of \(limit >> 20) MiB in use); it stays in the queue", lasting: false)
