@@ -246,3 +246,22 @@ struct ProducerKillTrialTests {
         }
     }
 }
+
+@Suite("Nothing lost: model")
+struct ModelTests {
+    static let spin = ["/usr/bin/spin", "/usr/local/bin/spin"].first { FileManager.default.isExecutableFile(atPath: $0) }
+    static let cc = FileManager.default.isExecutableFile(atPath: "/usr/bin/cc")
+
+    /// docs/model/ring_growth.pml: ring growth with a death between any two
+    /// steps, checked exhaustively by spin (skipped where spin is missing).
+    @Test(.enabled(if: ModelTests.spin != nil && ModelTests.cc, "spin or cc is not installed"))
+    func ringGrowthModelHoldsWithADeathAtAnyStep() {
+        let model = packageRoot.appendingPathComponent("docs/model/ring_growth.pml").path
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("jobrun-spin-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let r = runCommand(["/bin/sh", "-c", "mkdir -p '\(dir)' && cd '\(dir)' && '\(ModelTests.spin!)' -a '\(model)' >/dev/null && cc -O2 -o pan pan.c && ./pan -a"], timeout: 120)
+        #expect(!r.timedOut)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("errors: 0"), "\(r.stdout)")
+    }
+}

@@ -109,7 +109,8 @@ struct SharedQueue {
     /// SIGKILL at any step is repaired exactly (finishGrow): the new ring is
     /// allocated and filled while the queue still uses the old one, published
     /// by one store of `ring_off`, and only then is the old one freed. Without
-    /// (the monitor), the order alone keeps every item.
+    /// (the monitor), the order alone keeps every item. The protocol, with a
+    /// death between any two steps, is checked by docs/model/ring_growth.pml.
     private func growRing(to cap: UInt64, intent me: UnsafeMutablePointer<jr_process_record>?,
                           front: (UnsafeMutableRawPointer) -> Int = { _ in 0 }) -> Bool {
         let old = q.pointee.ring_off
