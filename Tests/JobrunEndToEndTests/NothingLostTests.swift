@@ -252,11 +252,13 @@ struct ModelTests {
     static let spin = ["/usr/bin/spin", "/usr/local/bin/spin"].first { FileManager.default.isExecutableFile(atPath: $0) }
     static let cc = FileManager.default.isExecutableFile(atPath: "/usr/bin/cc")
 
-    /// docs/model/ring_growth.pml: ring growth with a death between any two
-    /// steps, checked exhaustively by spin (skipped where spin is missing).
-    @Test(.enabled(if: ModelTests.spin != nil && ModelTests.cc, "spin or cc is not installed"))
-    func ringGrowthModelHoldsWithADeathAtAnyStep() {
-        let model = packageRoot.appendingPathComponent("docs/model/ring_growth.pml").path
+    /// docs/model/*.pml: ring growth, and task_done by another process than
+    /// the taker, with a death between any two steps, checked exhaustively by
+    /// spin (skipped where spin is missing).
+    @Test(.enabled(if: ModelTests.spin != nil && ModelTests.cc, "spin or cc is not installed"),
+          arguments: ["ring_growth", "task_done"])
+    func modelHoldsWithADeathAtAnyStep(name: String) {
+        let model = packageRoot.appendingPathComponent("docs/model/\(name).pml").path
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("jobrun-spin-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let r = runCommand(["/bin/sh", "-c", "mkdir -p '\(dir)' && cd '\(dir)' && '\(ModelTests.spin!)' -a '\(model)' >/dev/null && cc -O2 -o pan pan.c && ./pan -a"], timeout: 120)

@@ -800,6 +800,7 @@ struct SharedQueue {
     /// Model step "task_done": the intent (the entry, its count, the kept
     /// copy and `unfinished` before) is noted first; the repair rolls each
     /// step forward (finishTaskDone); freeing the copy clears the intent.
+    /// Checked with a death between any two steps by docs/model/task_done.pml.
     func taskDone() -> TaskDoneResult {
         lock()
         if q.pointee.unfinished == 0 { unlock(); return .tooMany }
