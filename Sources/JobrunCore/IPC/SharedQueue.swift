@@ -8,6 +8,13 @@ import Glibc
 /// and consumers copy them out. A side that must wait spins briefly (the other
 /// side is usually about to act) and then sleeps on a futex word; a wake-up
 /// system call is made only when someone sleeps.
+///
+/// A JoinableQueue also keeps who holds its items (taken, not yet done) in
+/// a taker table of its own, under the same mutex, with the kept copies of
+/// a redeliver queue. Every change of more than one step writes its intent
+/// in the process's record first (jobrun_shims.h), so the next locker after
+/// a SIGKILL (EOWNERDEAD: `repair`), or the monitor, settles it exactly.
+/// Kill points (TestHooks) name the steps for the tests.
 struct SharedQueue {
     let q: UnsafeMutablePointer<jr_queue>
 
