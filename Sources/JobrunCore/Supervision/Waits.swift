@@ -31,7 +31,7 @@ enum Waits {
             return sync(r).pointee.value <= 0
         case JR_WAIT_EVENT:
             return sync(r).pointee.value == 0 && !woken(r)
-        case JR_WAIT_BARRIER, JR_WAIT_CONDITION:
+        case JR_WAIT_BARRIER, JR_WAIT_CONDITION, JR_WAIT_MEMORY:
             return !woken(r)
         case JR_WAIT_PROCESS:
             let target = Arena.pointer(r.pointee.wait_object).assumingMemoryBound(to: jr_process_record.self)
