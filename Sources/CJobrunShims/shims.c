@@ -234,3 +234,36 @@ long jr_getrandom(void *buf, unsigned long length) {
 int jr_spawn_addclosefrom(void *actions, int from) {
     return posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)actions, from);
 }
+
+// MARK: - SIGCHLD for Pool's caller
+
+static volatile uint32_t jr_chld_count;
+static uint32_t *volatile jr_chld_word;
+
+static void jr_on_sigchld(int sig) {
+    (void)sig;
+    int saved = errno;
+    __atomic_add_fetch(&jr_chld_count, 1, __ATOMIC_SEQ_CST);
+    uint32_t *w = __atomic_load_n(&jr_chld_word, __ATOMIC_SEQ_CST);
+    if (w) {
+        __atomic_add_fetch(w, 1, __ATOMIC_SEQ_CST);
+        syscall(SYS_futex, w, FUTEX_WAKE, 1 << 30, NULL, NULL, 0);
+    }
+    errno = saved;
+}
+
+void jr_sigchld_install(void) {
+    static int installed;
+    if (installed) return;
+    installed = 1;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = jr_on_sigchld;
+    sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGCHLD, &sa, NULL);
+}
+
+uint32_t jr_sigchld_count(void) { return __atomic_load_n(&jr_chld_count, __ATOMIC_SEQ_CST); }
+
+void jr_sigchld_word(uint32_t *word) { __atomic_store_n(&jr_chld_word, word, __ATOMIC_SEQ_CST); }

@@ -56,15 +56,15 @@ struct PoolChunkTests {
             q:put("plain")
             print(q:_get_result(false, nil, tasks))
             print(pcall(q._get_result, q, true, 0))
-            -- a worker's receive: a task's items go into its one buffer
+            -- a worker's take: a task's items go into its one buffer; a
+            -- task's number is its place in the task queue
+            local st = jobrun._pool_state(jobrun.Queue(), q, 1)
             local buf = {}
-            q:_put_slice({1, "f", 3, "map"}, {"x", "y", "z"}, 1, 3)
-            q:_put_slice({2, "f", 1, "map"}, {{k = 1}}, 1, 1)
-            q:put(nil)
-            local t1 = q:_get_chunk(buf)
+            print(st:_put({1, "f", 3, "map"}, {"x", "y", "z"}, 1, 3), st:_put({2, "f", 1, "map"}, {{k = 1}}, 1, 1), st:_put())
+            local t1 = st:_take(1, buf)
             print(t1[5] == buf, t1[3], buf[1], buf[2], buf[3])
-            local t2 = q:_get_chunk(buf)
-            print(t2[5] == buf, buf[1].k, q:_get_chunk(buf))
+            local t2 = st:_take(1, buf)
+            print(t2[5] == buf, buf[1].k, st:_take(1, buf))
             """)
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.hasPrefix("""
@@ -75,6 +75,7 @@ struct PoolChunkTests {
             false
             """), "\(r.stdout)")
         #expect(r.stdout.hasSuffix("""
+            1\t2\t3
             true\t3\tx\ty\tz
             true\t1\tnil
 

@@ -244,6 +244,7 @@ enum {
     JR_WAIT_NONE = 0, JR_WAIT_GET = 1, JR_WAIT_PUT = 2, JR_WAIT_JOIN = 3, JR_WAIT_LOCK = 4,
     JR_WAIT_SEMAPHORE = 5, JR_WAIT_EVENT = 6, JR_WAIT_BARRIER = 7, JR_WAIT_CONDITION = 8,
     JR_WAIT_RECV = 9, JR_WAIT_PROCESS = 10, JR_WAIT_MEMORY = 11,
+    JR_WAIT_POOL = 12,      // a Pool's caller waiting for results, or its idle worker for a task
 };
 
 /// A script's own counter, `jobrun.progress(name, done [, total])`.
@@ -331,6 +332,7 @@ enum {
     JR_OBJ_DICT = 11,
     JR_OBJ_PIPE_END0 = 12,  // the two ends of one jr_pipe: the type names the end
     JR_OBJ_PIPE_END1 = 13,
+    JR_OBJ_POOL = 14,
 };
 
 /// A Pipe: end i sends on queue[i] and receives from queue[1 - i] (for a
@@ -466,5 +468,44 @@ long jr_getrandom(void *buf, unsigned long length);
 /// posix_spawn file action closing every descriptor >= `from` in the child
 /// (glibc >= 2.34, a _GNU_SOURCE name Swift does not see); 0 or an errno.
 int jr_spawn_addclosefrom(void *actions, int from);
+
+/// What one Pool worker holds (jr_pool.slots_off). Only the worker writes
+/// its slot, except after its death (the next locker of jr_pool.lock, or the
+/// pool's caller, finishes or undoes a take it interrupted).
+typedef struct jr_pool_slot {
+    int32_t pid;            // the worker using the slot (0: none)
+    uint32_t stage;         // JR_POOL_*
+    uint64_t mark;          // TAKING: items taken from the task queue before this take
+    uint64_t task;          // HOLDING: the task's number, its place in the task queue (from 1)
+} jr_pool_slot;
+
+/// A Pool's shared state. A worker takes a task under `lock`: it notes the
+/// intent (stage TAKING, `mark`) before the get and the task after it, so a
+/// death at any point leaves an exact answer to "which task did it hold".
+/// `result_seq` is the caller's futex word (bumped after every result),
+/// `work_seq` the idle workers' (bumped after every task put); each is woken
+/// only when its waiter count is non-zero.
+typedef struct jr_pool {
+    jr_object_header hdr;
+    pthread_mutex_t lock;
+    uint64_t task_queue;    // offsets of the pool's two queues
+    uint64_t result_queue;
+    uint64_t slots_off;     // nslots jr_pool_slot
+    uint32_t nslots;
+    uint32_t result_seq;
+    uint32_t result_waiters;
+    uint32_t work_seq;
+    uint32_t work_waiters;
+    uint32_t reserved;
+} jr_pool;
+
+enum { JR_POOL_IDLE = 0, JR_POOL_TAKING = 1, JR_POOL_HOLDING = 2 };
+
+/// SIGCHLD: counts child ends and, while `word` is set, bumps and wakes
+/// that futex word, so a wait on it ends when a child ends (Pool's caller).
+/// Installed once, with SA_RESTART | SA_NOCLDSTOP.
+void jr_sigchld_install(void);
+uint32_t jr_sigchld_count(void);
+void jr_sigchld_word(uint32_t *word);
 
 #endif

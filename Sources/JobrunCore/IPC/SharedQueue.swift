@@ -989,6 +989,11 @@ struct SharedQueue {
 
     var unfinished: UInt64 { lock(); defer { unlock() }; return q.pointee.unfinished }
 
+    /// Items taken so far (put minus queued), read under the lock, so that a
+    /// taker's death inside it is repaired first. For Pool's task queue,
+    /// which only the pool's caller puts to (SharedPool's ledger).
+    var takenSoFar: UInt64 { lock(); defer { unlock() }; return q.pointee.total_put &- q.pointee.count }
+
     func close() {
         lock()
         q.pointee.closed = 1

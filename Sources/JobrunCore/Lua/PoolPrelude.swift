@@ -19,18 +19,19 @@
 /// construction and take tasks `{id, fn, count, mode, items}` from one task
 /// queue; results come back on one result queue. Nothing runs in the
 /// background: whenever the caller waits (`map`, `get`, an `imap` step,
-/// `join`, `ready`), `pump` reads the result queue with a short timeout and,
-/// between reads, checks that every worker is alive.
+/// `join`, `ready`), `pump` sleeps until a result arrives or a child process
+/// ends, with no timeout of its own, then collects the results and, after an
+/// end, looks at the workers.
 ///
-/// Why Python pools hang and this one does not: each worker announces the
-/// task it starts (`{"s", pid, id}`) before running it, so the parent knows
-/// what every worker holds. When a worker dies, the parent first drains the
-/// result queue (everything the worker sent is in it by then), then fails the
-/// task it still held with `WorkerDied` and forks a replacement. The one
-/// window the announcement cannot cover (a worker killed between taking a
-/// task and announcing it) is caught by `find_lost`: after such a death, a
-/// task that is neither queued nor started for half a second of silence was
-/// lost with that worker, and fails the same way.
+/// Why Python pools hang and this one does not: the pool's shared state
+/// (SharedPool.swift) keeps a slot per worker saying which task it holds,
+/// written in the same step as the take and cleared once its result is sent.
+/// When a worker dies, the parent first drains the result queue (everything
+/// the worker sent is in it by then), then fails exactly the task its slot
+/// names with `WorkerDied` and forks a replacement; a worker that died
+/// between tasks costs none. While the caller waits for a task that is itself
+/// blocked (on a queue nobody feeds, a lock the caller holds), the monitor
+/// sees both waits and raises `Deadlock`.
 enum PoolPrelude {
     static let source = #"""
 local jobrun, core, ErrorMeta = ...
@@ -41,9 +42,8 @@ local type, tostring, pairs, ipairs, pcall, xpcall, error = type, tostring, pair
 local setmetatable, getmetatable, rawget = setmetatable, getmetatable, rawget
 local describe = jobrun._describe
 
-local POLL = 0.05        -- the longest a waiting caller blocks before it checks the workers
-local LOST_AFTER = 0.5   -- silence after which a task nobody holds counts as lost
 local JOIN_GRACE = 10    -- join(): how long an idle worker may take to exit after its sentinel
+local new_state = jobrun._pool_state   -- the pool's shared state (SharedPool.swift)
 
 local Pool = {}
 local PoolMeta = {__name = "jobrun.Pool"}
@@ -171,11 +171,11 @@ local function result_send_error(e, what)
   return (m:gsub("^item", what))
 end
 
---- Puts the chunk's results as {"r", pid, id, errs or false, vals[1..count]};
---- a value the codec refuses becomes a TypeError for that item instead of
---- killing the worker.
-local function send_results(res_q, me, id, vals, errs, count)
-  local ok = pcall(res_q._put_slice, res_q, {"r", me, id, errs or false}, vals, 1, count)
+--- Puts the chunk's results as {"r", pid, id, errs or false, vals[1..count]}
+--- and frees the worker's slot; a value the codec refuses becomes a
+--- TypeError for that item instead of killing the worker.
+local function send_results(st, slot, me, id, vals, errs, count)
+  local ok = pcall(st._send, st, slot, {"r", me, id, errs or false}, vals, 1, count)
   if ok then return end
   local probe = jobrun.Queue{_unlisted = true}
   for k = 1, count do
@@ -192,10 +192,11 @@ local function send_results(res_q, me, id, vals, errs, count)
     while probe:qsize() > 0 do probe:get_nowait() end
   end
   probe:close()
-  res_q:_put_slice({"r", me, id, errs or false}, vals, 1, count)
+  st:_send(slot, {"r", me, id, errs or false}, vals, 1, count)
 end
 
-local function worker_main(task_q, res_q, init, init_args, max_tasks)
+--- A worker: `st` is the pool's shared state, `slot` its place in it.
+local function worker_main(st, slot, task_q, res_q, init, init_args, max_tasks)
   local me = getpid()
   if init then
     local ok, info = xpcall(init, capture, unpack(init_args, 1, init_args.n or #init_args))
@@ -204,6 +205,7 @@ local function worker_main(task_q, res_q, init, init_args, max_tasks)
         info.value = nil
         res_q:put({"i", me, info})
       end
+      st:_notify()
       os.exit(1)
     end
   end
@@ -214,15 +216,15 @@ local function worker_main(task_q, res_q, init, init_args, max_tasks)
   while true do
     if max_tasks and done >= max_tasks then
       res_q:put({"x", me})
+      st:_notify()
       return
     end
     -- About to wait for work: let go of the last chunk's items and results
     -- (as CPython's worker drops its references to them after each task).
     if task_q:qsize() == 0 then buffer = {} end
-    local task = task_q:_get_chunk(buffer)
+    local task = st:_take(slot, buffer)          -- the slot now names the task
     if task == nil then return end               -- the sentinel put by join()
     local id, fn, count, mode, items = task[1], task[2], task[3], task[4], task[5]
-    res_q:put({"s", me, id})
     local vals, errs = items, nil
     if mode == "map" then
       -- The common case: one protected call for the whole chunk, resumed
@@ -254,7 +256,7 @@ local function worker_main(task_q, res_q, init, init_args, max_tasks)
     -- What the task printed is out before the caller sees its result, and is
     -- not lost in a buffer if the pool is terminated.
     io.stdout:flush()
-    send_results(res_q, me, id, vals, errs, count)
+    send_results(st, slot, me, id, vals, errs, count)
     done = done + 1
   end
 end
@@ -265,8 +267,8 @@ end
 -- settled, `results[i]` or `errors[i]` (a description raised by `throw`),
 -- `order` (indices in arrival order, for imap_unordered), `remaining` tasks,
 -- `failed` (lowest index of an error so far). A task is one chunk of a job:
--- {id, job, first, count, started}; the job knows its method (`fname`)
--- and whether it is an apply.
+-- {id, job, first, count}, `id` its place in the task queue; the job knows
+-- its method (`fname`) and whether it is an apply.
 
 --- Raises the error stored for an item, with `at` as the place when the
 --- error is the pool's own (WorkerDied, termination).
@@ -322,10 +324,12 @@ end
 
 local function spawn(s)
   worker_counter = worker_counter + 1
+  local slot = table.remove(s.free_slots)        -- there is one per worker not retiring
   local p = jobrun.Process{target = worker_main, name = "PoolWorker-" .. worker_counter, daemon = true,
-                           args = {s.task_q, s.res_q, s.init, s.init_args, s.max_tasks}}
-  p:start()
-  local w = {proc = p, pid = p.pid, name = p.name, current = nil, retiring = false}
+                           args = {s.st, slot, s.task_q, s.res_q, s.init, s.init_args, s.max_tasks}}
+  local ok, e = pcall(p.start, p)
+  if not ok then s.free_slots[#s.free_slots + 1] = slot; error(e, 0) end
+  local w = {proc = p, pid = p.pid, name = p.name, slot = slot, retiring = false}
   s.workers[#s.workers + 1] = w
   s.by_pid[w.pid] = w
   s.active = s.active + 1
@@ -347,6 +351,14 @@ local function stop_workers(s)
   s.workers, s.by_pid, s.active = {}, {}, 0
 end
 
+--- A worker that retires (max_tasks) or has ended gives its slot back.
+local function free_slot(s, w)
+  if w.slot then
+    s.free_slots[#s.free_slots + 1] = w.slot
+    w.slot = nil
+  end
+end
+
 --- The init function failed in a worker: every task would fail the same way,
 --- so the pool stops and raises that error from now on.
 local function break_pool(s, info, w)
@@ -363,27 +375,24 @@ local function break_pool(s, info, w)
 end
 
 local function handle(s, msg)
-  local tag, w = msg[1], s.by_pid[msg[2]]
-  if tag == "s" then
-    local task = s.tasks[msg[3]]
-    if w then w.current = msg[3] end
-    if task then task.started = true end
-  elseif tag == "r" then
-    if w then w.current = nil end
+  local tag = msg[1]
+  if tag == "r" then
     local task = s.tasks[msg[3]]
     if task then
       s.tasks[task.id] = nil
       s.pending = s.pending - 1
       settle(task.job, task, msg[5], msg[4] or nil)
     end
-  elseif tag == "x" then                         -- max_tasks reached: it exits now
+  elseif tag == "x" then                         -- max_tasks reached: it exits now, holding nothing
+    local w = s.by_pid[msg[2]]
     if w and not w.retiring then
       w.retiring = true
+      free_slot(s, w)
       s.active = s.active - 1
       replenish(s)
     end
   elseif tag == "i" then
-    break_pool(s, msg[3], w)
+    break_pool(s, msg[3], s.by_pid[msg[2]])
   end
 end
 
@@ -407,10 +416,9 @@ local function task_desc(task)
   return ("%s items %d..%d of %d"):format(job.fname, first, first + count - 1, job.n)
 end
 
-local function died_spec(w, code, task, before_report)
-  local what = before_report and " after taking %s and before reporting it" or " while running %s"
+local function died_spec(w, code, task)
   return {kind = "WorkerDied", trace = "", seen = {w.pid},
-          message = ("pool worker %s (pid %d) %s" .. what):format(w.name, w.pid, how_it_ended(code), task_desc(task))}
+          message = ("pool worker %s (pid %d) %s while running %s"):format(w.name, w.pid, how_it_ended(code), task_desc(task))}
 end
 
 local function on_death(s, w)
@@ -423,39 +431,14 @@ local function on_death(s, w)
   if not w.retiring then s.active = s.active - 1 end
   local code = w.proc:_poll()
   w.proc:_join(0)                                -- reaped; forget it
-  local task = w.current and s.tasks[w.current]
-  if task then
-    fail_task(s, task, died_spec(w, code, task))
-  elseif not w.retiring and not s.sentinels_sent and not s.broken then
-    -- It may have died between taking a task and announcing it: find_lost.
-    s.lost[#s.lost + 1] = {w = w, code = code}
-  end
+  if not w.slot then return end                  -- retired: it held nothing
+  local held = s.st:_vacate(w.slot)              -- what its slot says it held
+  free_slot(s, w)
+  local task = held and s.tasks[held]
+  if task then fail_task(s, task, died_spec(w, code, task)) end
 end
 
---- Tasks that are neither queued nor started, after a worker died holding
---- nothing we know of, are the ones it took: the oldest unstarted ones (the
---- queue is FIFO). Only trusted after LOST_AFTER s without a single message,
---- since a live worker is briefly in the same state between get and announce.
-local function find_lost(s)
-  local unstarted = {}
-  for id, t in pairs(s.tasks) do
-    if not t.started then unstarted[#unstarted + 1] = id end
-  end
-  local deficit = #unstarted - s.task_q:qsize()
-  if deficit <= 0 then s.lost, s.lost_since = {}, nil; return end
-  local t = now()
-  if not s.lost_since then s.lost_since = t; return end
-  if t - s.lost_since < LOST_AFTER then return end
-  s.lost_since = nil
-  table.sort(unstarted)
-  for k = 1, math.min(deficit, #s.lost) do
-    local d = table.remove(s.lost, 1)
-    local task = s.tasks[unstarted[k]]
-    fail_task(s, task, died_spec(d.w, d.code, task, true))
-  end
-end
-
-local function check_workers(s, quiet)
+local function check_workers(s)
   local dead
   for _, w in ipairs(s.workers) do
     if w.proc:_poll() ~= nil then dead = dead or {}; dead[#dead + 1] = w end
@@ -465,41 +448,33 @@ local function check_workers(s, quiet)
     for _, w in ipairs(dead) do on_death(s, w) end
     replenish(s)
   end
-  if #s.lost > 0 then
-    if quiet then find_lost(s) else s.lost_since = nil end
-  end
 end
 
---- Collects results: blocks up to `wait` s for the first message, takes all
---- that are there, and checks the workers at least every POLL s.
-local function pump(s, wait)
+--- Collects results. With `block`, first sleeps until a result arrives, a
+--- child process ends or `deadline` (nil: none) passes; the workers are
+--- looked at only when a child has ended since the last look.
+local function pump(s, block, deadline)
   if s.state == "TERMINATE" then return end
-  local got = false
-  if wait > 0 then
-    local q = s.res_q
-    local ok, msg = pcall(q._get_result, q, true, wait, s.tasks)
-    if ok then handle(s, msg); got = true
-    elseif not is_kind(msg, "Empty") then error(msg, 0) end
+  local ended
+  if block then
+    local timeout = deadline and math.max(0, deadline - now())
+    ended = s.st:_wait(timeout, s.seen)
+  else
+    ended = s.st:_ended()
   end
   drain(s)
-  local t = now()
-  if not got or t - s.checked >= POLL then
-    s.checked = t
-    check_workers(s, not got and wait > 0)
+  if ended ~= s.seen then
+    s.seen = ended
+    check_workers(s)
   end
 end
 
 --- Pumps until cond() holds (true) or the deadline passes (false).
 local function wait_until(s, cond, deadline)
   while not cond() do
-    local left = POLL
-    if deadline then
-      left = deadline - now()
-      if left <= 0 then return false end
-      if left > POLL then left = POLL end
-    end
     if s.state == "TERMINATE" then return cond() end
-    pump(s, left)
+    if deadline and now() >= deadline then return false end
+    pump(s, true, deadline)
   end
   return true
 end
@@ -556,11 +531,15 @@ function jobrun.Pool(opts)
   end
   local max_tasks = opts.max_tasks
   if max_tasks ~= nil then max_tasks = check_positive_int(max_tasks, "max_tasks", "Pool") end
+  local task_q, res_q = jobrun.Queue{name = "Pool tasks"}, jobrun.Queue{name = "Pool results"}
+  local st = new_state(task_q, res_q, size)
+  local free_slots = {}
+  for k = size, 1, -1 do free_slots[#free_slots + 1] = k end
   local s = {
     size = size, init = opts.init, init_args = opts.init_args or {}, max_tasks = max_tasks,
-    owner = getpid(), state = "RUN", task_q = jobrun.Queue{name = "Pool tasks"}, res_q = jobrun.Queue{name = "Pool results"},
+    owner = getpid(), state = "RUN", task_q = task_q, res_q = res_q, st = st, free_slots = free_slots,
     workers = {}, by_pid = {}, active = 0, tasks = {}, pending = 0, next_id = 0,
-    checked = now(), lost = {}, lost_since = nil, sentinels_sent = false, broken = nil,
+    seen = st:_ended(), sentinels_sent = false, broken = nil,
   }
   local pool = setmetatable({_s = s}, PoolMeta)
   for _ = 1, size do spawn(s) end
@@ -570,15 +549,16 @@ end
 --- Queues list[1..n] (of job) in chunks; `mode` is "map", "star" or "apply".
 --- A task goes as {id, fn, count, mode, items}, its items read from the list
 --- while encoding (raw reads: a list with a metatable is copied first, so its
---- __index still counts).
+--- __index still counts). Its id is its place in the task queue, which only
+--- this process puts to.
 local function submit(s, fname, job, fn, list, n, chunk, mode, at)
   if getmetatable(list) ~= nil then list = move(list, 1, n, 1, newtable(n, 0)) end
   local first = 1
   while first <= n do
     local count = math.min(chunk, n - first + 1)
-    s.next_id = s.next_id + 1
-    local id = s.next_id
-    local ok, e = pcall(s.task_q._put_slice, s.task_q, {id, fn, count, mode}, list, first, count)
+    local id = s.next_id + 1
+    local ok, e = pcall(s.st._put, s.st, {id, fn, count, mode}, list, first, count)
+    if ok then s.next_id = e end
     if not ok then
       local m = result_send_error(e, "item")
       m = m:gsub("^item%[2%]", "fn"):gsub("^item%[5%]%[(%d+)%]", function(k)
@@ -589,7 +569,7 @@ local function submit(s, fname, job, fn, list, n, chunk, mode, at)
       job.remaining = -1
       error(new_error("TypeError", ("Pool.%s: cannot send the task to the workers: %s"):format(fname, m), at), 0)
     end
-    s.tasks[id] = {id = id, job = job, first = first, count = count, started = false}
+    s.tasks[id] = {id = id, job = job, first = first, count = count}
     s.pending = s.pending + 1
     first = first + count
   end
@@ -738,7 +718,7 @@ function Pool.join(pool)
   if not s.sentinels_sent then
     s.sentinels_sent = true
     for _, w in ipairs(s.workers) do
-      if not w.retiring then s.task_q:put(nil) end
+      if not w.retiring then s.next_id = s.st:_put() end
     end
   end
   for _, w in ipairs(s.workers) do
@@ -801,13 +781,13 @@ end
 
 function AsyncResult.ready(r)
   local s, job = async_self(r, "ready")
-  if not map_done(job) then pump(s, 0) end
+  if not map_done(job) then pump(s, false) end
   return map_done(job)
 end
 
 function AsyncResult.successful(r)
   local s, job = async_self(r, "successful")
-  if not map_done(job) then pump(s, 0) end
+  if not map_done(job) then pump(s, false) end
   if not map_done(job) then raise("ValueError", "AsyncResult.successful: the result is not ready", 2) end
   return job.failed == nil
 end

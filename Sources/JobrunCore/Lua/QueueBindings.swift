@@ -16,13 +16,14 @@ enum QueueBindings {
         let methods: [(String, jr_swift_fn)] = [
             ("put", queuePut), ("get", queueGet), ("put_nowait", queuePutNowait), ("get_nowait", queueGetNowait),
             ("qsize", queueQsize), ("empty", queueEmpty), ("full", queueFull), ("close", queueClose), ("_next", queueNext),
-            ("_put_slice", queuePutSlice), ("_get_result", queueGetResult), ("_get_chunk", queueGetChunk),
+            ("_put_slice", queuePutSlice), ("_get_result", queueGetResult),
         ]
         queueMeta = ObjectBindings.registerType(L, queueName, toString: queueToString, methods: methods)
         joinableMeta = ObjectBindings.registerType(L, joinableName, toString: queueToString,
                                                    methods: methods + [("task_done", queueTaskDone), ("join", queueJoin)])
         Lua.setFunction(L, "Queue", newQueue)
         Lua.setFunction(L, "JoinableQueue", newJoinableQueue)
+        PoolBindings.register(L)
     }
 
     // MARK: helpers
@@ -145,6 +146,12 @@ enum QueueBindings {
     static let queuePutSlice: jr_swift_fn = { L in
         let L = L!
         guard let q = check(L, "_put_slice") else { return -1 }
+        return putSlice(L, q)
+    }
+
+    /// `_put_slice`'s put, of the arguments at 2...5, into `q` (also Pool's
+    /// ledgered puts, PoolBindings).
+    static func putSlice(_ L: LuaState, _ q: SharedQueue) -> Int32 {
         let first = lua_tointegerx(L, 4, nil), count = lua_tointegerx(L, 5, nil)
         guard lua_type(L, 2) == LUA_TTABLE, lua_type(L, 3) == LUA_TTABLE, lua_isinteger(L, 4) != 0,
               lua_isinteger(L, 5) != 0, first >= 1, count >= 0, count <= lua_Integer(Int32.max),
@@ -173,18 +180,6 @@ enum QueueBindings {
             timeout = try Lua.optTimeout(L, 3, "_get_result")
         } catch { return fail(L, error) }
         return get(L, q, block: block, timeout: timeout, into: .taskResults(tasks: 4))
-    }
-
-    /// `q:_get_chunk(buffer)`, for `Pool` workers only: a blocking `get`,
-    /// with a task's items decoded straight into `buffer` (from 1 on), which
-    /// is the task's fifth field: a worker reuses one table for every chunk.
-    static let queueGetChunk: jr_swift_fn = { L in
-        let L = L!
-        guard let q = check(L, "_get_chunk") else { return -1 }
-        guard lua_type(L, 2) == LUA_TTABLE else {
-            return Lua.raise(L, .TypeError, "\(label(q))._get_chunk: expected a buffer table")
-        }
-        return get(L, q, block: true, timeout: nil, into: .table(2))
     }
 
     /// Puts the message in `Runtime.encoder` and maps the outcome to Lua.
@@ -227,7 +222,7 @@ enum QueueBindings {
         return get(L, q, block: false, timeout: nil)
     }
 
-    /// `into`: where Pool's chunk messages go (`_get_result`, `_get_chunk`).
+    /// `into`: where Pool's chunk messages go (`_get_result`; tasks: PoolBindings).
     static func get(_ L: LuaState, _ q: SharedQueue, block: Bool, timeout: Double?,
                     into target: ValueDecoder.SliceTarget? = nil) -> Int32 {
         var decodeError: String? = nil

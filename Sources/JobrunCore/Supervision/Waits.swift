@@ -36,6 +36,8 @@ enum Waits {
         case JR_WAIT_PROCESS:
             let target = Arena.pointer(r.pointee.wait_object).assumingMemoryBound(to: jr_process_record.self)
             return target.pointee.state == UInt32(JR_PROC_RUNNING) && processIsAlive(target.pointee.pid)
+        case JR_WAIT_POOL:
+            return SharedPool.isStuck(r)
         default:
             return true
         }
@@ -69,6 +71,7 @@ enum Waits {
     static func describe(_ r: UnsafeMutablePointer<jr_process_record>) -> String {
         let kind = Int(r.pointee.wait_kind)
         if kind == JR_WAIT_PROCESS || kind == JR_WAIT_MEMORY { return describeOther(r) }
+        if kind == JR_WAIT_POOL { return SharedPool.describeWait(r) }
         // Every object starts with its header: name it once.
         let h = Arena.pointer(r.pointee.wait_object).assumingMemoryBound(to: jr_object_header.self)
         let object = label(h.pointee.type, h.pointee.id)

@@ -1,0 +1,198 @@
+import CJobrunShims
+import Glibc
+
+/// The shared half of `jobrun.Pool` (PoolPrelude.swift, PoolBindings.swift): the pool's ledger
+/// of which task each worker holds, and the waits of its caller and of its
+/// idle workers, both visible to the monitor as what they are.
+///
+/// Tasks go through the pool's task queue, which only the caller puts to, so
+/// a task's number is its place in that queue (from 1): the n-th item taken
+/// is task n. A worker takes under the pool's robust `lock` and notes its
+/// intent first (stage TAKING with `mark`, the items taken before), then the
+/// task it got (stage HOLDING). If it dies in between, the next locker sees
+/// TAKING and counts the items taken from the queue: one more than `mark`
+/// means the take went through. No death, at any instruction, leaves a task
+/// whose holder is unknown; none is guessed from silence.
+struct SharedPool {
+    let p: UnsafeMutablePointer<jr_pool>
+
+    init(offset: UInt64) { p = Arena.pointer(offset).assumingMemoryBound(to: jr_pool.self) }
+
+    static func create(taskQueue: UInt64, resultQueue: UInt64, slots: Int) throws(Arena.AllocFailure) -> UInt64 {
+        let slotsOff = try Arena.allocateZeroed(max(1, slots) * MemoryLayout<jr_pool_slot>.stride)
+        let off: UInt64, p: UnsafeMutablePointer<jr_pool>
+        do { (off, p) = try Arena.newObject(jr_pool.self, type: JR_OBJ_POOL) } catch {
+            Arena.free(slotsOff)
+            throw error
+        }
+        _ = jr_mutex_init(&p.pointee.lock)
+        p.pointee.task_queue = taskQueue
+        p.pointee.result_queue = resultQueue
+        p.pointee.slots_off = slotsOff
+        p.pointee.nslots = UInt32(slots)
+        return off
+    }
+
+    var id: UInt32 { p.pointee.hdr.id }
+    var taskQueue: SharedQueue { SharedQueue(offset: p.pointee.task_queue) }
+    var resultQueue: SharedQueue { SharedQueue(offset: p.pointee.result_queue) }
+    var slotCount: Int { Int(p.pointee.nslots) }
+
+    func slot(_ i: Int) -> UnsafeMutablePointer<jr_pool_slot> {
+        Arena.pointer(p.pointee.slots_off).assumingMemoryBound(to: jr_pool_slot.self) + i
+    }
+
+    private func lock() {
+        if jr_mutex_lock(&p.pointee.lock) == 1 { finishInterruptedTake() }
+    }
+    private func unlock() { jr_mutex_unlock(&p.pointee.lock) }
+
+    /// A worker died holding the lock, so in the middle of a take: the take
+    /// went through if the task queue has lost one more item than `mark`
+    /// (counted under the queue's lock, whose own repair runs first when the
+    /// worker died inside the get). Nobody else took since: takes hold this
+    /// lock. Lock held.
+    private func finishInterruptedTake() {
+        for i in 0..<slotCount {
+            let s = slot(i)
+            guard jr_load_u32(&s.pointee.stage) == UInt32(JR_POOL_TAKING) else { continue }
+            if taskQueue.takenSoFar > s.pointee.mark {
+                s.pointee.task = s.pointee.mark + 1
+                jr_store_u32(&s.pointee.stage, UInt32(JR_POOL_HOLDING))
+            } else {
+                jr_store_u32(&s.pointee.stage, UInt32(JR_POOL_IDLE))
+            }
+        }
+    }
+
+    // MARK: worker side
+
+    /// Takes the next task into slot `i`, waiting while there is none, and
+    /// hands its bytes to `consume` (after the lock is released: decoding a
+    /// chunk does not hold up the other workers).
+    ///
+    /// An idle worker drops a Deadlock verdict on its wait: it has nothing to
+    /// raise it to, and simply goes on waiting for work.
+    func take(slot i: Int, scratch: inout ScratchBuffer, consume: (UnsafeRawBufferPointer) -> Void) {
+        let s = slot(i)
+        let tq = taskQueue
+        s.pointee.pid = getpid()
+        while true {
+            lock()
+            s.pointee.mark = tq.takenSoFar
+            jr_store_u32(&s.pointee.stage, UInt32(JR_POOL_TAKING))
+            var got = false
+            _ = tq.get(block: false, deadline: Deadline(timeout: 0), scratch: &scratch, spin: false) { bytes in
+                s.pointee.task = s.pointee.mark + 1
+                jr_store_u32(&s.pointee.stage, UInt32(JR_POOL_HOLDING))
+                unlock()
+                got = true
+                consume(bytes)
+            }
+            if got { return }
+            jr_store_u32(&s.pointee.stage, UInt32(JR_POOL_IDLE))
+            unlock()
+            // Nothing queued: sleep until the caller puts a task.
+            let seq = jr_load_u32(&p.pointee.work_seq)
+            if tq.count > 0 { continue }
+            _ = jr_add_u32(&p.pointee.work_waiters, 1)
+            if tq.count == 0 {
+                ProcessRegistry.willWait(JR_WAIT_POOL, object: p, word: &p.pointee.work_seq, value: seq, timed: false)
+                let r = jr_futex_wait(&p.pointee.work_seq, seq, -1)
+                ProcessRegistry.didWait(r)
+                _ = ProcessRegistry.takeVerdict()       // nothing to raise it to
+            }
+            _ = jr_sub_u32(&p.pointee.work_waiters, 1)
+        }
+    }
+
+    /// The worker of slot `i` has put its task's result: it holds nothing.
+    func finished(slot i: Int) {
+        jr_store_u32(&slot(i).pointee.stage, UInt32(JR_POOL_IDLE))
+        notifyCaller()
+    }
+
+    /// Wakes the caller if it waits for results.
+    func notifyCaller() {
+        _ = jr_add_u32(&p.pointee.result_seq, 1)
+        if jr_load_u32(&p.pointee.result_waiters) > 0 { _ = jr_futex_wake(&p.pointee.result_seq, 1) }
+    }
+
+    // MARK: caller side
+
+    /// A task was put: wakes an idle worker if one sleeps.
+    func notifyWorkers() {
+        _ = jr_add_u32(&p.pointee.work_seq, 1)
+        if jr_load_u32(&p.pointee.work_waiters) > 0 { _ = jr_futex_wake(&p.pointee.work_seq, 1) }
+    }
+
+    /// The worker of slot `i` has ended (and been reaped): the task it held,
+    /// if any; the slot is free again.
+    func vacate(slot i: Int) -> UInt64? {
+        lock()
+        defer { unlock() }
+        let s = slot(i)
+        let held = jr_load_u32(&s.pointee.stage) == UInt32(JR_POOL_HOLDING) ? s.pointee.task : nil
+        jr_store_u32(&s.pointee.stage, UInt32(JR_POOL_IDLE))
+        s.pointee.task = 0
+        s.pointee.pid = 0
+        return held
+    }
+
+    enum WaitResult { case ready, timedOut, failed(String) }
+
+    /// Waits until a result is queued, a child of this process has ended
+    /// since `seen` (jr_sigchld_count), or the deadline passes. One untimed
+    /// futex sleep: the monitor sees a caller that waits for results as
+    /// waiting, and what for.
+    func waitForResults(deadline: Deadline, seen: UInt32) -> WaitResult {
+        let rq = resultQueue
+        jr_sigchld_word(&p.pointee.result_seq)
+        defer { jr_sigchld_word(nil) }
+        while true {
+            let seq = jr_load_u32(&p.pointee.result_seq)
+            if rq.count > 0 || jr_sigchld_count() != seen { return .ready }
+            if deadline.expired { return .timedOut }
+            _ = jr_add_u32(&p.pointee.result_waiters, 1)
+            var verdict: String? = nil
+            if rq.count == 0 {
+                ProcessRegistry.willWait(JR_WAIT_POOL, object: p, word: &p.pointee.result_seq, value: seq,
+                                         timed: deadline.at != nil)
+                let r = jr_futex_wait(&p.pointee.result_seq, seq, deadline.remaining)
+                ProcessRegistry.didWait(r)
+                verdict = ProcessRegistry.takeVerdict()
+            }
+            _ = jr_sub_u32(&p.pointee.result_waiters, 1)
+            // Raised only if there is still nothing to collect.
+            if let f = verdict, rq.count == 0, jr_sigchld_count() == seen { return .failed(f) }
+        }
+    }
+
+    // MARK: for the monitor (Waits)
+
+    /// Whether a pool wait could end without another process acting.
+    static func isStuck(_ r: UnsafeMutablePointer<jr_process_record>) -> Bool {
+        let pool = SharedPool(offset: r.pointee.wait_object)
+        let callerWait = r.pointee.wait_word == Arena.offset(of: &pool.p.pointee.result_seq)
+        return (callerWait ? pool.resultQueue : pool.taskQueue).count == 0
+    }
+
+    /// "Pool#2, for results (task 3 held by PoolWorker-1 (pid 12); 0 tasks
+    /// queued)", or for an idle worker "Pool#2, for a task (none queued)".
+    static func describeWait(_ r: UnsafeMutablePointer<jr_process_record>) -> String {
+        let pool = SharedPool(offset: r.pointee.wait_object)
+        if r.pointee.wait_word != Arena.offset(of: &pool.p.pointee.result_seq) {
+            return "Pool#\(pool.id), for a task (none queued)"
+        }
+        var held: [String] = []
+        for i in 0..<pool.slotCount {
+            let s = pool.slot(i)
+            if jr_load_u32(&s.pointee.stage) == UInt32(JR_POOL_HOLDING) && s.pointee.pid != 0 {
+                held.append("task \(s.pointee.task) held by \(Waits.owner(s.pointee.pid))")
+            }
+        }
+        let what = held.isEmpty ? "no task running" : held.joined(separator: ", ")
+        let queued = pool.taskQueue.count
+        return "Pool#\(pool.id), for results (\(what); \(queued) task\(queued == 1 ? "" : "s") queued)"
+    }
+}
