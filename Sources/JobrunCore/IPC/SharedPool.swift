@@ -76,7 +76,7 @@ struct SharedPool {
     func take(slot i: Int, scratch: inout ScratchBuffer, consume: (UnsafeRawBufferPointer) -> Void) {
         let s = slot(i)
         let tq = taskQueue
-        s.pointee.pid = getpid()
+        if s.pointee.pid == 0 { s.pointee.pid = ProcessRegistry.record?.pointee.pid ?? getpid() }
         while true {
             lock()
             s.pointee.mark = tq.takenSoFar

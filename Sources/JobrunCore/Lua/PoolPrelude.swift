@@ -351,12 +351,14 @@ local function stop_workers(s)
   s.workers, s.by_pid, s.active = {}, {}, 0
 end
 
---- A worker that retires (max_tasks) or has ended gives its slot back.
+--- A worker that retires (max_tasks) or has ended gives its slot back;
+--- returns the number of the task the slot says it held, if any.
 local function free_slot(s, w)
-  if w.slot then
-    s.free_slots[#s.free_slots + 1] = w.slot
-    w.slot = nil
-  end
+  if not w.slot then return nil end
+  local held = s.st:_vacate(w.slot)
+  s.free_slots[#s.free_slots + 1] = w.slot
+  w.slot = nil
+  return held
 end
 
 --- The init function failed in a worker: every task would fail the same way,
@@ -431,9 +433,7 @@ local function on_death(s, w)
   if not w.retiring then s.active = s.active - 1 end
   local code = w.proc:_poll()
   w.proc:_join(0)                                -- reaped; forget it
-  if not w.slot then return end                  -- retired: it held nothing
-  local held = s.st:_vacate(w.slot)              -- what its slot says it held
-  free_slot(s, w)
+  local held = free_slot(s, w)                   -- (none once retired: it held nothing)
   local task = held and s.tasks[held]
   if task then fail_task(s, task, died_spec(w, code, task)) end
 end
