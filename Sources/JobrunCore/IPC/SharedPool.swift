@@ -1,9 +1,10 @@
 import CJobrunShims
 import Glibc
 
-/// The shared half of `jobrun.Pool` (PoolPrelude.swift, PoolBindings.swift): the pool's ledger
-/// of which task each worker holds, and the waits of its caller and of its
-/// idle workers, both visible to the monitor as what they are.
+/// The shared half of `jobrun.Pool` (PoolPrelude.swift, PoolBindings.swift):
+/// the pool's ledger of which task each worker holds, and the waits of its
+/// caller and of its idle workers, both visible to the monitor as what they
+/// are.
 ///
 /// Tasks go through the pool's task queue, which only the caller puts to, so
 /// a task's number is its place in that queue (from 1): the n-th item taken
