@@ -86,7 +86,7 @@ struct PoolLedgerTests {
             print(ok, ok and n or n.message)
             print(#jobrun.active_children())
             pool:terminate()
-            """, timeout: 60)
+            """, timeout: 120)
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout == "true\t1000000\n2\n", "\(r.stdout)")
     }
