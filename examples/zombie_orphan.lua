@@ -22,7 +22,10 @@ for i = 1, 3 do
   kids[i] = jobrun.Process{target = function() end}
   kids[i]:start()
 end
-jobrun.sleep(0.2)
+-- Each sleep collects the children that have ended by its end: sleep until
+-- the first one has ended and been collected (bounded, for a loaded machine).
+local deadline = jobrun.time() + 10
+repeat jobrun.sleep(0.05) until state(kids[1].pid) == "gone" or jobrun.time() > deadline
 print("ended, not yet joined:", state(kids[1].pid))   -- already reaped: gone, not a zombie
 for _, k in ipairs(kids) do k:join() end
 print("after join:", state(kids[1].pid), "exit code", kids[1].exitcode)
@@ -39,6 +42,9 @@ middle:start()
 local orphan = report:get()
 middle:kill()
 middle:join()
-jobrun.sleep(0.3)
+-- The grandchild dies with its parent; the main process, its new parent,
+-- collects it at its next sleep (bounded, for a loaded machine).
+deadline = jobrun.time() + 10
+repeat jobrun.sleep(0.05) until state(orphan) == "gone" or jobrun.time() > deadline
 print("middle process:", middle.exitcode == -9 and "killed (SIGKILL)" or middle.exitcode)
 print("its child, after it died:", state(orphan))      -- gone: no orphan left running
