@@ -237,4 +237,23 @@ struct ProgressTests {
             #expect(r.stderr.contains("main.lua:1:"), "\(code) names the place: \(r.stderr)")
         }
     }
+
+    /// Counts up to 2^64 on the status line: the rate, bar and ETA are
+    /// clamped, never a trap in the monitor; deadlocks are still found after.
+    @Test func hugeProgressCountsDoNotCrashTheMonitor() {
+        let r = runScript("""
+            jobrun.progress("x", 1, math.maxinteger)
+            jobrun.progress("y", 3, 2^63 * 1.9)
+            jobrun.progress("z", 2^63 * 1.9)
+            local t = jobrun.time()
+            while jobrun.time() - t < 1.2 do end
+            local q = jobrun.Queue()
+            q:get()
+            """, timeout: 30, options: ["--progress"])
+        #expect(!r.timedOut)
+        #expect(r.status == 1)
+        #expect(r.stderr.contains(" ETA "), "\(r.stderr)")
+        #expect(!r.stderr.contains("monitor"), "\(r.stderr)")
+        #expect(r.stderr.contains("jobrun.Deadlock: Queue#1.get"), "\(r.stderr)")
+    }
 }

@@ -163,10 +163,12 @@ public enum Progress {
                     let full = Int((frac * Double(cells)).rounded(.down))
                     text += "/\(count(c.total)) [" + String(repeating: "#", count: full)
                         + String(repeating: "-", count: cells - full) + "] \(Int(frac * 100))%"
-                    let elapsed = Double(now - c.firstNanos) / 1e9
+                    let elapsed = Double(now &- c.firstNanos) / 1e9
                     if c.done > 0 && c.done < c.total && elapsed > 0.5 {
+                        // A script's counts may be anything up to 2^64: the
+                        // estimate is clamped, never converted out of range.
                         let eta = elapsed * Double(c.total - c.done) / Double(c.done)
-                        text += " ETA " + seconds(Int64(eta * 1e9))
+                        text += " ETA " + seconds(Progress.clampedInt64(eta * 1e9))
                     }
                 }
                 parts.append(text)
@@ -197,7 +199,8 @@ public enum Progress {
                 return nil
             }
             let dt = Double(now - prev.at) / 1e9
-            let instant = dt > 0 ? Double(count &- prev.count) / dt : max(0, prev.rate)
+            // A count read without its queue's lock may step back a moment.
+            let instant = dt > 0 ? Double(count > prev.count ? count - prev.count : 0) / dt : max(0, prev.rate)
             let smoothed = prev.rate < 0 ? instant : prev.rate * 0.7 + instant * 0.3
             samples[key] = (now, count, smoothed)
             return smoothed
@@ -228,21 +231,30 @@ public enum Progress {
     static func rate(_ r: Double) -> String {
         if r >= 1e6 { return format1(r / 1e6) + "M/s" }
         if r >= 1e4 { return format1(r / 1e3) + "k/s" }
-        return "\(Int(r.rounded()))/s"
+        return "\(clampedInt64(r.rounded()))/s"
+    }
+
+    /// `v` as an Int64, NaN as 0 and out-of-range values clamped: figures
+    /// shown to a user never trap the monitor.
+    static func clampedInt64(_ v: Double) -> Int64 {
+        if v.isNaN { return 0 }
+        if v >= 9.2e18 { return Int64.max }
+        if v <= -9.2e18 { return Int64.min }
+        return Int64(v)
     }
 
     /// "4.2s", "3m05s", "1h02m".
     static func seconds(_ ns: Int64) -> String {
         let s = Double(max(0, ns)) / 1e9
         if s < 60 { return format1(s) + "s" }
-        let total = Int(s)
+        let total = Int(clampedInt64(s))
         if total < 3600 { return "\(total / 60)m" + pad2(total % 60) + "s" }
         return "\(total / 3600)h" + pad2(total / 60 % 60) + "m"
     }
 
     static func format1(_ v: Double) -> String {
-        let tenths = Int((v * 10).rounded())
-        return "\(tenths / 10).\(tenths % 10)"
+        let tenths = clampedInt64((v * 10).rounded())
+        return (tenths < 0 ? "-" : "") + "\(tenths.magnitude / 10).\(tenths.magnitude % 10)"
     }
 
     static func pad2(_ v: Int) -> String { v < 10 ? "0\(v)" : "\(v)" }

@@ -45,7 +45,7 @@ public enum Stats {
             processes.append(ProcessRow(
                 name: ProcessRegistry.name(of: r), pid: r.pointee.pid, parent: r.pointee.parent_pid,
                 exit: r.pointee.has_exit_code != 0 ? r.pointee.exit_code : nil,
-                wallNanos: max(0, end - r.pointee.start_ns),
+                wallNanos: max(0, end &- r.pointee.start_ns),
                 userMicros: usage ? r.pointee.user_us : nil, systemMicros: usage ? r.pointee.system_us : nil,
                 peakKiB: usage ? r.pointee.max_rss_kib : nil,
                 got: r.pointee.items_got, put: r.pointee.items_put))
@@ -97,12 +97,12 @@ public enum Stats {
     static func fixed(_ v: Double, _ places: Int) -> String {
         var scale = 1.0
         for _ in 0..<places { scale *= 10 }
-        let n = Int((v * scale).rounded())
+        let n = Progress.clampedInt64((v * scale).rounded())
         if places == 0 { return "\(n)" }
-        let s = Int(scale)
-        var frac = String(abs(n) % s)
+        let s = UInt64(scale)
+        var frac = String(n.magnitude % s)
         while frac.count < places { frac = "0" + frac }
-        return (n < 0 ? "-" : "") + "\(abs(n) / s).\(frac)"
+        return (n < 0 ? "-" : "") + "\(n.magnitude / s).\(frac)"
     }
 
     static func table(_ f: (wall: Int64, processes: [ProcessRow], queues: [QueueRow])) -> String {
@@ -112,7 +112,7 @@ public enum Stats {
         // processes, then a count (the JSON has every one).
         let shown = f.processes.count > maxProcessRows ? f.processes.prefix(maxProcessRows - 1) : f.processes[...]
         for p in shown {
-            let cpu: UInt64? = p.userMicros.map { $0 + (p.systemMicros ?? 0) }
+            let cpu: UInt64? = p.userMicros.map { $0 &+ (p.systemMicros ?? 0) }
             rows.append([p.name, "\(p.pid)", exitText(p.exit), fixed(Double(p.wallNanos) / 1e9, 2), secs(cpu),
                          p.peakKiB.map { fixed(Double($0) / 1024, 1) } ?? "-",
                          Progress.count(p.got), Progress.count(p.put)])
@@ -125,10 +125,10 @@ public enum Stats {
         }
         if shown.count < f.processes.count {
             let rest = f.processes[shown.count...]
-            let cpu = rest.reduce(0) { $0 + ($1.userMicros ?? 0) + ($1.systemMicros ?? 0) }
+            let cpu = rest.reduce(0) { $0 &+ ($1.userMicros ?? 0) &+ ($1.systemMicros ?? 0) }
             let failed = rest.filter { $0.exit != nil && $0.exit != 0 }.count
-            out += "... and \(rest.count) more processes (cpu \(secs(cpu)) s, got \(Progress.count(rest.reduce(0) { $0 + $1.got })), "
-                + "put \(Progress.count(rest.reduce(0) { $0 + $1.put })), \(failed) ended with an error or a signal)\n"
+            out += "... and \(rest.count) more processes (cpu \(secs(cpu)) s, got \(Progress.count(rest.reduce(0) { $0 &+ $1.got })), "
+                + "put \(Progress.count(rest.reduce(0) { $0 &+ $1.put })), \(failed) ended with an error or a signal)\n"
         }
         if !f.queues.isEmpty {
             var q = [["queue", "made at", "items", "MiB", "peak depth", "put wait s", "get wait s"]]
