@@ -6,7 +6,8 @@ import Glibc
 /// a `jr_sync` record whose short critical sections take a robust mutex and
 /// whose waits sleep on a futex word. A lock remembers its holder's pid, so a
 /// holder that died is noticed by the next acquirer, which takes the lock
-/// over and is told so ("owner died").
+/// over and is told so ("owner died"). The holder is (pid, start time), so a
+/// later process that got the dead holder's pid does not inherit the lock.
 struct SharedSync {
     let s: UnsafeMutablePointer<jr_sync>
 
@@ -64,20 +65,21 @@ struct SharedSync {
     /// Lock.acquire / RLock.acquire.
     func acquire(block: Bool, deadline: Deadline, reentrant: Bool) -> Acquired {
         let me = getpid()
+        let start = ProcessIdentity.mine
         lock()
         defer { unlock() }
         var verdict: String?
         while true {
             if s.pointee.value == 0 {
-                s.pointee.value = 1; s.pointee.owner = me; s.pointee.depth = 1
+                s.pointee.value = 1; s.pointee.owner = me; s.pointee.owner_start = start; s.pointee.depth = 1
                 return .acquired
             }
-            if reentrant && s.pointee.owner == me {
+            if reentrant && isMine {
                 s.pointee.depth += 1
                 return .acquired
             }
-            if !processIsAlive(s.pointee.owner) {
-                s.pointee.owner = me; s.pointee.depth = 1
+            if !processIsAlive(s.pointee.owner, start: s.pointee.owner_start) {
+                s.pointee.owner = me; s.pointee.owner_start = start; s.pointee.depth = 1
                 return .ownerDied
             }
             if let f = verdict { return .failed(f) }
@@ -86,18 +88,23 @@ struct SharedSync {
         }
     }
 
+    /// With the lock held: whether the holder is this very process (its pid
+    /// and its start time).
+    private var isMine: Bool {
+        s.pointee.owner == getpid() && (s.pointee.owner_start == 0 || s.pointee.owner_start == ProcessIdentity.mine)
+    }
+
     enum Released { case released, notHeld, notOwner }
 
     func release(reentrant: Bool) -> Released {
-        let me = getpid()
         lock()
         if s.pointee.value == 0 { unlock(); return .notHeld }
         if reentrant {
-            if s.pointee.owner != me { unlock(); return .notOwner }
+            if !isMine { unlock(); return .notOwner }
             s.pointee.depth -= 1
             if s.pointee.depth > 0 { unlock(); return .released }
         }
-        s.pointee.value = 0; s.pointee.owner = 0; s.pointee.depth = 0
+        s.pointee.value = 0; s.pointee.owner = 0; s.pointee.owner_start = 0; s.pointee.depth = 0
         let wake = bumpLocked()
         unlock()
         if wake { self.wake(1) }
@@ -105,13 +112,13 @@ struct SharedSync {
     }
 
     var isLocked: Bool { lock(); defer { unlock() }; return s.pointee.value != 0 }
-    var ownerIsMe: Bool { lock(); defer { unlock() }; return s.pointee.value != 0 && s.pointee.owner == getpid() }
+    var ownerIsMe: Bool { lock(); defer { unlock() }; return s.pointee.value != 0 && isMine }
 
     /// For Condition.wait: releases an RLock completely, returning its depth.
     func releaseAll() -> UInt32 {
         lock()
         let depth = s.pointee.depth
-        s.pointee.value = 0; s.pointee.owner = 0; s.pointee.depth = 0
+        s.pointee.value = 0; s.pointee.owner = 0; s.pointee.owner_start = 0; s.pointee.depth = 0
         let wake = bumpLocked()
         unlock()
         if wake { self.wake(1) }
@@ -241,23 +248,13 @@ struct SharedSync {
     }
 }
 
-/// True while `pid` runs (a zombie, dead but not yet reaped, counts as dead).
-/// A process of the run whose record says it has ended is dead even if its
-/// pid now names another process (pid_max may be as low as 32,768).
-func processIsAlive(_ pid: Int32) -> Bool {
+/// True while the process (`pid`, `start`) runs (a zombie, dead but not yet
+/// reaped, counts as dead). `start` is its start time (ProcessIdentity; 0:
+/// unknown), so a pid reused by a later process is not taken for the
+/// process that had it. A process of the run whose record says it has ended
+/// is dead even if its pid now names another process.
+func processIsAlive(_ pid: Int32, start: UInt64 = 0) -> Bool {
     if pid <= 0 { return false }
-    if let r = ProcessRegistry.find(pid), ProcessRegistry.hasEnded(r) { return false }
-    if kill(pid, 0) != 0 && Glibc.errno == ESRCH { return false }
-    var buf = [UInt8](repeating: 0, count: 512)
-    let fd = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
-    if fd < 0 { return true }
-    defer { close(fd) }
-    let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-    guard n > 0 else { return true }
-    // "pid (comm) S ...": the state follows the last ')'.
-    if let close = buf[0..<n].lastIndex(of: UInt8(ascii: ")")), close + 2 < n {
-        let state = buf[close + 2]
-        return state != UInt8(ascii: "Z") && state != UInt8(ascii: "X")
-    }
-    return true
+    if let r = ProcessRegistry.find(pid, start: start), ProcessRegistry.hasEnded(r) { return false }
+    return ProcessIdentity.isAlive(pid, start: start)
 }

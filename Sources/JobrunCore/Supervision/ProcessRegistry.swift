@@ -36,7 +36,9 @@ enum ProcessRegistry {
         let r = all + i
         jr_store_u32(&r.pointee.state, UInt32(JR_PROC_FREE))   // the monitor skips it while it is filled
         memset(r, 0, MemoryLayout<jr_process_record>.size)
+        ProcessIdentity.learnMine()
         r.pointee.pid = getpid()
+        r.pointee.start_ticks = ProcessIdentity.mine
         r.pointee.parent_pid = parent
         r.pointee.start_ns = monotonicNanos()
         copyCString(name, into: &r.pointee.name)
@@ -94,11 +96,18 @@ enum ProcessRegistry {
     /// with that pid (a pid the kernel reused names the later process), found
     /// from the end, where the processes being joined usually are.
     static func find(_ pid: pid_t) -> UnsafeMutablePointer<jr_process_record>? {
+        find(pid, start: 0)
+    }
+
+    /// The record of the process (pid, start time); `start` 0 (unknown)
+    /// matches any, and so does a record whose start time is not written yet.
+    static func find(_ pid: pid_t, start: UInt64) -> UnsafeMutablePointer<jr_process_record>? {
         let all = slots()
         var i = Int(jr_load_u32(&header.pointee.process_slots))
         while i > 0 {
             i -= 1
-            if all[i].pid == pid && all[i].state != UInt32(JR_PROC_FREE) { return all + i }
+            if all[i].pid == pid && all[i].state != UInt32(JR_PROC_FREE)
+                && (start == 0 || all[i].start_ticks == 0 || all[i].start_ticks == start) { return all + i }
         }
         return nil
     }

@@ -26,7 +26,7 @@ enum Waits {
             return q.pointee.unfinished > q.pointee.failed_tasks
         case JR_WAIT_LOCK:
             let s = sync(r)
-            return s.pointee.value != 0 && processIsAlive(s.pointee.owner)
+            return s.pointee.value != 0 && processIsAlive(s.pointee.owner, start: s.pointee.owner_start)
         case JR_WAIT_SEMAPHORE:
             return sync(r).pointee.value <= 0
         case JR_WAIT_EVENT:
@@ -35,7 +35,7 @@ enum Waits {
             return !woken(r)
         case JR_WAIT_PROCESS:
             let target = Arena.pointer(r.pointee.wait_object).assumingMemoryBound(to: jr_process_record.self)
-            return target.pointee.state == UInt32(JR_PROC_RUNNING) && processIsAlive(target.pointee.pid)
+            return target.pointee.state == UInt32(JR_PROC_RUNNING) && processIsAlive(target.pointee.pid, start: target.pointee.start_ticks)
         case JR_WAIT_POOL:
             return SharedPool.isStuck(r)
         default:
