@@ -15,6 +15,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 
 #ifndef SYS_pidfd_send_signal
 #define SYS_pidfd_send_signal 424
@@ -267,3 +268,50 @@ void jr_sigchld_install(void) {
 uint32_t jr_sigchld_count(void) { return __atomic_load_n(&jr_chld_count, __ATOMIC_SEQ_CST); }
 
 void jr_sigchld_word(uint32_t *word) { __atomic_store_n(&jr_chld_word, word, __ATOMIC_SEQ_CST); }
+
+int jr_mutex_trylock(pthread_mutex_t *m) {
+    int r = pthread_mutex_trylock(m);
+    if (r == 0) return 0;
+    if (r == EOWNERDEAD) { pthread_mutex_consistent(m); return 1; }
+    return -r;
+}
+
+int jr_set_process_name(const char *name) {
+    return prctl(PR_SET_NAME, name, 0, 0, 0);
+}
+
+struct jr_thread_arg { void (*fn)(void *); void *arg; };
+
+static void *jr_thread_main(void *p) {
+    struct jr_thread_arg a = *(struct jr_thread_arg *)p;
+    free(p);
+    a.fn(a.arg);
+    return NULL;
+}
+
+int jr_thread_start(void (*fn)(void *), void *arg) {
+    struct jr_thread_arg *a = malloc(sizeof *a);
+    if (!a) return ENOMEM;
+    a->fn = fn;
+    a->arg = arg;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 1 << 20);
+    pthread_t t;
+    int r = pthread_create(&t, &attr, jr_thread_main, a);
+    pthread_attr_destroy(&attr);
+    if (r != 0) free(a);
+    return r;
+}
+
+long jr_raise_nofile_limit(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return -1;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit up = rl;
+        up.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &up) == 0) rl = up;
+    }
+    return rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 1L << 30 ? 1L << 30 : (long)rl.rlim_cur;
+}

@@ -139,6 +139,7 @@ struct Run: ParsableCommand {
     @Option(name: .customLong("worker-name"), help: .hidden) var workerName: String = "Process"
     @Option(name: .customLong("worker-parent"), help: .hidden) var workerParent: Int32 = 0
     @Option(name: .customLong("worker-dir"), help: .hidden) var workerDirectory: String = "."
+    @Option(name: .customLong("worker-record"), help: .hidden) var workerRecord: Int = -1
     @Flag(name: .customLong("worker-daemon"), help: .hidden) var workerDaemon = false
     @Flag(name: .customLong("worker-prefix"), help: .hidden) var workerPrefix = false
     @Option(name: .customLong("worker-path"), help: .hidden) var workerPath: String = ""
@@ -166,7 +167,8 @@ struct Run: ParsableCommand {
             status = Host.runWorker(arenaFD: workerArenaFD, argsOffset: offset, argsLength: length,
                                     name: workerName, daemon: workerDaemon, parent: workerParent,
                                     scriptDirectory: workerDirectory, script: script, prefix: workerPrefix,
-                                    packagePath: workerPath, packageCPath: workerCPath)
+                                    packagePath: workerPath, packageCPath: workerCPath,
+                                    record: workerRecord)
         } else {
             status = Host.runMain(script: script, arguments: arguments,
                                   options: Host.Options(shmLimit: shmLimit.map { $0 << 20 },
@@ -181,7 +183,7 @@ struct Run: ParsableCommand {
 /// The hidden worker options, as core.spawn writes them: `--worker-*` pairs
 /// and flags, then the script.
 struct WorkerArguments {
-    var arenaFD: Int32 = 3, args = "0:0", name = "Process", parent: Int32 = 0, directory = "."
+    var arenaFD: Int32 = 3, args = "0:0", name = "Process", parent: Int32 = 0, directory = ".", record = -1
     var daemon = false, prefix = false
     var packagePath = "", packageCPath = ""
     var script = ""
@@ -204,6 +206,7 @@ struct WorkerArguments {
             case "--worker-dir": directory = value
             case "--worker-path": packagePath = value
             case "--worker-cpath": packageCPath = value
+            case "--worker-record": guard let v = Int(value) else { return nil }; record = v
             default: return nil
             }
             i += 2
@@ -217,7 +220,8 @@ struct WorkerArguments {
         return Host.runWorker(arenaFD: arenaFD, argsOffset: UInt64(parts.first ?? "0") ?? 0,
                               argsLength: Int(parts.last ?? "0") ?? 0, name: name, daemon: daemon,
                               parent: parent, scriptDirectory: directory, script: script, prefix: prefix,
-                              packagePath: packagePath, packageCPath: packageCPath)
+                              packagePath: packagePath, packageCPath: packageCPath,
+                              record: record)
     }
 }
 

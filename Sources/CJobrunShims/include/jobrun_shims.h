@@ -100,6 +100,20 @@ int jr_mutex_init(pthread_mutex_t *m);
 /// is then made consistent again and is held by the caller), or -errno.
 int jr_mutex_lock(pthread_mutex_t *m);
 void jr_mutex_unlock(pthread_mutex_t *m);
+/// Locks only if free: 0 (held now), 1 (held now, its previous owner died),
+/// or -EBUSY. For the monitor, which must never wait on a lock that a stopped
+/// process may hold.
+int jr_mutex_trylock(pthread_mutex_t *m);
+
+// MARK: - The monitor's own needs
+
+/// prctl(PR_SET_NAME): the name `ps`, `pgrep` and /proc/<pid>/comm show.
+int jr_set_process_name(const char *name);
+/// Starts a detached thread running fn(arg); 0 or an errno value.
+int jr_thread_start(void (*fn)(void *), void *arg);
+/// Raises the soft limit on open descriptors to the hard limit; returns the
+/// soft limit then in force (-1 when unknown).
+long jr_raise_nofile_limit(void);
 
 // MARK: - Shared-memory layout
 //
@@ -217,7 +231,7 @@ typedef struct jr_process_record {
     uint64_t get_block;     // a large item's own block, the getter's once it left the ring, until freed
     // The process's identity with `pid`: its start time (/proc/<pid>/stat
     // field 22, clock ticks since boot), so a reused pid is never taken for
-    // it. Written by the process itself when it takes its record; 0 while
+    // it. Written by the process itself before it leaves STARTING; 0 while
     // unknown.
     uint64_t start_ticks;
 } jr_process_record;
@@ -244,7 +258,9 @@ typedef struct jr_held {
     uint64_t length;        // the encoded item's bytes follow
 } jr_held;
 
-enum { JR_PROC_FREE = 0, JR_PROC_RUNNING = 1, JR_PROC_EXITED = 2 };
+// STARTING: written by the parent before fork/spawn (pid 0 until the fork
+// returns); the child takes the record over and makes it RUNNING.
+enum { JR_PROC_FREE = 0, JR_PROC_RUNNING = 1, JR_PROC_EXITED = 2, JR_PROC_STARTING = 3 };
 enum {
     JR_WAIT_NONE = 0, JR_WAIT_GET = 1, JR_WAIT_PUT = 2, JR_WAIT_JOIN = 3, JR_WAIT_LOCK = 4,
     JR_WAIT_SEMAPHORE = 5, JR_WAIT_EVENT = 6, JR_WAIT_BARRIER = 7, JR_WAIT_CONDITION = 8,
@@ -279,7 +295,7 @@ typedef struct jr_arena_header {
     uint32_t space_waiters;
     uint32_t next_object_id;
     uint32_t next_process_number;  // for default names "Process-<n>"
-    pthread_mutex_t proc_lock;     // guards claiming process slots and `failure`
+    pthread_mutex_t proc_lock;     // guards claiming process slots (the monitor alone writes `failure`)
     uint32_t process_slots;        // high-water mark of used slots
     uint32_t failed;               // the kind of the monitor's last verdict (jr_process_record.verdict)
     char failure[JR_MESSAGE_BYTES]; // its text: rewritten only when no live process has a verdict to take
@@ -306,6 +322,10 @@ typedef struct jr_arena_header {
     // Every JoinableQueue, newest first (jr_queue.next_joinable), listed or
     // not, for the monitor to settle a dead process's items; under proc_lock.
     uint64_t joinables_head;
+    // The monitor's pid (0 while there is none): the main process starts a
+    // new one when it finds this one dead.
+    int32_t monitor_pid;
+    uint32_t reserved_monitor;
 } jr_arena_header;
 
 enum { JR_PROGRESS_DISABLED = 0, JR_PROGRESS_ON = 1, JR_PROGRESS_OFF = 2 };

@@ -45,15 +45,18 @@ enum CoreBindings {
         let L = L!
         let name = Lua.string(L, 1) ?? "Process"
         let daemon = lua_toboolean(L, 2) != 0
+        guard let slot = ProcessRegistry.reserve(name: name) else { return tooManyProcesses(L, name) }
         let started: ProcessControl.Started
         do { started = try ProcessControl.fork() } catch {
+            ProcessRegistry.abandon(slot)
             return Lua.raise(L, .ProcessError, "cannot start process \(name): \(error)")
         }
         if case .parent(let pid) = started {
+            ProcessRegistry.started(slot, pid: pid)
             lua_pushinteger(L, lua_Integer(pid))
             return 1
         }
-        ProcessRegistry.register(name: name, parent: getppid())
+        ProcessRegistry.takeOver(slot, name: name, parent: getppid())
         Runtime.isMain = false
         Runtime.processName = name
         Runtime.isDaemon = daemon
@@ -69,6 +72,13 @@ enum CoreBindings {
             writeAll(2, "Process \(name) (pid \(Glibc.getpid())): \(message)\n")
         }
         jr_flush_and_exit(code)
+    }
+
+    /// Every record of the run belongs to a live process: a start past that
+    /// would run unsupervised, so it is refused.
+    static func tooManyProcesses(_ L: LuaState, _ name: String) -> Int32 {
+        Lua.raise(L, .ProcessError, "cannot start process \(name): too many processes: \(JR_MAX_PROCESSES) processes of the run are alive, "
+                  + "the most jobrun supervises at once")
     }
 
     /// "jobrun.<kind>: <message>" for a jobrun error table at `index`, read
@@ -110,7 +120,11 @@ enum CoreBindings {
             return Lua.raise(L, .ProcessError, "Process \(name): out of shared memory for its arguments")
         }
         memcpy(Arena.pointer(off), bytes.baseAddress!, bytes.count)
-        var argv = ["--worker", "--worker-arena-fd", "3", "--worker-args", "\(off):\(bytes.count)",
+        guard let slot = ProcessRegistry.reserve(name: name) else {
+            Arena.free(off)
+            return tooManyProcesses(L, name)
+        }
+        var argv = ["--worker", "--worker-record", String(slot), "--worker-arena-fd", "3", "--worker-args", "\(off):\(bytes.count)",
                     "--worker-name", name, "--worker-parent", String(Glibc.getpid()),
                     "--worker-dir", Runtime.scriptDirectory,
                     "--worker-path", packagePath, "--worker-cpath", packageCPath]
@@ -119,9 +133,11 @@ enum CoreBindings {
         argv.append(path)
         do {
             let pid = try ProcessControl.spawnSelf(arguments: argv)
+            ProcessRegistry.started(slot, pid: pid)
             lua_pushinteger(L, lua_Integer(pid))
             return 1
         } catch {
+            ProcessRegistry.abandon(slot)
             Arena.free(off)
             return Lua.raise(L, .ProcessError, "cannot start process \(name): \(error)")
         }
@@ -252,6 +268,7 @@ enum CoreBindings {
         var left = timespec()
         while nanosleep(&ts, &left) != 0 && Glibc.errno == EINTR { ts = left }
         ProcessControl.reapStrays()
+        Monitor.watch()
         return 0
     }
 

@@ -95,7 +95,10 @@ public enum Host {
         mainOptions = options
         ProcessRegistry.register(name: "MainProcess", parent: getppid())
         Progress.setUp(options.progress)
-        Monitor.start()
+        if let err = Monitor.start() {
+            writeAll(2, "jobrun: \(err): the run cannot go on unsupervised\n")
+            return 1
+        }
         Runtime.scriptDirectory = script.map(directory(of:)) ?? "."
         guard let L = newState() else { return 1 }
         installOutputHooks(L, tag: options.prefix, clear: Progress.isOn)
@@ -111,7 +114,8 @@ public enum Host {
     /// Runs a `script` worker (started by `Process{script = ...}`).
     public static func runWorker(arenaFD: Int32, argsOffset: UInt64, argsLength: Int, name: String,
                                  daemon: Bool, parent: Int32, scriptDirectory: String, script: String,
-                                 prefix: Bool = false, packagePath: String = "", packageCPath: String = "") -> Int32 {
+                                 prefix: Bool = false, packagePath: String = "", packageCPath: String = "",
+                                 record: Int = -1) -> Int32 {
         jr_reset_signals()
         ProcessControl.dieWithParent(parent)
         do { try Arena.attach(fd: arenaFD) } catch {
@@ -120,7 +124,7 @@ public enum Host {
         }
         _ = jr_set_cloexec(arenaFD, 1)
         jr_stdout_linebuffered()
-        ProcessRegistry.register(name: name, parent: parent)
+        ProcessRegistry.takeOver(record, name: name, parent: parent)
         Runtime.isMain = false
         Runtime.processName = name
         Runtime.isDaemon = daemon

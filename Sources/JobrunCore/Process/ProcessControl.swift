@@ -36,6 +36,7 @@ enum ProcessControl {
             guard isOurs(pid) else { reapKnown(); return }
             guard let (status, _) = reap(pid) else { return }
             if children.contains(pid) { reaped[pid] = status }
+            if pid == Monitor.pid { Monitor.reaped(status: status) }
         }
     }
 
@@ -230,6 +231,11 @@ enum ProcessControl {
             reapStrays()
             if deadline.expired { return .timedOut }
         }
+    }
+
+    /// SIGKILLs every child not yet reaped (a run that must end at once).
+    static func killChildren() {
+        for pid in children { _ = kill(pid, SIGKILL) }
     }
 
     static func signal(_ pid: pid_t, _ sig: Int32) {

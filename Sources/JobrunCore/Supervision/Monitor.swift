@@ -25,47 +25,137 @@ enum Monitor {
 
     /// The monitor's pid and the write end of the pipe that tells it the run
     /// is over (main process only; 0 / -1 when unsupervised).
-    private static var pid: pid_t = 0
+    private(set) static var pid: pid_t = 0
     private static var doneFD: Int32 = -1
 
-    /// Forks the monitor; returns in the main process only.
-    static func start() {
+    /// Forks the monitor; returns in the main process only, with nil, or the
+    /// reason there is no monitor (the run must not go on without one).
+    static func start() -> String? {
         let main = getpid()
         var fds: [Int32] = [-1, -1]
-        if pipe(&fds) == 0 {
-            _ = jr_set_cloexec(fds[0], 1)
-            _ = jr_set_cloexec(fds[1], 1)
-        } else {
-            fds = [-1, -1]
-        }
+        if pipe(&fds) != 0 { return "cannot start the run's monitor: pipe: \(String(cString: strerror(Glibc.errno)))" }
+        _ = jr_set_cloexec(fds[0], 1)
+        _ = jr_set_cloexec(fds[1], 1)
         let pid = fork()
-        if pid != 0 {            // parent (or fork failure: run unsupervised)
-            if fds[0] >= 0 { close(fds[0]) }
-            if pid > 0 { Monitor.pid = pid; doneFD = fds[1] } else if fds[1] >= 0 { close(fds[1]) }
-            return
+        if pid < 0 {
+            let e = Glibc.errno
+            close(fds[0]); close(fds[1])
+            return "cannot start the run's monitor: fork: \(String(cString: strerror(e)))"
         }
-        if fds[1] >= 0 { close(fds[1]) }
+        if pid > 0 {
+            close(fds[0])
+            Monitor.pid = pid
+            doneFD = fds[1]
+            Arena.header.pointee.monitor_pid = pid
+            lastCheck = monotonicNanos()
+            return nil
+        }
+        close(fds[1])
         signal(SIGINT, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
         signal(SIGHUP, SIG_IGN)
+        _ = jr_set_process_name("jobrun-monitor")
+        let limit = jr_raise_nofile_limit()
         var m = State(main: main, doneFD: fds[0])
+        // Descriptors kept free for /proc reads and the like: past this many
+        // pidfds, processes are watched by polling.
+        if limit > 0 { m.maxPidfds = max(0, limit - 24) }
         m.run()
     }
 
-    /// A pidfd for the process of record `r`, or nil when it has ended. The
-    /// pid alone could name an unrelated process by now (pid_max may be as
-    /// low as 32,768): the descriptor is trusted only if, once it is open,
-    /// the record still says no one has begun to reap the process, since a
-    /// reaper marks `end_ns` before the pid is freed.
-    static func pidfd(_ r: UnsafeMutablePointer<jr_process_record>) -> Int32? {
-        if ProcessRegistry.hasEnded(r) { return nil }
+    // MARK: the main process watches the monitor
+
+    /// When the main process last looked whether the monitor still runs.
+    private static var lastCheck: Int64 = 0
+    static let watchEvery: Int64 = 50_000_000
+
+    /// Main process, about to sleep in a wait (every wait sleeps in bounded
+    /// slices, so this runs again while it waits): a monitor that died is
+    /// replaced, or the run ends with a message saying why. Without it no
+    /// deadlock or death would ever be reported.
+    @inline(__always)
+    static func watch() {
+        if pid > 0 && monotonicNanos() &- lastCheck >= watchEvery { checkAlive() }
+    }
+
+    private static func checkAlive() {
+        lastCheck = monotonicNanos()
+        var info = siginfo_t()
+        let r = waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT)
+        if r == 0 && info._sifields._sigchld.si_pid == 0 { return }      // running
+        if r != 0 && Glibc.errno != ECHILD { return }                     // EINTR: next time
+        var how = "ended"
+        if r == 0 {
+            var status: Int32 = 0
+            _ = waitpid(pid, &status, 0)
+            how = describeExit(ProcessControl.exitCode(status))
+        }
+        lost(how)
+    }
+
+    /// The reaper of strays reaped the monitor: the main process says so.
+    static func reaped(status: Int32) {
+        lost(describeExit(ProcessControl.exitCode(status)))
+    }
+
+    /// The monitor (pid `pid`) is dead: start another, or end the run.
+    private static func lost(_ how: String) {
+        let old = pid
+        pid = 0
+        Arena.header.pointee.monitor_pid = 0
+        if doneFD >= 0 { close(doneFD); doneFD = -1 }
+        if let err = start() {
+            Progress.stop()
+            writeAll(2, "jobrun: the run's monitor (pid \(old)) \(how), and \(err): the run cannot go on unsupervised\n")
+            ProcessControl.killChildren()
+            jr_flush_and_exit(1)
+        }
+        writeAll(2, Progress.lineStart(fd: 2) + "jobrun: the run's monitor (pid \(old)) \(how); a new one (pid \(pid)) supervises the run\n")
+    }
+
+    /// How the monitor watches one process: through a pidfd, or when none
+    /// can be had (no descriptor left, a kernel or sandbox without
+    /// pidfd_open) by polling its identity every tick.
+    enum Watch { case pidfd(Int32), poll, ended }
+
+    /// How to watch the process of record `r`. The pid alone could name an
+    /// unrelated process by now (pid_max may be as low as 32,768): a pidfd is
+    /// trusted only if, once it is open, the record still says no one has
+    /// begun to reap the process, since a reaper marks `end_ns` before the
+    /// pid is freed. A failed pidfd_open is never taken for a death unless
+    /// the kernel says there is no such process.
+    static func watch(_ r: UnsafeMutablePointer<jr_process_record>, pidfdAllowed: Bool = true) -> Watch {
+        if ProcessRegistry.hasEnded(r) { return .ended }
+        if !pidfdAllowed { return isAlive(r) ? .poll : .ended }
         let fd = jr_pidfd_open(r.pointee.pid)
-        if fd < 0 { return nil }
+        if fd < 0 {
+            if jr_errno() == ESRCH { return .ended }
+            return isAlive(r) ? .poll : .ended
+        }
         if ProcessRegistry.hasEnded(r) {
             close(fd)
-            return nil
+            return .ended
         }
-        return fd
+        return .pidfd(fd)
+    }
+
+    /// The polled liveness check: the record says it has not ended, and the
+    /// process (pid, start time) still runs.
+    static func isAlive(_ r: UnsafeMutablePointer<jr_process_record>) -> Bool {
+        !ProcessRegistry.hasEnded(r) && ProcessIdentity.isAlive(r.pointee.pid, start: r.pointee.start_ticks)
+    }
+
+    /// Whether a dead process left anything the monitor must repair under a
+    /// queue's lock: a get or task_done half done, kept items, taken tasks.
+    static func holdsAnything(_ r: UnsafeMutablePointer<jr_process_record>) -> Bool {
+        if jr_load_u32(&r.pointee.done_stage) != 0 || jr_load_u32(&r.pointee.get_stage) != 0 || r.pointee.held_head != 0 {
+            return true
+        }
+        return withUnsafeMutablePointer(to: &r.pointee.taken) {
+            $0.withMemoryRebound(to: jr_taken.self, capacity: Int(JR_MAX_TAKEN)) { t in
+                (0..<Int(JR_MAX_TAKEN)).contains { t[$0].queue != 0 && jr_load_u64(&t[$0].count) > 0 }
+            }
+        }
     }
 
     /// A forked worker has no use for the main process's end of the pipe.
@@ -99,6 +189,13 @@ enum Monitor {
         let doneFD: Int32
         /// Record slot -> pidfd of its process.
         var pidfds: [Int: Int32] = [:]
+        /// Record slots whose processes are watched by polling, with their pids.
+        var polled: [Int: pid_t] = [:]
+        /// Most pidfds to hold (the descriptor limit, less a reserve).
+        var maxPidfds = Int.max
+        /// Record slots whose dead process is being repaired by a repair
+        /// thread, with the record's start_ns (a recycled slot is a new process).
+        var repairing: [Int: Int64] = [:]
         var gens: [Int: UInt64] = [:]
         var stable = 0
         var painter = Progress.Painter()
@@ -106,27 +203,85 @@ enum Monitor {
         init(main: pid_t, doneFD: Int32) { self.main = main; self.doneFD = doneFD }
 
         mutating func run() -> Never {
+            // Without a pidfd for the main process, its death shows as our
+            // re-parenting (and as the end of the pipe).
             let mainFD = jr_pidfd_open(main)
             while true {
                 let all = ProcessRegistry.slots()
                 let n = Int(jr_load_u32(&Arena.header.pointee.process_slots))
-                // Watch processes that registered since the last tick.
-                for i in 0..<n where all[i].state == UInt32(JR_PROC_RUNNING) {
-                    if all[i].pid == main || pidfds[i] != nil { continue }
-                    if let fd = Monitor.pidfd(all + i) { pidfds[i] = fd } else { ended(all + i) }
+                // Watch processes that registered since the last tick,
+                // those still starting included (once their pid is known).
+                var starting = false
+                for i in 0..<n {
+                    let r = all + i
+                    let state = jr_load_u32(&r.pointee.state)
+                    if state == UInt32(JR_PROC_STARTING) {
+                        starting = true
+                        if r.pointee.pid == 0 { abandonIfOrphaned(r); continue }
+                    } else if state != UInt32(JR_PROC_RUNNING) {
+                        continue
+                    }
+                    if r.pointee.pid == main || pidfds[i] != nil || polled[i] != nil { continue }
+                    if let since = repairing[i], since == r.pointee.start_ns { continue }
+                    switch Monitor.watch(r, pidfdAllowed: pidfds.count < maxPidfds) {
+                    case .pidfd(let fd): pidfds[i] = fd
+                    case .poll: polled[i] = r.pointee.pid
+                    case .ended: end(i, r)
+                    }
                 }
                 var fds = [pollfd(fd: mainFD, events: Int16(POLLIN), revents: 0),
                            pollfd(fd: doneFD, events: Int16(POLLIN), revents: 0)]
                 let order = Array(pidfds.keys)
                 for i in order { fds.append(pollfd(fd: pidfds[i]!, events: Int16(POLLIN), revents: 0)) }
                 _ = poll(&fds, nfds_t(fds.count), tickMillis)
-                if mainFD < 0 || fds[0].revents != 0 || fds[1].revents != 0 { finish() }
+                if (mainFD >= 0 && fds[0].revents != 0) || fds[1].revents != 0 || getppid() != main { finish() }
                 for (k, i) in order.enumerated() where fds[k + 2].revents != 0 {
                     close(pidfds.removeValue(forKey: i)!)
-                    ended(all + i)
+                    end(i, all + i)
                 }
-                checkDeadlock()
+                for (i, pid) in polled where all[i].pid != pid || !Monitor.isAlive(all + i) {
+                    polled.removeValue(forKey: i)
+                    if all[i].pid == pid { end(i, all + i) }
+                }
+                for (i, since) in repairing where all[i].start_ns != since || jr_load_u32(&all[i].state) != UInt32(JR_PROC_RUNNING) {
+                    repairing.removeValue(forKey: i)
+                }
+                // No verdict while a process is starting (it will act) or a
+                // dead one's repair is under way (it may wake a waiter).
+                if starting || !repairing.isEmpty { stable = 0; gens.removeAll() } else { checkDeadlock() }
                 painter.tick()
+            }
+        }
+
+        /// A record reserved by a parent that died before it could fork: no
+        /// process will ever take it over.
+        func abandonIfOrphaned(_ r: UnsafeMutablePointer<jr_process_record>) {
+            let parent = r.pointee.parent_pid
+            if let p = ProcessRegistry.find(parent), jr_load_u32(&p.pointee.state) == UInt32(JR_PROC_RUNNING),
+               processIsAlive(parent, start: p.pointee.start_ticks) { return }
+            // No lock (the monitor takes none): nothing else writes a
+            // STARTING record whose parent is gone.
+            if r.pointee.pid == 0 { jr_store_u32(&r.pointee.state, UInt32(JR_PROC_FREE)) }
+        }
+
+        /// The process of slot `i` has ended. What it held (tasks, kept
+        /// items, a get or task_done half done) is repaired under the
+        /// queues' locks, which a stopped process may hold: that is done by
+        /// a thread of its own, so the monitor itself never waits on a lock
+        /// and goes on supervising the rest.
+        mutating func end(_ i: Int, _ r: UnsafeMutablePointer<jr_process_record>) {
+            if !Monitor.holdsAnything(r) { ended(r); return }
+            // Not marked ended here: ended() reads the exit status from
+            // /proc only while no one has (the mark says a reaper may have
+            // freed the pid). `repairing` keeps the slot from being watched.
+            repairing[i] = r.pointee.start_ns
+            let fn: @convention(c) (UnsafeMutableRawPointer?) -> Void = { arg in
+                let r = arg!.assumingMemoryBound(to: jr_process_record.self)
+                Monitor.State(main: 0, doneFD: -1).ended(r)
+            }
+            if jr_thread_start(fn, UnsafeMutableRawPointer(r)) != 0 {
+                repairing.removeValue(forKey: i)
+                ended(r)
             }
         }
 
@@ -141,12 +296,21 @@ enum Monitor {
             let n = Int(jr_load_u32(&Arena.header.pointee.process_slots))
             // Through the pidfds: a process that ended and was reaped since the
             // last tick may have had its pid reused by an unrelated process.
-            for i in 0..<n where all[i].state == UInt32(JR_PROC_RUNNING) && all[i].pid != main {
+            for i in 0..<n where all[i].pid != main && all[i].pid > 0 {
+                let state = jr_load_u32(&all[i].state)
+                guard state == UInt32(JR_PROC_RUNNING) || state == UInt32(JR_PROC_STARTING) else { continue }
                 if let fd = pidfds[i] {
                     _ = jr_pidfd_send_signal(fd, SIGKILL)
-                } else if let fd = Monitor.pidfd(all + i) {
+                    continue
+                }
+                switch Monitor.watch(all + i) {
+                case .pidfd(let fd):
                     _ = jr_pidfd_send_signal(fd, SIGKILL)
                     close(fd)
+                case .poll:
+                    _ = kill(all[i].pid, SIGKILL)
+                case .ended:
+                    break
                 }
             }
             _exit(0)
@@ -255,14 +419,14 @@ enum Monitor {
             }
             let text = lines.joined(separator: "\n")
             let h = Arena.header
-            _ = jr_mutex_lock(&h.pointee.proc_lock)
+            // The monitor is the only writer: the text, then the flag that
+            // publishes it (no lock, which a stopped process might hold).
             withUnsafeMutableBytes(of: &h.pointee.failure) { buf in
                 let bytes = Array(text.utf8.prefix(buf.count - 1))
                 buf.copyBytes(from: bytes)
                 buf[bytes.count] = 0
             }
             jr_store_u32(&h.pointee.failed, kind)
-            jr_mutex_unlock(&h.pointee.proc_lock)
             for r in stuck {
                 r.pointee.verdict_token = jr_load_u64(&r.pointee.wait_token)
                 jr_store_u32(&r.pointee.verdict, kind)

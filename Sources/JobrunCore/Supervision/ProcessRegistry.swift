@@ -22,6 +22,19 @@ enum ProcessRegistry {
         let h = header
         _ = jr_mutex_lock(&h.pointee.proc_lock)
         defer { jr_mutex_unlock(&h.pointee.proc_lock) }
+        guard let i = claimLocked(name: name, parent: parent) else { record = nil; return }
+        let r = slots() + i
+        ProcessIdentity.learnMine()
+        r.pointee.pid = getpid()
+        r.pointee.start_ticks = ProcessIdentity.mine
+        jr_store_u32(&r.pointee.state, UInt32(JR_PROC_RUNNING))
+        record = r
+    }
+
+    /// Claims and fills a record (proc_lock held), still FREE to the monitor;
+    /// nil when every record belongs to a live process.
+    private static func claimLocked(name: String, parent: pid_t) -> Int? {
+        let h = header
         // Slots are claimed in order, so the first free one is the next one:
         // no scan through the records, whose pages a fresh fork would fault
         // in. Once all are used, the record of an ended process is reused.
@@ -30,18 +43,62 @@ enum ProcessRegistry {
         if i < Int(JR_MAX_PROCESSES) {
             jr_store_u32(&h.pointee.process_slots, UInt32(i + 1))
         } else {
-            guard let j = recyclable(all, h) else { record = nil; return }
+            guard let j = recyclable(all, h) else { return nil }
             i = j
         }
         let r = all + i
         jr_store_u32(&r.pointee.state, UInt32(JR_PROC_FREE))   // the monitor skips it while it is filled
         memset(r, 0, MemoryLayout<jr_process_record>.size)
-        ProcessIdentity.learnMine()
-        r.pointee.pid = getpid()
-        r.pointee.start_ticks = ProcessIdentity.mine
         r.pointee.parent_pid = parent
         r.pointee.start_ns = monotonicNanos()
         copyCString(name, into: &r.pointee.name)
+        return i
+    }
+
+    /// Parent, before fork/spawn: a STARTING record for the child, so the
+    /// monitor counts it from the start (no deadlock is declared while a
+    /// process starts). nil when every record belongs to a live process: the
+    /// start must be refused, never run unsupervised.
+    static func reserve(name: String) -> Int? {
+        let h = header
+        _ = jr_mutex_lock(&h.pointee.proc_lock)
+        defer { jr_mutex_unlock(&h.pointee.proc_lock) }
+        guard let i = claimLocked(name: name, parent: getpid()) else { return nil }
+        jr_store_u32(&slots()[i].state, UInt32(JR_PROC_STARTING))
+        return i
+    }
+
+    /// Parent, once fork/spawn returned: the child's pid. (An unreaped child's
+    /// pid cannot be reused, so the pid alone names it until its own start
+    /// time is written.)
+    static func started(_ slot: Int, pid: pid_t) {
+        let r = slots() + slot
+        if r.pointee.pid == 0 { r.pointee.pid = pid }
+    }
+
+    /// Parent, when fork/spawn failed: the reserved record is free again.
+    static func abandon(_ slot: Int) {
+        let h = header
+        _ = jr_mutex_lock(&h.pointee.proc_lock)
+        defer { jr_mutex_unlock(&h.pointee.proc_lock) }
+        let r = slots() + slot
+        jr_store_u32(&r.pointee.state, UInt32(JR_PROC_FREE))
+        r.pointee.pid = 0
+    }
+
+    /// Child: takes over the record its parent reserved (`slot`), or claims
+    /// one when that is not a STARTING record of `parent`'s.
+    static func takeOver(_ slot: Int, name: String, parent: pid_t) {
+        let r = slots() + slot
+        guard slot >= 0, slot < Int(JR_MAX_PROCESSES),
+              jr_load_u32(&r.pointee.state) == UInt32(JR_PROC_STARTING),
+              r.pointee.parent_pid == parent || r.pointee.pid == getpid() else {
+            register(name: name, parent: parent)
+            return
+        }
+        ProcessIdentity.learnMine()
+        r.pointee.pid = getpid()
+        r.pointee.start_ticks = ProcessIdentity.mine
         jr_store_u32(&r.pointee.state, UInt32(JR_PROC_RUNNING))
         record = r
     }
@@ -57,6 +114,10 @@ enum ProcessRegistry {
         for k in 0..<n {
             let i = (start + k) % n
             let r = all + i
+            if r.pointee.state == UInt32(JR_PROC_FREE) {   // a start that failed
+                h.pointee.recycle_next = UInt32((i + 1) % n)
+                return i
+            }
             guard r.pointee.state == UInt32(JR_PROC_EXITED), r.pointee.has_exit_code != 0, r.pointee.pid != getpid() else { continue }
             h.pointee.recycled += 1
             h.pointee.recycled_got &+= r.pointee.items_got
@@ -115,6 +176,7 @@ enum ProcessRegistry {
     /// Notes that this process is about to sleep on `word` (an arena address).
     @inline(__always)
     static func willWait(_ kind: Int, object: UnsafeRawPointer, word: UnsafeRawPointer, timed: Bool) {
+        Monitor.watch()
         guard let r = record else { return }
         r.pointee.wait_object = Arena.offset(of: object)
         r.pointee.wait_word = Arena.offset(of: word)
@@ -236,8 +298,11 @@ enum ProcessRegistry {
 
     /// CPU time and peak memory from getrusage/wait4.
     static func store(_ u: rusage, in r: UnsafeMutablePointer<jr_process_record>) {
-        r.pointee.user_us = UInt64(u.ru_utime.tv_sec) * 1_000_000 + UInt64(u.ru_utime.tv_usec)
-        r.pointee.system_us = UInt64(u.ru_stime.tv_sec) * 1_000_000 + UInt64(u.ru_stime.tv_usec)
+        func micros(_ t: timeval) -> UInt64 {
+            UInt64(clamping: t.tv_sec).multipliedReportingOverflow(by: 1_000_000).partialValue &+ UInt64(clamping: t.tv_usec)
+        }
+        r.pointee.user_us = micros(u.ru_utime)
+        r.pointee.system_us = micros(u.ru_stime)
         r.pointee.max_rss_kib = UInt64(max(0, u.ru_maxrss))
         r.pointee.has_usage = 1
     }

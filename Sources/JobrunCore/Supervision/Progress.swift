@@ -136,7 +136,9 @@ public enum Progress {
             guard now - h.pointee.run_start_ns >= Progress.firstDrawAfter, now - lastDraw >= Progress.redrawEvery else { return }
             lastDraw = now
             let text = "\r" + line(now: now, width: terminalWidth()) + "\u{1B}[K"
-            _ = jr_mutex_lock(&h.pointee.progress_lock)
+            // Only if free: a process stopped while it holds the lock (in
+            // jobrun.progress) must not stop the monitor. The next tick draws.
+            guard jr_mutex_trylock(&h.pointee.progress_lock) >= 0 else { return }
             if jr_load_u32(&h.pointee.progress_state) == UInt32(JR_PROGRESS_ON) {
                 writeAll(2, text)
                 h.pointee.progress_drawn = 1

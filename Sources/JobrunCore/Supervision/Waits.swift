@@ -35,7 +35,9 @@ enum Waits {
             return !woken(r)
         case JR_WAIT_PROCESS:
             let target = Arena.pointer(r.pointee.wait_object).assumingMemoryBound(to: jr_process_record.self)
-            return target.pointee.state == UInt32(JR_PROC_RUNNING) && processIsAlive(target.pointee.pid, start: target.pointee.start_ticks)
+            let state = jr_load_u32(&target.pointee.state)
+            return (state == UInt32(JR_PROC_RUNNING) || state == UInt32(JR_PROC_STARTING))
+                && processIsAlive(target.pointee.pid, start: target.pointee.start_ticks)
         case JR_WAIT_POOL:
             return SharedPool.isStuck(r)
         default:
