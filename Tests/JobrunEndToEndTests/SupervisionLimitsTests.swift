@@ -62,7 +62,7 @@ struct SupervisionLimitsTests {
         #expect(!r.stderr.contains("WorkerDied"))
     }
 
-    /// A lock's holder is (pid, start time): a later process of the run that
+    /// A lock's holder is (pid, start): a later process of the run that
     /// got the pid of a holder that died is told "owner died", never handed
     /// the dead holder's RLock as its own. The pid is made to come round
     /// again through /proc/sys/kernel/ns_last_pid (root only; else skipped).

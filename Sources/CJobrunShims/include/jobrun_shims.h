@@ -159,7 +159,8 @@ typedef struct jr_process_record {
     // end (monitor or reaper) writes `end_ns`.
     uint64_t items_put;
     uint64_t items_got;
-    int64_t start_ns;       // CLOCK_MONOTONIC
+    int64_t start_ns;       // CLOCK_MONOTONIC, when the record was claimed: with `pid`,
+                            // the process's identity (a reused pid has a later one)
     int64_t end_ns;         // 0 while running
     uint64_t user_us;       // CPU time, valid when has_usage
     uint64_t system_us;
@@ -229,11 +230,6 @@ typedef struct jr_process_record {
     uint64_t done_unfinished;
     uint64_t put_unfinished;// a put to a JoinableQueue: its `unfinished` before (put_stage 1)
     uint64_t get_block;     // a large item's own block, the getter's once it left the ring, until freed
-    // The process's identity with `pid`: its start time (/proc/<pid>/stat
-    // field 22, clock ticks since boot), so a reused pid is never taken for
-    // it. Written by the process itself before it leaves STARTING; 0 while
-    // unknown.
-    uint64_t start_ticks;
 } jr_process_record;
 
 enum { JR_GROW_RING = 0, JR_GROW_TAKERS = 1 };
@@ -412,7 +408,7 @@ typedef struct jr_sync {
     uint32_t broken;        // Barrier: a wait timed out; later waits fail
     uint32_t reserved;
     uint64_t link;          // Condition: offset of its Lock or RLock
-    uint64_t owner_start;   // the holder's start_ticks: `owner` alone may be a reused pid
+    uint64_t owner_start;   // the holder's record start_ns: `owner` alone may be a reused pid
 } jr_sync;
 
 /// A shared number (`jobrun.Value`): an integer or a float, under `lock`.

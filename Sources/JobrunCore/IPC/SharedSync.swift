@@ -6,7 +6,7 @@ import Glibc
 /// a `jr_sync` record whose short critical sections take a robust mutex and
 /// whose waits sleep on a futex word. A lock remembers its holder's pid, so a
 /// holder that died is noticed by the next acquirer, which takes the lock
-/// over and is told so ("owner died"). The holder is (pid, start time), so a
+/// over and is told so ("owner died"). The holder is (pid, start) (ProcessIdentity), so a
 /// later process that got the dead holder's pid does not inherit the lock.
 struct SharedSync {
     let s: UnsafeMutablePointer<jr_sync>
@@ -89,7 +89,7 @@ struct SharedSync {
     }
 
     /// With the lock held: whether the holder is this very process (its pid
-    /// and its start time).
+    /// and its record's start).
     private var isMine: Bool {
         s.pointee.owner == getpid() && (s.pointee.owner_start == 0 || s.pointee.owner_start == ProcessIdentity.mine)
     }
@@ -249,12 +249,17 @@ struct SharedSync {
 }
 
 /// True while the process (`pid`, `start`) runs (a zombie, dead but not yet
-/// reaped, counts as dead). `start` is its start time (ProcessIdentity; 0:
-/// unknown), so a pid reused by a later process is not taken for the
-/// process that had it. A process of the run whose record says it has ended
-/// is dead even if its pid now names another process.
+/// reaped, counts as dead). `start` is its identity (ProcessIdentity; 0:
+/// unknown, then the newest record with that pid stands for it), so a pid
+/// reused by a later process is not taken for the process that had it. A
+/// process of the run whose record says it has ended, or whose record is
+/// gone (reused), is dead even if its pid now names another process.
 func processIsAlive(_ pid: Int32, start: UInt64 = 0) -> Bool {
     if pid <= 0 { return false }
-    if let r = ProcessRegistry.find(pid, start: start), ProcessRegistry.hasEnded(r) { return false }
-    return ProcessIdentity.isAlive(pid, start: start)
+    if let r = ProcessRegistry.find(pid, start: start) {
+        if ProcessRegistry.hasEnded(r) { return false }
+    } else if start != 0 {
+        return false
+    }
+    return ProcessIdentity.isAlive(pid)
 }

@@ -115,7 +115,7 @@ enum Monitor {
 
     /// How the monitor watches one process: through a pidfd, or when none
     /// can be had (no descriptor left, a kernel or sandbox without
-    /// pidfd_open) by polling its identity every tick.
+    /// pidfd_open) by polling every tick.
     enum Watch { case pidfd(Int32), poll, ended }
 
     /// How to watch the process of record `r`. The pid alone could name an
@@ -139,10 +139,10 @@ enum Monitor {
         return .pidfd(fd)
     }
 
-    /// The polled liveness check: the record says it has not ended, and the
-    /// process (pid, start time) still runs.
+    /// The polled liveness check: the record says it has not ended (so the
+    /// pid is still its own), and the pid runs.
     static func isAlive(_ r: UnsafeMutablePointer<jr_process_record>) -> Bool {
-        !ProcessRegistry.hasEnded(r) && ProcessIdentity.isAlive(r.pointee.pid, start: r.pointee.start_ticks)
+        !ProcessRegistry.hasEnded(r) && ProcessIdentity.isAlive(r.pointee.pid)
     }
 
     /// Whether a dead process left anything the monitor must repair under a
@@ -258,7 +258,7 @@ enum Monitor {
         func abandonIfOrphaned(_ r: UnsafeMutablePointer<jr_process_record>) {
             let parent = r.pointee.parent_pid
             if let p = ProcessRegistry.find(parent), jr_load_u32(&p.pointee.state) == UInt32(JR_PROC_RUNNING),
-               processIsAlive(parent, start: p.pointee.start_ticks) { return }
+               processIsAlive(parent, start: ProcessIdentity.start(of: p)) { return }
             // No lock (the monitor takes none): nothing else writes a
             // STARTING record whose parent is gone.
             if r.pointee.pid == 0 { jr_store_u32(&r.pointee.state, UInt32(JR_PROC_FREE)) }

@@ -24,9 +24,8 @@ enum ProcessRegistry {
         defer { jr_mutex_unlock(&h.pointee.proc_lock) }
         guard let i = claimLocked(name: name, parent: parent) else { record = nil; return }
         let r = slots() + i
-        ProcessIdentity.learnMine()
+        ProcessIdentity.learnMine(r)
         r.pointee.pid = getpid()
-        r.pointee.start_ticks = ProcessIdentity.mine
         jr_store_u32(&r.pointee.state, UInt32(JR_PROC_RUNNING))
         record = r
     }
@@ -96,9 +95,8 @@ enum ProcessRegistry {
             register(name: name, parent: parent)
             return
         }
-        ProcessIdentity.learnMine()
+        ProcessIdentity.learnMine(r)
         r.pointee.pid = getpid()
-        r.pointee.start_ticks = ProcessIdentity.mine
         jr_store_u32(&r.pointee.state, UInt32(JR_PROC_RUNNING))
         record = r
     }
@@ -160,15 +158,15 @@ enum ProcessRegistry {
         find(pid, start: 0)
     }
 
-    /// The record of the process (pid, start time); `start` 0 (unknown)
-    /// matches any, and so does a record whose start time is not written yet.
+    /// The record of the process (pid, start) (ProcessIdentity); `start` 0
+    /// (unknown) matches the newest record with that pid.
     static func find(_ pid: pid_t, start: UInt64) -> UnsafeMutablePointer<jr_process_record>? {
         let all = slots()
         var i = Int(jr_load_u32(&header.pointee.process_slots))
         while i > 0 {
             i -= 1
             if all[i].pid == pid && all[i].state != UInt32(JR_PROC_FREE)
-                && (start == 0 || all[i].start_ticks == 0 || all[i].start_ticks == start) { return all + i }
+                && (start == 0 || ProcessIdentity.start(of: all + i) == start) { return all + i }
         }
         return nil
     }

@@ -37,7 +37,7 @@ enum Waits {
             let target = Arena.pointer(r.pointee.wait_object).assumingMemoryBound(to: jr_process_record.self)
             let state = jr_load_u32(&target.pointee.state)
             return (state == UInt32(JR_PROC_RUNNING) || state == UInt32(JR_PROC_STARTING))
-                && processIsAlive(target.pointee.pid, start: target.pointee.start_ticks)
+                && processIsAlive(target.pointee.pid, start: ProcessIdentity.start(of: target))
         case JR_WAIT_POOL:
             return SharedPool.isStuck(r)
         default:
