@@ -165,6 +165,39 @@ struct SupervisionLimitsTests {
         #expect(r.stderr.contains(": Queue#2.get: every process of the run is waiting"), "\(r.stderr)")
     }
 
+    /// A monitor that dies again and again is replaced three times, then the
+    /// run ends saying so, rather than looping.
+    @Test func aMonitorThatKeepsDyingEndsTheRun() {
+        let r = runScript("""
+            local q = jobrun.Queue()
+            local me = jobrun.current_process().pid
+            local last
+            local function monitor()   -- a live one other than the last killed
+              for i = 1, 100 do
+                local f = io.popen("pgrep -P " .. me .. " -x -r R,S,D jobrun-monitor")
+                for line in f:lines() do
+                  local m = tonumber(line)
+                  if m and m ~= last then f:close(); return m end
+                end
+                f:close()
+                pcall(q.get, q, true, 0.05)   -- a wait: the main process looks at its monitor
+              end
+            end
+            for i = 1, 4 do
+              last = monitor()
+              print("killing monitor", i, last ~= nil)
+              os.execute("kill -9 " .. last)
+            end
+            for i = 1, 100 do pcall(q.get, q, true, 0.05) end   -- waits: the main process looks at its monitor
+            print("still running")
+            """, timeout: 30)
+        #expect(!r.timedOut)
+        #expect(r.status == 1)
+        #expect(r.stdout.hasSuffix("killing monitor\t4\ttrue\n"), "\(r.stdout)")
+        #expect(r.stderr.hasSuffix("was killed by signal 9 (SIGKILL), and 4 monitors died in this run: the run cannot go on unsupervised\n"),
+                "\(r.stderr)")
+    }
+
     /// Workers stopped (SIGSTOP) while they may hold the status line's lock
     /// or a queue's lock do not stop the monitor: a death elsewhere is still
     /// reported, and the repair that needs the held queue lock waits alone.

@@ -98,13 +98,20 @@ enum Monitor {
         lost(describeExit(ProcessControl.exitCode(status)))
     }
 
+    /// Monitors that died during the run, and the most replaced: one that
+    /// dies again and again (a bug of its own) ends the run, not a loop.
+    private static var deaths = 0
+    static let maxReplacements = 3
+
     /// The monitor (pid `pid`) is dead: start another, or end the run.
     private static func lost(_ how: String) {
         let old = pid
         pid = 0
         Arena.header.pointee.monitor_pid = 0
         if doneFD >= 0 { close(doneFD); doneFD = -1 }
-        if let err = start() {
+        deaths += 1
+        let err = deaths > maxReplacements ? "\(deaths) monitors died in this run" : start()
+        if let err {
             Progress.stop()
             writeAll(2, "jobrun: the run's monitor (pid \(old)) \(how), and \(err): the run cannot go on unsupervised\n")
             ProcessControl.killChildren()
