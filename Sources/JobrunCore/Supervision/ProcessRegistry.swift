@@ -67,9 +67,8 @@ enum ProcessRegistry {
         return i
     }
 
-    /// Parent, once fork/spawn returned: the child's pid. (An unreaped child's
-    /// pid cannot be reused, so the pid alone names it until its own start
-    /// time is written.)
+    /// Parent, once fork/spawn returned: the child's pid (the child writes it
+    /// too, whichever comes first; 0 until then).
     static func started(_ slot: Int, pid: pid_t) {
         let r = slots() + slot
         if r.pointee.pid == 0 { r.pointee.pid = pid }
