@@ -275,7 +275,8 @@ enum Monitor {
         /// items, a get or task_done half done) is repaired under the
         /// queues' locks, which a stopped process may hold: that is done by
         /// a thread of its own, so the monitor itself never waits on a lock
-        /// and goes on supervising the rest.
+        /// and goes on supervising the rest. (Threads are safe here: the
+        /// monitor never forks; a new monitor is forked by the main process.)
         mutating func end(_ i: Int, _ r: UnsafeMutablePointer<jr_process_record>) {
             if !Monitor.holdsAnything(r) { ended(r); return }
             // Not marked ended here: ended() reads the exit status from
