@@ -152,19 +152,6 @@ enum Monitor {
         !ProcessRegistry.hasEnded(r) && ProcessIdentity.isAlive(r.pointee.pid)
     }
 
-    /// Whether a dead process left anything the monitor must repair under a
-    /// queue's lock: a get or task_done half done, kept items, taken tasks.
-    static func holdsAnything(_ r: UnsafeMutablePointer<jr_process_record>) -> Bool {
-        if jr_load_u32(&r.pointee.done_stage) != 0 || jr_load_u32(&r.pointee.get_stage) != 0 || r.pointee.held_head != 0 {
-            return true
-        }
-        return withUnsafeMutablePointer(to: &r.pointee.taken) {
-            $0.withMemoryRebound(to: jr_taken.self, capacity: Int(JR_MAX_TAKEN)) { t in
-                (0..<Int(JR_MAX_TAKEN)).contains { t[$0].queue != 0 && jr_load_u64(&t[$0].count) > 0 }
-            }
-        }
-    }
-
     /// A forked worker has no use for the main process's end of the pipe.
     static func forgetInChild() {
         if doneFD >= 0 { close(doneFD) }
@@ -203,6 +190,10 @@ enum Monitor {
         /// Record slots whose dead process is being repaired by a repair
         /// thread, with the record's start_ns (a recycled slot is a new process).
         var repairing: [Int: Int64] = [:]
+        /// Dead processes waiting for a repair thread (at most
+        /// `maxRepairThreads` run at once), oldest first.
+        var deferred: [(slot: Int, start: Int64)] = []
+        static let maxRepairThreads = 32
         var gens: [Int: UInt64] = [:]
         var stable = 0
         var painter = Progress.Painter()
@@ -230,6 +221,7 @@ enum Monitor {
                     }
                     if r.pointee.pid == main || pidfds[i] != nil || polled[i] != nil { continue }
                     if let since = repairing[i], since == r.pointee.start_ns { continue }
+                    if deferred.contains(where: { $0.slot == i && $0.start == r.pointee.start_ns }) { continue }
                     switch Monitor.watch(r, pidfdAllowed: pidfds.count < maxPidfds) {
                     case .pidfd(let fd): pidfds[i] = fd
                     case .poll: polled[i] = r.pointee.pid
@@ -253,9 +245,13 @@ enum Monitor {
                 for (i, since) in repairing where all[i].start_ns != since || jr_load_u32(&all[i].state) != UInt32(JR_PROC_RUNNING) {
                     repairing.removeValue(forKey: i)
                 }
+                while !deferred.isEmpty && repairing.count < State.maxRepairThreads {
+                    let d = deferred.removeFirst()
+                    repair(d.slot, all + d.slot)
+                }
                 // No verdict while a process is starting (it will act) or a
                 // dead one's repair is under way (it may wake a waiter).
-                if starting || !repairing.isEmpty { stable = 0; gens.removeAll() } else { checkDeadlock() }
+                if starting || !repairing.isEmpty || !deferred.isEmpty { stable = 0; gens.removeAll() } else { checkDeadlock() }
                 painter.tick()
             }
         }
@@ -271,14 +267,22 @@ enum Monitor {
             if r.pointee.pid == 0 { jr_store_u32(&r.pointee.state, UInt32(JR_PROC_FREE)) }
         }
 
-        /// The process of slot `i` has ended. What it held (tasks, kept
-        /// items, a get or task_done half done) is repaired under the
-        /// queues' locks, which a stopped process may hold: that is done by
-        /// a thread of its own, so the monitor itself never waits on a lock
-        /// and goes on supervising the rest. (Threads are safe here: the
-        /// monitor never forks; a new monitor is forked by the main process.)
+        /// The process of slot `i` has ended. What it held (items, intents,
+        /// a wait for memory) is settled under the queues' and the
+        /// allocator's locks, which a stopped process may hold: that is done
+        /// by a thread of its own, so the monitor itself never waits on a
+        /// lock and goes on supervising the rest. (Threads are safe here:
+        /// the monitor never forks; a new monitor is forked by the main
+        /// process.)
         mutating func end(_ i: Int, _ r: UnsafeMutablePointer<jr_process_record>) {
-            if !Monitor.holdsAnything(r) { ended(r); return }
+            if repairing.count >= State.maxRepairThreads {
+                deferred.append((i, r.pointee.start_ns))
+                return
+            }
+            repair(i, r)
+        }
+
+        mutating func repair(_ i: Int, _ r: UnsafeMutablePointer<jr_process_record>) {
             // Not marked ended here: ended() reads the exit status from
             // /proc only while no one has (the mark says a reaper may have
             // freed the pid). `repairing` keeps the slot from being watched.
