@@ -117,7 +117,7 @@ struct MemoryTests {
             print(got:get(true, 10))
             taker:kill(); taker:join()
             local c = jobrun.Process{name = "consumer", daemon = true, target = function()
-              for v in q:items() do got:put(#v); q:task_done() end
+              for v in q:items() do got:put(#v) end   -- items() marks each done
             end}
             c:start()
             print(got:get(true, 10), q:join(10))
