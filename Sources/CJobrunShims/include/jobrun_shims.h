@@ -322,7 +322,23 @@ typedef struct jr_arena_header {
     // new one when it finds this one dead.
     int32_t monitor_pid;
     uint32_t reserved_monitor;
+    // The allocator's intent, written under alloc_lock before a free list,
+    // `top` or `in_use` changes (Arena.swift, "Dying under alloc_lock"):
+    // the next locker after the holder's death rolls an allocation back and
+    // a free forward from these values, which were read under the lock.
+    uint32_t alloc_op;      // JR_ALLOC_NONE / _ALLOCATE / _FREE, stored last
+    uint32_t alloc_class;   // the block's size class
+    uint64_t alloc_block;   // the block's offset (its jr_block header)
+    uint64_t alloc_source;  // allocate: 0 from free_heads, 1 from punched_heads, 2 from top; free: 0/1, the list it joins
+    uint64_t alloc_link;    // allocate: the block's `next` before; free: the head it goes in front of
+    uint64_t alloc_word;    // allocate: the block's `size_class` before; free: the one it gets
+    uint64_t alloc_in_use;  // in_use before
+    uint64_t alloc_top;     // top before
+    uint64_t alloc_dest;    // arena offset of the caller's u64 field set to the payload (allocate) or zeroed (free); 0: none
+    uint64_t alloc_dest32;  // free: arena offset of the caller's u32 field (a stage) zeroed with it; 0: none
 } jr_arena_header;
+
+enum { JR_ALLOC_NONE = 0, JR_ALLOC_ALLOCATE = 1, JR_ALLOC_FREE = 2 };
 
 enum { JR_PROGRESS_DISABLED = 0, JR_PROGRESS_ON = 1, JR_PROGRESS_OFF = 2 };
 
@@ -372,8 +388,13 @@ typedef struct jr_pipe {
 /// A shared dictionary: open addressing over `slots` (a power of two), each
 /// slot pointing at an entry block [u32 key length][u32 0][u64 value length]
 /// [encoded key][encoded value]. Everything is read and written under
-/// `lock`; entry blocks are allocated and freed outside it. `update_lock`
-/// is the offset of a jr_sync Lock that serialises `update(k, fn)` calls.
+/// `lock`, entry blocks and tables are allocated and freed under it too.
+/// `update_lock` is the offset of a jr_sync Lock that serialises
+/// `update(k, fn)` calls. The `pending_*` fields are the intent of the
+/// change in progress (SharedDict.swift, "Dying under the lock"): blocks
+/// the holder allocated or is about to free; the allocator sets and clears
+/// them under its own lock, so a block is named there exactly while it is
+/// the holder's to publish or free.
 typedef struct jr_dict {
     jr_object_header hdr;
     pthread_mutex_t lock;
@@ -382,6 +403,11 @@ typedef struct jr_dict {
     uint64_t count;
     uint64_t used;          // count + tombstones
     uint64_t update_lock;
+    uint64_t pending_entry;    // a new entry, until a slot holds it
+    uint64_t pending_old;      // an entry replaced or deleted, until freed
+    uint64_t pending_table;    // a new slot table, until published and the intent cleared
+    uint64_t pending_capacity; // its capacity
+    uint64_t old_table;        // the table it replaces, until freed
 } jr_dict;
 
 typedef struct jr_dict_slot {
@@ -412,6 +438,9 @@ typedef struct jr_sync {
 } jr_sync;
 
 /// A shared number (`jobrun.Value`): an integer or a float, under `lock`.
+/// `integer` and `number` are separate fields so that a write fills the
+/// payload first and then switches `is_float` with one store: a writer
+/// killed at any point leaves the old value or the new one.
 typedef struct jr_value {
     jr_object_header hdr;
     pthread_mutex_t lock;

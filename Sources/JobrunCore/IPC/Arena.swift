@@ -107,42 +107,165 @@ public enum Arena {
     /// The value a block's `next` holds while it is allocated.
     static let allocatedMarker: UInt64 = 0x616c6c6f63656421 // "allocated"
 
+    // MARK: Dying under alloc_lock
+    //
+    // A process may be SIGKILLed at any instruction, also while it holds
+    // alloc_lock halfway through changing a free list, `top` and `in_use`.
+    // So before it changes anything, the holder writes its intent into the
+    // header (jr_arena_header.alloc_*): the block, where it comes from or
+    // goes to, and the values it is about to overwrite, all read under the
+    // lock; `alloc_op` is stored last and cleared when the change is whole.
+    // The next locker is told the owner died (jr_mutex_lock returns 1) and
+    // runs `repairAllocator` first: an allocation is rolled back (its caller
+    // died before it could use the block), a free is rolled forward (its
+    // caller had given the block up). A caller that must not lose a block
+    // between the allocator and its own record passes the record's field:
+    // the allocator sets it (allocate, its last step) or zeroes it (free)
+    // under its lock. So the field names the block exactly while the block
+    // is the caller's: an allocation whose field was set is whole (kept for
+    // the caller's repair), a free completed by a repair clears it, and a
+    // later `free(_, clearingOffset:)` of a block its field no longer names
+    // does nothing (a repairer that read the field before the allocator's
+    // repair ran does not free the block twice).
+
+    /// Takes alloc_lock, repairing what a holder that died left half done.
+    @inline(__always)
+    static func lockAllocator(_ h: UnsafeMutablePointer<jr_arena_header>) {
+        if jr_mutex_lock(&h.pointee.alloc_lock) == 1 { repairAllocator(h) }
+    }
+
+    /// Makes sure no half-done allocation or free of a dead process is
+    /// pending (a repair that reads fields the allocator sets calls it first).
+    static func settle() {
+        let h = header
+        lockAllocator(h)
+        jr_mutex_unlock(&h.pointee.alloc_lock)
+    }
+
+    /// The heads of free_heads (source 0) or punched_heads (source 1).
+    private static func heads(_ h: UnsafeMutablePointer<jr_arena_header>, _ source: UInt64) -> UnsafeMutablePointer<UInt64> {
+        if source == 0 {
+            return withUnsafeMutablePointer(to: &h.pointee.free_heads) { UnsafeMutableRawPointer($0).assumingMemoryBound(to: UInt64.self) }
+        }
+        return withUnsafeMutablePointer(to: &h.pointee.punched_heads) { UnsafeMutableRawPointer($0).assumingMemoryBound(to: UInt64.self) }
+    }
+
+    private static func block(_ blockOffset: UInt64) -> UnsafeMutablePointer<jr_block> {
+        pointer(blockOffset).assumingMemoryBound(to: jr_block.self)
+    }
+
+    /// The arena offset of a caller's field (0: none); it must be in the arena.
+    private static func destOffset(_ dest: UnsafeMutableRawPointer?) -> UInt64 {
+        guard let dest else { return 0 }
+        let off = offset(of: dest)
+        precondition(off > 0 && off < header.pointee.size, "allocator record field outside the arena")
+        return off
+    }
+
+    /// alloc_lock held after its owner died: finishes or undoes its change.
+    private static func repairAllocator(_ h: UnsafeMutablePointer<jr_arena_header>) {
+        let op = Int(jr_load_u32(&h.pointee.alloc_op))
+        if op == JR_ALLOC_NONE { return }
+        let c = UInt64(h.pointee.alloc_class), blockOffset = h.pointee.alloc_block, source = h.pointee.alloc_source
+        let size = UInt64(1) << c
+        let b = block(blockOffset)
+        let payloadOffset = blockOffset + UInt64(MemoryLayout<jr_block>.size)
+        if op == JR_ALLOC_ALLOCATE && h.pointee.alloc_dest != 0
+            && jr_load_u64(pointer(h.pointee.alloc_dest).assumingMemoryBound(to: UInt64.self)) == payloadOffset {
+            // The caller's record names the block (its last step): the
+            // allocation is whole and the block the caller's, whose own
+            // repair frees it; undoing it now would free it twice.
+        } else if op == JR_ALLOC_ALLOCATE {
+            if source < 2 {
+                b.pointee.next = h.pointee.alloc_link
+                b.pointee.size_class = h.pointee.alloc_word
+                heads(h, source)[Int(c)] = blockOffset
+            } else {
+                h.pointee.top = h.pointee.alloc_top
+            }
+            h.pointee.in_use = h.pointee.alloc_in_use
+            clearDest(h, blockOffset)
+        } else {
+            b.pointee.size_class = h.pointee.alloc_word
+            b.pointee.next = h.pointee.alloc_link
+            heads(h, source)[Int(c)] = blockOffset
+            h.pointee.in_use = h.pointee.alloc_in_use - size
+            clearDest(h, blockOffset)
+            if h.pointee.alloc_dest32 != 0 { jr_store_u32(pointer(h.pointee.alloc_dest32).assumingMemoryBound(to: UInt32.self), 0) }
+            h.pointee.space_seq &+= 1
+            _ = jr_futex_wake(&h.pointee.space_seq, Int32.max)
+        }
+        // How many free blocks of the class kept their pages: count them.
+        var resident: UInt32 = 0
+        var at = heads(h, 0)[Int(c)]
+        while at != 0 {
+            if block(at).pointee.size_class & residentFlag != 0 { resident += 1 }
+            at = block(at).pointee.next
+        }
+        residentCount(h, c).pointee = resident
+        jr_store_u32(&h.pointee.alloc_op, UInt32(JR_ALLOC_NONE))
+    }
+
+    /// The repair's share of the caller's field: zeroed if it names the block.
+    private static func clearDest(_ h: UnsafeMutablePointer<jr_arena_header>, _ blockOffset: UInt64) {
+        let dest = h.pointee.alloc_dest
+        if dest == 0 { return }
+        let field = pointer(dest).assumingMemoryBound(to: UInt64.self)
+        if jr_load_u64(field) == blockOffset + UInt64(MemoryLayout<jr_block>.size) { jr_store_u64(field, 0) }
+    }
+
     /// Allocates a block and returns the offset of its payload. With
-    /// `recordingIn` (a field of the caller's process record), the offset is
-    /// also stored there before the allocator's lock is released, so a
-    /// SIGKILL just after the call cannot lose the block: the intent names it.
+    /// `recordingIn` (a u64 field in the arena, part of the caller's intent:
+    /// its process record, a Dict), the offset is stored there too before
+    /// the lock is released, so a SIGKILL just after the call cannot lose
+    /// the block: the intent names it.
     static func allocate(_ payload: Int, recordingIn slot: UnsafeMutablePointer<UInt64>? = nil) throws(AllocFailure) -> UInt64 {
         let c = sizeClass(for: payload)
         let size = UInt64(1) << c
         let h = header
-        _ = jr_mutex_lock(&h.pointee.alloc_lock)
+        let destOff = destOffset(slot)
+        lockAllocator(h)
         defer { jr_mutex_unlock(&h.pointee.alloc_lock) }
         if h.pointee.in_use + size > h.pointee.limit {
             throw .overLimit(need: size, inUse: h.pointee.in_use, limit: h.pointee.limit)
         }
         // A block that kept its pages first: reusing a punched one while
         // resident ones wait would fault in every page of every item.
-        var blockOffset = pop(&h.pointee.free_heads, c)
-        if blockOffset != 0 {
-            let b = pointer(blockOffset).assumingMemoryBound(to: jr_block.self)
-            if b.pointee.size_class & residentFlag != 0 { residentCount(h, c).pointee -= 1 }
-        } else {
-            blockOffset = pop(&h.pointee.punched_heads, c)
-        }
+        var source: UInt64 = 0
+        var blockOffset = heads(h, 0)[Int(c)]
+        if blockOffset == 0 { source = 1; blockOffset = heads(h, 1)[Int(c)] }
         if blockOffset == 0 {
+            source = 2
             let align = min(size, 4096)
             let start = (h.pointee.top + align - 1) & ~(align - 1)
             if start + size > h.pointee.size { throw .exhausted }
-            h.pointee.top = start + size
             blockOffset = start
         }
+        let b = block(blockOffset)
+        h.pointee.alloc_class = UInt32(c)
+        h.pointee.alloc_block = blockOffset
+        h.pointee.alloc_source = source
+        h.pointee.alloc_link = source < 2 ? b.pointee.next : 0
+        h.pointee.alloc_word = source < 2 ? b.pointee.size_class : 0
+        h.pointee.alloc_in_use = h.pointee.in_use
+        h.pointee.alloc_top = h.pointee.top
+        h.pointee.alloc_dest = destOff
+        h.pointee.alloc_dest32 = 0
+        jr_store_u32(&h.pointee.alloc_op, UInt32(JR_ALLOC_ALLOCATE))
+        if source < 2 {
+            heads(h, source)[Int(c)] = b.pointee.next
+            if b.pointee.size_class & residentFlag != 0 { residentCount(h, c).pointee -= 1 }
+        } else {
+            h.pointee.top = blockOffset + size
+        }
+        TestHooks.killPoint("arena-allocate-popped")
         h.pointee.in_use += size
         if h.pointee.in_use > h.pointee.peak { h.pointee.peak = h.pointee.in_use }
-        let b = pointer(blockOffset).assumingMemoryBound(to: jr_block.self)
         b.pointee.size_class = c
         b.pointee.next = allocatedMarker
         let payloadOffset = blockOffset + UInt64(MemoryLayout<jr_block>.size)
         if let slot { jr_store_u64(slot, payloadOffset) }
+        jr_store_u32(&h.pointee.alloc_op, UInt32(JR_ALLOC_NONE))
         return payloadOffset
     }
 
@@ -167,65 +290,67 @@ public enum Arena {
     static func isAllocated(_ payloadOffset: UInt64) -> Bool {
         let b = pointer(payloadOffset - UInt64(MemoryLayout<jr_block>.size)).assumingMemoryBound(to: jr_block.self)
         let h = header
-        _ = jr_mutex_lock(&h.pointee.alloc_lock)
+        lockAllocator(h)
         defer { jr_mutex_unlock(&h.pointee.alloc_lock) }
         return b.pointee.next == allocatedMarker
     }
 
     /// Returns a block; large ones give their pages back to the system.
     /// `clearing` / `clearingOffset` (a stage or block field of the caller's
-    /// record) are zeroed under the allocator's lock as the block goes back,
-    /// so an intent that names the block is cleared exactly when it is freed.
+    /// record, in the arena) are zeroed under the allocator's lock as the
+    /// block goes back, so an intent that names the block is cleared exactly
+    /// when it is freed (a repair after a death in between completes both).
     static func free(_ payloadOffset: UInt64, clearing: UnsafeMutablePointer<UInt32>? = nil,
                      clearingOffset: UnsafeMutablePointer<UInt64>? = nil) {
         let blockOffset = payloadOffset - UInt64(MemoryLayout<jr_block>.size)
-        let b = pointer(blockOffset).assumingMemoryBound(to: jr_block.self)
+        let b = block(blockOffset)
         let c = b.pointee.size_class & ~residentFlag
         let size = UInt64(1) << c
         let h = header
-        _ = jr_mutex_lock(&h.pointee.alloc_lock)
-        b.pointee.size_class = c
-        var punched = false
+        let destOff = destOffset(clearingOffset), dest32Off = destOffset(clearing)
+        lockAllocator(h)
+        if let clearingOffset, jr_load_u64(clearingOffset) != payloadOffset {
+            jr_mutex_unlock(&h.pointee.alloc_lock)   // already freed by a repair (see above)
+            return
+        }
+        var resident = false, punched = false
         if c >= punchClass {
             if c < alwaysPunchClass && UInt64(residentCount(h, c).pointee + 1) * size <= residentBytesPerClass {
-                residentCount(h, c).pointee += 1
-                b.pointee.size_class = c | residentFlag
+                resident = true
             } else {
                 // Give the pages back, except the header page (it holds the
                 // free-list link), before the block can be handed out again.
+                // The block is still the caller's meanwhile: a death here is
+                // the caller's to repair, as one just before the call.
                 jr_mutex_unlock(&h.pointee.alloc_lock)
                 _ = jr_punch_hole(fd, blockOffset + 4096, size - 4096)
-                _ = jr_mutex_lock(&h.pointee.alloc_lock)
+                lockAllocator(h)
                 punched = true
             }
         }
-        if punched { push(&h.pointee.punched_heads, c, blockOffset) } else { push(&h.pointee.free_heads, c, blockOffset) }
+        let source: UInt64 = punched ? 1 : 0
+        h.pointee.alloc_class = UInt32(c)
+        h.pointee.alloc_block = blockOffset
+        h.pointee.alloc_source = source
+        h.pointee.alloc_link = heads(h, source)[Int(c)]
+        h.pointee.alloc_word = resident ? c | residentFlag : c
+        h.pointee.alloc_in_use = h.pointee.in_use
+        h.pointee.alloc_dest = destOff
+        h.pointee.alloc_dest32 = dest32Off
+        jr_store_u32(&h.pointee.alloc_op, UInt32(JR_ALLOC_FREE))
+        b.pointee.size_class = h.pointee.alloc_word
+        b.pointee.next = h.pointee.alloc_link
+        heads(h, source)[Int(c)] = blockOffset
+        TestHooks.killPoint("arena-free-pushed")
+        if resident { residentCount(h, c).pointee += 1 }
         h.pointee.in_use -= size
         if let clearing { jr_store_u32(clearing, 0) }
         if let clearingOffset { jr_store_u64(clearingOffset, 0) }
         let wake = h.pointee.space_waiters > 0
         if wake { h.pointee.space_seq &+= 1 }
+        jr_store_u32(&h.pointee.alloc_op, UInt32(JR_ALLOC_NONE))
         jr_mutex_unlock(&h.pointee.alloc_lock)
         if wake { _ = jr_futex_wake(&h.pointee.space_seq, Int32.max) }
-    }
-
-    /// Takes the first block of a class's free list (alloc_lock held); 0 if empty.
-    private static func pop<T>(_ heads: inout T, _ c: UInt64) -> UInt64 {
-        withUnsafeMutableBytes(of: &heads) { raw in
-            let list = raw.baseAddress!.assumingMemoryBound(to: UInt64.self)
-            let off = list[Int(c)]
-            if off != 0 { list[Int(c)] = pointer(off).assumingMemoryBound(to: jr_block.self).pointee.next }
-            return off
-        }
-    }
-
-    /// Puts a block at the front of a class's free list (alloc_lock held).
-    private static func push<T>(_ heads: inout T, _ c: UInt64, _ blockOffset: UInt64) {
-        withUnsafeMutableBytes(of: &heads) { raw in
-            let list = raw.baseAddress!.assumingMemoryBound(to: UInt64.self)
-            pointer(blockOffset).assumingMemoryBound(to: jr_block.self).pointee.next = list[Int(c)]
-            list[Int(c)] = blockOffset
-        }
     }
 
     private static func residentCount(_ h: UnsafeMutablePointer<jr_arena_header>, _ c: UInt64) -> UnsafeMutablePointer<UInt32> {
@@ -248,7 +373,7 @@ public enum Arena {
     static func waitForSpace(_ need: Int, _ deadline: Deadline) -> String? {
         let h = header
         let me = ProcessRegistry.record
-        _ = jr_mutex_lock(&h.pointee.alloc_lock)
+        lockAllocator(h)
         if h.pointee.in_use + (UInt64(1) << sizeClass(for: need)) <= h.pointee.limit {
             jr_mutex_unlock(&h.pointee.alloc_lock)
             return nil
@@ -262,7 +387,7 @@ public enum Arena {
                                  timed: deadline.at != nil)
         let r = jr_futex_wait(&h.pointee.space_seq, seq, deadline.remaining)
         ProcessRegistry.didWait(r)
-        _ = jr_mutex_lock(&h.pointee.alloc_lock)
+        lockAllocator(h)
         h.pointee.space_waiters -= 1
         if let me { me.pointee.space_waiting = 0 }
         jr_mutex_unlock(&h.pointee.alloc_lock)
@@ -307,7 +432,7 @@ public enum Arena {
     /// `space_waiters` if it died waiting for memory.
     static func forgetWaiter(_ r: UnsafeMutablePointer<jr_process_record>) {
         let h = header
-        _ = jr_mutex_lock(&h.pointee.alloc_lock)
+        lockAllocator(h)
         if r.pointee.space_waiting != 0 {
             h.pointee.space_waiters -= 1
             r.pointee.space_waiting = 0
@@ -317,6 +442,21 @@ public enum Arena {
 
     static func nextObjectID() -> UInt32 {
         jr_add_u32(&header.pointee.next_object_id, 1)
+    }
+
+    /// Bytes in blocks on the free lists (walks them; for tests).
+    static var bytesListedFree: UInt64 {
+        let h = header
+        lockAllocator(h)
+        defer { jr_mutex_unlock(&h.pointee.alloc_lock) }
+        var total: UInt64 = 0
+        for source: UInt64 in [0, 1] {
+            for c in 0..<Int(JR_NCLASSES) {
+                var at = heads(h, source)[c]
+                while at != 0 { total += UInt64(1) << UInt64(c); at = block(at).pointee.next }
+            }
+        }
+        return total
     }
 
     public static var bytesInUse: UInt64 { jr_load_u64(&header.pointee.in_use) }

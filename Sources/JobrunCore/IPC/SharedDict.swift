@@ -22,18 +22,62 @@ struct SharedDict {
 
     var id: UInt32 { d.pointee.hdr.id }
 
+    // MARK: Dying under the lock
+    //
+    // A change (set, delete, rehash) is made under `lock`, a robust mutex,
+    // and never frees the old thing before the new one is published. The
+    // blocks it has allocated and not yet published, or unpublished and not
+    // yet freed, are named in the dict (`pending_*`), set and cleared by the
+    // allocator under its own lock (Arena "Dying under alloc_lock"). A slot
+    // is published by storing its entry, then its hash; a table by storing
+    // `slots_off`. When the holder dies, the next locker runs `repair`: a
+    // pending block that the published state references is kept, any other
+    // is freed; the capacity follows the published table; the counts are
+    // recounted. Every step of the repair can be repeated, so a repairer
+    // killed in turn leaves the work to the next one.
+
     @inline(__always) private func lock() {
         if jr_mutex_lock(&d.pointee.lock) == 1 { repair() }
     }
 
-    /// A process died holding the lock: recount, in case it died between
-    /// writing a slot and updating the counts.
+    /// The lock's holder died: finishes or undoes its change (see above).
     private func repair() {
+        // A half-done allocation or free of the dead holder sets or clears
+        // the pending fields: let the allocator's repair run first.
+        Arena.settle()
+        let p = d.pointee
+        if p.pending_table != 0 {
+            if p.slots_off == p.pending_table {
+                d.pointee.capacity = p.pending_capacity
+            } else {
+                Arena.free(p.pending_table, clearingOffset: &d.pointee.pending_table)
+            }
+        }
+        if d.pointee.old_table != 0 {
+            if d.pointee.old_table != d.pointee.slots_off {
+                Arena.free(d.pointee.old_table, clearingOffset: &d.pointee.old_table)
+            } else {
+                jr_store_u64(&d.pointee.old_table, 0)
+            }
+        }
+        jr_store_u64(&d.pointee.pending_table, 0)
         var count: UInt64 = 0, used: UInt64 = 0
+        var newReferenced = false, oldReferenced = false
         let table = slots
         for i in 0..<Int(d.pointee.capacity) where table[i].hash != 0 {
             used += 1
-            if table[i].hash >= 2 { count += 1 }
+            if table[i].hash >= 2 {
+                count += 1
+                if table[i].entry == d.pointee.pending_entry { newReferenced = true }
+                if table[i].entry == d.pointee.pending_old { oldReferenced = true }
+            } else {
+                table[i].entry = 0
+            }
+        }
+        for (pending, referenced) in [(\jr_dict.pending_entry, newReferenced), (\jr_dict.pending_old, oldReferenced)] {
+            let field = d.pointer(to: pending)!
+            if field.pointee == 0 { continue }
+            if referenced { jr_store_u64(field, 0) } else { Arena.free(field.pointee, clearingOffset: field) }
         }
         d.pointee.count = count
         d.pointee.used = used
@@ -94,67 +138,77 @@ struct SharedDict {
 
     /// Sets key to value (both encoded).
     func set(_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws(SetFailure) {
-        let size = 16 + key.count + value.count
-        guard let entryOff = try? Arena.allocate(size) else { throw .noMemory }
+        let h = SharedDict.hash(key)
+        lock()
+        defer { unlock() }
+        guard let entryOff = try? Arena.allocate(16 + key.count + value.count, recordingIn: &d.pointee.pending_entry) else {
+            throw .noMemory
+        }
+        TestHooks.killPoint("dict-set-allocated")
         let e = Arena.pointer(entryOff)
         e.storeBytes(of: UInt32(key.count), as: UInt32.self)
         e.storeBytes(of: UInt32(0), toByteOffset: 4, as: UInt32.self)
         e.storeBytes(of: UInt64(value.count), toByteOffset: 8, as: UInt64.self)
         memcpy(e + 16, key.baseAddress!, key.count)
         if value.count > 0 { memcpy(e + 16 + key.count, value.baseAddress!, value.count) }
-        let h = SharedDict.hash(key)
-        var old: UInt64 = 0
-        lock()
         if let i = find(key, h) {
-            old = slots[i].entry
-            slots[i].entry = entryOff
+            jr_store_u64(&d.pointee.pending_old, slots[i].entry)
+            jr_store_u64(&slots[i].entry, entryOff)
+            jr_store_u64(&d.pointee.pending_entry, 0)
+            TestHooks.killPoint("dict-set-published")
+            Arena.free(d.pointee.pending_old, clearingOffset: &d.pointee.pending_old)
         } else {
             if (d.pointee.used + 1) * 4 > d.pointee.capacity * 3 {
-                if !grow() { unlock(); Arena.free(entryOff); throw .noMemory }
+                if !grow() { Arena.free(entryOff, clearingOffset: &d.pointee.pending_entry); throw .noMemory }
             }
-            insertNew(h, entryOff)
+            if SharedDict.place(h, entryOff, in: slots, capacity: d.pointee.capacity) { d.pointee.used += 1 }
             d.pointee.count += 1
+            TestHooks.killPoint("dict-set-published")
+            jr_store_u64(&d.pointee.pending_entry, 0)
         }
-        unlock()
-        if old != 0 { Arena.free(old) }
-    }
-
-    /// Lock held; the key is known to be absent.
-    private func insertNew(_ h: UInt64, _ entry: UInt64) {
-        if SharedDict.place(h, entry, in: slots, capacity: d.pointee.capacity) { d.pointee.used += 1 }
     }
 
     /// Puts an entry in the first free or deleted slot of a table; true if
-    /// the slot was never used before.
+    /// the slot was never used before. The hash goes in last: it publishes
+    /// the slot.
     private static func place(_ h: UInt64, _ entry: UInt64, in table: UnsafeMutablePointer<jr_dict_slot>, capacity: UInt64) -> Bool {
         let mask = Int(capacity - 1)
         var i = Int(truncatingIfNeeded: h) & mask
         while table[i].hash >= 2 { i = (i + 1) & mask }
         let fresh = table[i].hash == 0
-        table[i] = jr_dict_slot(hash: h, entry: entry)
+        table[i].entry = entry
+        jr_store_u64(&table[i].hash, h)
         return fresh
     }
 
     /// Rehashes into a table sized for the live entries. Lock held. The new
-    /// table is complete before it is published, so a process killed in the
-    /// middle leaves the old one intact.
+    /// table is complete before `slots_off` publishes it, and the old one is
+    /// freed only after that.
     private func grow() -> Bool {
-        let oldSlots = slots, oldCap = Int(d.pointee.capacity), oldOff = d.pointee.slots_off
+        let oldSlots = slots, oldCap = Int(d.pointee.capacity)
         var cap = UInt64(oldCap)
         while (d.pointee.count + 1) * 2 > cap { cap *= 2 }
         if d.pointee.count * 4 >= UInt64(oldCap) { cap = max(cap, UInt64(oldCap) * 2) }
-        guard let off = try? Arena.allocateZeroed(Int(cap) * MemoryLayout<jr_dict_slot>.size) else { return false }
+        let bytes = Int(cap) * MemoryLayout<jr_dict_slot>.size
+        d.pointee.pending_capacity = cap
+        guard let off = try? Arena.allocate(bytes, recordingIn: &d.pointee.pending_table) else { return false }
+        TestHooks.killPoint("dict-rehash-allocated")
+        memset(Arena.pointer(off), 0, bytes)
         let table = Arena.pointer(off).assumingMemoryBound(to: jr_dict_slot.self)
         var used: UInt64 = 0
         for i in 0..<oldCap where oldSlots[i].hash >= 2 {
             if SharedDict.place(oldSlots[i].hash, oldSlots[i].entry, in: table, capacity: cap) { used += 1 }
         }
-        // Table before capacity: between the two stores a lookup masks the new,
-        // larger table with the old capacity, which stays in bounds.
-        d.pointee.slots_off = off
+        TestHooks.killPoint("dict-rehash-copied")
+        jr_store_u64(&d.pointee.old_table, d.pointee.slots_off)
+        // Table before capacity: a repair after a death between the two
+        // stores takes the capacity from `pending_capacity`.
+        jr_store_u64(&d.pointee.slots_off, off)
+        TestHooks.killPoint("dict-rehash-published")
         d.pointee.capacity = cap
         d.pointee.used = used
-        Arena.free(oldOff)
+        Arena.free(d.pointee.old_table, clearingOffset: &d.pointee.old_table)
+        jr_store_u64(&d.pointee.pending_table, 0)
         return true
     }
 
@@ -163,12 +217,14 @@ struct SharedDict {
     func delete(_ key: UnsafeRawBufferPointer) -> Bool {
         let h = SharedDict.hash(key)
         lock()
-        guard let i = find(key, h) else { unlock(); return false }
-        let entry = slots[i].entry
-        slots[i] = jr_dict_slot(hash: 1, entry: 0)
+        defer { unlock() }
+        guard let i = find(key, h) else { return false }
+        jr_store_u64(&d.pointee.pending_old, slots[i].entry)
+        jr_store_u64(&slots[i].hash, 1)
+        slots[i].entry = 0
         d.pointee.count -= 1
-        unlock()
-        Arena.free(entry)
+        TestHooks.killPoint("dict-delete-unlinked")
+        Arena.free(d.pointee.pending_old, clearingOffset: &d.pointee.pending_old)
         return true
     }
 

@@ -223,14 +223,34 @@ enum DictBindings {
         return nil
     }
 
+    /// Takes a Value's lock. A holder that died there left nothing to repair:
+    /// a write publishes with its last store (storeInteger, storeFloat).
+    @inline(__always) static func lockValue(_ v: UnsafeMutablePointer<jr_value>) {
+        if jr_mutex_lock(&v.pointee.lock) == 1 { return }
+    }
+
     static func pushNumber(_ L: LuaState, _ v: UnsafeMutablePointer<jr_value>) {
         if v.pointee.is_float != 0 { lua_pushnumber(L, v.pointee.number) } else { lua_pushinteger(L, lua_Integer(v.pointee.integer)) }
     }
 
     /// Stores the number at `index` into v (lock held by caller).
     static func store(_ L: LuaState, _ index: Int32, _ v: UnsafeMutablePointer<jr_value>) {
-        if lua_isinteger(L, index) != 0 { v.pointee.is_float = 0; v.pointee.integer = Int64(lua_tointegerx(L, index, nil)) }
-        else { v.pointee.is_float = 1; v.pointee.number = lua_tonumberx(L, index, nil) }
+        if lua_isinteger(L, index) != 0 { storeInteger(Int64(lua_tointegerx(L, index, nil)), v) }
+        else { storeFloat(lua_tonumberx(L, index, nil), v) }
+    }
+
+    /// The payload first, then the flag in one store: a writer killed in
+    /// between leaves the old value (jr_value).
+    static func storeInteger(_ x: Int64, _ v: UnsafeMutablePointer<jr_value>) {
+        v.pointee.integer = x
+        TestHooks.killPoint("value-write-midway")
+        jr_store_u32(&v.pointee.is_float, 0)
+    }
+
+    static func storeFloat(_ x: Double, _ v: UnsafeMutablePointer<jr_value>) {
+        v.pointee.number = x
+        TestHooks.killPoint("value-write-midway")
+        jr_store_u32(&v.pointee.is_float, 1)
     }
 
     static func requireNumber(_ L: LuaState, _ index: Int32, _ what: String) -> Bool {
@@ -253,7 +273,7 @@ enum DictBindings {
 
     static let valueGet: jr_swift_fn = { L in
         guard let v = checkValue(L!, "get") else { return -1 }
-        _ = jr_mutex_lock(&v.pointee.lock); pushNumber(L!, v); jr_mutex_unlock(&v.pointee.lock)
+        lockValue(v); pushNumber(L!, v); jr_mutex_unlock(&v.pointee.lock)
         return 1
     }
 
@@ -261,7 +281,7 @@ enum DictBindings {
         let L = L!
         guard let v = checkValue(L, "set") else { return -1 }
         if !requireNumber(L, 2, "Value.set: x") { return -1 }
-        _ = jr_mutex_lock(&v.pointee.lock); store(L, 2, v); jr_mutex_unlock(&v.pointee.lock)
+        lockValue(v); store(L, 2, v); jr_mutex_unlock(&v.pointee.lock)
         return 0
     }
 
@@ -270,13 +290,12 @@ enum DictBindings {
         let L = L!
         guard let v = checkValue(L, "add") else { return -1 }
         if !requireNumber(L, 2, "Value.add: delta") { return -1 }
-        _ = jr_mutex_lock(&v.pointee.lock)
+        lockValue(v)
         if v.pointee.is_float == 0 && lua_isinteger(L, 2) != 0 {
-            v.pointee.integer = v.pointee.integer &+ Int64(lua_tointegerx(L, 2, nil))
+            storeInteger(v.pointee.integer &+ Int64(lua_tointegerx(L, 2, nil)), v)
         } else {
             let cur = v.pointee.is_float != 0 ? v.pointee.number : Double(v.pointee.integer)
-            v.pointee.is_float = 1
-            v.pointee.number = cur + lua_tonumberx(L, 2, nil)
+            storeFloat(cur + lua_tonumberx(L, 2, nil), v)
         }
         pushNumber(L, v)
         jr_mutex_unlock(&v.pointee.lock)
@@ -288,7 +307,7 @@ enum DictBindings {
         let L = L!
         guard let v = checkValue(L, "compare_and_swap") else { return -1 }
         if !requireNumber(L, 2, "Value.compare_and_swap: old") || !requireNumber(L, 3, "Value.compare_and_swap: new") { return -1 }
-        _ = jr_mutex_lock(&v.pointee.lock)
+        lockValue(v)
         pushNumber(L, v)
         let equal = lua_compare(L, -1, 2, LUA_OPEQ) != 0
         jr_lua_pop(L, 1)
@@ -302,7 +321,7 @@ enum DictBindings {
         let L = L!
         guard let v = checkValue(L, "tostring") else { return -1 }
         let h = ObjectHandle.check(L, 1)!
-        _ = jr_mutex_lock(&v.pointee.lock)
+        lockValue(v)
         let text = v.pointee.is_float != 0 ? "\(v.pointee.number)" : "\(v.pointee.integer)"
         jr_mutex_unlock(&v.pointee.lock)
         _ = h
