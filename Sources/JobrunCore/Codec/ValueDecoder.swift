@@ -1,5 +1,6 @@
 import CJobrunShims
 import CLua
+import Glibc
 
 /// Bytes -> Lua value, the inverse of `ValueEncoder` (whose header documents
 /// the format). It trusts nothing it reads: every length and count is checked
@@ -225,6 +226,8 @@ enum ValueDecoder {
                 return cFunction(L, tagAt: tagAt)
             case 0x0C:
                 return object(L, tagAt: tagAt)
+            case 0x0D, 0x8D:
+                return process(L, tagAt: tagAt, remembered: tag & 0x80 != 0)
             default:
                 return "unknown tag 0x\(String(tag, radix: 16)) at byte \(tagAt)"
             }
@@ -358,6 +361,31 @@ enum ValueDecoder {
             }
             lua_settop(L, top)
             return "unknown standard function \"\(String(decoding: name, as: UTF8.self))\" at byte \(tagAt)"
+        }
+
+        /// A Process sent as who it is (0x0D): a Process object of the
+        /// receiver's, `{_s = {pid, name, daemon, parent, started}}` with the
+        /// prelude's metatable (registry "jobrun.Process"), so `is_alive`,
+        /// `exitcode` and `join`'s rules work as for any Process held by a
+        /// process that is not its parent.
+        mutating func process(_ L: LuaState, tagAt: Int, remembered: Bool) -> String? {
+            guard let pid = varint(), let parent = varint(), let daemon = u8(), let n = length(),
+                  pid <= UInt64(Int32.max), parent <= UInt64(Int32.max) else {
+                return "bad Process at byte \(tagAt)"
+            }
+            lua_createtable(L, 0, 1)
+            if remembered { remember(L, tagAt) }
+            lua_createtable(L, 0, 6)
+            lua_pushlstring(L, pointer, n); lua_setfield(L, -2, "name")
+            at += n
+            lua_pushinteger(L, lua_Integer(pid)); lua_setfield(L, -2, "pid")
+            if parent != 0 { lua_pushinteger(L, lua_Integer(parent)); lua_setfield(L, -2, "parent") }
+            lua_pushboolean(L, daemon != 0 ? 1 : 0); lua_setfield(L, -2, "daemon")
+            lua_pushboolean(L, 1); lua_setfield(L, -2, "started")
+            if pid == UInt64(getpid()) { lua_pushboolean(L, 1); lua_setfield(L, -2, "current") }
+            lua_setfield(L, -2, "_s")
+            if jr_luaL_getmetatable(L, "jobrun.Process") == LUA_TTABLE { lua_setmetatable(L, -2) } else { jr_lua_pop(L, 1) }
+            return nil
         }
 
         mutating func object(_ L: LuaState, tagAt: Int) -> String? {

@@ -32,11 +32,16 @@ import Glibc
 ///     0x0B C function     varint length, name: "print", "string.format", ...
 ///                         (standard library functions without upvalues only)
 ///     0x0C jobrun object  u32 type, u64 arena offset (the receiver gets a handle)
+///     0x0D Process        varint pid, varint parent pid (0: none), u8 daemon, varint
+///                         length, name: a started `jobrun.Process` (a table whose
+///                         metatable has `__jobrun_process`) as who it is, never its
+///                         target; the receiver gets a Process object of its own that
+///                         asks the run's records (is_alive, exitcode)
 ///
 /// Bit 0x80 on a table or function tag means "a reference to me follows":
 /// the encoder sets it when it writes the first back-reference, so the
 /// decoder keeps a table of objects only for messages that need one.
-/// Metatables are never sent. Tables and functions count as one nesting
+/// Metatables are never sent (a Process is sent as 0x0D). Tables and functions count as one nesting
 /// level each; more than `maxDepth` levels is an error, like any unsendable
 /// value. Errors name where the value sits, from the root the caller names:
 ///
@@ -374,6 +379,12 @@ struct ValueEncoder: ~Copyable {
         let p = lua_topointer(L, idx)!
         if p == globals { byte(0x09); return nil }
         if reference(L, p) { return nil }
+        if lua_getmetatable(L, idx) != 0 {
+            lua_pushstring(L, "__jobrun_process")
+            let isProcess = lua_rawget(L, -2) != LUA_TNIL
+            jr_lua_pop(L, 2)
+            if isProcess { return process(L, idx) }
+        }
         // One lua_next pass: Lua visits the array part first, in order, so the
         // run of keys 1, 2, 3, ... goes to the compact array section and
         // everything after it (holes, other keys) to the pairs.
@@ -399,6 +410,36 @@ struct ValueEncoder: ~Copyable {
         stepCount -= 1
         (base + countsAt).storeBytes(of: n.littleEndian, as: UInt32.self)
         (base + countsAt + 4).storeBytes(of: pairs.littleEndian, as: UInt32.self)
+        return nil
+    }
+
+    /// A started Process as who it is (tag 0x0D): its state table `_s`,
+    /// read with raw lookups only. Its target and arguments stay behind.
+    private mutating func process(_ L: LuaState, _ idx: Int32) -> String? {
+        lua_pushstring(L, "_s")
+        guard lua_rawget(L, idx) == LUA_TTABLE else { jr_lua_pop(L, 1); return failure(L, "cannot send this Process (no state)") }
+        let s = lua_gettop(L)
+        defer { lua_settop(L, s - 1) }
+        func field(_ name: String) -> Int32 { lua_pushstring(L, name); return lua_rawget(L, s) }
+        // A forked child's own Process was copied before its parent marked
+        // it started: `current` says it runs.
+        let started = (field("started") == LUA_TBOOLEAN && lua_toboolean(L, -1) != 0)
+            || (field("current") == LUA_TBOOLEAN && lua_toboolean(L, -1) != 0)
+        guard started, field("pid") == LUA_TNUMBER, lua_isinteger(L, -1) != 0 else {
+            return failure(L, "cannot send a Process that has not been started (send it after p:start())")
+        }
+        let pid = lua_tointegerx(L, -1, nil)
+        let parent = field("parent") == LUA_TNUMBER ? lua_tointegerx(L, -1, nil) : 0
+        let daemon = field("daemon") == LUA_TBOOLEAN && lua_toboolean(L, -1) != 0
+        guard field("name") == LUA_TSTRING else { return failure(L, "cannot send this Process (its name is not a string)") }
+        var len = 0
+        let name = jr_lua_tostring(L, -1, &len)!
+        byte(0x0D)
+        varint(UInt64(max(0, pid)))
+        varint(UInt64(max(0, parent)))
+        byte(daemon ? 1 : 0)
+        varint(UInt64(len))
+        raw(name, len)
         return nil
     }
 

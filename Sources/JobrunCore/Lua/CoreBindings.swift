@@ -6,6 +6,8 @@ import Glibc
 /// and the module's small functions on. Lua code calls them as `core.X`.
 enum CoreBindings {
     static func register(_ L: LuaState) {
+        // Filled by the prelude; the decoder gives it to a Process another process sent.
+        luaL_newmetatable(L, "jobrun.Process"); jr_lua_pop(L, 1)
         lua_createtable(L, 0, 16)
         Lua.setFunction(L, "fork", fork)
         Lua.setFunction(L, "spawn", spawn)

@@ -48,7 +48,10 @@ jobrun._shm_in_use = core.shm_in_use   -- for tests: shared memory in use, in by
 -- Processes ------------------------------------------------------------------
 
 local Process = {}
-local ProcessMeta = {__name = "jobrun.Process"}
+-- In the registry, marked for the codec: a started Process is sent as who
+-- it is (pid, name, parent) and arrives as a Process with this metatable.
+local ProcessMeta = core.metatable("jobrun.Process")
+ProcessMeta.__jobrun_process = true
 local children = {}          -- processes started by this process, in start order
 local counter = 0
 local current                -- this process's own Process object

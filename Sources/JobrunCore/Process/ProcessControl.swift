@@ -194,9 +194,12 @@ enum ProcessControl {
             }
             if Glibc.errno != EINTR { break }
         }
-        // ECHILD: reaped elsewhere (e.g. os.execute's wait) or not our
-        // child; its status is lost, so report the generic failure code.
+        // ECHILD: reaped elsewhere (e.g. os.execute's wait, or through
+        // another Process object for the same child, one sent back to its
+        // parent) or not our child: the run's record may have its exit code;
+        // else its status is lost, so report the generic failure code.
         forget(pid)
+        if let r = ProcessRegistry.find(pid), jr_load_u32(&r.pointee.has_exit_code) != 0 { return r.pointee.exit_code }
         return 255
     }
 
