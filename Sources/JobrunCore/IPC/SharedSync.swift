@@ -149,10 +149,11 @@ struct SharedSync {
         return .ok
     }
 
-    /// false when a BoundedSemaphore would go past its bound.
+    /// false when a BoundedSemaphore would go past its bound, or any
+    /// semaphore past Int64.max.
     func semRelease(bounded: Bool) -> Bool {
         lock()
-        if bounded && s.pointee.value >= s.pointee.bound { unlock(); return false }
+        if (bounded && s.pointee.value >= s.pointee.bound) || s.pointee.value == Int64.max { unlock(); return false }
         s.pointee.value += 1
         let wake = bumpLocked()
         unlock()

@@ -31,11 +31,26 @@ func monotonicNanos() -> Int64 {
     return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
 }
 
+/// Whole nanoseconds in `seconds`, saturated to 0...Int64.max: NaN and
+/// negative values are 0, anything past ~292 years is Int64.max. Never traps.
+func saturatingNanos(_ seconds: Double) -> Int64 {
+    let ns = seconds * 1e9
+    guard ns > 0 else { return 0 }                       // also NaN
+    guard ns < 9.2e18 else { return Int64.max }          // Double(Int64.max) rounds up to 2^63
+    return Int64(ns)
+}
+
 /// A deadline for a blocking call: nil means wait forever.
 struct Deadline {
     let at: Int64?
+    /// `seconds` of any size: one past what the clock can count (~292 years
+    /// from boot) waits until the end of the clock, that is forever; NaN and
+    /// negative values have passed already (the bindings refuse them first).
     init(timeout seconds: Double?) {
-        if let s = seconds { at = monotonicNanos() + Int64(s * 1e9) } else { at = nil }
+        guard let s = seconds else { at = nil; return }
+        let now = monotonicNanos()
+        let ns = saturatingNanos(s)
+        at = ns > Int64.max - now ? Int64.max : now + ns
     }
     /// Nanoseconds left (>= 0), or -1 for "no deadline".
     var remaining: Int64 {

@@ -264,12 +264,13 @@ enum CoreBindings {
         do { seconds = try Lua.optTimeout(L, 1, "sleep", "seconds") } catch {
             return Lua.raise(L, error)
         }
-        guard let s = seconds else {
-            if jr_lua_isnoneornil(L, 1) != 0 { return Lua.raise(L, .TypeError, "sleep: seconds must be a number, got nil") }
-            // math.huge: sleep until killed.
-            while true { pause() }
+        if seconds == nil && jr_lua_isnoneornil(L, 1) != 0 {
+            return Lua.raise(L, .TypeError, "sleep: seconds must be a number, got nil")
         }
-        var ts = timespec(tv_sec: Int(s), tv_nsec: Int((s - s.rounded(.down)) * 1e9))
+        // math.huge, or longer than the clock counts (~292 years): sleep until killed.
+        let ns = seconds.map(saturatingNanos) ?? Int64.max
+        if ns == Int64.max { while true { pause() } }
+        var ts = timespec(tv_sec: Int(ns / 1_000_000_000), tv_nsec: Int(ns % 1_000_000_000))
         var left = timespec()
         while nanosleep(&ts, &left) != 0 && Glibc.errno == EINTR { ts = left }
         ProcessControl.reapStrays()

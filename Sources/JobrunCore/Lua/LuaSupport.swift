@@ -108,7 +108,13 @@ enum Lua {
         case LUA_TNUMBER:
             var ok: Int32 = 0
             let v = jr_lua_tointegerx(L, index, &ok)
-            if ok == 0 { throw ArgError.bad("\(fn): \(arg) must be an integer, got \(numberText(jr_lua_tonumberx(L, index, nil)))") }
+            if ok == 0 {
+                // A whole number too large for a Lua integer (2^63, 1e300) is
+                // a value out of range; 1.5 and NaN are not integers at all.
+                let n = jr_lua_tonumberx(L, index, nil)
+                if n.isFinite && n == n.rounded() { throw ArgError.value("\(fn): \(arg) must be an integer in range, got \(numberText(n))") }
+                throw ArgError.bad("\(fn): \(arg) must be an integer, got \(numberText(n))")
+            }
             return v
         default: throw ArgError.bad(argTypeMessage(L, index, fn, arg, "an integer"))
         }

@@ -171,6 +171,9 @@ enum SyncBindings {
         let L = L!
         guard let s = check(L, "release", [JR_OBJ_SEMAPHORE, JR_OBJ_BOUNDED_SEMAPHORE]) else { return -1 }
         if !s.semRelease(bounded: s.type == JR_OBJ_BOUNDED_SEMAPHORE) {
+            if s.type == JR_OBJ_SEMAPHORE {
+                return Lua.raise(L, .ValueError, "\(label(s)).release: the value would pass math.maxinteger")
+            }
             return Lua.raise(L, .ValueError, "\(label(s)).release: semaphore released too many times")
         }
         return 0

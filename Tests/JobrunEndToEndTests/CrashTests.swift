@@ -1,0 +1,57 @@
+import Foundation
+import Testing
+
+/// Inputs that used to crash jobrun (a Swift trap that pcall cannot catch, a
+/// SIGSEGV): each must now end with its status and message, no crash report.
+let crashInputs: [BadInput] = [
+    // Timeouts past what a 64-bit count of nanoseconds holds (~9.2e9 s) wait
+    // that long (as good as forever); math.huge waits forever; NaN is refused.
+    .init(name: "Lock acquire with a timeout of 1e10 s", script: "print(jobrun.Lock():acquire(true, 1e10))", status: 0, expect: "true"),
+    .init(name: "Event wait with a timeout of 1e18 s", script: "local e = jobrun.Event(); e:set(); print(e:wait(1e18))", status: 0, expect: "true"),
+    .init(name: "Queue get with a timeout of 1e300 s", script: "local q = jobrun.Queue(); q:put('x'); print(q:get(true, 1e300))", status: 0, expect: "x"),
+    .init(name: "join with a timeout of 1e300 s", script: "local p = jobrun.Process{target = function() end}; p:start(); p:join(1e300); print(p.exitcode)", status: 0, expect: "0"),
+    .init(name: "sleep(1e300) sleeps until stopped", script: """
+        local p = jobrun.Process{target = function() jobrun.sleep(1e300) end}
+        p:start(); p:join(0.5); p:terminate(); p:join(10); print("exit", p.exitcode)
+        """, status: 0, expect: "exit\t-15"),
+    .init(name: "sleep(math.huge) sleeps until stopped", script: """
+        local p = jobrun.Process{target = function() jobrun.sleep(math.huge) end}
+        p:start(); p:join(0.5); p:terminate(); p:join(10); print("exit", p.exitcode)
+        """, status: 0, expect: "exit\t-15"),
+    .init(name: "sleep(NaN)", script: "jobrun.sleep(0/0)", status: 1, expect: "jobrun.ValueError: sleep: seconds must be a non-negative number, got nan"),
+    // Counts: an unbounded Semaphore at math.maxinteger cannot be released
+    // again; a value that is no 64-bit integer is a ValueError.
+    .init(name: "Semaphore(math.maxinteger):release()", script: "jobrun.Semaphore(math.maxinteger):release()", status: 1,
+          expect: "jobrun.ValueError: Semaphore#1.release: the value would pass math.maxinteger"),
+    .init(name: "Semaphore(2^63)", script: "jobrun.Semaphore(2^63)", status: 1, expect: "jobrun.ValueError: Semaphore: value must be an integer in range, got 9.223372036854776e+18"),
+    .init(name: "BoundedSemaphore(1e300)", script: "jobrun.BoundedSemaphore(1e300)", status: 1, expect: "jobrun.ValueError: BoundedSemaphore: value must be an integer in range"),
+    .init(name: "Queue(math.maxinteger) is unbounded in practice", script: "local q = jobrun.Queue(math.maxinteger); q:put(1); print(q:get(), q:full())", status: 0, expect: "1\tfalse"),
+    .init(name: "Barrier(2^62) waits for its parties", script: "local b = jobrun.Barrier(2^62); print(pcall(b.wait, b, 0.05))", status: 0, expect: "false\tjobrun.Timeout"),
+    // Value:add wraps around on integers, as Lua's integer arithmetic does.
+    .init(name: "Value:add wraps as Lua integers do", script: "local v = jobrun.Value(math.maxinteger); print(v:add(1) == math.mininteger, math.maxinteger + 1 == math.mininteger)",
+          status: 0, expect: "true\ttrue"),
+]
+
+@Suite("No input crashes it")
+struct CrashTests {
+    @Test(arguments: crashInputs)
+    func crashInput(_ c: BadInput) {
+        let r = runScript(c.script, timeout: 60)
+        let output = r.stdout + r.stderr
+        #expect(!r.timedOut, "\(c.name): hung")
+        #expect(r.status == c.status, "\(c.name): exit \(r.status)\n\(output)")
+        #expect(output.contains(c.expect), "\(c.name): output lacks \(c.expect):\n\(output)")
+        #expect(!output.contains("Fatal error") && !output.contains("Backtrac") && !output.contains("Program crashed"),
+                "\(c.name): Swift crash report\n\(output)")
+    }
+
+    /// A counter whose ETA is past 2^63 ns: the status line used to trap.
+    @Test func progressWithAnEnormousTotal() {
+        let r = runScript("jobrun.progress('x', 1, 1.7e19); jobrun.sleep(1.5); jobrun.progress('x', 2); jobrun.sleep(0.5); print('done')",
+                          timeout: 60, options: ["--progress"])
+        #expect(!r.timedOut)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("done"))
+        #expect(!r.stderr.contains("Fatal error") && !r.stderr.contains("Backtrac"), "\(r.stderr)")
+    }
+}
