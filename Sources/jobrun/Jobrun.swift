@@ -85,8 +85,9 @@ struct Jobrun: ParsableCommand {
 
             Exit status:
               0        the script ended (check: every script compiles)
-              1        the script raised an error, or a worker failed and the
-                       script was never told (check: a syntax error)
+              1        the script raised an error, could not be compiled or is a
+                       precompiled chunk, or a worker failed and the script was
+                       never told (check: a syntax error or a precompiled chunk)
               n        the script called os.exit(n)
               128+N    jobrun was killed by signal N (as the shell reports it)
               2        bad usage, such as a missing or unreadable script
@@ -231,8 +232,9 @@ struct Check: ParsableCommand {
         abstract: "Compile scripts without running them; report syntax errors.",
         discussion: """
             Prints "SCRIPT: ok" for each script that compiles and the syntax error
-            (file:line: message) on stderr for each that does not. Exit status: 0 when
-            all compile, 1 when one has a syntax error, 2 when one cannot be read.
+            (file:line: message) on stderr for each that does not; a precompiled chunk
+            is refused (Lua does not verify bytecode). Exit status: 0 when all compile,
+            1 when one has a syntax error or is precompiled, 2 when one cannot be read.
             """
     )
 

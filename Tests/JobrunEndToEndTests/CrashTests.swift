@@ -54,4 +54,73 @@ struct CrashTests {
         #expect(r.stdout.contains("done"))
         #expect(!r.stderr.contains("Fatal error") && !r.stderr.contains("Backtrac"), "\(r.stderr)")
     }
+
+    // MARK: precompiled chunks
+
+    /// A scratch folder holding `good.luac` (luac5.4 output), `bad.luac` (the
+    /// same with its code bytes damaged) and `uses.lua` beside them.
+    func bytecodeFolder() -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("jobrun-luac-\(UUID().uuidString)")
+        try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let source = dir.appendingPathComponent("m.lua")
+        try? "local t = {} for i = 1, 3 do t[i] = i * 2 end print('ran', #t) return t".write(to: source, atomically: true, encoding: .utf8)
+        let good = dir.appendingPathComponent("good.luac")
+        // lua's own string.dump, run by jobrun: the same bytes luac5.4 writes.
+        _ = runJobrun(["-e", "local f = assert(io.open('\(good.path)', 'wb')); f:write(string.dump(assert(loadfile('\(source.path)')))); f:close()"], timeout: 30)
+        var bytes = [UInt8]((try? Data(contentsOf: good)) ?? Data())
+        for i in stride(from: 40, to: bytes.count, by: 3) { bytes[i] = 0xff }
+        try? Data(bytes).write(to: dir.appendingPathComponent("bad.luac"))
+        return dir
+    }
+
+    @Test func precompiledScriptIsRefused() {
+        let dir = bytecodeFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for name in ["good.luac", "bad.luac"] {
+            let path = dir.appendingPathComponent(name).path
+            let r = runJobrun([path], timeout: 30)
+            #expect(r.status == 1, "\(name): exit \(r.status)\n\(r.stderr)")
+            #expect(r.stderr.contains("jobrun: \(path): precompiled chunks are not accepted (Lua does not verify bytecode)"), "\(name): \(r.stderr)")
+            #expect(!r.stdout.contains("ran"))
+            let c = runJobrun(["check", path], timeout: 30)
+            #expect(c.status == 1, "check \(name): exit \(c.status)\n\(c.stdout)\(c.stderr)")
+            #expect(!c.stdout.contains("ok"), "check \(name): \(c.stdout)")
+            #expect(c.stderr.contains("\(path): precompiled chunks are not accepted"), "check \(name): \(c.stderr)")
+        }
+    }
+
+    @Test func precompiledWorkerScriptAndChunkAreRefused() {
+        let dir = bytecodeFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let bad = dir.appendingPathComponent("bad.luac").path
+        let r = runScript("local p = jobrun.Process{script = '\(bad)'}; p:start(); p:join(10); print('exit', p.exitcode)", timeout: 30)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("exit\t1"), "\(r.stdout)")
+        #expect(r.stderr.contains("precompiled chunks are not accepted"), "\(r.stderr)")
+        let e = runJobrun(["-e", "\u{1b}Lua"], timeout: 30)
+        #expect(e.status == 1)
+        #expect(e.stderr.contains("jobrun: (command line): precompiled chunks are not accepted"), "\(e.stderr)")
+    }
+
+    @Test func userCodeLoadsTextOnly() {
+        let dir = bytecodeFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let r = runScript("""
+            package.path = '\(dir.path)/?.luac;\(dir.path)/?.lua;' .. package.path
+            local bytes = string.dump(function() return 1 end)
+            print(load(bytes))
+            print(load(bytes, 'b', 'b'))
+            print(loadfile('\(dir.path)/bad.luac'))
+            print(pcall(dofile, '\(dir.path)/bad.luac'))
+            print(pcall(require, 'good'))
+            print(load('return 1 + 1')())
+            local env = {x = 5}
+            print(load('return x', 'c', 't', env)(), load('return x', 'c', 'bt', nil) ~= nil)
+            print(require('m')[3])
+            """, files: [:], timeout: 30, options: [])
+        let out = r.stdout
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(out.components(separatedBy: "attempt to load a binary chunk").count == 6, "\(out)")
+        #expect(out.hasSuffix("2\n5\ttrue\nran\t3\n6\n"), "\(out)")
+    }
 }

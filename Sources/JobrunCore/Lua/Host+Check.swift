@@ -22,7 +22,7 @@ extension Host {
                 status = 2
                 continue
             }
-            switch luaL_loadfilex(L, script, nil) {
+            switch loadText(L, file: script) {
             case LUA_OK:
                 writeAll(1, "\(script): ok\n")
             case LUA_ERRFILE:

@@ -198,6 +198,7 @@ public enum Host {
         // ~18% faster, tables ~27%, 2 -> 2 ~40%. collectgarbage("incremental")
         // switches back, per process.
         runChunk(L, "collectgarbage('generational')") { 0 }
+        runChunk(L, textOnlyLoaders, name: "=jobrun.loaders") { 0 }
         // package.path: the script's folder first, as `require` users expect.
         let dir = packageDirectory ?? Runtime.scriptDirectory
         runChunk(L, """
@@ -217,9 +218,36 @@ public enum Host {
         lua_setglobal(L, "arg")
     }
 
+    /// Lua does not verify bytecode, and a damaged precompiled chunk crashes
+    /// the process: `load`, `loadfile`, `dofile` and `require` (its Lua file
+    /// searcher) load text only, whatever mode the caller asks for.
+    static let textOnlyLoaders = """
+        local load0, loadfile0, searchpath, error, select, format = load, loadfile, package.searchpath, error, select, string.format
+        function load(chunk, name, mode, ...)
+          if select('#', ...) > 0 then return load0(chunk, name, 't', ...) end
+          return load0(chunk, name, 't')
+        end
+        function loadfile(filename, mode, ...)
+          if select('#', ...) > 0 then return loadfile0(filename, 't', ...) end
+          return loadfile0(filename, 't')
+        end
+        function dofile(filename)
+          local f, err = loadfile0(filename, 't')
+          if not f then error(err, 0) end
+          return f()
+        end
+        package.searchers[2] = function(name)
+          local path, err = searchpath(name, package.path)
+          if not path then return err end
+          local f, lerr = loadfile0(path, 't')
+          if not f then error(format("error loading module '%s' from file '%s':\\n\\t%s", name, path, lerr), 0) end
+          return f, path
+        end
+        """
+
     /// Runs a trusted internal chunk; `push` pushes its arguments and returns their count.
-    static func runChunk(_ L: LuaState, _ code: String, push: () -> Int32) {
-        if luaL_loadstring(L, code) != LUA_OK {
+    static func runChunk(_ L: LuaState, _ code: String, name: String? = nil, push: () -> Int32) {
+        if luaL_loadbufferx(L, code, code.utf8.count, name ?? code, "t") != LUA_OK {
             writeAll(2, "jobrun: internal error: \(Lua.string(L, -1) ?? "?")\n"); jr_lua_pop(L, 1); return
         }
         let n = push()
@@ -238,7 +266,7 @@ public enum Host {
         var code: Int32 = 0
         for chunk in chunks where code == 0 {
             // The chunk name lua.c gives `-e` code: errors read "(command line):1: ...".
-            if luaL_loadbufferx(L, chunk, chunk.utf8.count, "=(command line)", nil) != LUA_OK {
+            if loadText(L, chunk: chunk, name: "(command line)") != LUA_OK {
                 writeAll(2, format(Lua.string(L, -1) ?? "(command line): cannot load"))
                 jr_lua_pop(L, 1)
                 code = 1
@@ -250,7 +278,7 @@ public enum Host {
             }
         }
         if code == 0, let script {
-            if luaL_loadfilex(L, script, nil) != LUA_OK {
+            if loadText(L, file: script) != LUA_OK {
                 writeAll(2, format(Lua.string(L, -1) ?? "cannot load \(script)"))
                 jr_lua_pop(L, 1)
                 code = 1
@@ -270,6 +298,26 @@ public enum Host {
         ProcessControl.reapStrays()
         fflush(nil)
         return code
+    }
+
+    /// Loads a script file as text only: Lua does not verify bytecode, so a
+    /// precompiled chunk (luac output, damaged or not) could crash the
+    /// process; it is refused with its own message. As luaL_loadfilex.
+    static func loadText(_ L: LuaState, file: String) -> Int32 {
+        refusingBytecode(L, name: file, luaL_loadfilex(L, file, "t"))
+    }
+
+    /// Loads a `-e` chunk as text only (see loadText(file:)).
+    static func loadText(_ L: LuaState, chunk: String, name: String) -> Int32 {
+        refusingBytecode(L, name: name, luaL_loadbufferx(L, chunk, chunk.utf8.count, "=" + name, "t"))
+    }
+
+    private static func refusingBytecode(_ L: LuaState, name: String, _ status: Int32) -> Int32 {
+        if status != LUA_OK, let message = Lua.string(L, -1), message.hasPrefix("attempt to load a binary chunk") {
+            jr_lua_pop(L, 1)
+            Lua.pushString(L, "\(name): precompiled chunks are not accepted (Lua does not verify bytecode)")
+        }
+        return status
     }
 
     /// jobrun._shutdown(abort): terminate daemon children and join the others;
