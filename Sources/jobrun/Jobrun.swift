@@ -111,10 +111,21 @@ struct Run: ParsableCommand {
             """
     )
 
-    @Option(name: .customLong("shm-limit"), help: ArgumentHelp(
+    // Text, checked in validate(): "-1" is a value here, not an option, and
+    // every bad value gets the same message.
+    @Option(name: .customLong("shm-limit"), parsing: .unconditional, help: ArgumentHelp(
         "Most shared memory (MiB) queued items may use at once; producers wait past it.",
         valueName: "MiB"))
-    var shmLimit: UInt64?
+    var shmLimit: String?
+
+    /// The largest --shm-limit: 2^44 - 1 MiB, whose bytes still fit 64 bits.
+    static let maxShmLimitMiB: UInt64 = (1 << 44) - 1
+
+    /// --shm-limit in bytes; nil when it is not a whole number of MiB from 1 to maxShmLimitMiB.
+    static func shmLimitBytes(_ text: String) -> UInt64? {
+        guard let mib = UInt64(text), mib >= 1, mib <= maxShmLimitMiB else { return nil }
+        return mib << 20
+    }
 
     @Option(name: .customShort("e"), parsing: .unconditionalSingleValue, help: ArgumentHelp(
         "Run this Lua chunk before the script (repeatable, like lua -e); with no script, run just the chunks.",
@@ -154,6 +165,9 @@ struct Run: ParsableCommand {
     var arguments: [String] = []
 
     func validate() throws {
+        if let text = shmLimit, Run.shmLimitBytes(text) == nil {
+            throw ValidationError("--shm-limit must be a whole number of MiB from 1 to \(Run.maxShmLimitMiB), got '\(text)'")
+        }
         if script == nil && (worker || chunks.isEmpty) {
             throw ValidationError("Missing expected argument '<script>' (or -e <code>)")
         }
@@ -172,7 +186,7 @@ struct Run: ParsableCommand {
                                     record: workerRecord)
         } else {
             status = Host.runMain(script: script, arguments: arguments,
-                                  options: Host.Options(shmLimit: shmLimit.map { $0 << 20 },
+                                  options: Host.Options(shmLimit: shmLimit.flatMap(Run.shmLimitBytes),
                                                         chunks: chunks, prefix: prefix,
                                                         progress: progress.map { $0 ? .on : .off } ?? .auto,
                                                         stats: stats, statsJSON: statsJSON))

@@ -123,4 +123,20 @@ struct CrashTests {
         #expect(out.components(separatedBy: "attempt to load a binary chunk").count == 6, "\(out)")
         #expect(out.hasSuffix("2\n5\ttrue\nran\t3\n6\n"), "\(out)")
     }
+
+    // MARK: command line
+
+    @Test(arguments: ["17592186044416", "99999999999999999999", "-1", "lots", "0", ""])
+    func shmLimitOutOfRange(_ value: String) {
+        let r = runJobrun(["--shm-limit", value, "-e", "print('ran')"], timeout: 30)
+        #expect(r.status == 2, "\(value): exit \(r.status)\n\(r.stderr)")
+        #expect(r.stderr.contains("--shm-limit must be a whole number of MiB from 1 to 17592186044415, got '\(value)'"), "\(value): \(r.stderr)")
+        #expect(!r.stdout.contains("ran"))
+    }
+
+    @Test func shmLimitAtItsLargest() {
+        let r = runJobrun(["--shm-limit", "17592186044415", "-e", "local q = jobrun.Queue(); q:put(1); print(q:get())"], timeout: 30)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "1\n")
+    }
 }
