@@ -147,6 +147,7 @@ struct Run: ParsableCommand {
 
     @Flag(name: .customLong("worker"), help: .hidden) var worker = false
     @Option(name: .customLong("worker-arena-fd"), help: .hidden) var workerArenaFD: Int32 = 3
+    @Option(name: .customLong("worker-token"), help: .hidden) var workerToken: String = ""
     @Option(name: .customLong("worker-args"), help: .hidden) var workerArgs: String = "0:0"
     @Option(name: .customLong("worker-name"), help: .hidden) var workerName: String = "Process"
     @Option(name: .customLong("worker-parent"), help: .hidden) var workerParent: Int32 = 0
@@ -179,7 +180,7 @@ struct Run: ParsableCommand {
             let parts = workerArgs.split(separator: ":")
             let offset = UInt64(parts.first ?? "0") ?? 0
             let length = Int(parts.last ?? "0") ?? 0
-            status = Host.runWorker(arenaFD: workerArenaFD, argsOffset: offset, argsLength: length,
+            status = Host.runWorker(arenaFD: workerArenaFD, token: workerToken, argsOffset: offset, argsLength: length,
                                     name: workerName, daemon: workerDaemon, parent: workerParent,
                                     scriptDirectory: workerDirectory, script: script, prefix: workerPrefix,
                                     packagePath: workerPath, packageCPath: workerCPath,
@@ -196,9 +197,11 @@ struct Run: ParsableCommand {
 }
 
 /// The hidden worker options, as core.spawn writes them: `--worker-*` pairs
-/// and flags, then the script.
+/// and flags, then the script. `--worker-token` is the run's random token:
+/// the worker attaches only to the arena (descriptor 3) that carries it, and
+/// `--worker-args OFFSET:LENGTH` must be an allocated block of that arena.
 struct WorkerArguments {
-    var arenaFD: Int32 = 3, args = "0:0", name = "Process", parent: Int32 = 0, directory = ".", record = -1
+    var arenaFD: Int32 = 3, token = "", args = "0:0", name = "Process", parent: Int32 = 0, directory = ".", record = -1
     var daemon = false, prefix = false
     var packagePath = "", packageCPath = ""
     var script = ""
@@ -215,6 +218,7 @@ struct WorkerArguments {
             let value = argv[i + 1]
             switch key {
             case "--worker-arena-fd": guard let v = Int32(value) else { return nil }; arenaFD = v
+            case "--worker-token": token = value
             case "--worker-args": args = value
             case "--worker-name": name = value
             case "--worker-parent": guard let v = Int32(value) else { return nil }; parent = v
@@ -232,7 +236,7 @@ struct WorkerArguments {
 
     func run() -> Int32 {
         let parts = args.split(separator: ":")
-        return Host.runWorker(arenaFD: arenaFD, argsOffset: UInt64(parts.first ?? "0") ?? 0,
+        return Host.runWorker(arenaFD: arenaFD, token: token, argsOffset: UInt64(parts.first ?? "0") ?? 0,
                               argsLength: Int(parts.last ?? "0") ?? 0, name: name, daemon: daemon,
                               parent: parent, scriptDirectory: directory, script: script, prefix: prefix,
                               packagePath: packagePath, packageCPath: packageCPath,

@@ -139,4 +139,84 @@ struct CrashTests {
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout == "1\n")
     }
+
+    // MARK: hidden worker options
+
+    /// `jobrun --worker ...` as a user could type it: a file that merely
+    /// starts with the arena's magic, offsets out of bounds, no token.
+    @Test func forgedWorkerOptionsAreRefused() {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("jobrun-forged-\(UUID().uuidString)")
+        try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let script = dir.appendingPathComponent("w.lua").path
+        try? "print('ran')".write(toFile: script, atomically: true, encoding: .utf8)
+        // A file that starts with the arena's magic, then zeros; and one that is nothing but the magic.
+        let magic = dir.appendingPathComponent("magic").path
+        let tiny = dir.appendingPathComponent("tiny").path
+        var header = [UInt8](repeating: 0, count: 1 << 20)
+        let m = magicBytes()
+        header.replaceSubrange(0..<8, with: m)
+        try? Data(header).write(to: URL(fileURLWithPath: magic))
+        try? Data(m).write(to: URL(fileURLWithPath: tiny))
+        let token = String(repeating: "ab", count: 16)
+        let cases: [(String, [String])] = [
+            ("magic file, no token", ["--worker", "--worker-args", "4096:10", script]),
+            ("magic file, a token", ["--worker", "--worker-token", token, "--worker-args", "4096:10", script]),
+            ("tiny file", ["--worker", "--worker-token", token, "--worker-args", "0:0", script]),
+            ("bad token text", ["--worker", "--worker-token", "xyz", "--worker-args", "0:0", script]),
+            ("args far away", ["--worker", "--worker-token", token, "--worker-args", "999999999999:99", script]),
+        ]
+        for (name, args) in cases {
+            let file = name == "tiny file" ? tiny : magic
+            let r = runCommand(["/bin/bash", "-c", "f=$1; shift; exec \"$0\" \"$@\" 3<>\"$f\"", jobrunBinary, file] + args, timeout: 30)
+            let out = r.stdout + r.stderr
+            #expect(!r.timedOut, "\(name): hung")
+            #expect(r.status == 1, "\(name): exit \(r.status)\n\(out)")
+            #expect(r.stderr.contains("jobrun: worker Process: cannot attach shared memory: "), "\(name): \(out)")
+            #expect(!out.contains("ran"), "\(name): \(out)")
+            #expect(!out.contains("Fatal error") && !out.contains("Backtrac"), "\(name): \(out)")
+        }
+    }
+
+    /// The run's own arena and token, with offsets that are not the block
+    /// of arguments: refused, and the run goes on.
+    @Test func forgedOffsetsInTheRealArenaAreRefused() {
+        let r = runScript("""
+            local pid = jobrun.current_process().pid
+            local q = jobrun.Queue()
+            local p = jobrun.Process{script = 'cmdline.lua', args = {q}}
+            p:start()
+            local cmdline = q:get(true, 30); p:join(30)
+            local token = cmdline:match('%-%-worker%-token%z(%x+)%z')
+            local fd = io.popen('for f in /proc/' .. pid .. '/fd/*; do case $(readlink $f) in /memfd:jobrun-arena*) echo $f;; esac; done'):read('l')
+            local function worker(t, args)
+              local cmd = string.format('/proc/%d/exe --worker --worker-token %s --worker-args %s --worker-parent %d check.lua 3<>%s 2>&1', pid, t, args, pid, fd)
+              local h = io.popen(cmd); local out = h:read('a'); local ok, _, code = h:close()
+              print(args, code, (out:gsub('\\n', ' ')))
+            end
+            worker(token, '999999999:10')
+            worker(token, '64:8')
+            worker(token, '-16:8')
+            worker(string.rep('0', 32), '64:8')
+            q:put('still'); print(q:get(), #token)
+            """, files: ["cmdline.lua": "local q = ...; local f = io.open('/proc/self/cmdline', 'rb'); q:put(f:read('a')); f:close()",
+                         "check.lua": "print('ran')"], timeout: 60)
+        let out = r.stdout
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(out.contains("999999999:10\t1\tjobrun: worker Process: its arguments (999999999:10) are not a block of the run's shared memory"), "\(out)")
+        #expect(out.contains("64:8\t1\tjobrun: worker Process: its arguments (64:8) are not a block"), "\(out)")
+        #expect(out.contains("-16:8\t1\tjobrun: worker Process: its arguments (0:8) are not a block"), "\(out)")
+        #expect(out.contains("64:8\t1\tjobrun: worker Process: cannot attach shared memory: descriptor 3 is not this run's shared memory"), "\(out)")
+        #expect(out.contains("still\t32\n"), "\(out)")
+        #expect(!out.contains("ran"), "\(out)")
+    }
+
+    /// The arena's magic as the file stores it (little-endian JR_ARENA_MAGIC).
+    func magicBytes() -> [UInt8] {
+        let header = (try? String(contentsOfFile: packageRoot.appendingPathComponent("Sources/CJobrunShims/include/jobrun_shims.h").path, encoding: .utf8)) ?? ""
+        guard let line = header.split(separator: "\n").first(where: { $0.contains("JR_ARENA_MAGIC") && $0.contains("0x") }),
+              let hex = line.split(separator: " ").first(where: { $0.hasPrefix("0x") }),
+              let value = UInt64(hex.dropFirst(2).prefix(while: { $0.isHexDigit }), radix: 16) else { return [] }
+        return withUnsafeBytes(of: value.littleEndian) { Array($0) }
+    }
 }

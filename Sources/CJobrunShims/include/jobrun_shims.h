@@ -336,6 +336,9 @@ typedef struct jr_arena_header {
     uint64_t alloc_top;     // top before
     uint64_t alloc_dest;    // arena offset of the caller's u64 field set to the payload (allocate) or zeroed (free); 0: none
     uint64_t alloc_dest32;  // free: arena offset of the caller's u32 field (a stage) zeroed with it; 0: none
+    // Random at creation; a `script` worker is handed it (--worker-token) and
+    // attaches only to the arena that carries it.
+    uint8_t token[16];
 } jr_arena_header;
 
 enum { JR_ALLOC_NONE = 0, JR_ALLOC_ALLOCATE = 1, JR_ALLOC_FREE = 2 };

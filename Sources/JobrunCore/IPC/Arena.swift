@@ -60,18 +60,94 @@ public enum Arena {
         h.pointee.top = headerBytes
         _ = jr_mutex_init(&h.pointee.alloc_lock)
         _ = jr_mutex_init(&h.pointee.proc_lock)
+        let n = withUnsafeMutableBytes(of: &h.pointee.token) { jr_getrandom($0.baseAddress, UInt($0.count)) }
+        if n != 16 { throw SystemError(call: "getrandom", errno: Glibc.errno) }
         TestHooks.load()
     }
 
-    /// Maps an arena created by another process of the run (a `script` worker).
-    public static func attach(fd: Int32) throws {
+    /// The run's token in hex (32 digits), for `--worker-token`.
+    public static var tokenText: String {
+        withUnsafeBytes(of: &header.pointee.token) { $0.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined() }
+    }
+
+    /// Why a descriptor is not this run's arena.
+    public struct AttachFailure: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// Maps an arena created by another process of the run (a `script`
+    /// worker), after checking that the descriptor is that arena: a memfd of
+    /// the size its header says, carrying the run's `token` (32 hex digits).
+    public static func attach(fd: Int32, token: String) throws {
+        guard let wanted = parseToken(token) else {
+            throw AttachFailure(description: "the run's token must be 32 hex digits, got '\(token)'")
+        }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw SystemError(call: "fstat", errno: Glibc.errno) }
-        try map(fd: fd, size: UInt64(st.st_size))
-        guard header.pointee.magic == JR_ARENA_MAGIC else {
-            throw SystemError(call: "attach arena (bad magic)", errno: EINVAL)
+        guard (st.st_mode & S_IFMT) == S_IFREG, isMemfd(fd) else {
+            throw AttachFailure(description: "descriptor \(fd) is not the run's shared memory (not a memfd)")
+        }
+        let size = UInt64(st.st_size)
+        guard size >= headerBytes else {
+            throw AttachFailure(description: "descriptor \(fd) is not the run's shared memory (\(size) bytes)")
+        }
+        try map(fd: fd, size: size)
+        let h = header
+        let same = withUnsafeBytes(of: &h.pointee.token) { Array($0) == wanted }
+        guard h.pointee.magic == JR_ARENA_MAGIC, h.pointee.size == size, same,
+              h.pointee.top >= headerBytes, h.pointee.top <= size else {
+            munmap(base, Int(size))
+            base = nil
+            throw AttachFailure(description: "descriptor \(fd) is not this run's shared memory")
         }
         TestHooks.load()
+    }
+
+    /// Whether `fd` is a memfd: its /proc link reads "/memfd:NAME (deleted)".
+    private static func isMemfd(_ fd: Int32) -> Bool {
+        var buf = [CChar](repeating: 0, count: 256)
+        let n = readlink("/proc/self/fd/\(fd)", &buf, buf.count - 1)
+        guard n > 0 else { return false }
+        return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self).hasPrefix("/memfd:")
+    }
+
+    private static func parseToken(_ text: String) -> [UInt8]? {
+        let digits = Array(text.utf8)
+        guard digits.count == 32 else { return nil }
+        var bytes: [UInt8] = []
+        for i in stride(from: 0, to: 32, by: 2) {
+            guard let b = UInt8(String(decoding: digits[i..<i + 2], as: UTF8.self), radix: 16) else { return nil }
+            bytes.append(b)
+        }
+        return bytes
+    }
+
+    /// The allocated block holding `count` bytes at payload offset `offset`,
+    /// or nil: the offset is out of the arena, not a block's payload, the
+    /// block is free, or it is shorter than `count`. For offsets that come
+    /// from outside this process (a `script` worker's arguments).
+    static func allocatedBlock(payload offset: UInt64, count: Int) -> UInt64? {
+        let h = header
+        _ = jr_mutex_lock(&h.pointee.alloc_lock)
+        defer { jr_mutex_unlock(&h.pointee.alloc_lock) }
+        guard let c = validBlockLocked(payload: offset) else { return nil }
+        guard count >= 0, UInt64(count) <= (UInt64(1) << c) - UInt64(MemoryLayout<jr_block>.size) else { return nil }
+        return c
+    }
+
+    /// The size class of the allocated block whose payload is at `offset`
+    /// (alloc_lock held); nil when there is no such block.
+    private static func validBlockLocked(payload offset: UInt64) -> UInt64? {
+        let h = header
+        let blockBytes = UInt64(MemoryLayout<jr_block>.size)
+        guard offset >= headerBytes + blockBytes, offset <= h.pointee.top else { return nil }
+        let blockOffset = offset - blockBytes
+        guard blockOffset % 32 == 0 else { return nil }   // every block is aligned to its size (>= 32)
+        let b = pointer(blockOffset).assumingMemoryBound(to: jr_block.self)
+        guard b.pointee.next == allocatedMarker else { return nil }
+        let c = b.pointee.size_class
+        guard c >= 5, c < UInt64(JR_NCLASSES), blockOffset + (UInt64(1) << c) <= h.pointee.top else { return nil }
+        return c
     }
 
     private static func map(fd: Int32, size: UInt64) throws {
@@ -300,19 +376,28 @@ public enum Arena {
     /// record, in the arena) are zeroed under the allocator's lock as the
     /// block goes back, so an intent that names the block is cleared exactly
     /// when it is freed (a repair after a death in between completes both).
+    /// An offset that is not an allocated block's payload (a double free, an
+    /// offset out of the arena) is refused: false, and nothing changes but
+    /// the `clearing` fields (the block they name is not allocated).
+    @discardableResult
     static func free(_ payloadOffset: UInt64, clearing: UnsafeMutablePointer<UInt32>? = nil,
-                     clearingOffset: UnsafeMutablePointer<UInt64>? = nil) {
-        let blockOffset = payloadOffset - UInt64(MemoryLayout<jr_block>.size)
-        let b = block(blockOffset)
-        let c = b.pointee.size_class & ~residentFlag
-        let size = UInt64(1) << c
+                     clearingOffset: UnsafeMutablePointer<UInt64>? = nil) -> Bool {
         let h = header
         let destOff = destOffset(clearingOffset), dest32Off = destOffset(clearing)
         lockAllocator(h)
         if let clearingOffset, jr_load_u64(clearingOffset) != payloadOffset {
             jr_mutex_unlock(&h.pointee.alloc_lock)   // already freed by a repair (see above)
-            return
+            return false
         }
+        guard let c = validBlockLocked(payload: payloadOffset) else {
+            if let clearing { jr_store_u32(clearing, 0) }
+            if let clearingOffset { jr_store_u64(clearingOffset, 0) }
+            jr_mutex_unlock(&h.pointee.alloc_lock)
+            return false
+        }
+        let blockOffset = payloadOffset - UInt64(MemoryLayout<jr_block>.size)
+        let b = block(blockOffset)
+        let size = UInt64(1) << c
         var resident = false, punched = false
         if c >= punchClass {
             if c < alwaysPunchClass && UInt64(residentCount(h, c).pointee + 1) * size <= residentBytesPerClass {
@@ -351,6 +436,7 @@ public enum Arena {
         jr_store_u32(&h.pointee.alloc_op, UInt32(JR_ALLOC_NONE))
         jr_mutex_unlock(&h.pointee.alloc_lock)
         if wake { _ = jr_futex_wake(&h.pointee.space_seq, Int32.max) }
+        return true
     }
 
     private static func residentCount(_ h: UnsafeMutablePointer<jr_arena_header>, _ c: UInt64) -> UnsafeMutablePointer<UInt32> {

@@ -129,7 +129,7 @@ enum CoreBindings {
             Arena.free(off)
             return tooManyProcesses(L, name)
         }
-        var argv = ["--worker", "--worker-record", String(slot), "--worker-arena-fd", "3", "--worker-args", "\(off):\(bytes.count)",
+        var argv = ["--worker", "--worker-record", String(slot), "--worker-arena-fd", "3", "--worker-token", Arena.tokenText, "--worker-args", "\(off):\(bytes.count)",
                     "--worker-name", name, "--worker-parent", String(Glibc.getpid()),
                     "--worker-dir", Runtime.scriptDirectory,
                     "--worker-path", packagePath, "--worker-cpath", packageCPath]

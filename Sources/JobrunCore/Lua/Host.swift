@@ -112,16 +112,22 @@ public enum Host {
     }
 
     /// Runs a `script` worker (started by `Process{script = ...}`).
-    public static func runWorker(arenaFD: Int32, argsOffset: UInt64, argsLength: Int, name: String,
+    public static func runWorker(arenaFD: Int32, token: String, argsOffset: UInt64, argsLength: Int, name: String,
                                  daemon: Bool, parent: Int32, scriptDirectory: String, script: String,
                                  prefix: Bool = false, packagePath: String = "", packageCPath: String = "",
                                  record: Int = -1) -> Int32 {
         jr_reset_signals()
-        ProcessControl.dieWithParent(parent)
-        do { try Arena.attach(fd: arenaFD) } catch {
+        // The descriptor and offsets are checked first, so that a hand-typed
+        // `jobrun --worker ...` is told what is wrong with it.
+        do { try Arena.attach(fd: arenaFD, token: token) } catch {
             writeAll(2, "jobrun: worker \(name): cannot attach shared memory: \(error)\n")
             return 1
         }
+        guard Arena.allocatedBlock(payload: argsOffset, count: argsLength) != nil else {
+            writeAll(2, "jobrun: worker \(name): its arguments (\(argsOffset):\(argsLength)) are not a block of the run's shared memory\n")
+            return 1
+        }
+        ProcessControl.dieWithParent(parent)
         _ = jr_set_cloexec(arenaFD, 1)
         jr_stdout_linebuffered()
         ProcessRegistry.takeOver(record, name: name, parent: parent)
