@@ -57,20 +57,29 @@ struct CrashTests {
 
     // MARK: precompiled chunks
 
-    /// A scratch folder holding `good.luac` (luac5.4 output), `bad.luac` (the
-    /// same with its code bytes damaged) and `uses.lua` beside them.
+    /// A scratch folder holding `m.lua`, `good.luac` (its chunk as luac5.4
+    /// writes it) and `bad.luac`: the same with one code byte damaged, which
+    /// makes lua5.4 itself die of a signal (SIGSEGV or SIGABRT).
     func bytecodeFolder() -> URL {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("jobrun-luac-\(UUID().uuidString)")
         try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let source = dir.appendingPathComponent("m.lua")
-        try? "local t = {} for i = 1, 3 do t[i] = i * 2 end print('ran', #t) return t".write(to: source, atomically: true, encoding: .utf8)
+        let source = "local t = {} for i = 1, 3 do t[i] = i * 2 end print('ran', #t) return t"
+        try? source.write(to: dir.appendingPathComponent("m.lua"), atomically: true, encoding: .utf8)
         let good = dir.appendingPathComponent("good.luac")
-        // lua's own string.dump, run by jobrun: the same bytes luac5.4 writes.
-        _ = runJobrun(["-e", "local f = assert(io.open('\(good.path)', 'wb')); f:write(string.dump(assert(loadfile('\(source.path)')))); f:close()"], timeout: 30)
+        // Lua's own string.dump, run by jobrun: the bytes luac5.4 writes.
+        _ = runJobrun(["-e", "local f = assert(io.open('\(good.path)', 'wb')); f:write(string.dump(assert(load([[\(source)]], '=m')))); f:close()"], timeout: 30)
         var bytes = [UInt8]((try? Data(contentsOf: good)) ?? Data())
-        for i in stride(from: 40, to: bytes.count, by: 3) { bytes[i] = 0xff }
+        if bytes.count > 100 { bytes[100] = 0xff }
         try? Data(bytes).write(to: dir.appendingPathComponent("bad.luac"))
         return dir
+    }
+
+    @Test func damagedChunkCrashesPlainLua() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: "/usr/bin/lua5.4"))
+        let dir = bytecodeFolder()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let r = runCommand(["/usr/bin/lua5.4", dir.appendingPathComponent("bad.luac").path], timeout: 30)
+        #expect(r.status < 0, "the damaged chunk is no longer a crash input for lua5.4: exit \(r.status)")
     }
 
     @Test func precompiledScriptIsRefused() {
