@@ -27,6 +27,9 @@ let crashInputs: [BadInput] = [
     .init(name: "BoundedSemaphore(1e300)", script: "jobrun.BoundedSemaphore(1e300)", status: 1, expect: "jobrun.ValueError: BoundedSemaphore: value must be an integer in range"),
     .init(name: "Queue(math.maxinteger) is unbounded in practice", script: "local q = jobrun.Queue(math.maxinteger); q:put(1); print(q:get(), q:full())", status: 0, expect: "1\tfalse"),
     .init(name: "Barrier(2^62) waits for its parties", script: "local b = jobrun.Barrier(2^62); print(pcall(b.wait, b, 0.05))", status: 0, expect: "false\tjobrun.Timeout"),
+    .init(name: "Pool{workers = 1e300}", script: "jobrun.Pool{workers = 1e300}", status: 1, expect: "jobrun.ValueError: Pool: workers must be a positive integer, got 1e+300"),
+    .init(name: "Pool map with a chunksize of 2^63", script: "local p = jobrun.Pool(1); print(pcall(p.map, p, tostring, {1}, 2^63)); p:terminate()", status: 0,
+          expect: "false\tjobrun.ValueError: "),
     // Value:add wraps around on integers, as Lua's integer arithmetic does.
     .init(name: "Value:add wraps as Lua integers do", script: "local v = jobrun.Value(math.maxinteger); print(v:add(1) == math.mininteger, math.maxinteger + 1 == math.mininteger)",
           status: 0, expect: "true\ttrue"),

@@ -83,10 +83,11 @@ local function check_positive_int(v, what, fname, level)
   if type(v) ~= "number" then
     raise("TypeError", ("%s: %s must be a positive integer, got %s"):format(fname, what, type(v)), level)
   end
-  if v ~= v or v < 1 or v ~= math.floor(v) or v == math.huge then
+  local n = math.tointeger(v)   -- nil for NaN, 1.5, and whole floats past math.maxinteger (1e300)
+  if n == nil or n < 1 then
     raise("ValueError", ("%s: %s must be a positive integer, got %s"):format(fname, what, tostring(v)), level)
   end
-  return math.tointeger(v)
+  return n
 end
 
 local function check_fn(fn, fname, level)
