@@ -384,6 +384,7 @@ enum Monitor {
             let all = ProcessRegistry.slots()
             let n = Int(jr_load_u32(&Arena.header.pointee.process_slots))
             var live: [Int] = []
+            var kinds: [Int] = []
             for i in 0..<n where all[i].state == UInt32(JR_PROC_RUNNING) {
                 let r = all + i
                 let kind = Int(jr_load_u32(&r.pointee.wait_kind))
@@ -391,6 +392,7 @@ enum Monitor {
                     stable = 0; gens.removeAll(); return
                 }
                 live.append(i)
+                kinds.append(kind)
             }
             if live.isEmpty { stable = 0; return }
             var same = gens.count == live.count
@@ -402,7 +404,7 @@ enum Monitor {
             }
             stable += 1
             if stable < stableTicks { return }
-            declare(live.map { all + $0 })
+            declare(live.map { all + $0 }, kinds: kinds)
         }
 
         /// Whether `r` has a verdict it has not taken yet: it will raise it
@@ -419,9 +421,11 @@ enum Monitor {
         /// Writes the verdict into the record of every process it concerns
         /// and wakes them: each raises it once, in the wait it was judged on
         /// (ProcessRegistry.takeVerdict). Later waits are judged afresh.
-        func declare(_ stuck: [UnsafeMutablePointer<jr_process_record>]) {
+        func declare(_ stuck: [UnsafeMutablePointer<jr_process_record>], kinds: [Int]) {
             var lines = ["every process of the run is waiting and none can wake the others:"]
-            for r in stuck { lines.append("  \(ProcessRegistry.name(of: r)) (pid \(r.pointee.pid)) waits in \(Waits.describe(r))") }
+            for (r, kind) in zip(stuck, kinds) {
+                lines.append("  \(ProcessRegistry.name(of: r)) (pid \(r.pointee.pid)) waits in \(Waits.describe(r, kind: kind))")
+            }
             let dead = deadProcesses()
             var kind: UInt32 = 1
             if !dead.isEmpty {
@@ -443,11 +447,11 @@ enum Monitor {
                 r.pointee.verdict_token = jr_load_u64(&r.pointee.wait_token)
                 jr_store_u32(&r.pointee.verdict, kind)
             }
-            for r in stuck {
+            for (r, kind) in zip(stuck, kinds) {
                 // A join of a process polls its pidfd and looks when it wakes;
                 // its "word" is the joined process's record (its pid), not a
                 // futex word to bump.
-                if r.pointee.wait_kind == UInt32(JR_WAIT_PROCESS) { continue }
+                if kind == JR_WAIT_PROCESS { continue }
                 let word = Arena.pointer(r.pointee.wait_word).assumingMemoryBound(to: UInt32.self)
                 jr_add_u32(word, 1)
                 _ = jr_futex_wake(word, Int32.max)

@@ -70,9 +70,11 @@ enum Waits {
         return "pid \(pid)"
     }
 
-    static func describe(_ r: UnsafeMutablePointer<jr_process_record>) -> String {
-        let kind = Int(r.pointee.wait_kind)
-        if kind == JR_WAIT_PROCESS || kind == JR_WAIT_MEMORY { return describeOther(r) }
+    /// `kind` is the wait the monitor judged: a waiter that sleeps in
+    /// slices notes no wait for an instant between two, so its record's
+    /// `wait_kind` may read as none while the verdict is written.
+    static func describe(_ r: UnsafeMutablePointer<jr_process_record>, kind: Int) -> String {
+        if kind == JR_WAIT_PROCESS || kind == JR_WAIT_MEMORY { return describeOther(r, kind: kind) }
         if kind == JR_WAIT_POOL { return SharedPool.describeWait(r) }
         // Every object starts with its header: name it once.
         let h = Arena.pointer(r.pointee.wait_object).assumingMemoryBound(to: jr_object_header.self)
@@ -103,8 +105,8 @@ enum Waits {
         }
     }
 
-    private static func describeOther(_ r: UnsafeMutablePointer<jr_process_record>) -> String {
-        switch Int(r.pointee.wait_kind) {
+    private static func describeOther(_ r: UnsafeMutablePointer<jr_process_record>, kind: Int) -> String {
+        switch kind {
         case JR_WAIT_PROCESS:
             let target = Arena.pointer(r.pointee.wait_object).assumingMemoryBound(to: jr_process_record.self)
             return "join of process \(ProcessRegistry.name(of: target)) (pid \(target.pointee.pid))"
