@@ -124,15 +124,8 @@ long jr_raise_nofile_limit(void);
 #define JR_NCLASSES 40   /* block size classes: 2^5 ... 2^44 bytes */
 #define JR_MAX_PROCESSES 4096
 
-#define JR_MAX_TAKEN 8
 #define JR_QUEUE_FAILED_PIDS 8
 #define JR_MESSAGE_BYTES 4096
-
-/// Items a process took from a JoinableQueue and has not marked done yet.
-typedef struct jr_taken {
-    uint64_t queue;         // arena offset of the queue (0: free entry)
-    uint64_t count;
-} jr_taken;
 
 /// One record per process of the run, the supervisor's view of it. The
 /// process itself claims the slot (under `proc_lock`) and writes its wait
@@ -150,9 +143,6 @@ typedef struct jr_process_record {
     uint64_t wait_object;   // arena offset of the object waited on
     uint64_t wait_word;     // arena offset of the futex word it sleeps on
     uint64_t wait_gen;      // bumped at every wait: "still the same wait" for the monitor
-    jr_taken taken[JR_MAX_TAKEN];   // unused: each JoinableQueue keeps its takers (jr_taker)
-    uint64_t held_head;     // unused: kept copies are on the queue's jr_taker lists
-    uint64_t held_tail;
     char name[64];
     // For --stats and the progress line. The process counts its own items;
     // whoever reaps it (wait4) writes its resource usage; the first to see it
