@@ -28,6 +28,8 @@ let crashInputs: [BadInput] = [
     .init(name: "Queue(math.maxinteger) is unbounded in practice", script: "local q = jobrun.Queue(math.maxinteger); q:put(1); print(q:get(), q:full())", status: 0, expect: "1\tfalse"),
     .init(name: "Barrier(2^62) waits for its parties", script: "local b = jobrun.Barrier(2^62); print(pcall(b.wait, b, 0.05))", status: 0, expect: "false\tjobrun.Timeout"),
     .init(name: "Pool{workers = 1e300}", script: "jobrun.Pool{workers = 1e300}", status: 1, expect: "jobrun.ValueError: Pool: workers must be a positive integer, got 1e+300"),
+    .init(name: "Pool{workers = math.maxinteger}", script: "jobrun.Pool{workers = math.maxinteger}", status: 1,
+          expect: "jobrun.ValueError: Pool: workers must be at most 4095 (a run supervises at most 4096 live processes"),
     .init(name: "Pool map with a chunksize of 2^63", script: "local p = jobrun.Pool(1); print(pcall(p.map, p, tostring, {1}, 2^63)); p:terminate()", status: 0,
           expect: "false\tjobrun.ValueError: "),
     // Value:add wraps around on integers, as Lua's integer arithmetic does.

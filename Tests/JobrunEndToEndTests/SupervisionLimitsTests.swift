@@ -273,6 +273,18 @@ struct ProcessLimitTests {
         }
     }
 
+    /// A Pool whose workers cannot all start fails at the first refused
+    /// start and ends the workers it had started: none is left running.
+    @Test func poolThatCannotStartItsWorkersEndsThoseItStarted() {
+        let r = runScriptUnderShell("ulimit -u $(( $(ps -u $(id -u) -o pid= | wc -l) + 20 ))", """
+            local ok, e = pcall(jobrun.Pool, {workers = 100})
+            print(ok, e.kind, e.message:match("fork: .*$"), #jobrun.active_children())
+            """, asNobody: true, timeout: 60)
+        #expect(!r.timedOut)
+        #expect(r.stdout == "false\tProcessError\tfork: Resource temporarily unavailable\t0\n", "\(r.stdout)\n\(r.stderr)")
+        #expect(r.status == 0, "\(r.stderr)")
+    }
+
     /// Under `ulimit -u` a start that cannot fork is a ProcessError, and the
     /// run stays supervised (its deadlock is found); with no process to spare
     /// for the monitor, the run does not start at all.

@@ -1,3 +1,5 @@
+import CJobrunShims
+
 /// `jobrun.Pool`, written in Lua on Process and Queue. Runs after the main
 /// prelude with `(jobrun, core, ErrorMeta)`.
 ///
@@ -42,6 +44,7 @@ local type, tostring, pairs, ipairs, pcall, xpcall, error = type, tostring, pair
 local setmetatable, getmetatable, rawget = setmetatable, getmetatable, rawget
 local describe = jobrun._describe
 
+local MAX_WORKERS = \#(JR_MAX_PROCESSES - 1)   -- the run's other processes count too: a start past them is refused
 local JOIN_GRACE = 10    -- join(): how long an idle worker may take to exit after its sentinel
 local new_state = jobrun._pool_state   -- the pool's shared state (SharedPool.swift)
 
@@ -521,6 +524,10 @@ function jobrun.Pool(opts)
   end
   local size = opts.workers
   if size == nil then size = jobrun.cpu_count() else size = check_positive_int(size, "workers", "Pool") end
+  if size > MAX_WORKERS then
+    raise("ValueError", ("Pool: workers must be at most %d (a run supervises at most %d live processes, the main one included), got %d")
+          :format(MAX_WORKERS, MAX_WORKERS + 1, size), 2)
+  end
   if opts.init ~= nil and type(opts.init) ~= "function" then
     raise("TypeError", "Pool: init must be a function, got " .. type(opts.init), 2)
   end
@@ -543,7 +550,14 @@ function jobrun.Pool(opts)
     seen = st:_ended(), sentinels_sent = false, broken = nil,
   }
   local pool = setmetatable({_s = s}, PoolMeta)
-  for _ = 1, size do spawn(s) end
+  -- A start refused (too many processes, fork failed) fails the construction
+  -- at once and ends the workers already started: none is left running.
+  local ok, e = pcall(function() for _ = 1, size do spawn(s) end end)
+  if not ok then
+    s.state = "TERMINATE"
+    stop_workers(s)
+    error(e, 0)
+  end
   return pool
 end
 
