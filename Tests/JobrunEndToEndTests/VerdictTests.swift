@@ -276,6 +276,53 @@ struct UnseenFailureTests {
         #expect(r.stdout == "false\tWorkerDied\ttrue\ntrue\ntrue\ntrue\n", "\(r.stderr)")
     }
 
+    /// Twelve consumers die holding items, more than join's message names
+    /// (8): the WorkerDied tells of all of them ("4 more"), so none is
+    /// reported again as failed unseen once the script caught it.
+    @Test func aWorkerDiedAboutMoreThanEightConsumersMarksEveryOneSeen() {
+        let r = runScript("""
+            local q = jobrun.JoinableQueue()
+            local taken = jobrun.Semaphore(0)
+            local cs = {}
+            for i = 1, 12 do
+              cs[i] = jobrun.Process{name = "consumer-" .. i, target = function() q:get(); taken:release(); jobrun.sleep(30) end}
+              cs[i]:start()
+            end
+            for i = 1, 12 do q:put(i) end
+            for i = 1, 12 do assert(taken:acquire(true, 10)) end
+            for i = 1, 12 do os.execute("kill -9 " .. cs[i].pid) end
+            local raised = 0
+            repeat                                     -- the deaths may be told in more than one WorkerDied
+              local ok, e = pcall(q.join, q)
+              if not ok then assert(e.kind == "WorkerDied", tostring(e)); raised = raised + 1 end
+            until ok or raised > 12
+            print(raised >= 1 and raised <= 12)
+            """, timeout: 60)
+        #expect(!r.timedOut)
+        #expect(r.stdout == "true\n", "\(r.stderr)")
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(!r.stderr.contains("failed unseen"), "\(r.stderr)")
+    }
+
+    /// Past 4,096 processes the records of ended ones are reused: a failure
+    /// the script never saw is still counted once its record is reused.
+    @Test func unseenFailuresWhoseRecordsWereReusedAreCounted() {
+        let r = runScript("""
+            for i = 1, 4100 do
+              local p = jobrun.Process{name = "failing-" .. i, target = function() os.exit(3) end}
+              p:start()
+              while p:is_alive() do jobrun.sleep(0.001) end   -- ended, not seen how
+            end
+            print("main ends")
+            """, timeout: 240)
+        #expect(!r.timedOut)
+        #expect(r.status == 1, "\(r.stderr.suffix(2000))")
+        #expect(r.stdout == "main ends\n")
+        let last = r.stderr.split(separator: "\n").last.map(String.init) ?? ""
+        #expect(last.hasPrefix("jobrun: 4100 workers failed unseen: "), "\(last.prefix(300))")
+        #expect(last.hasSuffix(", and 5 more (their records reused by later processes)"), "\(last.suffix(300))")
+    }
+
     @Test func aFailureHiddenFromTheScriptTurnsOsExitZeroIntoOne() {
         let r = runScript("""
             local p = jobrun.Process{name = "quiet", target = function() error("boom") end}

@@ -329,6 +329,9 @@ typedef struct jr_arena_header {
     // Random at creation; a `script` worker is handed it (--worker-token) and
     // attaches only to the arena that carries it.
     uint8_t token[16];
+    // Unseen failures (ProcessRegistry.unseenFailures) whose records were
+    // reused, under proc_lock: the run's summary counts them ("and N more").
+    uint64_t recycled_unseen;
 } jr_arena_header;
 
 enum { JR_ALLOC_NONE = 0, JR_ALLOC_ALLOCATE = 1, JR_ALLOC_FREE = 2 };
@@ -492,6 +495,10 @@ typedef struct jr_queue {
     uint64_t takers_cap;
     uint64_t take_seq;
     uint64_t next_joinable; // every JoinableQueue of the run (jr_arena_header.joinables_head)
+    // The pids past the first JR_QUEUE_FAILED_PIDS (int32_t[failed_more_cap],
+    // 0 until needed): a join's WorkerDied marks every one as reported.
+    uint64_t failed_more_off;
+    uint64_t failed_more_cap;
 } jr_queue;
 
 enum { JR_QUEUE_JOINABLE = 1, JR_QUEUE_REDELIVER = 2 };

@@ -911,6 +911,13 @@ struct SharedQueue {
                 who.append("\(ProcessRegistry.name(of: r)) (pid \(pid)) \(describeExit(code))")
             }
         }
+        // Those past the listed ones are told too (as "N more"): reported.
+        let listed = UInt32(JR_QUEUE_FAILED_PIDS)
+        if total > listed && q.pointee.failed_more_off != 0 {
+            let more = Arena.pointer(q.pointee.failed_more_off).assumingMemoryBound(to: Int32.self)
+            let stored = UInt32(min(UInt64(total - listed), q.pointee.failed_more_cap))
+            for i in (max(from, listed) - listed)..<stored where more[Int(i)] > 0 { ProcessRegistry.markReported(more[Int(i)]) }
+        }
         if total > UInt32(JR_QUEUE_FAILED_PIDS) && total > from {
             who.append("\(total - max(from, UInt32(JR_QUEUE_FAILED_PIDS))) more")
         }
@@ -974,6 +981,8 @@ struct SharedQueue {
         q.pointee.failed_tasks += n
         if q.pointee.failed_pid_count < UInt32(JR_QUEUE_FAILED_PIDS) {
             withUnsafeMutableBytes(of: &q.pointee.failed_pids) { $0.bindMemory(to: Int32.self)[Int(q.pointee.failed_pid_count)] = pid }
+        } else {
+            storeMoreFailedPid(pid, at: Int(q.pointee.failed_pid_count - UInt32(JR_QUEUE_FAILED_PIDS)))
         }
         q.pointee.failed_pid_count += 1
         q.pointee.failed_pid = pid
@@ -985,6 +994,23 @@ struct SharedQueue {
         }
         q.pointee.done_seq &+= 1
         _ = jr_futex_wake(&q.pointee.done_seq, Int32.max)
+    }
+
+    /// Lock held (monitor): the `i`-th pid past the listed ones, into
+    /// failed_more (grown by doubling: the new copy is published before the
+    /// old is freed). Without memory for it, that process is only counted.
+    private func storeMoreFailedPid(_ pid: Int32, at i: Int) {
+        if UInt64(i) >= q.pointee.failed_more_cap {
+            let old = q.pointee.failed_more_off
+            let oldCap = Int(q.pointee.failed_more_cap)
+            let cap = max(16, oldCap * 2)
+            guard let new = try? Arena.allocateZeroed(cap * MemoryLayout<Int32>.size) else { return }
+            if old != 0 { memcpy(Arena.pointer(new), Arena.pointer(old), oldCap * MemoryLayout<Int32>.size) }
+            jr_store_u64(&q.pointee.failed_more_off, new)
+            q.pointee.failed_more_cap = UInt64(cap)
+            if old != 0 { Arena.free(old) }
+        }
+        Arena.pointer(q.pointee.failed_more_off).assumingMemoryBound(to: Int32.self)[i] = pid
     }
 
     var unfinished: UInt64 { lock(); defer { unlock() }; return q.pointee.unfinished }

@@ -57,9 +57,13 @@ public enum Host {
         }
         // Errors never pass silently unless the script saw them: workers that
         // failed on their own, and that the script was never told about.
-        let unseen = ProcessRegistry.unseenFailures()
-        if !unseen.isEmpty {
-            let n = unseen.count
+        var unseen = ProcessRegistry.unseenFailures()
+        let reused = ProcessRegistry.recycledUnseenFailures   // their records were reused: counted, not named
+        if !unseen.isEmpty || reused > 0 {
+            let n = unseen.count + reused
+            if reused > 0 {
+                unseen.append(unseen.isEmpty ? "\(reused) whose records later processes reused" : "and \(reused) more (their records reused by later processes)")
+            }
             writeAll(2, "jobrun: \(n) worker\(n == 1 ? "" : "s") failed unseen: \(unseen.joined(separator: ", "))\n")
             if status == 0 { status = 1 }
         }

@@ -102,10 +102,17 @@ enum ProcessRegistry {
 
     /// A record to reuse (proc_lock held): one whose process the monitor has
     /// seen end and its parent has reaped, so no one waits on it any more;
-    /// its figures are added to the header's sums first. nil when every
-    /// record belongs to a live process.
+    /// its figures are added to the header's sums first. A record of an
+    /// unseen failure is reused only when there is no other, and counted in
+    /// `recycled_unseen` first, so the run's summary still counts it. nil
+    /// when every record belongs to a live process.
     private static func recyclable(_ all: UnsafeMutablePointer<jr_process_record>,
                                    _ h: UnsafeMutablePointer<jr_arena_header>) -> Int? {
+        recyclable(all, h, takingUnseen: false) ?? recyclable(all, h, takingUnseen: true)
+    }
+
+    private static func recyclable(_ all: UnsafeMutablePointer<jr_process_record>,
+                                   _ h: UnsafeMutablePointer<jr_arena_header>, takingUnseen: Bool) -> Int? {
         let n = Int(JR_MAX_PROCESSES)
         let start = Int(h.pointee.recycle_next) % n
         for k in 0..<n {
@@ -116,6 +123,10 @@ enum ProcessRegistry {
                 return i
             }
             guard r.pointee.state == UInt32(JR_PROC_EXITED), r.pointee.has_exit_code != 0, r.pointee.pid != getpid() else { continue }
+            if isUnseenFailure(r) {
+                guard takingUnseen else { continue }
+                h.pointee.recycled_unseen += 1
+            }
             h.pointee.recycled += 1
             h.pointee.recycled_got &+= r.pointee.items_got
             h.pointee.recycled_put &+= r.pointee.items_put
@@ -259,12 +270,20 @@ enum ProcessRegistry {
         var out: [String] = []
         for i in 0..<n where all[i].state != UInt32(JR_PROC_FREE) && all[i].pid != me {
             let r = all + i
-            guard jr_load_u32(&r.pointee.has_exit_code) != 0, jr_load_u32(&r.pointee.reported) == 0 else { continue }
-            let code = r.pointee.exit_code
-            if code == 0 || (code < 0 && jr_load_u32(&r.pointee.signalled) != 0) || diedWithParent(r) { continue }
-            out.append("\(name(of: r)) (pid \(r.pointee.pid)) \(describeExit(code))")
+            guard isUnseenFailure(r) else { continue }
+            out.append("\(name(of: r)) (pid \(r.pointee.pid)) \(describeExit(r.pointee.exit_code))")
         }
         return out
+    }
+
+    /// Unseen failures whose records were reused (their names are gone).
+    static var recycledUnseenFailures: Int { Int(header.pointee.recycled_unseen) }
+
+    /// Whether the reaped process of `r` failed and the script was never told.
+    private static func isUnseenFailure(_ r: UnsafeMutablePointer<jr_process_record>) -> Bool {
+        guard jr_load_u32(&r.pointee.has_exit_code) != 0, jr_load_u32(&r.pointee.reported) == 0 else { return false }
+        let code = r.pointee.exit_code
+        return !(code == 0 || (code < 0 && jr_load_u32(&r.pointee.signalled) != 0) || diedWithParent(r))
     }
 
     /// Whether `r` was killed by the SIGKILL a worker gets when the process
