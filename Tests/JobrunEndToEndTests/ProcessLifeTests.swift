@@ -22,6 +22,38 @@ private func runInFolder(_ code: String, files: [String: String] = [:], options:
 
 @Suite("A process's life: start, identity, reaping, exit")
 struct ProcessLifeTests {
+    /// A worker's uncaught error goes through its own io.stderr, forked or
+    /// `script` alike: into the file it pointed io.stderr at, or, once
+    /// io.stderr is no open file, on descriptor 2 (never lost, never
+    /// replaced by the error of writing it).
+    @Test func aWorkersUncaughtErrorGoesThroughItsIoStderr() {
+        let r = runScript("""
+            local log = os.tmpname()
+            local function run(p) p:start(); p:join(30); assert(p.exitcode == 1, tostring(p.exitcode)) end
+            run(jobrun.Process{name = "forked-file", target = function() io.stderr = assert(io.open(log, "a")); error("into the file") end})
+            run(jobrun.Process{name = "script-file", script = "w.lua", args = {log, "file"}})
+            run(jobrun.Process{name = "forked-closed", target = function() local c = io.tmpfile(); c:close(); io.stderr = c; error("on descriptor 2") end})
+            run(jobrun.Process{name = "script-closed", script = "w.lua", args = {log, "closed"}})
+            local f = assert(io.open(log)); local text = f:read("a"); f:close(); os.remove(log)
+            for _, who in ipairs{"forked-file", "script-file"} do
+              print(who, text:find("Process " .. who .. " (pid ", 1, true) ~= nil and text:find("into the file", 1, true) ~= nil)
+            end
+            print(text:find("descriptor 2", 1, true) == nil)
+            """, files: ["w.lua": """
+                local log, how = ...
+                if how == "file" then io.stderr = assert(io.open(log, "a")); error("into the file") end
+                io.stderr = nil; error("on descriptor 2")
+                """], timeout: 60)
+        #expect(!r.timedOut)
+        #expect(r.stdout == "forked-file\ttrue\nscript-file\ttrue\ntrue\n", "\(r.stdout)\n\(r.stderr)")
+        for who in ["forked-closed", "script-closed"] {
+            #expect(r.stderr.contains("Process \(who) (pid ") && r.stderr.range(of: "Process \(who) \\(pid \\d+\\): [^\n]*on descriptor 2", options: .regularExpression) != nil,
+                    "\(who): \(r.stderr)")
+        }
+        #expect(!r.stderr.contains("into the file"), "\(r.stderr)")
+        #expect(!r.stderr.contains("closed file"), "\(r.stderr)")
+    }
+
     /// Whatever raises between fork and the target call ends the child with
     /// status 1: it never returns into the parent's code.
     @Test func childStartupErrorEndsTheChild() {

@@ -52,16 +52,9 @@ local _test_stderr_flush = worker("_test_stderr_flush", function(testfn)
   local _ = 1 // zero -- MARKER
 end)
 
--- The assertions on what a worker wrote to the io.stderr it chose. A script
--- worker (--spawn) reports its uncaught error on descriptor 2, as lua5.4
--- does, not through io.stderr as a forked worker does.
-local function checkReport(fn)
-  if SPAWN then
-    xfail("a script worker reports its uncaught error on descriptor 2, not through io.stderr as a forked worker does (not in issue 12)", fn)
-  else
-    fn()
-  end
-end
+-- The assertions on what a worker wrote to the io.stderr it chose: forked
+-- and script (--spawn) workers alike report an uncaught error through it.
+local function checkReport(fn) fn() end
 
 case("test_stderr_flush", function()
   -- io.stderr is flushed at process shutdown (issue #13812): the child points

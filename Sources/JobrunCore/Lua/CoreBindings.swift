@@ -28,6 +28,7 @@ enum CoreBindings {
         Lua.setFunction(L, "recorded_exit", recordedExit)
         Lua.setFunction(L, "alive", alive)
         Lua.setFunction(L, "shm_in_use", shmInUse)
+        Lua.setFunction(L, "write_stderr", writeStderr)
         Lua.pushString(L, version); lua_setfield(L, -2, "version")
     }
 
@@ -204,6 +205,14 @@ enum CoreBindings {
         if lua_toboolean(L, 2) != 0 { Host.closeState(L) }   // L is gone after this
         if Runtime.isMain { code = Host.endOfRun(code) }
         jr_flush_and_exit(code)
+    }
+
+    /// core.write_stderr(text): a worker's report on descriptor 2, as its
+    /// lines would read through `io.stderr` (--prefix, the progress line).
+    static let writeStderr: jr_swift_fn = { L in
+        let text = Lua.string(L!, 1) ?? ""
+        writeAll(2, Progress.lineStart(fd: 2) + Host.prefixLines(text, name: Runtime.processName))
+        return 0
     }
 
     /// core.random_seed() -> two integers for math.randomseed, from the

@@ -164,8 +164,12 @@ public enum Host {
         for (k, i) in args.enumerated() { lua_pushvalue(L, i); lua_rawseti(L, -2, lua_Integer(k + 1)) }
         lua_setglobal(L, "arg")
         let pid = getpid()
-        let code = runFile(L, script: script, argumentIndices: args) { message in
+        let format = { (message: String) in
             Progress.lineStart(fd: 2) + prefixLines("Process \(name) (pid \(pid)): \(message)\n", name: name)
+        }
+        // An uncaught error is reported as a forked worker reports it.
+        let code = runFile(L, script: script, argumentIndices: args, format: format) { message in
+            if !writeThroughStderr(L, "Process \(name) (pid \(pid)): \(message)\n") { writeAll(2, format(message)) }
         }
         closeState(L)
         return code
@@ -266,11 +270,33 @@ public enum Host {
         }
     }
 
+    /// Writes `text` through the script's `io.stderr` (with its output hooks,
+    /// as a forked worker's report goes) while that is an open file handle;
+    /// false when it is not, or the write failed: the caller writes to
+    /// descriptor 2 then.
+    static func writeThroughStderr(_ L: LuaState, _ text: String) -> Bool {
+        let code = """
+            local text = ...
+            local io = package.loaded.io
+            local f = io and io.stderr
+            if io.type(f) ~= "file" then return false end
+            return f:write(text) ~= nil and f:flush() ~= nil
+            """
+        let top = lua_gettop(L)
+        defer { lua_settop(L, top) }
+        guard luaL_loadbufferx(L, code, code.utf8.count, "=jobrun", "t") == LUA_OK else { return false }
+        Lua.pushString(L, text)
+        guard jr_lua_pcall(L, 1, 1, 0) == LUA_OK else { return false }
+        return lua_toboolean(L, -1) != 0
+    }
+
     /// Runs the `-e` chunks, then loads and runs the script file (if any) with
     /// the given arguments; then ends the process's children as lua-api.md
-    /// says; returns the exit status.
+    /// says; returns the exit status. An error the script raised goes to
+    /// `report` when given, else to descriptor 2 as `format` makes it.
     static func runFile(_ L: LuaState, script: String?, chunks: [String] = [], arguments: [String] = [],
-                        argumentIndices: [Int32] = [], format: (String) -> String) -> Int32 {
+                        argumentIndices: [Int32] = [], format: (String) -> String,
+                        report: ((String) -> Void)? = nil) -> Int32 {
         jr_push_swift_function(L, tracebackHandler)
         let handler = lua_gettop(L)
         var code: Int32 = 0
@@ -298,7 +324,8 @@ public enum Host {
                 let nargs = Int32(arguments.count + argumentIndices.count)
                 if jr_lua_pcall(L, nargs, 0, handler) != LUA_OK {
                     fflush(stdout)
-                    writeAll(2, format(Lua.string(L, -1) ?? "(error object is not a string)"))
+                    let message = Lua.string(L, -1) ?? "(error object is not a string)"
+                    if let report { report(message) } else { writeAll(2, format(message)) }
                     jr_lua_pop(L, 1)
                     code = 1
                 }

@@ -168,6 +168,17 @@ end
 
 local randomseed = math.randomseed
 
+--- A worker's uncaught error: through its io.stderr while that is an open
+--- file (a worker may point it at a file), else on descriptor 2. A script
+--- worker's goes the same way (Host.writeThroughStderr).
+local stdio = io
+local function report_error(text)
+  pcall(function() stdio.stdout:flush() end)
+  local f = stdio.stderr
+  if stdio.type(f) == "file" and pcall(function() assert(f:write(text)); assert(f:flush()) end) then return end
+  core.write_stderr(text)
+end
+
 --- A forked child's life, run by core.fork under lua_pcall: it returns the
 --- exit code and never returns into the code that called start().
 local function child_main(p)
@@ -184,8 +195,7 @@ local function child_main(p)
   local ok, err = xpcall(run_target, traceback_handler, s)
   local code = 0
   if not ok then
-    io.stdout:flush()
-    io.stderr:write(("Process %s (pid %d): %s\n"):format(s.name, s.pid, err))
+    report_error(("Process %s (pid %d): %s\n"):format(s.name, s.pid, err))
     code = 1
   end
   jobrun._shutdown(not ok)
