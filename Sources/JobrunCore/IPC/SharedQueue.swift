@@ -262,7 +262,7 @@ struct SharedQueue {
     }
 
     /// Writes the kept copy of an item into `node` and links it last on `e`'s list. Lock held.
-    private func link(_ node: UInt64, bytes: UnsafeRawBufferPointer, to e: UnsafeMutablePointer<jr_taker>) {
+    private func link(_ node: UInt64, bytes: UnsafeRawBufferPointer, to e: UnsafeMutablePointer<jr_taker>) {   // model: link
         let h = Arena.pointer(node).assumingMemoryBound(to: jr_held.self)
         h.pointee.next = 0
         h.pointee.queue = offset
@@ -284,17 +284,17 @@ struct SharedQueue {
     /// owner can have one naming this queue, since intents live within the
     /// lock (a large put's block excepted: see `abandonPut`). Finish or undo
     /// it, then recount the items between head and tail.
-    private func repair() {
+    private func repair() {   // model: repair
         let all = ProcessRegistry.slots()
         let n = Int(jr_load_u32(&Arena.header.pointee.process_slots))
         let me = offset
         for i in 0..<n where jr_load_u32(&all[i].grow_stage) != 0 && all[i].grow_queue == me { finishGrow(all + i) }
-        for i in 0..<n where jr_load_u32(&all[i].put_stage) != 0 && all[i].put_queue == me { finishPut(all + i) }
-        for i in 0..<n where jr_load_u32(&all[i].get_stage) != 0 && all[i].get_queue == me { finishGet(all + i) }
-        for i in 0..<n where jr_load_u32(&all[i].done_stage) != 0 && all[i].done_queue == me { finishTaskDone(all + i) }
+        for i in 0..<n where jr_load_u32(&all[i].put_stage) != 0 && all[i].put_queue == me { finishPut(all + i) }   // model: finishPut
+        for i in 0..<n where jr_load_u32(&all[i].get_stage) != 0 && all[i].get_queue == me { finishGet(all + i) }   // model: finishGet
+        for i in 0..<n where jr_load_u32(&all[i].done_stage) != 0 && all[i].done_queue == me { finishTaskDone(all + i) }   // model: finishTaskDone
         var count: UInt64 = 0
         forEachRecord { _, _ in count += 1 }
-        jr_store_u64(&q.pointee.count, count)
+        jr_store_u64(&q.pointee.count, count)   // model: R4
     }
 
     /// Growth: published (the queue names the new block) means roll forward
@@ -340,7 +340,7 @@ struct SharedQueue {
     /// if not, it is still in the queue and the kept copy's block is freed.
     /// Nothing has touched the queue since the death: the bytes are intact.
     private func finishGet(_ r: UnsafeMutablePointer<jr_process_record>) {
-        let left = jr_load_u64(&q.pointee.head) >= r.pointee.get_item_end
+        let left = jr_load_u64(&q.pointee.head) >= r.pointee.get_item_end   // model: R1
         let node = r.pointee.get_held_block
         let cap = q.pointee.ring_cap
         let rec = Arena.pointer(q.pointee.ring_off) + Int(r.pointee.get_item_head & (cap - 1))
@@ -350,7 +350,7 @@ struct SharedQueue {
             if isJoinable, let i = entryIndex(slot: SharedQueue.slotNumber(r)) {
                 let e = takers! + i
                 if e.pointee.count == r.pointee.get_taken { countTaken(e) }
-                if node != 0 && e.pointee.held_tail == r.pointee.get_held_tail {
+                if node != 0 && e.pointee.held_tail == r.pointee.get_held_tail {   // model: R2
                     let bytes = external.map { UnsafeRawBufferPointer(start: Arena.pointer($0[0]), count: Int($0[1])) }
                         ?? UnsafeRawBufferPointer(start: rec + 8, count: Int(header.pointee.length))
                     link(node, bytes: bytes, to: e)
@@ -395,7 +395,7 @@ struct SharedQueue {
     /// The monitor, after `r`'s process died: its kept copies go back to the
     /// front of the queue to be delivered again (their tasks are no longer
     /// its); the items it took and kept no copy of will never be marked done.
-    func processDied(_ r: UnsafeMutablePointer<jr_process_record>, name: String) {
+    func processDied(_ r: UnsafeMutablePointer<jr_process_record>, name: String) {   // model: M2-M4
         // Only the process itself makes its entry, so a look without the
         // lock tells whether there is one: a queue it never took from is
         // not locked at all.
@@ -545,7 +545,7 @@ struct SharedQueue {
             me.pointee.put_queue = offset
             me.pointee.put_tail = tail
             me.pointee.put_unfinished = q.pointee.unfinished
-            jr_store_u32(&me.pointee.put_stage, 1)
+            jr_store_u32(&me.pointee.put_stage, 1)   // model: P3
         }
         let ring = Arena.pointer(q.pointee.ring_off)
         let cap = q.pointee.ring_cap
@@ -571,13 +571,13 @@ struct SharedQueue {
             r.pointee.length = UInt32(count)
             fill(ring + Int(pos) + 8)
         }
-        if joinable { jr_store_u64(&q.pointee.unfinished, q.pointee.unfinished + 1) }
-        jr_store_u64(&q.pointee.tail, newTail + need)      // committed
+        if joinable { jr_store_u64(&q.pointee.unfinished, q.pointee.unfinished + 1) }   // model: P5
+        jr_store_u64(&q.pointee.tail, newTail + need)      // committed   // model: P6
         let depth = q.pointee.count + 1
         jr_store_u64(&q.pointee.count, depth)
         if let me, joinable || external != 0 {
             if external != 0 { jr_store_u64(&me.pointee.put_block, 0) }
-            jr_store_u32(&me.pointee.put_stage, 0)
+            jr_store_u32(&me.pointee.put_stage, 0)   // model: P8
         }
         q.pointee.total_put += 1
         q.pointee.total_bytes &+= UInt64(count)
@@ -641,9 +641,9 @@ struct SharedQueue {
                 // The intent names the block as soon as it exists; the item
                 // has not left (get_item_end unreachable), so a repair frees it.
                 r.pointee.get_queue = offset
-                r.pointee.get_item_end = UInt64.max
+                r.pointee.get_item_end = UInt64.max   // model: G1
                 jr_store_u32(&r.pointee.get_stage, 1)
-                if (try? Arena.allocate(need, recordingIn: &r.pointee.get_held_block)) != nil {
+                if (try? Arena.allocate(need, recordingIn: &r.pointee.get_held_block)) != nil {   // model: G1, alloc
                     TestHooks.killPoint("get-held-allocated")
                     return take(entry: e, scratch: &scratch, waitedSince: waitedSince, consume: consume)
                 }
@@ -707,7 +707,7 @@ struct SharedQueue {
             me.pointee.get_item_head = q.pointee.head
             me.pointee.get_item_end = q.pointee.head + 8 + SharedQueue.padded(length)
             me.pointee.get_taken = e?.pointee.count ?? 0
-            me.pointee.get_held_tail = e?.pointee.held_tail ?? 0
+            me.pointee.get_held_tail = e?.pointee.held_tail ?? 0   // model: G2
             if entry == nil { me.pointee.get_held_block = 0 }
             jr_store_u32(&me.pointee.get_stage, 1)
         }
@@ -721,25 +721,25 @@ struct SharedQueue {
             scratch.reserve(length)
             if length > 0 { memcpy(scratch.base, ring + Int(pos) + 8, length) }
         }
-        jr_store_u64(&q.pointee.head, q.pointee.head + 8 + SharedQueue.padded(length))   // the item left
+        jr_store_u64(&q.pointee.head, q.pointee.head + 8 + SharedQueue.padded(length))   // the item left   // model: G4
         jr_store_u64(&q.pointee.count, q.pointee.count - 1)
         q.pointee.total_got += 1
         if let me {
             if external != 0 { jr_store_u64(&me.pointee.get_block, external) }
-            jr_store_u32(&me.pointee.get_stage, 2)
+            jr_store_u32(&me.pointee.get_stage, 2)   // model: G6
             if let e {
-                countTaken(e)
+                countTaken(e)   // model: G7
                 let node = me.pointee.get_held_block
                 if node != 0 {
                     let bytes = external != 0
                         ? UnsafeRawBufferPointer(start: Arena.pointer(external), count: externalLength)
                         : UnsafeRawBufferPointer(start: scratch.base, count: length)
-                    link(node, bytes: bytes, to: e)
+                    link(node, bytes: bytes, to: e)   // model: G8
                 }
                 TestHooks.killPoint("get-taken")
             }
-            me.pointee.get_held_block = 0
-            jr_store_u32(&me.pointee.get_stage, 0)
+            me.pointee.get_held_block = 0            // model: G9
+            jr_store_u32(&me.pointee.get_stage, 0)   // model: G10
         }
         let wake = q.pointee.put_waiters > 0
         if wake { q.pointee.space_seq &+= 1 }
@@ -830,22 +830,22 @@ struct SharedQueue {
             me.pointee.done_entry = entry.map { UInt64($0 + 1) } ?? 0
             me.pointee.done_node = node
             me.pointee.done_count = e?.pointee.count ?? 0
-            me.pointee.done_unfinished = q.pointee.unfinished
+            me.pointee.done_unfinished = q.pointee.unfinished   // model: T1
             jr_store_u32(&me.pointee.done_stage, 1)
         }
         TestHooks.killPoint("task-done-noted")
         if let e {
             if node != 0 {
-                e.pointee.held_head = Arena.pointer(node).assumingMemoryBound(to: jr_held.self).pointee.next
-                if e.pointee.held_tail == node { e.pointee.held_tail = 0 }
+                e.pointee.held_head = Arena.pointer(node).assumingMemoryBound(to: jr_held.self).pointee.next   // model: T2
+                if e.pointee.held_tail == node { e.pointee.held_tail = 0 }   // model: T3
             }
-            e.pointee.count -= 1
+            e.pointee.count -= 1   // model: T4
         }
         TestHooks.killPoint("task-done-counted")
         let left = q.pointee.unfinished - 1
-        jr_store_u64(&q.pointee.unfinished, left)
+        jr_store_u64(&q.pointee.unfinished, left)   // model: T5
         if node != 0 {
-            if let me { Arena.free(node, clearing: &me.pointee.done_stage) } else { Arena.free(node) }
+            if let me { Arena.free(node, clearing: &me.pointee.done_stage) } else { Arena.free(node) }   // model: T6, T7
         } else if let me {
             jr_store_u32(&me.pointee.done_stage, 0)
         }
@@ -869,7 +869,7 @@ struct SharedQueue {
     func join(deadline: Deadline) -> JoinResult {
         lock()
         defer { unlock() }
-        while jr_load_u64(&q.pointee.unfinished) > q.pointee.failed_tasks {
+        while jr_load_u64(&q.pointee.unfinished) > q.pointee.failed_tasks {   // model: J1
             if deadline.expired { return .timedOut }
             let verdict = waitLocked(&q.pointee.done_seq, waiters: &q.pointee.join_waiters, deadline: deadline, kind: JR_WAIT_JOIN)
             if let f = verdict, jr_load_u64(&q.pointee.unfinished) > q.pointee.failed_tasks {

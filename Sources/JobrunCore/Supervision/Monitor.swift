@@ -342,8 +342,8 @@ enum Monitor {
             let name = ProcessRegistry.name(of: r)
             // Intents it left, each settled by the queue it names; then its
             // share of the items of every JoinableQueue.
-            finishTaskDone(r)
-            if jr_load_u32(&r.pointee.get_stage) != 0 { SharedQueue(offset: r.pointee.get_queue).settle() }
+            finishTaskDone(r)   // model: M1
+            if jr_load_u32(&r.pointee.get_stage) != 0 { SharedQueue(offset: r.pointee.get_queue).settle() }   // model: M1
             if jr_load_u32(&r.pointee.grow_stage) != 0 { SharedQueue(offset: r.pointee.grow_queue).settle() }
             if jr_load_u32(&r.pointee.put_stage) != 0 || jr_load_u64(&r.pointee.put_block) != 0 {
                 SharedQueue(offset: r.pointee.put_queue).abandonPut(r)
@@ -351,8 +351,8 @@ enum Monitor {
             let block = jr_load_u64(&r.pointee.get_block)
             if block != 0 { Arena.free(block, clearingOffset: &r.pointee.get_block) }
             Arena.forgetWaiter(r)
-            redeliver(r, name: name)
-            jr_store_u32(&r.pointee.state, UInt32(JR_PROC_EXITED))
+            redeliver(r, name: name)   // model: M2-M4
+            jr_store_u32(&r.pointee.state, UInt32(JR_PROC_EXITED))   // model: M5
         }
 
         /// A process died inside task_done, under the queue's lock: taking
