@@ -837,6 +837,7 @@ struct SharedQueue {
         if let e {
             if node != 0 {
                 e.pointee.held_head = Arena.pointer(node).assumingMemoryBound(to: jr_held.self).pointee.next   // model: T2
+                TestHooks.killPoint("task-done-unlinked")
                 if e.pointee.held_tail == node { e.pointee.held_tail = 0 }   // model: T3
             }
             e.pointee.count -= 1   // model: T4
