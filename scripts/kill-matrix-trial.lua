@@ -21,7 +21,7 @@
 --   - a producer SIGKILLed: the items it put are each processed once, the
 --     ones it had not put yet are missing, nothing in between;
 --   - a SIGSTOP (any process) or a SIGKILL of the monitor: every item is
---     processed exactly once (the run goes on without the monitor today);
+--     processed exactly once (the main process starts another monitor);
 --   - no consumer other than the victim ends (task_done refused, error).
 local redeliver = arg[1] == "1"
 local seed = tonumber(arg[2]) or os.time()

@@ -10,8 +10,8 @@ What each trial must show (kill-matrix-trial.lua checks the items):
   - never a Deadlock verdict (every process is alive or was killed on purpose);
   - consumer, producer, or any SIGSTOP: the trial's verdict is PASS (no item
     lost or processed twice beyond what the death explains, exact counts);
-  - the monitor SIGKILLed: the run still ends, today with every item
-    processed exactly once (nothing supervises it any more, nothing needs to);
+  - the monitor SIGKILLed: the main process starts another, and every item
+    is processed exactly once;
   - the main process SIGKILLed: the run ends: within a few seconds no process
     of the run is left (the monitor kills the workers; each worker also dies
     with its parent), and none is left as a zombie of the run;
