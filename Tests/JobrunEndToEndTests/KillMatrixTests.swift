@@ -10,7 +10,7 @@ struct KillMatrixTests {
     /// One trial of each case: consumer, producer, main process or monitor;
     /// SIGKILL or SIGSTOP then SIGCONT; with and without redelivery.
     @Test func everyCaseOnce() {
-        let r = runJobrun(["python3", "scripts/kill-matrix.py", "--bin", jobrunBinary, "--trials", "16", "--items", "2000",
+        let r = runJobrun(["python3", "scripts/kill-matrix.py", "--bin", jobrunBinary, "--trials", "16", "--items", "6000",
                            "--timeout", "60"], timeout: 200, executable: "/usr/bin/env")
         #expect(!r.timedOut)
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
