@@ -6,11 +6,11 @@
  * and dies, and the monitor puts its copies back (processDied).
  * Checked: A's list never names a freed block; once B's intent is written
  * n1 is not delivered again and n2 is, else both are; nothing is failed.
- * Today a death between taskDone's `held_head = next` and its
- * `held_tail = 0` leaves the tail on the freed n1: the repair fixes the tail
- * only when the head still names the node. Then A's next link writes into
- * the freed block and n2 is on no list: A's death fails its task
- * (WorkerDied) instead of delivering it again. The first assertion fails.
+ * A death between taskDone's `held_head = next` and its `held_tail = 0`
+ * leaves the tail on n1 with the head moved on: the repair checks the tail
+ * apart from the head. (It once fixed the tail only while the head still
+ * named the node; then A's next link wrote into the freed n1, n2 was on no
+ * list, and A's death failed its task instead of delivering it again.)
  *   spin -a task_done_tail.pml && cc -o pan pan.c && ./pan -a */
 bool allocated[3];
 byte next[3];
@@ -60,12 +60,11 @@ proctype monitor() {
     if
     :: done_stage != 0 ->
         if
-        :: held_head == done_node ->
-            held_head = next[done_node];
-            if
-            :: held_tail == done_node -> held_tail = 0
-            :: else -> skip
-            fi
+        :: held_head == done_node -> held_head = next[done_node]
+        :: else -> skip
+        fi;
+        if
+        :: held_tail == done_node -> held_tail = 0
         :: else -> skip
         fi;
         if

@@ -372,10 +372,13 @@ struct SharedQueue {
         let node = r.pointee.done_node
         if r.pointee.done_entry != 0, let t = takers {
             let e = t + Int(r.pointee.done_entry - 1)
+            // Head and tail are checked apart: the death may fall between
+            // taskDone's two stores (T2, T3), with the head moved on and the
+            // tail still on the node, which is then the list's only one.
             if node != 0 && e.pointee.held_head == node {
                 e.pointee.held_head = Arena.pointer(node).assumingMemoryBound(to: jr_held.self).pointee.next
-                if e.pointee.held_tail == node { e.pointee.held_tail = 0 }
             }
+            if node != 0 && e.pointee.held_tail == node { e.pointee.held_tail = 0 }
             if e.pointee.count == r.pointee.done_count { e.pointee.count -= 1 }
         }
         if q.pointee.unfinished == r.pointee.done_unfinished { q.pointee.unfinished -= 1 }
