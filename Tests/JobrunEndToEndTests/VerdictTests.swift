@@ -320,7 +320,8 @@ struct UnseenFailureTests {
         #expect(r.stdout == "main ends\n")
         let last = r.stderr.split(separator: "\n").last.map(String.init) ?? ""
         #expect(last.hasPrefix("jobrun: 4100 workers failed unseen: "), "\(last.prefix(300))")
-        #expect(last.hasSuffix(", and 5 more (their records reused by later processes)"), "\(last.suffix(300))")
+        #expect(last.hasSuffix(", and 4090 more"), "\(last.suffix(300))")
+        #expect(last.count < 1000, "one short line names the first ten: \(last.prefix(300))")
     }
 
     @Test func aFailureHiddenFromTheScriptTurnsOsExitZeroIntoOne() {

@@ -42,6 +42,9 @@ public enum Host {
     /// wipe the status line, report --stats. Returns the exit status (1 when
     /// the --stats-json file could not be written, or a worker failed without
     /// the script being told, and the run had succeeded).
+    /// How many unseen failures the end-of-run line names (the rest are counted).
+    static let unseenNamed = 10
+
     static func endOfRun(_ code: Int32) -> Int32 {
         guard Runtime.isMain, !ended else { return code }
         ended = true
@@ -57,14 +60,19 @@ public enum Host {
         }
         // Errors never pass silently unless the script saw them: workers that
         // failed on their own, and that the script was never told about.
-        var unseen = ProcessRegistry.unseenFailures()
+        let unseen = ProcessRegistry.unseenFailures()
         let reused = ProcessRegistry.recycledUnseenFailures   // their records were reused: counted, not named
         if !unseen.isEmpty || reused > 0 {
             let n = unseen.count + reused
-            if reused > 0 {
-                unseen.append(unseen.isEmpty ? "\(reused) whose records later processes reused" : "and \(reused) more (their records reused by later processes)")
+            // One line, whatever the count: the first few are named.
+            var named = Array(unseen.prefix(Host.unseenNamed))
+            let more = n - named.count
+            if named.isEmpty {
+                named.append("\(reused) whose records later processes reused")
+            } else if more > 0 {
+                named.append("and \(more) more")
             }
-            writeAll(2, "jobrun: \(n) worker\(n == 1 ? "" : "s") failed unseen: \(unseen.joined(separator: ", "))\n")
+            writeAll(2, "jobrun: \(n) worker\(n == 1 ? "" : "s") failed unseen: \(named.joined(separator: ", "))\n")
             if status == 0 { status = 1 }
         }
         Monitor.stop()
