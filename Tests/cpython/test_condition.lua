@@ -36,7 +36,6 @@ end
 local SETTLE = 1.5
 
 case("test_notify", function()
-  xfail("notify(n) wakes more than n waiters: issue 12")
   local cond = jobrun.Condition()
   local sleeping = jobrun.Semaphore(0)
   local woken = jobrun.Semaphore(0)
@@ -112,7 +111,6 @@ case("test_notify_all", function()
 end)
 
 case("test_notify_n", function()
-  xfail("notify(n) wakes more than n waiters: issue 12")
   local cond = jobrun.Condition()
   local sleeping = jobrun.Semaphore(0)
   local woken = jobrun.Semaphore(0)

@@ -125,11 +125,17 @@ struct SharedSync {
         return depth
     }
 
-    /// Re-acquires after Condition.wait, restoring the depth.
-    func reacquire(depth: UInt32, reentrant: Bool) {
-        // Re-acquiring cannot be given up on: Condition.wait returns with the lock held.
-        while case .failed = acquire(block: true, deadline: Deadline(timeout: 0.1), reentrant: reentrant) {}
+    /// Re-acquires after Condition.wait, restoring the depth. Waits as long
+    /// as it takes (Condition.wait returns with the lock held, whatever its
+    /// timeout); returns the monitor's verdict instead only when the process
+    /// holding the lock can never release it.
+    func reacquire(depth: UInt32, reentrant: Bool) -> String? {
+        switch acquire(block: true, deadline: Deadline(timeout: nil), reentrant: reentrant) {
+        case .failed(let f): return f
+        case .acquired, .ownerDied, .timedOut: break
+        }
         if reentrant && depth > 1 { lock(); s.pointee.depth = depth; unlock() }
+        return nil
     }
 
     // MARK: Semaphore
@@ -222,30 +228,53 @@ struct SharedSync {
     }
 
     // MARK: Condition (on its own seq; the lock is the linked jr_sync)
+    //
+    // As CPython's threading.Condition, notify(n) chooses at most n of the
+    // processes waiting at that moment. Counted under the condition's own
+    // mutex: `value` waiters not chosen yet, `bound` chosen ones that have
+    // not left yet, `generation` bumped by each notify that chose some. A
+    // waiter may leave with a choice only if it entered before the notify
+    // that made it (its generation is older), so a process that starts
+    // waiting after a notify cannot take the place of one it chose.
 
-    /// The sequence number a waiter sleeps on; read before releasing the lock
-    /// so a notify in between is not lost.
-    var conditionSeq: UInt32 { lock(); defer { unlock() }; return s.pointee.seq }
-
-    /// Sleeps until notified (seq moves past `seq`) or the deadline; true if notified.
-    func conditionSleep(from seq: UInt32, deadline: Deadline) -> Waited {
+    /// Counts the caller as waiting, before it lets go of the lock (so a
+    /// notify made as soon as it does counts it); returns its generation.
+    func conditionEnter() -> UInt64 {
         lock()
         defer { unlock() }
-        // The monitor's verdict moves `seq` too: it comes first (the waiter
-        // was judged on a sleep no notify had ended).
-        while s.pointee.seq == seq {
-            if deadline.expired { return .timedOut }
-            if let f = sleepLocked(deadline, kind: JR_WAIT_CONDITION) { return .failed(f) }
-        }
-        return .ok
+        s.pointee.value += 1
+        return s.pointee.generation
     }
 
-    func notify(_ n: Int32) {
+    /// Sleeps until a notify chose a waiter of the caller's generation (or
+    /// an older one's place is free) or the deadline; the caller then leaves.
+    func conditionSleep(entered generation: UInt64, deadline: Deadline) -> Waited {
         lock()
+        defer { unlock() }
+        var verdict: String?
+        while true {
+            if s.pointee.bound > 0 && s.pointee.generation > generation {
+                s.pointee.bound -= 1
+                return .ok
+            }
+            if let f = verdict { s.pointee.value -= 1; return .failed(f) }
+            if deadline.expired { s.pointee.value -= 1; return .timedOut }
+            verdict = sleepLocked(deadline, kind: JR_WAIT_CONDITION)
+        }
+    }
+
+    /// Chooses up to `n` of the waiters; the others go on waiting.
+    func notify(_ n: Int64) {
+        lock()
+        let k = min(n, s.pointee.value)
+        guard k > 0 else { unlock(); return }
+        s.pointee.value -= k
+        s.pointee.bound += k
+        s.pointee.generation += 1
         s.pointee.seq &+= 1
-        let wake = s.pointee.waiters > 0
         unlock()
-        if wake { self.wake(n) }
+        // Every sleeper looks: the futex cannot pick the ones of the right generation.
+        wake()
     }
 }
 

@@ -248,10 +248,12 @@ enum SyncBindings {
         if !lock.ownerIsMe {
             return Lua.raise(L, .ValueError, "\(label(c)).wait: the condition's lock must be held (acquire it first)")
         }
-        let seq = c.conditionSeq
+        let generation = c.conditionEnter()
         let depth = lock.releaseAll()
-        let outcome = c.conditionSleep(from: seq, deadline: Deadline(timeout: timeout))
-        lock.reacquire(depth: depth, reentrant: lock.type == JR_OBJ_RLOCK)
+        let outcome = c.conditionSleep(entered: generation, deadline: Deadline(timeout: timeout))
+        if let f = lock.reacquire(depth: depth, reentrant: lock.type == JR_OBJ_RLOCK) {
+            return ProcessRegistry.raiseFailure(L, "\(label(c)).wait (taking its lock back): \(f)")
+        }
         return finish(L, c, "wait", outcome)
     }
 
@@ -265,7 +267,7 @@ enum SyncBindings {
         if !linkedLock(c).ownerIsMe {
             return Lua.raise(L, .ValueError, "\(label(c)).\(all ? "notify_all" : "notify"): the condition's lock must be held")
         }
-        if n > 0 { c.notify(all ? Int32.max : Int32(clamping: n)) }
+        if n > 0 { c.notify(all ? Int64.max : n) }
         return 0
     }
     static let conditionNotify: jr_swift_fn = { L in notify(L!, all: false) }
