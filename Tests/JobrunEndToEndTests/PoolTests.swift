@@ -366,7 +366,7 @@ struct PoolTests {
             try(pool.map, pool, function() return co end, {1})
             try(pool.map, pool, tostring, {1, 2, co})   -- (items 1 and 2 were queued and run)
             local a = pool:apply_async(tostring)
-            try(a.get, a, -1)
+            try(a.get, a, 0/0)
             local ok, e = pcall(pool.map, pool, function() return coroutine.create(print) end, {1})
             print(e.kind, e.message)
             ok, e = pcall(pool.apply, pool, function() return 1, coroutine.create(print) end)
@@ -392,7 +392,7 @@ struct PoolTests {
             TypeError\tPool.apply_async: fn must be a function, got nil
             TypeError\tPool.map: cannot send the task to the workers: fn (upvalue co): cannot send a coroutine
             TypeError\tPool.map: cannot send the task to the workers: list[3]: cannot send a coroutine
-            ValueError\tAsyncResult.get: timeout must be a non-negative number, got -1
+            ValueError\tAsyncResult.get: timeout must be a number of seconds, got nan
             TypeError\tPool.map: cannot send the result for list[1] back: result: cannot send a coroutine
             TypeError\tcannot send the result back: result[2]: cannot send a coroutine
             main.lua:28

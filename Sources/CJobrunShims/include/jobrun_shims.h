@@ -431,6 +431,7 @@ typedef struct jr_sync {
     uint32_t reserved;
     uint64_t link;          // Condition: offset of its Lock or RLock
     uint64_t owner_start;   // the holder's record start_ns: `owner` alone may be a reused pid
+    char label[48];         // the `name` option, or empty
 } jr_sync;
 
 /// A shared number (`jobrun.Value`): an integer or a float, under `lock`.

@@ -43,6 +43,10 @@ func saturatingNanos(_ seconds: Double) -> Int64 {
 /// A deadline for a blocking call: nil means wait forever.
 struct Deadline {
     let at: Int64?
+    /// Longest timeout a binding keeps as a deadline (~126 years): a longer
+    /// one (1e300, math.huge) is read as none (Lua.optTimeout), so its wait
+    /// is untimed like any other, and seen by the deadlock check.
+    static let longest: Double = 4e9
     /// `seconds` of any size: one past what the clock can count (~292 years
     /// from boot) waits until the end of the clock, that is forever; NaN and
     /// negative values have passed already (the bindings refuse them first).
@@ -88,3 +92,6 @@ func copyCString<T>(_ text: String, into field: inout T) {
 func cString<T>(_ field: inout T) -> String {
     withUnsafeBytes(of: &field) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
 }
+
+/// How an object's label shows its `name`: ` "results"`, or nothing.
+func quotedName(_ name: String) -> String { name.isEmpty ? "" : " \"\(name)\"" }

@@ -29,6 +29,7 @@ enum CoreBindings {
         Lua.setFunction(L, "alive", alive)
         Lua.setFunction(L, "shm_in_use", shmInUse)
         Lua.setFunction(L, "write_stderr", writeStderr)
+        Lua.setFunction(L, "timeout", timeout)
         Lua.pushString(L, version); lua_setfield(L, -2, "version")
     }
 
@@ -267,10 +268,25 @@ enum CoreBindings {
         return 1
     }
 
+    /// core.timeout(value, fname) -> seconds (>= 0) or nil, or false, kind,
+    /// message for the prelude to raise at its caller's line: Lua.optTimeout,
+    /// so every timeout is read the same way.
+    static let timeout: jr_swift_fn = { L in
+        let L = L!
+        let fn = Lua.string(L, 2) ?? "timeout"
+        do {
+            if let t = try Lua.optTimeout(L, 1, fn) { lua_pushnumber(L, t) } else { lua_pushnil(L) }
+            return 1
+        } catch let e as Lua.ArgError {
+            lua_pushboolean(L, 0); Lua.pushString(L, e.kind.rawValue); Lua.pushString(L, e.message)
+            return 3
+        } catch { return Lua.raise(L, error) }
+    }
+
     static let sleep: jr_swift_fn = { L in
         let L = L!
         let seconds: Double?
-        do { seconds = try Lua.optTimeout(L, 1, "sleep", "seconds") } catch {
+        do { seconds = try Lua.optTimeout(L, 1, "sleep", "seconds", negativeIsZero: false) } catch {
             return Lua.raise(L, error)
         }
         if seconds == nil && jr_lua_isnoneornil(L, 1) != 0 {

@@ -77,6 +77,13 @@ enum Lua {
         return raise(L, .ValueError, "\(error)")
     }
 
+    /// Raises an argument error of a method of `object` (its label), which
+    /// the message then names: `Queue#3 "results".get: timeout must be ...`.
+    static func raise(_ L: LuaState, _ error: Error, object: String) -> Int32 {
+        if let e = error as? ArgError { return raise(L, e.kind, "\(object).\(e.message)") }
+        return raise(L, error)
+    }
+
     static func argTypeMessage(_ L: LuaState, _ index: Int32, _ fn: String, _ arg: String, _ expected: String) -> String {
         "\(fn): \(arg) must be \(expected), got \(typeName(L, index))"
     }
@@ -90,16 +97,36 @@ enum Lua {
         }
     }
 
-    /// Optional non-negative number of seconds.
-    static func optTimeout(_ L: LuaState, _ index: Int32, _ fn: String, _ arg: String = "timeout") throws -> Double? {
+    /// The one reading of a timeout, for every binding and (through
+    /// `core.timeout`) the prelude: nil/none -> nil (no deadline); a number of
+    /// seconds, any size (math.huge -> nil); negative means 0, as in Python.
+    /// `negativeIsZero: false` (sleep's seconds) rejects a negative instead.
+    static func optTimeout(_ L: LuaState, _ index: Int32, _ fn: String, _ arg: String = "timeout",
+                           negativeIsZero: Bool = true) throws -> Double? {
         switch lua_type(L, index) {
         case LUA_TNONE, LUA_TNIL: return nil
         case LUA_TNUMBER:
             let v = jr_lua_tonumberx(L, index, nil)
-            if v.isNaN || v < 0 { throw ArgError.value("\(fn): \(arg) must be a non-negative number, got \(Lua.numberText(v))") }
-            return v.isInfinite ? nil : v
+            if v.isNaN || (v < 0 && !negativeIsZero) {
+                throw ArgError.value("\(fn): \(arg) must be a \(negativeIsZero ? "number of seconds" : "non-negative number"), got \(Lua.numberText(v))")
+            }
+            if v >= Deadline.longest { return nil }   // math.huge, 1e300: no deadline
+            return max(0, v)
         default: throw ArgError.bad(argTypeMessage(L, index, fn, arg, "a number"))
         }
+    }
+
+    /// The `name` field of the options table at `table`: a non-empty string
+    /// of at most 47 bytes (it is kept in shared memory), or "" when absent.
+    static func optName(_ L: LuaState, _ table: Int32, _ fn: String) throws -> String {
+        lua_getfield(L, table, "name")
+        defer { jr_lua_pop(L, 1) }
+        if jr_lua_isnoneornil(L, -1) != 0 { return "" }
+        guard lua_type(L, -1) == LUA_TSTRING, let n = Lua.string(L, -1), !n.isEmpty, n.utf8.count < 48 else {
+            let got = lua_type(L, -1) == LUA_TSTRING ? "a string of \(Lua.string(L, -1)?.utf8.count ?? 0) bytes" : typeName(L, -1)
+            throw ArgError.bad("\(fn): name must be a non-empty string of at most 47 bytes, got \(got)")
+        }
+        return n
     }
 
     static func optInteger(_ L: LuaState, _ index: Int32, _ def: Int64?, _ fn: String, _ arg: String) throws -> Int64? {

@@ -169,9 +169,9 @@ local function capture(e)
 end
 
 --- The codec's message about an unsendable value, with the path made to name
---- the result: "Queue#3.put: item[2]: cannot ..." -> "result[2]: cannot ...".
+--- the result: 'Queue#3 "name".put: item[2]: cannot ...' -> "result[2]: cannot ...".
 local function result_send_error(e, what)
-  local m = describe(e):gsub("^jobrun%.TypeError: ", ""):gsub("^Queue#%d+%.put: ", "")
+  local m = describe(e):gsub("^jobrun%.TypeError: ", ""):gsub('^Queue#%d+ "[^"]*"%.put: ', ""):gsub("^Queue#%d+%.put: ", "")
   return (m:gsub("^item", what))
 end
 
@@ -783,15 +783,9 @@ local function async_self(r, fname)
 end
 
 local function check_timeout(timeout, fname)
-  if timeout == nil then return nil end
-  if type(timeout) ~= "number" then
-    raise("TypeError", ("AsyncResult.%s: timeout must be a number, got %s"):format(fname, type(timeout)), 3)
-  end
-  if timeout ~= timeout or timeout < 0 then
-    raise("ValueError", ("AsyncResult.%s: timeout must be a non-negative number, got %s"):format(fname, tostring(timeout)), 3)
-  end
-  if timeout == math.huge then return nil end
-  return now() + timeout
+  local t, kind, message = core.timeout(timeout, "AsyncResult." .. fname)
+  if t == false then raise(kind, message, 3) end
+  return t and now() + t
 end
 
 function AsyncResult.ready(r)
@@ -817,7 +811,7 @@ function AsyncResult.get(r, timeout)
   local s, job = async_self(r, "get")
   local deadline = check_timeout(timeout, "get")
   if not wait_until(s, function() return map_done(job) end, deadline) then
-    raise("Timeout", ("AsyncResult.get: no result after %g s"):format(timeout), 2)
+    raise("Timeout", ("AsyncResult.get: no result after %g s"):format(math.max(timeout, 0)), 2)
   end
   if job.failed then throw(job.errors[job.failed], here(1)) end
   if r._kind == "apply" then

@@ -19,6 +19,14 @@ for _, kind in ipairs{"Empty", "Full", "Closed", "Timeout", "ValueError", "TypeE
 end
 
 local raise = core.raise
+
+--- A timeout argument as every binding reads it (core.timeout): seconds or nil;
+--- a bad one raised at the line `level` levels up from the caller.
+local function timeout_arg(t, fname, level)
+  local v, kind, message = core.timeout(t, fname)
+  if v == false then raise(kind, message, level + 1) end
+  return v
+end
 local getpid, unpack, type, setmetatable, rawget = core.getpid, table.unpack, type, setmetatable, rawget
 
 --- Error text with its place, for uncaught errors: "file:12: jobrun.Empty: ...".
@@ -238,12 +246,7 @@ function Process:join(timeout)
     raise("ProcessError", ("Process %s (pid %s): can only join a child process (its parent is pid %s)")
           :format(s.name, tostring(s.pid), tostring(s.parent or "outside the run")), 2)
   end
-  if timeout ~= nil and type(timeout) ~= "number" then
-    raise("TypeError", "join: timeout must be a number, got " .. type(timeout), 2)
-  end
-  if timeout ~= nil and (timeout ~= timeout or timeout < 0) then
-    raise("ValueError", "join: timeout must be a non-negative number, got " .. tostring(timeout), 2)
-  end
+  timeout = timeout_arg(timeout, "join", 2)
   if not self:_join(timeout) then return false end
   core.seen(s.pid)
   return true
@@ -379,9 +382,7 @@ function Condition.release(c) return c:_lock():release() end
 --- c:wait_for(pred [, timeout]): waits until pred() is true; returns its last value.
 function Condition.wait_for(c, pred, timeout)
   if type(pred) ~= "function" then raise("TypeError", "wait_for: pred must be a function, got " .. type(pred), 2) end
-  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
-    raise("ValueError", "wait_for: timeout must be a non-negative number", 2)
-  end
+  timeout = timeout_arg(timeout, "wait_for", 2)
   local result = pred()
   local deadline = timeout and (core.time() + timeout)
   while not result do

@@ -45,7 +45,8 @@ enum QueueBindings {
         return nil
     }
 
-    static func label(_ q: SharedQueue) -> String { "\(q.isJoinable ? "JoinableQueue" : "Queue")#\(q.id)" }
+    /// "Queue#3", or with a name: `Queue#3 "results"`.
+    static func label(_ q: SharedQueue) -> String { "\(q.isJoinable ? "JoinableQueue" : "Queue")#\(q.id)\(quotedName(q.label))" }
 
     static func fail(_ L: LuaState, _ e: Error) -> Int32 { Lua.raise(L, e) }
 
@@ -66,17 +67,11 @@ enum QueueBindings {
                 maxsize = try Lua.optInteger(L, -1, 0, fn, "maxsize") ?? 0
                 lua_getfield(L, 1, "redeliver")
                 redeliver = try Lua.optBool(L, -1, false, fn, "redeliver")
-                lua_getfield(L, 1, "name")
-                if jr_lua_isnoneornil(L, -1) == 0 {
-                    guard lua_type(L, -1) == LUA_TSTRING, let n = Lua.string(L, -1), !n.isEmpty, n.utf8.count < 48 else {
-                        return Lua.raise(L, .TypeError, "\(fn): name must be a non-empty string of at most 47 bytes, got \(Lua.typeName(L, -1))")
-                    }
-                    name = n
-                }
+                name = try Lua.optName(L, 1, fn)
                 // The pool's scratch queue for probing values: not shown in --stats.
                 lua_getfield(L, 1, "_unlisted")
                 listed = lua_toboolean(L, -1) == 0
-                jr_lua_pop(L, 4)
+                jr_lua_pop(L, 3)
             } else {
                 maxsize = try Lua.optInteger(L, 1, 0, fn, "maxsize") ?? 0
             }
@@ -106,7 +101,7 @@ enum QueueBindings {
         do {
             block = try Lua.optBool(L, 3, true, "put", "block")
             timeout = try Lua.optTimeout(L, 4, "put")
-        } catch { return fail(L, error) }
+        } catch { return Lua.raise(L, error, object: label(q)) }
         return put(L, q, block: block, timeout: timeout)
     }
 
@@ -212,7 +207,7 @@ enum QueueBindings {
         do {
             block = try Lua.optBool(L, 2, true, "get", "block")
             timeout = try Lua.optTimeout(L, 3, "get")
-        } catch { return fail(L, error) }
+        } catch { return Lua.raise(L, error, object: label(q)) }
         return get(L, q, block: block, timeout: timeout)
     }
 
@@ -310,7 +305,7 @@ enum QueueBindings {
         let L = L!
         guard let q = check(L, "join", joinableOnly: true) else { return -1 }
         let timeout: Double?
-        do { timeout = try Lua.optTimeout(L, 2, "join") } catch { return fail(L, error) }
+        do { timeout = try Lua.optTimeout(L, 2, "join") } catch { return Lua.raise(L, error, object: label(q)) }
         switch q.join(deadline: Deadline(timeout: timeout)) {
         case .ok: lua_pushboolean(L, 1); return 1
         case .timedOut: lua_pushboolean(L, 0); return 1

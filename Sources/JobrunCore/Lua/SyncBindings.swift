@@ -50,11 +50,25 @@ enum SyncBindings {
         return nil
     }
 
-    static func label(_ s: SharedSync) -> String { "\(typeName(s.type))#\(s.id)" }
+    /// "Lock#3", or with a name: `Lock#3 "guard"`.
+    static func label(_ s: SharedSync) -> String { "\(typeName(s.type))#\(s.id)\(quotedName(cString(&s.s.pointee.label)))" }
 
-    static func push(_ L: LuaState, _ type: Int, _ make: () throws(Arena.AllocFailure) -> UInt64) -> Int32 {
+    /// The table form of a constructor (`Lock{name = "guard"}`,
+    /// `Semaphore{value = 2, name = "slots"}`): its `name` and the number in
+    /// field `field`, which the positional form takes as argument 1. Leaves
+    /// that number (or nil) at index 1 for the positional parsing.
+    static func tableForm(_ L: LuaState, _ fn: String, field: String?) throws -> String {
+        guard lua_type(L, 1) == LUA_TTABLE else { return "" }
+        let name = try Lua.optName(L, 1, fn)
+        if let field { lua_getfield(L, 1, field) } else { lua_pushnil(L) }
+        jr_lua_replace(L, 1)
+        return name
+    }
+
+    static func push(_ L: LuaState, _ type: Int, name: String = "", _ make: () throws(Arena.AllocFailure) -> UInt64) -> Int32 {
         do {
             let off = try make()
+            copyCString(name, into: &SharedSync(offset: off).s.pointee.label)
             ObjectHandle.push(L, ObjectHandle(offset: off, type: UInt32(type)))
             return 1
         } catch {
@@ -71,16 +85,26 @@ enum SyncBindings {
 
     // MARK: constructors
 
-    static let newLock: jr_swift_fn = { L in push(L!, JR_OBJ_LOCK) { () throws(Arena.AllocFailure) in try SharedSync.create(type: JR_OBJ_LOCK) } }
-    static let newRLock: jr_swift_fn = { L in push(L!, JR_OBJ_RLOCK) { () throws(Arena.AllocFailure) in try SharedSync.create(type: JR_OBJ_RLOCK) } }
-    static let newEvent: jr_swift_fn = { L in push(L!, JR_OBJ_EVENT) { () throws(Arena.AllocFailure) in try SharedSync.create(type: JR_OBJ_EVENT) } }
+    /// Lock(), RLock(), Event(), or their table form `{name = "..."}`.
+    static func newPlain(_ L: LuaState, _ type: Int) -> Int32 {
+        let name: String
+        do { name = try tableForm(L, typeName(type), field: nil) } catch { return Lua.raise(L, error) }
+        return push(L, type, name: name) { () throws(Arena.AllocFailure) in try SharedSync.create(type: type) }
+    }
+    static let newLock: jr_swift_fn = { L in newPlain(L!, JR_OBJ_LOCK) }
+    static let newRLock: jr_swift_fn = { L in newPlain(L!, JR_OBJ_RLOCK) }
+    static let newEvent: jr_swift_fn = { L in newPlain(L!, JR_OBJ_EVENT) }
 
     static func newSem(_ L: LuaState, bounded: Bool) -> Int32 {
         let type = bounded ? JR_OBJ_BOUNDED_SEMAPHORE : JR_OBJ_SEMAPHORE
         let n: Int64
-        do { n = try Lua.optInteger(L, 1, 1, typeName(type), "value") ?? 1 } catch { return Lua.raise(L, error) }
+        let name: String
+        do {
+            name = try tableForm(L, typeName(type), field: "value")
+            n = try Lua.optInteger(L, 1, 1, typeName(type), "value") ?? 1
+        } catch { return Lua.raise(L, error) }
         if n < 0 { return Lua.raise(L, .ValueError, "\(typeName(type)): value must be >= 0, got \(n)") }
-        return push(L, type) { () throws(Arena.AllocFailure) in try SharedSync.create(type: type, value: n, bound: n) }
+        return push(L, type, name: name) { () throws(Arena.AllocFailure) in try SharedSync.create(type: type, value: n, bound: n) }
     }
     static let newSemaphore: jr_swift_fn = { L in newSem(L!, bounded: false) }
     static let newBoundedSemaphore: jr_swift_fn = { L in newSem(L!, bounded: true) }
@@ -88,19 +112,23 @@ enum SyncBindings {
     static let newBarrier: jr_swift_fn = { L in
         let L = L!
         let n: Int64
+        let name: String
         do {
+            name = try tableForm(L, "Barrier", field: "parties")
             guard let v = try Lua.optInteger(L, 1, nil, "Barrier", "parties") else {
                 return Lua.raise(L, .TypeError, "Barrier: parties must be an integer, got nil")
             }
             n = v
         } catch { return Lua.raise(L, error) }
         if n < 1 { return Lua.raise(L, .ValueError, "Barrier: parties must be >= 1, got \(n)") }
-        return push(L, JR_OBJ_BARRIER) { () throws(Arena.AllocFailure) in try SharedSync.create(type: JR_OBJ_BARRIER, bound: n) }
+        return push(L, JR_OBJ_BARRIER, name: name) { () throws(Arena.AllocFailure) in try SharedSync.create(type: JR_OBJ_BARRIER, bound: n) }
     }
 
     static let newCondition: jr_swift_fn = { L in
         let L = L!
         var lockOffset: UInt64
+        let name: String
+        do { name = try tableForm(L, "Condition", field: "lock") } catch { return Lua.raise(L, error) }
         if jr_lua_isnoneornil(L, 1) != 0 {
             do { lockOffset = try SharedSync.create(type: JR_OBJ_RLOCK) } catch {
                 return Lua.raise(L, .ValueError, "Condition: out of shared memory")
@@ -110,7 +138,7 @@ enum SyncBindings {
         } else {
             return Lua.raise(L, .TypeError, "Condition: lock must be a Lock or RLock, got \(Lua.typeName(L, 1))")
         }
-        return push(L, JR_OBJ_CONDITION) { () throws(Arena.AllocFailure) in try SharedSync.create(type: JR_OBJ_CONDITION, link: lockOffset) }
+        return push(L, JR_OBJ_CONDITION, name: name) { () throws(Arena.AllocFailure) in try SharedSync.create(type: JR_OBJ_CONDITION, link: lockOffset) }
     }
 
     // MARK: Lock / RLock
@@ -119,7 +147,7 @@ enum SyncBindings {
         let L = L!
         guard let s = check(L, "acquire", [JR_OBJ_LOCK, JR_OBJ_RLOCK]) else { return -1 }
         let block: Bool, deadline: Deadline
-        do { (block, deadline) = try blockAndTimeout(L, 2, "acquire") } catch { return Lua.raise(L, error) }
+        do { (block, deadline) = try blockAndTimeout(L, 2, "acquire") } catch { return Lua.raise(L, error, object: label(s)) }
         switch s.acquire(block: block, deadline: deadline, reentrant: s.type == JR_OBJ_RLOCK) {
         case .acquired: lua_pushboolean(L, 1); return 1
         case .ownerDied: lua_pushboolean(L, 1); Lua.pushString(L, "owner died"); return 2
@@ -163,7 +191,7 @@ enum SyncBindings {
         let L = L!
         guard let s = check(L, "acquire", [JR_OBJ_SEMAPHORE, JR_OBJ_BOUNDED_SEMAPHORE]) else { return -1 }
         let block: Bool, deadline: Deadline
-        do { (block, deadline) = try blockAndTimeout(L, 2, "acquire") } catch { return Lua.raise(L, error) }
+        do { (block, deadline) = try blockAndTimeout(L, 2, "acquire") } catch { return Lua.raise(L, error, object: label(s)) }
         return finish(L, s, "acquire", s.semAcquire(block: block, deadline: deadline))
     }
 
@@ -202,7 +230,7 @@ enum SyncBindings {
         let L = L!
         guard let s = check(L, "wait", [JR_OBJ_EVENT]) else { return -1 }
         let timeout: Double?
-        do { timeout = try Lua.optTimeout(L, 2, "wait") } catch { return Lua.raise(L, error) }
+        do { timeout = try Lua.optTimeout(L, 2, "wait") } catch { return Lua.raise(L, error, object: label(s)) }
         return finish(L, s, "wait", s.eventWait(deadline: Deadline(timeout: timeout)))
     }
 
@@ -212,7 +240,7 @@ enum SyncBindings {
         let L = L!
         guard let s = check(L, "wait", [JR_OBJ_BARRIER]) else { return -1 }
         let timeout: Double?
-        do { timeout = try Lua.optTimeout(L, 2, "wait") } catch { return Lua.raise(L, error) }
+        do { timeout = try Lua.optTimeout(L, 2, "wait") } catch { return Lua.raise(L, error, object: label(s)) }
         switch s.barrierWait(deadline: Deadline(timeout: timeout)) {
         case .index(let i): lua_pushinteger(L, lua_Integer(i)); return 1
         case .timedOut: return Lua.raise(L, .Timeout, "\(label(s)).wait: timed out after \(timeout ?? 0) s; the barrier is now broken")
@@ -243,7 +271,7 @@ enum SyncBindings {
         let L = L!
         guard let c = check(L, "wait", [JR_OBJ_CONDITION]) else { return -1 }
         let timeout: Double?
-        do { timeout = try Lua.optTimeout(L, 2, "wait") } catch { return Lua.raise(L, error) }
+        do { timeout = try Lua.optTimeout(L, 2, "wait") } catch { return Lua.raise(L, error, object: label(c)) }
         let lock = linkedLock(c)
         if !lock.ownerIsMe {
             return Lua.raise(L, .ValueError, "\(label(c)).wait: the condition's lock must be held (acquire it first)")
@@ -261,8 +289,8 @@ enum SyncBindings {
         guard let c = check(L, all ? "notify_all" : "notify", [JR_OBJ_CONDITION]) else { return -1 }
         var n: Int64 = 1
         if !all {
-            do { n = try Lua.optInteger(L, 2, 1, "notify", "n") ?? 1 } catch { return Lua.raise(L, error) }
-            if n < 0 { return Lua.raise(L, .ValueError, "notify: n must be >= 0, got \(n)") }
+            do { n = try Lua.optInteger(L, 2, 1, "notify", "n") ?? 1 } catch { return Lua.raise(L, error, object: label(c)) }
+            if n < 0 { return Lua.raise(L, .ValueError, "\(label(c)).notify: n must be >= 0, got \(n)") }
         }
         if !linkedLock(c).ownerIsMe {
             return Lua.raise(L, .ValueError, "\(label(c)).\(all ? "notify_all" : "notify"): the condition's lock must be held")

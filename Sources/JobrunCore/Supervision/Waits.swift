@@ -65,6 +65,21 @@ enum Waits {
         }
     }
 
+    /// The object's label as its own messages give it, with its name: a
+    /// queue under a Pipe end is named as that end ("Connection#3.a").
+    static func label(of offset: UInt64, _ h: UnsafeMutablePointer<jr_object_header>) -> String {
+        switch Int(h.pointee.type) {
+        case JR_OBJ_QUEUE, JR_OBJ_JOINABLE_QUEUE:
+            let q = SharedQueue(offset: offset)
+            let site = q.site
+            return site.hasPrefix("Connection#") ? site : QueueBindings.label(q)
+        case JR_OBJ_LOCK, JR_OBJ_RLOCK, JR_OBJ_SEMAPHORE, JR_OBJ_BOUNDED_SEMAPHORE, JR_OBJ_EVENT, JR_OBJ_BARRIER, JR_OBJ_CONDITION:
+            return SyncBindings.label(SharedSync(offset: offset))
+        default:
+            return label(h.pointee.type, h.pointee.id)
+        }
+    }
+
     static func owner(_ pid: Int32) -> String {
         if let r = ProcessRegistry.find(pid) { return "\(ProcessRegistry.name(of: r)) (pid \(pid))" }
         return "pid \(pid)"
@@ -78,10 +93,10 @@ enum Waits {
         if kind == JR_WAIT_POOL { return SharedPool.describeWait(r) }
         // Every object starts with its header: name it once.
         let h = Arena.pointer(r.pointee.wait_object).assumingMemoryBound(to: jr_object_header.self)
-        let object = label(h.pointee.type, h.pointee.id)
+        let object = label(of: r.pointee.wait_object, h)
         switch kind {
         case JR_WAIT_GET, JR_WAIT_RECV:
-            return "\(object).\(kind == JR_WAIT_RECV ? "recv" : "get") (the queue is empty)"
+            return kind == JR_WAIT_RECV ? "\(object).recv (nothing to read)" : "\(object).get (the queue is empty)"
         case JR_WAIT_PUT:
             let q = queue(r)
             return "\(object).put (the queue is full: \(q.pointee.count) of \(q.pointee.maxsize))"

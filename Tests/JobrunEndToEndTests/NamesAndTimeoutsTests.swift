@@ -1,0 +1,83 @@
+import Foundation
+import Testing
+
+// Issue 12: a name given to an object shows in tostring, its errors and
+// Deadlock reports; every timeout is read one way (negative means 0, a huge
+// one means none).
+
+@Suite("Names and timeouts in messages")
+struct NamesAndTimeoutsTests {
+    @Test func namesShowInTostringErrorsAndDeadlockReports() {
+        let r = runScript("""
+            local q = jobrun.Queue{name = "results"}
+            print(tostring(q))
+            local ok, e = pcall(q.get, q, false); print(e.message)
+            local l = jobrun.Lock{name = "guard"}
+            print(tostring(l)); ok, e = pcall(l.release, l); print(e.message)
+            print(tostring(jobrun.Event{name = "go"}), tostring(jobrun.Semaphore{value = 2, name = "slots"}))
+            print(tostring(jobrun.Barrier{parties = 2, name = "sync"}), tostring(jobrun.Condition{name = "cv"}))
+            print(tostring(jobrun.JoinableQueue{name = "work"}), tostring(jobrun.RLock{name = "r"}))
+            ok, e = pcall(q.get, q)
+            print(e.kind, e.message:find('Queue#1 "results".get', 1, true) ~= nil)
+            """, timeout: 30)
+        #expect(r.stdout == """
+            Queue#1 "results" (0 items)
+            Queue#1 "results" is empty
+            Lock#2 "guard" (unlocked)
+            Lock#2 "guard".release: the lock is not held
+            Event#3 "go" (clear)\tSemaphore#4 "slots" (value 2)
+            Barrier#5 "sync" (0 of 2 waiting)\tCondition#7 "cv"
+            JoinableQueue#8 "work" (0 items)\tRLock#9 "r" (unlocked)
+            Deadlock\ttrue
+
+            """, "\(r.stdout)\(r.stderr)")
+    }
+
+    @Test func aDeadlockReportNamesTheNamedObject() {
+        let r = runScript("""
+            local l = jobrun.Lock{name = "guard"}
+            local done = jobrun.Event{name = "done"}
+            l:acquire()
+            local p = jobrun.Process{target = function() l:acquire() end}
+            p:start()
+            local ok, e = pcall(done.wait, done)
+            print(e.kind)
+            print(e.message:find('Event#2 "done".wait', 1, true) ~= nil, e.message:find('Lock#1 "guard".acquire', 1, true) ~= nil)
+            p:kill(); p:join(10)
+            """, timeout: 30)
+        #expect(r.stdout == "Deadlock\ntrue\ttrue\n", "\(r.stdout)\(r.stderr)")
+    }
+
+    @Test func aNegativeTimeoutMeansZeroEverywhere() {
+        let r = runScript("""
+            local function kind(f, ...) local ok, e = pcall(f, ...); return ok and tostring(e) or e.kind end
+            local q, jq = jobrun.Queue(), jobrun.JoinableQueue()
+            local l, s, ev = jobrun.Lock(), jobrun.Semaphore(0), jobrun.Event()
+            local c = jobrun.Condition()
+            print(kind(q.get, q, true, -1), kind(jq.put, jq, 1, true, -1), kind(jq.join, jq, -1))
+            l:acquire()
+            print(kind(l.acquire, l, true, -1), kind(s.acquire, s, true, -1), kind(ev.wait, ev, -1))
+            c:acquire(); print(kind(c.wait, c, -1), kind(c.wait_for, c, function() return false end, -1)); c:release()
+            local p = jobrun.Process{target = function() jobrun.sleep(20) end}
+            p:start(); print(kind(p.join, p, -1)); p:kill(); p:join(10)
+            local pool = jobrun.Pool{workers = 1}
+            local res = pool:apply_async(function() jobrun.sleep(2); return 1 end)
+            print(kind(res.get, res, -1), kind(res.wait, res, -1))
+            pool:terminate()
+            """, timeout: 60)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "Empty\tnil\tfalse\nfalse\tfalse\tfalse\nfalse\tfalse\nfalse\nTimeout\tfalse\n", "\(r.stdout)\(r.stderr)")
+    }
+
+    @Test func aHugeTimeoutWaitsAsIfThereWereNone() {
+        let r = runScript("""
+            local q = jobrun.Queue()
+            local p = jobrun.Process{target = function() jobrun.sleep(0.2); q:put("late") end}
+            p:start()
+            print(q:get(true, 1e300), jobrun.Lock():acquire(true, math.huge), jobrun.Lock():acquire(true, 1e300))
+            print(p:join(1e300), jobrun.Event():wait(0) )
+            """, timeout: 30)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "late\ttrue\ttrue\ntrue\tfalse\n", "\(r.stdout)\(r.stderr)")
+    }
+}
