@@ -15,6 +15,7 @@ local child = jobrun.Process{name = "B", target = function()
   b:close()   -- A's next recv raises EOF
 end}
 child:start()
+b:close()     -- B has its own copy of b; A's EOF comes once no process holds b
 
 for _, word in ipairs{"hello", "你好", "bye"} do
   a:send(word)

@@ -14,6 +14,8 @@ struct NamesAndTimeoutsTests {
             local ok, e = pcall(q.get, q, false); print(e.message)
             local l = jobrun.Lock{name = "guard"}
             print(tostring(l)); ok, e = pcall(l.release, l); print(e.message)
+            local a, b = jobrun.Pipe{name = "ctl"}
+            print(tostring(a)); a:close(); ok, e = pcall(a.send, a, 1); print(e.message)
             print(tostring(jobrun.Event{name = "go"}), tostring(jobrun.Semaphore{value = 2, name = "slots"}))
             print(tostring(jobrun.Barrier{parties = 2, name = "sync"}), tostring(jobrun.Condition{name = "cv"}))
             print(tostring(jobrun.JoinableQueue{name = "work"}), tostring(jobrun.RLock{name = "r"}))
@@ -25,9 +27,11 @@ struct NamesAndTimeoutsTests {
             Queue#1 "results" is empty
             Lock#2 "guard" (unlocked)
             Lock#2 "guard".release: the lock is not held
-            Event#3 "go" (clear)\tSemaphore#4 "slots" (value 2)
-            Barrier#5 "sync" (0 of 2 waiting)\tCondition#7 "cv"
-            JoinableQueue#8 "work" (0 items)\tRLock#9 "r" (unlocked)
+            Connection#3.a "ctl"
+            Connection#3.a "ctl".send: this end is closed
+            Event#6 "go" (clear)\tSemaphore#7 "slots" (value 2)
+            Barrier#8 "sync" (0 of 2 waiting)\tCondition#10 "cv"
+            JoinableQueue#11 "work" (0 items)\tRLock#12 "r" (unlocked)
             Deadlock\ttrue
 
             """, "\(r.stdout)\(r.stderr)")
@@ -54,10 +58,12 @@ struct NamesAndTimeoutsTests {
             local q, jq = jobrun.Queue(), jobrun.JoinableQueue()
             local l, s, ev = jobrun.Lock(), jobrun.Semaphore(0), jobrun.Event()
             local c = jobrun.Condition()
+            local a, b = jobrun.Pipe()
             print(kind(q.get, q, true, -1), kind(jq.put, jq, 1, true, -1), kind(jq.join, jq, -1))
             l:acquire()
             print(kind(l.acquire, l, true, -1), kind(s.acquire, s, true, -1), kind(ev.wait, ev, -1))
             c:acquire(); print(kind(c.wait, c, -1), kind(c.wait_for, c, function() return false end, -1)); c:release()
+            print(kind(a.recv, a, -1), kind(a.poll, a, -1))
             local p = jobrun.Process{target = function() jobrun.sleep(20) end}
             p:start(); print(kind(p.join, p, -1)); p:kill(); p:join(10)
             local pool = jobrun.Pool{workers = 1}
@@ -66,7 +72,7 @@ struct NamesAndTimeoutsTests {
             pool:terminate()
             """, timeout: 60)
         #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "Empty\tnil\tfalse\nfalse\tfalse\tfalse\nfalse\tfalse\nfalse\nTimeout\tfalse\n", "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout == "Empty\tnil\tfalse\nfalse\tfalse\tfalse\nfalse\tfalse\nTimeout\tfalse\nfalse\nTimeout\tfalse\n", "\(r.stdout)\(r.stderr)")
     }
 
     @Test func aHugeTimeoutWaitsAsIfThereWereNone() {
@@ -76,8 +82,9 @@ struct NamesAndTimeoutsTests {
             p:start()
             print(q:get(true, 1e300), jobrun.Lock():acquire(true, math.huge), jobrun.Lock():acquire(true, 1e300))
             print(p:join(1e300), jobrun.Event():wait(0) )
+            local a, b = jobrun.Pipe(); b:send(1); print(a:recv(1e300), a:poll(1e300 * 0), b:poll(-math.huge))
             """, timeout: 30)
         #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "late\ttrue\ttrue\ntrue\tfalse\n", "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout == "late\ttrue\ttrue\ntrue\tfalse\n1\tfalse\tfalse\n", "\(r.stdout)\(r.stderr)")
     }
 }

@@ -74,7 +74,7 @@ struct SharedStateTests {
               b:send("child got " .. tostring(b:recv(10)))
               b:close()
             end}
-            p:start()
+            p:start(); b:close()   -- the child has its own copy
             print(a:recv(10), a:recv(10)[2])
             a:send("back")
             print(a:recv(10))
@@ -95,7 +95,7 @@ struct SharedStateTests {
         let r = runScript("""
             local x, y = jobrun.Pipe()
             local q = jobrun.Process{target = function() y:send(1); os.exit(0) end}
-            q:start(); q:join(10)
+            q:start(); y:close(); q:join(10)
             print(x:recv(5))
             local t0 = jobrun.time()
             local ok, e = pcall(x.recv, x, 10)

@@ -22,7 +22,6 @@ child = worker("child", function(n, conn, closed)
 end)
 
 case("test_lock", function()
-  xfail("Pipe: close() closes the end for every process, not only the caller's copy: issue 12")
   local r, w = jobrun.Pipe(false)
   local closed = jobrun.Event()
   local p = Process{target = child, args = {5, w, closed}}

@@ -185,7 +185,6 @@ local function _test_recursion(wconn, id)
 end
 
 case("test_recursion", function()
-  xfail("Pipe: EOF comes when the last process that used the other end exits, not when no process holds it: issue 12")
   local rconn, wconn = jobrun.Pipe(false)
   _test_recursion(wconn, {})
 

@@ -36,7 +36,6 @@ function UpperCaser:stop()
 end
 
 case("test_subclassing", function()
-  xfail("Pipe: close() closes the end for every process, not only the caller's copy: issue 12")
   local uppercaser = _UpperCaser()
   uppercaser.process.daemon = true
   uppercaser.process:start()

@@ -14,7 +14,6 @@ local _test_timeout = worker("_test_timeout", function(child, closed)
 end)
 
 case("test_timeout", function()
-  xfail("Pipe: close() closes the end for every process, not only the caller's copy: issue 12")
   local parent, child = jobrun.Pipe(true)
   local closed = jobrun.Event()
   local p = Process{target = _test_timeout, args = {child, closed}}

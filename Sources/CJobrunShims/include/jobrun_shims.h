@@ -88,6 +88,7 @@ static inline uint32_t jr_sub_u32(uint32_t *p, uint32_t v) { return __atomic_sub
 static inline uint64_t jr_load_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void jr_store_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 static inline uint64_t jr_add_u64(uint64_t *p, uint64_t v) { return __atomic_add_fetch(p, v, __ATOMIC_ACQ_REL); }
+static inline void jr_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 static inline int jr_cas_u64(uint64_t *p, uint64_t expected, uint64_t desired) {
     return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
@@ -220,6 +221,7 @@ typedef struct jr_process_record {
     uint64_t done_unfinished;
     uint64_t put_unfinished;// a put to a JoinableQueue: its `unfinished` before (put_stage 1)
     uint64_t get_block;     // a large item's own block, the getter's once it left the ring, until freed
+    uint64_t pipe_ends;     // arena offset of its jr_pipe_ends list (0: holds no Pipe end)
 } jr_process_record;
 
 enum { JR_GROW_RING = 0, JR_GROW_TAKERS = 1 };
@@ -370,16 +372,38 @@ enum {
 
 /// A Pipe: end i sends on queue[i] and receives from queue[1 - i] (for a
 /// one-way pipe, end 0 only receives and end 1 only sends, on queue[1]).
-/// `user[i]` is the pid that last used end i: when it has died and nothing is
-/// left to read, the other end gets EOF instead of waiting forever.
+/// Which processes hold which end is in their jr_pipe_ends lists: once no
+/// live process holds an end, both queues are closed, so the other end reads
+/// what is left and then gets EOF, and its sends fail.
 typedef struct jr_pipe {
     jr_object_header hdr;
     uint64_t queue[2];
-    uint32_t closed[2];
-    int32_t user[2];
     uint32_t duplex;
     uint32_t reserved;
+    char label[48];         // the `name` option, or empty
 } jr_pipe;
+
+/// One Pipe end a process has a copy of.
+typedef struct jr_pipe_hold {
+    uint64_t pipe;          // arena offset of the jr_pipe
+    uint32_t end;           // 0 or 1
+    uint32_t held;          // 1 while the process holds it; 0 once it closed its copy
+} jr_pipe_hold;
+
+/// The Pipe ends a process holds (jr_process_record.pipe_ends). Only its
+/// process appends to it or clears `held`; anyone reads it. A parent fills a
+/// list for a child before it starts (the ends it inherits) and chains it
+/// from its own `children`: while `pending`, that list counts for the child
+/// (pid 0: being started), until the child adopts it as its own.
+typedef struct jr_pipe_ends {
+    uint32_t count;         // entries in use (appended, never removed)
+    uint32_t capacity;
+    int32_t pid;            // a list filled for a child: the child's pid
+    uint32_t pending;       // 1 while filled for a child that has not adopted it
+    uint64_t children;      // lists this process filled for its children, newest first
+    uint64_t sibling;       // next list in the parent's `children` chain
+    jr_pipe_hold entries[]; // `capacity` of them
+} jr_pipe_ends;
 
 /// A shared dictionary: open addressing over `slots` (a power of two), each
 /// slot pointing at an entry block [u32 key length][u32 0][u64 value length]

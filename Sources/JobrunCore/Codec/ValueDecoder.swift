@@ -401,6 +401,10 @@ enum ValueDecoder {
             guard ObjectHandle.push(L, ObjectHandle(offset: offset, type: type)) else {
                 return "unknown object type \(type) at byte \(tagAt)"
             }
+            // A Pipe end received is held by this process (PipeHolders).
+            if type == UInt32(JR_OBJ_PIPE_END0) || type == UInt32(JR_OBJ_PIPE_END1) {
+                PipeHolders.hold(offset, type == UInt32(JR_OBJ_PIPE_END0) ? 0 : 1)
+            }
             return nil
         }
     }

@@ -506,6 +506,7 @@ struct ValueEncoder: ~Copyable {
             jr_lua_pop(L, 1)
             if ours, let h = ObjectHandle.check(L, idx) {
                 jr_lua_pop(L, 1)
+                if h.type == UInt32(JR_OBJ_PIPE_END0) || h.type == UInt32(JR_OBJ_PIPE_END1) { PipeHolders.encoded(h) }
                 byte(0x0C); fixed(h.type); fixed(h.offset)
                 return nil
             }

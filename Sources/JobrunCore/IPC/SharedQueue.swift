@@ -769,6 +769,22 @@ struct SharedQueue {
         return true
     }
 
+    /// Pipe.poll: as waitForItems, and `verdict` is the monitor's verdict
+    /// when one ended the wait with still nothing to read.
+    func waitForItems(deadline: Deadline, verdict: inout String?) -> Bool {
+        lock()
+        defer { unlock() }
+        while q.pointee.count == 0 && q.pointee.closed == 0 {
+            if deadline.expired { return false }
+            if let f = waitLocked(&q.pointee.items_seq, waiters: &q.pointee.get_waiters, deadline: deadline, kind: JR_WAIT_RECV),
+               q.pointee.count == 0, q.pointee.closed == 0 {
+                verdict = f
+                return true
+            }
+        }
+        return true
+    }
+
     private func spinUntilItems() {
         var i = 0
         while i < SharedQueue.spinIterations {

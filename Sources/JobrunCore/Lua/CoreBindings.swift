@@ -53,17 +53,22 @@ enum CoreBindings {
         let name = Lua.string(L, 1) ?? "Process"
         let daemon = lua_toboolean(L, 2) != 0
         guard let slot = ProcessRegistry.reserve(name: name) else { return tooManyProcesses(L, name) }
+        // The child holds every Pipe end this process holds, from now on.
+        let ends = PipeHolders.prepareChild()
         let started: ProcessControl.Started
         do { started = try ProcessControl.fork() } catch {
+            PipeHolders.childStarted(ends, pid: nil)
             ProcessRegistry.abandon(slot)
             return Lua.raise(L, .ProcessError, "cannot start process \(name): \(error)")
         }
         if case .parent(let pid) = started {
             ProcessRegistry.started(slot, pid: pid)
+            PipeHolders.childStarted(ends, pid: pid)
             lua_pushinteger(L, lua_Integer(pid))
             return 1
         }
         ProcessRegistry.takeOver(slot, name: name, parent: getppid())
+        PipeHolders.adopt(ends)
         Runtime.isMain = false
         Runtime.processName = name
         Runtime.isDaemon = daemon
@@ -118,19 +123,25 @@ enum CoreBindings {
         let packagePath = Lua.string(L, 4) ?? "", packageCPath = Lua.string(L, 5) ?? ""
         let nargs = max(0, lua_gettop(L) - 5)
         Runtime.encoder.reset()
-        if let err = Runtime.encoder.encodeValues(L, from: 6, count: nargs, path: "args") {
-            return Lua.raise(L, .TypeError, "Process \(name): \(err)")
-        }
+        PipeHolders.startCollecting()
+        let err = Runtime.encoder.encodeValues(L, from: 6, count: nargs, path: "args")
+        let passed = PipeHolders.stopCollecting()
+        if let err { return Lua.raise(L, .TypeError, "Process \(name): \(err)") }
         let bytes = Runtime.encoder.bytes
         let off: UInt64
-        do { off = try Arena.allocate(max(1, bytes.count)) } catch {
+        // The encoded arguments, then (at the next multiple of 8) the list of
+        // the Pipe ends among them, which the worker holds from now on.
+        let listAt = (bytes.count + 7) & ~7
+        do { off = try Arena.allocate(listAt + 8) } catch {
             return Lua.raise(L, .ProcessError, "Process \(name): out of shared memory for its arguments")
         }
-        memcpy(Arena.pointer(off), bytes.baseAddress!, bytes.count)
+        if bytes.count > 0 { memcpy(Arena.pointer(off), bytes.baseAddress!, bytes.count) }
         guard let slot = ProcessRegistry.reserve(name: name) else {
             Arena.free(off)
             return tooManyProcesses(L, name)
         }
+        let ends = passed.isEmpty ? 0 : PipeHolders.prepareChild(ends: passed)
+        (Arena.pointer(off) + listAt).storeBytes(of: ends, as: UInt64.self)
         var argv = ["--worker", "--worker-record", String(slot), "--worker-arena-fd", "3", "--worker-token", Arena.tokenText, "--worker-args", "\(off):\(bytes.count)",
                     "--worker-name", name, "--worker-parent", String(Glibc.getpid()),
                     "--worker-dir", Runtime.scriptDirectory,
@@ -141,9 +152,11 @@ enum CoreBindings {
         do {
             let pid = try ProcessControl.spawnSelf(arguments: argv)
             ProcessRegistry.started(slot, pid: pid)
+            PipeHolders.childStarted(ends, pid: pid)
             lua_pushinteger(L, lua_Integer(pid))
             return 1
         } catch {
+            PipeHolders.childStarted(ends, pid: nil)
             ProcessRegistry.abandon(slot)
             Arena.free(off)
             return Lua.raise(L, .ProcessError, "cannot start process \(name): \(error)")

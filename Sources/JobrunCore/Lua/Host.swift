@@ -155,7 +155,12 @@ public enum Host {
             lua_getglobal(L, "jobrun"); Lua.pushString(L, name); lua_pushboolean(L, daemon ? 1 : 0); return 3
         }
         installOutputHooks(L, tag: prefix, clear: Progress.isOn)
-        // Decode the arguments the parent left in the arena.
+        // Decode the arguments the parent left in the arena; after them, the
+        // list of the Pipe ends among them, held for this worker (CoreBindings.spawn).
+        let listAt = (argsLength + 7) & ~7
+        if Arena.allocatedBlock(payload: argsOffset, count: listAt + 8) != nil {
+            PipeHolders.adopt(Arena.pointer(argsOffset + UInt64(listAt)).load(as: UInt64.self))
+        }
         let top = lua_gettop(L)
         let (n, err) = ValueDecoder.decodeValues(L, UnsafeRawBufferPointer(start: Arena.pointer(argsOffset), count: argsLength))
         Arena.free(argsOffset)

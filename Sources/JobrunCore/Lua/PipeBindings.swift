@@ -3,12 +3,9 @@ import CLua
 import Glibc
 
 /// `jobrun.Pipe([duplex])`: two connection ends over shared-memory queues.
-/// `recv` gives EOF once the other end is closed (or the process that used it
-/// died) and nothing is left to read.
+/// Each process has its own copy of an end (PipeHolders); `recv` gives EOF
+/// once no process holds the other end any more and nothing is left to read.
 enum PipeBindings {
-    /// How often a waiting `recv`/`poll` checks that the other end's user lives.
-    static let peerCheck = 0.1
-
     static func register(_ L: LuaState) {
         ObjectBindings.registerType(L, "jobrun.Connection", toString: toString, methods: [
             ("send", send), ("recv", recv), ("poll", poll), ("close", close), ("closed", isClosed),
@@ -19,20 +16,19 @@ enum PipeBindings {
     struct End {
         let pipe: UnsafeMutablePointer<jr_pipe>
         let index: Int
-        var peer: Int { 1 - index }
-        var label: String { "Connection#\(pipe.pointee.hdr.id).\(index == 0 ? "a" : "b")" }
+        var offset: UInt64 { Arena.offset(of: pipe) }
+        var label: String { PipeBindings.label(pipe, index) }
         var canSend: Bool { pipe.pointee.duplex != 0 || index == 1 }
         var canReceive: Bool { pipe.pointee.duplex != 0 || index == 0 }
-        var sendQueue: SharedQueue { SharedQueue(offset: field(\jr_pipe.queue, index, UInt64.self).pointee) }
-        var receiveQueue: SharedQueue { SharedQueue(offset: field(\jr_pipe.queue, peer, UInt64.self).pointee) }
-        private func field<T>(_ key: PartialKeyPath<jr_pipe>, _ i: Int, _: T.Type) -> UnsafeMutablePointer<T> {
-            (UnsafeMutableRawPointer(pipe) + MemoryLayout<jr_pipe>.offset(of: key)!).assumingMemoryBound(to: T.self) + i
-        }
-        var closedFlag: UnsafeMutablePointer<UInt32> { field(\jr_pipe.closed, index, UInt32.self) }
-        var isClosed: Bool { jr_load_u32(closedFlag) != 0 }
-        var peerClosed: Bool { jr_load_u32(field(\jr_pipe.closed, peer, UInt32.self)) != 0 }
-        func touch() { field(\jr_pipe.user, index, Int32.self).pointee = getpid() }
-        var peerUser: Int32 { field(\jr_pipe.user, peer, Int32.self).pointee }
+        var sendQueue: SharedQueue { SharedQueue(offset: index == 0 ? pipe.pointee.queue.0 : pipe.pointee.queue.1) }
+        var receiveQueue: SharedQueue { SharedQueue(offset: index == 0 ? pipe.pointee.queue.1 : pipe.pointee.queue.0) }
+        /// Closed for this process: it has no copy of the end (any more).
+        var isClosed: Bool { !PipeHolders.holds(offset, index) }
+    }
+
+    /// "Connection#3.a", or with a name: `Connection#3.a "control"`.
+    static func label(_ pipe: UnsafeMutablePointer<jr_pipe>, _ index: Int) -> String {
+        "Connection#\(pipe.pointee.hdr.id).\(index == 0 ? "a" : "b")\(quotedName(cString(&pipe.pointee.label)))"
     }
 
     static func check(_ L: LuaState, _ method: String) -> End? {
@@ -44,15 +40,28 @@ enum PipeBindings {
         return nil
     }
 
+    /// `Pipe([duplex])` or `Pipe{duplex = bool, name = "..."}`.
     static let newPipe: jr_swift_fn = { L in
         let L = L!
-        let duplex: Bool
-        do { duplex = try Lua.optBool(L, 1, true, "Pipe", "duplex") } catch { return Lua.raise(L, error) }
+        var duplex = true
+        var name = ""
+        do {
+            if lua_type(L, 1) == LUA_TTABLE {
+                lua_getfield(L, 1, "duplex")
+                duplex = try Lua.optBool(L, -1, true, "Pipe", "duplex")
+                jr_lua_pop(L, 1)
+                name = try Lua.optName(L, 1, "Pipe")
+            } else {
+                duplex = try Lua.optBool(L, 1, true, "Pipe", "duplex")
+            }
+        } catch { return Lua.raise(L, error) }
         do {
             let (off, p) = try Arena.newObject(jr_pipe.self, type: JR_OBJ_PIPE_END0)
             p.pointee.duplex = duplex ? 1 : 0
-            p.pointee.queue.1 = try SharedQueue.create(maxsize: 0, joinable: false, redeliver: false, listed: false)
-            p.pointee.queue.0 = duplex ? try SharedQueue.create(maxsize: 0, joinable: false, redeliver: false, listed: false) : p.pointee.queue.1
+            copyCString(name, into: &p.pointee.label)
+            p.pointee.queue.1 = try SharedQueue.create(maxsize: 0, joinable: false, redeliver: false, site: label(p, 0), listed: false)
+            p.pointee.queue.0 = duplex ? try SharedQueue.create(maxsize: 0, joinable: false, redeliver: false, site: label(p, 1), listed: false) : p.pointee.queue.1
+            guard PipeHolders.hold(off, 0), PipeHolders.hold(off, 1) else { throw Arena.AllocFailure.exhausted }
             ObjectHandle.push(L, ObjectHandle(offset: off, type: UInt32(JR_OBJ_PIPE_END0)))
             ObjectHandle.push(L, ObjectHandle(offset: off, type: UInt32(JR_OBJ_PIPE_END1)))
             return 2
@@ -67,23 +76,15 @@ enum PipeBindings {
         if end.isClosed { return Lua.raise(L, .ValueError, "\(end.label).send: this end is closed") }
         if !end.canSend { return Lua.raise(L, .ValueError, "\(end.label).send: this end of a one-way Pipe only receives") }
         if lua_gettop(L) < 2 { return Lua.raise(L, .TypeError, "\(end.label).send: missing value") }
-        end.touch()
         Runtime.encoder.reset()
         if let e = Runtime.encoder.encode(L, 2, path: "value") { return Lua.raise(L, .TypeError, "\(end.label).send: \(e)") }
         switch end.sendQueue.put(Runtime.encoder.bytes, block: true, deadline: Deadline(timeout: nil)) {
         case .ok: return 0
-        case .closed: return Lua.raise(L, .EOF, "\(end.label).send: the other end is closed")
+        case .closed: return Lua.raise(L, .EOF, "\(end.label).send: no process holds the other end any more")
         case .full: return Lua.raise(L, .Full, "\(end.label).send: shared memory limit reached")
         case .noMemory(let m): return Lua.raise(L, .ValueError, "\(end.label).send: \(m)")
         case .failed(let f): return ProcessRegistry.raiseFailure(L, "\(end.label).send: \(f)")
         }
-    }
-
-    /// Whether the other end can no longer send: closed, or its last user died.
-    static func peerGone(_ end: End) -> Bool {
-        if end.peerClosed { return true }
-        let user = end.peerUser
-        return user != 0 && user != getpid() && !processIsAlive(user)
     }
 
     static let recv: jr_swift_fn = { L in
@@ -92,30 +93,25 @@ enum PipeBindings {
         if end.isClosed { return Lua.raise(L, .ValueError, "\(end.label).recv: this end is closed") }
         if !end.canReceive { return Lua.raise(L, .ValueError, "\(end.label).recv: this end of a one-way Pipe only sends") }
         let timeout: Double?
-        do { timeout = try Lua.optTimeout(L, 2, "recv") } catch { return Lua.raise(L, error) }
-        end.touch()
-        let deadline = Deadline(timeout: timeout)
-        let q = end.receiveQueue
-        while true {
-            let slice = min(peerCheck, timeout == nil ? peerCheck : Double(deadline.remaining) / 1e9)
-            var decodeError: String?
-            let r = q.get(block: true, deadline: Deadline(timeout: slice), scratch: &Runtime.scratch, recv: true) { decodeError = ValueDecoder.decode(L, $0) }
-            switch r {
-            case .ok:
-                if let e = decodeError { return Lua.raise(L, .ValueError, "\(end.label).recv: \(e)") }
-                return 1
-            case .closed:
-                return Lua.raise(L, .EOF, "\(end.label).recv: the other end is closed and nothing is left to read")
-            case .noMemory(let m, _):
-                return Lua.raise(L, .ValueError, "\(end.label).recv: \(m)")
-            case .failed(let f):
-                return ProcessRegistry.raiseFailure(L, "\(end.label).recv: \(f)")
-            case .empty:
-                if q.count == 0 && peerGone(end) {
-                    return Lua.raise(L, .EOF, "\(end.label).recv: the process using the other end (pid \(end.peerUser)) has ended and nothing is left to read")
-                }
-                if deadline.expired { return Lua.raise(L, .Timeout, "\(end.label).recv: nothing received within \(timeout ?? 0) s") }
-            }
+        do { timeout = try Lua.optTimeout(L, 2, "\(end.label).recv") } catch { return Lua.raise(L, error) }
+        // One untimed wait when there is no timeout: the monitor sees it as a
+        // recv and reports two processes each waiting on the other.
+        var decodeError: String?
+        let r = end.receiveQueue.get(block: true, deadline: Deadline(timeout: timeout), scratch: &Runtime.scratch, recv: true) {
+            decodeError = ValueDecoder.decode(L, $0)
+        }
+        switch r {
+        case .ok:
+            if let e = decodeError { return Lua.raise(L, .ValueError, "\(end.label).recv: \(e)") }
+            return 1
+        case .closed:
+            return Lua.raise(L, .EOF, "\(end.label).recv: no process holds the other end any more and nothing is left to read")
+        case .noMemory(let m, _):
+            return Lua.raise(L, .ValueError, "\(end.label).recv: \(m)")
+        case .failed(let f):
+            return ProcessRegistry.raiseFailure(L, "\(end.label).recv: \(f)")
+        case .empty:
+            return Lua.raise(L, .Timeout, "\(end.label).recv: nothing received within \(Lua.numberText(timeout ?? 0)) s")
         }
     }
 
@@ -123,25 +119,24 @@ enum PipeBindings {
         let L = L!
         guard let end = check(L, "poll") else { return -1 }
         if end.isClosed { return Lua.raise(L, .ValueError, "\(end.label).poll: this end is closed") }
+        if !end.canReceive { return Lua.raise(L, .ValueError, "\(end.label).poll: this end of a one-way Pipe only sends") }
+        // poll() looks without waiting; poll(math.huge) waits as long as it takes.
         let timeout: Double?
-        do { timeout = try Lua.optTimeout(L, 2, "poll") } catch { return Lua.raise(L, error) }
-        let deadline = Deadline(timeout: timeout ?? 0)
-        let q = end.receiveQueue
-        while true {
-            let slice = min(peerCheck, Double(deadline.remaining) / 1e9)
-            if q.waitForItems(deadline: Deadline(timeout: slice)) { lua_pushboolean(L, 1); return 1 }
-            if peerGone(end) { lua_pushboolean(L, 1); return 1 }   // recv will give EOF at once
-            if deadline.expired { lua_pushboolean(L, 0); return 1 }
-        }
+        do { timeout = jr_lua_isnoneornil(L, 2) != 0 ? 0 : try Lua.optTimeout(L, 2, "\(end.label).poll") } catch { return Lua.raise(L, error) }
+        // True when recv would not wait: an item, or EOF.
+        var verdict: String?
+        let ready = end.receiveQueue.waitForItems(deadline: Deadline(timeout: timeout), verdict: &verdict)
+        if let f = verdict { return ProcessRegistry.raiseFailure(L, "\(end.label).poll: \(f)") }
+        lua_pushboolean(L, ready ? 1 : 0)
+        return 1
     }
 
+    /// Closes this process's copy of the end; other processes' copies stay
+    /// open. Once no process holds it, the other end gets EOF.
     static let close: jr_swift_fn = { L in
         let L = L!
         guard let end = check(L, "close") else { return -1 }
-        jr_store_u32(end.closedFlag, 1)
-        // The peer reads what was sent, then gets EOF; its sends fail with EOF.
-        end.sendQueue.close()
-        end.receiveQueue.close()
+        PipeHolders.release(end.offset, end.index)
         return 0
     }
 

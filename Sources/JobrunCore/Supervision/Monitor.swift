@@ -352,6 +352,7 @@ enum Monitor {
             if block != 0 { Arena.free(block, clearingOffset: &r.pointee.get_block) }
             Arena.forgetWaiter(r)
             redeliver(r, name: name)   // model: M2-M4
+            PipeHolders.ended(r)   // the ends it held may have no holder left: EOF
             jr_store_u32(&r.pointee.state, UInt32(JR_PROC_EXITED))   // model: M5
         }
 

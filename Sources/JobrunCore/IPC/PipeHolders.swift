@@ -1,0 +1,229 @@
+import CJobrunShims
+import Glibc
+
+/// Who holds which Pipe end, after the file-descriptor rule of CPython's
+/// connection.py: each process has its own copy of an end, `close` closes the
+/// caller's copy only, and the other end sees EOF once no process holds that
+/// end any more. A process holds an end it created, inherited at fork (every
+/// end its parent held), was given as an argument of `Process{script}`, or
+/// decoded from a queue, Dict or result.
+///
+/// The truth is each process's list (jr_pipe_ends, from its record), written
+/// only by that process: nothing to repair when a process is SIGKILLed,
+/// since a list counts only while its process is alive. Whoever may have
+/// dropped the last copy of an end (a `close`, or the monitor seeing a death)
+/// looks through the lists of the live processes, and if none holds the end
+/// any more, closes the pipe's queues, which wakes the other end.
+enum PipeHolders {
+    /// This process's list; follows the record (0 before the first hold).
+    private static var mine: UInt64 = 0
+    /// A list filled before fork, for the child to adopt.
+    private static var forChild: UInt64 = 0
+
+    static let headerBytes = MemoryLayout<jr_pipe_ends>.size
+    static let entryBytes = MemoryLayout<jr_pipe_hold>.stride
+
+    static func list(_ off: UInt64) -> UnsafeMutablePointer<jr_pipe_ends> {
+        Arena.pointer(off).assumingMemoryBound(to: jr_pipe_ends.self)
+    }
+    static func entries(_ l: UnsafeMutablePointer<jr_pipe_ends>) -> UnsafeMutablePointer<jr_pipe_hold> {
+        (UnsafeMutableRawPointer(l) + headerBytes).assumingMemoryBound(to: jr_pipe_hold.self)
+    }
+
+    private static func newList(capacity: Int) -> UInt64? {
+        guard let off = try? Arena.allocateZeroed(headerBytes + capacity * entryBytes) else { return nil }
+        list(off).pointee.capacity = UInt32(capacity)
+        return off
+    }
+
+    /// Makes `off` this process's list, seen by the monitor through the record.
+    private static func install(_ off: UInt64) {
+        mine = off
+        if let r = ProcessRegistry.record { jr_store_u64(&r.pointee.pipe_ends, off) }
+    }
+
+    private static func find(_ l: UnsafeMutablePointer<jr_pipe_ends>, _ pipe: UInt64, _ end: Int) -> UnsafeMutablePointer<jr_pipe_hold>? {
+        let e = entries(l)
+        for i in 0..<Int(jr_load_u32(&l.pointee.count)) where e[i].pipe == pipe && e[i].end == UInt32(end) { return e + i }
+        return nil
+    }
+
+    /// Whether this process holds its copy of the end.
+    static func holds(_ pipe: UInt64, _ end: Int) -> Bool {
+        guard mine != 0, let h = find(list(mine), pipe, end) else { return false }
+        return jr_load_u32(&h.pointee.held) != 0
+    }
+
+    /// This process now holds the end (created, or decoded). False when
+    /// shared memory is exhausted.
+    @discardableResult
+    static func hold(_ pipe: UInt64, _ end: Int) -> Bool {
+        if mine == 0 {
+            guard let off = newList(capacity: 8) else { return false }
+            install(off)
+        }
+        var l = list(mine)
+        if let h = find(l, pipe, end) { jr_store_u32(&h.pointee.held, 1); return true }
+        if l.pointee.count == l.pointee.capacity {
+            // A larger copy; the old block stays readable for a scan in
+            // progress (it is not freed: it is small and this is rare).
+            let cap = Int(l.pointee.capacity) * 2
+            guard let off = newList(capacity: cap) else { return false }
+            let n = list(off)
+            memcpy(entries(n), entries(l), Int(l.pointee.count) * entryBytes)
+            n.pointee.children = l.pointee.children
+            jr_store_u32(&n.pointee.count, l.pointee.count)
+            install(off)
+            l = n
+        }
+        let e = entries(l) + Int(l.pointee.count)
+        e.pointee.pipe = pipe
+        e.pointee.end = UInt32(end)
+        e.pointee.held = 1
+        jr_store_u32(&l.pointee.count, l.pointee.count + 1)
+        return true
+    }
+
+    /// This process closes its copy; false if it had none. When no process
+    /// holds the end any more, the pipe shuts.
+    @discardableResult
+    static func release(_ pipe: UInt64, _ end: Int) -> Bool {
+        guard mine != 0, let h = find(list(mine), pipe, end), jr_load_u32(&h.pointee.held) != 0 else { return false }
+        jr_store_u32(&h.pointee.held, 0)
+        jr_fence()   // two last holders closing at once: at least one sees the other's release
+        if !anyHolder(pipe, end) { shut(pipe) }
+        return true
+    }
+
+    /// Whether a live process (or a child being started with a list filled
+    /// by its parent) holds the end.
+    static func anyHolder(_ pipe: UInt64, _ end: Int) -> Bool {
+        let all = ProcessRegistry.slots()
+        let n = Int(jr_load_u32(&Arena.header.pointee.process_slots))
+        for i in 0..<n where jr_load_u32(&all[i].state) == UInt32(JR_PROC_RUNNING) {
+            let r = all + i
+            if ProcessRegistry.hasEnded(r) { continue }
+            let off = jr_load_u64(&r.pointee.pipe_ends)
+            if off == 0 { continue }
+            let l = list(off)
+            if let h = find(l, pipe, end), jr_load_u32(&h.pointee.held) != 0 { return true }
+            var child = jr_load_u64(&l.pointee.children)
+            while child != 0 {
+                let c = list(child)
+                if jr_load_u32(&c.pointee.pending) != 0 {
+                    let pid = c.pointee.pid
+                    if (pid == 0 || processIsAlive(pid)), let h = find(c, pipe, end), jr_load_u32(&h.pointee.held) != 0 { return true }
+                }
+                child = jr_load_u64(&c.pointee.sibling)
+            }
+        }
+        return false
+    }
+
+    /// No process holds one of the ends: the other end reads what is left,
+    /// then gets EOF; its sends fail.
+    static func shut(_ pipe: UInt64) {
+        let p = Arena.pointer(pipe).assumingMemoryBound(to: jr_pipe.self)
+        SharedQueue(offset: p.pointee.queue.0).close()
+        if p.pointee.queue.1 != p.pointee.queue.0 { SharedQueue(offset: p.pointee.queue.1).close() }
+    }
+
+    /// Monitor: the process of `r` has ended (its record marked so): every
+    /// end it held may have lost its last holder.
+    static func ended(_ r: UnsafeMutablePointer<jr_process_record>) {
+        let off = jr_load_u64(&r.pointee.pipe_ends)
+        guard off != 0 else { return }
+        let l = list(off)
+        let e = entries(l)
+        for i in 0..<Int(jr_load_u32(&l.pointee.count)) where e[i].held != 0 {
+            if !anyHolder(e[i].pipe, Int(e[i].end)) { shut(e[i].pipe) }
+        }
+    }
+
+    // MARK: handing ends to a child
+
+    /// The Pipe ends met by the encoder since `startCollecting` (for the
+    /// arguments of a `script` worker).
+    private static var collected: [(UInt64, Int)]? = nil
+    static func startCollecting() { collected = [] }
+    static func stopCollecting() -> [(UInt64, Int)] { defer { collected = nil }; return collected ?? [] }
+    static func encoded(_ h: ObjectHandle) {
+        collected?.append((h.offset, h.type == UInt32(JR_OBJ_PIPE_END0) ? 0 : 1))
+    }
+
+    /// Before a child starts: fills a list with `ends` (nil: every end this
+    /// process holds, for a fork) and chains it to this process's list, so
+    /// the ends count as held by the child from this moment on. Returns the
+    /// list (0: nothing to hand over).
+    static func prepareChild(ends: [(UInt64, Int)]? = nil) -> UInt64 {
+        forChild = 0
+        guard mine != 0 else {
+            // Ends given as arguments are held by this process (it has them):
+            // without a list of its own it holds none.
+            return 0
+        }
+        let l = list(mine)
+        var wanted: [(UInt64, Int)] = []
+        let e = entries(l)
+        for i in 0..<Int(l.pointee.count) where e[i].held != 0 {
+            let item = (e[i].pipe, Int(e[i].end))
+            if let ends, !ends.contains(where: { $0 == item }) { continue }
+            wanted.append(item)
+        }
+        if wanted.isEmpty { return 0 }
+        guard let off = newList(capacity: max(8, wanted.count)) else { return 0 }
+        let c = list(off)
+        for (k, (pipe, end)) in wanted.enumerated() {
+            entries(c)[k] = jr_pipe_hold(pipe: pipe, end: UInt32(end), held: 1)
+        }
+        c.pointee.count = UInt32(wanted.count)
+        c.pointee.pending = 1
+        pruneChildren(l)
+        c.pointee.sibling = l.pointee.children
+        jr_store_u64(&l.pointee.children, off)
+        forChild = off
+        return off
+    }
+
+    /// Parent, once the child is started (pid) or failed to start (nil).
+    static func childStarted(_ off: UInt64, pid: pid_t?) {
+        guard off != 0 else { return }
+        if let pid { list(off).pointee.pid = pid } else { jr_store_u32(&list(off).pointee.pending, 0) }
+        forChild = 0
+    }
+
+    /// Child, once registered: the list its parent filled is now its own.
+    static func adopt(_ off: UInt64? = nil) {
+        let off = off ?? forChild
+        forChild = 0
+        mine = 0
+        guard off != 0 else {
+            if let r = ProcessRegistry.record { jr_store_u64(&r.pointee.pipe_ends, 0) }
+            return
+        }
+        let l = list(off)
+        install(off)
+        jr_store_u64(&l.pointee.children, 0)
+        jr_store_u32(&l.pointee.pending, 0)
+    }
+
+    /// Unlinks the lists that no longer count (adopted, or their child
+    /// ended before adopting); they are not freed, a scan may be reading them.
+    private static func pruneChildren(_ l: UnsafeMutablePointer<jr_pipe_ends>) {
+        var prev: UnsafeMutablePointer<jr_pipe_ends>? = nil
+        var cur = l.pointee.children
+        while cur != 0 {
+            let c = list(cur)
+            let next = c.pointee.sibling
+            if c.pointee.pending != 0 && c.pointee.pid != 0 && !processIsAlive(c.pointee.pid) {
+                jr_store_u32(&c.pointee.pending, 0)
+            }
+            if c.pointee.pending == 0 {
+                if let prev { jr_store_u64(&prev.pointee.sibling, next) } else { jr_store_u64(&l.pointee.children, next) }
+            } else {
+                prev = c
+            }
+            cur = next
+        }
+    }
+}
