@@ -130,13 +130,26 @@ enum PipeHolders {
 
     /// Monitor: the process of `r` has ended (its record marked so): every
     /// end it held may have lost its last holder.
+    /// A child that died before adopting the list its parent filled held
+    /// those ends too.
     static func ended(_ r: UnsafeMutablePointer<jr_process_record>) {
+        var lists: [UInt64] = []
         let off = jr_load_u64(&r.pointee.pipe_ends)
-        guard off != 0 else { return }
-        let l = list(off)
-        let e = entries(l)
-        for i in 0..<Int(jr_load_u32(&l.pointee.count)) where e[i].held != 0 {
-            if !anyHolder(e[i].pipe, Int(e[i].end)) { shut(e[i].pipe) }
+        if off != 0 { lists.append(off) }
+        if let parent = ProcessRegistry.find(r.pointee.parent_pid), parent != r, parent.pointee.pipe_ends != 0 {
+            var child = jr_load_u64(&list(parent.pointee.pipe_ends).pointee.children)
+            while child != 0 {
+                let c = list(child)
+                if c.pointee.pid == r.pointee.pid && jr_load_u32(&c.pointee.pending) != 0 && child != off { lists.append(child) }
+                child = jr_load_u64(&c.pointee.sibling)
+            }
+        }
+        for off in lists {
+            let l = list(off)
+            let e = entries(l)
+            for i in 0..<Int(jr_load_u32(&l.pointee.count)) where e[i].held != 0 {
+                if !anyHolder(e[i].pipe, Int(e[i].end)) { shut(e[i].pipe) }
+            }
         }
     }
 
