@@ -60,6 +60,26 @@ struct PipeHoldingTests {
         #expect(r.stdout == "up\nfalse\tEOF\ttrue\nfalse\tEOF\n", "\(r.stdout)\(r.stderr)")
     }
 
+    @Test func aChildKilledAsItStartsReleasesTheEndsItInherited() {
+        // Killed before it could even register: the ends its parent handed
+        // it at fork are released all the same.
+        let r = runScript("""
+            local eof = 0
+            for _ = 1, 5 do
+              local a, b = jobrun.Pipe()
+              local p = jobrun.Process{target = function() b:send(1); jobrun.sleep(10) end}
+              p:start(); b:close(); p:kill()
+              local ok, e = pcall(a.recv, a, 3)
+              if ok then ok, e = pcall(a.recv, a, 3) end
+              if not ok and e.kind == "EOF" then eof = eof + 1 end
+              p:join(5)
+            end
+            print(eof)
+            """, timeout: 60)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "5\n", "\(r.stdout)\(r.stderr)")
+    }
+
     @Test func anEndSentThroughAQueueIsHeldByItsReceiver() {
         // The child gets b only from the queue, then closes its copy while it
         // still runs: EOF comes from that close, not from its exit.

@@ -153,6 +153,28 @@ enum PipeHolders {
         }
     }
 
+    /// Monitor, each tick: a child that died before it even registered
+    /// (so the monitor never watched it) held the ends of the list its
+    /// parent filled for it; they may have no holder left now.
+    static func sweep() {
+        let all = ProcessRegistry.slots()
+        let n = Int(jr_load_u32(&Arena.header.pointee.process_slots))
+        for i in 0..<n where jr_load_u32(&all[i].state) == UInt32(JR_PROC_RUNNING) {
+            let off = jr_load_u64(&all[i].pipe_ends)
+            if off == 0 { continue }
+            var child = jr_load_u64(&list(off).pointee.children)
+            while child != 0 {
+                let c = list(child)
+                if jr_load_u32(&c.pointee.pending) != 0 && c.pointee.pid != 0 && !processIsAlive(c.pointee.pid) {
+                    jr_store_u32(&c.pointee.pending, 0)
+                    let e = entries(c)
+                    for k in 0..<Int(c.pointee.count) where !anyHolder(e[k].pipe, Int(e[k].end)) { shut(e[k].pipe) }
+                }
+                child = jr_load_u64(&c.pointee.sibling)
+            }
+        }
+    }
+
     // MARK: handing ends to a child
 
     /// The Pipe ends met by the encoder since `startCollecting` (for the

@@ -252,6 +252,7 @@ enum Monitor {
                 // No verdict while a process is starting (it will act) or a
                 // dead one's repair is under way (it may wake a waiter).
                 if starting || !repairing.isEmpty || !deferred.isEmpty { stable = 0; gens.removeAll() } else { checkDeadlock() }
+                PipeHolders.sweep()
                 painter.tick()
             }
         }
