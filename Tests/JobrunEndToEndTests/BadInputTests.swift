@@ -28,6 +28,7 @@ let badInputs: [BadInput] = [
     .init(name: "timeout of 1e300", script: "print(jobrun.Lock():acquire(true, 1e300), jobrun.Queue():get(false, 1e300) == nil)", status: 1, expect: "jobrun.Empty"),
     .init(name: "negative sleep", script: "jobrun.sleep(-1)", status: 1, expect: "jobrun.ValueError: sleep: seconds must be a non-negative number, got -1"),
     .init(name: "name too long", script: "jobrun.Lock{name = string.rep('x', 48)}", status: 1, expect: "Lock: name must be a non-empty string of at most 47 bytes, got a string of 48 bytes"),
+    .init(name: "options table whose __index raises", script: "local t = setmetatable({}, {__index = function(_, k) error('boom ' .. k) end}); print(jobrun.Queue(t), jobrun.Lock(t))", status: 0, expect: "Queue#1 (0 items)\tLock#2 (unlocked)"),
     .init(name: "name of the wrong type", script: "jobrun.Event{name = 3}", status: 1, expect: "Event: name must be a non-empty string of at most 47 bytes, got number"),
     .init(name: "negative timeout means 0", script: "jobrun.Queue():get(true, -1)", status: 1, expect: "jobrun.Empty: Queue#1 is empty"),
     .init(name: "timeout of the wrong type", script: "jobrun.Queue():get(true, 'soon')", status: 1, expect: "jobrun.TypeError: Queue#1.get: timeout must be a number, got string"),

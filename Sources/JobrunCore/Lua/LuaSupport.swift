@@ -116,10 +116,18 @@ enum Lua {
         }
     }
 
+    /// Pushes `t[key]` of the table at `table` without metamethods (an
+    /// options table's __index must not run, and could raise, from Swift).
+    static func rawField(_ L: LuaState, _ table: Int32, _ key: String) {
+        let t = lua_absindex(L, table)
+        pushString(L, key)
+        _ = lua_rawget(L, t)
+    }
+
     /// The `name` field of the options table at `table`: a non-empty string
     /// of at most 47 bytes (it is kept in shared memory), or "" when absent.
     static func optName(_ L: LuaState, _ table: Int32, _ fn: String) throws -> String {
-        lua_getfield(L, table, "name")
+        rawField(L, table, "name")
         defer { jr_lua_pop(L, 1) }
         if jr_lua_isnoneornil(L, -1) != 0 { return "" }
         guard lua_type(L, -1) == LUA_TSTRING, let n = Lua.string(L, -1), !n.isEmpty, n.utf8.count < 48 else {

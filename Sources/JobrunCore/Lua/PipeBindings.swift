@@ -47,7 +47,7 @@ enum PipeBindings {
         var name = ""
         do {
             if lua_type(L, 1) == LUA_TTABLE {
-                lua_getfield(L, 1, "duplex")
+                Lua.rawField(L, 1, "duplex")
                 duplex = try Lua.optBool(L, -1, true, "Pipe", "duplex")
                 jr_lua_pop(L, 1)
                 name = try Lua.optName(L, 1, "Pipe")

@@ -63,13 +63,13 @@ enum QueueBindings {
         var listed = true
         do {
             if lua_type(L, 1) == LUA_TTABLE {
-                lua_getfield(L, 1, "maxsize")
+                Lua.rawField(L, 1, "maxsize")
                 maxsize = try Lua.optInteger(L, -1, 0, fn, "maxsize") ?? 0
-                lua_getfield(L, 1, "redeliver")
+                Lua.rawField(L, 1, "redeliver")
                 redeliver = try Lua.optBool(L, -1, false, fn, "redeliver")
                 name = try Lua.optName(L, 1, fn)
                 // The pool's scratch queue for probing values: not shown in --stats.
-                lua_getfield(L, 1, "_unlisted")
+                Lua.rawField(L, 1, "_unlisted")
                 listed = lua_toboolean(L, -1) == 0
                 jr_lua_pop(L, 3)
             } else {

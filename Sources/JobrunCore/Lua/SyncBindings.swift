@@ -60,7 +60,7 @@ enum SyncBindings {
     static func tableForm(_ L: LuaState, _ fn: String, field: String?) throws -> String {
         guard lua_type(L, 1) == LUA_TTABLE else { return "" }
         let name = try Lua.optName(L, 1, fn)
-        if let field { lua_getfield(L, 1, field) } else { lua_pushnil(L) }
+        if let field { Lua.rawField(L, 1, field) } else { lua_pushnil(L) }
         jr_lua_replace(L, 1)
         return name
     }
