@@ -2,6 +2,7 @@ import CJobrunShims
 import Testing
 @testable import JobrunCore
 
+extension OneArena {
 @Suite("The allocator refuses offsets that are not its blocks")
 struct ArenaValidationTests {
     @Test func doubleFreeIsRefusedAndLeavesTheArenaConsistent() throws {
@@ -42,4 +43,5 @@ struct ArenaValidationTests {
         #expect(t.count == 32 && t.allSatisfy(\.isHexDigit))
         #expect(t != String(repeating: "0", count: 32))
     }
+}
 }

@@ -23,6 +23,12 @@ private func get(_ q: SharedQueue, block: Bool = false, timeout: Double? = 0) ->
     return out
 }
 
+/// The suites that allocate from the test process's one arena and check its
+/// blocks or totals run one at a time: each would see the others' blocks
+/// come and go.
+@Suite(.serialized) struct OneArena {}
+
+extension OneArena {
 @Suite("SharedQueue in one process")
 struct SharedQueueTests {
     init() { _ = arenaReady }
@@ -113,7 +119,9 @@ struct SharedQueueTests {
         #expect(message.contains("larger than the shared memory limit"))
     }
 }
+}
 
+extension OneArena {
 @Suite("Arena")
 struct ArenaTests {
     init() { _ = arenaReady }
@@ -131,4 +139,5 @@ struct ArenaTests {
         #expect(Set(again) == Set(blocks.prefix(8)))
         for b in again { Arena.free(b) }
     }
+}
 }
