@@ -57,24 +57,23 @@ struct SharedQueue {
 
     /// Every listed queue of the run, oldest first.
     static func all() -> [SharedQueue] {
-        var out: [SharedQueue] = []
-        var cur = jr_load_u64(&Arena.header.pointee.queues_head)
-        while cur != 0 {
-            let q = SharedQueue(offset: cur)
-            out.append(q)
-            cur = q.q.pointee.next_queue
-        }
-        return out.reversed()
+        chain(&Arena.header.pointee.queues_head, \.next_queue).reversed()
     }
 
-    /// Every JoinableQueue of the run, listed or not.
+    /// Every JoinableQueue of the run, listed or not, newest first.
     static func joinables() -> [SharedQueue] {
+        chain(&Arena.header.pointee.joinables_head, \.next_joinable)
+    }
+
+    /// The queues of a list in the arena's header, from `head` along `next`
+    /// (pushed under proc_lock, never unlinked: a reader needs no lock).
+    private static func chain(_ head: UnsafeMutablePointer<UInt64>, _ next: KeyPath<jr_queue, UInt64>) -> [SharedQueue] {
         var out: [SharedQueue] = []
-        var cur = jr_load_u64(&Arena.header.pointee.joinables_head)
+        var cur = jr_load_u64(head)
         while cur != 0 {
             let q = SharedQueue(offset: cur)
             out.append(q)
-            cur = q.q.pointee.next_joinable
+            cur = q.q.pointee[keyPath: next]
         }
         return out
     }
