@@ -150,7 +150,42 @@ struct MemoryTests {
         #expect(!r.timedOut)
         #expect(r.status == 1)
         #expect(r.stderr.contains("main.lua:3: jobrun.Deadlock"), "\(r.stderr)")
-        #expect(r.stderr.contains("MainProcess (pid ") && r.stderr.contains("waits in a wait for shared memory (1 of 2 MiB in use)"), "\(r.stderr)")
+        #expect(r.stderr.contains("MainProcess (pid ") && r.stderr.contains("waits in a wait for shared memory ("), "\(r.stderr)")
+        #expect(r.stderr.contains(" of 2,048 KiB in use)"), "what is in use, in KiB under a small limit: \(r.stderr)")
+    }
+
+    /// The smallest limit, `--shm-limit 1`: a pipeline of items up to
+    /// 300 KB ends with every item through (producers wait for memory);
+    /// an item larger than the limit is refused; with `redeliver`, where an
+    /// item in the queue and its kept copy cannot both fit, the run says so
+    /// (a Deadlock naming the waits for shared memory) instead of hanging.
+    @Test func theSmallestShmLimitEndsOrRefusesClearly() {
+        func pipeline(_ redeliver: Bool) -> (status: Int32, stdout: String, stderr: String, timedOut: Bool) {
+            runScript("""
+                local q = jobrun.JoinableQueue{redeliver = \(redeliver)}
+                local results = jobrun.Queue()
+                for i = 1, 2 do
+                  jobrun.Process{daemon = true, target = function()
+                    for s in q:items() do results:put(#s) end
+                  end}:start()
+                end
+                for i = 1, 500 do q:put(string.rep("x", i % 10 == 0 and 300000 or 100 + i)) end
+                q:join()
+                local total = 0
+                for i = 1, 500 do total = total + results:get() end
+                print("done", total)
+                local ok, e = pcall(q.put, q, string.rep("y", 2 << 20))
+                print(ok, e.kind)
+                """, timeout: 60, options: ["--shm-limit", "1"])
+        }
+        let plain = pipeline(false)
+        #expect(!plain.timedOut)
+        #expect(plain.status == 0, "\(plain.stderr)")
+        #expect(plain.stdout == "done\t15157500\nfalse\tValueError\n", "\(plain.stdout)")
+        let kept = pipeline(true)
+        #expect(!kept.timedOut)
+        #expect(kept.status == 1)
+        #expect(kept.stderr.contains("jobrun.Deadlock") && kept.stderr.contains("waits in a wait for shared memory ("), "\(kept.stderr)")
     }
 
     /// A producer killed while its large put waits (for room in a full queue,

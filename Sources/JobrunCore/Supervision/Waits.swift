@@ -126,9 +126,21 @@ enum Waits {
             let target = Arena.pointer(r.pointee.wait_object).assumingMemoryBound(to: jr_process_record.self)
             return "join of process \(ProcessRegistry.name(of: target)) (pid \(target.pointee.pid))"
         case JR_WAIT_MEMORY:
-            return "a wait for shared memory (\(Arena.bytesInUse >> 20) of \(Arena.limit >> 20) MiB in use)"
+            return "a wait for shared memory (\(kibibytes(Arena.bytesInUse)) of \(kibibytes(Arena.limit)) KiB in use)"
         default:
             return "an unknown wait"
         }
+    }
+
+    /// Whole KiB, rounded up, with thousands separators: a limit of a few
+    /// MiB and what is in use under it read right ("768 of 1,024 KiB").
+    static func kibibytes(_ bytes: UInt64) -> String {
+        let k = String((bytes + 1023) / 1024)
+        var out = ""
+        for (i, ch) in k.enumerated() {
+            if i > 0 && (k.count - i) % 3 == 0 { out.append(",") }
+            out.append(ch)
+        }
+        return out
     }
 }
