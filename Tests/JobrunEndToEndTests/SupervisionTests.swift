@@ -85,6 +85,36 @@ struct SupervisionTests {
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout == "slept\nbusy\nEmpty\n3000\n")
     }
+
+    /// A consumer that ends normally holding an item may have handed it on
+    /// (CPython's test_shutdown_nonempty): the item stays unfinished for any
+    /// process to mark done, and a join no one can satisfy is a Deadlock.
+    /// One killed holding an item lost it: join raises WorkerDied.
+    @Test func itemsOfAConsumerThatEndedNormallyStayForOthersToMarkDone() {
+        let r = runScript("""
+            local q, back = jobrun.JoinableQueue(), jobrun.Queue()
+            q:put("a"); q:put("b")
+            local taker = jobrun.Process{name = "taker", target = function() back:put(q:get()) end}
+            taker:start(); taker:join()
+            print(back:get(), taker.exitcode, q:join(0.5))
+            q:task_done()
+            local quitter = jobrun.Process{name = "quitter", target = function() q:get() end}
+            quitter:start(); quitter:join()
+            local ok, e = pcall(q.join, q)
+            print(ok, e.kind)
+            q:task_done()
+            local killed = jobrun.Process{name = "killed", target = function() q:get(); jobrun.sleep(60) end}
+            q:put("c")
+            killed:start()
+            while q:qsize() > 0 do jobrun.sleep(0.01) end
+            killed:kill()
+            ok, e = pcall(q.join, q, 10)
+            print(ok, e.kind)
+            """, timeout: 30)
+        #expect(!r.timedOut)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "a\t0\tfalse\nfalse\tDeadlock\nfalse\tWorkerDied\n", "\(r.stdout)\(r.stderr)")
+    }
 }
 
 @Suite("Long runs")

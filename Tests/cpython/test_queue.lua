@@ -338,7 +338,6 @@ case("test_shutdown_empty", function()
 end)
 
 case("test_shutdown_nonempty", function()
-  xfail("task_done by another process than the taker: join raises WorkerDied once the taker has exited: issue 12")
   for _, q in ipairs{jobrun.Queue(1), jobrun.JoinableQueue(1)} do
     q:put("data")
     local join

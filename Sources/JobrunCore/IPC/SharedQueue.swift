@@ -430,7 +430,12 @@ struct SharedQueue {
         }
         e.pointee.held_head = 0
         e.pointee.held_tail = 0
-        if e.pointee.count > 0 {
+        // A process that ended normally (status 0) holding items may have
+        // handed them on: they stay unfinished, for any process to mark
+        // done, as in Python (and a join that no one can satisfy is a
+        // Deadlock). One that died (an error, a signal) lost them: they fail.
+        let endedNormally = r.pointee.has_exit_code != 0 && r.pointee.exit_code == 0
+        if e.pointee.count > 0 && !endedNormally {
             failTasksLocked(e.pointee.count, pid: r.pointee.pid,
                             code: r.pointee.has_exit_code != 0 ? r.pointee.exit_code : Int32.min, name: name)
             e.pointee.count = 0

@@ -339,6 +339,14 @@ enum Monitor {
                 r.pointee.exit_code = code
                 jr_store_u32(&r.pointee.has_exit_code, 1)
             }
+            // A reaper between marking and recording: how it ended decides
+            // what becomes of the items it held (SharedQueue.processDied),
+            // so wait for the code a moment (bounded: the reaper may be stopped).
+            var waited = 0
+            while reaping && jr_load_u32(&r.pointee.has_exit_code) == 0 && waited < 200 {
+                usleep(1000)
+                waited += 1
+            }
             ProcessRegistry.markEnded(r)
             let name = ProcessRegistry.name(of: r)
             // Intents it left, each settled by the queue it names; then its
