@@ -31,8 +31,8 @@ local signal = arg[5] or "KILL"
 math.randomseed(seed)
 
 local q = jobrun.JoinableQueue{maxsize = 100, redeliver = redeliver}
--- Bounded, so its ring never grows (a kill during growth is a separate,
--- known defect); the main process drains it while it waits in join.
+-- Bounded, so its ring never grows (a kill during growth has trials of its
+-- own: kill-trial-producer.lua); the main process drains it while it waits in join.
 local results = jobrun.Queue{maxsize = 2000}
 
 local producers = {}
