@@ -31,8 +31,11 @@ let package = Package(
                 // runtime's exclusivity bookkeeping for them cost ~3% of a queue
                 // hand-off. Debug builds (the tests) keep the checks.
                 .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release)),
-            ]
+            ],
+            plugins: ["EmbedLua"]   // prelude/*.lua, embedded at build time
         ),
+        .executableTarget(name: "EmbedLuaTool", path: "Plugins/EmbedLuaTool"),
+        .plugin(name: "EmbedLua", capability: .buildTool(), dependencies: ["EmbedLuaTool"]),
         .executableTarget(
             name: "jobrun",
             dependencies: [

@@ -1,7 +1,7 @@
 import CJobrunShims
 import Glibc
 
-/// The shared half of `jobrun.Pool` (PoolPrelude.swift, PoolBindings.swift):
+/// The shared half of `jobrun.Pool` (prelude/pool.lua, PoolBindings.swift):
 /// the pool's ledger of which task each worker holds, and the waits of its
 /// caller and of its idle workers, both visible to the monitor as what they
 /// are.

@@ -2,7 +2,7 @@ import CJobrunShims
 import CLua
 import Glibc
 
-/// The private primitives the prelude (Prelude.swift) builds `jobrun.Process`
+/// The private primitives the prelude (prelude/*.lua) builds `jobrun.Process`
 /// and the module's small functions on. Lua code calls them as `core.X`.
 enum CoreBindings {
     static func register(_ L: LuaState) {
@@ -31,6 +31,7 @@ enum CoreBindings {
         Lua.setFunction(L, "write_stderr", writeStderr)
         Lua.setFunction(L, "timeout", timeout)
         Lua.pushString(L, version); lua_setfield(L, -2, "version")
+        lua_pushinteger(L, lua_Integer(JR_MAX_PROCESSES)); lua_setfield(L, -2, "max_processes")
     }
 
     /// core.shm_in_use() -> bytes of shared memory in allocated blocks now,

@@ -151,7 +151,7 @@ public enum Host {
         // its parent looked.
         guard let L = newState(packageDirectory: directory(of: script), path: packagePath, cpath: packageCPath) else { return 1 }
         // The worker's identity, as seen by jobrun.current_process().
-        runChunk(L, "local jobrun, name, daemon = ...; jobrun._set_current(name, daemon)") {
+        Prelude.run(L, "script_worker.lua") {
             lua_getglobal(L, "jobrun"); Lua.pushString(L, name); lua_pushboolean(L, daemon ? 1 : 0); return 3
         }
         installOutputHooks(L, tag: prefix, clear: Progress.isOn)
@@ -219,20 +219,10 @@ public enum Host {
             return nil
         }
         Module.install(L)
-        // Lua's generational collector: a pipeline stage makes and drops an
-        // item (a string, a table) per step, the young-objects case it is for.
-        // Measured with scripts/bench on this machine: 1 -> 1 small strings
-        // ~18% faster, tables ~27%, 2 -> 2 ~40%. collectgarbage("incremental")
-        // switches back, per process.
-        runChunk(L, "collectgarbage('generational')") { 0 }
-        runChunk(L, textOnlyLoaders, name: "=jobrun.loaders") { 0 }
-        // package.path: the script's folder first, as `require` users expect.
+        // Bytecode refused, the collector, package.path (the script's folder first).
+        Prelude.run(L, "loaders.lua") { 0 }
         let dir = packageDirectory ?? Runtime.scriptDirectory
-        runChunk(L, """
-            local dir, path, cpath = ...
-            if cpath ~= "" then package.cpath = cpath end
-            package.path = dir .. '/?.lua;' .. dir .. '/?/init.lua;' .. (path ~= "" and path or package.path)
-            """) {
+        Prelude.run(L, "state.lua") {
             Lua.pushString(L, dir); Lua.pushString(L, path); Lua.pushString(L, cpath); return 3
         }
         return L
@@ -245,59 +235,14 @@ public enum Host {
         lua_setglobal(L, "arg")
     }
 
-    /// Lua does not verify bytecode, and a damaged precompiled chunk crashes
-    /// the process: `load`, `loadfile`, `dofile` and `require` (its Lua file
-    /// searcher) load text only, whatever mode the caller asks for.
-    static let textOnlyLoaders = """
-        local load0, loadfile0, searchpath, error, select, format = load, loadfile, package.searchpath, error, select, string.format
-        function load(chunk, name, mode, ...)
-          if select('#', ...) > 0 then return load0(chunk, name, 't', ...) end
-          return load0(chunk, name, 't')
-        end
-        function loadfile(filename, mode, ...)
-          if select('#', ...) > 0 then return loadfile0(filename, 't', ...) end
-          return loadfile0(filename, 't')
-        end
-        function dofile(filename)
-          local f, err = loadfile0(filename, 't')
-          if not f then error(err, 0) end
-          return f()
-        end
-        package.searchers[2] = function(name)
-          local path, err = searchpath(name, package.path)
-          if not path then return err end
-          local f, lerr = loadfile0(path, 't')
-          if not f then error(format("error loading module '%s' from file '%s':\\n\\t%s", name, path, lerr), 0) end
-          return f, path
-        end
-        """
-
-    /// Runs a trusted internal chunk; `push` pushes its arguments and returns their count.
-    static func runChunk(_ L: LuaState, _ code: String, name: String? = nil, push: () -> Int32) {
-        if luaL_loadbufferx(L, code, code.utf8.count, name ?? code, "t") != LUA_OK {
-            writeAll(2, "jobrun: internal error: \(Lua.string(L, -1) ?? "?")\n"); jr_lua_pop(L, 1); return
-        }
-        let n = push()
-        if jr_lua_pcall(L, n, 0, 0) != LUA_OK {
-            writeAll(2, "jobrun: internal error: \(Lua.string(L, -1) ?? "?")\n"); jr_lua_pop(L, 1)
-        }
-    }
-
     /// Writes `text` through the script's `io.stderr` (with its output hooks,
     /// as a forked worker's report goes) while that is an open file handle;
     /// false when it is not, or the write failed: the caller writes to
     /// descriptor 2 then.
     static func writeThroughStderr(_ L: LuaState, _ text: String) -> Bool {
-        let code = """
-            local text = ...
-            local io = package.loaded.io
-            local f = io and io.stderr
-            if io.type(f) ~= "file" then return false end
-            return f:write(text) ~= nil and f:flush() ~= nil
-            """
         let top = lua_gettop(L)
         defer { lua_settop(L, top) }
-        guard luaL_loadbufferx(L, code, code.utf8.count, "=jobrun", "t") == LUA_OK else { return false }
+        guard Prelude.load(L, "stderr.lua") == LUA_OK else { return false }
         Lua.pushString(L, text)
         guard jr_lua_pcall(L, 1, 1, 0) == LUA_OK else { return false }
         return lua_toboolean(L, -1) != 0

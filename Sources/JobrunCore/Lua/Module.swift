@@ -2,7 +2,7 @@ import CJobrunShims
 import CLua
 
 /// Builds the `jobrun` module in a state: the Swift-bound types, the private
-/// primitives, then the prelude written in Lua. The module is the global
+/// primitives, then the prelude written in Lua (Prelude.moduleFiles). The module is the global
 /// `jobrun` and `package.loaded.jobrun`.
 enum Module {
     static func install(_ L: LuaState) {
@@ -20,10 +20,8 @@ enum Module {
         CoreBindings.register(L)
         let core = lua_gettop(L)
         // Each chunk runs with (jobrun, core, ErrorMeta).
-        for (name, source) in [("=jobrun", Prelude.source), ("=jobrun.Pool", PoolPrelude.source)] {
-            if luaL_loadbufferx(L, source, source.utf8.count, name, "t") != LUA_OK {
-                fatalPreludeError(L)
-            }
+        for name in Prelude.moduleFiles {
+            if Prelude.load(L, name) != LUA_OK { fatalPreludeError(L) }
             lua_pushvalue(L, module)
             lua_pushvalue(L, core)
             lua_pushvalue(L, errorMeta)

@@ -3,7 +3,7 @@ import CLua
 import Glibc
 
 /// The Lua side of a Pool's shared state (SharedPool): a handle only
-/// PoolPrelude uses (`core`-like, not part of the API), with methods
+/// prelude/pool.lua uses (`core`-like, not part of the API), with methods
 /// `_take`, `_send`, `_put`, `_wait`, `_ended`, `_vacate` and `_notify`.
 /// Forked workers inherit it with the Lua state; it cannot be sent through a
 /// queue.

@@ -1,41 +1,37 @@
-import CJobrunShims
-
-/// `jobrun.Pool`, written in Lua on Process and Queue. Runs after the main
-/// prelude with `(jobrun, core, ErrorMeta)`.
-///
-/// Beyond lua-api.md's list: `jobrun.Pool(n)` as `Pool{workers = n}`;
-/// `pool:apply(fn, ...)`, `pool:map_async`, `pool:starmap_async`,
-/// `r:wait([timeout])`; `pool.workers`. `imap` and `imap_unordered` yield
-/// `(result, index)`; a nil result ends a `for` loop early, as any Lua
-/// iterator does. `r:get()` of `apply_async` returns all of fn's results.
-/// `map` raises the first error that arrives (as Python's does) while the
-/// rest of the list may still be running. A task's `error("text")` is raised
-/// in the caller as text plus the worker's traceback; a jobrun error keeps its
-/// kind and `where`; a plain table is raised again as a copy. A failing
-/// `init` breaks the pool: pending and later calls raise it (Python would
-/// respawn workers forever). `terminate()` fails unfinished results with
-/// ValueError; `<close>` and garbage collection terminate.
-///
-/// After CPython's `multiprocessing/pool.py`, without its threads (the main
-/// process must stay single-threaded to fork): N daemon workers are forked at
-/// construction and take tasks `{id, fn, count, mode, items}` from one task
-/// queue; results come back on one result queue. Nothing runs in the
-/// background: whenever the caller waits (`map`, `get`, an `imap` step,
-/// `join`, `ready`), `pump` sleeps until a result arrives or a child process
-/// ends, with no timeout of its own, then collects the results and, after an
-/// end, looks at the workers.
-///
-/// Why Python pools hang and this one does not: the pool's shared state
-/// (SharedPool.swift) keeps a slot per worker saying which task it holds,
-/// written in the same step as the take and cleared once its result is sent.
-/// When a worker dies, the parent first drains the result queue (everything
-/// the worker sent is in it by then), then fails exactly the task its slot
-/// names with `WorkerDied` and forks a replacement; a worker that died
-/// between tasks costs none. While the caller waits for a task that is itself
-/// blocked (on a queue nobody feeds, a lock the caller holds), the monitor
-/// sees both waits and raises `Deadlock`.
-enum PoolPrelude {
-    static let source = #"""
+-- `jobrun.Pool`, written in Lua on Process and Queue. Runs after module.lua,
+-- process.lua and objects.lua with (jobrun, core, ErrorMeta).
+--
+-- Beyond lua-api.md's list: `jobrun.Pool(n)` as `Pool{workers = n}`;
+-- `pool:apply(fn, ...)`, `pool:map_async`, `pool:starmap_async`,
+-- `r:wait([timeout])`; `pool.workers`. `imap` and `imap_unordered` yield
+-- `(result, index)`; a nil result ends a `for` loop early, as any Lua
+-- iterator does. `r:get()` of `apply_async` returns all of fn's results.
+-- `map` raises the first error that arrives (as Python's does) while the
+-- rest of the list may still be running. A task's `error("text")` is raised
+-- in the caller as text plus the worker's traceback; a jobrun error keeps its
+-- kind and `where`; a plain table is raised again as a copy. A failing
+-- `init` breaks the pool: pending and later calls raise it (Python would
+-- respawn workers forever). `terminate()` fails unfinished results with
+-- ValueError; `<close>` and garbage collection terminate.
+--
+-- After CPython's `multiprocessing/pool.py`, without its threads (the main
+-- process must stay single-threaded to fork): N daemon workers are forked at
+-- construction and take tasks `{id, fn, count, mode, items}` from one task
+-- queue; results come back on one result queue. Nothing runs in the
+-- background: whenever the caller waits (`map`, `get`, an `imap` step,
+-- `join`, `ready`), `pump` sleeps until a result arrives or a child process
+-- ends, with no timeout of its own, then collects the results and, after an
+-- end, looks at the workers.
+--
+-- Why Python pools hang and this one does not: the pool's shared state
+-- (SharedPool.swift) keeps a slot per worker saying which task it holds,
+-- written in the same step as the take and cleared once its result is sent.
+-- When a worker dies, the parent first drains the result queue (everything
+-- the worker sent is in it by then), then fails exactly the task its slot
+-- names with `WorkerDied` and forks a replacement; a worker that died
+-- between tasks costs none. While the caller waits for a task that is itself
+-- blocked (on a queue nobody feeds, a lock the caller holds), the monitor
+-- sees both waits and raises `Deadlock`.
 local jobrun, core, ErrorMeta = ...
 
 local raise, getpid, now, newtable = core.raise, core.getpid, core.time, core.newtable
@@ -44,7 +40,7 @@ local type, tostring, pairs, ipairs, pcall, xpcall, error = type, tostring, pair
 local setmetatable, getmetatable, rawget = setmetatable, getmetatable, rawget
 local describe = jobrun._describe
 
-local MAX_WORKERS = \#(JR_MAX_PROCESSES - 1)   -- the run's other processes count too: a start past them is refused
+local MAX_WORKERS = core.max_processes - 1   -- the run's other processes count too: a start past them is refused
 local JOIN_GRACE = 10    -- join(): how long an idle worker may take to exit after its sentinel
 local new_state = jobrun._pool_state   -- the pool's shared state (SharedPool.swift)
 
@@ -112,12 +108,15 @@ end
 
 -- The worker side --------------------------------------------------------------
 
+--- This file as tracebacks name it ("jobrun/prelude/pool.lua").
+local POOL_SOURCE = debug.getinfo(1, "S").short_src
+
 --- The traceback below the task function, without the pool's own frames.
 local function worker_traceback()
   local tb = debug.traceback("", 3)
   local lines = {}
   for line in tb:gmatch("[^\n]+") do
-    if line:find("in function 'xpcall'", 1, true) or line:find("^%s*jobrun%.Pool:") then break end
+    if line:find("in function 'xpcall'", 1, true) or line:match("^%s*(.-):") == POOL_SOURCE then break end
     lines[#lines + 1] = line
   end
   local me = jobrun.current_process()
@@ -825,5 +824,3 @@ AsyncMeta.__tostring = function(r)
   local job = r._job
   return ("<AsyncResult %s>"):format(map_done(job) and (job.failed and "failed" or "ready") or "pending")
 end
-"""#
-}
