@@ -444,6 +444,44 @@ struct CodecTests {
         lua_settop(s.L, top)
     }
 
+    /// decode(spreading:into:): a field that is a list is decoded straight
+    /// into a table the caller names, at any index, by stack slot or through
+    /// a route `{t, first, count}`; anything else decodes as decode() would.
+    @Test func aListFieldDecodesInPlace() {
+        let s = LuaFixture()
+        let top = lua_gettop(s.L)
+        func spread(_ code: String, field: Int, _ destination: ValueDecoder.Destination) -> String? {
+            let b = bytes(s, code)
+            let before = lua_gettop(s.L)
+            let e = b.withUnsafeBytes { ValueDecoder.decode(s.L, $0, spreading: field, into: destination) }
+            #expect(lua_gettop(s.L) == before + (e == nil ? 1 : 0))
+            if e == nil { s.setGlobal("m", -1); jr_lua_pop(s.L, 1) }
+            return e
+        }
+        _ = s.run("dst = {'keep'}; routes = {[7] = {dst, 3, 2}}")
+        lua_getglobal(s.L, "dst")
+        lua_getglobal(s.L, "routes")
+        // A field in the middle, by stack slot, from index 2; the fields after it stay.
+        #expect(spread("return {1, {'a', {b = 1}}, 'after', {x = 2}}", field: 2, .table(top + 1, first: 2)) == nil)
+        #expect(s.isTrue("m[2] == dst and dst[1] == 'keep' and dst[2] == 'a' and dst[3].b == 1 and m[3] == 'after' and m[4].x == 2 and #m == 4"))
+        // Routed by field 1: into routes[7] = {dst, 3, 2}.
+        #expect(spread("return {7, {'p', 'q'}}", field: 2, .routed(routes: top + 2, key: 1)) == nil)
+        #expect(s.isTrue("m[2] == dst and dst[3] == 'p' and dst[4] == 'q'"))
+        // No route, a route of another size, a field that is not a list, a
+        // message that is not a list: decoded as they were sent.
+        #expect(spread("return {8, {'r'}}", field: 2, .routed(routes: top + 2, key: 1)) == nil)
+        #expect(s.isTrue("m[2] ~= dst and m[2][1] == 'r' and dst[3] == 'p'"))
+        #expect(spread("return {7, {'r', 's', 't'}}", field: 2, .routed(routes: top + 2, key: 1)) == nil)
+        #expect(s.isTrue("m[2] ~= dst and #m[2] == 3 and dst[5] == nil"))
+        #expect(spread("return {7, 'str'}", field: 2, .routed(routes: top + 2, key: 1)) == nil)
+        #expect(s.isTrue("m[2] == 'str'"))
+        #expect(spread("return 'plain'", field: 2, .table(top + 1, first: 1)) == nil)
+        #expect(s.isTrue("m == 'plain'"))
+        #expect(spread("return {1}", field: 2, .table(top + 1, first: 1)) == nil)
+        #expect(s.isTrue("m[1] == 1 and #m == 1"))
+        lua_settop(s.L, top)
+    }
+
     @Test func valuesForProcessArguments() {
         let s = LuaFixture()
         s.push("return 1")
@@ -555,6 +593,10 @@ struct CodecTests {
         let iterations = Int(env("CODEC_FUZZ_ITERATIONS") ?? 20_000)
         var rng = SplitMix64(state: env("CODEC_FUZZ_SEED") ?? 0x5eed_c0de)
         var decodedCount = 0
+        // A destination and routes for decode(spreading:into:).
+        _ = s.run("dst = {} routes = {[7] = {dst, 1, 2}, [8] = {dst, 5, 1}}")
+        lua_getglobal(L, "dst")
+        lua_getglobal(L, "routes")
         let top = lua_gettop(L)
         func attempt(_ b: [UInt8]) {
             let e = b.withUnsafeBytes { ValueDecoder.decode(L, $0) }
@@ -571,6 +613,12 @@ struct CodecTests {
             let (n, e2) = b.withUnsafeBytes { ValueDecoder.decodeValues(L, $0) }
             if lua_gettop(L) != top + (e2 == nil ? n : 0) { Issue.record("stack \(lua_gettop(L)) after decodeValues(\(b))") }
             lua_settop(L, top)
+            // As a message with a list field decoded in place.
+            for destination in [ValueDecoder.Destination.routed(routes: top, key: 1), .table(top - 1, first: 3)] {
+                let e3 = b.withUnsafeBytes { ValueDecoder.decode(L, $0, spreading: 2, into: destination) }
+                if lua_gettop(L) != top + (e3 == nil ? 1 : 0) { Issue.record("stack \(lua_gettop(L)) after decode(spreading:) of \(b)") }
+                lua_settop(L, top)
+            }
         }
 
         // Random bytes, half of them starting with a valid tag.
@@ -591,6 +639,8 @@ struct CodecTests {
             "local t = {} for i = 1, 40 do t[i] = {i, tostring(i), t} end return t",
             "return 'a string item'",
             "return 12345678901234",
+            "return {7, {'p', {q = 1}}, 'after', false}",
+            "local t = {} return {8, {t}, t}",
         ].map { bytes(s, $0) }
         for i in 0..<iterations {
             var b = corpus[i % corpus.count]

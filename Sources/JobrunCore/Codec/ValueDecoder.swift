@@ -55,70 +55,80 @@ enum ValueDecoder {
         return (Int32(n), nil)
     }
 
-    /// Where `decodeSlice` puts the values of a message's fifth field.
-    enum SliceTarget {
-        /// Pool's result messages `{tag, pid, id, errs, {v1, ..., vn}}`: when
-        /// `tasks[id]` (the table at this index) is a task `{first, count,
-        /// job = {results = t}}` with `count == n`, into `t[first...]`, and
-        /// the fifth field becomes `true`.
-        case taskResults(tasks: Int32)
-        /// Pool's task messages `{id, fn, count, mode, {items}}`: into the
-        /// table at this index from 1 on, which becomes the fifth field.
-        case table(Int32)
+    /// Where `decode(_:_:spreading:into:)` puts the values of the spread field.
+    enum Destination {
+        /// Into the table at this (absolute) stack index, from index `first`.
+        case table(Int32, first: lua_Integer)
+        /// Where `routes[message[key]]` says: `routes` is the table at this
+        /// (absolute) stack index, `key` a field before the spread one, and
+        /// the route a table `{t, first, count}` (by position): into `t` from
+        /// `first`, when the spread field holds exactly `count` values.
+        case routed(routes: Int32, key: Int)
     }
 
-    /// Pushes a five-field message `{a, b, c, d, {v1, ..., vn}}` like `decode`,
-    /// but with the values of the fifth field decoded straight into `target`
-    /// (absolute stack indices), so that `Pool` copies nothing and makes no
-    /// table per chunk. Any other message, or one whose destination is not
-    /// there, decodes as `decode` would.
-    static func decodeSlice(_ L: LuaState, _ bytes: UnsafeRawBufferPointer, into target: SliceTarget) -> String? {
+    /// Pushes a message that is a plain array `{v1, ..., vm}` as `decode`
+    /// does, except that its field `field`, itself a plain array, is decoded
+    /// straight into `destination`, and that table is the field's value. So a
+    /// receiver of chunks of a list (Pool's tasks and results) copies no item
+    /// and makes no table per chunk. Any other message, or one whose
+    /// destination is not there or of another size, decodes as `decode` would.
+    /// The decoder reads nothing of the destination but what is described
+    /// above: the Lua side decides what the fields mean.
+    static func decode(_ L: LuaState, _ bytes: UnsafeRawBufferPointer, spreading field: Int,
+                       into destination: Destination) -> String? {
         let top = lua_gettop(L)
         guard let p = bytes.baseAddress else { return decode(L, bytes) }
         var d = Decoding(p, bytes.count, at: 0, refs: top + 1)
-        guard d.plainArrayCount() == 5 else { return decode(L, bytes) }
+        guard let m = d.plainArrayCount(), field >= 1, UInt64(field) <= UInt64(m) else { return decode(L, bytes) }
         guard lua_checkstack(L, 16) != 0 else { return "corrupt message: Lua stack exhausted" }
         lua_pushnil(L)                  // slot for the table of remembered objects
         d.at = 9
-        lua_createtable(L, 5, 0)
+        lua_createtable(L, Int32(min(m, 64)), 0)
         let msg = top + 2
-        if let e = d.values(L, into: msg, first: 1, count: 4, depth: 1) { lua_settop(L, top); return "corrupt message: \(e)" }
-        // The destination, when the slice is a plain array (of the task's size).
+        if let e = d.values(L, into: msg, first: 1, count: UInt64(field - 1), depth: 1) {
+            lua_settop(L, top); return "corrupt message: \(e)"
+        }
+        // The destination, when the field is a plain array (of the route's size).
         var placed = false
         if let count = d.plainArrayCount() {
             let n = lua_Integer(count)
-            var destination: (table: Int32, first: lua_Integer)? = nil
-            switch target {
-            case .table(let t):
-                destination = (t, 1)
-            case .taskResults(let tasks):
-                if lua_rawgeti(L, msg, 3) == LUA_TNUMBER, lua_rawget(L, tasks) == LUA_TTABLE {
-                    let task = lua_gettop(L)
+            var target: (table: Int32, first: lua_Integer)? = nil
+            switch destination {
+            case .table(let t, let first):
+                if first >= 1, first <= lua_Integer.max - n { target = (t, first) }
+            case .routed(let routes, let key):
+                // Raw reads only: nothing here can run Lua code or raise.
+                if key >= 1, key < field, lua_rawgeti(L, msg, lua_Integer(key)) != LUA_TNIL,
+                   lua_rawget(L, routes) == LUA_TTABLE {
+                    let route = lua_gettop(L)
                     var ok: Int32 = 0
-                    _ = lua_getfield(L, task, "first")
+                    let table = lua_rawgeti(L, route, 1) == LUA_TTABLE ? lua_gettop(L) : 0
+                    lua_rawgeti(L, route, 2)
                     let first = lua_tointegerx(L, -1, &ok)
-                    let count = lua_getfield(L, task, "count") == LUA_TNUMBER ? lua_tointegerx(L, -1, nil) : -1
-                    if ok != 0, count == n, first >= 1, first <= lua_Integer.max - n,
-                       lua_getfield(L, task, "job") == LUA_TTABLE, lua_getfield(L, -1, "results") == LUA_TTABLE {
-                        destination = (lua_gettop(L), first)
+                    let size = lua_rawgeti(L, route, 3) == LUA_TNUMBER ? lua_tointegerx(L, -1, nil) : -1
+                    if table != 0, ok != 0, size == n, first >= 1, first <= lua_Integer.max - n {
+                        target = (table, first)
                     }
                 }
             }
-            if let (t, first) = destination {
+            if let (t, first) = target {
                 d.at += 9
                 if let e = d.values(L, into: t, first: first, count: UInt64(count), depth: 2) {
                     lua_settop(L, top); return "corrupt message: \(e)"
                 }
+                lua_pushvalue(L, t)
                 placed = true
             }
-            lua_settop(L, msg)
         }
-        if placed {
-            if case .table(let t) = target { lua_pushvalue(L, t) } else { lua_pushboolean(L, 1) }
-        } else if let e = d.value(L, depth: 1) {
+        if !placed {
+            lua_settop(L, msg)
+            if let e = d.value(L, depth: 1) { lua_settop(L, top); return "corrupt message: \(e)" }
+        }
+        lua_rawseti(L, msg, lua_Integer(field))
+        lua_settop(L, msg)
+        if let e = d.values(L, into: msg, first: lua_Integer(field) + 1, count: UInt64(m) - UInt64(field), depth: 1) {
             lua_settop(L, top); return "corrupt message: \(e)"
         }
-        lua_rawseti(L, msg, 5)
         if d.left != 0 { lua_settop(L, top); return "corrupt message: \(d.left) bytes after the value" }
         jr_lua_remove(L, top + 1)
         return nil

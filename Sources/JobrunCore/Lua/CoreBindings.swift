@@ -30,6 +30,7 @@ enum CoreBindings {
         Lua.setFunction(L, "shm_in_use", shmInUse)
         Lua.setFunction(L, "write_stderr", writeStderr)
         Lua.setFunction(L, "timeout", timeout)
+        Lua.setFunction(L, "sendable", sendable)
         Lua.pushString(L, version); lua_setfield(L, -2, "version")
         lua_pushinteger(L, lua_Integer(JR_MAX_PROCESSES)); lua_setfield(L, -2, "max_processes")
     }
@@ -280,6 +281,21 @@ enum CoreBindings {
         guard let name = Lua.string(L, 1) else { return 0 }
         _ = jr_luaL_getmetatable(L, name)
         return 1
+    }
+
+    /// core.sendable(value, name) -> true, or false and the codec's reason
+    /// with the path from `name` ("list[3].x: cannot send a coroutine"):
+    /// how Pool names the part of a task or a result it could not send.
+    static let sendable: jr_swift_fn = { L in
+        let L = L!
+        let name = Lua.string(L, 2) ?? "value"
+        Runtime.encoder.reset()
+        let err = Runtime.encoder.encode(L, 1, path: name)
+        Runtime.encoder.reset()
+        lua_pushboolean(L, err == nil ? 1 : 0)
+        guard let err else { return 1 }
+        Lua.pushString(L, err)
+        return 2
     }
 
     /// core.timeout(value, fname) -> seconds (>= 0) or nil, or false, kind,

@@ -61,18 +61,20 @@ enum PoolBindings {
         return i >= 0 && i < pool.slotCount ? i : nil
     }
 
-    /// `state:_take(slot, buffer)` (worker): the next task `{id, fn, count,
-    /// mode, items}`, its items decoded into `buffer`, or nil (the sentinel
-    /// put by join). Waits while there is none.
+    /// `state:_take(slot, field, buffer)` (worker): the next task, a message
+    /// whose field `field` (the list of items) is decoded into `buffer` from
+    /// 1 on, or nil (the sentinel put by join). Waits while there is none.
     static let take: jr_swift_fn = { L in
         let L = L!
         guard let pool = check(L) else { return -1 }
-        guard let i = slotIndex(L, pool, 2), lua_type(L, 3) == LUA_TTABLE else {
-            return Lua.raise(L, .TypeError, "Pool: _take(slot, buffer)")
+        let field = lua_tointegerx(L, 3, nil)
+        guard let i = slotIndex(L, pool, 2), lua_isinteger(L, 3) != 0, field >= 1, field <= 255,
+              lua_type(L, 4) == LUA_TTABLE else {
+            return Lua.raise(L, .TypeError, "Pool: _take(slot, field, buffer)")
         }
         var decodeError: String? = nil
         pool.take(slot: i, scratch: &Runtime.scratch) { bytes in
-            decodeError = ValueDecoder.decodeSlice(L, bytes, into: .table(3))
+            decodeError = ValueDecoder.decode(L, bytes, spreading: Int(field), into: .table(4, first: 1))
         }
         if let e = decodeError { return Lua.raise(L, .ValueError, "Pool: cannot read a task: \(e)") }
         return 1

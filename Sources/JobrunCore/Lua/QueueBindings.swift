@@ -16,7 +16,7 @@ enum QueueBindings {
         let methods: [(String, jr_swift_fn)] = [
             ("put", queuePut), ("get", queueGet), ("put_nowait", queuePutNowait), ("get_nowait", queueGetNowait),
             ("qsize", queueQsize), ("empty", queueEmpty), ("full", queueFull), ("close", queueClose), ("_next", queueNext),
-            ("_put_slice", queuePutSlice), ("_get_result", queueGetResult),
+            ("_put_slice", queuePutSlice), ("_get_into", queueGetInto),
         ]
         queueMeta = ObjectBindings.registerType(L, queueName, toString: queueToString, methods: methods)
         joinableMeta = ObjectBindings.registerType(L, joinableName, toString: queueToString,
@@ -160,21 +160,24 @@ enum QueueBindings {
         return enqueue(L, q, block: true, timeout: nil)
     }
 
-    /// `q:_get_result(block, timeout, tasks)`, for `Pool` only: `get`, with
-    /// a chunk's results decoded straight into its job's results table
-    /// (see `ValueDecoder.decodeSlice`).
-    static let queueGetResult: jr_swift_fn = { L in
+    /// `q:_get_into(block, timeout, field, routes, key)`: `get` of a message
+    /// `{...}` whose field `field` (a list) is decoded straight into the table
+    /// that `routes[message[key]]` names (`ValueDecoder.Destination.routed`);
+    /// Pool's caller receives its chunks of results this way.
+    static let queueGetInto: jr_swift_fn = { L in
         let L = L!
-        guard let q = check(L, "_get_result") else { return -1 }
-        guard lua_type(L, 4) == LUA_TTABLE else {
-            return Lua.raise(L, .TypeError, "\(label(q))._get_result: expected (block, timeout, tasks table)")
+        guard let q = check(L, "_get_into") else { return -1 }
+        let field = lua_tointegerx(L, 4, nil), key = lua_tointegerx(L, 6, nil)
+        guard lua_isinteger(L, 4) != 0, lua_type(L, 5) == LUA_TTABLE, lua_isinteger(L, 6) != 0,
+              field >= 2, field <= 255, key >= 1, key < field else {
+            return Lua.raise(L, .TypeError, "\(label(q))._get_into: expected (block, timeout, field, routes table, key field before it)")
         }
         let block: Bool, timeout: Double?
         do {
-            block = try Lua.optBool(L, 2, true, "_get_result", "block")
-            timeout = try Lua.optTimeout(L, 3, "_get_result")
+            block = try Lua.optBool(L, 2, true, "_get_into", "block")
+            timeout = try Lua.optTimeout(L, 3, "_get_into")
         } catch { return fail(L, error) }
-        return get(L, q, block: block, timeout: timeout, into: .taskResults(tasks: 4))
+        return get(L, q, block: block, timeout: timeout, spreading: (Int(field), .routed(routes: 5, key: Int(key))))
     }
 
     /// Puts the message in `Runtime.encoder` and maps the outcome to Lua.
@@ -217,18 +220,18 @@ enum QueueBindings {
         return get(L, q, block: false, timeout: nil)
     }
 
-    /// `into`: where Pool's chunk messages go (`_get_result`; tasks: PoolBindings).
+    /// `spreading`: a field of the message decoded in place (`_get_into`).
     static func get(_ L: LuaState, _ q: SharedQueue, block: Bool, timeout: Double?,
-                    into target: ValueDecoder.SliceTarget? = nil) -> Int32 {
+                    spreading: (field: Int, into: ValueDecoder.Destination)? = nil) -> Int32 {
         var decodeError: String? = nil
         // A pool's caller waits for whole chunks, tens of microseconds apart
         // at best: it sleeps at once rather than spin on a core its workers need.
         var spin = true
-        if case .taskResults = target { spin = false }
+        if spreading != nil { spin = false }
         let r = q.get(block: block, deadline: Deadline(timeout: block ? timeout : 0), scratch: &Runtime.scratch,
                       spin: spin) { bytes in
-            if let target {
-                decodeError = ValueDecoder.decodeSlice(L, bytes, into: target)
+            if let spreading {
+                decodeError = ValueDecoder.decode(L, bytes, spreading: spreading.field, into: spreading.into)
             } else {
                 decodeError = ValueDecoder.decode(L, bytes)
             }

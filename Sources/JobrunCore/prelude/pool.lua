@@ -34,7 +34,7 @@
 -- sees both waits and raises `Deadlock`.
 local jobrun, core, ErrorMeta = ...
 
-local raise, getpid, now, newtable = core.raise, core.getpid, core.time, core.newtable
+local raise, getpid, now, newtable, sendable = core.raise, core.getpid, core.time, core.newtable, core.sendable
 local pack, unpack, concat, move = table.pack, table.unpack, table.concat, table.move
 local type, tostring, pairs, ipairs, pcall, xpcall, error = type, tostring, pairs, ipairs, pcall, xpcall, error
 local setmetatable, getmetatable, rawget = setmetatable, getmetatable, rawget
@@ -43,6 +43,14 @@ local describe = jobrun._describe
 local MAX_WORKERS = core.max_processes - 1   -- the run's other processes count too: a start past them is refused
 local JOIN_GRACE = 10    -- join(): how long an idle worker may take to exit after its sentinel
 local new_state = jobrun._pool_state   -- the pool's shared state (SharedPool.swift)
+
+-- The messages. A task is {id, fn, count, mode, items}; a chunk's results
+-- come back as {"r", pid, id, errs or false, vals}. The codec decodes their
+-- lists (field LIST) straight into place, with no copy: a task's items into
+-- the worker's one buffer (st:_take), a chunk's results into its job's
+-- results at the task's first index (q:_get_into, routed by the id in field
+-- ID through s.tasks: each task is its own route {results, first, count}).
+local LIST, ID = 5, 3
 
 local Pool = {}
 local PoolMeta = {__name = "jobrun.Pool"}
@@ -167,34 +175,23 @@ local function capture(e)
   return info
 end
 
---- The codec's message about an unsendable value, with the path made to name
---- the result: 'Queue#3 "name".put: item[2]: cannot ...' -> "result[2]: cannot ...".
-local function result_send_error(e, what)
-  local m = describe(e):gsub("^jobrun%.TypeError: ", ""):gsub('^Queue#%d+ "[^"]*"%.put: ', ""):gsub("^Queue#%d+%.put: ", "")
-  return (m:gsub("^item", what))
-end
-
 --- Puts the chunk's results as {"r", pid, id, errs or false, vals[1..count]}
 --- and frees the worker's slot; a value the codec refuses becomes a
 --- TypeError for that item instead of killing the worker.
 local function send_results(st, slot, me, id, vals, errs, count)
   local ok = pcall(st._send, st, slot, {"r", me, id, errs or false}, vals, 1, count)
   if ok then return end
-  local probe = jobrun.Queue{_unlisted = true}
   for k = 1, count do
-    local fine, e = true, nil
-    if vals[k] ~= nil then fine, e = pcall(probe.put, probe, vals[k]) end
+    local fine, why = true, nil
+    if vals[k] ~= nil then fine, why = sendable(vals[k], "result") end
     if not fine then
       errs = errs or {}
-      local why = result_send_error(e, "result")
       errs[k] = {kind = "TypeError", trace = "", message = "cannot send the result back: " .. why, unsent = why}
       vals[k] = nil
-    elseif errs and errs[k] and errs[k].value ~= nil and not pcall(probe.put, probe, errs[k].value) then
+    elseif errs and errs[k] and errs[k].value ~= nil and not sendable(errs[k].value, "value") then
       errs[k].value = nil
     end
-    while probe:qsize() > 0 do probe:get_nowait() end
   end
-  probe:close()
   st:_send(slot, {"r", me, id, errs or false}, vals, 1, count)
 end
 
@@ -225,7 +222,7 @@ local function worker_main(st, slot, task_q, res_q, init, init_args, max_tasks)
     -- About to wait for work: let go of the last chunk's items and results
     -- (as CPython's worker drops its references to them after each task).
     if task_q:qsize() == 0 then buffer = {} end
-    local task = st:_take(slot, buffer)          -- the slot now names the task
+    local task = st:_take(slot, LIST, buffer)    -- the slot now names the task
     if task == nil then return end               -- the sentinel put by join()
     local id, fn, count, mode, items = task[1], task[2], task[3], task[4], task[5]
     local vals, errs = items, nil
@@ -288,8 +285,8 @@ end
 local function settle(job, task, vals, errs)
   job.remaining = job.remaining - 1
   local first, count = task.first, task.count
-  -- vals is true when the results were decoded in place (q:_get_result).
-  if vals and vals ~= true then move(vals, 1, count, first, job.results) end
+  -- vals is job.results itself when the codec put them in place (q:_get_into).
+  if vals and vals ~= job.results then move(vals, 1, count, first, job.results) end
   if errs then
     for k, e in pairs(errs) do
       local i = first + k - 1
@@ -386,7 +383,7 @@ local function handle(s, msg)
     if task then
       s.tasks[task.id] = nil
       s.pending = s.pending - 1
-      settle(task.job, task, msg[5], msg[4] or nil)
+      settle(task.job, task, msg[LIST], msg[4] or nil)
     end
   elseif tag == "x" then                         -- max_tasks reached: it exits now, holding nothing
     local w = s.by_pid[msg[2]]
@@ -404,7 +401,7 @@ end
 local function drain(s)
   local q = s.res_q
   while true do
-    local ok, msg = pcall(q._get_result, q, false, nil, s.tasks)
+    local ok, msg = pcall(q._get_into, q, false, nil, LIST, s.tasks, ID)
     if not ok then
       if is_kind(msg, "Empty") then return end
       error(msg, 0)
@@ -560,6 +557,18 @@ function jobrun.Pool(opts)
   return pool
 end
 
+--- The part of a task the codec refuses, named as the caller knows it:
+--- "fn (upvalue co): cannot send a coroutine", "list[3].x: ...", "args[2]: ...";
+--- nil when each part alone can be sent.
+local function unsendable_part(fn, list, first, count, mode)
+  local ok, why = sendable(fn, "fn")
+  if not ok then return why end
+  for k = first, first + count - 1 do
+    ok, why = sendable(list[k], mode == "apply" and "args" or ("list[%d]"):format(k))
+    if not ok then return why end
+  end
+end
+
 --- Queues list[1..n] (of job) in chunks; `mode` is "map", "star" or "apply".
 --- A task goes as {id, fn, count, mode, items}, its items read from the list
 --- while encoding (raw reads: a list with a metatable is copied first, so its
@@ -574,16 +583,13 @@ local function submit(s, fname, job, fn, list, n, chunk, mode, at)
     local ok, e = pcall(s.st._put, s.st, {id, fn, count, mode}, list, first, count)
     if ok then s.next_id = e end
     if not ok then
-      local m = result_send_error(e, "item")
-      m = m:gsub("^item%[2%]", "fn"):gsub("^item%[5%]%[(%d+)%]", function(k)
-        if mode == "apply" then return "args" end
-        return ("list[%d]"):format(first + tonumber(k) - 1)
-      end)
+      local m = unsendable_part(fn, list, first, count, mode) or describe(e)
       -- The chunks already queued still run; their results are ignored.
       job.remaining = -1
       error(new_error("TypeError", ("Pool.%s: cannot send the task to the workers: %s"):format(fname, m), at), 0)
     end
-    s.tasks[id] = {id = id, job = job, first = first, count = count}
+    -- [1], [2], [3]: the task as the route of its results (LIST, ID above).
+    s.tasks[id] = {job.results, first, count, id = id, job = job, first = first, count = count}
     s.pending = s.pending + 1
     first = first + count
   end
