@@ -9,6 +9,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
     targets: [
         .systemLibrary(
@@ -24,6 +25,7 @@ let package = Package(
             name: "JobrunCore",
             dependencies: [
                 "CLua", "CJobrunShims",
+                .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: [
                 .swiftLanguageMode(.v5),

@@ -210,22 +210,23 @@ int jr_mutex_lock(pthread_mutex_t *m) {
         if (__atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED) == 0) {
             r = pthread_mutex_trylock(m);
             if (r == 0) return 0;
-            if (r == EOWNERDEAD) { pthread_mutex_consistent(m); return 1; }
+            if (r == EOWNERDEAD) return JR_OWNER_DIED;
         }
         // Past a short spin the holder is likely not running (more busy
         // processes than cores): give it the CPU before sleeping.
         if (i >= 100 && (i & 15) == 0) sched_yield(); else jr_cpu_relax();
     }
     r = pthread_mutex_lock(m);
-    if (r == EOWNERDEAD) {
-        pthread_mutex_consistent(m);
-        return 1;
-    }
+    if (r == EOWNERDEAD) return JR_OWNER_DIED;
     return -r;
 }
 
 void jr_mutex_unlock(pthread_mutex_t *m) {
     pthread_mutex_unlock(m);
+}
+
+void jr_mutex_consistent(pthread_mutex_t *m) {
+    pthread_mutex_consistent(m);
 }
 
 long jr_getrandom(void *buf, unsigned long length) {
@@ -272,7 +273,7 @@ void jr_sigchld_word(uint32_t *word) { __atomic_store_n(&jr_chld_word, word, __A
 int jr_mutex_trylock(pthread_mutex_t *m) {
     int r = pthread_mutex_trylock(m);
     if (r == 0) return 0;
-    if (r == EOWNERDEAD) { pthread_mutex_consistent(m); return 1; }
+    if (r == EOWNERDEAD) return JR_OWNER_DIED;
     return -r;
 }
 

@@ -97,13 +97,20 @@ static inline int jr_cas_u64(uint64_t *p, uint64_t expected, uint64_t desired) {
 
 /// Initialises a process-shared, robust mutex in shared memory.
 int jr_mutex_init(pthread_mutex_t *m);
-/// Locks; returns 0, or 1 when the previous owner died holding it (the mutex
-/// is then made consistent again and is held by the caller), or -errno.
+/// jr_mutex_lock's answer when the previous owner died holding the mutex.
+#define JR_OWNER_DIED 1
+/// Locks; returns 0, or JR_OWNER_DIED when the previous owner died holding
+/// it (the caller then holds it, still inconsistent: it repairs what the
+/// dead owner left and calls jr_mutex_consistent before unlocking; Swift
+/// does both through RobustMutex.lock), or -errno.
 int jr_mutex_lock(pthread_mutex_t *m);
 void jr_mutex_unlock(pthread_mutex_t *m);
-/// Locks only if free: 0 (held now), 1 (held now, its previous owner died),
-/// or -EBUSY. For the monitor, which must never wait on a lock that a stopped
-/// process may hold.
+/// pthread_mutex_consistent: the state the dead owner left is whole again.
+/// A holder that unlocks without it makes the mutex unusable for good.
+void jr_mutex_consistent(pthread_mutex_t *m);
+/// Locks only if free: 0 (held now), JR_OWNER_DIED (held now, inconsistent,
+/// as jr_mutex_lock), or -EBUSY. For the monitor, which must never wait on
+/// a lock that a stopped process may hold.
 int jr_mutex_trylock(pthread_mutex_t *m);
 
 // MARK: - The monitor's own needs

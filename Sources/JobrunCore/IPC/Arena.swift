@@ -128,7 +128,7 @@ public enum Arena {
     /// from outside this process (a `script` worker's arguments).
     static func allocatedBlock(payload offset: UInt64, count: Int) -> UInt64? {
         let h = header
-        _ = jr_mutex_lock(&h.pointee.alloc_lock)
+        lockAllocator(h)
         defer { jr_mutex_unlock(&h.pointee.alloc_lock) }
         guard let c = validBlockLocked(payload: offset) else { return nil }
         guard count >= 0, UInt64(count) <= (UInt64(1) << c) - UInt64(MemoryLayout<jr_block>.size) else { return nil }
@@ -191,7 +191,7 @@ public enum Arena {
     // header (jr_arena_header.alloc_*): the block, where it comes from or
     // goes to, and the values it is about to overwrite, all read under the
     // lock; `alloc_op` is stored last and cleared when the change is whole.
-    // The next locker is told the owner died (jr_mutex_lock returns 1) and
+    // The next locker is told the owner died (RobustMutex.lock) and
     // runs `repairAllocator` first: an allocation is rolled back (its caller
     // died before it could use the block), a free is rolled forward (its
     // caller had given the block up). A caller that must not lose a block
@@ -207,7 +207,7 @@ public enum Arena {
     /// Takes alloc_lock, repairing what a holder that died left half done.
     @inline(__always)
     static func lockAllocator(_ h: UnsafeMutablePointer<jr_arena_header>) {
-        if jr_mutex_lock(&h.pointee.alloc_lock) == 1 { repairAllocator(h) }
+        RobustMutex.lock(&h.pointee.alloc_lock) { repairAllocator(h) }
     }
 
     /// Makes sure no half-done allocation or free of a dead process is

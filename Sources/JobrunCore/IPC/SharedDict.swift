@@ -37,7 +37,7 @@ struct SharedDict {
     // killed in turn leaves the work to the next one.
 
     @inline(__always) private func lock() {
-        if jr_mutex_lock(&d.pointee.lock) == 1 { repair() }
+        RobustMutex.lock(&d.pointee.lock) { repair() }
     }
 
     /// The lock's holder died: finishes or undoes its change (see above).

@@ -44,7 +44,7 @@ struct SharedPool {
     }
 
     private func lock() {
-        if jr_mutex_lock(&p.pointee.lock) == 1 { finishInterruptedTake() }
+        RobustMutex.lock(&p.pointee.lock) { finishInterruptedTake() }
     }
     private func unlock() { jr_mutex_unlock(&p.pointee.lock) }
 

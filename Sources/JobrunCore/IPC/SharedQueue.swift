@@ -41,7 +41,7 @@ struct SharedQueue {
         copyCString(site, into: &q.pointee.site)
         if listed || joinable {
             let h = Arena.header
-            _ = jr_mutex_lock(&h.pointee.proc_lock)
+            ProcessRegistry.lockProcessTable()
             if listed {
                 q.pointee.next_queue = h.pointee.queues_head
                 jr_store_u64(&h.pointee.queues_head, off)
@@ -88,7 +88,7 @@ struct SharedQueue {
     var isClosed: Bool { jr_load_u32(&q.pointee.closed) != 0 }
 
     @inline(__always) private func lock() {
-        if jr_mutex_lock(&q.pointee.lock) == 1 { repair() }
+        RobustMutex.lock(&q.pointee.lock) { repair() }
     }
 
     /// Calls `body` with the start and size of each live record, oldest

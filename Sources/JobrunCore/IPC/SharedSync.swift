@@ -28,7 +28,14 @@ struct SharedSync {
     var id: UInt32 { s.pointee.hdr.id }
     var type: Int { Int(s.pointee.hdr.type) }
 
-    @inline(__always) func lock() { _ = jr_mutex_lock(&s.pointee.lock) }
+    /// A holder that died here left nothing to repair: each change under
+    /// this lock leaves a state the others accept. A Lock whose `value` is
+    /// 1 with an `owner` that is not alive (or 0, killed between the two
+    /// stores) is taken over by the next acquire (processIsAlive); a waiter
+    /// count one too high costs a wake with no sleeper; a Semaphore or Event
+    /// value is one store; a Barrier or Condition count bumped by a party
+    /// that died is the same as that party dying just after the lock.
+    @inline(__always) func lock() { RobustMutex.lock(&s.pointee.lock, ownerDied: RobustMutex.nothingToRepair) }
     @inline(__always) func unlock() { jr_mutex_unlock(&s.pointee.lock) }
 
     /// Bumps `seq` and wakes up to `count` sleepers. Call with the lock held;

@@ -226,7 +226,7 @@ enum DictBindings {
     /// Takes a Value's lock. A holder that died there left nothing to repair:
     /// a write publishes with its last store (storeInteger, storeFloat).
     @inline(__always) static func lockValue(_ v: UnsafeMutablePointer<jr_value>) {
-        if jr_mutex_lock(&v.pointee.lock) == 1 { return }
+        RobustMutex.lock(&v.pointee.lock, ownerDied: RobustMutex.nothingToRepair)
     }
 
     static func pushNumber(_ L: LuaState, _ v: UnsafeMutablePointer<jr_value>) {

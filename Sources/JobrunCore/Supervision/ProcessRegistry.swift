@@ -17,10 +17,20 @@ enum ProcessRegistry {
         }
     }
 
+    /// Takes proc_lock. A holder that died here left nothing to repair:
+    /// claiming a record stores its state FREE before it fills it (the
+    /// monitor skips it; at worst one record is never used), a process
+    /// count or a list head is one store of a value filled in first; a
+    /// death while a reused record's figures are summed may count them
+    /// twice in --stats, nothing more.
+    static func lockProcessTable() {
+        RobustMutex.lock(&header.pointee.proc_lock, ownerDied: RobustMutex.nothingToRepair)
+    }
+
     /// Claims a record for the calling process.
     static func register(name: String, parent: pid_t) {
         let h = header
-        _ = jr_mutex_lock(&h.pointee.proc_lock)
+        lockProcessTable()
         defer { jr_mutex_unlock(&h.pointee.proc_lock) }
         guard let i = claimLocked(name: name, parent: parent) else { record = nil; return }
         let r = slots() + i
@@ -60,7 +70,7 @@ enum ProcessRegistry {
     /// start must be refused, never run unsupervised.
     static func reserve(name: String) -> Int? {
         let h = header
-        _ = jr_mutex_lock(&h.pointee.proc_lock)
+        lockProcessTable()
         defer { jr_mutex_unlock(&h.pointee.proc_lock) }
         guard let i = claimLocked(name: name, parent: getpid()) else { return nil }
         jr_store_u32(&slots()[i].state, UInt32(JR_PROC_STARTING))
@@ -77,7 +87,7 @@ enum ProcessRegistry {
     /// Parent, when fork/spawn failed: the reserved record is free again.
     static func abandon(_ slot: Int) {
         let h = header
-        _ = jr_mutex_lock(&h.pointee.proc_lock)
+        lockProcessTable()
         defer { jr_mutex_unlock(&h.pointee.proc_lock) }
         let r = slots() + slot
         jr_store_u32(&r.pointee.state, UInt32(JR_PROC_FREE))

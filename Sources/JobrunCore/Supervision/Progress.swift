@@ -52,12 +52,20 @@ public enum Progress {
         return fd == 1 ? terminalChecked!.out : terminalChecked!.err
     }
 
+    /// Takes progress_lock. A holder that died here left nothing to repair:
+    /// it draws the line or switches it off (a line half drawn is redrawn),
+    /// or claims a counter slot, published by `first_ns` stored last (a slot
+    /// named but never published is skipped by the monitor).
+    private static func lockProgress(_ h: UnsafeMutablePointer<jr_arena_header>) {
+        RobustMutex.lock(&h.pointee.progress_lock, ownerDied: RobustMutex.nothingToRepair)
+    }
+
     /// Switches the line off for good and wipes it (main process).
     public static func stop() {
         guard Arena.isAttached, Runtime.isMain else { return }
         let h = Arena.header
         guard jr_load_u32(&h.pointee.progress_state) == UInt32(JR_PROGRESS_ON) else { return }
-        _ = jr_mutex_lock(&h.pointee.progress_lock)
+        lockProgress(h)
         jr_store_u32(&h.pointee.progress_state, UInt32(JR_PROGRESS_OFF))
         if h.pointee.progress_drawn != 0 {
             writeAll(2, "\r\u{1B}[K")
@@ -81,7 +89,7 @@ public enum Progress {
         }
         var index = slots[name]
         if index == nil {
-            _ = jr_mutex_lock(&h.pointee.progress_lock)
+            lockProgress(h)
             for i in 0..<Int(JR_MAX_COUNTERS) {
                 let n = cString(&counters[i].name)
                 if n == name { index = i; break }
@@ -138,7 +146,7 @@ public enum Progress {
             let text = "\r" + line(now: now, width: terminalWidth()) + "\u{1B}[K"
             // Only if free: a process stopped while it holds the lock (in
             // jobrun.progress) must not stop the monitor. The next tick draws.
-            guard jr_mutex_trylock(&h.pointee.progress_lock) >= 0 else { return }
+            guard RobustMutex.tryLock(&h.pointee.progress_lock, ownerDied: RobustMutex.nothingToRepair) else { return }
             if jr_load_u32(&h.pointee.progress_state) == UInt32(JR_PROGRESS_ON) {
                 writeAll(2, text)
                 h.pointee.progress_drawn = 1
