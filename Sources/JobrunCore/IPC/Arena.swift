@@ -46,10 +46,10 @@ public enum Arena {
         var size: UInt64 = 256 << 30
         while true {
             do {
-                _ = try retryingEINTR("ftruncate") { ftruncate(fd, off_t(size)) }
+                try retryingEINTR("ftruncate") { ftruncate(fd, off_t(size)) }
                 try map(fd: fd, size: size)
                 break
-            } catch let e as SystemError where e.errno == ENOMEM && size > 256 << 20 {
+            } catch let e as SystemError where e.errno == .noMemory && size > 256 << 20 {
                 size /= 4
             }
         }

@@ -1,25 +1,41 @@
 import CJobrunShims
 import Glibc
+import SystemPackage
 
-/// The one place that turns -1/errno into an error and retries EINTR, in the
-/// manner of swift-system's `valueOrErrno`.
+/// A system call that failed: which one, and its errno.
 struct SystemError: Error, CustomStringConvertible {
     let call: String
-    let errno: Int32
-    var description: String { "\(call): \(String(cString: strerror(errno)))" }
+    let errno: Errno
+    init(call: String, errno: Errno) { self.call = call; self.errno = errno }
+    init(call: String, errno: Int32) { self.init(call: call, errno: Errno(rawValue: errno)) }
+    var description: String { "\(call): \(errno)" }
 }
 
+/// The one place a system call's -1/errno becomes a value, in the manner of
+/// swift-system's `valueOrErrno` with `retryOnInterrupt`: the call is made
+/// again while a signal interrupts it (EINTR); EBADF and EFAULT are jobrun
+/// bugs (a descriptor or a pointer it got wrong), so they trap; any other
+/// errno is the caller's to decide on. `body` returns the call's result,
+/// -1 meaning failure with `errno` set.
 @inline(__always)
-func retryingEINTR<T: BinaryInteger>(_ call: String, _ body: () -> T) throws -> T {
+func valueOrErrno<I: FixedWidthInteger>(_ call: StaticString, _ body: () -> I) -> Result<I, Errno> {
     while true {
         let r = body()
-        if r == -1 {
-            let e = Glibc.errno
-            if e == EINTR { continue }
-            precondition(e != EBADF && e != EFAULT, "\(call): \(String(cString: strerror(e))) (a jobrun bug)")
-            throw SystemError(call: call, errno: e)
-        }
-        return r
+        if r != -1 { return .success(r) }
+        let e = Errno(rawValue: Glibc.errno)
+        if e == .interrupted { continue }
+        precondition(e != .badFileDescriptor && e != .badAddress, "\(call): \(e) (a jobrun bug)")
+        return .failure(e)
+    }
+}
+
+/// `valueOrErrno`, throwing the failure as a SystemError naming the call.
+@inline(__always)
+@discardableResult
+func retryingEINTR<I: FixedWidthInteger>(_ call: StaticString, _ body: () -> I) throws(SystemError) -> I {
+    switch valueOrErrno(call, body) {
+    case .success(let r): return r
+    case .failure(let e): throw SystemError(call: "\(call)", errno: e)
     }
 }
 
@@ -64,18 +80,29 @@ struct Deadline {
     var expired: Bool { at != nil && monotonicNanos() >= at! }
 }
 
-/// Writes all of `text` to a descriptor; false on an error (errno says
-/// which). Diagnostics ignore the result.
+/// Writes all of `text` to a descriptor; false on an error. Diagnostics
+/// ignore the result. (swift-system's writeAll retries EINTR; a closed
+/// stderr, EBADF, is the user's choice here, not a bug.)
 @discardableResult
 func writeAll(_ fd: Int32, _ text: String) -> Bool {
-    var bytes = Array(text.utf8)
-    var off = 0
-    while off < bytes.count {
-        let n = bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress! + off, $0.count - off) }
-        if n < 0 { if Glibc.errno == EINTR { continue }; return false }
-        off += n
+    (try? FileDescriptor(rawValue: fd).writeAll(text.utf8)) != nil
+}
+
+/// The start of /proc/<pid>/stat (at most `limit` bytes), or the errno
+/// that opening or reading it failed with (ENOENT, ESRCH: no such process).
+func readProcStat(_ pid: pid_t, limit: Int) -> Result<[UInt8], Errno> {
+    do {
+        let fd = try FileDescriptor.open(FilePath("/proc/\(pid)/stat"), .readOnly, options: .closeOnExec)
+        defer { try? fd.close() }
+        let bytes = try [UInt8](unsafeUninitializedCapacity: limit) { buf, count in
+            count = try fd.read(into: UnsafeMutableRawBufferPointer(buf))
+        }
+        return .success(bytes)
+    } catch let e as Errno {
+        return .failure(e)
+    } catch {
+        return .failure(.ioError)
     }
-    return true
 }
 
 /// Stores `text` in a fixed C char array of a shared struct (imported as a

@@ -327,7 +327,8 @@ enum CoreBindings {
         if ns == Int64.max { while true { pause() } }
         var ts = timespec(tv_sec: Int(ns / 1_000_000_000), tv_nsec: Int(ns % 1_000_000_000))
         var left = timespec()
-        while nanosleep(&ts, &left) != 0 && Glibc.errno == EINTR { ts = left }
+        // A signal (SIGCHLD) cuts the sleep short: sleep what is left.
+        _ = valueOrErrno("nanosleep") { defer { ts = left }; return nanosleep(&ts, &left) }
         ProcessControl.reapStrays()
         Monitor.watch()
         return 0

@@ -73,14 +73,10 @@ enum ProcessControl {
 
     /// A child that has ended and is not reaped yet (waitid WNOWAIT), or nil.
     private static func endedChild(_ idtype: idtype_t, _ id: id_t) -> pid_t? {
-        while true {
-            var info = siginfo_t()
-            if waitid(idtype, id, &info, WEXITED | WNOHANG | WNOWAIT) == 0 {
-                let pid = info._sifields._sigchld.si_pid
-                return pid > 0 ? pid : nil
-            }
-            if Glibc.errno != EINTR { return nil }
-        }
+        var info = siginfo_t()
+        guard case .success = valueOrErrno("waitid", { waitid(idtype, id, &info, WEXITED | WNOHANG | WNOWAIT) }) else { return nil }
+        let pid = info._sifields._sigchld.si_pid
+        return pid > 0 ? pid : nil
     }
 
     /// Reaps an ended child, its record marked first (so no one trusts its pid
@@ -89,12 +85,8 @@ enum ProcessControl {
         ProcessRegistry.willReap(pid)
         var status: Int32 = 0
         var usage = rusage()
-        while true {
-            let r = wait4(pid, &status, 0, &usage)       // a zombie: returns at once
-            if r == pid { break }
-            if r < 0 && Glibc.errno == EINTR { continue }
-            return nil
-        }
+        // A zombie: returns at once.
+        guard case .success(pid) = valueOrErrno("wait4", { wait4(pid, &status, 0, &usage) }) else { return nil }
         ProcessRegistry.recordExit(pid, code: exitCode(status), usage: usage)
         return (status, usage)
     }
@@ -183,16 +175,13 @@ enum ProcessControl {
             forget(pid)
             return exitCode(status)
         }
-        while true {
-            var info = siginfo_t()       // si_pid stays 0 when the child still runs
-            let r = waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT)
-            if r == 0 {
-                if info._sifields._sigchld.si_pid != pid { return nil }
-                guard let (status, _) = reap(pid) else { break }
+        var info = siginfo_t()       // si_pid stays 0 when the child still runs
+        if case .success = valueOrErrno("waitid", { waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT) }) {
+            if info._sifields._sigchld.si_pid != pid { return nil }
+            if let (status, _) = reap(pid) {
                 forget(pid)
                 return exitCode(status)
             }
-            if Glibc.errno != EINTR { break }
         }
         // ECHILD: reaped elsewhere (e.g. os.execute's wait, or through
         // another Process object for the same child, one sent back to its

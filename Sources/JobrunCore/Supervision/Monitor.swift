@@ -81,13 +81,13 @@ enum Monitor {
     private static func checkAlive() {
         lastCheck = monotonicNanos()
         var info = siginfo_t()
-        let r = waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT)
-        if r == 0 && info._sifields._sigchld.si_pid == 0 { return }      // running
-        if r != 0 && Glibc.errno != ECHILD { return }                     // EINTR: next time
+        let r = valueOrErrno("waitid") { waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT) }
+        if case .success = r, info._sifields._sigchld.si_pid == 0 { return }   // running
+        if case .failure(let e) = r, e != .noChildProcess { return }            // next time
         var how = "ended"
-        if r == 0 {
+        if case .success = r {
             var status: Int32 = 0
-            _ = waitpid(pid, &status, 0)
+            _ = valueOrErrno("waitpid") { waitpid(pid, &status, 0) }
             how = describeExit(ProcessControl.exitCode(status))
         }
         lost(how)
@@ -171,8 +171,7 @@ enum Monitor {
         doneFD = -1
         var status: Int32 = 0
         for _ in 0..<1000 {
-            let r = waitpid(pid, &status, WNOHANG)
-            if r == pid || (r < 0 && Glibc.errno != EINTR) { break }
+            guard case .success(0) = valueOrErrno("waitpid", { waitpid(pid, &status, WNOHANG) }) else { break }
             usleep(1000)
         }
         pid = 0
@@ -379,11 +378,8 @@ enum Monitor {
 
         /// The exit status a zombie still shows in /proc/<pid>/stat (field 52).
         func exitCodeFromProc(_ pid: pid_t) -> Int32? {
-            let fd = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
-            if fd < 0 { return nil }
-            defer { close(fd) }
-            var buf = [UInt8](repeating: 0, count: 2048)
-            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            guard case .success(let buf) = readProcStat(pid, limit: 2048) else { return nil }
+            let n = buf.count
             guard n > 0, let close = buf[0..<n].lastIndex(of: UInt8(ascii: ")")) else { return nil }
             let fields = buf[(close + 2)..<n].split(separator: UInt8(ascii: " "))
             guard fields.count >= 50, let status = Int32(String(decoding: fields[49], as: UTF8.self).trimmingSpaces) else { return nil }

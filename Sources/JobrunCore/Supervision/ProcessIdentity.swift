@@ -34,15 +34,12 @@ enum ProcessIdentity {
     /// What /proc/<pid>/stat says of `pid` now.
     static func probe(_ pid: pid_t) -> Probe {
         guard pid > 0 else { return .gone }
-        let fd = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
-        if fd < 0 {
-            let e = Glibc.errno
-            return e == ENOENT || e == ESRCH ? .gone : .unknown
+        let buf: [UInt8]
+        switch readProcStat(pid, limit: 512) {
+        case .success(let b): buf = b
+        case .failure(let e): return e == .noSuchFileOrDirectory || e == .noSuchProcess ? .gone : .unknown
         }
-        defer { close(fd) }
-        var buf = [UInt8](repeating: 0, count: 512)
-        let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if n < 0 { return Glibc.errno == ESRCH ? .gone : .unknown }
+        let n = buf.count
         // "pid (comm) S ...": the state follows the last ')'.
         guard n > 0, let close = buf[0..<n].lastIndex(of: UInt8(ascii: ")")), close + 2 < n else { return .unknown }
         let state = buf[close + 2]
