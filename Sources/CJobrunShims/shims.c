@@ -188,6 +188,10 @@ int jr_cpu_count(void) {
     return n > 0 ? (int)n : 1;
 }
 
+const char *jr_signal_abbrev(int sig) {
+    return sigabbrev_np(sig);
+}
+
 int jr_mutex_init(pthread_mutex_t *m) {
     pthread_mutexattr_t a;
     pthread_mutexattr_init(&a);

@@ -77,6 +77,9 @@ int jr_errno(void);
 /// SIGTERM, and `terminate()` must work all the same.
 void jr_reset_signals(void);
 void jr_cpu_relax(void);
+/// glibc's sigabbrev_np ("KILL" for 9; NULL for a number it has no name
+/// for), a _GNU_SOURCE name Swift does not see.
+const char *jr_signal_abbrev(int sig);
 int jr_cpu_count(void);
 
 // MARK: - Atomics on shared memory

@@ -31,8 +31,18 @@ enum CoreBindings {
         Lua.setFunction(L, "write_stderr", writeStderr)
         Lua.setFunction(L, "timeout", timeout)
         Lua.setFunction(L, "sendable", sendable)
+        Lua.setFunction(L, "describe_exit", describeExitCode)
         Lua.pushString(L, version); lua_setfield(L, -2, "version")
         lua_pushinteger(L, lua_Integer(JR_MAX_PROCESSES)); lua_setfield(L, -2, "max_processes")
+    }
+
+    /// core.describe_exit(code) -> "exited with status 3" / "was killed by
+    /// signal 9 (SIGKILL)": the words the Swift side uses, for Pool.
+    static let describeExitCode: jr_swift_fn = { L in
+        let L = L!
+        let code = lua_isinteger(L, 1) != 0 ? Int32(clamping: jr_lua_tointegerx(L, 1, nil)) : Int32.min
+        Lua.pushString(L, describeExit(code))
+        return 1
     }
 
     /// core.shm_in_use() -> bytes of shared memory in allocated blocks now,

@@ -482,9 +482,8 @@ func describeExit(_ code: Int32) -> String {
     if code == Int32.min { return "ended (status unknown)" }
     if code >= 0 { return "exited with status \(code)" }
     let sig = -code
-    let names: [Int32: String] = [SIGKILL: "SIGKILL", SIGTERM: "SIGTERM", SIGSEGV: "SIGSEGV", SIGABRT: "SIGABRT",
-                                  SIGINT: "SIGINT", SIGBUS: "SIGBUS", SIGILL: "SIGILL", SIGFPE: "SIGFPE", SIGPIPE: "SIGPIPE"]
-    return "was killed by signal \(sig)\(names[sig].map { " (\($0))" } ?? "")"
+    let name = jr_signal_abbrev(sig).map { " (SIG\(String(cString: $0)))" } ?? ""
+    return "was killed by signal \(sig)\(name)"
 }
 
 extension String {

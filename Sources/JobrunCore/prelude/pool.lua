@@ -74,14 +74,9 @@ local function is_kind(e, kind)
   return type(e) == "table" and getmetatable(e) == ErrorMeta and e.kind == kind
 end
 
-local signal_names = {[1] = "SIGHUP", [2] = "SIGINT", [3] = "SIGQUIT", [4] = "SIGILL", [6] = "SIGABRT",
-                      [7] = "SIGBUS", [8] = "SIGFPE", [9] = "SIGKILL", [11] = "SIGSEGV", [13] = "SIGPIPE",
-                      [14] = "SIGALRM", [15] = "SIGTERM"}
-
 local function how_it_ended(code)
   if code == nil then return "died" end
-  if code < 0 then return ("was killed by signal %d (%s)"):format(-code, signal_names[-code] or "?") end
-  return ("exited with status %d"):format(code)
+  return core.describe_exit(code)
 end
 
 -- Argument checks: `level` 3 points at the caller of the pool method.
