@@ -594,4 +594,155 @@ void jr_sigchld_install(void);
 uint32_t jr_sigchld_count(void);
 void jr_sigchld_word(uint32_t *word);
 
+// MARK: - What the code relies on in the shared layout
+//
+// Every process of a run (forked or a `script` worker, the same binary)
+// reads these structures at the same offsets, from Swift (through the
+// imported layout) and from C. What the code assumes of them beyond C's
+// own rules is checked here, at build time:
+// - a field read or written with jr_load/jr_store/jr_add/jr_cas, or used as
+//   a futex word, is a naturally aligned word of that width (4 or 8 bytes;
+//   a futex word exactly 4), never split across cache lines or torn;
+// - a struct stored in an arena block needs no more than the 16-byte
+//   alignment a block's payload has (a jr_block header of 16 bytes before
+//   blocks aligned to at least 32), and one kept in an array is a whole
+//   number of 8-byte words, so every element keeps its fields aligned;
+// - every shared object starts with its jr_object_header (the decoder and
+//   ObjectHandle read the type there);
+// - the fixed text fields have the sizes the Swift side cuts names to.
+
+#define JR_FIELD_SIZE(T, f) sizeof(((T *)0)->f)
+#define JR_ASSERT_WORD(T, f) \
+    _Static_assert((JR_FIELD_SIZE(T, f) == 4 || JR_FIELD_SIZE(T, f) == 8) && offsetof(T, f) % JR_FIELD_SIZE(T, f) == 0, \
+                   #T "." #f " is accessed atomically: a naturally aligned 4- or 8-byte word")
+#define JR_ASSERT_FUTEX(T, f) \
+    _Static_assert(JR_FIELD_SIZE(T, f) == 4 && offsetof(T, f) % 4 == 0, #T "." #f " is a futex word: 4 aligned bytes")
+#define JR_ASSERT_IN_BLOCK(T) \
+    _Static_assert(_Alignof(T) <= 16 && sizeof(T) % 8 == 0, #T " lives in arena blocks (16-byte aligned) and arrays")
+#define JR_ASSERT_OBJECT(T) \
+    _Static_assert(offsetof(T, hdr) == 0 && sizeof(((T *)0)->hdr) == 8, #T " starts with its jr_object_header")
+
+_Static_assert(sizeof(jr_object_header) == 8, "object header must stay 8 bytes");
+_Static_assert(_Alignof(pthread_mutex_t) <= 8, "a robust mutex in a shared struct keeps 8-byte alignment");
+
+JR_ASSERT_IN_BLOCK(jr_process_record);
+JR_ASSERT_WORD(jr_process_record, pid);
+JR_ASSERT_WORD(jr_process_record, state);
+JR_ASSERT_WORD(jr_process_record, has_exit_code);
+JR_ASSERT_WORD(jr_process_record, wait_kind);
+JR_ASSERT_WORD(jr_process_record, wait_token);
+JR_ASSERT_WORD(jr_process_record, verdict);
+JR_ASSERT_WORD(jr_process_record, reported);
+JR_ASSERT_WORD(jr_process_record, signalled);
+JR_ASSERT_WORD(jr_process_record, done_stage);
+JR_ASSERT_WORD(jr_process_record, get_stage);
+JR_ASSERT_WORD(jr_process_record, grow_stage);
+JR_ASSERT_WORD(jr_process_record, grow_new);
+JR_ASSERT_WORD(jr_process_record, grow_tail);
+JR_ASSERT_WORD(jr_process_record, put_stage);
+JR_ASSERT_WORD(jr_process_record, put_block);
+JR_ASSERT_WORD(jr_process_record, get_block);
+JR_ASSERT_WORD(jr_process_record, pipe_ends);
+JR_ASSERT_WORD(jr_process_record, items_put);
+JR_ASSERT_WORD(jr_process_record, items_got);
+_Static_assert(JR_FIELD_SIZE(jr_process_record, name) == 64, "process names are cut to 63 bytes");
+
+JR_ASSERT_IN_BLOCK(jr_taker);
+JR_ASSERT_WORD(jr_taker, count);
+_Static_assert(sizeof(jr_held) == 24, "a kept copy's encoded bytes follow its 24-byte jr_held");
+JR_ASSERT_IN_BLOCK(jr_progress_counter);
+JR_ASSERT_WORD(jr_progress_counter, first_ns);
+JR_ASSERT_WORD(jr_progress_counter, done);
+JR_ASSERT_WORD(jr_progress_counter, total);
+
+_Static_assert(offsetof(jr_arena_header, magic) == 0, "the magic is the arena's first word (a worker checks it first)");
+_Static_assert(sizeof(jr_arena_header) <= (64u << 20), "the arena header fits the smallest arena (256 MiB) with room to spare");
+_Static_assert(JR_FIELD_SIZE(jr_arena_header, token) == 16, "the run's token is 16 bytes (32 hex digits)");
+_Static_assert(offsetof(jr_arena_header, processes) % 8 == 0, "process records keep their 8-byte words aligned");
+JR_ASSERT_WORD(jr_arena_header, in_use);
+JR_ASSERT_WORD(jr_arena_header, alloc_op);
+JR_ASSERT_FUTEX(jr_arena_header, space_seq);
+JR_ASSERT_WORD(jr_arena_header, space_waiters);
+JR_ASSERT_WORD(jr_arena_header, next_object_id);
+JR_ASSERT_WORD(jr_arena_header, next_process_number);
+JR_ASSERT_WORD(jr_arena_header, process_slots);
+JR_ASSERT_WORD(jr_arena_header, failed);
+JR_ASSERT_WORD(jr_arena_header, queues_head);
+JR_ASSERT_WORD(jr_arena_header, joinables_head);
+JR_ASSERT_WORD(jr_arena_header, progress_state);
+JR_ASSERT_WORD(jr_arena_header, monitor_pid);
+
+JR_ASSERT_OBJECT(jr_pipe);
+JR_ASSERT_IN_BLOCK(jr_pipe);
+_Static_assert(JR_FIELD_SIZE(jr_pipe, label) == 48, "names are at most 47 bytes (Lua.optName)");
+JR_ASSERT_IN_BLOCK(jr_pipe_hold);
+JR_ASSERT_WORD(jr_pipe_hold, held);
+_Static_assert(offsetof(jr_pipe_ends, entries) == sizeof(jr_pipe_ends) && sizeof(jr_pipe_ends) % 8 == 0,
+               "a jr_pipe_ends list's entries follow its header");
+JR_ASSERT_WORD(jr_pipe_ends, count);
+JR_ASSERT_WORD(jr_pipe_ends, pending);
+JR_ASSERT_WORD(jr_pipe_ends, pid);
+JR_ASSERT_WORD(jr_pipe_ends, children);
+JR_ASSERT_WORD(jr_pipe_ends, sibling);
+
+JR_ASSERT_OBJECT(jr_dict);
+JR_ASSERT_IN_BLOCK(jr_dict);
+JR_ASSERT_WORD(jr_dict, count);
+JR_ASSERT_WORD(jr_dict, pending_entry);
+JR_ASSERT_WORD(jr_dict, pending_old);
+JR_ASSERT_WORD(jr_dict, pending_table);
+JR_ASSERT_WORD(jr_dict, old_table);
+JR_ASSERT_WORD(jr_dict, slots_off);
+JR_ASSERT_WORD(jr_dict_slot, hash);
+JR_ASSERT_WORD(jr_dict_slot, entry);
+
+JR_ASSERT_OBJECT(jr_sync);
+JR_ASSERT_IN_BLOCK(jr_sync);
+JR_ASSERT_FUTEX(jr_sync, seq);
+JR_ASSERT_WORD(jr_sync, waiters);
+_Static_assert(JR_FIELD_SIZE(jr_sync, label) == 48, "names are at most 47 bytes (Lua.optName)");
+
+JR_ASSERT_OBJECT(jr_value);
+JR_ASSERT_IN_BLOCK(jr_value);
+JR_ASSERT_WORD(jr_value, is_float);
+JR_ASSERT_WORD(jr_value, integer);
+JR_ASSERT_WORD(jr_value, number);
+
+JR_ASSERT_OBJECT(jr_queue);
+JR_ASSERT_IN_BLOCK(jr_queue);
+JR_ASSERT_WORD(jr_queue, count);
+JR_ASSERT_WORD(jr_queue, unfinished);
+JR_ASSERT_WORD(jr_queue, ring_off);
+JR_ASSERT_WORD(jr_queue, head);
+JR_ASSERT_WORD(jr_queue, tail);
+JR_ASSERT_WORD(jr_queue, closed);
+JR_ASSERT_FUTEX(jr_queue, items_seq);
+JR_ASSERT_FUTEX(jr_queue, space_seq);
+JR_ASSERT_FUTEX(jr_queue, done_seq);
+JR_ASSERT_WORD(jr_queue, get_waiters);
+JR_ASSERT_WORD(jr_queue, put_waiters);
+JR_ASSERT_WORD(jr_queue, join_waiters);
+JR_ASSERT_WORD(jr_queue, total_put);
+JR_ASSERT_WORD(jr_queue, total_got);
+JR_ASSERT_WORD(jr_queue, total_bytes);
+JR_ASSERT_WORD(jr_queue, peak_count);
+JR_ASSERT_WORD(jr_queue, put_wait_ns);
+JR_ASSERT_WORD(jr_queue, get_wait_ns);
+JR_ASSERT_WORD(jr_queue, takers_off);
+JR_ASSERT_WORD(jr_queue, failed_more_off);
+_Static_assert(JR_FIELD_SIZE(jr_queue, label) == 48, "names are at most 47 bytes (Lua.optName)");
+_Static_assert(sizeof(jr_record) % 8 == 0, "ring records stay 8-byte aligned");
+
+JR_ASSERT_IN_BLOCK(jr_pool_slot);
+JR_ASSERT_WORD(jr_pool_slot, pid);
+JR_ASSERT_WORD(jr_pool_slot, stage);
+JR_ASSERT_WORD(jr_pool_slot, task);
+JR_ASSERT_OBJECT(jr_pool);
+JR_ASSERT_IN_BLOCK(jr_pool);
+JR_ASSERT_FUTEX(jr_pool, result_seq);
+JR_ASSERT_FUTEX(jr_pool, work_seq);
+JR_ASSERT_WORD(jr_pool, result_waiters);
+JR_ASSERT_WORD(jr_pool, work_waiters);
+JR_ASSERT_WORD(jr_pool, slots_off);
+
 #endif
