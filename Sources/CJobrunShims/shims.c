@@ -27,9 +27,13 @@
 // The only place jobrun raises a Lua error: Swift functions return -1 with the
 // error value on the stack, and we raise it here, after Swift has returned, so
 // the longjmp never crosses a Swift frame.
+int jr_swift_depth;
+
 static int jr_trampoline(lua_State *L) {
     jr_swift_fn fn = (jr_swift_fn)lua_touserdata(L, lua_upvalueindex(1));
+    jr_swift_depth++;
     int n = fn(L);
+    jr_swift_depth--;
     if (n < 0) {
         return lua_error(L);
     }
@@ -40,6 +44,51 @@ void jr_push_swift_function(lua_State *L, jr_swift_fn fn) {
     lua_pushlightuserdata(L, (void *)fn);
     lua_pushcclosure(L, jr_trampoline, 1);
 }
+
+// MARK: Lua's allocator
+
+static size_t jr_lua_allocated;
+static size_t jr_lua_limit;     // 0: none
+
+static void jr_out_of_memory_in_swift(size_t bytes) {
+    char msg[128];
+    int n = snprintf(msg, sizeof msg, "jobrun: out of memory (Lua asked for %zu bytes while jobrun was working on its behalf)\n", bytes);
+    if (n > 0) { ssize_t w = write(2, msg, (size_t)n); (void)w; }
+    _exit(1);
+}
+
+static void *jr_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    (void)ud;
+    size_t old = ptr ? osize : 0;   // without ptr, osize is the kind of object
+    if (nsize == 0) {
+        free(ptr);
+        jr_lua_allocated -= old;
+        return NULL;
+    }
+    if (jr_lua_limit && jr_swift_depth == 0 && nsize > old && jr_lua_allocated - old + nsize > jr_lua_limit) {
+        return NULL;                // Lua collects and tries again, or raises
+    }
+    void *p = realloc(ptr, nsize);
+    if (!p) {
+        if (jr_swift_depth == 0) return NULL;
+        jr_out_of_memory_in_swift(nsize);
+    }
+    jr_lua_allocated = jr_lua_allocated - old + nsize;
+    return p;
+}
+
+lua_State *jr_lua_newstate(void) {
+    const char *limit = getenv("JOBRUN_TEST_LUA_LIMIT");
+    if (limit && *limit) jr_lua_limit = (size_t)strtoull(limit, NULL, 10);
+    lua_State *L = luaL_newstate();     // its panic and warning functions, then our allocator
+    if (!L) return NULL;
+    // Blocks allocated so far were realloc'ed, as ours are: counted from here.
+    jr_lua_allocated += (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
+    lua_setallocf(L, jr_lua_alloc, NULL);
+    return L;
+}
+
+size_t jr_lua_bytes(void) { return jr_lua_allocated; }
 
 typedef struct { char *data; size_t len, cap; } jr_dump_buffer;
 

@@ -21,7 +21,20 @@ static inline int jr_registryindex(void) { return LUA_REGISTRYINDEX; }
 static inline int jr_upvalueindex(int i) { return lua_upvalueindex(i); }
 static inline void jr_lua_newtable(lua_State *L) { lua_newtable(L); }
 static inline const char *jr_lua_tostring(lua_State *L, int i, size_t *len) { return lua_tolstring(L, i, len); }
-static inline int jr_lua_pcall(lua_State *L, int nargs, int nresults, int msgh) { return lua_pcall(L, nargs, nresults, msgh); }
+/// How many Swift functions (jr_trampoline) are running now, counted by
+/// jr_trampoline and set aside by jr_lua_pcall: while it is non-zero a Lua
+/// memory error would longjmp across Swift frames, so the allocator
+/// (jr_lua_newstate) does not fail then. Per process; Lua runs on one thread.
+extern int jr_swift_depth;
+/// lua_pcall from Swift: an error inside it unwinds to this call only, never
+/// across a Swift frame, so Lua's allocator may fail again while it runs.
+static inline int jr_lua_pcall(lua_State *L, int nargs, int nresults, int msgh) {
+    int depth = jr_swift_depth;
+    jr_swift_depth = 0;
+    int r = lua_pcall(L, nargs, nresults, msgh);
+    jr_swift_depth = depth;
+    return r;
+}
 static inline void jr_lua_pushglobaltable(lua_State *L) { lua_pushglobaltable(L); }
 static inline int jr_lua_isnoneornil(lua_State *L, int i) { return lua_isnoneornil(L, i); }
 static inline lua_Integer jr_lua_tointegerx(lua_State *L, int i, int *isnum) { return lua_tointegerx(L, i, isnum); }
@@ -40,6 +53,19 @@ typedef int (*jr_swift_fn)(lua_State *L);
 
 /// Pushes a C closure that calls `fn` and raises its error if it returns -1.
 void jr_push_swift_function(lua_State *L, jr_swift_fn fn);
+
+/// luaL_newstate with jobrun's allocator: realloc/free, counting Lua's bytes.
+/// An allocation Lua makes while a Swift function runs (jr_swift_depth) never
+/// fails with a Lua memory error, which would longjmp across the Swift frames
+/// (and leak what they hold, such as a queue item's block): it may go past
+/// the limit, and if the system itself has no memory left the process ends
+/// with a message (its supervisor repairs what it held, as after any death).
+/// Everywhere else a failed allocation is Lua's ordinary "not enough memory"
+/// error. The limit is for tests only (JOBRUN_TEST_LUA_LIMIT=<bytes>): none
+/// otherwise.
+lua_State *jr_lua_newstate(void);
+/// Bytes Lua has allocated in this process's states.
+size_t jr_lua_bytes(void);
 
 /// Runs `lua_dump` into a growing buffer; returns a malloc'ed copy (free with free()).
 char *jr_lua_dump(lua_State *L, int strip, size_t *len);

@@ -358,7 +358,7 @@ enum ValueDecoder {
             let libName = dot == nil ? "_G" : String(decoding: lib, as: UTF8.self)
             let top = lua_gettop(L)
             if !key.isEmpty, ValueEncoder.standardLibraries.contains(libName),
-               lua_getfield(L, jr_registryindex(), "_LOADED") == LUA_TTABLE {
+               Lua.rawField(L, jr_registryindex(), "_LOADED") == LUA_TTABLE {
                 Lua.pushString(L, libName)
                 if lua_rawget(L, -2) == LUA_TTABLE {
                     lua_pushlstring(L, key.baseAddress!.assumingMemoryBound(to: CChar.self), key.count)

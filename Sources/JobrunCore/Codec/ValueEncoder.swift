@@ -650,7 +650,7 @@ struct ValueEncoder: ~Copyable {
         guard lua_checkstack(L, 6) != 0 else { return "" }
         let top = lua_gettop(L)
         defer { lua_settop(L, top) }
-        guard lua_getfield(L, jr_registryindex(), "_LOADED") == LUA_TTABLE else { return "" }
+        guard Lua.rawField(L, jr_registryindex(), "_LOADED") == LUA_TTABLE else { return "" }
         let loaded = lua_gettop(L)
         var budget = 20_000
         lua_pushnil(L)
@@ -684,7 +684,7 @@ struct ValueEncoder: ~Copyable {
     /// the same in every state of the process.
     static let standardNames: [UnsafeRawPointer: String] = {
         var map: [UnsafeRawPointer: String] = [:]
-        guard let L = luaL_newstate() else { return map }
+        guard let L = jr_lua_newstate() else { return map }
         defer { lua_close(L) }
         guard jr_openlibs(L) == LUA_OK else { return map }
         lua_getfield(L, jr_registryindex(), "_LOADED")

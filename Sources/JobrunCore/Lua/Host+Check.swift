@@ -9,7 +9,7 @@ extension Host {
     /// Returns 0 when all compile, 1 when one has a syntax error, 2 when one
     /// cannot be read (that wins: the check itself could not be done).
     public static func check(scripts: [String]) -> Int32 {
-        guard let L = luaL_newstate() else {
+        guard let L = jr_lua_newstate() else {
             writeAll(2, "jobrun: cannot create a Lua state (out of memory)\n")
             return 1
         }

@@ -19,7 +19,7 @@ extension Host {
         guard tag || clear else { return }
         prefixOutput = tag
         Prelude.run(L, "output.lua") {
-            lua_getglobal(L, "jobrun")
+            Lua.pushModule(L)
             lua_pushboolean(L, tag ? 1 : 0)
             jr_push_swift_function(L, lineStart)
             return 3

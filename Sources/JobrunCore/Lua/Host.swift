@@ -152,7 +152,7 @@ public enum Host {
         guard let L = newState(packageDirectory: directory(of: script), path: packagePath, cpath: packageCPath) else { return 1 }
         // The worker's identity, as seen by jobrun.current_process().
         Prelude.run(L, "script_worker.lua") {
-            lua_getglobal(L, "jobrun"); Lua.pushString(L, name); lua_pushboolean(L, daemon ? 1 : 0); return 3
+            Lua.pushModule(L); Lua.pushString(L, name); lua_pushboolean(L, daemon ? 1 : 0); return 3
         }
         installOutputHooks(L, tag: prefix, clear: Progress.isOn)
         // Decode the arguments the parent left in the arena; after them, the
@@ -210,7 +210,7 @@ public enum Host {
     /// script's folder), followed by `path` and `cpath` when they are given
     /// (a `script` worker's parent's), else by Lua's defaults.
     static func newState(packageDirectory: String? = nil, path: String = "", cpath: String = "") -> LuaState? {
-        guard let L = luaL_newstate() else {
+        guard let L = jr_lua_newstate() else {
             writeAll(2, "jobrun: cannot create a Lua state (out of memory)\n")
             return nil
         }
@@ -318,8 +318,8 @@ public enum Host {
     /// jobrun._shutdown(abort): terminate daemon children and join the others;
 /// after an error, stop them all.
     static func shutdown(_ L: LuaState, abort: Bool) {
-        lua_getglobal(L, "jobrun")
-        lua_getfield(L, -1, "_shutdown")
+        Lua.pushModule(L)
+        Lua.rawField(L, -1, "_shutdown")
         lua_pushboolean(L, abort ? 1 : 0)
         if jr_lua_pcall(L, 1, 0, 0) != LUA_OK {
             writeAll(2, "jobrun: while stopping children: \(Lua.string(L, -1) ?? "?")\n")
@@ -332,9 +332,9 @@ public enum Host {
     /// errors with their place), falling back to the C handler.
     static let tracebackHandler: jr_swift_fn = { L in
         let L = L!
-        lua_getglobal(L, "jobrun")
+        Lua.pushModule(L)
         if lua_type(L, -1) == LUA_TTABLE {
-            lua_getfield(L, -1, "_traceback")
+            Lua.rawField(L, -1, "_traceback")
             if lua_type(L, -1) == LUA_TFUNCTION {
                 lua_pushvalue(L, 1)
                 if jr_lua_pcall(L, 1, 1, 0) == LUA_OK { return 1 }

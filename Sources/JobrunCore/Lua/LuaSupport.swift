@@ -27,7 +27,7 @@ enum Lua {
 
     static func typeName(_ L: LuaState, _ index: Int32) -> String {
         if lua_type(L, index) == LUA_TUSERDATA, lua_getmetatable(L, index) != 0 {
-            lua_getfield(L, -1, "__name")
+            rawField(L, -1, "__name")          // raw: the metatable may have a raising __index
             defer { jr_lua_pop(L, 2) }
             if let n = string(L, -1) { return n }
         }
@@ -118,10 +118,14 @@ enum Lua {
 
     /// Pushes `t[key]` of the table at `table` without metamethods (an
     /// options table's __index must not run, and could raise, from Swift).
-    static func rawField(_ L: LuaState, _ table: Int32, _ key: String) {
+    /// Every read of a table a user can reach (options, `self`, metatables,
+    /// the globals) goes through here or another raw access: lua_getfield,
+    /// lua_gettable, lua_geti, lua_len and lua_getglobal run metamethods.
+    @discardableResult
+    static func rawField(_ L: LuaState, _ table: Int32, _ key: String) -> Int32 {
         let t = lua_absindex(L, table)
         pushString(L, key)
-        _ = lua_rawget(L, t)
+        return lua_rawget(L, t)
     }
 
     /// The `name` field of the options table at `table`: a non-empty string
@@ -158,6 +162,16 @@ enum Lua {
     static func numberText(_ v: Double) -> String {
         if v == v.rounded(), abs(v) < 1e15 { return String(Int64(v)) }
         return String(v)
+    }
+
+    /// Registry key of the `jobrun` module table: Swift finds it there with
+    /// raw lookups, whatever the script did to the global `jobrun` or to
+    /// the globals' metatable.
+    static let moduleKey = "jobrun.module"
+
+    /// Pushes the `jobrun` module table (raw lookup in the registry).
+    static func pushModule(_ L: LuaState) {
+        rawField(L, jr_registryindex(), moduleKey)
     }
 
     /// Sets `t[name] = fn` for the table at the top of the stack.

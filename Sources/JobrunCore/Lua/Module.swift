@@ -16,6 +16,8 @@ enum Module {
         let errorMeta = lua_gettop(L)
         lua_pushvalue(L, module)
         lua_setglobal(L, "jobrun")
+        lua_pushvalue(L, module)
+        lua_setfield(L, jr_registryindex(), Lua.moduleKey)
 
         CoreBindings.register(L)
         let core = lua_gettop(L)

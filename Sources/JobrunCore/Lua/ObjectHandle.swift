@@ -35,7 +35,7 @@ struct ObjectHandle {
     /// The handle at `index` if it is a jobrun object (its metatable has `__jobrun`).
     static func check(_ L: LuaState, _ index: Int32) -> ObjectHandle? {
         guard lua_type(L, index) == LUA_TUSERDATA, lua_getmetatable(L, index) != 0 else { return nil }
-        lua_getfield(L, -1, "__jobrun")
+        Lua.rawField(L, -1, "__jobrun")     // raw: any userdata's metatable may have a raising __index
         let isOurs = lua_toboolean(L, -1) != 0
         jr_lua_pop(L, 2)
         guard isOurs, let p = lua_touserdata(L, index) else { return nil }
