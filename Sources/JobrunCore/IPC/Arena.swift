@@ -37,19 +37,19 @@ public enum Arena {
     /// Creates the arena of a new run (in the main process, before any worker).
     public static func create(limit: UInt64?) throws {
         let created = jr_memfd_create("jobrun-arena")
-        if created < 0 { throw SystemError(call: "memfd_create", errno: Glibc.errno) }
+        if created < 0 { throw JobrunError(call: "memfd_create", errno: Glibc.errno) }
         // Close-on-exec (programs started by os.execute must not hold the run's
         // memory), and numbered above the descriptors a worker is handed (3).
         let fd = jr_dup_cloexec(created, 10)
         close(created)
-        if fd < 0 { throw SystemError(call: "fcntl(F_DUPFD_CLOEXEC)", errno: Glibc.errno) }
+        if fd < 0 { throw JobrunError(call: "fcntl(F_DUPFD_CLOEXEC)", errno: Glibc.errno) }
         var size: UInt64 = 256 << 30
         while true {
             do {
                 try retryingEINTR("ftruncate") { ftruncate(fd, off_t(size)) }
                 try map(fd: fd, size: size)
                 break
-            } catch let e as SystemError where e.errno == .noMemory && size > 256 << 20 {
+            } catch let e as JobrunError where e.errno == .noMemory && size > 256 << 20 {
                 size /= 4
             }
         }
@@ -61,7 +61,7 @@ public enum Arena {
         _ = jr_mutex_init(&h.pointee.alloc_lock)
         _ = jr_mutex_init(&h.pointee.proc_lock)
         let n = withUnsafeMutableBytes(of: &h.pointee.token) { jr_getrandom($0.baseAddress, UInt($0.count)) }
-        if n != 16 { throw SystemError(call: "getrandom", errno: Glibc.errno) }
+        if n != 16 { throw JobrunError(call: "getrandom", errno: Glibc.errno) }
         TestHooks.load()
     }
 
@@ -83,7 +83,7 @@ public enum Arena {
             throw AttachFailure(description: "the run's token must be 32 hex digits, got '\(token)'")
         }
         var st = stat()
-        guard fstat(fd, &st) == 0 else { throw SystemError(call: "fstat", errno: Glibc.errno) }
+        guard fstat(fd, &st) == 0 else { throw JobrunError(call: "fstat", errno: Glibc.errno) }
         guard (st.st_mode & S_IFMT) == S_IFREG, isMemfd(fd) else {
             throw AttachFailure(description: "descriptor \(fd) is not the run's shared memory (not a memfd)")
         }
@@ -152,7 +152,7 @@ public enum Arena {
 
     private static func map(fd: Int32, size: UInt64) throws {
         let p = mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0)
-        if p == MAP_FAILED || p == nil { throw SystemError(call: "mmap", errno: Glibc.errno) }
+        if p == MAP_FAILED || p == nil { throw JobrunError(call: "mmap", errno: Glibc.errno) }
         self.fd = fd
         self.base = p
         self.reservedBytes = size
@@ -456,7 +456,7 @@ public enum Arena {
     /// `need` is the payload the caller failed to allocate: if a block was
     /// freed since, so that it now fits, it returns at once; past that check,
     /// made under the lock as the waiter is counted, every free wakes it.
-    static func waitForSpace(_ need: Int, _ deadline: Deadline) -> String? {
+    static func waitForSpace(_ need: Int, _ deadline: Deadline) -> JobrunError? {
         let h = header
         let me = ProcessRegistry.record
         lockAllocator(h)
@@ -480,7 +480,7 @@ public enum Arena {
         return ProcessRegistry.takeVerdict()
     }
 
-    enum MemoryWait { case success(UInt64), full, noMemory(String), failed(String) }
+    enum MemoryWait { case success(UInt64), full, noMemory(String), failed(JobrunError) }
 
     /// Allocates an item's block, waiting for memory when blocking:
     /// `.full` when not blocking or the deadline passed, `.noMemory` when it

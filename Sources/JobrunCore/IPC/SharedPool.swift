@@ -140,7 +140,7 @@ struct SharedPool {
         return held
     }
 
-    enum WaitResult { case ready, timedOut, failed(String) }
+    enum WaitResult { case ready, timedOut, failed(JobrunError) }
 
     /// Waits until a result is queued, a child of this process has ended
     /// since `seen` (jr_sigchld_count), or the deadline passes. One untimed
@@ -155,7 +155,7 @@ struct SharedPool {
             if rq.count > 0 || jr_sigchld_count() != seen { return .ready }
             if deadline.expired { return .timedOut }
             _ = jr_add_u32(&p.pointee.result_waiters, 1)
-            var verdict: String? = nil
+            var verdict: JobrunError? = nil
             if rq.count == 0 {
                 ProcessRegistry.willWait(JR_WAIT_POOL, object: p, word: &p.pointee.result_seq, value: seq,
                                          timed: deadline.at != nil)

@@ -448,9 +448,9 @@ struct SharedQueue {
     /// Takes and releases the lock: if its holder died, the repair runs now.
     func settle() { lock(); unlock() }
 
-    enum PutResult { case ok, full, closed, noMemory(String), failed(String) }
-    enum GetResult: Equatable { case ok, empty, closed, noMemory(String, lasting: Bool), failed(String) }
-    enum JoinResult { case ok, timedOut, failed(String), workerDied(String) }
+    enum PutResult { case ok, full, closed, noMemory(String), failed(JobrunError) }
+    enum GetResult: Equatable { case ok, empty, closed, noMemory(String, lasting: Bool), failed(JobrunError) }
+    enum JoinResult { case ok, timedOut, failed(JobrunError), workerDied(String) }
 
     var offset: UInt64 { Arena.offset(of: q) }
 
@@ -775,7 +775,7 @@ struct SharedQueue {
 
     /// Pipe.poll: as waitForItems, and `verdict` is the monitor's verdict
     /// when one ended the wait with still nothing to read.
-    func waitForItems(deadline: Deadline, verdict: inout String?) -> Bool {
+    func waitForItems(deadline: Deadline, verdict: inout JobrunError?) -> Bool {
         lock()
         defer { unlock() }
         while q.pointee.count == 0 && q.pointee.closed == 0 {
@@ -806,7 +806,7 @@ struct SharedQueue {
     /// when what it waits for has still not happened.
     @discardableResult
     private func waitLocked(_ word: UnsafeMutablePointer<UInt32>, waiters: UnsafeMutablePointer<UInt32>,
-                            deadline: Deadline, kind: Int) -> String? {
+                            deadline: Deadline, kind: Int) -> JobrunError? {
         let seq = word.pointee
         waiters.pointee += 1
         ProcessRegistry.willWait(kind, object: q, word: word, value: seq, timed: deadline.at != nil)
@@ -898,7 +898,7 @@ struct SharedQueue {
             let verdict = waitLocked(&q.pointee.done_seq, waiters: &q.pointee.join_waiters, deadline: deadline, kind: JR_WAIT_JOIN)
             if let f = verdict, jr_load_u64(&q.pointee.unfinished) > q.pointee.failed_tasks {
                 let told = SharedQueue.failedTold[offset, default: 0]
-                if q.pointee.failed_tasks > told { return .failed("\(f)\n\(tellFailedTasks(since: told))") }
+                if q.pointee.failed_tasks > told { return .failed(JobrunError(f.code, "\(f.message)\n\(tellFailedTasks(since: told))")) }
                 return .failed(f)
             }
         }

@@ -52,7 +52,7 @@ struct SharedSync {
     /// Returns the monitor's verdict on this sleep (Deadlock/WorkerDied), if
     /// it gave one: the caller raises it when its condition is still false.
     @discardableResult
-    func sleepLocked(_ deadline: Deadline, kind: Int, slice: Int64 = 1_000_000_000) -> String? {
+    func sleepLocked(_ deadline: Deadline, kind: Int, slice: Int64 = 1_000_000_000) -> JobrunError? {
         let seq = s.pointee.seq
         s.pointee.waiters += 1
         ProcessRegistry.willWait(kind, object: s, word: &s.pointee.seq, value: seq, timed: deadline.at != nil)
@@ -67,7 +67,7 @@ struct SharedSync {
 
     // MARK: Lock and RLock
 
-    enum Acquired { case acquired, ownerDied, timedOut, failed(String) }
+    enum Acquired { case acquired, ownerDied, timedOut, failed(JobrunError) }
 
     /// Lock.acquire / RLock.acquire.
     func acquire(block: Bool, deadline: Deadline, reentrant: Bool) -> Acquired {
@@ -75,7 +75,7 @@ struct SharedSync {
         let start = ProcessIdentity.mine
         lock()
         defer { unlock() }
-        var verdict: String?
+        var verdict: JobrunError?
         while true {
             if s.pointee.value == 0 {
                 s.pointee.value = 1; s.pointee.owner = me; s.pointee.owner_start = start; s.pointee.depth = 1
@@ -136,7 +136,7 @@ struct SharedSync {
     /// as it takes (Condition.wait returns with the lock held, whatever its
     /// timeout); returns the monitor's verdict instead only when the process
     /// holding the lock can never release it.
-    func reacquire(depth: UInt32, reentrant: Bool) -> String? {
+    func reacquire(depth: UInt32, reentrant: Bool) -> JobrunError? {
         switch acquire(block: true, deadline: Deadline(timeout: nil), reentrant: reentrant) {
         case .failed(let f): return f
         case .acquired, .ownerDied, .timedOut: break
@@ -147,12 +147,12 @@ struct SharedSync {
 
     // MARK: Semaphore
 
-    enum Waited: Equatable { case ok, timedOut, failed(String) }
+    enum Waited: Equatable { case ok, timedOut, failed(JobrunError) }
 
     func semAcquire(block: Bool, deadline: Deadline) -> Waited {
         lock()
         defer { unlock() }
-        var verdict: String?
+        var verdict: JobrunError?
         while s.pointee.value <= 0 {
             if let f = verdict { return .failed(f) }
             if !block || deadline.expired { return .timedOut }
@@ -203,7 +203,7 @@ struct SharedSync {
 
     // MARK: Barrier
 
-    enum BarrierResult { case index(Int64), timedOut, broken, failed(String) }
+    enum BarrierResult { case index(Int64), timedOut, broken, failed(JobrunError) }
 
     func barrierWait(deadline: Deadline) -> BarrierResult {
         lock()
@@ -218,7 +218,7 @@ struct SharedSync {
             if bumpLocked() { unlock(); wake(); lock() }
             return .index(index)
         }
-        var verdict: String?
+        var verdict: JobrunError?
         while s.pointee.generation == generation {
             if s.pointee.broken != 0 { return .broken }
             // It leaves the barrier: its arrival no longer counts, so a party
@@ -258,7 +258,7 @@ struct SharedSync {
     func conditionSleep(entered generation: UInt64, deadline: Deadline) -> Waited {
         lock()
         defer { unlock() }
-        var verdict: String?
+        var verdict: JobrunError?
         while true {
             if s.pointee.bound > 0 && s.pointee.generation > generation {
                 s.pointee.bound -= 1

@@ -2,13 +2,9 @@ import CJobrunShims
 import Glibc
 import SystemPackage
 
-/// A system call that failed: which one, and its errno.
-struct SystemError: Error, CustomStringConvertible {
-    let call: String
-    let errno: Errno
-    init(call: String, errno: Errno) { self.call = call; self.errno = errno }
+extension JobrunError {
+    /// `call` failed with the errno value `errno`.
     init(call: String, errno: Int32) { self.init(call: call, errno: Errno(rawValue: errno)) }
-    var description: String { "\(call): \(errno)" }
 }
 
 /// The one place a system call's -1/errno becomes a value, in the manner of
@@ -29,13 +25,13 @@ func valueOrErrno<I: FixedWidthInteger>(_ call: StaticString, _ body: () -> I) -
     }
 }
 
-/// `valueOrErrno`, throwing the failure as a SystemError naming the call.
+/// `valueOrErrno`, throwing the failure as a JobrunError naming the call.
 @inline(__always)
 @discardableResult
-func retryingEINTR<I: FixedWidthInteger>(_ call: StaticString, _ body: () -> I) throws(SystemError) -> I {
+func retryingEINTR<I: FixedWidthInteger>(_ call: StaticString, _ body: () -> I) throws(JobrunError) -> I {
     switch valueOrErrno(call, body) {
     case .success(let r): return r
-    case .failure(let e): throw SystemError(call: "\(call)", errno: e)
+    case .failure(let e): throw JobrunError(call: "\(call)", errno: e)
     }
 }
 

@@ -188,7 +188,7 @@ enum CoreBindings {
         case .timedOut: lua_pushnil(L); return 1
         case .failed(let f):
             let name = ProcessRegistry.find(pid).map { ProcessRegistry.name(of: $0) } ?? "pid \(pid)"
-            return ProcessRegistry.raiseFailure(L, "join of \(name): \(f)")
+            return ProcessRegistry.raiseFailure(L, f, in: "join of \(name)")
         }
     }
 
@@ -314,13 +314,13 @@ enum CoreBindings {
     static let timeout: jr_swift_fn = { L in
         let L = L!
         let fn = Lua.string(L, 2) ?? "timeout"
-        do {
+        do throws(JobrunError) {
             if let t = try Lua.optTimeout(L, 1, fn) { lua_pushnumber(L, t) } else { lua_pushnil(L) }
             return 1
-        } catch let e as Lua.ArgError {
-            lua_pushboolean(L, 0); Lua.pushString(L, e.kind.rawValue); Lua.pushString(L, e.message)
+        } catch {
+            lua_pushboolean(L, 0); Lua.pushString(L, error.code.kind.rawValue); Lua.pushString(L, error.message)
             return 3
-        } catch { return Lua.raise(L, error) }
+        }
     }
 
     static let sleep: jr_swift_fn = { L in
@@ -353,22 +353,20 @@ enum CoreBindings {
             return Lua.raise(L, .TypeError, "jobrun.progress: name must be a non-empty string of at most 47 bytes, got \(Lua.typeName(L, 1))")
         }
         /// A whole number >= 0 at `i`, or the message saying what it is instead.
-        func count(_ i: Int32, _ what: String) -> Result<UInt64, Lua.ArgError> {
+        func count(_ i: Int32, _ what: String) -> Result<UInt64, JobrunError> {
             guard lua_type(L, i) == LUA_TNUMBER else {
-                return .failure(.bad("jobrun.progress: \(what) must be a number, got \(Lua.typeName(L, i))"))
+                return .failure(JobrunError(.typeError, "jobrun.progress: \(what) must be a number, got \(Lua.typeName(L, i))"))
             }
             let v = jr_lua_tonumberx(L, i, nil)
             if v >= 0 && v < 1.8e19 && v == v.rounded(.down) { return .success(UInt64(v)) }
-            return .failure(.value("jobrun.progress: \(what) must be a whole number >= 0, got \(Lua.numberText(v))"))
+            return .failure(JobrunError(.valueError, "jobrun.progress: \(what) must be a whole number >= 0, got \(Lua.numberText(v))"))
         }
-        do {
+        do throws(JobrunError) {
             let done = try count(2, "done").get()
             let total = jr_lua_isnoneornil(L, 3) != 0 ? nil : try count(3, "total").get()
             try Progress.report(name: name, done: done, total: total)
-        } catch let e as Lua.ArgError {
-            return Lua.raise(L, e)
         } catch {
-            return Lua.raise(L, .ValueError, "jobrun.progress: too many counters (at most \(JR_MAX_COUNTERS) names per run)")
+            return Lua.raise(L, error)
         }
         return 0
     }

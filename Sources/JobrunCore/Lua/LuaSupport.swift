@@ -63,24 +63,16 @@ enum Lua {
     // MARK: argument checking (lua-api.md names arguments in messages)
 
     /// A bad argument: wrong type (TypeError) or a value out of range (ValueError).
-    enum ArgError: Error {
-        case bad(String)
-        case value(String)
-
-        var kind: ErrorKind { if case .value = self { return .ValueError }; return .TypeError }
-        var message: String { switch self { case .bad(let m), .value(let m): return m } }
-    }
-
     /// Raises an argument error caught from the `opt*` helpers.
     static func raise(_ L: LuaState, _ error: Error) -> Int32 {
-        if let e = error as? ArgError { return raise(L, e.kind, e.message) }
+        if let e = error as? JobrunError { return raise(L, e.code.kind, e.message) }
         return raise(L, .ValueError, "\(error)")
     }
 
     /// Raises an argument error of a method of `object` (its label), which
     /// the message then names: `Queue#3 "results".get: timeout must be ...`.
     static func raise(_ L: LuaState, _ error: Error, object: String) -> Int32 {
-        if let e = error as? ArgError { return raise(L, e.kind, "\(object).\(e.message)") }
+        if let e = error as? JobrunError { return raise(L, e.code.kind, "\(object).\(e.message)") }
         return raise(L, error)
     }
 
@@ -89,11 +81,11 @@ enum Lua {
     }
 
     /// Optional boolean (nil/none -> default).
-    static func optBool(_ L: LuaState, _ index: Int32, _ def: Bool, _ fn: String, _ arg: String) throws -> Bool {
+    static func optBool(_ L: LuaState, _ index: Int32, _ def: Bool, _ fn: String, _ arg: String) throws(JobrunError) -> Bool {
         switch lua_type(L, index) {
         case LUA_TNONE, LUA_TNIL: return def
         case LUA_TBOOLEAN: return lua_toboolean(L, index) != 0
-        default: throw ArgError.bad(argTypeMessage(L, index, fn, arg, "a boolean"))
+        default: throw JobrunError(.typeError, argTypeMessage(L, index, fn, arg, "a boolean"))
         }
     }
 
@@ -102,17 +94,17 @@ enum Lua {
     /// seconds, any size (math.huge -> nil); negative means 0, as in Python.
     /// `negativeIsZero: false` (sleep's seconds) rejects a negative instead.
     static func optTimeout(_ L: LuaState, _ index: Int32, _ fn: String, _ arg: String = "timeout",
-                           negativeIsZero: Bool = true) throws -> Double? {
+                           negativeIsZero: Bool = true) throws(JobrunError) -> Double? {
         switch lua_type(L, index) {
         case LUA_TNONE, LUA_TNIL: return nil
         case LUA_TNUMBER:
             let v = jr_lua_tonumberx(L, index, nil)
             if v.isNaN || (v < 0 && !negativeIsZero) {
-                throw ArgError.value("\(fn): \(arg) must be a \(negativeIsZero ? "number of seconds" : "non-negative number"), got \(Lua.numberText(v))")
+                throw JobrunError(.valueError, "\(fn): \(arg) must be a \(negativeIsZero ? "number of seconds" : "non-negative number"), got \(Lua.numberText(v))")
             }
             if v >= Deadline.longest { return nil }   // math.huge, 1e300: no deadline
             return max(0, v)
-        default: throw ArgError.bad(argTypeMessage(L, index, fn, arg, "a number"))
+        default: throw JobrunError(.typeError, argTypeMessage(L, index, fn, arg, "a number"))
         }
     }
 
@@ -130,18 +122,18 @@ enum Lua {
 
     /// The `name` field of the options table at `table`: a non-empty string
     /// of at most 47 bytes (it is kept in shared memory), or "" when absent.
-    static func optName(_ L: LuaState, _ table: Int32, _ fn: String) throws -> String {
+    static func optName(_ L: LuaState, _ table: Int32, _ fn: String) throws(JobrunError) -> String {
         rawField(L, table, "name")
         defer { jr_lua_pop(L, 1) }
         if jr_lua_isnoneornil(L, -1) != 0 { return "" }
         guard lua_type(L, -1) == LUA_TSTRING, let n = Lua.string(L, -1), !n.isEmpty, n.utf8.count < 48 else {
             let got = lua_type(L, -1) == LUA_TSTRING ? "a string of \(Lua.string(L, -1)?.utf8.count ?? 0) bytes" : typeName(L, -1)
-            throw ArgError.bad("\(fn): name must be a non-empty string of at most 47 bytes, got \(got)")
+            throw JobrunError(.typeError, "\(fn): name must be a non-empty string of at most 47 bytes, got \(got)")
         }
         return n
     }
 
-    static func optInteger(_ L: LuaState, _ index: Int32, _ def: Int64?, _ fn: String, _ arg: String) throws -> Int64? {
+    static func optInteger(_ L: LuaState, _ index: Int32, _ def: Int64?, _ fn: String, _ arg: String) throws(JobrunError) -> Int64? {
         switch lua_type(L, index) {
         case LUA_TNONE, LUA_TNIL: return def
         case LUA_TNUMBER:
@@ -151,11 +143,11 @@ enum Lua {
                 // A whole number too large for a Lua integer (2^63, 1e300) is
                 // a value out of range; 1.5 and NaN are not integers at all.
                 let n = jr_lua_tonumberx(L, index, nil)
-                if n.isFinite && n == n.rounded() { throw ArgError.value("\(fn): \(arg) must be an integer in range, got \(numberText(n))") }
-                throw ArgError.bad("\(fn): \(arg) must be an integer, got \(numberText(n))")
+                if n.isFinite && n == n.rounded() { throw JobrunError(.valueError, "\(fn): \(arg) must be an integer in range, got \(numberText(n))") }
+                throw JobrunError(.typeError, "\(fn): \(arg) must be an integer, got \(numberText(n))")
             }
             return v
-        default: throw ArgError.bad(argTypeMessage(L, index, fn, arg, "an integer"))
+        default: throw JobrunError(.typeError, argTypeMessage(L, index, fn, arg, "an integer"))
         }
     }
 

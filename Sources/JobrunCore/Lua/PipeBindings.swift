@@ -83,7 +83,7 @@ enum PipeBindings {
         case .closed: return Lua.raise(L, .EOF, "\(end.label).send: no process holds the other end any more")
         case .full: return Lua.raise(L, .Full, "\(end.label).send: shared memory limit reached")
         case .noMemory(let m): return Lua.raise(L, .ValueError, "\(end.label).send: \(m)")
-        case .failed(let f): return ProcessRegistry.raiseFailure(L, "\(end.label).send: \(f)")
+        case .failed(let f): return ProcessRegistry.raiseFailure(L, f, in: "\(end.label).send")
         }
     }
 
@@ -109,7 +109,7 @@ enum PipeBindings {
         case .noMemory(let m, _):
             return Lua.raise(L, .ValueError, "\(end.label).recv: \(m)")
         case .failed(let f):
-            return ProcessRegistry.raiseFailure(L, "\(end.label).recv: \(f)")
+            return ProcessRegistry.raiseFailure(L, f, in: "\(end.label).recv")
         case .empty:
             return Lua.raise(L, .Timeout, "\(end.label).recv: nothing received within \(Lua.numberText(timeout ?? 0)) s")
         }
@@ -124,9 +124,9 @@ enum PipeBindings {
         let timeout: Double?
         do { timeout = jr_lua_isnoneornil(L, 2) != 0 ? 0 : try Lua.optTimeout(L, 2, "\(end.label).poll") } catch { return Lua.raise(L, error) }
         // True when recv would not wait: an item, or EOF.
-        var verdict: String?
+        var verdict: JobrunError?
         let ready = end.receiveQueue.waitForItems(deadline: Deadline(timeout: timeout), verdict: &verdict)
-        if let f = verdict { return ProcessRegistry.raiseFailure(L, "\(end.label).poll: \(f)") }
+        if let f = verdict { return ProcessRegistry.raiseFailure(L, f, in: "\(end.label).poll") }
         lua_pushboolean(L, ready ? 1 : 0)
         return 1
     }

@@ -129,7 +129,7 @@ enum PoolBindings {
             lua_pushinteger(L, lua_Integer(jr_sigchld_count()))
             return 1
         case .failed(let f):
-            return ProcessRegistry.raiseFailure(L, "Pool#\(pool.id) results: \(f)")
+            return ProcessRegistry.raiseFailure(L, f, in: "Pool#\(pool.id) results")
         }
     }
 

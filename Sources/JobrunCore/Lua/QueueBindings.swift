@@ -198,7 +198,7 @@ enum QueueBindings {
             }
             return Lua.raise(L, .Full, "\(label(q)).put: shared memory limit reached (\(Arena.bytesInUse >> 20) of \(Arena.limit >> 20) MiB in use)")
         case .noMemory(let m): return Lua.raise(L, .ValueError, "\(label(q)).put: \(m)")
-        case .failed(let f): return ProcessRegistry.raiseFailure(L, "\(label(q)).put: \(f)")
+        case .failed(let f): return ProcessRegistry.raiseFailure(L, f, in: "\(label(q)).put")
         }
     }
 
@@ -248,7 +248,7 @@ enum QueueBindings {
         case .noMemory(let m, let lasting):
             return Lua.raise(L, lasting ? .ValueError : .Empty, "\(label(q)).get: \(m)")
         case .failed(let f):
-            return ProcessRegistry.raiseFailure(L, "\(label(q)).get: \(f)")
+            return ProcessRegistry.raiseFailure(L, f, in: "\(label(q)).get")
         }
     }
 
@@ -272,7 +272,7 @@ enum QueueBindings {
         case .noMemory(let m, _):
             return Lua.raise(L, .ValueError, "\(label(q)).get: \(m)")
         case .failed(let f):
-            return ProcessRegistry.raiseFailure(L, "\(label(q)).get: \(f)")
+            return ProcessRegistry.raiseFailure(L, f, in: "\(label(q)).get")
         }
     }
 
@@ -312,7 +312,7 @@ enum QueueBindings {
         switch q.join(deadline: Deadline(timeout: timeout)) {
         case .ok: lua_pushboolean(L, 1); return 1
         case .timedOut: lua_pushboolean(L, 0); return 1
-        case .failed(let f): return ProcessRegistry.raiseFailure(L, "\(label(q)).join: \(f)")
+        case .failed(let f): return ProcessRegistry.raiseFailure(L, f, in: "\(label(q)).join")
         case .workerDied(let m): return Lua.raise(L, .WorkerDied, "\(label(q)).join: \(m)")
         }
     }

@@ -152,7 +152,7 @@ enum SyncBindings {
         case .acquired: lua_pushboolean(L, 1); return 1
         case .ownerDied: lua_pushboolean(L, 1); Lua.pushString(L, "owner died"); return 2
         case .timedOut: lua_pushboolean(L, 0); return 1
-        case .failed(let f): return ProcessRegistry.raiseFailure(L, "\(label(s)).acquire: \(f)")
+        case .failed(let f): return ProcessRegistry.raiseFailure(L, f, in: "\(label(s)).acquire")
         }
     }
 
@@ -161,7 +161,7 @@ enum SyncBindings {
         switch w {
         case .ok: lua_pushboolean(L, 1); return 1
         case .timedOut: lua_pushboolean(L, 0); return 1
-        case .failed(let f): return ProcessRegistry.raiseFailure(L, "\(label(s)).\(method): \(f)")
+        case .failed(let f): return ProcessRegistry.raiseFailure(L, f, in: "\(label(s)).\(method)")
         }
     }
 
@@ -245,7 +245,7 @@ enum SyncBindings {
         case .index(let i): lua_pushinteger(L, lua_Integer(i)); return 1
         case .timedOut: return Lua.raise(L, .Timeout, "\(label(s)).wait: timed out after \(timeout ?? 0) s; the barrier is now broken")
         case .broken: return Lua.raise(L, .Timeout, "\(label(s)).wait: the barrier is broken (an earlier wait timed out)")
-        case .failed(let f): return ProcessRegistry.raiseFailure(L, "\(label(s)).wait: \(f)")
+        case .failed(let f): return ProcessRegistry.raiseFailure(L, f, in: "\(label(s)).wait")
         }
     }
     static let barrierParties: jr_swift_fn = { L in
@@ -280,7 +280,7 @@ enum SyncBindings {
         let depth = lock.releaseAll()
         let outcome = c.conditionSleep(entered: generation, deadline: Deadline(timeout: timeout))
         if let f = lock.reacquire(depth: depth, reentrant: lock.type == JR_OBJ_RLOCK) {
-            return ProcessRegistry.raiseFailure(L, "\(label(c)).wait (taking its lock back): \(f)")
+            return ProcessRegistry.raiseFailure(L, f, in: "\(label(c)).wait (taking its lock back)")
         }
         return finish(L, c, "wait", outcome)
     }

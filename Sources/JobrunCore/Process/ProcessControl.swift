@@ -99,7 +99,7 @@ enum ProcessControl {
         fflush(nil)
         let parent = getpid()
         let pid = Glibc.fork()
-        if pid < 0 { throw SystemError(call: "fork", errno: Glibc.errno) }
+        if pid < 0 { throw JobrunError(call: "fork", errno: Glibc.errno) }
         if pid == 0 {
             // The parent's children are not ours to wait for.
             for (_, fd) in pidfds { close(fd) }
@@ -151,13 +151,13 @@ enum ProcessControl {
         // Nothing else crosses: not the files the script opened (Lua's
         // io.open is not close-on-exec), not jobrun's own descriptors.
         let closed = jr_spawn_addclosefrom(&actions, 4)
-        if closed != 0 { throw SystemError(call: "posix_spawn_file_actions_addclosefrom_np", errno: closed) }
+        if closed != 0 { throw JobrunError(call: "posix_spawn_file_actions_addclosefrom_np", errno: closed) }
         let exe = "/proc/self/exe"
         let argv: [UnsafeMutablePointer<CChar>?] = (["jobrun"] + arguments).map { strdup($0) } + [nil]
         defer { for p in argv { free(p) } }
         var pid: pid_t = 0
         let r = posix_spawn(&pid, exe, &actions, nil, argv, environ)
-        if r != 0 { throw SystemError(call: "posix_spawn", errno: r) }
+        if r != 0 { throw JobrunError(call: "posix_spawn", errno: r) }
         track(pid)
         return pid
     }
@@ -192,7 +192,7 @@ enum ProcessControl {
         return 255
     }
 
-    enum WaitOutcome { case exited(Int32), timedOut, failed(String) }
+    enum WaitOutcome { case exited(Int32), timedOut, failed(JobrunError) }
 
     /// Waits up to `timeout` seconds (nil: forever) for `pid` to end, telling
     /// the monitor what it waits for so a run stuck here is reported.

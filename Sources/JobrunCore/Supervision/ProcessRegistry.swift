@@ -223,15 +223,13 @@ enum ProcessRegistry {
         jr_store_u32(&r.pointee.wait_kind, UInt32(JR_WAIT_NONE))
     }
 
-    /// The kind of the verdict `takeVerdict` last returned, for `raiseFailure`.
-    private static var verdictKind: ErrorKind = .Deadlock
-
     /// The monitor's verdict on the sleep that just ended (call after
-    /// `didWait`), taken once: its message, or nil when there is none. A
+    /// `didWait`), taken once: a `.deadlock` or `.workerDied` error with
+    /// the monitor's message, or nil when there is none. A
     /// verdict judged on an earlier sleep (it arrived after that sleep ended)
     /// is dropped: every wait is judged afresh. Waits raise it only when
     /// their condition is still false, as a verdict can cross a wake.
-    static func takeVerdict() -> String? {
+    static func takeVerdict() -> JobrunError? {
         guard let r = record else { return nil }
         let kind = jr_load_u32(&r.pointee.verdict)
         if kind == 0 { return nil }
@@ -241,23 +239,23 @@ enum ProcessRegistry {
         }
         jr_store_u32(&r.pointee.verdict, 0)
         guard token == r.pointee.wait_token else { return nil }
-        verdictKind = kind == 2 ? .WorkerDied : .Deadlock
-        return text
+        return JobrunError(kind == 2 ? .workerDied : .deadlock, text)
     }
 
-    /// Raises the verdict just taken (`takeVerdict`): `WorkerDied` when a
+    /// Raises a verdict (`takeVerdict`) as the error of `operation`
+    /// ("Queue#3.get: <the monitor's message>"): `WorkerDied` when a
     /// process died on the way to the deadlock, else `Deadlock`. A
     /// `WorkerDied` tells the script about the processes that ended
     /// abnormally (the verdict names them): they are no longer unseen.
-    static func raiseFailure(_ L: LuaState, _ message: String) -> Int32 {
-        if verdictKind == .WorkerDied {
+    static func raiseFailure(_ L: LuaState, _ verdict: JobrunError, in operation: String) -> Int32 {
+        if verdict.code == .workerDied {
             let all = slots()
             let n = Int(jr_load_u32(&header.pointee.process_slots))
             for i in 0..<n where all[i].state == UInt32(JR_PROC_EXITED) && all[i].has_exit_code != 0 && all[i].exit_code != 0 {
                 jr_store_u32(&all[i].reported, 1)
             }
         }
-        return Lua.raise(L, verdictKind, message)
+        return Lua.raise(L, verdict.code.kind, "\(operation): \(verdict.message)")
     }
 
     /// The script has been told how `pid` ended.

@@ -79,10 +79,8 @@ public enum Progress {
     /// This process's slot index for each counter name it reported.
     private static var slots: [String: Int] = [:]
 
-    enum CounterError: Error { case full }
-
     /// Sets a script counter; the first report of a name claims a slot.
-    static func report(name: String, done: UInt64, total: UInt64?) throws(CounterError) {
+    static func report(name: String, done: UInt64, total: UInt64?) throws(JobrunError) {
         let h = Arena.header
         let counters = withUnsafeMutablePointer(to: &h.pointee.counters) {
             UnsafeMutableRawPointer($0).assumingMemoryBound(to: jr_progress_counter.self)
@@ -105,7 +103,9 @@ public enum Progress {
                 }
             }
             jr_mutex_unlock(&h.pointee.progress_lock)
-            guard let i = index else { throw .full }
+            guard let i = index else {
+                throw JobrunError(.valueError, "jobrun.progress: too many counters (at most \(JR_MAX_COUNTERS) names per run)")
+            }
             slots[name] = i
         }
         let c = counters + index!
