@@ -434,10 +434,10 @@ struct SharedQueue {
         // handed them on: they stay unfinished, for any process to mark
         // done, as in Python (and a join that no one can satisfy is a
         // Deadlock). One that died (an error, a signal) lost them: they fail.
-        let endedNormally = r.pointee.has_exit_code != 0 && r.pointee.exit_code == 0
+        let endedNormally = jr_load_u32(&r.pointee.has_exit_code) != 0 && r.pointee.exit_code == 0
         if e.pointee.count > 0 && !endedNormally {
             failTasksLocked(e.pointee.count, pid: r.pointee.pid,
-                            code: r.pointee.has_exit_code != 0 ? r.pointee.exit_code : Int32.min, name: name)
+                            code: jr_load_u32(&r.pointee.has_exit_code) != 0 ? r.pointee.exit_code : Int32.min, name: name)
             e.pointee.count = 0
         }
         jr_store_u32(&e.pointee.slot, 0)

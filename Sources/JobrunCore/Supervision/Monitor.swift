@@ -334,7 +334,7 @@ enum Monitor {
             // (a reaper marks end_ns first); after that the pid may be reused,
             // and the exit code comes from the reaper instead.
             let reaping = r.pointee.end_ns != 0
-            if r.pointee.has_exit_code == 0, !reaping, let code = exitCodeFromProc(r.pointee.pid) {
+            if jr_load_u32(&r.pointee.has_exit_code) == 0, !reaping, let code = exitCodeFromProc(r.pointee.pid) {
                 r.pointee.exit_code = code
                 jr_store_u32(&r.pointee.has_exit_code, 1)
             }
@@ -391,7 +391,7 @@ enum Monitor {
             let n = Int(jr_load_u32(&Arena.header.pointee.process_slots))
             var live: [Int] = []
             var kinds: [Int] = []
-            for i in 0..<n where all[i].state == UInt32(JR_PROC_RUNNING) {
+            for i in 0..<n where jr_load_u32(&all[i].state) == UInt32(JR_PROC_RUNNING) {
                 let r = all + i
                 let kind = Int(jr_load_u32(&r.pointee.wait_kind))
                 if kind == JR_WAIT_NONE || r.pointee.wait_timed != 0 || hasVerdict(r) || !Waits.isStuck(r) {
@@ -402,9 +402,9 @@ enum Monitor {
             }
             if live.isEmpty { stable = 0; return }
             var same = gens.count == live.count
-            for i in live where gens[i] != all[i].wait_gen { same = false }
+            for i in live where gens[i] != jr_load_u64(&all[i].wait_gen) { same = false }
             if !same {
-                gens = Dictionary(uniqueKeysWithValues: live.map { ($0, all[$0].wait_gen) })
+                gens = Dictionary(uniqueKeysWithValues: live.map { ($0, jr_load_u64(&all[$0].wait_gen)) })
                 stable = 0
                 return
             }
@@ -469,7 +469,7 @@ enum Monitor {
             let all = ProcessRegistry.slots()
             let n = Int(jr_load_u32(&Arena.header.pointee.process_slots))
             var out: [String] = []
-            for i in 0..<n where all[i].state == UInt32(JR_PROC_EXITED) && all[i].has_exit_code != 0 && all[i].exit_code != 0 {
+            for i in 0..<n where jr_load_u32(&all[i].state) == UInt32(JR_PROC_EXITED) && jr_load_u32(&all[i].has_exit_code) != 0 && all[i].exit_code != 0 {
                 out.append("\(ProcessRegistry.name(of: all + i)) (pid \(all[i].pid)) \(describeExit(all[i].exit_code))")
             }
             return out

@@ -128,11 +128,11 @@ enum ProcessRegistry {
         for k in 0..<n {
             let i = (start + k) % n
             let r = all + i
-            if r.pointee.state == UInt32(JR_PROC_FREE) {   // a start that failed
+            if jr_load_u32(&r.pointee.state) == UInt32(JR_PROC_FREE) {   // a start that failed
                 h.pointee.recycle_next = UInt32((i + 1) % n)
                 return i
             }
-            guard r.pointee.state == UInt32(JR_PROC_EXITED), r.pointee.has_exit_code != 0, r.pointee.pid != getpid() else { continue }
+            guard jr_load_u32(&r.pointee.state) == UInt32(JR_PROC_EXITED), jr_load_u32(&r.pointee.has_exit_code) != 0, r.pointee.pid != getpid() else { continue }
             if isUnseenFailure(r) {
                 guard takingUnseen else { continue }
                 h.pointee.recycled_unseen += 1
@@ -185,7 +185,7 @@ enum ProcessRegistry {
         var i = Int(jr_load_u32(&header.pointee.process_slots))
         while i > 0 {
             i -= 1
-            if all[i].pid == pid && all[i].state != UInt32(JR_PROC_FREE)
+            if all[i].pid == pid && jr_load_u32(&all[i].state) != UInt32(JR_PROC_FREE)
                 && (start == 0 || ProcessIdentity.start(of: all + i) == start) { return all + i }
         }
         return nil
@@ -219,7 +219,8 @@ enum ProcessRegistry {
     @inline(__always)
     static func didWait(_ futexResult: Int32 = 0) {
         guard let r = record else { return }
-        if futexResult != -ETIMEDOUT { r.pointee.wait_gen &+= 1 }
+        // Read by the monitor, which loads it with acquire: one atomic store.
+        if futexResult != -ETIMEDOUT { jr_store_u64(&r.pointee.wait_gen, r.pointee.wait_gen &+ 1) }
         jr_store_u32(&r.pointee.wait_kind, UInt32(JR_WAIT_NONE))
     }
 
@@ -251,7 +252,7 @@ enum ProcessRegistry {
         if verdict.code == .workerDied {
             let all = slots()
             let n = Int(jr_load_u32(&header.pointee.process_slots))
-            for i in 0..<n where all[i].state == UInt32(JR_PROC_EXITED) && all[i].has_exit_code != 0 && all[i].exit_code != 0 {
+            for i in 0..<n where jr_load_u32(&all[i].state) == UInt32(JR_PROC_EXITED) && jr_load_u32(&all[i].has_exit_code) != 0 && all[i].exit_code != 0 {
                 jr_store_u32(&all[i].reported, 1)
             }
         }
@@ -276,7 +277,7 @@ enum ProcessRegistry {
         let n = Int(jr_load_u32(&header.pointee.process_slots))
         let me = getpid()
         var out: [String] = []
-        for i in 0..<n where all[i].state != UInt32(JR_PROC_FREE) && all[i].pid != me {
+        for i in 0..<n where jr_load_u32(&all[i].state) != UInt32(JR_PROC_FREE) && all[i].pid != me {
             let r = all + i
             guard isUnseenFailure(r) else { continue }
             out.append("\(name(of: r)) (pid \(r.pointee.pid)) \(describeExit(r.pointee.exit_code))")

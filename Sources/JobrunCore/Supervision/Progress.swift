@@ -219,7 +219,7 @@ public enum Progress {
         func liveProcesses() -> Int {
             let all = ProcessRegistry.slots()
             let n = Int(jr_load_u32(&Arena.header.pointee.process_slots))
-            return (0..<n).filter { all[$0].state == UInt32(JR_PROC_RUNNING) && all[$0].end_ns == 0 }.count
+            return (0..<n).filter { jr_load_u32(&all[$0].state) == UInt32(JR_PROC_RUNNING) && all[$0].end_ns == 0 }.count
         }
 
         func fit(_ s: String, _ width: Int) -> String {

@@ -44,7 +44,7 @@ public enum Stats {
             let usage = r.pointee.has_usage != 0
             processes.append(ProcessRow(
                 name: ProcessRegistry.name(of: r), pid: r.pointee.pid, parent: r.pointee.parent_pid,
-                exit: r.pointee.has_exit_code != 0 ? r.pointee.exit_code : nil,
+                exit: jr_load_u32(&r.pointee.has_exit_code) != 0 ? r.pointee.exit_code : nil,
                 wallNanos: max(0, end &- r.pointee.start_ns),
                 userMicros: usage ? r.pointee.user_us : nil, systemMicros: usage ? r.pointee.system_us : nil,
                 peakKiB: usage ? r.pointee.max_rss_kib : nil,

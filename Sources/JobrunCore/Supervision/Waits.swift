@@ -14,7 +14,7 @@ enum Waits {
     }
 
     static func isStuck(_ r: UnsafeMutablePointer<jr_process_record>) -> Bool {
-        switch Int(r.pointee.wait_kind) {
+        switch Int(jr_load_u32(&r.pointee.wait_kind)) {
         case JR_WAIT_GET, JR_WAIT_RECV:
             let q = queue(r)
             return jr_load_u64(&q.pointee.count) == 0 && jr_load_u32(&q.pointee.closed) == 0
