@@ -692,6 +692,7 @@ JR_ASSERT_WORD(jr_arena_header, space_waiters);
 JR_ASSERT_WORD(jr_arena_header, next_object_id);
 JR_ASSERT_WORD(jr_arena_header, next_process_number);
 JR_ASSERT_WORD(jr_arena_header, process_slots);
+JR_ASSERT_WORD(jr_arena_header, recycle_next);
 JR_ASSERT_WORD(jr_arena_header, failed);
 JR_ASSERT_WORD(jr_arena_header, queues_head);
 JR_ASSERT_WORD(jr_arena_header, joinables_head);

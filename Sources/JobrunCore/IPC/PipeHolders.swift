@@ -97,7 +97,25 @@ enum PipeHolders {
 
     /// Whether a live process (or a child being started with a list filled
     /// by its parent) holds the end.
+    ///
+    /// A holder starts a child (claiming its record, handing it the end)
+    /// before it lets go of its own copy, and that child may adopt its list
+    /// and take a record this scan has already passed (or one past the
+    /// count it read at the start): a scan that saw the holder's copy
+    /// released but not the child is repeated as long as records were
+    /// claimed meanwhile. The release it saw comes after the claim in the
+    /// holder, so the next scan sees the child.
     static func anyHolder(_ pipe: UInt64, _ end: Int) -> Bool {
+        var claims = ProcessRegistry.claimsSoFar()
+        while true {
+            if holderFound(pipe, end) { return true }
+            let now = ProcessRegistry.claimsSoFar()
+            if now == claims { return false }
+            claims = now
+        }
+    }
+
+    private static func holderFound(_ pipe: UInt64, _ end: Int) -> Bool {
         let all = ProcessRegistry.slots()
         let n = Int(jr_load_u32(&Arena.header.pointee.process_slots))
         for i in 0..<n where jr_load_u32(&all[i].state) == UInt32(JR_PROC_RUNNING) {

@@ -40,6 +40,13 @@ enum ProcessRegistry {
         record = r
     }
 
+    /// Changes whenever a record is claimed (a new one, or a reused one):
+    /// for a scan of the records to tell that it may have missed one.
+    static func claimsSoFar() -> UInt64 {
+        let h = header
+        return UInt64(jr_load_u32(&h.pointee.process_slots)) << 32 | UInt64(jr_load_u32(&h.pointee.recycle_next))
+    }
+
     /// Claims and fills a record (proc_lock held), still FREE to the monitor;
     /// nil when every record belongs to a live process.
     private static func claimLocked(name: String, parent: pid_t) -> Int? {
@@ -129,7 +136,7 @@ enum ProcessRegistry {
             let i = (start + k) % n
             let r = all + i
             if jr_load_u32(&r.pointee.state) == UInt32(JR_PROC_FREE) {   // a start that failed
-                h.pointee.recycle_next = UInt32((i + 1) % n)
+                jr_store_u32(&h.pointee.recycle_next, UInt32((i + 1) % n))
                 return i
             }
             guard jr_load_u32(&r.pointee.state) == UInt32(JR_PROC_EXITED), jr_load_u32(&r.pointee.has_exit_code) != 0, r.pointee.pid != getpid() else { continue }
@@ -141,7 +148,7 @@ enum ProcessRegistry {
             h.pointee.recycled_got &+= r.pointee.items_got
             h.pointee.recycled_put &+= r.pointee.items_put
             if r.pointee.has_usage != 0 { h.pointee.recycled_cpu_us &+= r.pointee.user_us + r.pointee.system_us }
-            h.pointee.recycle_next = UInt32((i + 1) % n)
+            jr_store_u32(&h.pointee.recycle_next, UInt32((i + 1) % n))
             return i
         }
         return nil
