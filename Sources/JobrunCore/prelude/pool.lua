@@ -783,8 +783,7 @@ local function async_self(r, fname)
 end
 
 local function check_timeout(timeout, fname)
-  local t, kind, message = core.timeout(timeout, "AsyncResult." .. fname)
-  if t == false then raise(kind, message, 3) end
+  local t = core.timeout_arg(timeout, "AsyncResult." .. fname, 3)   -- raised at the caller of AsyncResult.<fname>
   return t and now() + t
 end
 
