@@ -1,20 +1,10 @@
 import Foundation
 import Testing
 
-/// A fresh temporary folder holding `files`; removed by the returned closure.
-private func scratchFolder(_ files: [String: String]) -> (path: String, remove: () -> Void) {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("jobrun-cli-\(UUID().uuidString)")
-    try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    for (name, text) in files {
-        try? text.write(to: dir.appendingPathComponent(name), atomically: true, encoding: .utf8)
-    }
-    return (dir.path, { try? FileManager.default.removeItem(at: dir) })
-}
-
 @Suite("jobrun check")
 struct CheckCommandTests {
     @Test func goodScriptsAreOk() {
-        let dir = scratchFolder(["a.lua": "print(1)\n", "b.lua": "#!/usr/bin/env jobrun\nlocal x = ...\n"])
+        let dir = ScratchFolder(["a.lua": "print(1)\n", "b.lua": "#!/usr/bin/env jobrun\nlocal x = ...\n"])
         defer { dir.remove() }
         let r = runJobrun(["check", "a.lua", "b.lua"], timeout: 30, cwd: dir.path)
         #expect(r.status == 0, "\(r.stderr)")
@@ -23,7 +13,7 @@ struct CheckCommandTests {
     }
 
     @Test func syntaxErrorIsReportedAndNothingRuns() {
-        let dir = scratchFolder(["good.lua": "print('ran')\n", "bad.lua": "print('ran')\nlocal y = = 2\n"])
+        let dir = ScratchFolder(["good.lua": "print('ran')\n", "bad.lua": "print('ran')\nlocal y = = 2\n"])
         defer { dir.remove() }
         let r = runJobrun(["check", "good.lua", "bad.lua"], timeout: 30, cwd: dir.path)
         #expect(r.status == 1)
@@ -33,7 +23,7 @@ struct CheckCommandTests {
     }
 
     @Test func unreadableFileExits2AndTheOthersAreStillChecked() {
-        let dir = scratchFolder(["bad.lua": "local = 1\n", "good.lua": "return 1\n"])
+        let dir = ScratchFolder(["bad.lua": "local = 1\n", "good.lua": "return 1\n"])
         defer { dir.remove() }
         let r = runJobrun(["check", "missing.lua", "bad.lua", "good.lua"], timeout: 30, cwd: dir.path)
         #expect(r.status == 2)
@@ -49,7 +39,7 @@ struct CheckCommandTests {
     }
 
     @Test func aScriptNamedCheckRunsWithDotSlashOrRun() {
-        let dir = scratchFolder(["check": "print('the check script', ...)\n"])
+        let dir = ScratchFolder(["check": "print('the check script', ...)\n"])
         defer { dir.remove() }
         let r = runJobrun(["./check", "x"], timeout: 30, cwd: dir.path)
         #expect(r.status == 0, "\(r.stderr)")
@@ -81,7 +71,7 @@ struct ChunkOptionTests {
     @Test func chunksRunBeforeTheScriptAndLaterDashEIsTheScripts() {
         let r = runScript("print(greeting, ...)", args: ["-e", "--flag"])
         #expect(r.stdout == "nil\t-e\t--flag\n")
-        let dir = scratchFolder(["main.lua": "print(greeting, ...)\n"])
+        let dir = ScratchFolder(["main.lua": "print(greeting, ...)\n"])
         defer { dir.remove() }
         let r2 = runJobrun(["-e", "greeting = 'hi'", "main.lua", "-e", "x"], timeout: 30, cwd: dir.path)
         #expect(r2.status == 0, "\(r2.stderr)")
@@ -116,7 +106,7 @@ struct ChunkOptionTests {
 @Suite("jobrun --prefix")
 struct PrefixOptionTests {
     @Test func forkedWorkerLinesCarryItsName() {
-        let dir = scratchFolder(["main.lua": """
+        let dir = ScratchFolder(["main.lua": """
             print("from main")
             local p = jobrun.Process{name = "worker-1", target = function()
               print("hello", 1)
@@ -144,7 +134,7 @@ struct PrefixOptionTests {
     }
 
     @Test func scriptWorkerAndItsChildrenCarryTheirNames() {
-        let dir = scratchFolder([
+        let dir = ScratchFolder([
             "main.lua": """
                 local p = jobrun.Process{name = "stage-1", script = "stage.lua", args = {"x"}}
                 p:start(); p:join(20); print(p.exitcode)
@@ -177,14 +167,13 @@ struct PrefixOptionTests {
 @Suite("Arguments, help and completion")
 struct CommandLineTests {
     @Test func optionLikeScriptArgumentsPassThroughVerbatim() {
-        let r = runScript("print(select('#', ...), ...)",
-                          args: ["--flag", "-x", "--help", "--version", "--shm-limit", "check", "--", "-e"])
+        let r = runScript("print(select('#', ...), ...)", args: ["--flag", "-x", "--help", "--version", "--shm-limit", "check", "--", "-e"])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout == "8\t--flag\t-x\t--help\t--version\t--shm-limit\tcheck\t--\t-e\n")
     }
 
     @Test func optionsBeforeTheScriptAreJobruns() {
-        let dir = scratchFolder(["main.lua": "print(...)\n"])
+        let dir = ScratchFolder(["main.lua": "print(...)\n"])
         defer { dir.remove() }
         let r = runJobrun(["--shm-limit", "8", "--prefix", "main.lua", "a"], timeout: 30, cwd: dir.path)
         #expect(r.status == 0, "\(r.stderr)")
@@ -226,7 +215,7 @@ struct CommandLineTests {
             #expect(r.stdout.contains("shm-limit"), "\(shell)")
         }
         // The bash script must at least parse.
-        let dir = scratchFolder(["jobrun.bash": runJobrun(["--generate-completion-script", "bash"], timeout: 30).stdout])
+        let dir = ScratchFolder(["jobrun.bash": runJobrun(["--generate-completion-script", "bash"], timeout: 30).stdout])
         defer { dir.remove() }
         let syntax = runCommand(["/bin/bash", "-n", dir.path + "/jobrun.bash"], timeout: 30)
         #expect(syntax.status == 0, "\(syntax.stderr)")

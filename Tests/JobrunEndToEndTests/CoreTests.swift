@@ -1,23 +1,6 @@
 import Foundation
 import Testing
 
-/// Runs `code` as a script file (in a fresh temporary folder, with optional
-/// extra files beside it) through the built jobrun.
-func runScript(_ code: String, args: [String] = [], files: [String: String] = [:], timeout: Double = 60,
-               options: [String] = [])
-    -> (status: Int32, stdout: String, stderr: String, timedOut: Bool)
-{
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("jobrun-test-\(UUID().uuidString)")
-    try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    defer { try? FileManager.default.removeItem(at: dir) }
-    let script = dir.appendingPathComponent("main.lua")
-    try? code.write(to: script, atomically: true, encoding: .utf8)
-    for (name, text) in files {
-        try? text.write(to: dir.appendingPathComponent(name), atomically: true, encoding: .utf8)
-    }
-    return runJobrun(options + [script.path] + args, timeout: timeout)
-}
-
 @Suite("The script runs like lua5.4 runs it")
 struct ScriptTests {
     @Test func argumentsArriveAsArgAndDots() {
@@ -226,15 +209,6 @@ struct FailureTests {
             #expect(kill(pid_t(pid)!, 0) != 0, "worker \(pid) outlived the run")
         }
     }
-}
-
-/// True while `pid` runs (a zombie counts as ended).
-func isRunning(_ pid: pid_t) -> Bool {
-    guard kill(pid, 0) == 0,
-          let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-          let close = stat.lastIndex(of: ")") else { return false }
-    let state = stat[stat.index(close, offsetBy: 2)]
-    return state != "Z" && state != "X"
 }
 
 @Suite("No worker outlives the run")

@@ -44,8 +44,7 @@ struct CrashTests {
 
     /// A counter whose ETA is past 2^63 ns: the status line used to trap.
     @Test func progressWithAnEnormousTotal() {
-        let r = runScript("jobrun.progress('x', 1, 1.7e19); jobrun.sleep(1.5); jobrun.progress('x', 2); jobrun.sleep(0.5); print('done')",
-                          timeout: 60, options: ["--progress"])
+        let r = runScript("jobrun.progress('x', 1, 1.7e19); jobrun.sleep(1.5); jobrun.progress('x', 2); jobrun.sleep(0.5); print('done')", options: ["--progress"], timeout: 60)
         #expect(!r.timedOut)
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("done"))
@@ -123,7 +122,7 @@ struct CrashTests {
             local env = {x = 5}
             print(load('return x', 'c', 't', env)(), load('return x', 'c', 'bt', nil) ~= nil)
             print(require('m')[3])
-            """, files: [:], timeout: 30, options: [])
+            """, files: [:], options: [], timeout: 30)
         let out = r.stdout
         #expect(r.status == 0, "\(r.stderr)")
         #expect(out.components(separatedBy: "attempt to load a binary chunk").count == 6, "\(out)")

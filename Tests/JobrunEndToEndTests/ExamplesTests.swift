@@ -1,10 +1,11 @@
 import Foundation
 import Testing
 
-// Runs every examples/*.lua with the built binary and compares its standard
-// output with examples/<name>.expected and its exit status with 0 or the
-// `-- exit:` directive. Examples are discovered at run time, so a new one is
-// checked as soon as it and its .expected file exist.
+// Runs every examples/*.lua with the built binary through `assertExecute`
+// (Support/Jobrun.swift), which compares its standard output with
+// examples/<name>.expected and its exit status with 0 or the `-- exit:`
+// directive, and shows a line diff on a mismatch. Examples are discovered at
+// run time, so a new one is checked as soon as it and its .expected file exist.
 //
 // Directives are comment lines at the top of the script, before its first
 // line that is not a comment (see examples/README.md):
@@ -64,22 +65,6 @@ struct ExampleSpec {
         }
         return spec
     }
-
-    /// The text as compared: masks applied per line, then sorted when unordered.
-    func normalize(_ text: String) -> String {
-        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        let endsWithNewline = lines.last == ""
-        if endsWithNewline { lines.removeLast() }
-        if !masks.isEmpty {
-            lines = lines.map { line in
-                masks.reduce(line) { l, re in
-                    re.stringByReplacingMatches(in: l, range: NSRange(l.startIndex..., in: l), withTemplate: "*")
-                }
-            }
-        }
-        if unordered { lines.sort() }
-        return lines.joined(separator: "\n") + (endsWithNewline ? "\n" : "")
-    }
 }
 
 enum Examples {
@@ -90,18 +75,6 @@ enum Examples {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
         return names.filter { $0.hasSuffix(".lua") }.sorted()
     }
-}
-
-/// The first line where `a` and `b` differ, for a short failure message.
-private func firstDifference(_ a: String, _ b: String) -> String {
-    let la = a.split(separator: "\n", omittingEmptySubsequences: false)
-    let lb = b.split(separator: "\n", omittingEmptySubsequences: false)
-    for i in 0..<max(la.count, lb.count) {
-        let x = i < la.count ? String(la[i]) : "<end of output>"
-        let y = i < lb.count ? String(lb[i]) : "<end of output>"
-        if x != y { return "line \(i + 1): expected \(x.debugDescription), got \(y.debugDescription)" }
-    }
-    return "no line differs (line endings?)"
 }
 
 @Suite("Examples")
@@ -115,36 +88,10 @@ struct ExamplesTests {
     func example(_ name: String) throws {
         let script = Examples.folder.appendingPathComponent(name)
         let expectedURL = script.deletingPathExtension().appendingPathExtension("expected")
-        let source = try String(contentsOf: script, encoding: .utf8)
-        let spec = try ExampleSpec.parse(source, name: name)
-        guard let expectedData = FileManager.default.contents(atPath: expectedURL.path) else {
-            Issue.record("examples/\(name) has no examples/\(expectedURL.lastPathComponent)")
-            return
-        }
-        let expected = String(decoding: expectedData, as: UTF8.self)
-
-        let run = runJobrun(["examples/\(name)"] + spec.args, timeout: 60, cwd: packageRoot.path)
-        let stderrNote = run.stderr.isEmpty ? "(stderr is empty)" : "stderr:\n\(run.stderr)"
-        if run.timedOut {
-            Issue.record("examples/\(name) did not finish within 60 s and was killed\nstdout so far:\n\(run.stdout)\n\(stderrNote)")
-            return
-        }
-
-        #expect(run.status == spec.exit, "examples/\(name): exit status \(run.status), expected \(spec.exit)\n\(stderrNote)")
-
-        let want = spec.normalize(expected)
-        let got = spec.normalize(run.stdout)
-        let how = spec.unordered ? "sorted lines" : "exact"
-        #expect(got == want, """
-            examples/\(name): stdout differs from \(expectedURL.lastPathComponent) (\(how)\(spec.masks.isEmpty ? "" : ", masked")): \
-            \(firstDifference(want, got))
-            --- expected (as compared)
-            \(want)
-            --- got (as compared)
-            \(got)
-            --- got (raw)
-            \(run.stdout)
-            \(stderrNote)
-            """)
+        let spec = try ExampleSpec.parse(try String(contentsOf: script, encoding: .utf8), name: name)
+        let expected = try #require(FileManager.default.contents(atPath: expectedURL.path),
+                                    "examples/\(name) has no examples/\(expectedURL.lastPathComponent)")
+        assertExecute("examples/\(name)", spec.args, expecting: String(decoding: expected, as: UTF8.self),
+                      exitCode: spec.exit, unordered: spec.unordered, masks: spec.masks)
     }
 }

@@ -67,7 +67,7 @@ struct QueueModelTests {
     /// taker then gets a second item and is killed: that item must be
     /// delivered again and join must return, with nothing failed.
     @Test func taskDoneKilledBetweenHeadAndTailOfAnotherTakersList() {
-        let r = runKilled(at: "task-done-unlinked@marker", """
+        let r = runScript("""
             local q = jobrun.JoinableQueue{redeliver = true}
             local got = jobrun.Queue()
             q:put("one")
@@ -88,7 +88,7 @@ struct QueueModelTests {
             local ok, v = pcall(got.get, got, true, 10)
             local joined, e = pcall(q.join, q, 10)
             print(marker.exitcode, ok and v, joined and e or e.kind)
-            """, timeout: 60)
+            """, environment: ["JOBRUN_TEST_KILL_AT": "task-done-unlinked@marker"], timeout: 60)
         #expect(!r.timedOut)
         #expect(r.stdout == "one\ntwo\n-9\ttwo\ttrue\n", "\(r.stdout)\(r.stderr)")
     }

@@ -1,19 +1,6 @@
 import Foundation
 import Testing
 
-/// Runs a script with JOBRUN_TEST_KILL_AT=`killAt` (TestHooks.swift): the
-/// process named there SIGKILLs itself at that step.
-func runKilled(at killAt: String, _ code: String, options: [String] = [], timeout: Double = 60)
-    -> (status: Int32, stdout: String, stderr: String, timedOut: Bool)
-{
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("jobrun-test-\(UUID().uuidString)")
-    try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    defer { try? FileManager.default.removeItem(at: dir) }
-    let script = dir.appendingPathComponent("main.lua")
-    try? code.write(to: script, atomically: true, encoding: .utf8)
-    return runCommand(["/usr/bin/env", "JOBRUN_TEST_KILL_AT=\(killAt)", jobrunBinary] + options + [script.path], timeout: timeout)
-}
-
 /// An item that was put is delivered, and its memory comes back, whatever
 /// step of a put, get or task_done a SIGKILL lands on.
 @Suite("Nothing lost")
@@ -24,7 +11,7 @@ struct NothingLostTests {
     /// use is freed (a queue made afterwards must not get a ring still in use).
     @Test(arguments: ["ring-grow-allocated", "ring-grow-copied", "ring-grow-published"])
     func producerKilledWhileGrowingTheRing(step: String) {
-        let r = runKilled(at: "\(step)@producer", """
+        let r = runScript("""
             local q = jobrun.Queue()
             local done = jobrun.Value(0)
             local base = jobrun._shm_in_use()
@@ -51,7 +38,7 @@ struct NothingLostTests {
             local q3 = another()              -- what q2 cost: the repair is over by now
             local grown = final - base - (jobrun._shm_in_use() - final)
             print("freed", grown == 0 or grown == 131072, grown)
-            """, timeout: 60)
+            """, environment: ["JOBRUN_TEST_KILL_AT": "\(step)@producer"], timeout: 60)
         #expect(!r.timedOut)
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout == "exit\t-9\ndelivered\ttrue\tnone\nfreed\ttrue\t\(step == "ring-grow-published" ? 131072 : 0)\n", "\(r.stdout)")
@@ -65,7 +52,7 @@ struct ConsumerKilledMidStepTests {
     /// delivered once to the script, marked done once, its kept copy freed.
     @Test(arguments: ["get-held-allocated", "get-taken", "task-done-noted", "task-done-counted"])
     func consumerKilledAtAStepOfGetOrTaskDone(step: String) {
-        let r = runKilled(at: "\(step)@victim", """
+        let r = runScript("""
             local q = jobrun.JoinableQueue{redeliver = true}
             local seen = jobrun.Dict()
             q:put(0); q:get(); q:task_done()          -- the queue's taker table exists
@@ -84,7 +71,7 @@ struct ConsumerKilledMidStepTests {
             local counts = {}
             for i = 1, 5 do counts[i] = seen[i] or 0 end
             print(table.concat(counts, " "), jobrun._shm_in_use() - base)
-            """, timeout: 60)
+            """, environment: ["JOBRUN_TEST_KILL_AT": "\(step)@victim"], timeout: 60)
         #expect(!r.timedOut)
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout == "-9\ttrue\n1 1 1 1 1\t0\n", "\(r.stdout)")
@@ -121,7 +108,7 @@ struct MemoryTests {
             end}
             c:start()
             print(got:get(true, 10), q:join(10))
-            """, timeout: 60, options: ["--shm-limit", "5"])
+            """, options: ["--shm-limit", "5"], timeout: 60)
         #expect(!r.timedOut)
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout == "false\tEmpty\ttrue\t1\nfalse\tEmpty\t1\n1500000\n1500000\n1500000\ttrue\n", "\(r.stdout)")
@@ -133,7 +120,7 @@ struct MemoryTests {
             local q = jobrun.JoinableQueue{redeliver = true}
             q:put(string.rep("a", 1500000))
             q:get()
-            """, timeout: 30, options: ["--shm-limit", "3"])
+            """, options: ["--shm-limit", "3"], timeout: 30)
         #expect(!r.timedOut)
         #expect(r.status == 1)
         #expect(r.stderr.contains("jobrun.Deadlock") && r.stderr.contains("waits in a wait for shared memory"), "\(r.stderr)")
@@ -146,7 +133,7 @@ struct MemoryTests {
             local q = jobrun.Queue()
             q:put(string.rep("a", 600000))
             q:put(string.rep("b", 600000))
-            """, timeout: 30, options: ["--shm-limit", "2"])
+            """, options: ["--shm-limit", "2"], timeout: 30)
         #expect(!r.timedOut)
         #expect(r.status == 1)
         #expect(r.stderr.contains("main.lua:3: jobrun.Deadlock"), "\(r.stderr)")
@@ -160,7 +147,7 @@ struct MemoryTests {
     /// item in the queue and its kept copy cannot both fit, the run says so
     /// (a Deadlock naming the waits for shared memory) instead of hanging.
     @Test func theSmallestShmLimitEndsOrRefusesClearly() {
-        func pipeline(_ redeliver: Bool) -> (status: Int32, stdout: String, stderr: String, timedOut: Bool) {
+        func pipeline(_ redeliver: Bool) -> RunResult {
             runScript("""
                 local q = jobrun.JoinableQueue{redeliver = \(redeliver)}
                 local results = jobrun.Queue()
@@ -176,7 +163,7 @@ struct MemoryTests {
                 print("done", total)
                 local ok, e = pcall(q.put, q, string.rep("y", 2 << 20))
                 print(ok, e.kind)
-                """, timeout: 60, options: ["--shm-limit", "1"])
+                """, options: ["--shm-limit", "1"], timeout: 60)
         }
         let plain = pipeline(false)
         #expect(!plain.timedOut)
@@ -192,7 +179,7 @@ struct MemoryTests {
     /// or for shared memory) keeps nothing: its item's block goes back.
     @Test(arguments: ["put-waits", "memory-waits", "put-filled"])
     func producerKilledInALargePutKeepsNoMemory(step: String) {
-        let r = runKilled(at: "\(step)@producer", """
+        let r = runScript("""
             local q = jobrun.Queue(1)
             q:put(string.rep("a", 1500000))
             local base = jobrun._shm_in_use()
@@ -203,7 +190,7 @@ struct MemoryTests {
             print(p.exitcode, jobrun._shm_in_use() - base, #q:get(), q:qsize())
             q:put(string.rep("c", 1500000))   -- and the memory can be used again
             print(#q:get())
-            """, options: ["--shm-limit", step == "memory-waits" ? "3" : "16"], timeout: 60)
+            """, options: ["--shm-limit", step == "memory-waits" ? "3" : "16"], environment: ["JOBRUN_TEST_KILL_AT": "\(step)@producer"], timeout: 60)
         #expect(!r.timedOut)
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout == "-9\t0\t1500000\t0\n1500000\n", "\(r.stdout)")

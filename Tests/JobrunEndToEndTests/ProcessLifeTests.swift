@@ -1,25 +1,6 @@
 import Foundation
 import Testing
 
-/// Runs `main.lua` from a fresh temporary folder holding `files` too, whose
-/// names may include sub-folders ("stages/stage.lua"); `{dir}` in any text
-/// or option stands for that folder.
-private func runInFolder(_ code: String, files: [String: String] = [:], options: [String] = [],
-                         timeout: Double = 60) -> (status: Int32, stdout: String, stderr: String, timedOut: Bool) {
-    let fm = FileManager.default
-    let dir = fm.temporaryDirectory.appendingPathComponent("jobrun-test-\(UUID().uuidString)")
-    defer { try? fm.removeItem(at: dir) }
-    func put(_ name: String, _ text: String) {
-        let url = dir.appendingPathComponent(name)
-        try? fm.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try? text.replacingOccurrences(of: "{dir}", with: dir.path).write(to: url, atomically: true, encoding: .utf8)
-    }
-    put("main.lua", code)
-    for (name, text) in files { put(name, text) }
-    let opts = options.map { $0.replacingOccurrences(of: "{dir}", with: dir.path) }
-    return runJobrun(opts + [dir.appendingPathComponent("main.lua").path], timeout: timeout)
-}
-
 @Suite("A process's life: start, identity, reaping, exit")
 struct ProcessLifeTests {
     /// A worker's uncaught error goes through its own io.stderr, forked or
@@ -187,7 +168,7 @@ struct ProcessLifeTests {
     /// A script worker finds modules beside its own script first, and what
     /// the parent added to package.path and package.cpath.
     @Test func scriptWorkerPackagePath() {
-        let r = runInFolder("""
+        let r = runScript("""
             package.path = "{dir}/libs/?.lua;" .. package.path
             package.cpath = "/nonexistent/?.so;" .. package.cpath
             local p = jobrun.Process{script = "stages/stage.lua"}
@@ -239,7 +220,7 @@ struct ProcessLifeTests {
     /// Files the script opened and jobrun's --stats-json file are not open
     /// in a script worker; the --stats-json file is not open in a forked one.
     @Test func workersDoNotInheritDescriptors() {
-        let r = runInFolder("""
+        let r = runScript("""
             local f = assert(io.open("{dir}/opened.txt", "w"))
             local function fds() local l = io.popen("ls -l /proc/$PPID/fd"); local s = l:read("a"); l:close(); return s end
             local q = jobrun.Queue()

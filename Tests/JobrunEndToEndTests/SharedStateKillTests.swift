@@ -15,7 +15,7 @@ struct SharedStateKillTests {
                       "dict-rehash-allocated", "dict-rehash-copied", "dict-rehash-published",
                       "arena-allocate-popped", "arena-free-pushed"])
     func victimKilledInsideAChange(step: String) {
-        let r = runKilled(at: "\(step)@victim", """
+        let r = runScript("""
             local ops = {{"k1", "new1"}, {"k2", nil}}
             for i = 12, 40 do ops[#ops + 1] = {"k" .. i, string.rep("w", i)} end
             local function fill(d) for i = 1, 11 do d["k" .. i] = string.rep("v", i) end end
@@ -54,7 +54,7 @@ struct SharedStateKillTests {
             fill(twin); apply(twin, 1, #ops); clear(twin)
             local twinUsed = jobrun._shm_in_use() - base
             print("memory", used == twinUsed, used - twinUsed)
-            """, timeout: 60)
+            """, environment: ["JOBRUN_TEST_KILL_AT": "\(step)@victim"], timeout: 60)
         #expect(!r.timedOut)
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout == "exit\t-9\ttrue\nconsistent\ttrue\ncomplete\ttrue\nmemory\ttrue\t0\n", "\(r.stdout)")
@@ -67,7 +67,7 @@ struct SharedStateKillTests {
     /// twice.
     @Test(arguments: ["arena-allocate-popped", "arena-free-pushed"], [100, 100_000, 20 << 20])
     func allocatorHolderKilled(step: String, size: Int) {
-        let r = runKilled(at: "\(step)@victim", """
+        let r = runScript("""
             local d = jobrun.Dict()
             d.a = string.rep("x", \(size)); d.a = nil
             local inUse, listed = jobrun._shm_in_use()
@@ -82,7 +82,7 @@ struct SharedStateKillTests {
             d.c = nil; d.b = nil
             local inUse2, listed2 = jobrun._shm_in_use()
             print(#d, inUse2 - inUse, listed2 - listed)
-            """, timeout: 60)
+            """, environment: ["JOBRUN_TEST_KILL_AT": "\(step)@victim"], timeout: 60)
         #expect(!r.timedOut)
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout == "0\t0\n-9\t\(size)\ttrue\n0\t0\t0\n", "\(r.stdout)")
@@ -135,7 +135,7 @@ struct SharedStateKillTests {
     @Test(arguments: [("1.5", "v:set(7)", "1.5 7"), ("1.5", "v:compare_and_swap(1.5, 7)", "1.5 7"),
                       ("2", "v:set(2.5)", "2 2.5"), ("2", "v:add(0.5)", "2 2.5")])
     func valueWriteKilledMidway(initial: String, write: String, allowed: String) {
-        let r = runKilled(at: "value-write-midway@victim", """
+        let r = runScript("""
             local v = jobrun.Value(\(initial))
             local p = jobrun.Process{name = "victim", target = function() \(write) end}
             p:start(); p:join(30)
@@ -143,7 +143,7 @@ struct SharedStateKillTests {
             for x in ("\(allowed)"):gmatch("%S+") do allowed[math.tointeger(x) or tonumber(x)] = math.type(math.tointeger(x) or tonumber(x)) end
             local got = v:get()
             print(p.exitcode, allowed[got] == math.type(got), got)
-            """, timeout: 60)
+            """, environment: ["JOBRUN_TEST_KILL_AT": "value-write-midway@victim"], timeout: 60)
         #expect(!r.timedOut)
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.hasPrefix("-9\ttrue\t"), "\(r.stdout)")

@@ -42,7 +42,7 @@ struct StatsTests {
         let n = 3000
         let json = FileManager.default.temporaryDirectory.appendingPathComponent("stats-\(UUID().uuidString).json").path
         defer { try? FileManager.default.removeItem(atPath: json) }
-        let r = runScript(countedPipeline, args: [String(n)], timeout: 60, options: ["--stats-json", json])
+        let r = runScript(countedPipeline, args: [String(n)], options: ["--stats-json", json], timeout: 60)
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout == "sum\t\(n * (n + 1))\n")
         #expect(!r.stderr.contains("run statistics"), "no table without --stats")
@@ -87,7 +87,7 @@ struct StatsTests {
     }
 
     @Test func tableOnStderrNamesEveryProcessAndQueue() {
-        let r = runScript(countedPipeline, args: ["500"], timeout: 60, options: ["--stats"])
+        let r = runScript(countedPipeline, args: ["500"], options: ["--stats"], timeout: 60)
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout == "sum\t\(500 * 501)\n", "the table goes to stderr only")
         #expect(r.stderr.contains("jobrun: run statistics ("))
@@ -107,7 +107,7 @@ struct StatsTests {
               local p = jobrun.Process{target = function() if i == 60 then os.exit(5) end end, name = "w" .. i}
               p:start(); p:join()
             end
-            """, timeout: 60, options: ["--stats", "--stats-json", json])
+            """, options: ["--stats", "--stats-json", json], timeout: 60)
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stderr.contains("... and 22 more processes ("), "\(r.stderr)")
         #expect(r.stderr.contains("1 ended with an error or a signal)"), "\(r.stderr)")
@@ -119,23 +119,23 @@ struct StatsTests {
     @Test func statsAreWrittenAfterOsExitAndAnError() throws {
         let json = FileManager.default.temporaryDirectory.appendingPathComponent("stats-\(UUID().uuidString).json").path
         defer { try? FileManager.default.removeItem(atPath: json) }
-        let r = runScript("local q = jobrun.Queue(); q:put(1); q:get(); os.exit(4)", timeout: 30, options: ["--stats-json", json])
+        let r = runScript("local q = jobrun.Queue(); q:put(1); q:get(); os.exit(4)", options: ["--stats-json", json], timeout: 30)
         #expect(r.status == 4, "\(r.stderr)")
         let stats = try #require(parseJSON(json))
         let main = (stats["processes"] as? [[String: Any]])?.first
         #expect(main?["exit"] as? Int == 4)
-        let e = runScript("error('boom')", timeout: 30, options: ["--stats"])
+        let e = runScript("error('boom')", options: ["--stats"], timeout: 30)
         #expect(e.status == 1)
         #expect(e.stderr.contains("boom"))
         #expect(e.stderr.contains("run statistics"))
     }
 
     @Test func unwritableJSONPathIsReportedBeforeTheRun() {
-        let r = runScript("print('ran')", timeout: 30, options: ["--stats-json", "/nonexistent-dir/x.json"])
+        let r = runScript("print('ran')", options: ["--stats-json", "/nonexistent-dir/x.json"], timeout: 30)
         #expect(r.status == 2)
         #expect(r.stdout == "", "nothing runs")
         #expect(r.stderr == "jobrun: --stats-json: cannot write /nonexistent-dir/x.json: No such file or directory\n")
-        let dir = runScript("print('ran')", timeout: 30, options: ["--stats-json", "/tmp"])
+        let dir = runScript("print('ran')", options: ["--stats-json", "/tmp"], timeout: 30)
         #expect(dir.status == 2)
         #expect(dir.stderr.contains("cannot write /tmp: Is a directory"))
     }
@@ -213,7 +213,7 @@ struct ProgressTests {
         #expect(plain.status == 0)
         #expect(!plain.stderr.contains("jobrun "), "no status line on a pipe: \(plain.stderr.debugDescription)")
         #expect(plain.stdout == "line 200\nline 400\nline 600\nfinished\n")
-        let forced = runScript(slowPipeline, timeout: 60, options: ["--progress"])
+        let forced = runScript(slowPipeline, options: ["--progress"], timeout: 60)
         #expect(forced.status == 0)
         #expect(forced.stderr.contains("\rjobrun "), "\(forced.stderr.debugDescription)")
         #expect(forced.stdout == "line 200\nline 400\nline 600\nfinished\n", "a pipe gets no escape codes")
@@ -249,7 +249,7 @@ struct ProgressTests {
             while jobrun.time() - t < 1.2 do end
             local q = jobrun.Queue()
             q:get()
-            """, timeout: 30, options: ["--progress"])
+            """, options: ["--progress"], timeout: 30)
         #expect(!r.timedOut)
         #expect(r.status == 1)
         #expect(r.stderr.contains(" ETA "), "\(r.stderr)")

@@ -1,28 +1,6 @@
 import Foundation
 import Testing
 
-/// Writes `main.lua` and `files` to a fresh folder and runs jobrun on it
-/// through `bash -c "<shell>; exec jobrun ... main.lua"` (to set limits such
-/// as `ulimit -n`), as `nobody` when `asNobody` and we are root (root is not
-/// bound by `ulimit -u`).
-func runScriptUnderShell(_ shell: String, _ code: String, files: [String: String] = [:], options: [String] = [],
-                         asNobody: Bool = false, timeout: Double = 60)
-    -> (status: Int32, stdout: String, stderr: String, timedOut: Bool)
-{
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("jobrun-test-\(UUID().uuidString)")
-    try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true,
-                                             attributes: [.posixPermissions: 0o755])
-    defer { try? FileManager.default.removeItem(at: dir) }
-    let script = dir.appendingPathComponent("main.lua")
-    try? code.write(to: script, atomically: true, encoding: .utf8)
-    for (name, text) in files { try? text.write(to: dir.appendingPathComponent(name), atomically: true, encoding: .utf8) }
-    var argv = ["/bin/bash", "-c", shell + "; exec \"$@\"", "bash", jobrunBinary] + options + [script.path]
-    if asNobody && getuid() == 0 {
-        argv = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + argv
-    }
-    return runCommand(argv, timeout: timeout)
-}
-
 /// The monitor must go on supervising whatever happens to the run: too few
 /// descriptors, a pid the kernel gives again, a worker slow to start, its own
 /// death, absurd figures, a stopped process holding a lock.
@@ -32,7 +10,7 @@ struct SupervisionLimitsTests {
     /// the rest by polling: no live worker is taken for dead, so no lock is
     /// taken over from a live holder and the count is exact.
     @Test func tooFewDescriptorsNeverMakeALiveWorkerDead() {
-        let r = runScriptUnderShell("ulimit -n 64", """
+        let r = runScript("""
             local lock, v, took, go = jobrun.Lock(), jobrun.Value(0), jobrun.Value(0), jobrun.Event()
             local ps = {}
             for i = 1, 60 do
@@ -55,7 +33,7 @@ struct SupervisionLimitsTests {
             local bad = 0
             for i = 1, 60 do if ps[i].exitcode ~= 0 then bad = bad + 1 end end
             print(v:get(), took:get(), bad)
-            """, timeout: 60)
+            """, shell: "ulimit -n 64", timeout: 60)
         #expect(!r.timedOut)
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout == "6000\t0\t0\n", "\(r.stderr)")
@@ -235,7 +213,7 @@ struct SupervisionLimitsTests {
             local ok, e = pcall(jq.join, jq)
             print(ok, e.kind)
             for i = 1, 6 do spinners[i]:kill(); spinners[i]:join() end
-            """, timeout: 30, options: ["--progress"])
+            """, options: ["--progress"], timeout: 30)
         #expect(!r.timedOut, "the monitor stopped supervising")
         #expect(r.stdout == "false\tWorkerDied\n", "\(r.stdout)\n\(r.stderr)")
     }
@@ -276,10 +254,10 @@ struct ProcessLimitTests {
     /// A Pool whose workers cannot all start fails at the first refused
     /// start and ends the workers it had started: none is left running.
     @Test func poolThatCannotStartItsWorkersEndsThoseItStarted() {
-        let r = runScriptUnderShell("ulimit -u $(( $(ps -u $(id -u) -o pid= | wc -l) + 20 ))", """
+        let r = runScript("""
             local ok, e = pcall(jobrun.Pool, {workers = 100})
             print(ok, e.kind, e.message:match("fork: .*$"), #jobrun.active_children())
-            """, asNobody: true, timeout: 60)
+            """, shell: "ulimit -u $(( $(ps -u $(id -u) -o pid= | wc -l) + 20 ))", asNobody: true, timeout: 60)
         #expect(!r.timedOut)
         #expect(r.stdout == "false\tProcessError\tfork: Resource temporarily unavailable\t0\n", "\(r.stdout)\n\(r.stderr)")
         #expect(r.status == 0, "\(r.stderr)")
@@ -289,7 +267,7 @@ struct ProcessLimitTests {
     /// run stays supervised (its deadlock is found); with no process to spare
     /// for the monitor, the run does not start at all.
     @Test func failedForksUnderUlimitAreClearErrors() {
-        let r = runScriptUnderShell("ulimit -u $(( $(ps -u $(id -u) -o pid= | wc -l) + 20 ))", """
+        let r = runScript("""
             local go = jobrun.Event()
             local ps, err = {}, nil
             for i = 1, 100 do
@@ -304,10 +282,10 @@ struct ProcessLimitTests {
             local q = jobrun.Queue()
             local ok, e = pcall(q.get, q)
             print(ok, e.kind)
-            """, asNobody: true, timeout: 60)
+            """, shell: "ulimit -u $(( $(ps -u $(id -u) -o pid= | wc -l) + 20 ))", asNobody: true, timeout: 60)
         #expect(!r.timedOut)
         #expect(r.stdout == "true\tProcessError\tfork: Resource temporarily unavailable\nfalse\tDeadlock\n", "\(r.stdout)\n\(r.stderr)")
-        let none = runScriptUnderShell("ulimit -u 1", "print('ran')", asNobody: true, timeout: 30)
+        let none = runScript("print('ran')", shell: "ulimit -u 1", asNobody: true, timeout: 30)
         #expect(!none.timedOut)
         #expect(none.status == 1)
         #expect(none.stdout == "")

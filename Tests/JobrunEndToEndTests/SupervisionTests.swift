@@ -135,7 +135,7 @@ struct LongRunTests {
             c:start()
             c:join()
             print(c.exitcode)
-            """, timeout: 120, options: ["--stats-json", json])
+            """, options: ["--stats-json", json], timeout: 120)
         #expect(!r.timedOut, "the starved process was not supervised")
         #expect(r.status == 1, "a deadlocked run ends with status 1: \(r.stderr)")
         #expect(r.stdout == "", "the verdict is raised in the join too")

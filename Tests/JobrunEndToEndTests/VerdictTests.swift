@@ -148,7 +148,7 @@ struct StoppedWaiterTests {
     /// `release` while it is stopped; `done` is set by `w` once released. The
     /// main process's `done:wait()` has no timeout on purpose: only an
     /// untimed wait is judged by the monitor (the test's own timeout bounds it).
-    private func run(_ setup: String, release: String) -> (status: Int32, stdout: String, stderr: String, timedOut: Bool) {
+    private func run(_ setup: String, release: String) -> RunResult {
         runScript(asleep + """
             local done = jobrun.Event()
             \(setup)
