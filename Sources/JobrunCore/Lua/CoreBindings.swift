@@ -75,6 +75,7 @@ enum CoreBindings {
         }
         if case .parent(let pid) = started {
             ProcessRegistry.started(slot, pid: pid)
+            TestHooks.killPoint("fork-started")     // dies as its child starts
             PipeHolders.childStarted(ends, pid: pid)
             lua_pushinteger(L, lua_Integer(pid))
             return 1
