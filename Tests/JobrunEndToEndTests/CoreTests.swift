@@ -122,11 +122,12 @@ struct ProcessTests {
 
     @Test func nonDaemonChildrenAreJoinedAndDaemonsTerminatedAtExit() {
         let r = runScript("""
-            local q = jobrun.Queue()
-            jobrun.Process{target = function() jobrun.sleep(0.2); print("child done") end}:start()
+            local main_done = jobrun.Event()
+            jobrun.Process{target = function() main_done:wait(20); print("child done") end}:start()
             local d = jobrun.Process{daemon = true, target = function() jobrun.sleep(30); print("daemon should not print") end}
             d:start()
-            print("main done")
+            print("main done"); io.stdout:flush()
+            main_done:set()                   -- the child prints only after main, then main waits for it
             """, timeout: 20)
         #expect(r.status == 0)
         #expect(r.stdout == "main done\nchild done\n")
@@ -235,29 +236,39 @@ struct OutliveTests {
         expectLines(r, ["every middle process died at the kill point (SIGKILL)": "-9\tnil"])
     }
 
-    @Test(arguments: ["TERM", "INT", "KILL"])
-    func workersStopWhenTheMainProcessGetsASignal(signal: String) throws {
-        let pidFile = FileManager.default.temporaryDirectory.appendingPathComponent("jobrun-sig-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: pidFile) }
+    @Test(arguments: [("TERM", SIGTERM), ("INT", SIGINT), ("KILL", SIGKILL)])
+    func workersStopWhenTheMainProcessGetsASignal(signal: String, number: Int32) throws {
+        let folder = ScratchFolder(prefix: "jobrun-sig")
+        defer { folder.remove() }
+        let pidFile = folder.file("pids")
+        // The test sends the signal itself, once the script has written the
+        // pids (main's first) and renamed the file into place.
+        let sender = DispatchQueue(label: "signal sender")
+        sender.async {
+            var text = ""
+            guard waitUntil(timeout: 20, {
+                text = (try? String(contentsOfFile: pidFile, encoding: .utf8)) ?? ""
+                return !text.isEmpty
+            }), let main = text.split(separator: " ").first.flatMap({ pid_t($0) }) else { return }
+            kill(main, number)
+        }
         let r = runScript("""
             local q = jobrun.Queue()
-            local pids = {}
+            local pids = {jobrun.current_process().pid}
             for i = 1, 3 do
               local p = jobrun.Process{daemon = i == 1, target = function() q:get() end}
               p:start()
               pids[#pids + 1] = p.pid
             end
-            local f = io.open(arg[1], "w"); f:write(table.concat(pids, " ")); f:close()
-            -- in the background: system() ignores SIGINT in its caller while it runs
-            os.execute("(sleep 0.2; kill -\(signal) " .. jobrun.current_process().pid .. ") &")
-            jobrun.sleep(60)
-            """, args: [pidFile.path], timeout: 30)
-        let number: Int32 = signal == "TERM" ? 15 : signal == "INT" ? 2 : 9
-        #expect(r.status == -number)
-        let pids = try String(contentsOf: pidFile, encoding: .utf8).split(separator: " ").compactMap { pid_t($0) }
-        #expect(pids.count == 3)
-        let deadline = Date().addingTimeInterval(1.5)
-        while pids.contains(where: isRunning), Date() < deadline { usleep(20_000) }
+            local f = io.open(arg[1] .. ".tmp", "w"); f:write(table.concat(pids, " ")); f:close()
+            os.rename(arg[1] .. ".tmp", arg[1])
+            jobrun.sleep(60)   -- until the signal comes (the run's timeout bounds it)
+            """, args: [pidFile], timeout: 30)
+        sender.sync {}
+        #expect(r.status == -number, "SIG\(signal) should end the main process\n\(r)")
+        let pids = try String(contentsOfFile: pidFile, encoding: .utf8).split(separator: " ").compactMap { pid_t($0) }.dropFirst()
+        #expect(pids.count == 3, "the script should have written the pids of its 3 workers")
+        waitUntil(timeout: 1.5) { !pids.contains(where: isRunning) }
         for pid in pids { #expect(!isRunning(pid), "worker \(pid) outlived SIG\(signal) of the main process") }
     }
 
@@ -283,8 +294,7 @@ struct OutliveTests {
         let text = try String(contentsOf: pidFile, encoding: .utf8)
         let pids = text.split(separator: " ").compactMap { pid_t($0) }
         #expect(pids.count == 3)
-        let deadline = Date().addingTimeInterval(5)
-        while pids.contains(where: isRunning), Date() < deadline { usleep(20_000) }
+        waitUntil(timeout: 5) { !pids.contains(where: isRunning) }
         for pid in pids { #expect(!isRunning(pid), "worker \(pid) outlived a SIGKILLed main process") }
     }
 }
@@ -309,9 +319,9 @@ struct LeakTests {
               return pidfds, arenas
             end
             local q = jobrun.Queue()
-            local siblings = {}
-            for i = 1, 3 do
-              siblings[i] = jobrun.Process{target = function() jobrun.sleep(0.3) end}
+            local siblings, checked = {}, jobrun.Event()
+            for i = 1, 3 do   -- alive until the workers below have counted their descriptors
+              siblings[i] = jobrun.Process{target = function() checked:wait(20) end}
               siblings[i]:start()
             end
             local p = jobrun.Process{target = function() q:put({fds()}) end}
@@ -320,6 +330,7 @@ struct LeakTests {
             print("fork", got[1], got[2])
             local w = jobrun.Process{script = "w.lua", args = {q}}
             w:start(); got = q:get(); print("script", got[1], got[2])
+            checked:set()
             p:join(); w:join()
             for _, s in ipairs(siblings) do s:join() end
             """, files: ["w.lua": """

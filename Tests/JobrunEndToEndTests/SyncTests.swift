@@ -46,7 +46,7 @@ struct SyncTests {
     }
 
     @Test func rlockAndSemaphores() {
-        let r = runScript("""
+        let r = runScript(luaWaits + """
             local rl = jobrun.RLock()
             rl:acquire(); rl:acquire(); rl:release(); print(rl:locked()); rl:release(); print(rl:locked())
             rl:acquire()
@@ -61,7 +61,8 @@ struct SyncTests {
             s:release(); s:release()
             local ok, e = pcall(s.release, s); print(ok, e.kind)
             local u = jobrun.Semaphore(0)
-            jobrun.Process{target = function() jobrun.sleep(0.05); u:release() end}:start()
+            local me = jobrun.current_process().pid
+            jobrun.Process{target = function() assert(asleep(me)); u:release() end}:start()
             print(u:acquire(true, 10), u:value())
             print(pcall(jobrun.Semaphore, -1))
             """)
@@ -72,9 +73,10 @@ struct SyncTests {
     }
 
     @Test func eventsBarriersAndConditions() {
-        let r = runScript("""
+        let r = runScript(luaWaits + """
             local e = jobrun.Event()
-            jobrun.Process{target = function() jobrun.sleep(0.05); e:set() end}:start()
+            local me = jobrun.current_process().pid
+            jobrun.Process{target = function() assert(asleep(me)); e:set() end}:start()   -- once main waits
             print(e:is_set(), e:wait(10), e:is_set(), e:wait(0))
             e:clear(); print(e:wait(0.05))
 

@@ -1,24 +1,6 @@
 import Foundation
 import Testing
 
-/// Lua helper for the scripts below: waits (bounded) until process `pid`
-/// sleeps (state S in /proc), i.e. it has gone to sleep in the wait it was
-/// started into; there is no event a script could wait on for that.
-private let asleep = """
-    local function asleep(pid)
-      local t = jobrun.time()
-      while jobrun.time() - t < 10 do
-        local f = io.open("/proc/" .. pid .. "/stat")
-        local st = f and f:read("a"):match("%) (%a)")
-        if f then f:close() end
-        if st == "S" then return true end
-        jobrun.sleep(0.01)
-      end
-      return false
-    end
-
-    """
-
 /// A Deadlock or WorkerDied verdict is raised once, in the waits it
 /// concerns; a script that catches it goes on, and later waits are judged
 /// afresh.
@@ -59,13 +41,14 @@ struct VerdictTests {
     }
 
     @Test func aCaughtDeadlockInGetLeavesTheQueueUsable() {
-        let r = runScript("""
+        let r = runScript(luaWaits + """
             local q = jobrun.Queue()
             local ok, e = pcall(q.get, q)
             print(ok, e.kind)
             q:put("mine")
             print(q:get())
-            local p = jobrun.Process{target = function() jobrun.sleep(0.3); q:put("late") end}
+            local me = jobrun.current_process().pid
+            local p = jobrun.Process{target = function() assert(asleep(me)); q:put("late") end}
             p:start()
             print(q:get())                           -- waits for it: judged afresh
             p:join()
@@ -149,13 +132,15 @@ struct StoppedWaiterTests {
     /// main process's `done:wait()` has no timeout on purpose: only an
     /// untimed wait is judged by the monitor (the test's own timeout bounds it).
     private func run(_ setup: String, release: String) -> RunResult {
-        runScript(asleep + """
+        runScript(luaWaits + """
             local done = jobrun.Event()
             \(setup)
             w:start()
             assert(asleep(w.pid), "the waiter never slept")
             os.execute("kill -STOP " .. w.pid)
             \(release)
+            -- Stopped for a second, the behaviour under test: long enough for the
+            -- monitor to look (it must not call the released waiter stuck).
             os.execute("(sleep 1; kill -CONT " .. w.pid .. ") &")
             print(done:wait())
             w:join()
@@ -221,14 +206,14 @@ struct UnseenFailureTests {
     }
 
     @Test func failuresTheScriptSawOrCausedLeaveTheRunGood() {
-        let r = runScript("""
+        let r = runScript(luaWaits + """
             local started = jobrun.Event()
             local function sleeper() started:set(); jobrun.sleep(30) end
             local a = jobrun.Process{target = function() error("boom") end}
             a:start(); a:join()                         -- seen through join
             local b = jobrun.Process{target = function() os.exit(4) end}
             b:start()
-            while b.exitcode == nil do jobrun.sleep(0.01) end   -- seen through exitcode
+            assert(wait_until(function() return b.exitcode ~= nil end))   -- seen through exitcode
             local c = jobrun.Process{target = sleeper}
             c:start(); started:wait(10); started:clear()
             c:kill()                                    -- the script's own signal
@@ -307,11 +292,11 @@ struct UnseenFailureTests {
     /// Past 4,096 processes the records of ended ones are reused: a failure
     /// the script never saw is still counted once its record is reused.
     @Test func unseenFailuresWhoseRecordsWereReusedAreCounted() {
-        let r = runScript("""
+        let r = runScript(luaWaits + """
             for i = 1, 4100 do
               local p = jobrun.Process{name = "failing-" .. i, target = function() os.exit(3) end}
               p:start()
-              while p:is_alive() do jobrun.sleep(0.001) end   -- ended, not seen how
+              assert(wait_until(function() return not p:is_alive() end))   -- ended, not seen how
             end
             print("main ends")
             """, timeout: 240)
@@ -325,10 +310,10 @@ struct UnseenFailureTests {
     }
 
     @Test func aFailureHiddenFromTheScriptTurnsOsExitZeroIntoOne() {
-        let r = runScript("""
+        let r = runScript(luaWaits + """
             local p = jobrun.Process{name = "quiet", target = function() error("boom") end}
             p:start()
-            while p:is_alive() do jobrun.sleep(0.01) end   -- is_alive tells that it ended, not how
+            assert(wait_until(function() return not p:is_alive() end))   -- is_alive tells that it ended, not how
             os.exit(0)
             """, timeout: 60)
         #expect(!r.timedOut)
