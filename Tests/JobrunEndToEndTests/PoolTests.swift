@@ -108,7 +108,8 @@ struct PoolTests {
     @Test func applyAsyncGetReadySuccessfulAndTimeout() {
         let r = runScript("""
             local pool = jobrun.Pool{workers = 2}
-            local slow = pool:apply_async(function(a, b) jobrun.sleep(0.5); return a + b, "two", nil, 4 end, 1, 2)
+            local go = jobrun.Event()   -- the task ends only once main has seen it unfinished
+            local slow = pool:apply_async(function(a, b) go:wait(20); return a + b, "two", nil, 4 end, 1, 2)
             print(slow:ready())
             local ok, e = pcall(slow.successful, slow)
             print(ok, e.kind)
@@ -116,6 +117,7 @@ struct PoolTests {
             ok, e = pcall(slow.get, slow, 0.1)
             local waited = jobrun.time() - t0
             print(ok, e.kind, e.kind == jobrun.Timeout, waited >= 0.09 and waited < 2)
+            go:set()
             print(select("#", slow:get(10)), slow:get(10))
             print(slow:ready(), slow:successful())
             local bad = pool:apply_async(function() error("nope", 0) end)
@@ -256,7 +258,7 @@ struct PoolTests {
     }
 
     @Test func workerKilledBySignalFailsItsTaskWithinSeconds() {
-        let r = runScript("""
+        let r = runScript(luaWaits + """
             local pool = jobrun.Pool{workers = 2}
             local t0 = jobrun.time()
             local ok, e = pcall(pool.map, pool, function(x)
@@ -266,8 +268,9 @@ struct PoolTests {
             print(ok, e.kind, jobrun.time() - t0 < 10)
             print(e.message:find("was killed by signal 9 (SIGKILL) while running map item 2 of 3", 1, true) ~= nil, e.message)
             -- an idle worker killed from outside is replaced too
-            jobrun.active_children()[1]:kill()
-            jobrun.sleep(0.2)
+            local idle = jobrun.active_children()[1]
+            idle:kill()
+            assert(wait_until(function() return not idle:is_alive() end))
             local r = pool:map(function(x) return x + 1 end, {1, 2, 3, 4, 5, 6}, 1)
             print(table.concat(r, ","), #jobrun.active_children())
             pool:terminate()
@@ -310,6 +313,7 @@ struct PoolTests {
             local ok, e = pcall(pool.join, pool)
             print(ok, e.kind, e.message)
             local results = {}
+            -- tasks that take a while, so that some are still queued at close
             for i = 1, 6 do results[i] = pool:apply_async(function(x) jobrun.sleep(0.05); return x * x end, i) end
             pool:close()
             ok, e = pcall(pool.map, pool, print, {1})
@@ -323,7 +327,7 @@ struct PoolTests {
             pool:close(); pool:join()   -- again: no-ops
 
             local p2 = jobrun.Pool{workers = 2}
-            local long = p2:apply_async(function() jobrun.sleep(30) end)
+            local long = p2:apply_async(function() jobrun.sleep(30) end)   -- runs until terminated
             local t0 = jobrun.time()
             p2:terminate()
             print(jobrun.time() - t0 < 5, #jobrun.active_children())

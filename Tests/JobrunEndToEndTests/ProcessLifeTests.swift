@@ -1,6 +1,25 @@
 import Foundation
 import Testing
 
+/// Lua: `a_zombie_child()` is true once a child of the main process has ended
+/// and waits to be reaped (state Z), e.g. an io.popen child that exited.
+private let luaZombieChild = luaWaits + """
+    local me = jobrun.current_process().pid
+    local function a_zombie_child()
+      local f = io.open("/proc/" .. me .. "/task/" .. me .. "/children")
+      local list = f and f:read("a") or ""
+      if f then f:close() end
+      for pid in list:gmatch("%d+") do
+        local s = io.open("/proc/" .. pid .. "/stat")
+        local st = s and s:read("a"):match("%) (%a)")
+        if s then s:close() end
+        if st == "Z" then return true end
+      end
+      return false
+    end
+
+    """
+
 @Suite("A process's life: start, identity, reaping, exit")
 struct ProcessLifeTests {
     /// A worker's uncaught error goes through its own io.stderr, forked or
@@ -98,15 +117,16 @@ struct ProcessLifeTests {
     /// jobrun reaps only its own processes: io.popen's and os.execute's
     /// children stay theirs.
     @Test func popenChildrenAreNotReaped() {
-        let r = runScript("""
-            local f = io.popen("echo hi"); jobrun.sleep(0.2); print(f:read("a"), f:close())
-            local g = io.popen("echo there")
-            local p = jobrun.Process{target = function() jobrun.sleep(0.1) end}
-            p:start(); jobrun.sleep(0.2); print(p:join(10), p.exitcode)
+        // Each popen child has ended (a zombie) before jobrun sleeps or joins.
+        let r = runScript(luaZombieChild + """
+            local f = io.popen("echo hi"); assert(wait_until(a_zombie_child)); jobrun.sleep(0.01); print(f:read("a"), f:close())
+            local g = io.popen("echo there"); assert(wait_until(a_zombie_child))
+            local p = jobrun.Process{target = function() end}
+            p:start(); print(p:join(10), p.exitcode)
             print(g:read("a"), g:close())
-            local h = io.popen("exit 3")
-            local w = jobrun.Process{target = function() jobrun.sleep(0.1) end}
-            w:start(); print(w:join(10)); jobrun.sleep(0.1)
+            local h = io.popen("exit 3"); assert(wait_until(a_zombie_child))
+            local w = jobrun.Process{target = function() end}
+            w:start(); print(w:join(10))
             print(h:close())
             print(os.execute("exit 4"))
             """, timeout: 30)
@@ -117,9 +137,9 @@ struct ProcessLifeTests {
     /// An orphan adopted by the main process (its worker parent died) is
     /// still reaped: no zombie stays behind (a guard for the fix above).
     @Test func adoptedOrphansAreReaped() {
-        let r = runScript("""
+        let r = runScript(luaZombieChild + """
             local f = io.popen("true")    -- a foreign zombie hides the others from waitid(P_ALL)
-            jobrun.sleep(0.1)
+            assert(wait_until(a_zombie_child))
             local q = jobrun.Queue()
             local p = jobrun.Process{target = function()
               -- c announces itself once it runs (and so has its record).
@@ -131,13 +151,12 @@ struct ProcessLifeTests {
             local pid = q:get(true, 10)
             p:kill(); p:join(10)      -- c gets SIGKILL as its parent dies, and main adopts it
             local st
-            for _ = 1, 200 do
-              jobrun.sleep(0.02)
+            wait_until(function()     -- each sleep reaps what has ended
               local f = io.open("/proc/" .. pid .. "/stat")
               st = f and f:read("a"):match("^%d+ %b() (%a)") or "gone"
               if f then f:close() end
-              if st == "gone" then break end
-            end
+              return st == "gone"
+            end, 4)
             print(st, f:close())
             """, timeout: 30)
         #expect(r.status == 0, "\(r.stderr)")

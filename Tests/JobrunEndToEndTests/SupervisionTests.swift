@@ -21,7 +21,7 @@ struct SupervisionTests {
     }
 
     @Test func consumerThatDiesHoldingATaskMakesJoinRaiseWorkerDied() {
-        let r = runScript("""
+        let r = runScript(luaWaits + """
             local q = jobrun.JoinableQueue()
             local c = jobrun.Process{name = "consumer-1", target = function() q:get(); os.exit(3) end}
             c:start(); q:put("x"); c:join()
@@ -30,7 +30,7 @@ struct SupervisionTests {
             print(e.message)
             local k = jobrun.Process{name = "killed", target = function() q:get(); jobrun.sleep(30) end}
             q:put("y"); k:start()
-            while q:qsize() > 0 do jobrun.sleep(0.01) end
+            assert(wait_until(function() return q:qsize() == 0 end))   -- k holds "y"
             k:kill(); k:join()
             ok, e = pcall(q.join, q)
             print(e.message:match("killed %(pid %d+%) was killed by signal 9 %(SIGKILL%)") ~= nil)
@@ -66,6 +66,7 @@ struct SupervisionTests {
     @Test func noFalseAlarmWhileAnyProcessWorksSleepsOrHasADeadline() {
         let r = runScript("""
             local q = jobrun.Queue()
+            -- a worker that sleeps, then one that computes: the behaviour under test
             local p = jobrun.Process{target = function() jobrun.sleep(0.6); q:put("slept") end}
             p:start(); print(q:get()); p:join()
             local busy = jobrun.Process{target = function()
@@ -91,7 +92,7 @@ struct SupervisionTests {
     /// process to mark done, and a join no one can satisfy is a Deadlock.
     /// One killed holding an item lost it: join raises WorkerDied.
     @Test func itemsOfAConsumerThatEndedNormallyStayForOthersToMarkDone() {
-        let r = runScript("""
+        let r = runScript(luaWaits + """
             local q, back = jobrun.JoinableQueue(), jobrun.Queue()
             q:put("a"); q:put("b")
             local taker = jobrun.Process{name = "taker", target = function() back:put(q:get()) end}
@@ -106,7 +107,7 @@ struct SupervisionTests {
             local killed = jobrun.Process{name = "killed", target = function() q:get(); jobrun.sleep(60) end}
             q:put("c")
             killed:start()
-            while q:qsize() > 0 do jobrun.sleep(0.01) end
+            assert(wait_until(function() return q:qsize() == 0 end))   -- killed holds "c"
             killed:kill()
             ok, e = pcall(q.join, q, 10)
             print(ok, e.kind)
@@ -160,14 +161,15 @@ struct RedeliveryTests {
             local seen = jobrun.Dict()
             for i = 1, 20 do q:put(i) end
             q:put(string.rep("big", 20000))   -- a large item is redelivered too
+            local holding = jobrun.Event()
             local victim = jobrun.Process{name = "victim", target = function()
               local a = q:get(); q:get()
               seen:update(a, function(n) return (n or 0) + 1 end)
-              jobrun.sleep(30)
+              holding:set()
+              jobrun.sleep(30)   -- holds its two items until killed
             end}
             victim:start()
-            while q:qsize() > 19 do jobrun.sleep(0.01) end
-            jobrun.sleep(0.05)
+            assert(holding:wait(20))
             victim:kill(); victim:join()
             local c = jobrun.Process{name = "consumer", daemon = true, target = function()
               for item in q:items() do
