@@ -13,7 +13,7 @@ struct ConditionTests {
             local c = jobrun.Condition()
             local ready, held = jobrun.Event(), jobrun.Event()
             local p = jobrun.Process{target = function()
-              ready:set(); c:acquire(); held:set(); jobrun.sleep(0.8); c:release()
+              ready:set(); c:acquire(); held:set(); jobrun.sleep(0.8); c:release()   -- the long hold is the case
             end}
             c:acquire(); p:start(); ready:wait(10)
             local t0 = jobrun.time()

@@ -44,6 +44,7 @@ struct CrashTests {
 
     /// A counter whose ETA is past 2^63 ns: the status line used to trap.
     @Test func progressWithAnEnormousTotal() {
+        // The sleeps let the progress line be drawn (it is redrawn on a timer).
         let r = runScript("jobrun.progress('x', 1, 1.7e19); jobrun.sleep(1.5); jobrun.progress('x', 2); jobrun.sleep(0.5); print('done')", options: ["--progress"], timeout: 60)
         #expect(!r.timedOut)
         #expect(r.status == 0, "\(r.stderr)")

@@ -31,7 +31,7 @@ struct KillMatrixTests {
         while jobrun.time() - t0 < seconds and refused + unjoined == 0 do
           local p = jobrun.Process{name = "victim", target = function() for i = 1, 2000 do q:put(i) end end}
           p:start()
-          jobrun.sleep(0.0005 + math.random() * 0.0025)
+          jobrun.sleep(0.0005 + math.random() * 0.0025)   -- a random moment to kill at
           p:kill(); p:join()
           kills = kills + 1
           while pcall(q.get, q, false) do
@@ -63,7 +63,7 @@ struct KillMatrixTests {
             if not pcall(function() for _ in q:items() do end end) then os.exit(7) end
           end}
           p:start()
-          jobrun.sleep(0.001 + math.random() * 0.004)
+          jobrun.sleep(0.001 + math.random() * 0.004)   -- a random moment to kill at
           p:kill(); p:join()
           kills = kills + 1
           if p.exitcode == 7 then refused = refused + 1 end

@@ -67,7 +67,8 @@ struct NamesAndTimeoutsTests {
             local p = jobrun.Process{target = function() jobrun.sleep(20) end}
             p:start(); print(kind(p.join, p, -1)); p:kill(); p:join(10)
             local pool = jobrun.Pool{workers = 1}
-            local res = pool:apply_async(function() jobrun.sleep(2); return 1 end)
+            local never = jobrun.Event()
+            local res = pool:apply_async(function() never:wait(20); return 1 end)   -- unfinished until terminate
             print(kind(res.get, res, -1), kind(res.wait, res, -1))
             pool:terminate()
             """, timeout: 60)
@@ -76,9 +77,10 @@ struct NamesAndTimeoutsTests {
     }
 
     @Test func aHugeTimeoutWaitsAsIfThereWereNone() {
-        let r = runScript("""
+        let r = runScript(luaWaits + """
             local q = jobrun.Queue()
-            local p = jobrun.Process{target = function() jobrun.sleep(0.2); q:put("late") end}
+            local me = jobrun.current_process().pid
+            local p = jobrun.Process{target = function() assert(asleep(me)); q:put("late") end}   -- once get waits
             p:start()
             print(q:get(true, 1e300), jobrun.Lock():acquire(true, math.huge), jobrun.Lock():acquire(true, 1e300))
             print(p:join(1e300), jobrun.Event():wait(0) )

@@ -38,7 +38,6 @@ struct PoolLedgerTests {
               end
             end
             kill_when_started(5)
-            jobrun.sleep(0.3)
             kill_when_started(10)
             local out = {}
             for i = 1, 12 do
@@ -133,7 +132,7 @@ struct PoolLedgerTests {
     @Test func longTasksAreNeverADeadlock() {
         let r = runScript("""
             local pool = jobrun.Pool{workers = 2}
-            print(pool:apply(function() jobrun.sleep(1.5); return "slept" end))
+            print(pool:apply(function() jobrun.sleep(1.5); return "slept" end))   -- long: the behaviour
             print(pool:apply(function()
               local t = jobrun.time()
               while jobrun.time() - t < 1 do end
@@ -197,7 +196,7 @@ struct PoolLedgerKillTests {
             end, list, 1)
             local killer = jobrun.Process{target = function()
               for _ = 1, 20 do
-                jobrun.sleep(0.01 + math.random() * 0.03)
+                jobrun.sleep(0.01 + math.random() * 0.03)   -- kills at random moments
                 local live = {}
                 for pid in pairs(pids:items()) do live[#live + 1] = pid end
                 if #live > 0 then os.execute("kill -9 " .. live[math.random(#live)] .. " 2>/dev/null") end

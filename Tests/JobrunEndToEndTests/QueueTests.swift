@@ -261,6 +261,7 @@ struct MemoryLimitTests {
             local q = jobrun.Queue()
             local c = jobrun.Process{target = function()
               local n = 0
+              -- a slow consumer: the behaviour is that puts wait for memory meanwhile
               for i = 1, 6 do jobrun.sleep(0.05); n = n + #q:get(true, 30) end
               print("consumer got", n)
             end}

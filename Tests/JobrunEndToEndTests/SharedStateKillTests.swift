@@ -110,7 +110,7 @@ struct SharedStateKillTests {
               end}
               p:start()
               writing:wait(10)
-              jobrun.sleep(math.random() * 0.01)
+              jobrun.sleep(math.random() * 0.01)   -- a random moment of the writing to kill it at
               p:kill(); p:join(30)
               local keys = d:keys()
               if #keys ~= #d then bad = bad + 1 end

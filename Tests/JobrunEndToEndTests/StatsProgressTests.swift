@@ -26,8 +26,9 @@ private let countedPipeline = """
     for _, p in ipairs(ps) do p:join() end
     local quitter = jobrun.Process{target = function() os.exit(3) end, name = "quitter"}
     quitter:start(); quitter:join()
-    local victim = jobrun.Process{target = function() jobrun.sleep(60) end, name = "victim"}
-    victim:start(); jobrun.sleep(0.3); victim:kill(); victim:join()
+    local up = jobrun.Event()
+    local victim = jobrun.Process{target = function() up:set(); jobrun.sleep(60) end, name = "victim"}
+    victim:start(); assert(up:wait(20)); victim:kill(); victim:join()
     print("sum", sum)
     """
 
@@ -153,7 +154,7 @@ private func underTerminal(_ jobrunArgs: [String], timeout: Double = 60) -> (sta
 private let slowPipeline = """
     local tasks = jobrun.JoinableQueue{name = "tasks"}
     local function consumer()
-      for item in tasks:items() do jobrun.sleep(0.002) end
+      for item in tasks:items() do jobrun.sleep(0.002) end   -- slow enough to be drawn
     end
     local ps = {}
     for i = 1, 2 do ps[i] = jobrun.Process{target = consumer, name = "c" .. i}; ps[i]:start() end
@@ -161,7 +162,7 @@ private let slowPipeline = """
       tasks:put(i)
       jobrun.progress("fed", i, 600)
       if i % 200 == 0 then print("line " .. i) end
-      if i % 100 == 0 then jobrun.sleep(0.1) end
+      if i % 100 == 0 then jobrun.sleep(0.1) end   -- the progress line redraws on a timer
     end
     tasks:join(); tasks:close()
     for _, p in ipairs(ps) do p:join() end

@@ -12,22 +12,24 @@ struct SupervisionLimitsTests {
     @Test func tooFewDescriptorsNeverMakeALiveWorkerDead() {
         let r = runScript("""
             local lock, v, took, go = jobrun.Lock(), jobrun.Value(0), jobrun.Value(0), jobrun.Event()
+            local up = jobrun.Semaphore(0)
             local ps = {}
             for i = 1, 60 do
               ps[i] = jobrun.Process{target = function()
+                up:release()
                 go:wait()
                 for k = 1, 100 do
                   local _, note = lock:acquire()
                   if note then took:set(took:get() + 1) end
                   local x = v:get()
-                  jobrun.sleep(0)
+                  jobrun.sleep(0)   -- yields: widens the read-modify-write the lock must guard
                   v:set(x + 1)
                   lock:release()
                 end
               end}
               ps[i]:start()
             end
-            jobrun.sleep(0.3)   -- all run at once: the monitor watches every one
+            for i = 1, 60 do assert(up:acquire(true, 20)) end   -- all run at once: the monitor watches every one
             go:set()
             for i = 1, 60 do ps[i]:join() end
             local bad = 0
