@@ -22,8 +22,11 @@ struct ConditionTests {
             print(notified, c:_lock():_is_owned(), held:is_set(), not held:is_set() or waited >= 0.6)
             c:release(); p:join(10); print(p.exitcode)
             """, timeout: 30)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "false\ttrue\ttrue\ttrue\n0\n", "\(r.stdout)\(r.stderr)")
+        expectStatus(r)
+        expectLines(r, [
+            "the timed wait returns false, holding the lock again, only after the child released it": "false\ttrue\ttrue\ttrue",
+            "the child ends with 0": "0",
+        ])
     }
 
     @Test func notifyOneWakesOneOfThreeWaiters() {
@@ -50,7 +53,10 @@ struct ConditionTests {
             for _, p in ipairs(procs) do p:join(20) end
             print(woke:get())
             """, timeout: 60)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "1\n3\n", "\(r.stdout)\(r.stderr)")
+        expectStatus(r)
+        expectLines(r, [
+            "notify(1) wakes exactly one of three waiters": "1",
+            "notify(2) wakes the other two": "3",
+        ])
     }
 }

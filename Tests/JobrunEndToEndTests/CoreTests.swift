@@ -45,8 +45,12 @@ struct ScriptTests {
             print(require("jobrun") == jobrun, m.value, jobrun.is_main, type(jobrun.version))
             print(jobrun.Empty, jobrun.Full, jobrun.WorkerDied, jobrun.cpu_count() >= 1)
             """, files: ["helper.lua": "return {value = 42}"])
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "true\t42\ttrue\tstring\nEmpty\tFull\tWorkerDied\ttrue\n")
+        expectStatus(r)
+        expectLines(r, [
+            "require 'jobrun' is the global; a module beside the script loads; is_main; version is a string":
+                "true\t42\ttrue\tstring",
+            "the error kinds are named; cpu_count() is at least 1": "Empty\tFull\tWorkerDied\ttrue",
+        ])
     }
 }
 
@@ -70,8 +74,15 @@ struct ProcessTests {
             local k = jobrun.Process{target = function() jobrun.sleep(30) end}
             k:start(); k:kill(); k:join(10); print(k.exitcode)
             """)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "nil\tnil\tProcess-1\ntrue\t42\tnumber\n1\ntrue\tfalse\n-15\tfalse\n-9\n")
+        expectStatus(r)
+        expectLines(r, [
+            "an unstarted process has no pid, no exit code and the name Process-1": "nil\tnil\tProcess-1",
+            "join returns true; exitcode is os.exit's (the closure's upvalue arrived); pid is a number": "true\t42\tnumber",
+            "a target that raises exits with status 1": "1",
+            "a sleeping worker is alive and join(0.05) times out with false": "true\tfalse",
+            "terminate: exitcode -15 (SIGTERM) and no longer alive": "-15\tfalse",
+            "kill: exitcode -9 (SIGKILL)": "-9",
+        ])
         #expect(r.stderr.contains("Process bad-one (pid "))
         #expect(r.stderr.contains("failed here"))
         #expect(r.stderr.contains("stack traceback"))
@@ -116,8 +127,12 @@ struct ProcessTests {
             local q, n, s, t = ...
             q:put(string.format("%s %d %s %d %s %s", tostring(jobrun.is_main), n, s, #t, arg[0]:match("stage.lua") or "?", jobrun.current_process().name))
             """])
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "false 7 x 2 stage.lua Process-1\n0\n")
+        expectStatus(r)
+        expectLines(r, [
+            "a script worker is not main and gets its args (queue, number, string, table), arg[0] and its name":
+                "false 7 x 2 stage.lua Process-1",
+            "the script worker exits with 0": "0",
+        ])
     }
 
     @Test func nonDaemonChildrenAreJoinedAndDaemonsTerminatedAtExit() {
@@ -129,9 +144,11 @@ struct ProcessTests {
             print("main done"); io.stdout:flush()
             main_done:set()                   -- the child prints only after main, then main waits for it
             """, timeout: 20)
-        #expect(r.status == 0)
-        #expect(r.stdout == "main done\nchild done\n")
-        #expect(!r.timedOut)
+        expectStatus(r)
+        expectLines(r, [
+            "main's chunk ends first": "main done",
+            "then the run waits for the non-daemon child, and the daemon is stopped before it prints": "child done",
+        ])
     }
 
     @Test func badProcessOptionsAreTypeErrors() {
@@ -346,7 +363,10 @@ struct LeakTests {
             """])
         #expect(r.status == 0, "\(r.stderr)")
         // A worker holds the arena once and none of its siblings' pidfds.
-        #expect(r.stdout == "fork\t0\t1\nscript\t0\t1\n")
+        expectLines(r, [
+            "a forked worker holds no sibling's pidfd and the arena once": "fork\t0\t1",
+            "a script worker holds no sibling's pidfd and the arena once": "script\t0\t1",
+        ])
         let after = Set((try? FileManager.default.contentsOfDirectory(atPath: "/dev/shm")) ?? [])
         #expect(after.subtracting(before).isEmpty)
     }

@@ -22,19 +22,19 @@ struct NamesAndTimeoutsTests {
             ok, e = pcall(q.get, q)
             print(e.kind, e.message:find('Queue#1 "results".get', 1, true) ~= nil)
             """, timeout: 30)
-        #expect(r.stdout == """
-            Queue#1 "results" (0 items)
-            Queue#1 "results" is empty
-            Lock#2 "guard" (unlocked)
-            Lock#2 "guard".release: the lock is not held
-            Connection#3.a "ctl"
-            Connection#3.a "ctl".send: this end is closed
-            Event#6 "go" (clear)\tSemaphore#7 "slots" (value 2)
-            Barrier#8 "sync" (0 of 2 waiting)\tCondition#10 "cv"
-            JoinableQueue#11 "work" (0 items)\tRLock#12 "r" (unlocked)
-            Deadlock\ttrue
-
-            """, "\(r.stdout)\(r.stderr)")
+        expectStatus(r)
+        expectLines(r, [
+            "a named Queue's tostring": "Queue#1 \"results\" (0 items)",
+            "a named Queue's Empty message": "Queue#1 \"results\" is empty",
+            "a named Lock's tostring": "Lock#2 \"guard\" (unlocked)",
+            "a named Lock's error message": "Lock#2 \"guard\".release: the lock is not held",
+            "a named Pipe end's tostring": "Connection#3.a \"ctl\"",
+            "a named Pipe end's error message": "Connection#3.a \"ctl\".send: this end is closed",
+            "named Event and Semaphore": "Event#6 \"go\" (clear)\tSemaphore#7 \"slots\" (value 2)",
+            "named Barrier and Condition": "Barrier#8 \"sync\" (0 of 2 waiting)\tCondition#10 \"cv\"",
+            "named JoinableQueue and RLock": "JoinableQueue#11 \"work\" (0 items)\tRLock#12 \"r\" (unlocked)",
+            "a Deadlock message names the queue by its name": "Deadlock\ttrue",
+        ])
     }
 
     @Test func aDeadlockReportNamesTheNamedObject() {
@@ -49,7 +49,10 @@ struct NamesAndTimeoutsTests {
             print(e.message:find('Event#2 "done".wait', 1, true) ~= nil, e.message:find('Lock#1 "guard".acquire', 1, true) ~= nil)
             p:kill(); p:join(10)
             """, timeout: 30)
-        #expect(r.stdout == "Deadlock\ntrue\ttrue\n", "\(r.stdout)\(r.stderr)")
+        expectLines(r, [
+            "waiting on an Event no one can set is a Deadlock": "Deadlock",
+            "the report names the named Event and the named Lock the worker waits for": "true\ttrue",
+        ])
     }
 
     @Test func aNegativeTimeoutMeansZeroEverywhere() {
@@ -72,8 +75,15 @@ struct NamesAndTimeoutsTests {
             print(kind(res.get, res, -1), kind(res.wait, res, -1))
             pool:terminate()
             """, timeout: 60)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "Empty\tnil\tfalse\nfalse\tfalse\tfalse\nfalse\tfalse\nTimeout\tfalse\nfalse\nTimeout\tfalse\n", "\(r.stdout)\(r.stderr)")
+        expectStatus(r)
+        expectLines(r, [
+            "Queue.get, JoinableQueue.put and join with timeout -1 return at once": "Empty\tnil\tfalse",
+            "Lock.acquire, Semaphore.acquire and Event.wait with -1 return false at once": "false\tfalse\tfalse",
+            "Condition.wait and wait_for with -1 return false at once": "false\tfalse",
+            "Pipe recv and poll with -1 return at once": "Timeout\tfalse",
+            "Process.join with -1 returns false at once": "false",
+            "AsyncResult get and wait with -1 return at once": "Timeout\tfalse",
+        ])
     }
 
     @Test func aHugeTimeoutWaitsAsIfThereWereNone() {
@@ -86,7 +96,11 @@ struct NamesAndTimeoutsTests {
             print(p:join(1e300), jobrun.Event():wait(0) )
             local a, b = jobrun.Pipe(); b:send(1); print(a:recv(1e300), a:poll(1e300 * 0), b:poll(-math.huge))
             """, timeout: 30)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "late\ttrue\ttrue\ntrue\tfalse\n1\tfalse\tfalse\n", "\(r.stdout)\(r.stderr)")
+        expectStatus(r)
+        expectLines(r, [
+            "get with 1e300 waits for the item; acquire with math.huge and 1e300 take a free lock": "late\ttrue\ttrue",
+            "join with 1e300 waits for the end; wait(0) is still zero": "true\tfalse",
+            "recv with 1e300 gets the message; poll with NaN and -inf is zero": "1\tfalse\tfalse",
+        ])
     }
 }

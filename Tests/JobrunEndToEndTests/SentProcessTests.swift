@@ -30,16 +30,14 @@ struct SentProcessTests {
             print("back", t.me.name, t.me.pid == c.pid, rawequal(t.w, t.again), t.w.pid == w.pid)
             print("parent joins", t.me:join(30), t.me.exitcode, c:join(30), c.exitcode)
             """)
-        #expect(!r.timedOut)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == """
-            got\ttrue\tworker\tfalse\ttrue\tnil
-            join\tfalse\tProcessError\ttrue
-            ended\tfalse\t0
-            back\tchecker\ttrue\ttrue\ttrue
-            parent joins\ttrue\t0\ttrue\t0
-
-            """, "\(r.stdout)")
+        expectStatus(r)
+        expectLines(r, [
+            "a Process got from a queue has its tostring, name, daemon flag and liveness": "got\ttrue\tworker\tfalse\ttrue\tnil",
+            "only its parent may join it": "join\tfalse\tProcessError\ttrue",
+            "its end and exit code show in the receiver": "ended\tfalse\t0",
+            "current_process() and a process sent twice in one item arrive as the same object": "back\tchecker\ttrue\ttrue\ttrue",
+            "the parent joins a Process object it got back": "parent joins\ttrue\t0\ttrue\t0",
+        ])
     }
 
     @Test func asAScriptWorkersArgument() {
@@ -55,9 +53,11 @@ struct SentProcessTests {
             print(w.name, w.daemon, w:is_alive(), select(2, pcall(w.join, w)).kind)
             release:set()
             """])
-        #expect(!r.timedOut)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "sleeper\ttrue\ttrue\tProcessError\n0\ttrue\t0\n", "\(r.stdout)")
+        expectStatus(r)
+        expectLines(r, [
+            "a script worker gets the Process: name, daemon, alive, and join is refused": "sleeper\ttrue\ttrue\tProcessError",
+            "the script worker ends with 0 and its parent joins the sleeper": "0\ttrue\t0",
+        ])
     }
 
     @Test func anUnstartedProcessIsRefused() {

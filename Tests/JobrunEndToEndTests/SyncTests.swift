@@ -17,8 +17,15 @@ struct SyncTests {
             ok, e = pcall(l.with, l, function() error("inside", 0) end)
             print(ok, e, l:locked())
             """)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "true\ttrue\tfalse\tfalse\nfalse\nfalse\tValueError\ntrue\ttrue\towner died\n3\tfalse\nfalse\tinside\tfalse\n")
+        expectStatus(r)
+        expectLines(r, [
+            "acquire takes a free lock; a second acquire fails at once or after its timeout": "true\ttrue\tfalse\tfalse",
+            "release frees it": "false",
+            "releasing an unlocked Lock is a ValueError": "false\tValueError",
+            "a lock whose holder died is taken over with the note 'owner died'": "true\ttrue\towner died",
+            "with() returns the function's results and releases": "3\tfalse",
+            "with() releases when the function raises, and raises its error": "false\tinside\tfalse",
+        ])
     }
 
     @Test func lockGivesMutualExclusionAcrossProcesses() {
@@ -105,7 +112,17 @@ struct SyncTests {
             local ok2, e2 = pcall(c.notify, c); print(ok2, e2.kind)
             c:acquire(); print(c:wait(0.05)); c:release()
             """)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "false\ttrue\ttrue\ttrue\nfalse\n0,1,2\nfalse\tTimeout\ttrue\nfalse\tjobrun.ValueError: Barrier: parties must be >= 1, got 0\nwaiting\ntrue\nfalse\tValueError\nfalse\n")
+        expectStatus(r)
+        expectLines(r, [
+            "an Event set by another process while main waits: wait returns true and it stays set": "false\ttrue\ttrue\ttrue",
+            "a cleared Event's wait times out with false": "false",
+            "a Barrier of 3 gives its parties the indices 0, 1 and 2": "0,1,2",
+            "a Barrier wait that times out raises Timeout and breaks the barrier": "false\tTimeout\ttrue",
+            "a Barrier of 0 parties is a ValueError": "false\tjobrun.ValueError: Barrier: parties must be >= 1, got 0",
+            "the condition's waiter runs its predicate under the lock": "waiting",
+            "notify_all wakes wait_for, whose predicate is then true": "true",
+            "notify without holding the lock is a ValueError": "false\tValueError",
+            "a Condition wait with a timeout and no notify returns false": "false",
+        ])
     }
 }
