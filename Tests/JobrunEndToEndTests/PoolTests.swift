@@ -26,8 +26,14 @@ struct PoolTests {
             pool:close(); pool:join()
             print(#jobrun.active_children())
             """)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "true\tinteger\n0\n11,12,13\nA,B\n0\n")
+        expectStatus(r)
+        expectLines(r, [
+            "map over 1000 items keeps their order and integer type": "true\tinteger",
+            "map over an empty list returns an empty list": "0",
+            "a task's upvalues travel with it": "11,12,13",
+            "a C function works as a task": "A,B",
+            "close and join leave no worker": "0",
+        ])
     }
 
     @Test func chunksizeSendsItemsInChunks() {
@@ -49,13 +55,12 @@ struct PoolTests {
             print(e.kind, e.message)
             pool:terminate()
             """)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == """
-            100\ttrue
-            ValueError\tPool.map: chunksize must be a positive integer, got 0
-            TypeError\tPool.map: chunksize must be a positive integer, got string
-
-            """)
+        expectStatus(r)
+        expectLines(r, [
+            "chunksize 25: four chunks of 25 items, each computed by one worker": "100\ttrue",
+            "chunksize 0 is a ValueError": "ValueError\tPool.map: chunksize must be a positive integer, got 0",
+            "a string chunksize is a TypeError": "TypeError\tPool.map: chunksize must be a positive integer, got string",
+        ])
     }
 
     @Test func imapYieldsInOrderAndImapUnorderedYieldsEverything() {
@@ -85,8 +90,13 @@ struct PoolTests {
             print(n)
             pool:close(); pool:join()
             """)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "50\t2@1\t100@50\ntrue\ntrue\n0\n")
+        expectStatus(r)
+        expectLines(r, [
+            "imap yields every item with its index": "50\t2@1\t100@50",
+            "in order, though later items finish first": "true",
+            "imap_unordered yields every item": "true",
+            "imap of an empty list yields nothing": "0",
+        ])
     }
 
     @Test func starmapSpreadsArgumentLists() {
@@ -101,8 +111,12 @@ struct PoolTests {
             print(table.concat(a:get(10), ","))
             pool:close(); pool:join()
             """)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "x1nil\ty2true\tz3nil\nTypeError\tPool.starmap: list[2] must be a table of arguments, got number\n5,7\n")
+        expectStatus(r)
+        expectLines(r, [
+            "starmap spreads each table as arguments, nil kept": "x1nil\ty2true\tz3nil",
+            "an item not a table is a TypeError": "TypeError\tPool.starmap: list[2] must be a table of arguments, got number",
+            "starmap_async's get returns the results": "5,7",
+        ])
     }
 
     @Test func applyAsyncGetReadySuccessfulAndTimeout() {
@@ -127,18 +141,17 @@ struct PoolTests {
             print(pool:apply(string.rep, "ab", 3))
             pool:close(); pool:join()
             """)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == """
-            false
-            false\tValueError
-            false\tTimeout\ttrue\ttrue
-            4\t3\ttwo\tnil\t4
-            true\ttrue
-            true\ttrue\tfalse
-            false\tnope
-            ababab
-
-            """)
+        expectStatus(r)
+        expectLines(r, [
+            "a running task is not ready": "false",
+            "successful() before it is ready is a ValueError": "false\tValueError",
+            "get with a short timeout raises Timeout after it": "false\tTimeout\ttrue\ttrue",
+            "get returns all of fn's results, nil among them": "4\t3\ttwo\tnil\t4",
+            "then it is ready and successful": "true\ttrue",
+            "a task that raised: wait, ready, not successful": "true\ttrue\tfalse",
+            "get raises the task's error": "false\tnope",
+            "apply returns fn's result": "ababab",
+        ])
     }
 
     @Test func initRunsOnceInEveryWorkerWithItsArguments() {
@@ -163,8 +176,13 @@ struct PoolTests {
             broken:close(); broken:join()
             print(#jobrun.active_children())
             """)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "true\ttrue\nfalse\tProcessError\ttrue\nfalse\tProcessError\n0\n")
+        expectStatus(r)
+        expectLines(r, [
+            "init ran once in every worker with its arguments": "true\ttrue",
+            "a failing init breaks the pool: map raises it as ProcessError": "false\tProcessError\ttrue",
+            "apply_async on a broken pool raises too": "false\tProcessError",
+            "the broken pool's workers are gone after join": "0",
+        ])
     }
 
     @Test func maxTasksRecyclesWorkers() {
@@ -182,8 +200,11 @@ struct PoolTests {
             pool:close(); pool:join()
             print(#jobrun.active_children())
             """)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "12\ttrue\ttrue\n0\n")
+        expectStatus(r)
+        expectLines(r, [
+            "max_tasks = 2 recycles workers: at least 6 pids for 12 tasks, results in order": "12\ttrue\ttrue",
+            "close and join leave no worker": "0",
+        ])
     }
 
     @Test func taskErrorIsRaisedInTheCallerWithTheWorkersTraceback() {
@@ -213,17 +234,16 @@ struct PoolTests {
             print(table.concat(pool:map(check, {1, 2}), ","))
             pool:map(check, {3})
             """)
-        #expect(r.status == 1, "\(r.stderr)")
-        #expect(r.stdout == """
-            false\tstring
-            true
-            true\ttrue
-            false\tFull\ttrue\ttrue
-            false\ttable\t42
-            false\t1,2\tthird
-            1,2
-
-            """)
+        expectStatus(r, 1)
+        expectLines(r, [
+            "a task's error string is raised in the caller": "false\tstring",
+            "with the worker's traceback after the message": "true",
+            "naming the task's line, not the pool's code": "true\ttrue",
+            "a jobrun error keeps its kind, where, and gains no traceback": "false\tFull\ttrue\ttrue",
+            "a plain table error is raised as it is": "false\ttable\t42",
+            "imap yields the items before the failing one, then raises": "false\t1,2\tthird",
+            "the pool still works after task errors": "1,2",
+        ])
         #expect(r.stderr.contains("main.lua:3: bad item 3\nstack traceback (pool worker PoolWorker-"))
         #expect(r.stderr.contains("main.lua:24: in main chunk"), "\(r.stderr)")
     }
@@ -343,19 +363,18 @@ struct PoolTests {
             end
             print(#jobrun.active_children())
             """, timeout: 60)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == """
-            false\tValueError\tPool.join: call pool:close() or pool:terminate() first
-            false\tValueError\tPool not running (it was closed)
-            false\tValueError
-            91\t0
-            true\t0
-            false\tValueError\tPool was terminated before the task finished
-            false\tValueError\tPool not running (it was terminated)
-            inside\t2
-            0
-
-            """)
+        expectStatus(r)
+        expectLines(r, [
+            "join before close or terminate is a ValueError": "false\tValueError\tPool.join: call pool:close() or pool:terminate() first",
+            "map after close is refused": "false\tValueError\tPool not running (it was closed)",
+            "apply_async after close is refused": "false\tValueError",
+            "join waits for the queued tasks; the workers are gone after": "91\t0",
+            "terminate does not wait for a running task and ends the workers": "true\t0",
+            "a task cut short by terminate fails with ValueError": "false\tValueError\tPool was terminated before the task finished",
+            "map after terminate is refused": "false\tValueError\tPool not running (it was terminated)",
+            "a <close> pool works in its block": "inside\t2",
+            "and is gone after it": "0",
+        ])
     }
 
     @Test func workersEndWithTheScript() {
@@ -364,8 +383,10 @@ struct PoolTests {
             local pool = jobrun.Pool{workers = 3}
             print(#pool:map(function(x) return x end, {1, 2, 3}), #jobrun.active_children())
             """, timeout: 30)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "3\t3\n")
+        expectStatus(r)
+        expectLines(r, [
+            "a pool never closed: its workers run until the main chunk ends": "3\t3",
+        ])
         #expect(!r.stderr.contains("still running"), "\(r.stderr)")
     }
 
@@ -402,28 +423,27 @@ struct PoolTests {
             print(e.where:match("main%.lua:%d+$"))
             pool:terminate()
             """)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == """
-            ValueError\tPool: workers must be a positive integer, got 0
-            ValueError\tPool: workers must be a positive integer, got 1.5
-            TypeError\tPool: workers must be a positive integer, got string
-            TypeError\tPool: unknown option worker (use workers, init, init_args, max_tasks)
-            TypeError\tPool: expected a table of options, e.g. Pool{workers = 4}, got string
-            TypeError\tPool: init must be a function, got number
-            TypeError\tPool: init_args must be a table, got number
-            ValueError\tPool: max_tasks must be a positive integer, got 0
-            TypeError\tPool.map: fn must be a function, got number
-            TypeError\tPool.map: list must be a table, got string
-            ValueError\tPool.imap: chunksize must be a positive integer, got -1
-            TypeError\tPool.map: expected a Pool as self (use pool:map(...)), got function
-            TypeError\tPool.apply_async: fn must be a function, got nil
-            TypeError\tPool.map: cannot send the task to the workers: fn (upvalue co): cannot send a coroutine
-            TypeError\tPool.map: cannot send the task to the workers: list[3]: cannot send a coroutine
-            ValueError\tAsyncResult.get: timeout must be a number of seconds, got nan
-            TypeError\tPool.map: cannot send the result for list[1] back: result: cannot send a coroutine
-            TypeError\tcannot send the result back: result[2]: cannot send a coroutine
-            main.lua:28
-
-            """)
+        expectStatus(r)
+        expectLines(r, [
+            "workers = 0 is a ValueError": "ValueError\tPool: workers must be a positive integer, got 0",
+            "workers = 1.5 is a ValueError": "ValueError\tPool: workers must be a positive integer, got 1.5",
+            "workers as a string is a TypeError": "TypeError\tPool: workers must be a positive integer, got string",
+            "an unknown option is named with the known ones": "TypeError\tPool: unknown option worker (use workers, init, init_args, max_tasks)",
+            "options not in a table": "TypeError\tPool: expected a table of options, e.g. Pool{workers = 4}, got string",
+            "init not a function": "TypeError\tPool: init must be a function, got number",
+            "init_args not a table": "TypeError\tPool: init_args must be a table, got number",
+            "max_tasks = 0 is a ValueError": "ValueError\tPool: max_tasks must be a positive integer, got 0",
+            "map's fn not a function": "TypeError\tPool.map: fn must be a function, got number",
+            "map's list not a table": "TypeError\tPool.map: list must be a table, got string",
+            "imap's chunksize of -1": "ValueError\tPool.imap: chunksize must be a positive integer, got -1",
+            "map called with . instead of :": "TypeError\tPool.map: expected a Pool as self (use pool:map(...)), got function",
+            "apply_async without fn": "TypeError\tPool.apply_async: fn must be a function, got nil",
+            "a task whose upvalue cannot be sent names the upvalue": "TypeError\tPool.map: cannot send the task to the workers: fn (upvalue co): cannot send a coroutine",
+            "a list item that cannot be sent names the item": "TypeError\tPool.map: cannot send the task to the workers: list[3]: cannot send a coroutine",
+            "get with a NaN timeout": "ValueError\tAsyncResult.get: timeout must be a number of seconds, got nan",
+            "a result that cannot be sent back names the item": "TypeError\tPool.map: cannot send the result for list[1] back: result: cannot send a coroutine",
+            "apply's second result cannot be sent back": "TypeError\tcannot send the result back: result[2]: cannot send a coroutine",
+            "the error's where is the caller's line": "main.lua:28",
+        ])
     }
 }
