@@ -24,8 +24,13 @@ struct QueueTests {
             print(m == math.maxinteger, nan ~= nan)
             p:join(10)
             """)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "integer\t1\tnil\tfloat\t2.5\t-inf\n3\t0\n3\t3\tt\ntrue\ttrue\n")
+        expectStatus(r)
+        expectLines(r, [
+            "integer, nil, float and -0.0 keep their type and sign": "integer\t1\tnil\tfloat\t2.5\t-inf",
+            "a string with an embedded zero arrives whole": "3\t0",
+            "a nested table and a boolean key arrive": "3\t3\tt",
+            "maxinteger and NaN arrive": "true\ttrue",
+        ])
     }
 
     @Test func stringsOfEverySizeAroundTheRingLimitArriveWhole() {
@@ -74,8 +79,16 @@ struct QueueTests {
             ok, e = pcall(q.get, q, false)
             print(ok, e.kind)
             """)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "true\t2\tfalse\nfalse\tFull\ttrue\ttrue\nfalse\tFull\ttrue\n1\t2\nfalse\tEmpty\nfalse\tEmpty\nfalse\tEmpty\n")
+        expectStatus(r)
+        expectLines(r, [
+            "a full Queue(2): full, qsize, not empty": "true\t2\tfalse",
+            "a put with a timeout waits it out, then raises Full": "false\tFull\ttrue\ttrue",
+            "put_nowait raises Full at once": "false\tFull\ttrue",
+            "gets return the items in order": "1\t2",
+            "get with a timeout raises Empty": "false\tEmpty",
+            "get_nowait raises Empty": "false\tEmpty",
+            "get(false) raises Empty": "false\tEmpty",
+        ])
     }
 
     @Test func blockedPutResumesWhenAConsumerTakes() {
@@ -111,8 +124,13 @@ struct QueueTests {
             local ok, e = pcall(q.task_done, q)
             print(ok, e.kind, e.message:find("task_done%(%) called too many times") ~= nil)
             """)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "false\ntrue\n10100\nfalse\tValueError\ttrue\n")
+        expectStatus(r)
+        expectLines(r, [
+            "join with a timeout and unfinished items returns false": "false",
+            "join returns true once consumers marked all done": "true",
+            "every item was delivered": "10100",
+            "one task_done too many is a ValueError": "false\tValueError\ttrue",
+        ])
     }
 
     @Test func closeEndsTheStream() {
@@ -134,8 +152,12 @@ struct QueueTests {
             print(ok, e.kind)
             p:join(10)
             """)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "false\tClosed\n500500\ttrue\nfalse\tClosed\n")
+        expectStatus(r)
+        expectLines(r, [
+            "put after close raises Closed": "false\tClosed",
+            "items() ends after the last item; join then returns true": "500500\ttrue",
+            "get on a closed, drained queue raises Closed": "false\tClosed",
+        ])
     }
 
     @Test func twoProducersTwoConsumersDeliverEachItemOnce() {
@@ -174,8 +196,11 @@ struct QueueTests {
             for _, c in ipairs(consumers) do c:join(60) end
             print(count, sum == 2 * N * (N + 1) // 2, ordered)
             """, timeout: 120)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "true\n40000\ttrue\ttrue\n")
+        expectStatus(r)
+        expectLines(r, [
+            "join returns once every item was marked done": "true",
+            "each of 40000 items delivered once, in each producer's order": "40000\ttrue\ttrue",
+        ])
     }
 
     @Test func largeItemsAndWrapAround() {
@@ -256,8 +281,7 @@ struct QueueTests {
 @Suite("Shared memory limit")
 struct MemoryLimitTests {
     @Test func producersWaitForMemoryAndOversizedItemsAreRefused() {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("jobrun-limit-\(UUID().uuidString).lua")
-        try? """
+        let r = runScript("""
             local q = jobrun.Queue()
             local c = jobrun.Process{target = function()
               local n = 0
@@ -276,10 +300,12 @@ struct MemoryLimitTests {
             q:put(item); q:put(item); q:put(item)
             ok, e = pcall(q.put, q, item, false)
             print(ok, e.kind, e.message:find("shared memory limit reached") ~= nil)
-            """.write(to: dir, atomically: true, encoding: .utf8)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let r = runJobrun(["--shm-limit", "8", dir.path], timeout: 60)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "consumer got\t18874368\nfalse\tValueError\ttrue\nfalse\tFull\ttrue\n")
+            """, options: ["--shm-limit", "8"], timeout: 60)
+        expectStatus(r)
+        expectLines(r, [
+            "the consumer got all six 3 MiB items through an 8 MiB limit (puts waited for memory)": "consumer got\t18874368",
+            "an item larger than the limit is a ValueError": "false\tValueError\ttrue",
+            "a put that would pass the limit, not blocking, raises Full": "false\tFull\ttrue",
+        ])
     }
 }

@@ -35,9 +35,15 @@ struct VerdictTests {
             c4:start()
             print(q:join())
             """, timeout: 60)
-        #expect(!r.timedOut)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "true\nfalse\tWorkerDied\ttrue\ntrue\nfalse\tWorkerDied\ttrue\ntrue\ntrue\n", "\(r.stderr)")
+        expectStatus(r)
+        expectLines(r, [
+            "the consumer took an item": "true",
+            "join raises WorkerDied naming consumer-1 killed by signal 9": "false\tWorkerDied\ttrue",
+            "a later join succeeds once a new consumer drains the queue": "true",
+            "a consumer that exits holding the only unfinished item: join raises at once": "false\tWorkerDied\ttrue",
+            "once: the next join succeeds": "true",
+            "a new item and consumer: join succeeds": "true",
+        ])
     }
 
     @Test func aCaughtDeadlockInGetLeavesTheQueueUsable() {
@@ -55,9 +61,13 @@ struct VerdictTests {
             ok, e = pcall(q.get, q)                   -- and a new deadlock is found again
             print(ok, e.kind)
             """, timeout: 60)
-        #expect(!r.timedOut)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "false\tDeadlock\nmine\nlate\nfalse\tDeadlock\n", "\(r.stderr)")
+        expectStatus(r)
+        expectLines(r, [
+            "get on an empty queue no one feeds is a Deadlock": "false\tDeadlock",
+            "the queue still works after": "mine",
+            "a later get waits for a worker's put: judged afresh": "late",
+            "and a new deadlock is found again": "false\tDeadlock",
+        ])
     }
 
     /// The main process joins a worker that waits on an empty queue: the
@@ -76,9 +86,12 @@ struct VerdictTests {
             end
             print(w:join(), w.exitcode)
             """, timeout: 60)
-        #expect(!r.timedOut)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "false\tDeadlock\tDeadlock\nfalse\tDeadlock\tDeadlock\ntrue\t1\n", "\(r.stderr)")
+        expectStatus(r)
+        expectLines(r, [
+            "the worker's get and main's join both get a Deadlock": "false\tDeadlock\tDeadlock",
+            "again on the second try": "false\tDeadlock\tDeadlock",
+            "the worker is still joinable; its exit code is 1": "true\t1",
+        ])
     }
 
     /// A party that gets a verdict leaves the barrier: the next two parties
@@ -94,9 +107,11 @@ struct VerdictTests {
             print(mine + got:get(), b:broken())
             w:join()
             """, timeout: 60)
-        #expect(!r.timedOut)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "Deadlock\t0\n1\tfalse\n", "\(r.stderr)")
+        expectStatus(r)
+        expectLines(r, [
+            "a lone party's wait is a Deadlock and leaves the barrier": "Deadlock\t0",
+            "the next two parties open it together, unbroken": "1\tfalse",
+        ])
     }
 
     /// After a verdict, a script that retries a timed get (a worker's usual
@@ -256,9 +271,13 @@ struct UnseenFailureTests {
             end
             print(q:join())
             """, timeout: 60)
-        #expect(!r.timedOut)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "false\tWorkerDied\ttrue\ntrue\ntrue\ntrue\n", "\(r.stderr)")
+        expectStatus(r)
+        expectLines(r, [
+            "join raises one WorkerDied for two items": "false\tWorkerDied\ttrue",
+            "it names consumer-1 killed by SIGKILL": "true",
+            "it names consumer-2 killed by SIGKILL": "true",
+            "a later join succeeds: those items count as done": "true",
+        ])
     }
 
     /// Twelve consumers die holding items, more than join's message names
