@@ -45,7 +45,11 @@ struct ProcessLifeTests {
                 io.stderr = nil; error("on descriptor 2")
                 """], timeout: 60)
         #expect(!r.timedOut)
-        #expect(r.stdout == "forked-file\ttrue\nscript-file\ttrue\ntrue\n", "\(r.stdout)\n\(r.stderr)")
+        expectLines(r, [
+            "a forked worker's error goes to the file it set as io.stderr": "forked-file\ttrue",
+            "a script worker's too": "script-file\ttrue",
+            "nothing about descriptor 2 went into the file": "true",
+        ])
         for who in ["forked-closed", "script-closed"] {
             #expect(r.stderr.contains("Process \(who) (pid ") && r.stderr.range(of: "Process \(who) \\(pid \\d+\\): [^\n]*on descriptor 2", options: .regularExpression) != nil,
                     "\(who): \(r.stderr)")
@@ -64,8 +68,12 @@ struct ProcessLifeTests {
             local ok, e = pcall(jobrun.Process, {target = print, args = {n = "many"}})
             print(ok, e.kind, e.message)
             """, timeout: 30)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "start\ttrue\njoined\ttrue\t1\nfalse\tTypeError\tProcess: args.n must be an integer >= 0, got string\n")
+        expectStatus(r)
+        expectLines(r, [
+            "an args.n too big to unpack: start still succeeds in the parent": "start\ttrue",
+            "the child ends with status 1": "joined\ttrue\t1",
+            "a non-integer args.n is a TypeError": "false\tTypeError\tProcess: args.n must be an integer >= 0, got string",
+        ])
         #expect(r.stderr.contains("Process w (pid "), "\(r.stderr)")
         #expect(r.stderr.contains("too many results to unpack"), "\(r.stderr)")
         // A target that yields (start() ran inside a coroutine) and one
@@ -79,8 +87,12 @@ struct ProcessLifeTests {
             b:start()
             print("joined", b:join(10), b.exitcode)
             """, timeout: 30)
-        #expect(odd.status == 0, "\(odd.stderr)")
-        #expect(odd.stdout == "started\njoined\ttrue\t1\njoined\ttrue\t1\n")
+        expectStatus(odd)
+        expectLines(odd, [
+            "a target started inside a coroutine: start returns in the parent": "started",
+            "the yielding child ends with status 1": "joined\ttrue\t1",
+            "a child whose error report itself fails ends with status 1": "joined\ttrue\t1",
+        ])
         #expect(odd.stderr.contains("Process yielder (pid "), "\(odd.stderr)")
         #expect(odd.stderr.contains("attempt to yield across a C-call boundary"), "\(odd.stderr)")
         #expect(odd.stderr.contains("Process broken (pid "), "\(odd.stderr)")
@@ -110,8 +122,14 @@ struct ProcessLifeTests {
             go2:set(); s2:join(20)
             print(s.exitcode, s2.exitcode)
             """, timeout: 60)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "false\tProcessError\ttrue\ntrue\tnil\nfalse\t0\nfalse\tProcessError\n0\t0\n")
+        expectStatus(r)
+        expectLines(r, [
+            "a sibling cannot join": "false\tProcessError\ttrue",
+            "a sibling sees it alive, no exit code yet": "true\tnil",
+            "a sibling sees its end and exit code": "false\t0",
+            "a process cannot join itself": "false\tProcessError",
+            "both siblings end with 0": "0\t0",
+        ])
     }
 
     /// jobrun reaps only its own processes: io.popen's and os.execute's
@@ -130,8 +148,17 @@ struct ProcessLifeTests {
             print(h:close())
             print(os.execute("exit 4"))
             """, timeout: 30)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "hi\n\ttrue\texit\t0\ntrue\t0\nthere\n\ttrue\texit\t0\ntrue\nnil\texit\t3\nnil\texit\t4\n")
+        expectStatus(r)
+        expectLines(r, [
+            "an ended popen child's output survives a jobrun sleep": "hi",
+            "and its status stays for its own close": "\ttrue\texit\t0",
+            "a Process join reaps only the Process": "true\t0",
+            "another ended popen child's output survives that join": "there",
+            "and its status": "\ttrue\texit\t0",
+            "join while a popen child that exits 3 has ended": "true",
+            "its exit code 3 stays for close": "nil\texit\t3",
+            "os.execute gets its own exit code": "nil\texit\t4",
+        ])
     }
 
     /// An orphan adopted by the main process (its worker parent died) is
@@ -202,8 +229,11 @@ struct ProcessLifeTests {
                 "helper.lua": "return 'helper beside main'",
                 "libs/extra.lua": "return 'extra from libs'",
             ], timeout: 30)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "helper beside stage\textra from libs\ttrue\ttrue\n0\n")
+        expectStatus(r)
+        expectLines(r, [
+            "a script worker requires a module beside its script before main's, and from a path main added": "helper beside stage\textra from libs\ttrue\ttrue",
+            "it ends with 0": "0",
+        ])
     }
 
     /// current_process() is a Process object in every kind of process.
@@ -230,10 +260,14 @@ struct ProcessLifeTests {
                 q:put({c.name, c.pid, c.daemon, c:is_alive(), c.exitcode == nil, c == jobrun.current_process(),
                        tostring(c):match("^<Process") ~= nil})
                 """], timeout: 30)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "true\tMainProcess\tinteger\tfalse\ttrue\tnil\ttrue\n"
-                + "forked\ttrue\tfalse\ttrue\ttrue\ttrue\ttrue\n"
-                + "scripted\ttrue\ttrue\ttrue\ttrue\ttrue\ttrue\n")
+        expectStatus(r)
+        expectLines(r, [
+            "in main: a Process named MainProcess, integer pid, not daemon, alive, no exit code, the same object each call":
+                "true\tMainProcess\tinteger\tfalse\ttrue\tnil\ttrue",
+            "in a forked worker: its name, its pid, daemon flag, alive, the same object each call":
+                "forked\ttrue\tfalse\ttrue\ttrue\ttrue\ttrue",
+            "in a script worker: the same": "scripted\ttrue\ttrue\ttrue\ttrue\ttrue\ttrue",
+        ])
     }
 
     /// Files the script opened and jobrun's --stats-json file are not open
@@ -259,7 +293,11 @@ struct ProcessLifeTests {
         #expect(r.status == 0, "\(r.stderr)")
         // A forked worker is a copy of its parent: the script's own files
         // stay open in it, as in Python's fork.
-        #expect(r.stdout == "true\tfalse\nfalse\tfalse\ttrue\ntrue\n")
+        expectLines(r, [
+            "a forked worker keeps the script's open files (a copy, as in fork) but not the stats file": "true\tfalse",
+            "a script worker has neither, only the arena memfd": "false\tfalse\ttrue",
+            "main holds its stats file": "true",
+        ])
     }
 
     /// The main process closes its state at exit as lua5.4 does.
@@ -270,7 +308,11 @@ struct ProcessLifeTests {
             print("end")
             """)
         #expect(plain.status == 0, "\(plain.stderr)")
-        #expect(plain.stdout == "end\nclosed\ngc\n")
+        expectLines(plain, [
+            "the chunk ends": "end",
+            "then its <close> variables close": "closed",
+            "then the state's finalizers run": "gc",
+        ])
         let failed = runScript("""
             setmetatable({}, {__gc = function() print("gc") end})
             error("boom")
@@ -283,7 +325,10 @@ struct ProcessLifeTests {
             os.exit(3, true)
             """)
         #expect(closing.status == 3)
-        #expect(closing.stdout == "closed\ngc\n")
+        expectLines(closing, [
+            "os.exit(3, true) closes <close> variables": "closed",
+            "then runs finalizers": "gc",
+        ])
         // lua5.4's os.exit without `close` leaves the state as it is.
         let abrupt = runScript("""
             setmetatable({}, {__gc = function() print("gc") end})
@@ -313,7 +358,13 @@ struct ProcessLifeTests {
                 setmetatable({}, {__gc = function() print("script gc") end})
                 local c <close> = setmetatable({}, {__close = function() print("script closed") end})
                 """], timeout: 30)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "xworker closed\nscript closed\nscript gc\nend\nparent gc\n")
+        expectStatus(r)
+        expectLines(r, [
+            "the forked worker's <close> runs, its finalizer does not, and the parent's pending 'x' is written once": "xworker closed",
+            "the script worker's state closes: <close> first": "script closed",
+            "then its finalizers": "script gc",
+            "main's chunk ends": "end",
+            "then main's state closes": "parent gc",
+        ])
     }
 }
