@@ -8,7 +8,10 @@ struct CheckCommandTests {
         defer { dir.remove() }
         let r = runJobrun(["check", "a.lua", "b.lua"], timeout: 30, cwd: dir.path)
         #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "a.lua: ok\nb.lua: ok\n")
+        expectLines(r, [
+            "a good script is ok": "a.lua: ok",
+            "a script with a #! line is ok": "b.lua: ok",
+        ])
         #expect(r.stderr == "")
     }
 
@@ -64,8 +67,11 @@ struct ChunkOptionTests {
             local p = jobrun.Process{target = function() q:put(6 * 7) end}
             p:start(); print(q:get(true, 10)); p:join(10); print(p.exitcode)
             """], timeout: 30)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "42\n0\n")
+        expectStatus(r)
+        expectLines(r, [
+            "a -e chunk may start a worker and get its item": "42",
+            "the worker ends with 0": "0",
+        ])
     }
 
     @Test func chunksRunBeforeTheScriptAndLaterDashEIsTheScripts() {
@@ -120,16 +126,15 @@ struct PrefixOptionTests {
             """])
         defer { dir.remove() }
         let r = runJobrun(["--prefix", "main.lua"], timeout: 30, cwd: dir.path)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == """
-            from main
-            [worker-1] hello\t1
-            [worker-1] partial 2 line
-            [worker-1] next
-            [worker-1] via io.stdout
-            main again
-
-            """)
+        expectStatus(r)
+        expectLines(r, [
+            "main's lines have no prefix": "from main",
+            "a worker's print carries its name": "[worker-1] hello\t1",
+            "partial writes are joined into one prefixed line": "[worker-1] partial 2 line",
+            "each line of one write is prefixed": "[worker-1] next",
+            "io.stdout:write is prefixed too": "[worker-1] via io.stdout",
+            "main's lines after the worker have no prefix": "main again",
+        ])
         #expect(r.stderr == "[worker-1] to stderr\n")
     }
 
@@ -148,8 +153,12 @@ struct PrefixOptionTests {
         ])
         defer { dir.remove() }
         let r = runJobrun(["--prefix", "main.lua"], timeout: 30, cwd: dir.path)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "[stage-1] hello\tx\n[inner] from inner\n1\n")
+        expectStatus(r)
+        expectLines(r, [
+            "a script worker's lines carry its name": "[stage-1] hello\tx",
+            "its child's lines carry the child's name": "[inner] from inner",
+            "main's own lines have no prefix": "1",
+        ])
         #expect(r.stderr.hasPrefix("[stage-1] Process stage-1 (pid "))
         #expect(r.stderr.contains("stage.lua:4: stage fails"))
         for line in r.stderr.split(separator: "\n") { #expect(line.hasPrefix("[stage-1] ")) }

@@ -39,9 +39,12 @@ struct NothingLostTests {
             local grown = final - base - (jobrun._shm_in_use() - final)
             print("freed", grown == 0 or grown == 131072, grown)
             """, environment: ["JOBRUN_TEST_KILL_AT": "\(step)@producer"], timeout: 60)
-        #expect(!r.timedOut)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "exit\t-9\ndelivered\ttrue\tnone\nfreed\ttrue\t\(step == "ring-grow-published" ? 131072 : 0)\n", "\(r.stdout)")
+        expectStatus(r)
+        expectLines(r, [
+            "the producer was killed at the step": "exit\t-9",
+            "every item put before was delivered, in order": "delivered\ttrue\tnone",
+            "the ring not in use was freed": "freed\ttrue\t\(step == "ring-grow-published" ? 131072 : 0)",
+        ])
     }
 }
 
@@ -72,9 +75,11 @@ struct ConsumerKilledMidStepTests {
             for i = 1, 5 do counts[i] = seen[i] or 0 end
             print(table.concat(counts, " "), jobrun._shm_in_use() - base)
             """, environment: ["JOBRUN_TEST_KILL_AT": "\(step)@victim"], timeout: 60)
-        #expect(!r.timedOut)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "-9\ttrue\n1 1 1 1 1\t0\n", "\(r.stdout)")
+        expectStatus(r)
+        expectLines(r, [
+            "the victim was killed and join still succeeds": "-9\ttrue",
+            "each item was seen once and no memory was kept": "1 1 1 1 1\t0",
+        ])
     }
 }
 
@@ -109,9 +114,14 @@ struct MemoryTests {
             c:start()
             print(got:get(true, 10), q:join(10))
             """, options: ["--shm-limit", "5"], timeout: 60)
-        #expect(!r.timedOut)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "false\tEmpty\ttrue\t1\nfalse\tEmpty\t1\n1500000\n1500000\n1500000\ttrue\n", "\(r.stdout)")
+        expectStatus(r)
+        expectLines(r, [
+            "get_nowait without memory for the kept copy raises Empty, says why, and leaves the item": "false\tEmpty\ttrue\t1",
+            "a timed get does the same": "false\tEmpty\t1",
+            "the other queue's get frees memory": "1500000",
+            "so the taker's blocking get gets the item": "1500000",
+            "after the taker's death the item is delivered again and done": "1500000\ttrue",
+        ])
     }
 
     /// A get that can only wait for memory no one will free is a deadlock.
@@ -168,7 +178,10 @@ struct MemoryTests {
         let plain = pipeline(false)
         #expect(!plain.timedOut)
         #expect(plain.status == 0, "\(plain.stderr)")
-        #expect(plain.stdout == "done\t15157500\nfalse\tValueError\n", "\(plain.stdout)")
+        expectLines(plain, [
+            "every item of a pipeline went through the smallest limit": "done\t15157500",
+            "an item larger than the limit is a ValueError": "false\tValueError",
+        ])
         let kept = pipeline(true)
         #expect(!kept.timedOut)
         #expect(kept.status == 1)
@@ -191,9 +204,11 @@ struct MemoryTests {
             q:put(string.rep("c", 1500000))   -- and the memory can be used again
             print(#q:get())
             """, options: ["--shm-limit", step == "memory-waits" ? "3" : "16"], environment: ["JOBRUN_TEST_KILL_AT": "\(step)@producer"], timeout: 60)
-        #expect(!r.timedOut)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "-9\t0\t1500000\t0\n1500000\n", "\(r.stdout)")
+        expectStatus(r)
+        expectLines(r, [
+            "the producer was killed; its item's block came back; the queue holds only the first item": "-9\t0\t1500000\t0",
+            "the memory can be used again": "1500000",
+        ])
     }
 }
 
@@ -227,9 +242,12 @@ struct TaskDoneElsewhereTests {
             local ok2, e2 = pcall(q.task_done, q)
             print(ok2, e2 and e2.kind)
             """, timeout: 60)
-        #expect(!r.timedOut)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "true\ntrue\ttrue\t0\nfalse\tValueError\n", "\(r.stdout)")
+        expectStatus(r)
+        expectLines(r, [
+            "B marked A's item done": "true",
+            "join succeeds after A's death; nothing is left queued": "true\ttrue\t0",
+            "one more task_done is a ValueError": "false\tValueError",
+        ])
     }
 
     /// A process takes from more JoinableQueues than any fixed table holds;

@@ -23,8 +23,14 @@ struct PipeHoldingTests {
             local ok, e = pcall(a.recv, a, 10); print(ok, e.kind)
             p:join(10); print(p.exitcode)
             """, timeout: 30)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "true\tfalse\nhi\nchild got back\nfalse\tEOF\n0\n", "\(r.stdout)\(r.stderr)")
+        expectStatus(r)
+        expectLines(r, [
+            "main's copy of the child's end is closed, its own is not": "true\tfalse",
+            "the child's message": "hi",
+            "the pipe works both ways": "child got back",
+            "EOF once the child closed its end": "false\tEOF",
+            "the child ends with 0": "0",
+        ])
     }
 
     @Test func eofOnlyWhenNoProcessHoldsTheOtherEnd() {
@@ -41,8 +47,13 @@ struct PipeHoldingTests {
             p2:join(10)
             ok, e = pcall(a.recv, a, 10); print(ok, e.kind)
             """, timeout: 30)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "1\nfalse\tTimeout\n2\nfalse\tEOF\n", "\(r.stdout)\(r.stderr)")
+        expectStatus(r)
+        expectLines(r, [
+            "the first child's message": "1",
+            "no EOF while the second child holds the end": "false\tTimeout",
+            "the second child's message": "2",
+            "EOF once it ended": "false\tEOF",
+        ])
     }
 
     @Test func eofWhenTheLastHolderIsKilled() {
@@ -56,8 +67,12 @@ struct PipeHoldingTests {
             ok, e = pcall(a.send, a, 1); print(ok, e.kind)
             p:join(10)
             """, timeout: 40)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "up\nfalse\tEOF\ttrue\nfalse\tEOF\n", "\(r.stdout)\(r.stderr)")
+        expectStatus(r)
+        expectLines(r, [
+            "what the killed child sent arrives": "up",
+            "then EOF at once": "false\tEOF\ttrue",
+            "send to a peer that is gone raises EOF": "false\tEOF",
+        ])
     }
 
     @Test func aChildKilledAsItStartsReleasesTheEndsItInherited() {
@@ -96,8 +111,12 @@ struct PipeHoldingTests {
             local ok, e = pcall(a.recv, a, 10); print(ok, e.kind)
             p:kill(); p:join(10)
             """, timeout: 40)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "got it\n42\nfalse\tEOF\n", "\(r.stdout)\(r.stderr)")
+        expectStatus(r)
+        expectLines(r, [
+            "the child got the end from the queue and answers": "got it",
+            "the end works both ways": "42",
+            "EOF from the child's close while it still runs": "false\tEOF",
+        ])
     }
 
     @Test func aScriptWorkerHoldsTheEndsInItsArguments() {
@@ -109,8 +128,12 @@ struct PipeHoldingTests {
             local ok, e = pcall(a.recv, a, 10); print(ok, e.kind)
             p:join(10); print(p.exitcode)
             """, files: ["w.lua": "local c = ...; c:send('from script'); c:close()"], timeout: 30)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "from script\nfalse\tEOF\n0\n", "\(r.stdout)\(r.stderr)")
+        expectStatus(r)
+        expectLines(r, [
+            "the script worker's message arrives": "from script",
+            "EOF once the script worker closed its end": "false\tEOF",
+            "it ends with 0": "0",
+        ])
     }
 
     @Test func pollOnASendOnlyEndRaisesAsRecvDoes() {
@@ -119,8 +142,11 @@ struct PipeHoldingTests {
             local ok, e = pcall(w.recv, w, 0); print(ok, e.kind)
             ok, e = pcall(w.poll, w, 0); print(ok, e.kind, e.message)
             """)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "false\tValueError\nfalse\tValueError\tConnection#1.b.poll: this end of a one-way Pipe only sends\n", "\(r.stdout)")
+        expectStatus(r)
+        expectLines(r, [
+            "recv on a send-only end is a ValueError": "false\tValueError",
+            "poll on it too, with a message that says so": "false\tValueError\tConnection#1.b.poll: this end of a one-way Pipe only sends",
+        ])
     }
 
     @Test func twoProcessesInRecvOnEachOtherRaiseDeadlock() {
