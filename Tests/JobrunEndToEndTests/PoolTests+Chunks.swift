@@ -27,13 +27,12 @@ struct PoolChunkTests {
             print(r[1], math.type(r[2]), r[3], r[4], r[5], r[6][1], r[7].k)
             pool:close(); pool:join()
             """)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == """
-            true
-            1\tnone\t3\tnone\tnone
-            1\tfloat\tthree\ttrue\tfalse\t4\tv
-
-            """)
+        expectStatus(r)
+        expectLines(r, [
+            "nil results keep their places": "true",
+            "nil items in a list with n arrive as nils": "1\tnone\t3\tnone\tnone",
+            "scalars and tables travel as items and results": "1\tfloat\tthree\ttrue\tfalse\t4\tv",
+        ])
     }
 
     @Test func resultsAreDecodedInPlaceOnlyForTheTaskTheyBelongTo() {
@@ -102,8 +101,15 @@ struct PoolChunkTests {
             print(#small, small[3], small[4], next(small, 3))
             pool:close(); pool:join()
             """)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "true\t10\ntrue\t20\nfalse\tbad\ntrue\t40\ntrue\tfalse\tnil\t6\n3\t-3\tnil\tnil\n")
+        expectStatus(r)
+        expectLines(r, [
+            "imap over one chunk: item 1": "true\t10",
+            "item 2": "true\t20",
+            "item 3 raised": "false\tbad",
+            "item 4 after it": "true\t40",
+            "a failed starmap item leaves no value; the next one has its own": "true\tfalse\tnil\t6",
+            "a smaller chunk after a bigger one brings nothing of the old one back": "3\t-3\tnil\tnil",
+        ])
     }
 
     @Test func itemsAfterAFailingOneInTheSameChunkStillRun() {
@@ -138,14 +144,13 @@ struct PoolChunkTests {
             print(ok, table.concat(got, ","), (e:gsub("\\n.*", "")))
             pool:terminate()
             """)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == """
-            false\tbad 3
-            1,2,3,4,5,6,7,8,9,10
-            1,2,bad 3,4,5,6,bad 7,8,9,10
-            false\t1,2\tbad 3
-
-            """)
+        expectStatus(r)
+        expectLines(r, [
+            "one chunk of 10: the lowest failing item is raised": "false\tbad 3",
+            "every item of the chunk ran": "1,2,3,4,5,6,7,8,9,10",
+            "imap stepped past the failures: each result in its place": "1,2,bad 3,4,5,6,bad 7,8,9,10",
+            "imap in a for loop stops at the failure": "false\t1,2\tbad 3",
+        ])
     }
 
     @Test func errorWithLevelTwoNamesNoPoolPlace() {
@@ -165,8 +170,12 @@ struct PoolChunkTests {
             print(first_line(e))
             pool:terminate()
             """)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "bad input 2\nbad input 2\nmain.lua:11: bad input 2\n")
+        expectStatus(r)
+        expectLines(r, [
+            "error(msg, 2) in fn blames fn's caller: the pool shows no place": "bad input 2",
+            "the same when a wrapper calls fn": "bad input 2",
+            "a wrapper that calls it from its own line is blamed at that line": "main.lua:11: bad input 2",
+        ])
     }
 
     @Test func listWithAMetatableIsReadThroughIt() {

@@ -86,8 +86,11 @@ struct PoolLedgerTests {
             print(#jobrun.active_children())
             pool:terminate()
             """, timeout: 120)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "true\t1000000\n2\n", "\(r.stdout)")
+        expectStatus(r)
+        expectLines(r, [
+            "after a worker's death a 1,000,000-item task goes through": "true\t1000000",
+            "the dead worker was replaced": "2",
+        ])
     }
 
     @Test func aTaskBlockedOnAQueueNobodyFeedsIsADeadlock() {
@@ -140,8 +143,11 @@ struct PoolLedgerTests {
             end))
             pool:close(); pool:join()
             """, timeout: 30)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "slept\nbusy\n")
+        expectStatus(r)
+        expectLines(r, [
+            "a task that sleeps 1.5 s is no deadlock": "slept",
+            "a task that computes a second is no deadlock": "busy",
+        ])
     }
 
     @Test func nothingWakesWhileThePoolWaits() {
@@ -169,8 +175,12 @@ struct PoolLedgerTests {
             end
             pool:terminate()
             """, timeout: 30)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "caller\ttrue\nidle worker\ttrue\nidle worker\ttrue\n", "\(r.stdout)")
+        expectStatus(r)
+        expectLines(r, [
+            "the caller woke only a few times while it waited 1.5 s": "caller\ttrue",
+            "an idle worker slept": "idle worker\ttrue",
+            "the other idle worker slept": "idle worker\ttrue",
+        ])
     }
 }
 

@@ -213,11 +213,21 @@ struct ProgressTests {
         let plain = runScript(slowPipeline, timeout: 60)
         #expect(plain.status == 0)
         #expect(!plain.stderr.contains("jobrun "), "no status line on a pipe: \(plain.stderr.debugDescription)")
-        #expect(plain.stdout == "line 200\nline 400\nline 600\nfinished\n")
+        expectLines(plain, [
+            "the output of a pipe without --progress: first line": "line 200",
+            "second line": "line 400",
+            "third line": "line 600",
+            "the end": "finished",
+        ])
         let forced = runScript(slowPipeline, options: ["--progress"], timeout: 60)
         #expect(forced.status == 0)
         #expect(forced.stderr.contains("\rjobrun "), "\(forced.stderr.debugDescription)")
-        #expect(forced.stdout == "line 200\nline 400\nline 600\nfinished\n", "a pipe gets no escape codes")
+        expectLines(forced, [
+            "a pipe gets no escape codes: first line": "line 200",
+            "second line": "line 400",
+            "third line": "line 600",
+            "the end": "finished",
+        ])
     }
 
     @Test func progressArgumentsAreChecked() {
