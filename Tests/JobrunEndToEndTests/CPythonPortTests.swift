@@ -152,7 +152,7 @@ struct CPythonPortTests {
             """.write(toFile: path.path, atomically: true, encoding: .utf8)
         let r = runJobrun([path.path], timeout: 30)
         let lines = r.stdout.split(separator: "\n").map(String.init)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(lines.count == 7, "\(r.stdout)\(r.stderr)")
         guard lines.count == 7 else { return }
         #expect(lines[0] == "ok passes")

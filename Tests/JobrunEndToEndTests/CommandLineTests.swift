@@ -7,7 +7,7 @@ struct CheckCommandTests {
         let dir = ScratchFolder(["a.lua": "print(1)\n", "b.lua": "#!/usr/bin/env jobrun\nlocal x = ...\n"])
         defer { dir.remove() }
         let r = runJobrun(["check", "a.lua", "b.lua"], timeout: 30, cwd: dir.path)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         expectLines(r, [
             "a good script is ok": "a.lua: ok",
             "a script with a #! line is ok": "b.lua: ok",
@@ -45,10 +45,10 @@ struct CheckCommandTests {
         let dir = ScratchFolder(["check": "print('the check script', ...)\n"])
         defer { dir.remove() }
         let r = runJobrun(["./check", "x"], timeout: 30, cwd: dir.path)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(r.stdout == "the check script\tx\n")
         let r2 = runJobrun(["run", "check", "y"], timeout: 30, cwd: dir.path)
-        #expect(r2.status == 0, "\(r2.stderr)")
+        expectStatus(r2)
         #expect(r2.stdout == "the check script\ty\n")
     }
 }
@@ -57,7 +57,7 @@ struct CheckCommandTests {
 struct ChunkOptionTests {
     @Test func chunksAloneRunInOrderWithTheModule() {
         let r = runJobrun(["-e", "x = 20", "-e", "print(x + 1, type(jobrun.Queue))"], timeout: 30)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(r.stdout == "21\tfunction\n")
     }
 
@@ -80,13 +80,13 @@ struct ChunkOptionTests {
         let dir = ScratchFolder(["main.lua": "print(greeting, ...)\n"])
         defer { dir.remove() }
         let r2 = runJobrun(["-e", "greeting = 'hi'", "main.lua", "-e", "x"], timeout: 30, cwd: dir.path)
-        #expect(r2.status == 0, "\(r2.stderr)")
+        expectStatus(r2)
         #expect(r2.stdout == "hi\t-e\tx\n")
     }
 
     @Test func chunkMayLookLikeAnOption() {
         let r = runJobrun(["-e", "-- just a comment", "-e", "print('after')"], timeout: 30)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(r.stdout == "after\n")
     }
 
@@ -177,7 +177,7 @@ struct PrefixOptionTests {
 struct CommandLineTests {
     @Test func optionLikeScriptArgumentsPassThroughVerbatim() {
         let r = runScript("print(select('#', ...), ...)", args: ["--flag", "-x", "--help", "--version", "--shm-limit", "check", "--", "-e"])
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(r.stdout == "8\t--flag\t-x\t--help\t--version\t--shm-limit\tcheck\t--\t-e\n")
     }
 
@@ -185,7 +185,7 @@ struct CommandLineTests {
         let dir = ScratchFolder(["main.lua": "print(...)\n"])
         defer { dir.remove() }
         let r = runJobrun(["--shm-limit", "8", "--prefix", "main.lua", "a"], timeout: 30, cwd: dir.path)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(r.stdout == "a\n")
         let bad = runJobrun(["--no-such-option", "main.lua"], timeout: 30, cwd: dir.path)
         #expect(bad.status == 2)
@@ -227,6 +227,6 @@ struct CommandLineTests {
         let dir = ScratchFolder(["jobrun.bash": runJobrun(["--generate-completion-script", "bash"], timeout: 30).stdout])
         defer { dir.remove() }
         let syntax = runCommand(["/bin/bash", "-n", dir.path + "/jobrun.bash"], timeout: 30)
-        #expect(syntax.status == 0, "\(syntax.stderr)")
+        expectStatus(syntax)
     }
 }

@@ -100,7 +100,7 @@ struct ProcessTests {
             p:join(10)
             print(got[1], got[2], got[3], jobrun.current_process().name, #jobrun.active_children())
             """)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(r.stdout == "false\tw\tfalse\tMainProcess\t0\n")
     }
 
@@ -160,7 +160,7 @@ struct ProcessTests {
             local ok, e = pcall(jobrun.Process, "x")
             print(e.kind)
             """)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(r.stdout.split(separator: "\n").allSatisfy { $0.hasPrefix("TypeError") })
         #expect(r.stdout.contains("target must be a function"))
     }
@@ -210,7 +210,7 @@ struct FailureTests {
             ok, e = pcall(p2.start, p2)
             print(ok, e.kind)
             """, files: ["w.lua": "print('never')"])
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(r.stdout.contains("false\tTypeError\tProcess Process-1: args[2].cb: cannot send a coroutine"))
         #expect(r.stdout.contains("false\tProcessError\n"))
     }
@@ -361,7 +361,7 @@ struct LeakTests {
             p:close()
             q:put({pidfds, arenas})
             """])
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         // A worker holds the arena once and none of its siblings' pidfds.
         expectLines(r, [
             "a forked worker holds no sibling's pidfd and the arena once": "fork\t0\t1",
@@ -381,7 +381,7 @@ struct LuaStateTests {
             jobrun.Process{target = function() q:put(collectgarbage("incremental")) end}:start()
             print(collectgarbage("incremental"), q:get(), collectgarbage("generational"))
             """, timeout: 30)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(r.stdout == "generational\tgenerational\tincremental\n")
     }
 }

@@ -91,7 +91,7 @@ struct PipeHoldingTests {
             end
             print(eof)
             """, timeout: 60)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(r.stdout == "5\n", "\(r.stdout)\(r.stderr)")
     }
 

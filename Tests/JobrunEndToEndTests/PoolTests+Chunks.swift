@@ -66,7 +66,7 @@ struct PoolChunkTests {
             local t2 = st:_take(1, 5, buf)
             print(t2[5] == buf, buf[1].k, st:_take(1, 5, buf))
             """)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(r.stdout.hasPrefix("""
             r\t7\ttrue\ta\t1\tnil\t0
             table\t3\tnil
@@ -185,7 +185,7 @@ struct PoolChunkTests {
             print(table.concat(pool:map(function(x) return x + 1 end, list, 2), ","))
             pool:close(); pool:join()
             """)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(r.stdout == "11,21,31,41,51\n")
     }
 }

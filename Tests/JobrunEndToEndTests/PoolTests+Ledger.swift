@@ -58,7 +58,7 @@ struct PoolLedgerTests {
             print(table.concat(pool:map(function(x) return x + 1 end, {1, 2, 3, 4}, 1), ","), #jobrun.active_children())
             pool:close(); pool:join()
             """, timeout: 60)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         let lines = r.stdout.split(separator: "\n").map(String.init)
         #expect(lines.count == 5, "\(r.stdout)\n\(r.stderr)")
         guard lines.count == 5 else { return }

@@ -186,7 +186,7 @@ struct ProcessLifeTests {
             end, 4)
             print(st, f:close())
             """, timeout: 30)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(r.stdout == "gone\ttrue\texit\t0\n")
     }
 
@@ -207,7 +207,7 @@ struct ProcessLifeTests {
             math.randomseed(42)
             print(x ~= y, u ~= v, a == math.random(1e9), b == math.random(1e9))
             """, timeout: 30)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(r.stdout == "true\ttrue\ttrue\ttrue\n")
     }
 
@@ -290,7 +290,7 @@ struct ProcessLifeTests {
                 local q = ...
                 local l = io.popen("ls -l /proc/$PPID/fd"); q:put(l:read("a")); l:close()
                 """], options: ["--stats-json", "{dir}/stats.json"], timeout: 30)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         // A forked worker is a copy of its parent: the script's own files
         // stay open in it, as in Python's fork.
         expectLines(r, [
@@ -307,7 +307,7 @@ struct ProcessLifeTests {
             local c <close> = setmetatable({}, {__close = function() print("closed") end})
             print("end")
             """)
-        #expect(plain.status == 0, "\(plain.stderr)")
+        expectStatus(plain)
         expectLines(plain, [
             "the chunk ends": "end",
             "then its <close> variables close": "closed",

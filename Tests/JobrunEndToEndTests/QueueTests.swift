@@ -56,7 +56,7 @@ struct QueueTests {
             p:join(10)
             print("bad strings:", bad)
             """)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(r.stdout == "bad strings:\t0\n")
     }
 
@@ -220,7 +220,7 @@ struct QueueTests {
             print(ok, #big, big:sub(1, 1), big:sub(-1))
             p:join(20)
             """, timeout: 120)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(r.stdout == "true\t67108864\tz\tz\n")
     }
 
@@ -258,7 +258,7 @@ struct QueueTests {
               print(i, ok, e.kind, e.message)
             end
             """)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         let lines = r.stdout.split(separator: "\n").map(String.init)
         #expect(lines.count == 8)
         #expect(lines[0].contains("ValueError") && lines[0].contains("timeout must be a number of seconds, got "))

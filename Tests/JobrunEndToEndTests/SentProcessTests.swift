@@ -66,7 +66,7 @@ struct SentProcessTests {
             local ok, e = pcall(q.put, q, {job = jobrun.Process{target = print}})
             print(ok, e.kind, e.message)
             """)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(r.stdout == "false\tTypeError\tQueue#1.put: item.job: cannot send a Process that has not been started (send it after p:start())\n", "\(r.stdout)")
     }
 }

@@ -61,7 +61,7 @@ struct SharedStateTests {
             v:set(7); print(v:get(), math.type(v:get()))
             print(pcall(v.set, v, "x"))
             """, timeout: 120)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(r.stdout.hasPrefix("1200\t1200\ntrue\t2.5\tfalse\t3.5\n7\tinteger\nfalse\tjobrun.TypeError: "), "\(r.stdout)")
     }
 

@@ -44,7 +44,7 @@ struct StatsTests {
         let json = FileManager.default.temporaryDirectory.appendingPathComponent("stats-\(UUID().uuidString).json").path
         defer { try? FileManager.default.removeItem(atPath: json) }
         let r = runScript(countedPipeline, args: [String(n)], options: ["--stats-json", json], timeout: 60)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(r.stdout == "sum\t\(n * (n + 1))\n")
         #expect(!r.stderr.contains("run statistics"), "no table without --stats")
         let stats = try #require(parseJSON(json), "not JSON: \((try? String(contentsOfFile: json, encoding: .utf8)) ?? "missing")")
@@ -89,7 +89,7 @@ struct StatsTests {
 
     @Test func tableOnStderrNamesEveryProcessAndQueue() {
         let r = runScript(countedPipeline, args: ["500"], options: ["--stats"], timeout: 60)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(r.stdout == "sum\t\(500 * 501)\n", "the table goes to stderr only")
         #expect(r.stderr.contains("jobrun: run statistics ("))
         for word in ["process", "pid", "exit", "cpu s", "peak MiB", "MainProcess", "consumer-1", "consumer-2",
@@ -109,7 +109,7 @@ struct StatsTests {
               p:start(); p:join()
             end
             """, options: ["--stats", "--stats-json", json], timeout: 60)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(r.stderr.contains("... and 22 more processes ("), "\(r.stderr)")
         #expect(r.stderr.contains("1 ended with an error or a signal)"), "\(r.stderr)")
         #expect(r.stderr.contains("w38") && !r.stderr.contains("w39 "), "39 rows: main and w1..w38")
@@ -121,7 +121,7 @@ struct StatsTests {
         let json = FileManager.default.temporaryDirectory.appendingPathComponent("stats-\(UUID().uuidString).json").path
         defer { try? FileManager.default.removeItem(atPath: json) }
         let r = runScript("local q = jobrun.Queue(); q:put(1); q:get(); os.exit(4)", options: ["--stats-json", json], timeout: 30)
-        #expect(r.status == 4, "\(r.stderr)")
+        expectStatus(r, 4)
         let stats = try #require(parseJSON(json))
         let main = (stats["processes"] as? [[String: Any]])?.first
         #expect(main?["exit"] as? Int == 4)

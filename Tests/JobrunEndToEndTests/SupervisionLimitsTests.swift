@@ -36,8 +36,7 @@ struct SupervisionLimitsTests {
             for i = 1, 60 do if ps[i].exitcode ~= 0 then bad = bad + 1 end end
             print(v:get(), took:get(), bad)
             """, shell: "ulimit -n 64", timeout: 60)
-        #expect(!r.timedOut)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(r.stdout == "6000\t0\t0\n", "\(r.stderr)")
         #expect(!r.stderr.contains("WorkerDied"))
     }
@@ -68,8 +67,7 @@ struct SupervisionLimitsTests {
             end
             print("the pid did not come round again")
             """, timeout: 60)
-        #expect(!r.timedOut)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(r.stdout == "true owner died\n" || r.stdout == "the pid did not come round again\n", "\(r.stdout)")
     }
 
@@ -270,7 +268,7 @@ struct ProcessLimitTests {
             """, shell: "ulimit -u $(( $(ps -u $(id -u) -o pid= | wc -l) + 20 ))", asNobody: true, timeout: 60)
         #expect(!r.timedOut)
         #expect(r.stdout == "false\tProcessError\tfork: Resource temporarily unavailable\t0\n", "\(r.stdout)\n\(r.stderr)")
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
     }
 
     /// Under `ulimit -u` a start that cannot fork is a ProcessError, and the

@@ -73,7 +73,7 @@ struct SyncTests {
             print(u:acquire(true, 10), u:value())
             print(pcall(jobrun.Semaphore, -1))
             """)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         let lines = r.stdout.split(separator: "\n").map(String.init)
         #expect(Array(lines.prefix(6)) == ["true", "false", "ValueError\tfalse", "true\ttrue\tfalse\t0", "false\tValueError", "true\t0"])
         #expect(lines.count == 7 && lines[6].hasPrefix("false\tjobrun.ValueError: Semaphore: value must be >= 0"))

@@ -130,8 +130,7 @@ struct VerdictTests {
             local cpu = os.clock() - c0
             print(kinds.Empty, kinds.Deadlock, tries <= 7, cpu < 0.1, tries, cpu)
             """, timeout: 60)
-        #expect(!r.timedOut)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         let lines = r.stdout.split(separator: "\n").map(String.init)
         #expect(lines.count == 2 && lines[0] == "Deadlock", "\(r.stdout)")
         #expect(lines.count == 2 && lines[1].hasPrefix("true\tnil\ttrue\ttrue\t"), "retries and CPU time in 0.6 s: \(r.stdout)")
@@ -167,8 +166,7 @@ struct StoppedWaiterTests {
             local b = jobrun.Barrier(2)
             local w = jobrun.Process{name = "party", target = function() b:wait(); done:set() end}
             """, release: "b:wait()")
-        #expect(!r.timedOut)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(r.stdout == "true\n")
     }
 
@@ -179,8 +177,7 @@ struct StoppedWaiterTests {
               cond:with(function() cond:wait() end); done:set()
             end}
             """, release: "cond:with(function() cond:notify() end)")
-        #expect(!r.timedOut)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(r.stdout == "true\n")
     }
 
@@ -190,8 +187,7 @@ struct StoppedWaiterTests {
             local e = jobrun.Event()
             local w = jobrun.Process{name = "waiter", target = function() e:wait(); done:set() end}
             """, release: "e:set(); e:clear()")
-        #expect(!r.timedOut)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(r.stdout == "true\n")
     }
 }
@@ -210,8 +206,7 @@ struct UnseenFailureTests {
             os.execute("kill -9 " .. b.pid)       -- not through b:kill(): the script did not send it
             print("main ends")
             """, timeout: 60)
-        #expect(!r.timedOut)
-        #expect(r.status == 1, "\(r.stderr)")
+        expectStatus(r, 1)
         #expect(r.stdout == "main ends\n")
         // One line, last; the workers in the order of their records.
         let last = r.stderr.split(separator: "\n").last.map(String.init) ?? ""
@@ -244,8 +239,7 @@ struct UnseenFailureTests {
             print(ok, err.kind)
             pool:close(); pool:join()
             """, timeout: 60)
-        #expect(!r.timedOut)
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(r.stdout == "false\tWorkerDied\n")
         #expect(!r.stderr.contains("failed unseen"), "\(r.stderr)")
     }
@@ -304,7 +298,7 @@ struct UnseenFailureTests {
             """, timeout: 60)
         #expect(!r.timedOut)
         #expect(r.stdout == "true\n", "\(r.stderr)")
-        #expect(r.status == 0, "\(r.stderr)")
+        expectStatus(r)
         #expect(!r.stderr.contains("failed unseen"), "\(r.stderr)")
     }
 
@@ -335,8 +329,7 @@ struct UnseenFailureTests {
             assert(wait_until(function() return not p:is_alive() end))   -- is_alive tells that it ended, not how
             os.exit(0)
             """, timeout: 60)
-        #expect(!r.timedOut)
-        #expect(r.status == 1, "\(r.stderr)")
+        expectStatus(r, 1)
         #expect(r.stderr.contains("jobrun: 1 worker failed unseen: quiet (pid "), "\(r.stderr)")
     }
 }
