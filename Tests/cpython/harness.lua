@@ -245,6 +245,15 @@ function wait_until(pred, timeout, what)
   end
 end
 
+--- sleeping(pid): whether process pid sleeps (state S in /proc), e.g. in
+--- the wait it was started into; for wait_until, where no event tells it.
+function sleeping(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  local st = f and f:read("a"):match("%) (%a)")
+  if f then f:close() end
+  return st == "S"
+end
+
 function H.describe(e)
   if type(e) == "table" and e.harness then
     -- The first frame in a test file (not this one) names the failing line.

@@ -46,7 +46,9 @@ case("test_boundaries", function()
   local r, w = jobrun.Pipe(false)
   local p = Process{target = _child_boundaries, args = {r}}
   p:start()
-  jobrun.sleep(0.2)
+  -- CPython sleeps 0.2 s so that the child polls before anything is sent;
+  -- waiting until it sleeps in that poll is surer.
+  wait_until(function() return sleeping(p.pid) end, SHORT_TIMEOUT, "the child polling")
   local L = {"first", "second"}
   for _, obj in ipairs(L) do w:send(obj) end
   w:close()
