@@ -90,14 +90,10 @@ struct CPythonPortTests {
         // A registered target sees the file's top-level locals as a fresh
         // interpreter has them under --spawn, and as the parent left them
         // when forked.
-        let fm = FileManager.default
-        let dir = fm.temporaryDirectory.appendingPathComponent("jobrun-spawn-\(UUID().uuidString)")
-        try fm.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? fm.removeItem(at: dir) }
-        for helper in ["harness.lua", "spawn_worker.lua"] {
-            try fm.copyItem(at: cpythonPortDir.appendingPathComponent(helper), to: dir.appendingPathComponent(helper))
-        }
-        let path = dir.appendingPathComponent("test_spawncheck.lua")
+        let dir = ScratchFolder(prefix: "jobrun-spawn")
+        defer { dir.remove() }
+        for helper in ["harness.lua", "spawn_worker.lua"] { try dir.copy(cpythonPortDir.appendingPathComponent(helper)) }
+        let path = dir.url.appendingPathComponent("test_spawncheck.lua")
         try """
             require "harness"
             local marker = "as loaded"
@@ -133,12 +129,10 @@ struct CPythonPortTests {
 
     @Test func theHarnessReportsEachOutcome() throws {
         // A copy of the harness in a scratch folder, with a file of cases beside it.
-        let fm = FileManager.default
-        let dir = fm.temporaryDirectory.appendingPathComponent("jobrun-harness-\(UUID().uuidString)")
-        try fm.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? fm.removeItem(at: dir) }
-        try fm.copyItem(at: cpythonPortDir.appendingPathComponent("harness.lua"), to: dir.appendingPathComponent("harness.lua"))
-        let path = dir.appendingPathComponent("test_selfcheck.lua")
+        let dir = ScratchFolder(prefix: "jobrun-harness")
+        defer { dir.remove() }
+        try dir.copy(cpythonPortDir.appendingPathComponent("harness.lua"))
+        let path = dir.url.appendingPathComponent("test_selfcheck.lua")
         try """
             require "harness"
             case("passes", function() assertEqual({1, {2}}, {1, {2}}) end)

@@ -290,8 +290,9 @@ struct OutliveTests {
     }
 
     @Test func workersDieWhenTheMainProcessIsKilled() throws {
-        let pidFile = FileManager.default.temporaryDirectory.appendingPathComponent("jobrun-pids-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: pidFile) }
+        let folder = ScratchFolder(prefix: "jobrun-pids")
+        defer { folder.remove() }
+        let pidFile = folder.file("pids")
         let r = runScript("""
             local pids = {}
             for i = 1, 3 do
@@ -306,9 +307,9 @@ struct OutliveTests {
             local f = io.open(arg[1], "w"); f:write(table.concat(pids, " ")); f:close()
             os.execute("kill -KILL " .. jobrun.current_process().pid)
             jobrun.sleep(60)
-            """, args: [pidFile.path], timeout: 30)
+            """, args: [pidFile], timeout: 30)
         #expect(r.status == -9)
-        let text = try String(contentsOf: pidFile, encoding: .utf8)
+        let text = try String(contentsOfFile: pidFile, encoding: .utf8)
         let pids = text.split(separator: " ").compactMap { pid_t($0) }
         #expect(pids.count == 3)
         waitUntil(timeout: 5) { !pids.contains(where: isRunning) }

@@ -56,33 +56,31 @@ struct CrashTests {
     /// A scratch folder holding `m.lua`, `good.luac` (its chunk as luac5.4
     /// writes it) and `bad.luac`: the same with one code byte damaged, which
     /// makes lua5.4 itself die of a signal (SIGSEGV or SIGABRT).
-    func bytecodeFolder() -> URL {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("jobrun-luac-\(UUID().uuidString)")
-        try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    func bytecodeFolder() -> ScratchFolder {
         let source = "local t = {} for i = 1, 3 do t[i] = i * 2 end print('ran', #t) return t"
-        try? source.write(to: dir.appendingPathComponent("m.lua"), atomically: true, encoding: .utf8)
-        let good = dir.appendingPathComponent("good.luac")
+        let dir = ScratchFolder(["m.lua": source], prefix: "jobrun-luac")
+        let good = dir.url.appendingPathComponent("good.luac")
         // Lua's own string.dump, run by jobrun: the bytes luac5.4 writes.
         _ = runJobrun(["-e", "local f = assert(io.open('\(good.path)', 'wb')); f:write(string.dump(assert(load([[\(source)]], '=m')))); f:close()"], timeout: 30)
         var bytes = [UInt8]((try? Data(contentsOf: good)) ?? Data())
         if bytes.count > 100 { bytes[100] = 0xff }
-        try? Data(bytes).write(to: dir.appendingPathComponent("bad.luac"))
+        try? Data(bytes).write(to: dir.url.appendingPathComponent("bad.luac"))
         return dir
     }
 
     @Test func damagedChunkCrashesPlainLua() throws {
         try #require(FileManager.default.isExecutableFile(atPath: "/usr/bin/lua5.4"))
         let dir = bytecodeFolder()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let r = runCommand(["/usr/bin/lua5.4", dir.appendingPathComponent("bad.luac").path], timeout: 30)
+        defer { dir.remove() }
+        let r = runCommand(["/usr/bin/lua5.4", dir.file("bad.luac")], timeout: 30)
         #expect(r.status < 0, "the damaged chunk is no longer a crash input for lua5.4: exit \(r.status)")
     }
 
     @Test func precompiledScriptIsRefused() {
         let dir = bytecodeFolder()
-        defer { try? FileManager.default.removeItem(at: dir) }
+        defer { dir.remove() }
         for name in ["good.luac", "bad.luac"] {
-            let path = dir.appendingPathComponent(name).path
+            let path = dir.file(name)
             let r = runJobrun([path], timeout: 30)
             #expect(r.status == 1, "\(name): exit \(r.status)\n\(r.stderr)")
             #expect(r.stderr.contains("jobrun: \(path): precompiled chunks are not accepted (Lua does not verify bytecode)"), "\(name): \(r.stderr)")
@@ -96,8 +94,8 @@ struct CrashTests {
 
     @Test func precompiledWorkerScriptAndChunkAreRefused() {
         let dir = bytecodeFolder()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let bad = dir.appendingPathComponent("bad.luac").path
+        defer { dir.remove() }
+        let bad = dir.file("bad.luac")
         let r = runScript("local p = jobrun.Process{script = '\(bad)'}; p:start(); p:join(10); print('exit', p.exitcode)", timeout: 30)
         expectStatus(r)
         #expect(r.stdout.contains("exit\t1"), "\(r.stdout)")
@@ -109,7 +107,7 @@ struct CrashTests {
 
     @Test func userCodeLoadsTextOnly() {
         let dir = bytecodeFolder()
-        defer { try? FileManager.default.removeItem(at: dir) }
+        defer { dir.remove() }
         let r = runScript("""
             package.path = '\(dir.path)/?.luac;\(dir.path)/?.lua;' .. package.path
             local bytes = string.dump(function() return 1 end)
@@ -150,14 +148,12 @@ struct CrashTests {
     /// `jobrun --worker ...` as a user could type it: a file that merely
     /// starts with the arena's magic, offsets out of bounds, no token.
     @Test func forgedWorkerOptionsAreRefused() {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("jobrun-forged-\(UUID().uuidString)")
-        try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let script = dir.appendingPathComponent("w.lua").path
-        try? "print('ran')".write(toFile: script, atomically: true, encoding: .utf8)
+        let dir = ScratchFolder(["w.lua": "print('ran')"], prefix: "jobrun-forged")
+        defer { dir.remove() }
+        let script = dir.file("w.lua")
         // A file that starts with the arena's magic, then zeros; and one that is nothing but the magic.
-        let magic = dir.appendingPathComponent("magic").path
-        let tiny = dir.appendingPathComponent("tiny").path
+        let magic = dir.file("magic")
+        let tiny = dir.file("tiny")
         var header = [UInt8](repeating: 0, count: 1 << 20)
         let m = magicBytes()
         header.replaceSubrange(0..<8, with: m)

@@ -10,14 +10,10 @@ struct QueueModelTests {
     /// Runs spin's exhaustive safety check of docs/model/joinable_queue.pml
     /// with `defines` in a temporary folder; returns pan's report.
     static func check(_ defines: [String], timeout: Double = 300) -> (passed: Bool, report: String) {
-        let fm = FileManager.default
-        let dir = fm.temporaryDirectory.appendingPathComponent("jobrun-model-\(UUID().uuidString)")
-        defer { try? fm.removeItem(at: dir) }
+        let dir = ScratchFolder(prefix: "jobrun-model")
+        defer { dir.remove() }
         do {
-            try fm.createDirectory(at: dir, withIntermediateDirectories: true)
-            for f in ["joinable_queue.pml", "taken.pml"] {
-                try fm.copyItem(at: packageRoot.appendingPathComponent("docs/model/\(f)"), to: dir.appendingPathComponent(f))
-            }
+            for f in ["joinable_queue.pml", "taken.pml"] { try dir.copy(packageRoot.appendingPathComponent("docs/model/\(f)")) }
         } catch {
             return (false, "cannot prepare \(dir.path): \(error)")
         }
@@ -51,10 +47,8 @@ struct QueueModelTests {
     /// docs/model/task_done_tail.pml: task_done by another process than the
     /// taker, of its only kept copy, with a death at any step.
     @Test func taskDoneOfAnotherTakersOnlyItem() {
-        let fm = FileManager.default
-        let dir = fm.temporaryDirectory.appendingPathComponent("jobrun-model-\(UUID().uuidString)")
-        defer { try? fm.removeItem(at: dir) }
-        try? fm.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = ScratchFolder(prefix: "jobrun-model")
+        defer { dir.remove() }
         let model = packageRoot.appendingPathComponent("docs/model/task_done_tail.pml").path
         let r = runJobrun(["-c", "spin -a '\(model)' >/dev/null && cc -O2 -o pan pan.c && ./pan -a"],
                           timeout: 120, cwd: dir.path, executable: "/bin/sh")

@@ -301,9 +301,10 @@ struct ModelTests {
           arguments: ["ring_growth", "task_done"])
     func modelHoldsWithADeathAtAnyStep(name: String) {
         let model = packageRoot.appendingPathComponent("docs/model/\(name).pml").path
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("jobrun-spin-\(UUID().uuidString)").path
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let r = runCommand(["/bin/sh", "-c", "mkdir -p '\(dir)' && cd '\(dir)' && '\(ModelTests.spin!)' -a '\(model)' >/dev/null && cc -O2 -o pan pan.c && ./pan -a"], timeout: 120)
+        let dir = ScratchFolder(prefix: "jobrun-spin")
+        defer { dir.remove() }
+        let r = runCommand(["/bin/sh", "-c", "'\(ModelTests.spin!)' -a '\(model)' >/dev/null && cc -O2 -o pan pan.c && ./pan -a"],
+                           timeout: 120, cwd: dir.path)
         expectStatus(r)
         #expect(r.stdout.contains("errors: 0"), "\(r.stdout)")
     }

@@ -41,8 +41,9 @@ private func parseJSON(_ path: String) -> [String: Any]? {
 struct StatsTests {
     @Test func jsonMatchesTheRunsRealCounts() throws {
         let n = 3000
-        let json = FileManager.default.temporaryDirectory.appendingPathComponent("stats-\(UUID().uuidString).json").path
-        defer { try? FileManager.default.removeItem(atPath: json) }
+        let folder = ScratchFolder(prefix: "jobrun-stats")
+        defer { folder.remove() }
+        let json = folder.file("stats.json")
         let r = runScript(countedPipeline, args: [String(n)], options: ["--stats-json", json], timeout: 60)
         expectStatus(r)
         #expect(r.stdout == "sum\t\(n * (n + 1))\n")
@@ -101,8 +102,9 @@ struct StatsTests {
     }
 
     @Test func manyProcessesAreSummedUpAfterTheFirstRows() throws {
-        let json = FileManager.default.temporaryDirectory.appendingPathComponent("stats-\(UUID().uuidString).json").path
-        defer { try? FileManager.default.removeItem(atPath: json) }
+        let folder = ScratchFolder(prefix: "jobrun-stats")
+        defer { folder.remove() }
+        let json = folder.file("stats.json")
         let r = runScript("""
             for i = 1, 60 do
               local p = jobrun.Process{target = function() if i == 60 then os.exit(5) end end, name = "w" .. i}
@@ -118,8 +120,9 @@ struct StatsTests {
     }
 
     @Test func statsAreWrittenAfterOsExitAndAnError() throws {
-        let json = FileManager.default.temporaryDirectory.appendingPathComponent("stats-\(UUID().uuidString).json").path
-        defer { try? FileManager.default.removeItem(atPath: json) }
+        let folder = ScratchFolder(prefix: "jobrun-stats")
+        defer { folder.remove() }
+        let json = folder.file("stats.json")
         let r = runScript("local q = jobrun.Queue(); q:put(1); q:get(); os.exit(4)", options: ["--stats-json", json], timeout: 30)
         expectStatus(r, 4)
         let stats = try #require(parseJSON(json))
@@ -171,15 +174,13 @@ private let slowPipeline = """
 
 @Suite("the status line")
 struct ProgressTests {
-    private func script(_ code: String) -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("progress-\(UUID().uuidString).lua").path
-        try? code.write(toFile: path, atomically: true, encoding: .utf8)
-        return path
-    }
+    /// `code` as main.lua in a scratch folder (removed by the caller).
+    private func script(_ code: String) -> ScratchFolder { ScratchFolder(["main.lua": code], prefix: "jobrun-progress") }
 
     @Test func drawnOnATerminalAndWipedBeforeOtherOutput() throws {
-        let path = script(slowPipeline)
-        defer { try? FileManager.default.removeItem(atPath: path) }
+        let dir = script(slowPipeline)
+        defer { dir.remove() }
+        let path = dir.file("main.lua")
         let r = underTerminal([path])
         #expect(r.status == 0, "\(r.output)")
         let out = r.output
@@ -200,8 +201,9 @@ struct ProgressTests {
     }
 
     @Test func noProgressTurnsItOffOnATerminal() {
-        let path = script(slowPipeline)
-        defer { try? FileManager.default.removeItem(atPath: path) }
+        let dir = script(slowPipeline)
+        defer { dir.remove() }
+        let path = dir.file("main.lua")
         let r = underTerminal(["--no-progress", path])
         #expect(r.status == 0)
         #expect(!r.output.contains("\rjobrun "))

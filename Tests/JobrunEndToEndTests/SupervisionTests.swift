@@ -131,8 +131,9 @@ struct LongRunTests {
     /// the records of ended ones: a process started after that is still
     /// supervised (its deadlock is found) and counted in --stats.
     @Test func moreProcessesThanRecordsStaySupervised() throws {
-        let json = FileManager.default.temporaryDirectory.appendingPathComponent("long-\(UUID().uuidString).json").path
-        defer { try? FileManager.default.removeItem(atPath: json) }
+        let folder = ScratchFolder(prefix: "jobrun-long")
+        defer { folder.remove() }
+        let json = folder.file("stats.json")
         let r = runScript("""
             for i = 1, 4150 do
               local p = jobrun.Process{target = function() end}

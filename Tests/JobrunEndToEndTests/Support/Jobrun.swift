@@ -183,6 +183,11 @@ struct ScratchFolder {
 
     func file(_ name: String) -> String { url.appendingPathComponent(name).path }
 
+    /// Copies the file at `source` into the folder under its own name.
+    func copy(_ source: URL) throws {
+        try FileManager.default.copyItem(at: source, to: url.appendingPathComponent(source.lastPathComponent))
+    }
+
     func remove() { try? FileManager.default.removeItem(at: url) }
 }
 
