@@ -386,3 +386,28 @@ func assertExecute(_ script: String, _ args: [String] = [], expecting expected: 
         \(stderrNote)
         """, sourceLocation: sourceLocation)
 }
+
+// MARK: - Inputs that must end clearly
+
+/// Bad and hostile input, one row each: the script, the exit status it must
+/// end with, and text its output (stdout + stderr) must contain. Every row
+/// must also end well within the timeout and print no Swift crash report.
+struct BadInput: CustomTestStringConvertible, Sendable {
+    let name: String
+    let script: String
+    let status: Int32
+    let expect: String
+    var testDescription: String { name }
+}
+
+/// Runs `c.script` and checks that it ends (never hangs) with its status and
+/// message, and with no Swift crash report.
+func expectClearOutcome(_ c: BadInput, sourceLocation: SourceLocation = #_sourceLocation) {
+    let r = runScript(c.script, timeout: 60)
+    let output = r.stdout + r.stderr
+    #expect(!r.timedOut, "\(c.name): hung", sourceLocation: sourceLocation)
+    #expect(r.status == c.status, "\(c.name): exit \(r.status)\n\(output)", sourceLocation: sourceLocation)
+    #expect(output.contains(c.expect), "\(c.name): output lacks \(c.expect):\n\(output)", sourceLocation: sourceLocation)
+    #expect(!output.contains("Fatal error") && !output.contains("Backtrac") && !output.contains("Program crashed"),
+            "\(c.name): Swift crash report\n\(output)", sourceLocation: sourceLocation)
+}
