@@ -221,7 +221,10 @@ struct QueueTests {
             p:join(20)
             """, timeout: 120)
         expectStatus(r)
-        #expect(r.stdout == "true\t67108864\tz\tz\n")
+        expectFields(r, [
+            "300 items of up to 70,000 bytes wrap around a ring of 4 and arrive whole": "true",
+            "a 64 MiB item arrives whole": "67108864", "its first byte": "z", "its last byte": "z",
+        ])
     }
 
     @Test func queueSentThroughAQueueReachesARunningProcess() {

@@ -319,6 +319,32 @@ func expectLines(_ r: RunResult, _ expected: KeyValuePairs<String, String>,
     }
 }
 
+/// Checks a run whose whole output is one line of tab-separated fields (one
+/// `print` of several values): each expected field is paired with what it
+/// shows, and a mismatch names that field. A field ending in "…" is a prefix.
+func expectFields(_ r: RunResult, _ expected: KeyValuePairs<String, String>,
+                  sourceLocation: SourceLocation = #_sourceLocation) {
+    let lines = r.lines
+    guard lines.count == 1 else {
+        Issue.record("expected one line of \(expected.count) fields, got \(lines.count) lines\n\(r)", sourceLocation: sourceLocation)
+        return
+    }
+    let got = lines[0].split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+    var failed = got.count != expected.count
+    if failed {
+        Issue.record("expected \(expected.count) fields, got \(got.count): \(lines[0].debugDescription)", sourceLocation: sourceLocation)
+    }
+    for (i, (what, want)) in expected.enumerated() where i < got.count {
+        let matches = want.hasSuffix("…") ? got[i].hasPrefix(want.dropLast()) : got[i] == want
+        if !matches {
+            failed = true
+            Issue.record("field \(i + 1), \(what): expected \(want.debugDescription), got \(got[i].debugDescription)",
+                         sourceLocation: sourceLocation)
+        }
+    }
+    if failed { Issue.record("the whole run: \(r)", sourceLocation: sourceLocation) }
+}
+
 /// A line diff of `expected` against `actual` ("-" only in expected, "+" only
 /// in actual, " " in both), from their longest common subsequence.
 func lineDiff(expected: String, actual: String) -> String {
