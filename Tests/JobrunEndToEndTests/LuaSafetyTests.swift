@@ -30,16 +30,15 @@ struct LuaSafetyTests {
             jobrun = nil
             setmetatable(_G, {__index = boom})
             """)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == """
-            true
-            2\t1\t2\t3\tnil
-            false\tjobrun.TypeError: get: expected a Value as self (use v:get(...)), got userdata
-            false\tjobrun.TypeError: sleep: seconds must be a number, got userdata
-            false\tjobrun.TypeError: Queue#1.put: item: cannot send a userdata (userdata)
-            true\tQueue#3 (0 items)
-
-            """, "\(r.stderr)")
+        expectStatus(r)
+        expectLines(r, [
+            "a table with raising metamethods is sent": "true",
+            "by its raw contents, without its metatable": "2\t1\t2\t3\tnil",
+            "a userdata self with a raising __index: a TypeError, not the metamethod's error": "false\tjobrun.TypeError: get: expected a Value as self (use v:get(...)), got userdata",
+            "a userdata argument: the same": "false\tjobrun.TypeError: sleep: seconds must be a number, got userdata",
+            "a userdata item: cannot send it": "false\tjobrun.TypeError: Queue#1.put: item: cannot send a userdata (userdata)",
+            "an options table with a raising __index is read raw": "true\tQueue#3 (0 items)",
+        ])
         #expect(!r.stderr.contains("boom"), "\(r.stderr)")
     }
 
@@ -47,10 +46,8 @@ struct LuaSafetyTests {
     /// past the cap (jobrun's frames never see a memory error), the script's
     /// next allocation fails with Lua's own error, which pcall catches, and
     /// the item's shared block is freed.
-    @Test func outOfMemoryDuringADecodeIsTheScriptsError() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("jobrun-lua-oom-\(UUID().uuidString).lua")
-        defer { try? FileManager.default.removeItem(at: dir) }
-        try """
+    @Test func outOfMemoryDuringADecodeIsTheScriptsError() {
+        let r = runScript("""
             local q = jobrun.Queue()
             q:put(string.rep("x", 4 << 20))
             collectgarbage()
@@ -67,9 +64,12 @@ struct LuaSafetyTests {
             collectgarbage()
             print(jobrun._shm_in_use() < base)
             q:put("after"); print(q:get())
-            """.write(to: dir, atomically: true, encoding: .utf8)
-        let r = runCommand(["/usr/bin/env", "JOBRUN_TEST_LUA_LIMIT=10000000", jobrunBinary, dir.path], timeout: 60)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "false\tnot enough memory\ntrue\nafter\n", "\(r.stderr)")
+            """, environment: ["JOBRUN_TEST_LUA_LIMIT": "10000000"], timeout: 60)
+        expectStatus(r)
+        expectLines(r, [
+            "the script's allocation after the decode fails with Lua's own error, caught by pcall": "false\tnot enough memory",
+            "the item's shared block was freed": "true",
+            "the queue works after": "after",
+        ])
     }
 }

@@ -328,8 +328,11 @@ struct PoolTests {
             ok, e = pcall(q.join, q)
             print(e.message:match("was killed by signal %d+ %(%w+%)"))
             """, timeout: 60)
-        #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout == "was killed by signal \(SIGUSR1) (SIGUSR1)\nwas killed by signal \(SIGHUP) (SIGHUP)\n", "\(r.stderr)")
+        expectStatus(r)
+        expectLines(r, [
+            "a pool worker killed by SIGUSR1 is described with glibc's name": "was killed by signal \(SIGUSR1) (SIGUSR1)",
+            "one killed by SIGHUP too": "was killed by signal \(SIGHUP) (SIGHUP)",
+        ])
     }
 
     @Test func closeJoinAndTerminate() {
