@@ -330,8 +330,8 @@ struct PoolTests {
             """, timeout: 60)
         expectStatus(r)
         expectLines(r, [
-            "a pool worker killed by SIGUSR1 is described with glibc's name": "was killed by signal \(SIGUSR1) (SIGUSR1)",
-            "one killed by SIGHUP too": "was killed by signal \(SIGHUP) (SIGHUP)",
+            "Pool names SIGUSR1 as glibc does": "was killed by signal \(SIGUSR1) (SIGUSR1)",
+            "a JoinableQueue join names SIGHUP as glibc does": "was killed by signal \(SIGHUP) (SIGHUP)",
         ])
     }
 
