@@ -108,6 +108,22 @@ struct SharedQueueTests {
         #expect(Arena.bytesInUse < before + (2 << 20))
     }
 
+    /// A ring fills its block's size class: a new queue is charged its
+    /// struct's block and one 64 KiB block (before, 64 KiB of ring plus the
+    /// block header took a 128 KiB block), and a grown ring fills the next class.
+    @Test func ringsAreChargedOnce() throws {
+        let structBytes = UInt64(1) << Arena.sizeClass(for: MemoryLayout<jr_queue>.size)
+        let before = Arena.bytesInUse
+        let q = SharedQueue(offset: try SharedQueue.create(maxsize: 0, joinable: false, redeliver: false))
+        #expect(Arena.bytesInUse - before == structBytes + (64 << 10))
+        #expect(q.q.pointee.ring_cap == (64 << 10) - 16)
+        let item = String(repeating: "r", count: 8_000)
+        for _ in 0..<20 { _ = put(q, item) }
+        #expect(q.q.pointee.ring_cap == (256 << 10) - 16)
+        #expect(Arena.bytesInUse - before == structBytes + (256 << 10))
+        for _ in 0..<20 { #expect(get(q)?.count == 8_000) }
+    }
+
     @Test func arenaLimitIsReported() throws {
         let q = SharedQueue(offset: try SharedQueue.create(maxsize: 0, joinable: false, redeliver: false))
         // malloc'ed and never touched: the queue must refuse before copying.

@@ -37,13 +37,13 @@ struct NothingLostTests {
             local final = jobrun._shm_in_use()
             local q3 = another()              -- what q2 cost: the repair is over by now
             local grown = final - base - (jobrun._shm_in_use() - final)
-            print("freed", grown == 0 or grown == 131072, grown)
+            print("freed", grown == 0 or grown == 65536, grown)
             """, environment: ["JOBRUN_TEST_KILL_AT": "\(step)@producer"], timeout: 60)
         expectStatus(r)
         expectLines(r, [
             "the producer was killed at the step": "exit\t-9",
             "every item put before was delivered, in order": "delivered\ttrue\tnone",
-            "the ring not in use was freed": "freed\ttrue\t\(step == "ring-grow-published" ? 131072 : 0)",
+            "the ring not in use was freed": "freed\ttrue\t\(step == "ring-grow-published" ? 65536 : 0)",
         ])
     }
 }

@@ -509,7 +509,7 @@ typedef struct jr_value {
 
 /// A queue: a byte ring of length-prefixed records, guarded by `lock`.
 /// Producers write records at `tail`, consumers read at `head` (both
-/// monotonically increasing byte counts; position = value & (ring_cap - 1)).
+/// monotonically increasing byte counts; position = value % ring_cap).
 /// Items too large for the ring live in their own arena block and the ring
 /// holds a reference. Futex words: `items_seq` is bumped when an item arrives
 /// or the queue closes, `space_seq` when an item leaves, `done_seq` when
@@ -522,7 +522,7 @@ typedef struct jr_queue {
     uint64_t count;         // items in the queue (read without lock for spinning)
     uint64_t unfinished;    // JoinableQueue: put and not yet marked done
     uint64_t ring_off;      // offset of the ring's bytes
-    uint64_t ring_cap;      // power of two
+    uint64_t ring_cap;      // its block's size class less the block header (a multiple of 8)
     uint64_t head;
     uint64_t tail;
     uint32_t closed;

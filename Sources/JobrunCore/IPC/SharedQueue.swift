@@ -20,7 +20,17 @@ struct SharedQueue {
 
     init(offset: UInt64) { q = Arena.pointer(offset).assumingMemoryBound(to: jr_queue.self) }
 
-    static let initialRing: UInt64 = 64 * 1024
+    /// A ring fills its block's size class exactly (2^k bytes less the
+    /// block header), so its bytes are charged once against --shm-limit: a
+    /// 64 KiB ring used to take a 128 KiB block. Positions are therefore
+    /// taken modulo the capacity, which is a multiple of 8 but not a power
+    /// of two; a wrap marker always moves a count to a multiple of it.
+    static let initialRing: UInt64 = ringCapacity(atLeast: 64 * 1024 - 16)
+
+    /// The largest ring of the smallest size class holding `n` bytes.
+    static func ringCapacity(atLeast n: UInt64) -> UInt64 {
+        (UInt64(1) << Arena.sizeClass(for: Int(n))) - UInt64(MemoryLayout<jr_block>.size)
+    }
     /// Items larger than this live in their own block; the ring holds a reference.
     static let inlineLimit = 16 * 1024
     static let spinIterations = 4000
@@ -98,7 +108,7 @@ struct SharedQueue {
         let cap = q.pointee.ring_cap
         var h = q.pointee.head
         while h < q.pointee.tail {
-            let pos = h & (cap - 1)
+            let pos = h % cap
             let r = (ring + Int(pos)).assumingMemoryBound(to: jr_record.self)
             if r.pointee.kind == UInt32(JR_REC_WRAP) { h += cap - pos; continue }
             let size = 8 + Int(SharedQueue.padded(Int(r.pointee.length)))
@@ -342,7 +352,7 @@ struct SharedQueue {
         let left = jr_load_u64(&q.pointee.head) >= r.pointee.get_item_end   // model: R1
         let node = r.pointee.get_held_block
         let cap = q.pointee.ring_cap
-        let rec = Arena.pointer(q.pointee.ring_off) + Int(r.pointee.get_item_head & (cap - 1))
+        let rec = Arena.pointer(q.pointee.ring_off) + Int(r.pointee.get_item_head % cap)
         let header = rec.assumingMemoryBound(to: jr_record.self)
         let external = header.pointee.kind == UInt32(JR_REC_EXTERNAL) ? (rec + 8).assumingMemoryBound(to: UInt64.self) : nil
         if left {
@@ -556,7 +566,7 @@ struct SharedQueue {
         }
         let ring = Arena.pointer(q.pointee.ring_off)
         let cap = q.pointee.ring_cap
-        var pos = tail & (cap - 1)
+        var pos = tail % cap
         var newTail = tail
         if pos + need > cap {
             // Not enough contiguous room before the end: mark the rest as skipped.
@@ -602,8 +612,8 @@ struct SharedQueue {
         let cap = q.pointee.ring_cap
         let used = q.pointee.tail - q.pointee.head
         if used + need * 2 <= cap { return true }
-        var newCap = cap * 2
-        while used + need * 2 > newCap { newCap *= 2 }
+        var newCap = SharedQueue.ringCapacity(atLeast: cap + 1)
+        while used + need * 2 > newCap { newCap = SharedQueue.ringCapacity(atLeast: newCap + 1) }
         return growRing(to: newCap, intent: ProcessRegistry.record)
     }
 
@@ -679,7 +689,7 @@ struct SharedQueue {
     private func nextItemLength() -> Int {
         let ring = Arena.pointer(q.pointee.ring_off)
         let cap = q.pointee.ring_cap
-        var pos = q.pointee.head & (cap - 1)
+        var pos = q.pointee.head % cap
         var r = (ring + Int(pos)).assumingMemoryBound(to: jr_record.self)
         if r.pointee.kind == UInt32(JR_REC_WRAP) { pos = 0; r = ring.assumingMemoryBound(to: jr_record.self) }
         if r.pointee.kind == UInt32(JR_REC_EXTERNAL) { return Int((ring + Int(pos) + 8).assumingMemoryBound(to: UInt64.self)[1]) }
@@ -696,7 +706,7 @@ struct SharedQueue {
         if waitedSince != 0 { q.pointee.get_wait_ns &+= UInt64(max(0, monotonicNanos() - waitedSince)) }
         let ring = Arena.pointer(q.pointee.ring_off)
         let cap = q.pointee.ring_cap
-        var pos = q.pointee.head & (cap - 1)
+        var pos = q.pointee.head % cap
         var r = (ring + Int(pos)).assumingMemoryBound(to: jr_record.self)
         if r.pointee.kind == UInt32(JR_REC_WRAP) {
             q.pointee.head += cap - pos
@@ -971,7 +981,7 @@ struct SharedQueue {
         let cap = q.pointee.ring_cap
         let used = q.pointee.tail - q.pointee.head
         var newCap = cap
-        while used + need * 2 > newCap { newCap *= 2 }
+        while used + need * 2 > newCap { newCap = SharedQueue.ringCapacity(atLeast: newCap + 1) }
         let grown = growRing(to: newCap, intent: nil) { new in
             var w = 0
             for (ext, length, bytes) in records {
