@@ -516,28 +516,56 @@ struct CodecTests {
     @Test func jobrunObjectsTravelAsHandles() throws {
         _ = arenaReady
         let s = LuaFixture()
-        luaL_newmetatable(s.L, "jobrun.Queue")
-        lua_pushboolean(s.L, 1)
-        lua_setfield(s.L, -2, "__jobrun")
-        jr_lua_pop(s.L, 1)
+        for name in ["jobrun.Queue", "jobrun.Dict"] {
+            luaL_newmetatable(s.L, name)
+            lua_pushboolean(s.L, 1)
+            lua_setfield(s.L, -2, "__jobrun")
+            jr_lua_pop(s.L, 1)
+        }
         let off = try SharedQueue.create(maxsize: 0, joinable: false, redeliver: false)
-        ObjectHandle.push(s.L, ObjectHandle(offset: off, type: UInt32(JR_OBJ_QUEUE)))
+        #expect(ObjectHandle.pushNew(s.L, type: JR_OBJ_QUEUE, offset: off))
+        let made = try #require(ObjectHandle.check(s.L, -1))
+        let entry = try #require(ObjectTable.entry(made.slot))
+        #expect(entry.pointee.refs == 1)                  // this process's
         lua_createtable(s.L, 0, 0)
         lua_pushvalue(s.L, -2)
         lua_setfield(s.L, -2, "q")
         let b = try encoded(s.L).get()
+        #expect(entry.pointee.refs == 2)                  // and the message's
         lua_settop(s.L, 0)
         #expect(decoded(s.L, b) == nil)
+        #expect(entry.pointee.refs == 2)                  // the process holds one, however many handles
         lua_getfield(s.L, -1, "q")
         let h = ObjectHandle.check(s.L, -1)
-        #expect(h?.offset == off && h?.type == UInt32(JR_OBJ_QUEUE))
+        #expect(h?.offset == off && h?.type == UInt32(JR_OBJ_QUEUE) && h?.slot == made.slot)
         lua_settop(s.L, 0)
 
-        // A handle to where no object lives is refused.
-        var forged: [UInt8] = [0x0c]
-        withUnsafeBytes(of: UInt32(JR_OBJ_QUEUE).littleEndian) { forged += $0 }
-        withUnsafeBytes(of: (Arena.reservedBytes - 4096).littleEndian) { forged += $0 }
-        #expect(decoded(s.L, forged)?.hasPrefix("corrupt message: bad object offset") == true)
+        // Crafted handles: a Dict handle naming the queue, a slot never
+        // used, a generation the slot does not have. Each is an error.
+        func handle(_ type: Int, _ slot: UInt32, _ generation: UInt32) -> [UInt8] {
+            var m: [UInt8] = [0x0c]
+            withUnsafeBytes(of: UInt32(type).littleEndian) { m += $0 }
+            withUnsafeBytes(of: slot.littleEndian) { m += $0 }
+            withUnsafeBytes(of: generation.littleEndian) { m += $0 }
+            return m
+        }
+        #expect(decoded(s.L, handle(JR_OBJ_DICT, made.slot, made.generation)) == "corrupt message: bad object handle: a Dict handle naming a Queue (byte 0)")
+        #expect(decoded(s.L, handle(JR_OBJ_QUEUE, 4_000_000, 1))?.hasPrefix("corrupt message: bad object handle (no object 4000000)") == true)
+        #expect(decoded(s.L, handle(JR_OBJ_QUEUE, made.slot, made.generation &+ 7))?.hasPrefix("corrupt message: stale object handle") == true)
+        #expect(decoded(s.L, handle(999, made.slot, made.generation)) == "corrupt message: unknown object type 999 at byte 0")
+        #expect(lua_gettop(s.L) == 0)
+
+        // The last references go (this process's, the message's): the
+        // queue is freed, its slot's generation moves on, and the message
+        // still naming it is refused.
+        ObjectTable.holdings[made.slot] = nil
+        ObjectTable.release(made.slot)
+        #expect(entry.pointee.state == UInt32(JR_SLOT_LIVE))
+        ValueScan.forEachObject(b.withUnsafeBytes { $0 }) { ObjectTable.release($0) }
+        #expect(entry.pointee.state == UInt32(JR_SLOT_FREE))
+        #expect(entry.pointee.generation == made.generation &+ 1)
+        #expect(decoded(s.L, b)?.hasPrefix("corrupt message: stale object handle: the Queue it named was freed") == true)
+        #expect(lua_gettop(s.L) == 0)
     }
 
     // MARK: - Decoder robustness
@@ -569,8 +597,9 @@ struct CodecTests {
         expectRefused([0x0b, 0x07] + Array("string.".utf8), "unknown standard function")
         let object: [UInt8] = [0x0c, 1, 0, 0, 0] + [UInt8](repeating: 0, count: 8)
         expectRefused(object.dropLast(), "truncated object")
-        // Whether another test has attached the arena yet or not.
-        expectRefused(object, "a jobrun object outside a run", "bad object offset")
+        // Whether another test has attached the arena yet or not (slot 0 may
+        // be in use: generation 0 is never one).
+        expectRefused(object, "a jobrun object outside a run", "bad object handle", "stale object handle")
         // Nesting far past the limit, as a sender could never write it.
         var deep: [UInt8] = []
         for _ in 0..<10_000 { deep += [0x06, 1, 0, 0, 0, 0, 0, 0, 0] }

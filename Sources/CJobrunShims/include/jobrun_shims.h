@@ -44,6 +44,9 @@ static inline int jr_luaL_getmetatable(lua_State *L, const char *name) { return 
 static inline void jr_lua_insert(lua_State *L, int i) { lua_insert(L, i); }
 static inline void jr_lua_remove(lua_State *L, int i) { lua_remove(L, i); }
 static inline void jr_lua_replace(lua_State *L, int i) { lua_replace(L, i); }
+/// A full garbage collection (lua_gc is variadic). Errors in finalizers
+/// become warnings in Lua 5.4: nothing is raised.
+static inline void jr_lua_collect(lua_State *L) { (void)lua_gc(L, LUA_GCCOLLECT, 0); }
 static inline int jr_lua_upvalue_is_env(const char *name) { return name && name[0] == '_' && name[1] == 'E' && name[2] == 'N' && name[3] == 'V' && name[4] == 0; }
 
 /// A Lua-callable Swift function: returns the number of results, or -1 after
@@ -160,6 +163,11 @@ long jr_raise_nofile_limit(void);
 #define JR_ARENA_MAGIC 0x6a6f6272756e3031ULL /* "jobrun01" */
 #define JR_NCLASSES 40   /* block size classes: 2^5 ... 2^44 bytes */
 #define JR_MAX_PROCESSES 4096
+
+/// The object table: chunks of 2047 entries of 32 bytes (a 64 KiB block
+/// each), at most 2048 chunks: about 4.2 million objects alive at once.
+#define JR_OBJECT_CHUNK_ENTRIES 2047
+#define JR_OBJECT_CHUNKS 2048
 
 #define JR_QUEUE_FAILED_PIDS 8
 #define JR_MESSAGE_BYTES 4096
@@ -324,9 +332,6 @@ typedef struct jr_arena_header {
     uint32_t failed;               // the kind of the monitor's last verdict (jr_process_record.verdict)
     char failure[JR_MESSAGE_BYTES]; // its text: rewritten only when no live process has a verdict to take
     jr_process_record processes[JR_MAX_PROCESSES];
-    // Every queue of the run, newest first (jr_queue.next_queue), for the
-    // progress line and --stats; pushed under proc_lock, never unlinked.
-    uint64_t queues_head;
     int64_t run_start_ns;   // CLOCK_MONOTONIC when the run began
     // The progress line: `progress_state` is JR_PROGRESS_*; the monitor draws
     // only in ON and under `progress_lock`, which the main process takes to
@@ -343,9 +348,6 @@ typedef struct jr_arena_header {
     uint64_t recycled_got;
     uint64_t recycled_put;
     uint64_t recycled_cpu_us;
-    // Every JoinableQueue, newest first (jr_queue.next_joinable), listed or
-    // not, for the monitor to settle a dead process's items; under proc_lock.
-    uint64_t joinables_head;
     // The monitor's pid (0 while there is none): the main process starts a
     // new one when it finds this one dead.
     int32_t monitor_pid;
@@ -370,6 +372,15 @@ typedef struct jr_arena_header {
     // Unseen failures (ProcessRegistry.unseenFailures) whose records were
     // reused, under proc_lock: the run's summary counts them ("and N more").
     uint64_t recycled_unseen;
+    // The object table (ObjectTable.swift): every shared object the script
+    // can hold a handle to, in chunks of JR_OBJECT_CHUNK_ENTRIES entries
+    // allocated as needed (`object_chunks`, set by the allocator under its
+    // lock). `objects_lock` guards the entries' refs/state, `objects_used`
+    // (slots ever taken) and the free list (`objects_free`: slot + 1).
+    pthread_mutex_t objects_lock;
+    uint32_t objects_used;
+    uint32_t objects_free;
+    uint64_t object_chunks[JR_OBJECT_CHUNKS];
 } jr_arena_header;
 
 enum { JR_ALLOC_NONE = 0, JR_ALLOC_ALLOCATE = 1, JR_ALLOC_FREE = 2 };
@@ -387,7 +398,29 @@ _Static_assert(sizeof(jr_block) == 16, "block header must stay 16 bytes");
 typedef struct jr_object_header {
     uint32_t type;          // JR_OBJ_*
     uint32_t id;            // run-unique, for messages ("Queue#3")
+    uint32_t slot;          // its entry in the object table (a Pipe: end 0's)
+    uint32_t reserved;
 } jr_object_header;
+
+/// One entry of the object table. A handle names an object as (slot,
+/// generation): the decoder accepts it only if the entry is LIVE, of the
+/// handle's type and of its generation, so a stale or forged handle is an
+/// error, never a pointer into freed memory. `refs` counts one reference per
+/// process holding handles to it (ObjectTable.holdings), one per encoded copy
+/// of a handle in shared memory (a queued item, a Dict value, a kept copy, a
+/// worker's arguments) and one per object that links it (a Condition's lock,
+/// a Dict's update lock, a Pool's queues). Written under objects_lock.
+typedef struct jr_object_entry {
+    uint32_t type;          // JR_OBJ_*
+    uint32_t generation;    // bumped when the object is freed: its handles go stale
+    uint64_t offset;        // the object's block (payload offset); 0 once freed
+    uint64_t refs;
+    uint32_t state;         // JR_SLOT_*
+    uint32_t next_free;     // FREE: the next free slot + 1 (0: none)
+} jr_object_entry;
+_Static_assert(sizeof(jr_object_entry) == 32, "object table entry must stay 32 bytes");
+
+enum { JR_SLOT_FREE = 0, JR_SLOT_LIVE = 1, JR_SLOT_DYING = 2 };
 
 enum {
     JR_OBJ_QUEUE = 1,
@@ -544,7 +577,6 @@ typedef struct jr_queue {
     uint64_t peak_count;    // most items queued at once
     uint64_t put_wait_ns;   // time producers spent waiting on a full queue
     uint64_t get_wait_ns;   // time consumers spent waiting on an empty one
-    uint64_t next_queue;    // the run's list of queues (jr_arena_header.queues_head)
     char label[48];         // the `name` option, or empty
     char site[80];          // where it was made: "pipeline.lua:12"
     // Every process whose tasks were failed (failTasks), in order, for
@@ -555,14 +587,15 @@ typedef struct jr_queue {
     uint64_t takers_off;
     uint64_t takers_cap;
     uint64_t take_seq;
-    uint64_t next_joinable; // every JoinableQueue of the run (jr_arena_header.joinables_head)
     // The pids past the first JR_QUEUE_FAILED_PIDS (int32_t[failed_more_cap],
     // 0 until needed): a join's WorkerDied marks every one as reported.
     uint64_t failed_more_off;
     uint64_t failed_more_cap;
 } jr_queue;
 
-enum { JR_QUEUE_JOINABLE = 1, JR_QUEUE_REDELIVER = 2 };
+// LISTED: shown in the progress line and --stats (the run's queues are
+// found in the object table, SharedQueue.all).
+enum { JR_QUEUE_JOINABLE = 1, JR_QUEUE_REDELIVER = 2, JR_QUEUE_LISTED = 4 };
 
 /// A record in a queue's ring: header then payload, padded to 8 bytes.
 typedef struct jr_record {
@@ -646,9 +679,9 @@ void jr_sigchld_word(uint32_t *word);
 #define JR_ASSERT_IN_BLOCK(T) \
     _Static_assert(_Alignof(T) <= 16 && sizeof(T) % 8 == 0, #T " lives in arena blocks (16-byte aligned) and arrays")
 #define JR_ASSERT_OBJECT(T) \
-    _Static_assert(offsetof(T, hdr) == 0 && sizeof(((T *)0)->hdr) == 8, #T " starts with its jr_object_header")
+    _Static_assert(offsetof(T, hdr) == 0 && sizeof(((T *)0)->hdr) == 16, #T " starts with its jr_object_header")
 
-_Static_assert(sizeof(jr_object_header) == 8, "object header must stay 8 bytes");
+_Static_assert(sizeof(jr_object_header) == 16, "object header must stay 16 bytes");
 _Static_assert(_Alignof(pthread_mutex_t) <= 8, "a robust mutex in a shared struct keeps 8-byte alignment");
 
 JR_ASSERT_IN_BLOCK(jr_process_record);
@@ -694,8 +727,14 @@ JR_ASSERT_WORD(jr_arena_header, next_process_number);
 JR_ASSERT_WORD(jr_arena_header, process_slots);
 JR_ASSERT_WORD(jr_arena_header, recycle_next);
 JR_ASSERT_WORD(jr_arena_header, failed);
-JR_ASSERT_WORD(jr_arena_header, queues_head);
-JR_ASSERT_WORD(jr_arena_header, joinables_head);
+JR_ASSERT_WORD(jr_arena_header, objects_used);
+JR_ASSERT_WORD(jr_arena_header, objects_free);
+_Static_assert(offsetof(jr_arena_header, object_chunks) % 8 == 0, "the object table's chunk offsets are 8-byte words");
+JR_ASSERT_IN_BLOCK(jr_object_entry);
+JR_ASSERT_WORD(jr_object_entry, state);
+JR_ASSERT_WORD(jr_object_entry, offset);
+JR_ASSERT_WORD(jr_object_entry, refs);
+_Static_assert(JR_OBJECT_CHUNK_ENTRIES * sizeof(jr_object_entry) + 16 <= (64u << 10), "an object table chunk fits a 64 KiB block");
 JR_ASSERT_WORD(jr_arena_header, progress_state);
 JR_ASSERT_WORD(jr_arena_header, monitor_pid);
 

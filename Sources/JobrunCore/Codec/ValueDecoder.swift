@@ -12,13 +12,13 @@ import Glibc
 enum ValueDecoder {
     /// Pushes exactly one value and returns nil, or pushes nothing and
     /// returns "corrupt message: ...".
-    static func decode(_ L: LuaState, _ bytes: UnsafeRawBufferPointer) -> String? {
+    static func decode(_ L: LuaState, _ bytes: UnsafeRawBufferPointer, adopting: Bool = false) -> String? {
         guard let p = bytes.baseAddress, bytes.count > 0 else { return "corrupt message: empty" }
         // Fast path: a scalar (the common queue item) needs no slot for
         // remembered objects, and pushes nothing when it fails.
         if p.load(as: UInt8.self) <= 0x05 {
             guard lua_checkstack(L, 1) != 0 else { return "corrupt message: Lua stack exhausted" }
-            var d = Decoding(p, bytes.count, at: 0, refs: 0)
+            var d = Decoding(p, bytes.count, at: 0, refs: 0, adopting: adopting)
             if let e = d.value(L, depth: 0) { return "corrupt message: \(e)" }
             if d.left != 0 { jr_lua_pop(L, 1); return "corrupt message: \(d.left) bytes after the value" }
             return nil
@@ -26,7 +26,7 @@ enum ValueDecoder {
         let top = lua_gettop(L)
         guard lua_checkstack(L, 10) != 0 else { return "corrupt message: Lua stack exhausted" }
         lua_pushnil(L)                  // slot for the table of remembered objects
-        var d = Decoding(p, bytes.count, at: 0, refs: top + 1)
+        var d = Decoding(p, bytes.count, at: 0, refs: top + 1, adopting: adopting)
         if let e = d.value(L, depth: 0) { lua_settop(L, top); return "corrupt message: \(e)" }
         if d.left != 0 { lua_settop(L, top); return "corrupt message: \(d.left) bytes after the value" }
         jr_lua_remove(L, top + 1)
@@ -35,10 +35,10 @@ enum ValueDecoder {
 
     /// Pushes the values of an `encodeValues` message and returns how many;
     /// on error pushes nothing and returns (0, message).
-    static func decodeValues(_ L: LuaState, _ bytes: UnsafeRawBufferPointer) -> (Int32, String?) {
+    static func decodeValues(_ L: LuaState, _ bytes: UnsafeRawBufferPointer, adopting: Bool = false) -> (Int32, String?) {
         guard let p = bytes.baseAddress, bytes.count > 0 else { return (0, "corrupt message: empty") }
         let top = lua_gettop(L)
-        var d = Decoding(p, bytes.count, at: 0, refs: top + 1)
+        var d = Decoding(p, bytes.count, at: 0, refs: top + 1, adopting: adopting)
         // Every value takes at least one byte.
         guard let n = d.varint(), n <= UInt64(d.left) else { return (0, "corrupt message: bad value count") }
         guard n < 1_000_000, lua_checkstack(L, Int32(n) + 10) != 0 else {
@@ -75,11 +75,11 @@ enum ValueDecoder {
     /// The decoder reads nothing of the destination but what is described
     /// above: the Lua side decides what the fields mean.
     static func decode(_ L: LuaState, _ bytes: UnsafeRawBufferPointer, spreading field: Int,
-                       into destination: Destination) -> String? {
+                       into destination: Destination, adopting: Bool = false) -> String? {
         let top = lua_gettop(L)
-        guard let p = bytes.baseAddress else { return decode(L, bytes) }
-        var d = Decoding(p, bytes.count, at: 0, refs: top + 1)
-        guard let m = d.plainArrayCount(), field >= 1, UInt64(field) <= UInt64(m) else { return decode(L, bytes) }
+        guard let p = bytes.baseAddress else { return decode(L, bytes, adopting: adopting) }
+        var d = Decoding(p, bytes.count, at: 0, refs: top + 1, adopting: adopting)
+        guard let m = d.plainArrayCount(), field >= 1, UInt64(field) <= UInt64(m) else { return decode(L, bytes, adopting: adopting) }
         guard lua_checkstack(L, 16) != 0 else { return "corrupt message: Lua stack exhausted" }
         lua_pushnil(L)                  // slot for the table of remembered objects
         d.at = 9
@@ -143,12 +143,15 @@ enum ValueDecoder {
         /// Stack slot of the table of remembered objects (tag offset -> object).
         let refs: Int32
         var hasRefs = false
+        /// The handles' references are the message's to hand over (ObjectTable.swift).
+        var adopting = false
 
-        init(_ base: UnsafeRawPointer, _ end: Int, at: Int, refs: Int32) {
+        init(_ base: UnsafeRawPointer, _ end: Int, at: Int, refs: Int32, adopting: Bool = false) {
             self.base = base
             self.end = end
             self.at = at
             self.refs = refs
+            self.adopting = adopting
         }
 
         var left: Int { end - at }
@@ -399,18 +402,28 @@ enum ValueDecoder {
         }
 
         mutating func object(_ L: LuaState, tagAt: Int) -> String? {
-            guard let type = fixed(UInt32.self), let offset = fixed(UInt64.self) else {
+            guard let type = fixed(UInt32.self), let slot = fixed(UInt32.self), let generation = fixed(UInt32.self) else {
                 return "truncated object at byte \(tagAt)"
             }
             guard Arena.isAttached else { return "a jobrun object outside a run (no shared memory) at byte \(tagAt)" }
-            // Every shared object starts with a jr_object_header: check one is there.
-            guard offset >= Arena.headerBytes, offset % 8 == 0, offset <= Arena.reservedBytes - 8,
-                  ObjectHandle.metatableName(Arena.pointer(offset).load(as: UInt32.self)) != nil else {
-                return "bad object offset \(offset) at byte \(tagAt)"
+            guard let name = ObjectHandle.metatableName(type) else { return "unknown object type \(type) at byte \(tagAt)" }
+            let offset: UInt64
+            switch ObjectTable.lookup(slot: slot, generation: generation, type: type) {
+            case .success(let off): offset = off
+            case .failure(.noSuchSlot): return "bad object handle (no object \(slot)) at byte \(tagAt)"
+            case .failure(.stale): return "stale object handle: the \(name.dropFirst(7)) it named was freed (byte \(tagAt))"
+            case .failure(.mistyped(let actual)):
+                return "bad object handle: a \(name.dropFirst(7)) handle naming a \(ObjectHandle.metatableName(actual)?.dropFirst(7) ?? "different object") (byte \(tagAt))"
             }
-            guard ObjectHandle.push(L, ObjectHandle(offset: offset, type: type)) else {
-                return "unknown object type \(type) at byte \(tagAt)"
+            // Adopting: the message's reference becomes this process's
+            // (a consumed copy); else a new one is taken (the copy stays).
+            if !adopting {
+                guard ObjectTable.retain(slot, generation: generation) else {
+                    return "stale object handle: the \(name.dropFirst(7)) it named was freed (byte \(tagAt))"
+                }
             }
+            ObjectHandle.push(L, ObjectHandle(offset: offset, slot: slot, generation: generation, type: type))
+            ObjectTable.noteHandle(slot, adopted: true)
             // A Pipe end received is held by this process (PipeHolders).
             if type == UInt32(JR_OBJ_PIPE_END0) || type == UInt32(JR_OBJ_PIPE_END1) {
                 PipeHolders.hold(offset, type == UInt32(JR_OBJ_PIPE_END0) ? 0 : 1)

@@ -31,7 +31,8 @@ import Glibc
 ///                         share a local keep sharing it)
 ///     0x0B C function     varint length, name: "print", "string.format", ...
 ///                         (standard library functions without upvalues only)
-///     0x0C jobrun object  u32 type, u64 arena offset (the receiver gets a handle)
+///     0x0C jobrun object  u32 type, u32 slot, u32 generation in the object table (the
+///                         receiver gets a handle; a stale or mistyped one is refused)
 ///     0x0D Process        varint pid, varint parent pid (0: none), u8 daemon, varint
 ///                         length, name: a started `jobrun.Process` (a table whose
 ///                         metatable has `__jobrun_process`) as who it is, never its
@@ -62,6 +63,27 @@ struct ValueEncoder: ~Copyable {
     private let initialCapacity: Int
     /// Bytes encoded since the last `reset()`.
     private(set) var count = 0
+    /// The objects whose handles the bytes hold, one reference taken for each
+    /// (ObjectTable.swift): the caller that stores the bytes in shared memory
+    /// calls `keepReferences()`; otherwise they are dropped (`reset`, or
+    /// `dropReferences` when the store failed).
+    private(set) var references: [UInt32] = []
+
+    /// The stored bytes hold the references now.
+    mutating func keepReferences() { references.removeAll(keepingCapacity: true) }
+
+    /// The bytes were not stored: their references go.
+    mutating func dropReferences(since start: Int = 0) {
+        guard start < references.count else { return }
+        let dropped = references[start...]
+        references.removeSubrange(start...)
+        for slot in dropped { ObjectTable.release(slot) }
+    }
+
+    /// Keeps the references if `stored`, else drops them.
+    mutating func settleReferences(stored: Bool) {
+        if stored { keepReferences() } else { dropReferences() }
+    }
 
     /// One step of the path from the root to the value being encoded; turned
     /// into text only when encoding fails.
@@ -113,7 +135,9 @@ struct ValueEncoder: ~Copyable {
     var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }
 
     /// Forgets the bytes; gives back a buffer grown past 16 MiB by a huge item.
+    /// References the caller did not keep are dropped (see `references`).
     mutating func reset() {
+        if !references.isEmpty { dropReferences(since: 0) }
         count = 0
         if capacity > 16 << 20 {
             base.deallocate()
@@ -127,6 +151,7 @@ struct ValueEncoder: ~Copyable {
     /// Appends the value at `index`; nil on success, else `<path>: <reason>`
     /// (and nothing appended). The Lua stack is left as it was.
     mutating func encode(_ L: LuaState, _ index: Int32, path: String) -> String? {
+        let refsStart = references.count
         switch lua_type(L, index) {
         case LUA_TSTRING:
             var len = 0
@@ -142,7 +167,7 @@ struct ValueEncoder: ~Copyable {
             let top = lua_gettop(L)
             guard begin(L) else { return "\(path): cannot send: Lua stack exhausted" }
             defer { lua_settop(L, top) }
-            if let e = value(L, idx, depth: 0) { count = messageStart; return path + e }
+            if let e = value(L, idx, depth: 0) { count = messageStart; dropReferences(since: refsStart); return path + e }
         }
         return nil
     }
@@ -150,6 +175,7 @@ struct ValueEncoder: ~Copyable {
     /// Appends `n` stack values from `from` as one message (varint n, then the
     /// values), the i-th named `<path>[i]`. Decoded by `ValueDecoder.decodeValues`.
     mutating func encodeValues(_ L: LuaState, from: Int32, count n: Int32, path: String) -> String? {
+        let refsStart = references.count
         let first = lua_absindex(L, from)
         let top = lua_gettop(L)
         guard begin(L) else { return "\(path): cannot send: Lua stack exhausted" }
@@ -158,7 +184,7 @@ struct ValueEncoder: ~Copyable {
         var i: Int32 = 0
         while i < n {
             push(.argument(i + 1))
-            if let e = value(L, first + i, depth: 0) { count = messageStart; return path + e }
+            if let e = value(L, first + i, depth: 0) { count = messageStart; dropReferences(since: refsStart); return path + e }
             stepCount -= 1
             i += 1
         }
@@ -172,6 +198,7 @@ struct ValueEncoder: ~Copyable {
     /// may hold nils). Paths are those of the built table: `<path>[m+1][k]`.
     mutating func encodeWithSlice(_ L: LuaState, head: Int32, list: Int32, first: lua_Integer, length: Int,
                                   path: String) -> String? {
+        let refsStart = references.count
         let head = lua_absindex(L, head), list = lua_absindex(L, list)
         let top = lua_gettop(L)
         guard begin(L) else { return "\(path): cannot send: Lua stack exhausted" }
@@ -184,7 +211,7 @@ struct ValueEncoder: ~Copyable {
         while i <= Int32(m) {
             lua_rawgeti(L, head, lua_Integer(i))
             push(.argument(i))
-            if let e = value(L, lua_gettop(L), depth: 1) { count = messageStart; return path + e }
+            if let e = value(L, lua_gettop(L), depth: 1) { count = messageStart; dropReferences(since: refsStart); return path + e }
             stepCount -= 1
             jr_lua_pop(L, 1)
             i += 1
@@ -203,7 +230,7 @@ struct ValueEncoder: ~Copyable {
             case LUA_TNIL: byte(0x00)
             default:
                 push(.argument(Int32(truncatingIfNeeded: k + 1)))
-                if let e = value(L, lua_gettop(L), depth: 2) { count = messageStart; return path + e }
+                if let e = value(L, lua_gettop(L), depth: 2) { count = messageStart; dropReferences(since: refsStart); return path + e }
                 stepCount -= 1
             }
             jr_lua_pop(L, 1)
@@ -504,10 +531,14 @@ struct ValueEncoder: ~Copyable {
             lua_pushstring(L, "__jobrun")
             let ours = lua_rawget(L, -2) != LUA_TNIL && lua_toboolean(L, -1) != 0
             jr_lua_pop(L, 1)
-            if ours, let h = ObjectHandle.check(L, idx) {
+            if ours, let p = lua_touserdata(L, idx) {
                 jr_lua_pop(L, 1)
+                let h = p.assumingMemoryBound(to: ObjectHandle.self).pointee
+                if h.closed != 0 { return failure(L, "cannot send a closed handle (close() or <close> released it)") }
                 if h.type == UInt32(JR_OBJ_PIPE_END0) || h.type == UInt32(JR_OBJ_PIPE_END1) { PipeHolders.encoded(h) }
-                byte(0x0C); fixed(h.type); fixed(h.offset)
+                ObjectTable.retain(h.slot)
+                references.append(h.slot)
+                byte(0x0C); fixed(h.type); fixed(h.slot); fixed(h.generation)
                 return nil
             }
             lua_pushstring(L, "__name")

@@ -60,6 +60,7 @@ public enum Arena {
         h.pointee.top = headerBytes
         _ = jr_mutex_init(&h.pointee.alloc_lock)
         _ = jr_mutex_init(&h.pointee.proc_lock)
+        _ = jr_mutex_init(&h.pointee.objects_lock)
         let n = withUnsafeMutableBytes(of: &h.pointee.token) { jr_getrandom($0.baseAddress, UInt($0.count)) }
         if n != 16 { throw JobrunError(call: "getrandom", errno: Glibc.errno) }
         TestHooks.load()

@@ -17,6 +17,11 @@ struct SharedDict {
         d.pointee.capacity = initialCapacity
         d.pointee.slots_off = try Arena.allocateZeroed(Int(initialCapacity) * MemoryLayout<jr_dict_slot>.size)
         d.pointee.update_lock = try SharedSync.create(type: JR_OBJ_LOCK)
+        // The dict holds the only reference to its update lock (a process's
+        // handle to it, from `_update_lock`, takes one of its own).
+        guard (try? ObjectTable.register(type: JR_OBJ_LOCK, offset: d.pointee.update_lock, held: false)) != nil else {
+            throw .exhausted
+        }
         return off
     }
 
@@ -126,6 +131,8 @@ struct SharedDict {
         let v = SharedDict.valueBytes(Arena.pointer(slots[i].entry))
         scratch.reserve(v.count)
         if v.count > 0 { memcpy(scratch.base, v.baseAddress!, v.count) }
+        // The copy holds references to its handles, which its decoder adopts.
+        ValueScan.forEachObject(v) { ObjectTable.retain($0) }
         return v.count
     }
 
@@ -139,8 +146,12 @@ struct SharedDict {
     /// Sets key to value (both encoded).
     func set(_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws(SetFailure) {
         let h = SharedDict.hash(key)
+        var dropped: [UInt32] = []
         lock()
-        defer { unlock() }
+        defer {
+            unlock()
+            for slot in dropped { ObjectTable.release(slot) }
+        }
         guard let entryOff = try? Arena.allocate(16 + key.count + value.count, recordingIn: &d.pointee.pending_entry) else {
             throw .noMemory
         }
@@ -156,6 +167,7 @@ struct SharedDict {
             jr_store_u64(&slots[i].entry, entryOff)
             jr_store_u64(&d.pointee.pending_entry, 0)
             TestHooks.killPoint("dict-set-published")
+            ValueScan.forEachObject(SharedDict.valueBytes(Arena.pointer(d.pointee.pending_old))) { dropped.append($0) }
             Arena.free(d.pointee.pending_old, clearingOffset: &d.pointee.pending_old)
         } else {
             if (d.pointee.used + 1) * 4 > d.pointee.capacity * 3 {
@@ -216,9 +228,14 @@ struct SharedDict {
     @discardableResult
     func delete(_ key: UnsafeRawBufferPointer) -> Bool {
         let h = SharedDict.hash(key)
+        var dropped: [UInt32] = []
         lock()
-        defer { unlock() }
+        defer {
+            unlock()
+            for slot in dropped { ObjectTable.release(slot) }
+        }
         guard let i = find(key, h) else { return false }
+        ValueScan.forEachObject(SharedDict.valueBytes(Arena.pointer(slots[i].entry))) { dropped.append($0) }
         jr_store_u64(&d.pointee.pending_old, slots[i].entry)
         jr_store_u64(&slots[i].hash, 1)
         slots[i].entry = 0
@@ -250,6 +267,7 @@ struct SharedDict {
             scratch.base.storeBytes(of: UInt64(v.count), toByteOffset: at + 8, as: UInt64.self)
             memcpy(scratch.base + at + 16, k.baseAddress!, k.count)
             if v.count > 0 { memcpy(scratch.base + at + 16 + k.count, v.baseAddress!, v.count) }
+            ValueScan.forEachObject(v) { ObjectTable.retain($0) }
             at += 16 + k.count + v.count
             n += 1
         }
@@ -257,4 +275,26 @@ struct SharedDict {
     }
 
     var updateLockOffset: UInt64 { d.pointee.update_lock }
+    var updateLockSlot: UInt32 { SharedSync(offset: d.pointee.update_lock).s.pointee.hdr.slot }
+
+    /// The last reference is gone (ObjectTable): frees the entries and the
+    /// table, and drops what the values and the update lock held. The
+    /// object's own block is the table's to free.
+    func destroy() {
+        var dropped: [UInt32] = []
+        lock()
+        let cap = Int(d.pointee.capacity)
+        let table = slots
+        for i in 0..<cap where table[i].hash >= 2 && table[i].entry != 0 {
+            let e = table[i].entry
+            jr_store_u64(&table[i].hash, 1)
+            ValueScan.forEachObject(SharedDict.valueBytes(Arena.pointer(e))) { dropped.append($0) }
+            Arena.free(e)
+        }
+        d.pointee.count = 0
+        Arena.free(d.pointee.slots_off, clearingOffset: &d.pointee.slots_off)
+        unlock()
+        dropped.append(updateLockSlot)
+        for slot in dropped { ObjectTable.release(slot) }
+    }
 }

@@ -29,12 +29,23 @@ struct SharedPool {
         _ = jr_mutex_init(&p.pointee.lock)
         p.pointee.task_queue = taskQueue
         p.pointee.result_queue = resultQueue
+        // The pool holds a reference to each of its queues.
+        ObjectTable.retain(SharedQueue(offset: taskQueue).q.pointee.hdr.slot)
+        ObjectTable.retain(SharedQueue(offset: resultQueue).q.pointee.hdr.slot)
         p.pointee.slots_off = slotsOff
         p.pointee.nslots = UInt32(slots)
         return off
     }
 
     var id: UInt32 { p.pointee.hdr.id }
+
+    /// The last reference is gone (ObjectTable): frees the slots and drops
+    /// the pool's references to its queues.
+    func destroy() {
+        if p.pointee.slots_off != 0 { Arena.free(p.pointee.slots_off, clearingOffset: &p.pointee.slots_off) }
+        ObjectTable.release(taskQueue.q.pointee.hdr.slot)
+        ObjectTable.release(resultQueue.q.pointee.hdr.slot)
+    }
     var taskQueue: SharedQueue { SharedQueue(offset: p.pointee.task_queue) }
     var resultQueue: SharedQueue { SharedQueue(offset: p.pointee.result_queue) }
     var slotCount: Int { Int(p.pointee.nslots) }

@@ -45,47 +45,70 @@ struct SharedQueue {
         _ = jr_mutex_init(&q.pointee.lock)
         q.pointee.maxsize = maxsize
         q.pointee.flags = (joinable ? UInt32(JR_QUEUE_JOINABLE) : 0) | (redeliver ? UInt32(JR_QUEUE_REDELIVER) : 0)
+            | (listed ? UInt32(JR_QUEUE_LISTED) : 0)
         q.pointee.ring_off = try Arena.allocate(Int(initialRing))
         q.pointee.ring_cap = initialRing
         copyCString(label, into: &q.pointee.label)
         copyCString(site, into: &q.pointee.site)
-        if listed || joinable {
-            let h = Arena.header
-            ProcessRegistry.lockProcessTable()
-            if listed {
-                q.pointee.next_queue = h.pointee.queues_head
-                jr_store_u64(&h.pointee.queues_head, off)
-            }
-            if joinable {
-                q.pointee.next_joinable = h.pointee.joinables_head
-                jr_store_u64(&h.pointee.joinables_head, off)
-            }
-            jr_mutex_unlock(&h.pointee.proc_lock)
-        }
         return off
     }
 
-    /// Every listed queue of the run, oldest first.
+    /// Every listed queue alive, oldest first (from the object table, read
+    /// without locks: for the progress line and --stats, which only read).
     static func all() -> [SharedQueue] {
-        chain(&Arena.header.pointee.queues_head, \.next_queue).reversed()
+        ObjectTable.liveOffsets([UInt32(JR_OBJ_QUEUE), UInt32(JR_OBJ_JOINABLE_QUEUE)])
+            .map { SharedQueue(offset: $0) }
+            .filter { $0.q.pointee.flags & UInt32(JR_QUEUE_LISTED) != 0 }
+            .sorted { $0.id < $1.id }
     }
 
-    /// Every JoinableQueue of the run, listed or not, newest first.
-    static func joinables() -> [SharedQueue] {
-        chain(&Arena.header.pointee.joinables_head, \.next_joinable)
+    /// Calls `body` with every JoinableQueue alive, each kept alive meanwhile (the monitor).
+    static func withJoinables(_ body: (SharedQueue) -> Void) {
+        ObjectTable.withLive(UInt32(JR_OBJ_JOINABLE_QUEUE)) { body(SharedQueue(offset: $0)) }
     }
 
-    /// The queues of a list in the arena's header, from `head` along `next`
-    /// (pushed under proc_lock, never unlinked: a reader needs no lock).
-    private static func chain(_ head: UnsafeMutablePointer<UInt64>, _ next: KeyPath<jr_queue, UInt64>) -> [SharedQueue] {
-        var out: [SharedQueue] = []
-        var cur = jr_load_u64(head)
-        while cur != 0 {
-            let q = SharedQueue(offset: cur)
-            out.append(q)
-            cur = q.q.pointee[keyPath: next]
+    /// Items are decoded once, by their getter, who adopts their handles'
+    /// references; on a redeliver queue the kept copy holds them, and the
+    /// getter takes new ones.
+    var itemsAreHandedOver: Bool { q.pointee.flags & UInt32(JR_QUEUE_REDELIVER) == 0 }
+
+    /// The last reference is gone (ObjectTable): frees the ring, the items
+    /// still in it, the kept copies and the taker table, and drops the
+    /// references the items held. The queue's own block is the table's to free.
+    func destroy() {
+        var dropped: [UInt32] = []
+        lock()
+        forEachRecord { record, _ in
+            let r = record.assumingMemoryBound(to: jr_record.self)
+            if r.pointee.kind == UInt32(JR_REC_EXTERNAL) {
+                let p = (record + 8).assumingMemoryBound(to: UInt64.self)
+                ValueScan.forEachObject(UnsafeRawBufferPointer(start: Arena.pointer(p[0]), count: Int(p[1]))) { dropped.append($0) }
+                Arena.free(p[0])
+            } else {
+                ValueScan.forEachObject(UnsafeRawBufferPointer(start: record + 8, count: Int(r.pointee.length))) { dropped.append($0) }
+            }
         }
-        return out
+        jr_store_u64(&q.pointee.head, q.pointee.tail)
+        jr_store_u64(&q.pointee.count, 0)
+        if let t = takers {
+            for i in 0..<Int(q.pointee.takers_cap) {
+                var cur = t[i].held_head
+                t[i].held_head = 0
+                t[i].held_tail = 0
+                while cur != 0 {
+                    let h = Arena.pointer(cur).assumingMemoryBound(to: jr_held.self)
+                    let next = h.pointee.next
+                    ValueScan.forEachObject(UnsafeRawBufferPointer(start: UnsafeRawPointer(h + 1), count: Int(h.pointee.length))) { dropped.append($0) }
+                    Arena.free(cur)
+                    cur = next
+                }
+            }
+        }
+        Arena.free(q.pointee.ring_off, clearingOffset: &q.pointee.ring_off)
+        if q.pointee.takers_off != 0 { Arena.free(q.pointee.takers_off, clearingOffset: &q.pointee.takers_off) }
+        if q.pointee.failed_more_off != 0 { Arena.free(q.pointee.failed_more_off, clearingOffset: &q.pointee.failed_more_off) }
+        unlock()
+        for slot in dropped { ObjectTable.release(slot) }
     }
 
     var label: String { cString(&q.pointee.label) }
@@ -432,12 +455,16 @@ struct SharedQueue {
             nodes.append(cur)
             cur = h.pointee.next
         }
+        var dropped: [UInt32] = []
         if !items.isEmpty && requeueFrontLocked(items) {
+            // The copies' references go with their bytes, back into the ring.
             e.pointee.count -= min(e.pointee.count, UInt64(items.count))
             for node in nodes { Arena.free(node) }
         } else {
+            for item in items { ValueScan.forEachObject(item) { dropped.append($0) } }
             for node in nodes { Arena.free(node) }
         }
+        defer { for slot in dropped { ObjectTable.release(slot) } }
         e.pointee.held_head = 0
         e.pointee.held_tail = 0
         // A process that ended normally (status 0) holding items may have
@@ -878,6 +905,14 @@ struct SharedQueue {
         TestHooks.killPoint("task-done-counted")
         let left = q.pointee.unfinished - 1
         jr_store_u64(&q.pointee.unfinished, left)   // model: T5
+        // The kept copy's references go once it is freed (a death before
+        // that leaves them held: the repair frees the copy, never drops twice).
+        var dropped: [UInt32] = []
+        if node != 0 {
+            let h = Arena.pointer(node).assumingMemoryBound(to: jr_held.self)
+            ValueScan.forEachObject(UnsafeRawBufferPointer(start: UnsafeRawPointer(h + 1), count: Int(h.pointee.length))) { dropped.append($0) }
+        }
+        defer { for slot in dropped { ObjectTable.release(slot) } }
         if node != 0 {
             if let me { Arena.free(node, clearing: &me.pointee.done_stage) } else { Arena.free(node) }   // model: T6, T7
         } else if let me {

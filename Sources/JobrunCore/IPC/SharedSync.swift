@@ -26,6 +26,8 @@ struct SharedSync {
     }
 
     var id: UInt32 { s.pointee.hdr.id }
+    /// A Condition's lock's slot in the object table.
+    var linkedSlot: UInt32 { SharedSync(offset: s.pointee.link).s.pointee.hdr.slot }
     var type: Int { Int(s.pointee.hdr.type) }
 
     /// A holder that died here left nothing to repair: each change under

@@ -67,8 +67,11 @@ enum CoreBindings {
         guard let slot = ProcessRegistry.reserve(name: name) else { return tooManyProcesses(L, name) }
         // The child holds every Pipe end this process holds, from now on.
         let ends = PipeHolders.prepareChild()
+        // The child inherits every handle: a reference for each object, its own.
+        let inherited = ObjectTable.retainForChild()
         let started: ProcessControl.Started
         do { started = try ProcessControl.fork() } catch {
+            ObjectTable.childNotStarted(inherited)
             PipeHolders.childStarted(ends, pid: nil)
             ProcessRegistry.abandon(slot)
             return Lua.raise(L, .ProcessError, "cannot start process \(name): \(error)")
@@ -96,6 +99,7 @@ enum CoreBindings {
             fflush(stdout)
             writeAll(2, "Process \(name) (pid \(Glibc.getpid())): \(message)\n")
         }
+        ObjectTable.releaseAll()
         jr_flush_and_exit(code)
     }
 
@@ -146,13 +150,18 @@ enum CoreBindings {
         // the Pipe ends among them, which the worker holds from now on.
         let listAt = (bytes.count + 7) & ~7
         do { off = try Arena.allocate(listAt + 8) } catch {
+            Runtime.encoder.dropReferences()
             return Lua.raise(L, .ProcessError, "Process \(name): out of shared memory for its arguments")
         }
         if bytes.count > 0 { memcpy(Arena.pointer(off), bytes.baseAddress!, bytes.count) }
         guard let slot = ProcessRegistry.reserve(name: name) else {
             Arena.free(off)
+            Runtime.encoder.dropReferences()
             return tooManyProcesses(L, name)
         }
+        // The arguments' handles keep their objects alive until the worker
+        // decodes them (adopting the references) or was never started.
+        Runtime.encoder.keepReferences()
         let ends = passed.isEmpty ? 0 : PipeHolders.prepareChild(ends: passed)
         (Arena.pointer(off) + listAt).storeBytes(of: ends, as: UInt64.self)
         var argv = ["--worker", "--worker-record", String(slot), "--worker-arena-fd", "3", "--worker-token", Arena.tokenText, "--worker-args", "\(off):\(bytes.count)",
@@ -171,6 +180,7 @@ enum CoreBindings {
         } catch {
             PipeHolders.childStarted(ends, pid: nil)
             ProcessRegistry.abandon(slot)
+            ValueScan.forEachObjectInValues(UnsafeRawBufferPointer(start: Arena.pointer(off), count: listAt)) { ObjectTable.release($0) }
             Arena.free(off)
             return Lua.raise(L, .ProcessError, "cannot start process \(name): \(error)")
         }
@@ -230,7 +240,7 @@ enum CoreBindings {
         default: code = 0
         }
         if lua_toboolean(L, 2) != 0 { Host.closeState(L) }   // L is gone after this
-        if Runtime.isMain { code = Host.endOfRun(code) }
+        if Runtime.isMain { code = Host.endOfRun(code) } else { ObjectTable.releaseAll() }
         jr_flush_and_exit(code)
     }
 

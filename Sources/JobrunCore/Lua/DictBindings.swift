@@ -19,7 +19,10 @@ enum DictBindings {
         Lua.setFunction(L, "__len", len)
         Lua.setFunction(L, "__tostring", toString)
         Lua.setFunction(L, "__eq", ObjectBindings.equals)
-        lua_createtable(L, 0, 8)
+        Lua.setFunction(L, "__gc", ObjectBindings.release)
+        Lua.setFunction(L, "__close", ObjectBindings.release)
+        lua_createtable(L, 0, 9)
+        Lua.setFunction(L, "close", ObjectBindings.release)
         Lua.setFunction(L, "get", get)
         Lua.setFunction(L, "delete", delete)
         Lua.setFunction(L, "len", len)
@@ -71,7 +74,8 @@ enum DictBindings {
     }
 
     static func decodeInto(_ L: LuaState, _ bytes: UnsafeRawBufferPointer, _ d: SharedDict) -> Int32? {
-        if let e = ValueDecoder.decode(L, bytes) { return Lua.raise(L, .ValueError, "\(label(d)): \(e)") }
+        // The copy took references for its handles (SharedDict.get): handed over.
+        if let e = ValueDecoder.decode(L, bytes, adopting: true) { return Lua.raise(L, .ValueError, "\(label(d)): \(e)") }
         return nil
     }
 
@@ -89,7 +93,10 @@ enum DictBindings {
             return Lua.raise(L, .TypeError, "Dict: initial must be a table, got \(Lua.typeName(L, 1))")
         }
         let off: UInt64
-        do { off = try SharedDict.create() } catch { return Lua.raise(L, .ValueError, "Dict: out of shared memory") }
+        do { off = try ObjectHandle.collectingIfShort(L, SharedDict.create) } catch { return Lua.raise(L, .ValueError, "Dict: out of shared memory") }
+        guard ObjectHandle.pushNew(L, type: JR_OBJ_DICT, offset: off) else {
+            return Lua.raise(L, .ValueError, "Dict: out of shared memory (object table)")
+        }
         let d = SharedDict(offset: off)
         if lua_type(L, 1) == LUA_TTABLE {
             lua_pushnil(L)
@@ -98,7 +105,6 @@ enum DictBindings {
                 jr_lua_pop(L, 1)
             }
         }
-        ObjectHandle.push(L, ObjectHandle(offset: off, type: UInt32(JR_OBJ_DICT)))
         return 1
     }
 
@@ -114,8 +120,10 @@ enum DictBindings {
             return Lua.raise(L, .TypeError, "\(label(d)): \(e)")
         }
         do { try d.set(keyEncoder.bytes, Runtime.encoder.bytes) } catch {
+            Runtime.encoder.dropReferences()
             return Lua.raise(L, .ValueError, "\(label(d)): out of shared memory (\(Arena.bytesInUse >> 20) of \(Arena.limit >> 20) MiB in use)")
         }
+        Runtime.encoder.keepReferences()
         return nil
     }
 
@@ -203,7 +211,9 @@ enum DictBindings {
 
     static let updateLock: jr_swift_fn = { L in
         guard let d = check(L!, "update") else { return -1 }
-        ObjectHandle.push(L!, ObjectHandle(offset: d.updateLockOffset, type: UInt32(JR_OBJ_LOCK)))
+        guard ObjectHandle.pushExisting(L!, slot: d.updateLockSlot) else {
+            return Lua.raise(L!, .ValueError, "\(label(d)).update: its lock is gone")
+        }
         return 1
     }
 
@@ -264,10 +274,16 @@ enum DictBindings {
         if jr_lua_isnoneornil(L, 1) != 0 { lua_settop(L, 0); lua_pushinteger(L, 0) }
         if !requireNumber(L, 1, "Value: initial") { return -1 }
         let off: UInt64, v: UnsafeMutablePointer<jr_value>
-        do { (off, v) = try Arena.newObject(jr_value.self, type: JR_OBJ_VALUE) } catch { return Lua.raise(L, .ValueError, "Value: out of shared memory") }
+        do {
+            (off, v) = try ObjectHandle.collectingIfShort(L) { () throws(Arena.AllocFailure) in
+                try Arena.newObject(jr_value.self, type: JR_OBJ_VALUE)
+            }
+        } catch { return Lua.raise(L, .ValueError, "Value: out of shared memory") }
         _ = jr_mutex_init(&v.pointee.lock)
         store(L, 1, v)
-        ObjectHandle.push(L, ObjectHandle(offset: off, type: UInt32(JR_OBJ_VALUE)))
+        guard ObjectHandle.pushNew(L, type: JR_OBJ_VALUE, offset: off) else {
+            return Lua.raise(L, .ValueError, "Value: out of shared memory (object table)")
+        }
         return 1
     }
 

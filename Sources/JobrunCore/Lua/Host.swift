@@ -162,7 +162,7 @@ public enum Host {
             PipeHolders.adopt(Arena.pointer(argsOffset + UInt64(listAt)).load(as: UInt64.self))
         }
         let top = lua_gettop(L)
-        let (n, err) = ValueDecoder.decodeValues(L, UnsafeRawBufferPointer(start: Arena.pointer(argsOffset), count: argsLength))
+        let (n, err) = ValueDecoder.decodeValues(L, UnsafeRawBufferPointer(start: Arena.pointer(argsOffset), count: argsLength), adopting: true)
         Arena.free(argsOffset)
         if let err {
             writeAll(2, "Process \(name) (pid \(getpid())): cannot decode its arguments: \(err)\n")

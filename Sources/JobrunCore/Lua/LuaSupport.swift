@@ -26,6 +26,11 @@ enum Lua {
     }
 
     static func typeName(_ L: LuaState, _ index: Int32) -> String {
+        if ObjectHandle.isClosed(L, index), lua_getmetatable(L, index) != 0 {
+            Lua.rawField(L, -1, "__name")
+            defer { jr_lua_pop(L, 2) }
+            return "a closed handle (\(string(L, -1) ?? "jobrun object"): close() or <close> released it)"
+        }
         if lua_type(L, index) == LUA_TUSERDATA, lua_getmetatable(L, index) != 0 {
             rawField(L, -1, "__name")          // raw: the metatable may have a raising __index
             defer { jr_lua_pop(L, 2) }

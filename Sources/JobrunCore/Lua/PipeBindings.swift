@@ -62,8 +62,11 @@ enum PipeBindings {
             p.pointee.queue.1 = try SharedQueue.create(maxsize: 0, joinable: false, redeliver: false, site: label(p, 0), listed: false)
             p.pointee.queue.0 = duplex ? try SharedQueue.create(maxsize: 0, joinable: false, redeliver: false, site: label(p, 1), listed: false) : p.pointee.queue.1
             guard PipeHolders.hold(off, 0), PipeHolders.hold(off, 1) else { throw Arena.AllocFailure.exhausted }
-            ObjectHandle.push(L, ObjectHandle(offset: off, type: UInt32(JR_OBJ_PIPE_END0)))
-            ObjectHandle.push(L, ObjectHandle(offset: off, type: UInt32(JR_OBJ_PIPE_END1)))
+            // Two entries, one per end; a Pipe is never freed (ObjectTable.mortal).
+            let a = try ObjectTable.register(type: JR_OBJ_PIPE_END0, offset: off)
+            let b = try ObjectTable.register(type: JR_OBJ_PIPE_END1, offset: off)
+            ObjectHandle.push(L, ObjectHandle(offset: off, slot: a.slot, generation: a.generation, type: UInt32(JR_OBJ_PIPE_END0)))
+            ObjectHandle.push(L, ObjectHandle(offset: off, slot: b.slot, generation: b.generation, type: UInt32(JR_OBJ_PIPE_END1)))
             return 2
         } catch {
             return Lua.raise(L, .ValueError, "Pipe: out of shared memory")
@@ -78,7 +81,9 @@ enum PipeBindings {
         if lua_gettop(L) < 2 { return Lua.raise(L, .TypeError, "\(end.label).send: missing value") }
         Runtime.encoder.reset()
         if let e = Runtime.encoder.encode(L, 2, path: "value") { return Lua.raise(L, .TypeError, "\(end.label).send: \(e)") }
-        switch end.sendQueue.put(Runtime.encoder.bytes, block: true, deadline: Deadline(timeout: nil)) {
+        let r = end.sendQueue.put(Runtime.encoder.bytes, block: true, deadline: Deadline(timeout: nil))
+        if case .ok = r { Runtime.encoder.keepReferences() } else { Runtime.encoder.dropReferences() }
+        switch r {
         case .ok: return 0
         case .closed: return Lua.raise(L, .EOF, "\(end.label).send: no process holds the other end any more")
         case .full: return Lua.raise(L, .Full, "\(end.label).send: shared memory limit reached")
@@ -98,7 +103,7 @@ enum PipeBindings {
         // recv and reports two processes each waiting on the other.
         var decodeError: String?
         let r = end.receiveQueue.get(block: true, deadline: Deadline(timeout: timeout), scratch: &Runtime.scratch, recv: true) {
-            decodeError = ValueDecoder.decode(L, $0)
+            decodeError = ValueDecoder.decode(L, $0, adopting: true)
         }
         switch r {
         case .ok:

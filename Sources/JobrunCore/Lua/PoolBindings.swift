@@ -14,6 +14,7 @@ enum PoolBindings {
     static func register(_ L: LuaState) {
         luaL_newmetatable(L, typeName)
         meta = lua_topointer(L, -1)
+        Lua.setFunction(L, "__gc", release)
         lua_createtable(L, 0, 8)
         for (name, fn) in [("_take", take), ("_send", send), ("_put", put), ("_wait", wait),
                            ("_vacate", vacate), ("_notify", notify), ("_ended", ended)] as [(String, jr_swift_fn)] {
@@ -22,6 +23,16 @@ enum PoolBindings {
         lua_setfield(L, -2, "__index")
         jr_lua_pop(L, 1)
         Lua.setFunction(L, "_pool_state", new)
+    }
+
+    /// `__gc`: the pool's state is released with the pool (not sendable,
+    /// so not marked `__jobrun`: released here by its metatable alone).
+    static let release: jr_swift_fn = { L in
+        if let p = lua_touserdata(L, 1)?.assumingMemoryBound(to: ObjectHandle.self), p.pointee.closed == 0 {
+            p.pointee.closed = 1
+            ObjectTable.dropHandle(p.pointee.slot)
+        }
+        return 0
     }
 
     static func check(_ L: LuaState) -> SharedPool? {
@@ -46,8 +57,14 @@ enum PoolBindings {
         PoolBindings.startCounting()
         do {
             let off = try SharedPool.create(taskQueue: tq.offset, resultQueue: rq.offset, slots: n)
+            guard let (slot, generation) = try? ObjectTable.register(type: JR_OBJ_POOL, offset: off) else {
+                SharedPool(offset: off).destroy()
+                Arena.free(off)
+                return Lua.raise(L, .ValueError, "Pool: out of shared memory (object table)")
+            }
             let ud = jr_lua_newuserdata(L, MemoryLayout<ObjectHandle>.size)!
-            ud.assumingMemoryBound(to: ObjectHandle.self).initialize(to: ObjectHandle(offset: off, type: UInt32(JR_OBJ_POOL)))
+            ud.assumingMemoryBound(to: ObjectHandle.self).initialize(
+                to: ObjectHandle(offset: off, slot: slot, generation: generation, type: UInt32(JR_OBJ_POOL)))
             luaL_setmetatable(L, typeName)
             return 1
         } catch {
@@ -74,7 +91,7 @@ enum PoolBindings {
         }
         var decodeError: String? = nil
         pool.take(slot: i, scratch: &Runtime.scratch) { bytes in
-            decodeError = ValueDecoder.decode(L, bytes, spreading: Int(field), into: .table(4, first: 1))
+            decodeError = ValueDecoder.decode(L, bytes, spreading: Int(field), into: .table(4, first: 1), adopting: true)
         }
         if let e = decodeError { return Lua.raise(L, .ValueError, "Pool: cannot read a task: \(e)") }
         return 1

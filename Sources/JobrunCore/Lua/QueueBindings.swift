@@ -37,7 +37,8 @@ enum QueueBindings {
             let mt = lua_topointer(L, -1)
             jr_lua_pop(L, 1)
             if mt == joinableMeta || (!joinableOnly && mt == queueMeta) {
-                return SharedQueue(offset: p.assumingMemoryBound(to: ObjectHandle.self).pointee.offset)
+                let h = p.assumingMemoryBound(to: ObjectHandle.self)
+                if h.pointee.closed == 0 { return SharedQueue(offset: h.pointee.offset) }
             }
         }
         let what = joinableOnly ? "a JoinableQueue" : "a Queue"
@@ -82,9 +83,13 @@ enum QueueBindings {
         do {
             var site = Lua.whereString(L, level: 1)
             if site.hasSuffix(": ") { site.removeLast(2) }
-            let off = try SharedQueue.create(maxsize: max(0, maxsize), joinable: joinable, redeliver: redeliver,
-                                             label: name, site: site, listed: listed)
-            ObjectHandle.push(L, ObjectHandle(offset: off, type: UInt32(joinable ? JR_OBJ_JOINABLE_QUEUE : JR_OBJ_QUEUE)))
+            let off = try ObjectHandle.collectingIfShort(L) { () throws(Arena.AllocFailure) in
+                try SharedQueue.create(maxsize: max(0, maxsize), joinable: joinable, redeliver: redeliver,
+                                       label: name, site: site, listed: listed)
+            }
+            guard ObjectHandle.pushNew(L, type: joinable ? JR_OBJ_JOINABLE_QUEUE : JR_OBJ_QUEUE, offset: off) else {
+                return Lua.raise(L, .ValueError, "\(fn): out of shared memory (object table)")
+            }
             return 1
         } catch {
             return Lua.raise(L, .ValueError, "\(fn): out of shared memory")
@@ -182,8 +187,9 @@ enum QueueBindings {
 
     /// Puts the message in `Runtime.encoder` and maps the outcome to Lua.
     static func enqueue(_ L: LuaState, _ q: SharedQueue, block: Bool, timeout: Double?) -> Int32 {
-        outcome(L, q, q.put(Runtime.encoder.bytes, block: block, deadline: Deadline(timeout: block ? timeout : 0)),
-                block: block, timeout: timeout)
+        let r = q.put(Runtime.encoder.bytes, block: block, deadline: Deadline(timeout: block ? timeout : 0))
+        if case .ok = r { Runtime.encoder.keepReferences() } else { Runtime.encoder.dropReferences() }
+        return outcome(L, q, r, block: block, timeout: timeout)
     }
 
     /// 0, or the error a put's result calls for.
@@ -231,9 +237,9 @@ enum QueueBindings {
         let r = q.get(block: block, deadline: Deadline(timeout: block ? timeout : 0), scratch: &Runtime.scratch,
                       spin: spin) { bytes in
             if let spreading {
-                decodeError = ValueDecoder.decode(L, bytes, spreading: spreading.field, into: spreading.into)
+                decodeError = ValueDecoder.decode(L, bytes, spreading: spreading.field, into: spreading.into, adopting: q.itemsAreHandedOver)
             } else {
-                decodeError = ValueDecoder.decode(L, bytes)
+                decodeError = ValueDecoder.decode(L, bytes, adopting: q.itemsAreHandedOver)
             }
         }
         switch r {
@@ -259,7 +265,7 @@ enum QueueBindings {
         lua_pushboolean(L, 1)
         var decodeError: String? = nil
         let r = q.get(block: true, deadline: Deadline(timeout: nil), scratch: &Runtime.scratch) { bytes in
-            decodeError = ValueDecoder.decode(L, bytes)
+            decodeError = ValueDecoder.decode(L, bytes, adopting: q.itemsAreHandedOver)
         }
         switch r {
         case .ok:

@@ -67,9 +67,11 @@ enum SyncBindings {
 
     static func push(_ L: LuaState, _ type: Int, name: String = "", _ make: () throws(Arena.AllocFailure) -> UInt64) -> Int32 {
         do {
-            let off = try make()
+            let off = try ObjectHandle.collectingIfShort(L, make)
             copyCString(name, into: &SharedSync(offset: off).s.pointee.label)
-            ObjectHandle.push(L, ObjectHandle(offset: off, type: UInt32(type)))
+            guard ObjectHandle.pushNew(L, type: type, offset: off) else {
+                return Lua.raise(L, .ValueError, "\(typeName(type)): out of shared memory (object table)")
+            }
             return 1
         } catch {
             return Lua.raise(L, .ValueError, "\(typeName(type)): out of shared memory")
@@ -129,12 +131,18 @@ enum SyncBindings {
         var lockOffset: UInt64
         let name: String
         do { name = try tableForm(L, "Condition", field: "lock") } catch { return Lua.raise(L, error) }
+        // The condition holds a reference to its lock (dropped when it is freed).
         if jr_lua_isnoneornil(L, 1) != 0 {
             do { lockOffset = try SharedSync.create(type: JR_OBJ_RLOCK) } catch {
                 return Lua.raise(L, .ValueError, "Condition: out of shared memory")
             }
+            guard (try? ObjectTable.register(type: JR_OBJ_RLOCK, offset: lockOffset, held: false)) != nil else {
+                Arena.free(lockOffset)
+                return Lua.raise(L, .ValueError, "Condition: out of shared memory (object table)")
+            }
         } else if let h = ObjectHandle.check(L, 1), h.type == UInt32(JR_OBJ_LOCK) || h.type == UInt32(JR_OBJ_RLOCK) {
             lockOffset = h.offset
+            ObjectTable.retain(h.slot)
         } else {
             return Lua.raise(L, .TypeError, "Condition: lock must be a Lock or RLock, got \(Lua.typeName(L, 1))")
         }
@@ -305,8 +313,9 @@ enum SyncBindings {
     static let conditionLock: jr_swift_fn = { L in
         let L = L!
         guard let c = check(L, "_lock", [JR_OBJ_CONDITION]) else { return -1 }
-        let lock = linkedLock(c)
-        ObjectHandle.push(L, ObjectHandle(offset: c.s.pointee.link, type: UInt32(lock.type)))
+        guard ObjectHandle.pushExisting(L, slot: c.linkedSlot) else {
+            return Lua.raise(L, .ValueError, "\(label(c))._lock: its lock is gone")
+        }
         return 1
     }
 
@@ -341,18 +350,29 @@ enum ObjectBindings {
         lua_pushboolean(L, 1); lua_setfield(L, -2, "__jobrun")
         Lua.setFunction(L, "__tostring", toString)
         Lua.setFunction(L, "__eq", equals)
-        lua_createtable(L, 0, Int32(methods.count))
+        Lua.setFunction(L, "__gc", release)
+        Lua.setFunction(L, "__close", release)
+        lua_createtable(L, 0, Int32(methods.count) + 1)
+        // `close` releases the handle, unless the type has a close of its
+        // own (Queue: end of stream; Connection: this process's copy).
+        if !methods.contains(where: { $0.0 == "close" }) { Lua.setFunction(L, "close", release) }
         for (method, fn) in methods { Lua.setFunction(L, method, fn) }
         lua_setfield(L, -2, "__index")
         jr_lua_pop(L, 1)
         return meta
     }
 
+    /// `__gc`, `__close` and `close()`: releases the handle (once).
+    static let release: jr_swift_fn = { L in
+        ObjectHandle.release(L!, 1)
+        return 0
+    }
+
     /// Two handles are equal when they name the same shared object.
     static let equals: jr_swift_fn = { L in
         let L = L!
         let a = ObjectHandle.check(L, 1), b = ObjectHandle.check(L, 2)
-        lua_pushboolean(L, a != nil && b != nil && a!.offset == b!.offset ? 1 : 0)
+        lua_pushboolean(L, a != nil && b != nil && a!.slot == b!.slot ? 1 : 0)
         return 1
     }
 }

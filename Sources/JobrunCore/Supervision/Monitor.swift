@@ -373,7 +373,7 @@ enum Monitor {
         /// Puts the items a dead process kept from redeliver queues back at
         /// the front of their queues, and fails the other tasks it held.
         func redeliver(_ r: UnsafeMutablePointer<jr_process_record>, name: String) {
-            for q in SharedQueue.joinables() { q.processDied(r, name: name) }
+            SharedQueue.withJoinables { $0.processDied(r, name: name) }
         }
 
         /// The exit status a zombie still shows in /proc/<pid>/stat (field 52).

@@ -1,0 +1,270 @@
+import CJobrunShims
+import Glibc
+
+/// The run's object table: every shared object a script can hold a handle
+/// to has an entry (jr_object_entry), and a handle names it as (slot,
+/// generation). The entry counts the object's references across processes;
+/// when the last one goes, the object's memory is freed and the slot's
+/// generation bumped, so every handle still naming it is stale: the decoder
+/// refuses it with an error instead of handing out freed memory.
+///
+/// The reference rule (docs/architecture.md, "The object table"):
+///
+/// - a process holds one reference per object it has handles to, however
+///   many (`holdings` counts its userdata; the first takes the reference,
+///   the last one released by `__gc`, `__close` or `close()` drops it). A
+///   forked child inherits its parent's userdata, so the parent takes one
+///   more reference per held object for the child before fork;
+/// - every encoded copy of a handle in shared memory holds one: the encoder
+///   takes it as it writes the handle, and the caller keeps it once the
+///   bytes are stored (a put that fails drops it). Decoding a consumed copy
+///   (a queue item, a worker's arguments) hands its reference to the new
+///   userdata; decoding a copy that stays (a Dict value, a redeliver queue's
+///   item, whose kept copy holds the reference) takes a new one. Bytes
+///   discarded undecoded (a freed queue's items, a replaced Dict value, a
+///   kept copy marked done) drop theirs;
+/// - an object that names another (a Condition its lock, a Dict its update
+///   lock, a Pool its queues) holds one on it, dropped when it is freed.
+///
+/// A SIGKILLed process never drops its references: the objects it held
+/// stay allocated until the run ends (bounded by what it held). A death in
+/// the middle of freeing an object leaves its entry DYING: the rest of it
+/// is never freed and the slot never reused, but every block is freed or
+/// not as a whole (the allocator's own intent), so nothing is corrupted.
+enum ObjectTable {
+    static let chunkEntries = UInt32(JR_OBJECT_CHUNK_ENTRIES)
+
+    /// This process's handles per slot (userdata not yet released). Copied
+    /// by fork with the Lua state that holds those userdata.
+    static var holdings: [UInt32: Int] = [:]
+    /// Objects whose last reference this process dropped, to be freed.
+    private static var dying: [UInt32] = []
+    private static var draining = false
+
+    private static var h: UnsafeMutablePointer<jr_arena_header> { Arena.header }
+
+    /// A holder that died leaves nothing half done: every change under the
+    /// lock is committed by its last store (a count, a state, a list head),
+    /// and one cut short before it leaves a reference or a slot lost, never
+    /// an entry that is wrong.
+    private static func lock() { RobustMutex.lock(&h.pointee.objects_lock, ownerDied: RobustMutex.nothingToRepair) }
+    private static func unlock() { RobustMutex.unlock(&h.pointee.objects_lock) }
+
+    private static func chunkHeads() -> UnsafeMutablePointer<UInt64> {
+        withUnsafeMutablePointer(to: &h.pointee.object_chunks) { UnsafeMutableRawPointer($0).assumingMemoryBound(to: UInt64.self) }
+    }
+
+    /// The entry of `slot`, or nil if the slot was never taken.
+    static func entry(_ slot: UInt32) -> UnsafeMutablePointer<jr_object_entry>? {
+        guard slot < jr_load_u32(&h.pointee.objects_used) else { return nil }
+        let chunk = jr_load_u64(chunkHeads() + Int(slot / chunkEntries))
+        guard chunk != 0 else { return nil }
+        return Arena.pointer(chunk).assumingMemoryBound(to: jr_object_entry.self) + Int(slot % chunkEntries)
+    }
+
+    enum Failure: Error { case outOfMemory, full }
+
+    /// Enters a new object (its block at `offset`, its header's `slot` set
+    /// here) with one reference: the creating process's holding, or (not
+    /// `held`) the linking object's.
+    static func register(type: Int, offset: UInt64, held: Bool = true) throws(Failure) -> (slot: UInt32, generation: UInt32) {
+        lock()
+        defer { unlock() }
+        var slot: UInt32
+        let e: UnsafeMutablePointer<jr_object_entry>
+        let free = h.pointee.objects_free
+        if free != 0 {
+            slot = free - 1
+            e = entry(slot)!
+        } else {
+            slot = h.pointee.objects_used
+            let c = Int(slot / chunkEntries)
+            guard c < Int(JR_OBJECT_CHUNKS) else { throw .full }
+            if jr_load_u64(chunkHeads() + c) == 0 {
+                let bytes = Int(chunkEntries) * MemoryLayout<jr_object_entry>.size
+                guard (try? Arena.allocate(bytes, recordingIn: chunkHeads() + c)) != nil else { throw .outOfMemory }
+            }
+            e = Arena.pointer(jr_load_u64(chunkHeads() + c)).assumingMemoryBound(to: jr_object_entry.self) + Int(slot % chunkEntries)
+            e.pointee.generation = 1
+        }
+        // The entry is filled, then taken by one store (objects_free or
+        // objects_used): a death before that leaves the slot free.
+        e.pointee.type = UInt32(type)
+        e.pointee.offset = offset
+        e.pointee.refs = 1
+        e.pointee.state = UInt32(JR_SLOT_LIVE)
+        Arena.pointer(offset).assumingMemoryBound(to: jr_object_header.self).pointee.slot = slot
+        if free != 0 { jr_store_u32(&h.pointee.objects_free, e.pointee.next_free) } else { jr_store_u32(&h.pointee.objects_used, slot + 1) }
+        if held { holdings[slot] = 1 }
+        return (slot, e.pointee.generation)
+    }
+
+    /// Why (slot, generation) does not name a live object of `type`, or its offset.
+    static func lookup(slot: UInt32, generation: UInt32, type: UInt32) -> Result<UInt64, LookupError> {
+        guard let e = entry(slot) else { return .failure(.noSuchSlot) }
+        lock()
+        defer { unlock() }
+        if e.pointee.generation != generation || e.pointee.state != UInt32(JR_SLOT_LIVE) { return .failure(.stale) }
+        if e.pointee.type != type { return .failure(.mistyped(e.pointee.type)) }
+        return .success(e.pointee.offset)
+    }
+
+    enum LookupError: Error, Equatable { case noSuchSlot, stale, mistyped(UInt32) }
+
+    /// One more reference to an object the caller holds one to.
+    static func retain(_ slot: UInt32) {
+        guard let e = entry(slot) else { return }
+        lock()
+        e.pointee.refs += 1
+        unlock()
+    }
+
+    /// One more reference if (slot, generation) is still live; false if not.
+    static func retain(_ slot: UInt32, generation: UInt32) -> Bool {
+        guard let e = entry(slot) else { return false }
+        lock()
+        defer { unlock() }
+        guard e.pointee.generation == generation, e.pointee.state == UInt32(JR_SLOT_LIVE) else { return false }
+        e.pointee.refs += 1
+        return true
+    }
+
+    /// Drops a reference; the last one frees the object (here, now).
+    static func release(_ slot: UInt32) {
+        guard let e = entry(slot) else { return }
+        lock()
+        guard e.pointee.state == UInt32(JR_SLOT_LIVE), e.pointee.refs > 0 else { unlock(); return }
+        e.pointee.refs -= 1
+        let last = e.pointee.refs == 0 && mortal(e.pointee.type)
+        if last { jr_store_u32(&e.pointee.state, UInt32(JR_SLOT_DYING)) }
+        unlock()
+        if last {
+            dying.append(slot)
+            drain()
+        }
+    }
+
+    /// Pipes stay: the processes holding their ends are tracked apart
+    /// (PipeHolders), and the monitor closes their queues after a death.
+    private static func mortal(_ type: UInt32) -> Bool {
+        type != UInt32(JR_OBJ_PIPE_END0) && type != UInt32(JR_OBJ_PIPE_END1)
+    }
+
+    /// Frees the objects whose last reference went, one after another (an
+    /// object's contents may drop the last reference of others: no recursion).
+    private static func drain() {
+        if draining { return }
+        draining = true
+        defer { draining = false }
+        while let slot = dying.popLast() {
+            guard let e = entry(slot) else { continue }
+            let off = e.pointee.offset
+            switch Int(e.pointee.type) {
+            case JR_OBJ_QUEUE, JR_OBJ_JOINABLE_QUEUE: SharedQueue(offset: off).destroy()
+            case JR_OBJ_DICT: SharedDict(offset: off).destroy()
+            case JR_OBJ_CONDITION: release(SharedSync(offset: off).linkedSlot)
+            case JR_OBJ_POOL: SharedPool(offset: off).destroy()
+            default: break
+            }
+            TestHooks.killPoint("object-free")
+            Arena.free(off, clearingOffset: &e.pointee.offset)
+            lock()
+            e.pointee.generation &+= 1
+            if e.pointee.generation == 0 { e.pointee.generation = 1 }
+            e.pointee.state = UInt32(JR_SLOT_FREE)
+            e.pointee.next_free = h.pointee.objects_free
+            jr_store_u32(&h.pointee.objects_free, slot + 1)
+            unlock()
+        }
+    }
+
+    // MARK: this process's holdings
+
+    /// A new handle userdata in this process for `slot`: the first takes the
+    /// process's reference (or adopts `adopting`'s, an encoded copy's), a
+    /// later one needs none (and an adopted one is dropped).
+    static func noteHandle(_ slot: UInt32, adopted: Bool) {
+        if let n = holdings[slot], n > 0 {
+            holdings[slot] = n + 1
+            if adopted { release(slot) }
+        } else {
+            holdings[slot] = 1
+            if !adopted { retain(slot) }
+        }
+    }
+
+    /// A handle userdata of this process was released.
+    static func dropHandle(_ slot: UInt32) {
+        guard let n = holdings[slot] else { return }
+        if n > 1 { holdings[slot] = n - 1; return }
+        holdings[slot] = nil
+        release(slot)
+    }
+
+    /// Before fork: one reference per held object for the child, which
+    /// inherits the userdata. Returns them, for `childNotStarted`.
+    static func retainForChild() -> [UInt32] {
+        let slots = Array(holdings.keys)
+        for s in slots { retain(s) }
+        return slots
+    }
+
+    static func childNotStarted(_ slots: [UInt32]) {
+        for s in slots { release(s) }
+    }
+
+    /// A worker ending normally drops what it still holds (a forked worker
+    /// never closes its Lua state, so its userdata are never collected).
+    static func releaseAll() {
+        let slots = Array(holdings.keys)
+        holdings.removeAll()
+        for s in slots { release(s) }
+    }
+
+    // MARK: walking
+
+    /// The offsets of the live objects of the given types, read without the
+    /// lock (for the progress line and --stats: a queue freed meanwhile
+    /// is read once more, never written).
+    static func liveOffsets(_ types: Set<UInt32>) -> [UInt64] {
+        var out: [UInt64] = []
+        let used = jr_load_u32(&h.pointee.objects_used)
+        var slot: UInt32 = 0
+        while slot < used {
+            if let e = entry(slot), jr_load_u32(&e.pointee.state) == UInt32(JR_SLOT_LIVE), types.contains(e.pointee.type) {
+                let off = e.pointee.offset
+                if off != 0 { out.append(off) }
+            }
+            slot += 1
+        }
+        return out
+    }
+
+    /// Calls `body` with each live object of `type`, holding a reference to
+    /// it meanwhile so it cannot be freed under the caller (the monitor).
+    static func withLive(_ type: UInt32, _ body: (UInt64) -> Void) {
+        let used = jr_load_u32(&h.pointee.objects_used)
+        var slot: UInt32 = 0
+        while slot < used {
+            defer { slot += 1 }
+            guard let e = entry(slot) else { continue }
+            lock()
+            let live = e.pointee.state == UInt32(JR_SLOT_LIVE) && e.pointee.type == type
+            if live { e.pointee.refs += 1 }
+            let off = e.pointee.offset
+            unlock()
+            if live {
+                body(off)
+                release(slot)
+            }
+        }
+    }
+
+    /// Live objects (for tests and the end-of-run check).
+    static var liveCount: Int {
+        var n = 0
+        let used = jr_load_u32(&h.pointee.objects_used)
+        for slot in 0..<used where entry(slot).map({ jr_load_u32(&$0.pointee.state) == UInt32(JR_SLOT_LIVE) }) ?? false { n += 1 }
+        return n
+    }
+}

@@ -1,0 +1,144 @@
+import Foundation
+import Testing
+
+/// Shared objects live as long as some process holds a handle to them, or
+/// an encoded handle is on its way (a queued item, a Dict value, a worker's
+/// arguments), and no longer: their memory comes back (docs/architecture.md,
+/// "The object table").
+@Suite("Objects with a lifetime")
+struct ObjectLifetimeTests {
+    /// A handle in flight keeps its object alive after every process that
+    /// held it dropped it; a worker's objects are freed when it ends; and
+    /// once nothing refers to them, everything made comes back.
+    @Test func handlesInFlightKeepTheirObjectsAndTheRestIsFreed() {
+        let r = runScript("""
+            local first = jobrun.Lock()          -- the object table's first chunk is made now
+            local base = jobrun._shm_in_use()
+            local outer = jobrun.Queue()
+            do
+              local inner = jobrun.Queue(); inner:put("through a queue")
+              outer:put(inner); inner:close()
+            end
+            collectgarbage(); collectgarbage()
+            local p = jobrun.Process{target = function() local inner = outer:get(); print(inner:get()) end}
+            p:start(); p:join()
+            local d = jobrun.Dict()
+            do local q = jobrun.Queue(); q:put("in a Dict"); d.q = q; q:close() end
+            collectgarbage()
+            p = jobrun.Process{target = function() print(d.q:get()) end}; p:start(); p:join()
+            d.q = nil
+            local ev = jobrun.Event()
+            do
+              local q = jobrun.Queue(); q:put("inherited by fork")
+              p = jobrun.Process{target = function() ev:wait(); print(q:get()) end}
+              p:start()
+            end
+            p.target = nil
+            collectgarbage(); collectgarbage()
+            ev:set(); p:join()
+            p = jobrun.Process{target = function() local keep = {} for i = 1, 200 do keep[i] = jobrun.Queue() end end}
+            p:start(); p:join()
+            do local q = jobrun.Queue(); q:put("a worker's argument"); p = jobrun.Process{script = "child.lua", args = {q}}; p:start() end
+            collectgarbage(); collectgarbage()
+            p:join()
+            do
+              local rq = jobrun.JoinableQueue{redeliver = true}
+              local l = jobrun.Lock(); rq:put(l); l:close()
+              local got = rq:get(); rq:task_done()
+              print("redelivered queue item:", got:acquire())
+            end
+            outer = nil; d = nil; ev = nil; p = nil
+            collectgarbage(); collectgarbage()
+            print("left in use:", jobrun._shm_in_use() - base)
+            """, files: ["child.lua": "local q = ...; print(q:get())"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == """
+            through a queue
+            in a Dict
+            inherited by fork
+            a worker's argument
+            redelivered queue item:\ttrue
+            left in use:\t0
+
+            """)
+    }
+
+    /// `close()`, `<close>` and `__gc` release a handle once; a closed
+    /// handle cannot be used or sent. A Queue's `close()` keeps its meaning
+    /// (end of stream): `<close>` releases its handle.
+    @Test func closedHandlesAreClearErrors() {
+        let r = runScript("""
+            do local first <close> = jobrun.Lock() end   -- the object table's first chunk is made now
+            local base = jobrun._shm_in_use()
+            local l = jobrun.Lock(); l:close(); l:close()
+            print(pcall(l.acquire, l))
+            local q = jobrun.Queue()
+            local ok, e = pcall(function() local l2 = jobrun.Lock(); l2:close(); q:put(l2) end)
+            print(ok, e.kind, e.message)
+            do
+              local d <close> = jobrun.Dict()
+              local q2 <close> = jobrun.Queue()
+              q2:put(1)
+            end
+            local v = jobrun.Value(3); v:close()
+            print(pcall(v.get, v))
+            q:close(); q = nil; collectgarbage()
+            print("left in use:", jobrun._shm_in_use() - base)
+            """)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == """
+            false\tjobrun.TypeError: acquire: expected a Lock or RLock as self (use obj:acquire(...)), got a closed handle (jobrun.Lock: close() or <close> released it)
+            false\tTypeError\tQueue#3.put: item: cannot send a closed handle (close() or <close> released it)
+            false\tjobrun.TypeError: get: expected a Value as self (use v:get(...)), got a closed handle (jobrun.Value: close() or <close> released it)
+            left in use:\t0
+
+            """)
+    }
+
+    /// Made and dropped in a loop, 200,000 objects (queues holding an item,
+    /// dicts holding a queue, locks, conditions) and 100 pools fit in 4 MiB
+    /// of shared memory: without freeing, the queues' rings alone would need
+    /// 2.5 GiB. No script closes them: handles are collected, and a
+    /// constructor short of memory collects garbage before it gives up.
+    @Test func makingAndDroppingObjectsRunsInBoundedMemory() {
+        let r = runScript("""
+            local made = 0
+            for i = 1, 40000 do
+              local q = jobrun.Queue(); q:put(i)
+              local d = jobrun.Dict(); d.q = q
+              local l = jobrun.Lock()
+              local c = jobrun.Condition(l)
+              made = made + 5                     -- c's lock link, d's update lock: no more
+            end
+            for i = 1, 100 do
+              local pool = jobrun.Pool{workers = 1}
+              assert(pool:map(function(x) return x + 1 end, {1, 2})[2] == 3)
+              pool:close(); pool:join()
+            end
+            print(made, jobrun._shm_in_use() <= 4 * 1024 * 1024)
+            """, options: ["--shm-limit", "4"], timeout: 300)
+        #expect(!r.timedOut)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "200000\ttrue\n")
+    }
+
+    /// A process killed while it frees an object (the last reference gone,
+    /// its blocks going back) leaves the object's remains allocated, never
+    /// a damaged allocator: the run goes on making and freeing objects.
+    @Test func killedWhileFreeingAnObject() {
+        let r = runScript("""
+            local p = jobrun.Process{name = "victim", target = function()
+              local q = jobrun.Queue(); q:put("x"); q = nil
+              collectgarbage(); collectgarbage()
+            end}
+            p:start(); p:join()
+            print("exit", p.exitcode)
+            do local first <close> = jobrun.Lock() end   -- the object table's first chunk is made now
+            local base = jobrun._shm_in_use()
+            for i = 1, 2000 do local q <close> = jobrun.Queue(); q:put(i) end
+            print("left in use:", jobrun._shm_in_use() - base)
+            """, options: ["--shm-limit", "2"], environment: ["JOBRUN_TEST_KILL_AT": "object-free@victim"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "exit\t-9\nleft in use:\t0\n")
+    }
+}
