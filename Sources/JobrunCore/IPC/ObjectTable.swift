@@ -37,9 +37,16 @@ enum ObjectTable {
     /// This process's handles per slot (userdata not yet released). Copied
     /// by fork with the Lua state that holds those userdata.
     static var holdings: [UInt32: Int] = [:]
-    /// Objects whose last reference this process dropped, to be freed.
+    /// Objects whose last reference this process dropped, to be freed, and
+    /// whether a thread is freeing them: under `localLock`, since the
+    /// monitor drops references on its repair threads.
     private static var dying: [UInt32] = []
     private static var draining = false
+    private static let localLock: UnsafeMutablePointer<pthread_mutex_t> = {
+        let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        pthread_mutex_init(m, nil)
+        return m
+    }()
 
     private static var h: UnsafeMutablePointer<jr_arena_header> { Arena.header }
 
@@ -138,10 +145,7 @@ enum ObjectTable {
         let last = e.pointee.refs == 0 && mortal(e.pointee.type)
         if last { jr_store_u32(&e.pointee.state, UInt32(JR_SLOT_DYING)) }
         unlock()
-        if last {
-            dying.append(slot)
-            drain()
-        }
+        if last { drain(adding: slot) }
     }
 
     /// Pipes stay: the processes holding their ends are tracked apart
@@ -152,11 +156,20 @@ enum ObjectTable {
 
     /// Frees the objects whose last reference went, one after another (an
     /// object's contents may drop the last reference of others: no recursion).
-    private static func drain() {
-        if draining { return }
+    private static func drain(adding first: UInt32) {
+        pthread_mutex_lock(localLock)
+        dying.append(first)
+        if draining { pthread_mutex_unlock(localLock); return }
         draining = true
-        defer { draining = false }
-        while let slot = dying.popLast() {
+        pthread_mutex_unlock(localLock)
+        while true {
+            pthread_mutex_lock(localLock)
+            guard let slot = dying.popLast() else {
+                draining = false
+                pthread_mutex_unlock(localLock)
+                return
+            }
+            pthread_mutex_unlock(localLock)
             guard let e = entry(slot) else { continue }
             let off = e.pointee.offset
             switch Int(e.pointee.type) {
