@@ -568,6 +568,33 @@ struct CodecTests {
         #expect(lua_gettop(s.L) == 0)
     }
 
+    /// ValueScan finds every handle of a message (in nested tables, keys
+    /// and upvalues) without decoding it, for bytes dropped undecoded.
+    @Test func handlesAreFoundWithoutDecoding() throws {
+        _ = arenaReady
+        let s = LuaFixture()
+        luaL_newmetatable(s.L, "jobrun.Lock")
+        lua_pushboolean(s.L, 1)
+        lua_setfield(s.L, -2, "__jobrun")
+        jr_lua_pop(s.L, 1)
+        var slots: [UInt32] = []
+        for _ in 0..<3 {
+            #expect(ObjectHandle.pushNew(s.L, type: JR_OBJ_LOCK, offset: try SharedSync.create(type: JR_OBJ_LOCK)))
+            slots.append(ObjectHandle.check(s.L, -1)!.slot)
+            lua_setglobal(s.L, "h\(slots.count)")
+        }
+        #expect(s.run("local x = h3; local f = function() return x end; item = {1, 'x', {deep = {h1}}, [h2] = true, f = f}") == nil)
+        lua_getglobal(s.L, "item")
+        let b = try encoded(s.L).get()
+        lua_settop(s.L, 0)
+        var found: [UInt32] = []
+        b.withUnsafeBytes { ValueScan.forEachObject($0) { found.append($0) } }
+        #expect(found.sorted() == slots.sorted())
+        for slot in found { ObjectTable.release(slot) }    // the message's references
+        for slot in slots { ObjectTable.holdings[slot] = nil; ObjectTable.release(slot) }
+        for slot in slots { #expect(ObjectTable.entry(slot)?.pointee.state == UInt32(JR_SLOT_FREE)) }
+    }
+
     // MARK: - Decoder robustness
 
     @Test func corruptMessagesAreRefused() {

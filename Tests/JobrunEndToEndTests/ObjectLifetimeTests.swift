@@ -47,6 +47,12 @@ struct ObjectLifetimeTests {
               local got = rq:get(); rq:task_done()
               print("redelivered queue item:", got:acquire())
             end
+            do
+              -- items never taken: freed with their queue, and what they hold with them
+              local q = jobrun.Queue()
+              for i = 1, 3 do q:put({lock = jobrun.Lock(), dict = jobrun.Dict{n = jobrun.Queue()}}) end
+              q:put(string.rep("x", 100000))
+            end
             outer = nil; d = nil; ev = nil; p = nil
             collectgarbage(); collectgarbage()
             print("left in use:", jobrun._shm_in_use() - base)
@@ -82,6 +88,7 @@ struct ObjectLifetimeTests {
             end
             local v = jobrun.Value(3); v:close()
             print(pcall(v.get, v))
+            print(tostring(v), tostring(l))
             q:close(); q = nil; collectgarbage()
             print("left in use:", jobrun._shm_in_use() - base)
             """)
@@ -90,6 +97,7 @@ struct ObjectLifetimeTests {
             false\tjobrun.TypeError: acquire: expected a Lock or RLock as self (use obj:acquire(...)), got a closed handle (jobrun.Lock: close() or <close> released it)
             false\tTypeError\tQueue#3.put: item: cannot send a closed handle (close() or <close> released it)
             false\tjobrun.TypeError: get: expected a Value as self (use v:get(...)), got a closed handle (jobrun.Value: close() or <close> released it)
+            jobrun.Value (closed handle)\tjobrun.Lock (closed handle)
             left in use:\t0
 
             """)

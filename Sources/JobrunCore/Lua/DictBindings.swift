@@ -218,6 +218,7 @@ enum DictBindings {
     }
 
     static let toString: jr_swift_fn = { L in
+        if let n = ObjectHandle.closedToString(L!, 1) { return n }
         guard let d = check(L!, "tostring") else { return -1 }
         Lua.pushString(L!, "\(label(d)) (\(d.count) entries)")
         return 1
@@ -335,6 +336,7 @@ enum DictBindings {
 
     static let valueToString: jr_swift_fn = { L in
         let L = L!
+        if let n = ObjectHandle.closedToString(L, 1) { return n }
         guard let v = checkValue(L, "tostring") else { return -1 }
         let h = ObjectHandle.check(L, 1)!
         lockValue(v)

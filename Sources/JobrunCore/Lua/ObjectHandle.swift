@@ -108,6 +108,18 @@ struct ObjectHandle {
         userdata(L, index)?.pointee.closed ?? 0 != 0
     }
 
+    /// `__tostring` of a closed handle: "jobrun.Lock (closed handle)"; nil
+    /// when the handle at `index` is not closed (nothing pushed).
+    static func closedToString(_ L: LuaState, _ index: Int32) -> Int32? {
+        guard isClosed(L, index), lua_getmetatable(L, index) != 0 else { return nil }
+        lua_pushstring(L, "__name")
+        _ = lua_rawget(L, -2)
+        let name = Lua.string(L, -1) ?? "jobrun object"
+        jr_lua_pop(L, 2)
+        Lua.pushString(L, "\(name) (closed handle)")
+        return 1
+    }
+
     /// Releases the handle at `index` (`__gc`, `__close`, `close()`): the
     /// first call drops its share of the process's reference, later ones
     /// do nothing.

@@ -151,6 +151,7 @@ enum PipeBindings {
     }
 
     static let toString: jr_swift_fn = { L in
+        if let n = ObjectHandle.closedToString(L!, 1) { return n }
         guard let end = check(L!, "tostring") else { return -1 }
         Lua.pushString(L!, "\(end.label)\(end.isClosed ? " (closed)" : "")")
         return 1

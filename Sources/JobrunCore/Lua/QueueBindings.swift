@@ -325,6 +325,7 @@ enum QueueBindings {
 
     static let queueToString: jr_swift_fn = { L in
         let L = L!
+        if let n = ObjectHandle.closedToString(L, 1) { return n }
         guard let q = check(L, "__tostring") else { return -1 }
         let size = q.maxsize > 0 ? ", maxsize \(q.maxsize)" : ""
         Lua.pushString(L, "\(label(q)) (\(q.count) items\(size))")

@@ -321,6 +321,7 @@ enum SyncBindings {
 
     static let toString: jr_swift_fn = { L in
         let L = L!
+        if let n = ObjectHandle.closedToString(L, 1) { return n }
         guard let h = ObjectHandle.check(L, 1) else { return 0 }
         let s = SharedSync(offset: h.offset)
         var extra = ""
