@@ -130,6 +130,24 @@ struct ObjectLifetimeTests {
         #expect(r.stdout == "200000\ttrue\n")
     }
 
+    /// --stats still counts the queues freed during the run, summed by
+    /// where they were made and their name; the main process's own objects
+    /// are not freed at its end (they show as they are).
+    @Test func statsCountFreedQueues() {
+        let r = runScript("""
+            for i = 1, 3 do
+              local q <close> = jobrun.Queue{name = "scratch"}
+              q:put(i); q:get()
+            end
+            local kept = jobrun.Queue{name = "kept"}
+            kept:put(1)
+            """, options: ["--stats"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let rows = r.stderr.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ") }
+        #expect(rows.contains { $0.hasPrefix("kept ") && $0.contains("main.lua:5 1 ") }, "\(r.stderr)")
+        #expect(rows.contains { $0.hasPrefix("scratch (3 freed) ") && $0.contains("main.lua:2 3 ") }, "\(r.stderr)")
+    }
+
     /// A process killed while it frees an object (the last reference gone,
     /// its blocks going back) leaves the object's remains allocated, never
     /// a damaged allocator: the run goes on making and freeing objects.

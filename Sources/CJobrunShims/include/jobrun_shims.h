@@ -309,6 +309,16 @@ typedef struct jr_progress_counter {
     int64_t first_ns;       // when it was first reported, for the rate and ETA
 } jr_progress_counter;
 
+/// Freed queues of one kind, made at one place under one name (--stats).
+#define JR_RETIRED_QUEUES 32
+typedef struct jr_retired_queue {
+    char site[80];
+    char label[48];
+    uint32_t flags;         // jr_queue.flags of the first
+    uint32_t count;         // queues freed (0: a free entry)
+    uint64_t put, got, done, bytes, peak, put_wait_ns, get_wait_ns;
+} jr_retired_queue;
+
 /// The arena's first page. `alloc_lock` guards `top`, `in_use` and the free
 /// lists; `space_seq` is bumped (under the lock) whenever memory is freed so a
 /// producer waiting for memory can sleep on it.
@@ -381,6 +391,10 @@ typedef struct jr_arena_header {
     uint32_t objects_used;
     uint32_t objects_free;
     uint64_t object_chunks[JR_OBJECT_CHUNKS];
+    // Listed queues freed during the run, summed by where they were made
+    // and their name, for --stats (under objects_lock; the last entry takes
+    // whatever finds no other).
+    jr_retired_queue retired[JR_RETIRED_QUEUES];
 } jr_arena_header;
 
 enum { JR_ALLOC_NONE = 0, JR_ALLOC_ALLOCATE = 1, JR_ALLOC_FREE = 2 };

@@ -206,8 +206,13 @@ enum ObjectTable {
         }
     }
 
+    /// Set as the main process closes its state at the end of the run:
+    /// releasing then would only free what the run's end frees anyway.
+    static var keepAtExit = false
+
     /// A handle userdata of this process was released.
     static func dropHandle(_ slot: UInt32) {
+        if keepAtExit { return }
         guard let n = holdings[slot] else { return }
         if n > 1 { holdings[slot] = n - 1; return }
         holdings[slot] = nil
@@ -232,6 +237,58 @@ enum ObjectTable {
         let slots = Array(holdings.keys)
         holdings.removeAll()
         for s in slots { release(s) }
+    }
+
+    // MARK: freed queues, for --stats
+
+    /// Adds a listed queue that is being freed to the figures of the freed
+    /// queues made at the same place with the same name.
+    static func retire(_ q: SharedQueue) {
+        guard q.q.pointee.flags & UInt32(JR_QUEUE_LISTED) != 0 else { return }
+        let site = q.site, label = q.label, flags = q.q.pointee.flags
+        let s = q.snapshot
+        lock()
+        defer { unlock() }
+        withUnsafeMutablePointer(to: &h.pointee.retired) {
+            let table = UnsafeMutableRawPointer($0).assumingMemoryBound(to: jr_retired_queue.self)
+            let n = Int(JR_RETIRED_QUEUES)
+            var pick = n - 1
+            for i in 0..<n {
+                if table[i].count == 0 { pick = i; break }
+                if table[i].flags == flags && cString(&table[i].site) == site && cString(&table[i].label) == label { pick = i; break }
+            }
+            let r = table + pick
+            if r.pointee.count == 0 {
+                r.pointee.flags = flags
+                copyCString(pick == n - 1 ? "" : site, into: &r.pointee.site)
+                copyCString(pick == n - 1 ? "(other freed queues)" : label, into: &r.pointee.label)
+            }
+            r.pointee.count += 1
+            r.pointee.put &+= s.put; r.pointee.got &+= s.got; r.pointee.done &+= s.done; r.pointee.bytes &+= s.bytes
+            r.pointee.peak = max(r.pointee.peak, s.peak)
+            r.pointee.put_wait_ns &+= s.putWaitNanos; r.pointee.get_wait_ns &+= s.getWaitNanos
+        }
+    }
+
+    /// The freed queues' figures: (kind, site, snapshot) per group.
+    static func retired() -> [(kind: String, site: String, snapshot: SharedQueue.Snapshot)] {
+        lock()
+        defer { unlock() }
+        var out: [(kind: String, site: String, snapshot: SharedQueue.Snapshot)] = []
+        withUnsafeMutablePointer(to: &h.pointee.retired) {
+            let table = UnsafeMutableRawPointer($0).assumingMemoryBound(to: jr_retired_queue.self)
+            for i in 0..<Int(JR_RETIRED_QUEUES) where table[i].count > 0 {
+                let r = table[i]
+                let kind = r.flags & UInt32(JR_QUEUE_JOINABLE) != 0 ? "JoinableQueue" : "Queue"
+                var label = table[i].label
+                let name = cString(&label).isEmpty ? kind : cString(&label)
+                var site = table[i].site
+                out.append((kind, cString(&site), SharedQueue.Snapshot(
+                    name: "\(name) (\(r.count) freed)", put: r.put, got: r.got, done: r.done, depth: 0,
+                    bytes: r.bytes, peak: r.peak, putWaitNanos: r.put_wait_ns, getWaitNanos: r.get_wait_ns)))
+            }
+        }
+        return out
     }
 
     // MARK: walking

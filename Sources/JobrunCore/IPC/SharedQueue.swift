@@ -77,6 +77,7 @@ struct SharedQueue {
     /// references the items held. The queue's own block is the table's to free.
     func destroy() {
         var dropped: [UInt32] = []
+        ObjectTable.retire(self)
         lock()
         forEachRecord { record, _ in
             let r = record.assumingMemoryBound(to: jr_record.self)

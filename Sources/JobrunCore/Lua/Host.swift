@@ -195,6 +195,9 @@ public enum Host {
     static func closeState(_ L: LuaState) {
         guard Runtime.ownsState else { return }
         Runtime.ownsState = false    // once
+        // The main process's objects end with the run: not freed one by one
+        // now (and its queues still show in --stats).
+        if Runtime.isMain { ObjectTable.keepAtExit = true }
         lua_close(L)
         fflush(nil)
     }

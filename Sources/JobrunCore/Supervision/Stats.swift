@@ -52,7 +52,7 @@ public enum Stats {
         }
         let queues = SharedQueue.all().map { q in
             QueueRow(name: q.snapshot.name, kind: q.isJoinable ? "JoinableQueue" : "Queue", site: q.site, snapshot: q.snapshot)
-        }
+        } + ObjectTable.retired().map { QueueRow(name: $0.snapshot.name, kind: $0.kind, site: $0.site, snapshot: $0.snapshot) }
         return (now - Arena.header.pointee.run_start_ns, processes, queues)
     }
 
