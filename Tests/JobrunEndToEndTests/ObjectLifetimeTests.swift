@@ -148,6 +148,29 @@ struct ObjectLifetimeTests {
         #expect(rows.contains { $0.hasPrefix("scratch (3 freed) ") && $0.contains("main.lua:2 3 ") }, "\(r.stderr)")
     }
 
+    /// The kept copy of a redeliver queue's item holds the references of
+    /// its handles: the taker dropped its handle to the lock and was killed,
+    /// no one else held it, and the item delivered again still names it.
+    @Test func aKeptCopyKeepsItsObjectsAcrossItsTakersDeath() {
+        let r = runScript("""
+            local q = jobrun.JoinableQueue{redeliver = true}
+            do local l = jobrun.Lock(); q:put({lock = l}); l:close() end
+            collectgarbage()
+            local got = jobrun.Event()
+            local p = jobrun.Process{name = "taker", target = function()
+              local item = q:get(); item.lock = nil; collectgarbage(); got:set(); jobrun.sleep(60)
+            end}
+            p:start()
+            assert(got:wait(30))
+            p:kill(); p:join()
+            local item = q:get(true, 30)
+            print("delivered again:", item.lock:acquire(false))
+            q:task_done()
+            """)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "delivered again:\ttrue\n")
+    }
+
     /// A process killed while it frees an object (the last reference gone,
     /// its blocks going back) leaves the object's remains allocated, never
     /// a damaged allocator: the run goes on making and freeing objects.

@@ -94,14 +94,16 @@ enum ObjectTable {
             e = Arena.pointer(jr_load_u64(chunkHeads() + c)).assumingMemoryBound(to: jr_object_entry.self) + Int(slot % chunkEntries)
             e.pointee.generation = 1
         }
-        // The entry is filled, then taken by one store (objects_free or
-        // objects_used): a death before that leaves the slot free.
+        // The entry is filled, taken by one store (objects_free or
+        // objects_used), then made LIVE: a death before the first store
+        // leaves the slot free, one before the last a slot lost, never a
+        // free-listed entry that looks alive.
         e.pointee.type = UInt32(type)
         e.pointee.offset = offset
         e.pointee.refs = 1
-        e.pointee.state = UInt32(JR_SLOT_LIVE)
         Arena.pointer(offset).assumingMemoryBound(to: jr_object_header.self).pointee.slot = slot
         if free != 0 { jr_store_u32(&h.pointee.objects_free, e.pointee.next_free) } else { jr_store_u32(&h.pointee.objects_used, slot + 1) }
+        jr_store_u32(&e.pointee.state, UInt32(JR_SLOT_LIVE))
         if held { holdings[slot] = 1 }
         return (slot, e.pointee.generation)
     }
