@@ -169,6 +169,8 @@ long jr_raise_nofile_limit(void);
 #define JR_OBJECT_CHUNK_ENTRIES 2047
 #define JR_OBJECT_CHUNKS 2048
 
+#define JR_HELD_INLINE 30   /* objects a process record lists inline (jr_process_record.held) */
+
 #define JR_QUEUE_FAILED_PIDS 8
 #define JR_MESSAGE_BYTES 4096
 
@@ -266,6 +268,13 @@ typedef struct jr_process_record {
     uint64_t put_unfinished;// a put to a JoinableQueue: its `unfinished` before (put_stage 1)
     uint64_t get_block;     // a large item's own block, the getter's once it left the ring, until freed
     uint64_t pipe_ends;     // arena offset of its jr_pipe_ends list (0: holds no Pipe end)
+    // The objects it holds a reference to (ObjectTable.swift, "the list the
+    // monitor reads"): slot + 1 per entry, 0 when free; the first
+    // JR_HELD_INLINE here, the rest in a jr_obj_holdings block (0: none).
+    // Only the process writes them, one store per change; the monitor
+    // drops what is listed once it is dead.
+    uint64_t obj_holdings;
+    uint32_t held[JR_HELD_INLINE];
 } jr_process_record;
 
 enum { JR_GROW_RING = 0, JR_GROW_TAKERS = 1 };
@@ -465,6 +474,18 @@ typedef struct jr_pipe {
     uint32_t reserved;
     char label[48];         // the `name` option, or empty
 } jr_pipe;
+
+/// The objects a process holds a reference to past the JR_HELD_INLINE of
+/// its record (ObjectTable.holdings), so that the monitor drops them when
+/// the process is killed. Only the process writes it, one store per change:
+/// an entry is slot + 1, or 0. An entry is written after the reference is
+/// taken and cleared before it is dropped, so a death in between leaks it,
+/// never drops it twice.
+typedef struct jr_obj_holdings {
+    uint32_t capacity;
+    uint32_t reserved;
+    uint32_t entries[];     // `capacity` of them
+} jr_obj_holdings;
 
 /// One Pipe end a process has a copy of.
 typedef struct jr_pipe_hold {

@@ -26,8 +26,8 @@ import Glibc
 /// - an object that names another (a Condition its lock, a Dict its update
 ///   lock, a Pool its queues) holds one on it, dropped when it is freed.
 ///
-/// A SIGKILLed process never drops its references: the objects it held
-/// stay allocated until the run ends (bounded by what it held). A death in
+/// A SIGKILLed process drops nothing itself: the monitor drops what its
+/// list in the arena names (jr_obj_holdings, `dropHoldings`). A death in
 /// the middle of freeing an object leaves its entry DYING: the rest of it
 /// is never freed and the slot never reused, but every block is freed or
 /// not as a whole (the allocator's own intent), so nothing is corrupted.
@@ -104,8 +104,12 @@ enum ObjectTable {
         Arena.pointer(offset).assumingMemoryBound(to: jr_object_header.self).pointee.slot = slot
         if free != 0 { jr_store_u32(&h.pointee.objects_free, e.pointee.next_free) } else { jr_store_u32(&h.pointee.objects_used, slot + 1) }
         jr_store_u32(&e.pointee.state, UInt32(JR_SLOT_LIVE))
-        if held { holdings[slot] = 1 }
-        return (slot, e.pointee.generation)
+        let generation = e.pointee.generation
+        if held {
+            holdings[slot] = 1
+            list(holding: slot)
+        }
+        return (slot, generation)
     }
 
     /// Why (slot, generation) does not name a live object of `type`, or its offset.
@@ -195,6 +199,99 @@ enum ObjectTable {
 
     // MARK: this process's holdings
 
+    // MARK: the list the monitor reads (jr_obj_holdings)
+
+    /// Where each held slot is in this process's list, and the free entries.
+    private static var listed: [UInt32: Int] = [:]
+    private static var listFree: [Int] = []
+    private static var listStarted = false
+
+    private static func list(_ off: UInt64) -> UnsafeMutablePointer<jr_obj_holdings> {
+        Arena.pointer(off).assumingMemoryBound(to: jr_obj_holdings.self)
+    }
+
+    private static func entries(_ l: UnsafeMutablePointer<jr_obj_holdings>) -> UnsafeMutablePointer<UInt32> {
+        (UnsafeMutableRawPointer(l) + MemoryLayout<jr_obj_holdings>.size).assumingMemoryBound(to: UInt32.self)
+    }
+
+    private static let inline = Int(JR_HELD_INLINE)
+
+    /// Entry `i` of `r`'s list: in the record for the first JR_HELD_INLINE,
+    /// then in its block (which must be there).
+    private static func entry(_ r: UnsafeMutablePointer<jr_process_record>, _ i: Int) -> UnsafeMutablePointer<UInt32> {
+        if i < inline {
+            return withUnsafeMutablePointer(to: &r.pointee.held) { UnsafeMutableRawPointer($0).assumingMemoryBound(to: UInt32.self) } + i
+        }
+        return entries(list(r.pointee.obj_holdings)) + (i - inline)
+    }
+
+    /// Notes in the arena that this process holds a reference to `slot`
+    /// (taken already). Without a record or memory for the list, the
+    /// reference is simply not listed: a kill then leaks it.
+    private static func list(holding slot: UInt32) {
+        guard let me = ProcessRegistry.record else { return }
+        if listFree.isEmpty && !growList(me) { return }
+        let i = listFree.removeLast()
+        jr_store_u32(entry(me, i), slot + 1)
+        listed[slot] = i
+    }
+
+    /// Before the reference to `slot` is dropped.
+    private static func unlist(_ slot: UInt32) {
+        guard let i = listed.removeValue(forKey: slot), let me = ProcessRegistry.record else { return }
+        jr_store_u32(entry(me, i), 0)
+        listFree.append(i)
+    }
+
+    /// The record's entries first; then a block, grown twice as long at a
+    /// time: filled, published in the record by one store, then the old
+    /// one freed (a death in between leaks a block).
+    private static func growList(_ me: UnsafeMutablePointer<jr_process_record>) -> Bool {
+        if !listStarted {
+            // A fresh record (claimed zeroed): its own entries first.
+            listStarted = true
+            listFree = Array((0..<inline).reversed())
+            return true
+        }
+        let old = me.pointee.obj_holdings
+        let oldCap = old == 0 ? 0 : Int(list(old).pointee.capacity)
+        let cap = max(30, oldCap * 2 + 2)
+        guard let off = try? Arena.allocate(MemoryLayout<jr_obj_holdings>.size + cap * 4) else { return false }
+        let l = list(off)
+        l.pointee.capacity = UInt32(cap)
+        memset(entries(l), 0, cap * 4)
+        if old != 0 { memcpy(entries(l), entries(list(old)), oldCap * 4) }
+        jr_store_u64(&me.pointee.obj_holdings, off)
+        if old != 0 { Arena.free(old) }
+        listFree.append(contentsOf: (inline + oldCap..<inline + cap).reversed())
+        return true
+    }
+
+    /// A forked child: its own list of what it inherited (the parent took
+    /// the references for it before the fork).
+    static func listAfterFork() {
+        listed = [:]
+        listFree = []
+        listStarted = false
+        for slot in holdings.keys { list(holding: slot) }
+    }
+
+    /// The monitor, once `r`'s process has died: drops the references it
+    /// still held (each entry cleared first, so a monitor that dies here and
+    /// its successor never drop one twice), then frees the list.
+    static func dropHoldings(of r: UnsafeMutablePointer<jr_process_record>) {
+        let off = jr_load_u64(&r.pointee.obj_holdings)
+        let count = inline + (off == 0 ? 0 : Int(list(off).pointee.capacity))
+        for i in 0..<count {
+            let e = entry(r, i)
+            let v = jr_load_u32(e)
+            if v == 0 { continue }
+            jr_store_u32(e, 0)
+            release(v - 1)
+        }
+        if off != 0 { Arena.free(off, clearingOffset: &r.pointee.obj_holdings) }
+    }
+
     /// A new handle userdata in this process for `slot`: the first takes the
     /// process's reference (or adopts `adopting`'s, an encoded copy's), a
     /// later one needs none (and an adopted one is dropped).
@@ -205,6 +302,7 @@ enum ObjectTable {
         } else {
             holdings[slot] = 1
             if !adopted { retain(slot) }
+            list(holding: slot)
         }
     }
 
@@ -218,6 +316,7 @@ enum ObjectTable {
         guard let n = holdings[slot] else { return }
         if n > 1 { holdings[slot] = n - 1; return }
         holdings[slot] = nil
+        unlist(slot)
         release(slot)
     }
 
@@ -238,7 +337,16 @@ enum ObjectTable {
     static func releaseAll() {
         let slots = Array(holdings.keys)
         holdings.removeAll()
-        for s in slots { release(s) }
+        for s in slots {
+            unlist(s)
+            release(s)
+        }
+        if let me = ProcessRegistry.record, me.pointee.obj_holdings != 0 {
+            Arena.free(me.pointee.obj_holdings, clearingOffset: &me.pointee.obj_holdings)
+        }
+        listed = [:]
+        listFree = []
+        listStarted = false
     }
 
     // MARK: freed queues, for --stats

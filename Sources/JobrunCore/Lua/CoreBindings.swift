@@ -84,6 +84,7 @@ enum CoreBindings {
             return 1
         }
         ProcessRegistry.takeOver(slot, name: name, parent: getppid())
+        ObjectTable.listAfterFork()
         PipeHolders.adopt(ends)
         Runtime.isMain = false
         Runtime.processName = name

@@ -199,6 +199,7 @@ public enum Host {
         // now (and its queues still show in --stats).
         if Runtime.isMain { ObjectTable.keepAtExit = true }
         lua_close(L)
+        if !Runtime.isMain { ObjectTable.releaseAll() }   // what no finalizer released, and its list
         fflush(nil)
     }
 

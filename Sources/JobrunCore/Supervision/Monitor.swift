@@ -361,6 +361,7 @@ enum Monitor {
             Arena.forgetWaiter(r)
             redeliver(r, name: name)   // model: M2-M4
             PipeHolders.ended(r)   // the ends it held may have no holder left: EOF
+            ObjectTable.dropHoldings(of: r)   // what a killed process held is freed if no one else holds it
             jr_store_u32(&r.pointee.state, UInt32(JR_PROC_EXITED))   // model: M5
         }
 
