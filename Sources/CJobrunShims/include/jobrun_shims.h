@@ -770,6 +770,13 @@ JR_ASSERT_WORD(jr_object_entry, state);
 JR_ASSERT_WORD(jr_object_entry, offset);
 JR_ASSERT_WORD(jr_object_entry, refs);
 _Static_assert(JR_OBJECT_CHUNK_ENTRIES * sizeof(jr_object_entry) + 16 <= (64u << 10), "an object table chunk fits a 64 KiB block");
+_Static_assert(offsetof(jr_arena_header, retired) % 8 == 0 && sizeof(jr_retired_queue) % 8 == 0,
+               "freed queues' figures keep their 8-byte words aligned");
+JR_ASSERT_WORD(jr_process_record, obj_holdings);
+_Static_assert(offsetof(jr_process_record, held) % 4 == 0 && JR_FIELD_SIZE(jr_process_record, held) == 4 * JR_HELD_INLINE,
+               "a process's inline list of held objects is 4-byte words");
+_Static_assert(offsetof(jr_obj_holdings, entries) == sizeof(jr_obj_holdings) && sizeof(jr_obj_holdings) % 8 == 0,
+               "a jr_obj_holdings list's entries follow its header");
 JR_ASSERT_WORD(jr_arena_header, progress_state);
 JR_ASSERT_WORD(jr_arena_header, monitor_pid);
 
