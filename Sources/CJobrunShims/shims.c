@@ -24,6 +24,8 @@
 #define SYS_pidfd_open 434
 #endif
 
+void *jr_process_hot_part = 0;
+
 // The only place jobrun raises a Lua error: Swift functions return -1 with the
 // error value on the stack, and we raise it here, after Swift has returned, so
 // the longjmp never crosses a Swift frame.

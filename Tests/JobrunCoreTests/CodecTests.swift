@@ -558,7 +558,7 @@ struct CodecTests {
         // The last references go (this process's, the message's): the
         // queue is freed, its slot's generation moves on, and the message
         // still naming it is refused.
-        ObjectTable.holdings[made.slot] = nil
+        ProcessContext.current.objects.holdings[made.slot] = nil
         ObjectTable.release(made.slot)
         #expect(entry.pointee.state == UInt32(JR_SLOT_LIVE))
         ValueScan.forEachObject(b.withUnsafeBytes { $0 }) { ObjectTable.release($0) }
@@ -591,7 +591,7 @@ struct CodecTests {
         b.withUnsafeBytes { ValueScan.forEachObject($0) { found.append($0) } }
         #expect(found.sorted() == slots.sorted())
         for slot in found { ObjectTable.release(slot) }    // the message's references
-        for slot in slots { ObjectTable.holdings[slot] = nil; ObjectTable.release(slot) }
+        for slot in slots { ProcessContext.current.objects.holdings[slot] = nil; ObjectTable.release(slot) }
         for slot in slots { #expect(ObjectTable.entry(slot)?.pointee.state == UInt32(JR_SLOT_FREE)) }
     }
 

@@ -10,6 +10,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <pthread.h>
 #include <sys/types.h>
@@ -19,6 +20,19 @@
 static inline void jr_lua_pop(lua_State *L, int n) { lua_pop(L, n); }
 static inline int jr_registryindex(void) { return LUA_REGISTRYINDEX; }
 static inline int jr_upvalueindex(int i) { return lua_upvalueindex(i); }
+/// The process context (ProcessContext.swift), kept in the state's extra
+/// space: one load from any bound function, copied into every coroutine.
+static inline void *jr_lua_context(lua_State *L) { return *(void **)lua_getextraspace(L); }
+static inline void jr_lua_set_context(lua_State *L, void *c) { *(void **)lua_getextraspace(L) = c; }
+/// The per-item part of this process's context (ProcessContext.Hot), for
+/// code with no Lua state at hand (the arena, the ledger, kill points): a
+/// plain load, where a Swift `static let` costs a swift_once call per read.
+/// Set once, when the process makes its context.
+extern void *jr_process_hot_part;
+static inline void *jr_process_hot(void) { return jr_process_hot_part; }
+static inline void jr_set_process_hot(void *p) { jr_process_hot_part = p; }
+/// fflush(stdout): Swift 6 refuses C's `stdout`, a mutable global.
+static inline void jr_fflush_stdout(void) { fflush(stdout); }
 static inline void jr_lua_newtable(lua_State *L) { lua_newtable(L); }
 static inline const char *jr_lua_tostring(lua_State *L, int i, size_t *len) { return lua_tolstring(L, i, len); }
 /// How many Swift functions (jr_trampoline) are running now, counted by
@@ -429,7 +443,7 @@ typedef struct jr_object_header {
 /// generation): the decoder accepts it only if the entry is LIVE, of the
 /// handle's type and of its generation, so a stale or forged handle is an
 /// error, never a pointer into freed memory. `refs` counts one reference per
-/// process holding handles to it (ObjectTable.holdings), one per encoded copy
+/// process holding handles to it (ProcessContext.objects.holdings), one per encoded copy
 /// of a handle in shared memory (a queued item, a Dict value, a kept copy, a
 /// worker's arguments) and one per object that links it (a Condition's lock,
 /// a Dict's update lock, a Pool's queues). Written under objects_lock.
@@ -476,7 +490,7 @@ typedef struct jr_pipe {
 } jr_pipe;
 
 /// The objects a process holds a reference to past the JR_HELD_INLINE of
-/// its record (ObjectTable.holdings), so that the monitor drops them when
+/// its record (ProcessContext.objects.holdings), so that the monitor drops them when
 /// the process is killed. Only the process writes it, one store per change:
 /// an entry is slot + 1, or 0. An entry is written after the reference is
 /// taken and cleared before it is dropped, so a death in between leaks it,

@@ -11,10 +11,9 @@ import Glibc
 /// Blocks come in power-of-two size classes with one free list per class,
 /// guarded by the header's robust `alloc_lock`.
 public enum Arena {
-    /// Address space reserved for the arena (not memory: see above).
     /// Address space reserved for the arena (not memory: see above); smaller
     /// when a limit on address space (ulimit -v) refuses the first choice.
-    public private(set) static var reservedBytes: UInt64 = 256 << 30
+    public static var reservedBytes: UInt64 { ProcessContext.processHot.pointee.arena.reservedBytes }
     static let headerBytes: UInt64 = (UInt64(MemoryLayout<jr_arena_header>.size) + 4095) & ~4095
     /// Blocks at least this large are page aligned and give their pages back when freed.
     static let punchClass: UInt64 = 16
@@ -28,8 +27,12 @@ public enum Arena {
     /// Set in a free block's size_class when it kept its pages.
     static let residentFlag: UInt64 = 1 << 32
 
-    public private(set) static var fd: Int32 = -1
-    public private(set) static var base: UnsafeMutableRawPointer! = nil
+    /// The mapping is this process's (ProcessContext.arena), set once by
+    /// `create` or `attach`.
+    public static var fd: Int32 { ProcessContext.processHot.pointee.arena.fd }
+    public static var base: UnsafeMutableRawPointer! {
+        @inline(__always) get { ProcessContext.processHot.pointee.arena.base }
+    }
     static var header: UnsafeMutablePointer<jr_arena_header> { base.assumingMemoryBound(to: jr_arena_header.self) }
 
     public static var isAttached: Bool { base != nil }
@@ -63,7 +66,6 @@ public enum Arena {
         _ = jr_mutex_init(&h.pointee.objects_lock)
         let n = withUnsafeMutableBytes(of: &h.pointee.token) { jr_getrandom($0.baseAddress, UInt($0.count)) }
         if n != 16 { throw JobrunError(call: "getrandom", errno: Glibc.errno) }
-        TestHooks.load()
     }
 
     /// The run's token in hex (32 digits), for `--worker-token`.
@@ -98,10 +100,9 @@ public enum Arena {
         guard h.pointee.magic == JR_ARENA_MAGIC, h.pointee.size == size, same,
               h.pointee.top >= headerBytes, h.pointee.top <= size else {
             munmap(base, Int(size))
-            base = nil
+            ProcessContext.current.arena = ProcessContext.ArenaMapping()
             throw AttachFailure(description: "descriptor \(fd) is not this run's shared memory")
         }
-        TestHooks.load()
     }
 
     /// Whether `fd` is a memfd: its /proc link reads "/memfd:NAME (deleted)".
@@ -154,9 +155,7 @@ public enum Arena {
     private static func map(fd: Int32, size: UInt64) throws {
         let p = mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0)
         if p == MAP_FAILED || p == nil { throw JobrunError(call: "mmap", errno: Glibc.errno) }
-        self.fd = fd
-        self.base = p
-        self.reservedBytes = size
+        ProcessContext.current.arena = ProcessContext.ArenaMapping(fd: fd, base: p, reservedBytes: size)
     }
 
     /// Half of physical memory: past that, producers wait for consumers.

@@ -34,19 +34,9 @@ import Glibc
 enum ObjectTable {
     static let chunkEntries = UInt32(JR_OBJECT_CHUNK_ENTRIES)
 
-    /// This process's handles per slot (userdata not yet released). Copied
-    /// by fork with the Lua state that holds those userdata.
-    static var holdings: [UInt32: Int] = [:]
-    /// Objects whose last reference this process dropped, to be freed, and
-    /// whether a thread is freeing them: under `localLock`, since the
-    /// monitor drops references on its repair threads.
-    private static var dying: [UInt32] = []
-    private static var draining = false
-    private static let localLock: UnsafeMutablePointer<pthread_mutex_t> = {
-        let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-        pthread_mutex_init(m, nil)
-        return m
-    }()
+    /// This process's handles, the list of them in the arena and the
+    /// objects it is freeing: ProcessContext.objects and .dying.
+    private static var ctx: ProcessContext { ProcessContext.current }
 
     private static var h: UnsafeMutablePointer<jr_arena_header> { Arena.header }
 
@@ -106,7 +96,7 @@ enum ObjectTable {
         jr_store_u32(&e.pointee.state, UInt32(JR_SLOT_LIVE))
         let generation = e.pointee.generation
         if held {
-            holdings[slot] = 1
+            ctx.objects.holdings[slot] = 1
             list(holding: slot)
         }
         return (slot, generation)
@@ -163,19 +153,19 @@ enum ObjectTable {
     /// Frees the objects whose last reference went, one after another (an
     /// object's contents may drop the last reference of others: no recursion).
     private static func drain(adding first: UInt32) {
-        pthread_mutex_lock(localLock)
-        dying.append(first)
-        if draining { pthread_mutex_unlock(localLock); return }
-        draining = true
-        pthread_mutex_unlock(localLock)
+        pthread_mutex_lock(ctx.dyingLock)
+        ctx.dying.slots.append(first)
+        if ctx.dying.draining { pthread_mutex_unlock(ctx.dyingLock); return }
+        ctx.dying.draining = true
+        pthread_mutex_unlock(ctx.dyingLock)
         while true {
-            pthread_mutex_lock(localLock)
-            guard let slot = dying.popLast() else {
-                draining = false
-                pthread_mutex_unlock(localLock)
+            pthread_mutex_lock(ctx.dyingLock)
+            guard let slot = ctx.dying.slots.popLast() else {
+                ctx.dying.draining = false
+                pthread_mutex_unlock(ctx.dyingLock)
                 return
             }
-            pthread_mutex_unlock(localLock)
+            pthread_mutex_unlock(ctx.dyingLock)
             guard let e = entry(slot) else { continue }
             let off = e.pointee.offset
             switch Int(e.pointee.type) {
@@ -201,10 +191,6 @@ enum ObjectTable {
 
     // MARK: the list the monitor reads (jr_obj_holdings)
 
-    /// Where each held slot is in this process's list, and the free entries.
-    private static var listed: [UInt32: Int] = [:]
-    private static var listFree: [Int] = []
-    private static var listStarted = false
 
     private static func list(_ off: UInt64) -> UnsafeMutablePointer<jr_obj_holdings> {
         Arena.pointer(off).assumingMemoryBound(to: jr_obj_holdings.self)
@@ -230,27 +216,27 @@ enum ObjectTable {
     /// reference is simply not listed: a kill then leaks it.
     private static func list(holding slot: UInt32) {
         guard let me = ProcessRegistry.record else { return }
-        if listFree.isEmpty && !growList(me) { return }
-        let i = listFree.removeLast()
+        if ctx.objects.holdingsListFree.isEmpty && !growList(me) { return }
+        let i = ctx.objects.holdingsListFree.removeLast()
         jr_store_u32(entry(me, i), slot + 1)
-        listed[slot] = i
+        ctx.objects.holdingsListed[slot] = i
     }
 
     /// Before the reference to `slot` is dropped.
     private static func unlist(_ slot: UInt32) {
-        guard let i = listed.removeValue(forKey: slot), let me = ProcessRegistry.record else { return }
+        guard let i = ctx.objects.holdingsListed.removeValue(forKey: slot), let me = ProcessRegistry.record else { return }
         jr_store_u32(entry(me, i), 0)
-        listFree.append(i)
+        ctx.objects.holdingsListFree.append(i)
     }
 
     /// The record's entries first; then a block, grown twice as long at a
     /// time: filled, published in the record by one store, then the old
     /// one freed (a death in between leaks a block).
     private static func growList(_ me: UnsafeMutablePointer<jr_process_record>) -> Bool {
-        if !listStarted {
+        if !ctx.objects.holdingsListStarted {
             // A fresh record (claimed zeroed): its own entries first.
-            listStarted = true
-            listFree = Array((0..<inline).reversed())
+            ctx.objects.holdingsListStarted = true
+            ctx.objects.holdingsListFree = Array((0..<inline).reversed())
             return true
         }
         let old = me.pointee.obj_holdings
@@ -263,17 +249,15 @@ enum ObjectTable {
         if old != 0 { memcpy(entries(l), entries(list(old)), oldCap * 4) }
         jr_store_u64(&me.pointee.obj_holdings, off)
         if old != 0 { Arena.free(old) }
-        listFree.append(contentsOf: (inline + oldCap..<inline + cap).reversed())
+        ctx.objects.holdingsListFree.append(contentsOf: (inline + oldCap..<inline + cap).reversed())
         return true
     }
 
-    /// A forked child: its own list of what it inherited (the parent took
-    /// the references for it before the fork).
-    static func listAfterFork() {
-        listed = [:]
-        listFree = []
-        listStarted = false
-        for slot in holdings.keys { list(holding: slot) }
+    /// A forked child, once it has its record: its own list of what it
+    /// inherited (the parent took the references for it before the fork;
+    /// ProcessContext.afterFork emptied the copy of the parent's list).
+    static func listHoldings() {
+        for slot in ctx.objects.holdings.keys { list(holding: slot) }
     }
 
     /// The monitor, once `r`'s process has died: drops the references it
@@ -296,11 +280,11 @@ enum ObjectTable {
     /// process's reference (or adopts `adopting`'s, an encoded copy's), a
     /// later one needs none (and an adopted one is dropped).
     static func noteHandle(_ slot: UInt32, adopted: Bool) {
-        if let n = holdings[slot], n > 0 {
-            holdings[slot] = n + 1
+        if let n = ctx.objects.holdings[slot], n > 0 {
+            ctx.objects.holdings[slot] = n + 1
             if adopted { release(slot) }
         } else {
-            holdings[slot] = 1
+            ctx.objects.holdings[slot] = 1
             if !adopted { retain(slot) }
             list(holding: slot)
         }
@@ -308,14 +292,17 @@ enum ObjectTable {
 
     /// Set as the main process closes its state at the end of the run:
     /// releasing then would only free what the run's end frees anyway.
-    static var keepAtExit = false
+    static var keepAtExit: Bool {
+        get { ctx.objects.keepObjectsAtExit }
+        set { ctx.objects.keepObjectsAtExit = newValue }
+    }
 
     /// A handle userdata of this process was released.
     static func dropHandle(_ slot: UInt32) {
         if keepAtExit { return }
-        guard let n = holdings[slot] else { return }
-        if n > 1 { holdings[slot] = n - 1; return }
-        holdings[slot] = nil
+        guard let n = ctx.objects.holdings[slot] else { return }
+        if n > 1 { ctx.objects.holdings[slot] = n - 1; return }
+        ctx.objects.holdings[slot] = nil
         unlist(slot)
         release(slot)
     }
@@ -323,7 +310,7 @@ enum ObjectTable {
     /// Before fork: one reference per held object for the child, which
     /// inherits the userdata. Returns them, for `childNotStarted`.
     static func retainForChild() -> [UInt32] {
-        let slots = Array(holdings.keys)
+        let slots = Array(ctx.objects.holdings.keys)
         for s in slots { retain(s) }
         return slots
     }
@@ -335,8 +322,8 @@ enum ObjectTable {
     /// A worker ending normally drops what it still holds (a forked worker
     /// never closes its Lua state, so its userdata are never collected).
     static func releaseAll() {
-        let slots = Array(holdings.keys)
-        holdings.removeAll()
+        let slots = Array(ctx.objects.holdings.keys)
+        ctx.objects.holdings.removeAll()
         for s in slots {
             unlist(s)
             release(s)
@@ -344,9 +331,9 @@ enum ObjectTable {
         if let me = ProcessRegistry.record, me.pointee.obj_holdings != 0 {
             Arena.free(me.pointee.obj_holdings, clearingOffset: &me.pointee.obj_holdings)
         }
-        listed = [:]
-        listFree = []
-        listStarted = false
+        ctx.objects.holdingsListed = [:]
+        ctx.objects.holdingsListFree = []
+        ctx.objects.holdingsListStarted = false
     }
 
     // MARK: freed queues, for --stats

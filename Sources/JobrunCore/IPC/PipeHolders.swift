@@ -15,10 +15,16 @@ import Glibc
 /// looks through the lists of the live processes, and if none holds the end
 /// any more, closes the pipe's queues, which wakes the other end.
 enum PipeHolders {
-    /// This process's list; follows the record (0 before the first hold).
-    private static var mine: UInt64 = 0
-    /// A list filled before fork, for the child to adopt.
-    private static var forChild: UInt64 = 0
+    /// This process's list (follows the record; 0 before the first hold), and
+    /// a list filled before fork for the child to adopt: ProcessContext.objects.
+    private static var mine: UInt64 {
+        get { ProcessContext.current.objects.pipeList }
+        set { ProcessContext.current.objects.pipeList = newValue }
+    }
+    private static var forChild: UInt64 {
+        get { ProcessContext.current.objects.pipeListForChild }
+        set { ProcessContext.current.objects.pipeListForChild = newValue }
+    }
 
     static let headerBytes = MemoryLayout<jr_pipe_ends>.size
     static let entryBytes = MemoryLayout<jr_pipe_hold>.stride
@@ -197,11 +203,14 @@ enum PipeHolders {
 
     /// The Pipe ends met by the encoder since `startCollecting` (for the
     /// arguments of a `script` worker).
-    private static var collected: [(UInt64, Int)]? = nil
-    static func startCollecting() { collected = [] }
-    static func stopCollecting() -> [(UInt64, Int)] { defer { collected = nil }; return collected ?? [] }
+    static func startCollecting() { ProcessContext.current.objects.collectedPipeEnds = [] }
+    static func stopCollecting() -> [(UInt64, Int)] {
+        let ctx = ProcessContext.current
+        defer { ctx.objects.collectedPipeEnds = nil }
+        return ctx.objects.collectedPipeEnds ?? []
+    }
     static func encoded(_ h: ObjectHandle) {
-        collected?.append((h.offset, h.type == UInt32(JR_OBJ_PIPE_END0) ? 0 : 1))
+        ProcessContext.current.objects.collectedPipeEnds?.append((h.offset, h.type == UInt32(JR_OBJ_PIPE_END0) ? 0 : 1))
     }
 
     /// Before a child starts: fills a list with `ends` (nil: every end this

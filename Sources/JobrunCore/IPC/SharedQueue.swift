@@ -232,10 +232,6 @@ struct SharedQueue {
         return true
     }
 
-    /// This process's last entry, per queue: entries of a live process never move or go.
-    private static var cachedQueue: UInt64 = 0
-    private static var cachedEntry = 0
-
     /// Record slot number (index + 1) of `r`.
     private static func slotNumber(_ r: UnsafeMutablePointer<jr_process_record>) -> UInt32 {
         UInt32(ProcessRegistry.slots().distance(to: r) + 1)
@@ -252,9 +248,12 @@ struct SharedQueue {
     @inline(__always)
     private func existingOwnEntry(_ me: UnsafeMutablePointer<jr_process_record>) -> Int? {
         let slot = SharedQueue.slotNumber(me)
-        if SharedQueue.cachedQueue == offset, let t = takers, SharedQueue.cachedEntry < Int(q.pointee.takers_cap),
-           t[SharedQueue.cachedEntry].slot == slot {
-            return SharedQueue.cachedEntry
+        // This process's last entry, per queue (ProcessContext.objects):
+        // entries of a live process never move or go.
+        let cached = ProcessContext.processHot.pointee.cachedEntry
+        if ProcessContext.processHot.pointee.cachedQueue == offset, let t = takers, cached < Int(q.pointee.takers_cap),
+           t[cached].slot == slot {
+            return cached
         }
         return entryIndex(slot: slot)
     }
@@ -280,8 +279,8 @@ struct SharedQueue {
             jr_store_u32(&e.pointee.slot, slot)
             found = free
         }
-        SharedQueue.cachedQueue = offset
-        SharedQueue.cachedEntry = found!
+        ProcessContext.processHot.pointee.cachedQueue = offset
+        ProcessContext.processHot.pointee.cachedEntry = found!
         return found
     }
 
@@ -935,7 +934,7 @@ struct SharedQueue {
     /// Items that can never be done (their taker died) never make join wait;
     /// each process is told of them once (`.workerDied`, or the monitor's
     /// WorkerDied verdict naming the dead), and from then on they count as
-    /// done for its later joins (SharedQueue.failedTold).
+    /// done for its later joins (ProcessContext.objects.failedTold).
     func join(deadline: Deadline) -> JoinResult {
         lock()
         defer { unlock() }
@@ -943,20 +942,15 @@ struct SharedQueue {
             if deadline.expired { return .timedOut }
             let verdict = waitLocked(&q.pointee.done_seq, waiters: &q.pointee.join_waiters, deadline: deadline, kind: JR_WAIT_JOIN)
             if let f = verdict, jr_load_u64(&q.pointee.unfinished) > q.pointee.failed_tasks {
-                let told = SharedQueue.failedTold[offset, default: 0]
+                let told = ProcessContext.current.objects.failedTold[offset, default: 0]
                 if q.pointee.failed_tasks > told { return .failed(JobrunError(f.code, "\(f.message)\n\(tellFailedTasks(since: told))")) }
                 return .failed(f)
             }
         }
-        let told = SharedQueue.failedTold[offset, default: 0]
+        let told = ProcessContext.current.objects.failedTold[offset, default: 0]
         if q.pointee.failed_tasks > told { return .workerDied(tellFailedTasks(since: told)) }
         return .ok
     }
-
-    /// Per queue (by offset), how many of its failed tasks, and of the
-    /// processes that held them, this process has been told of.
-    static var failedTold: [UInt64: UInt64] = [:]
-    static var failedPidsTold: [UInt64: UInt32] = [:]
 
     /// With the lock held: "2 items will never be marked done: consumer-1
     /// (pid 41) was killed by signal 9 (SIGKILL), consumer-2 (pid 42) exited
@@ -966,10 +960,11 @@ struct SharedQueue {
     /// tasks as done.
     private func tellFailedTasks(since told: UInt64) -> String {
         let n = q.pointee.failed_tasks - told
-        SharedQueue.failedTold[offset] = q.pointee.failed_tasks
+        let ctx = ProcessContext.current
+        ctx.objects.failedTold[offset] = q.pointee.failed_tasks
         let total = q.pointee.failed_pid_count
-        let from = SharedQueue.failedPidsTold[offset, default: 0]
-        SharedQueue.failedPidsTold[offset] = total
+        let from = ctx.objects.failedPidsTold[offset, default: 0]
+        ctx.objects.failedPidsTold[offset] = total
         var who: [String] = []
         withUnsafeMutableBytes(of: &q.pointee.failed_pids) { raw in
             let pids = raw.bindMemory(to: Int32.self)

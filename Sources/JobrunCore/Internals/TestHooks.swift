@@ -6,38 +6,39 @@ import Glibc
 ///
 ///     JOBRUN_TEST_KILL_AT=<step>[@<process name>]
 ///
-/// The variable is read once, when the process maps the arena (Arena.create,
-/// Arena.attach); forked workers inherit the setting. With `@name`, only the
-/// process of that name dies. The steps are the `killPoint` names in the
-/// code (e.g. "ring-grow-published" in SharedQueue). Unset, a kill point
-/// costs one load of a static flag.
+/// The variable is read when the process makes its context
+/// (ProcessContext.killAt; `load` reads it again, for a unit test's forked
+/// child); forked workers inherit the setting. With
+/// `@name`, only the process of that name dies. The steps are the
+/// `killPoint` names in the code (e.g. "ring-grow-published" in
+/// SharedQueue). Unset, a kill point costs one load and a compare.
 enum TestHooks {
-    private(set) static var armed = false
-    private static var step = ""
-    private static var who = ""
+    struct KillAt {
+        let step: String
+        let who: String
 
-    static func load() {
-        guard let v = getenv("JOBRUN_TEST_KILL_AT") else { return }
-        let text = String(cString: v)
-        if text.isEmpty { return }
-        if let at = text.firstIndex(of: "@") {
-            step = String(text[..<at])
-            who = String(text[text.index(after: at)...])
-        } else {
-            step = text
+        static func fromEnvironment() -> KillAt? {
+            guard let v = getenv("JOBRUN_TEST_KILL_AT") else { return nil }
+            let text = String(cString: v)
+            if text.isEmpty { return nil }
+            if let at = text.firstIndex(of: "@") {
+                return KillAt(step: String(text[..<at]), who: String(text[text.index(after: at)...]))
+            }
+            return KillAt(step: text, who: "")
         }
-        armed = true
     }
+
+    static func load() { ProcessContext.current.setKillAt(KillAt.fromEnvironment()) }
 
     /// Dies here if the test asked for this step.
     @inline(__always)
     static func killPoint(_ name: StaticString) {
-        if armed { reached(name) }
+        if ProcessContext.processHot.pointee.killArmed { reached(name) }
     }
 
     @inline(never)
     private static func reached(_ name: StaticString) {
-        guard name.description == step, who.isEmpty || who == Runtime.processName else { return }
+        guard let at = ProcessContext.current.killAt, name.description == at.step, at.who.isEmpty || at.who == ProcessContext.current.identity.processName else { return }
         kill(getpid(), SIGKILL)
         while true { pause() }
     }

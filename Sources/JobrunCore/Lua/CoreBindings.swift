@@ -83,21 +83,18 @@ enum CoreBindings {
             lua_pushinteger(L, lua_Integer(pid))
             return 1
         }
+        // ProcessControl.fork has made the context this process's own (afterFork).
+        ProcessContext.of(L).becomeWorker(name: name, daemon: daemon)
         ProcessRegistry.takeOver(slot, name: name, parent: getppid())
-        ObjectTable.listAfterFork()
+        ObjectTable.listHoldings()
         PipeHolders.adopt(ends)
-        Runtime.isMain = false
-        Runtime.processName = name
-        Runtime.isDaemon = daemon
-        Runtime.ownsState = false
-        Host.forgetInChild()
         lua_settop(L, 4)            // ..., main, p
         var code: Int32 = 1
         if jr_lua_pcall(L, 1, 1, 0) == LUA_OK {
             code = Int32(truncatingIfNeeded: lua_tointegerx(L, -1, nil))
         } else {
             let message = Lua.string(L, -1) ?? errorMessage(L, -1) ?? "(error object is a \(Lua.typeName(L, -1)) value)"
-            fflush(stdout)
+            jr_fflush_stdout()
             writeAll(2, "Process \(name) (pid \(Glibc.getpid())): \(message)\n")
         }
         ObjectTable.releaseAll()
@@ -134,43 +131,43 @@ enum CoreBindings {
         guard var path = Lua.string(L, 1) else { return Lua.raise(L, .TypeError, "Process: script must be a string") }
         let name = Lua.string(L, 2) ?? "Process"
         let daemon = lua_toboolean(L, 3) != 0
-        if !path.hasPrefix("/") { path = Runtime.scriptDirectory + "/" + path }
+        if !path.hasPrefix("/") { path = ProcessContext.of(L).identity.scriptDirectory + "/" + path }
         if access(path, R_OK) != 0 {
             return Lua.raise(L, .ProcessError, "Process \(name): cannot open script \(path): \(String(cString: strerror(Glibc.errno)))")
         }
         let packagePath = Lua.string(L, 4) ?? "", packageCPath = Lua.string(L, 5) ?? ""
         let nargs = max(0, lua_gettop(L) - 5)
-        Runtime.encoder.reset()
+        ProcessContext.hot(L).pointee.encoder.reset()
         PipeHolders.startCollecting()
-        let err = Runtime.encoder.encodeValues(L, from: 6, count: nargs, path: "args")
+        let err = ProcessContext.hot(L).pointee.encoder.encodeValues(L, from: 6, count: nargs, path: "args")
         let passed = PipeHolders.stopCollecting()
         if let err { return Lua.raise(L, .TypeError, "Process \(name): \(err)") }
-        let bytes = Runtime.encoder.bytes
+        let bytes = ProcessContext.hot(L).pointee.encoder.bytes
         let off: UInt64
         // The encoded arguments, then (at the next multiple of 8) the list of
         // the Pipe ends among them, which the worker holds from now on.
         let listAt = (bytes.count + 7) & ~7
         do { off = try Arena.allocate(listAt + 8) } catch {
-            Runtime.encoder.dropReferences()
+            ProcessContext.hot(L).pointee.encoder.dropReferences()
             return Lua.raise(L, .ProcessError, "Process \(name): out of shared memory for its arguments")
         }
         if bytes.count > 0 { memcpy(Arena.pointer(off), bytes.baseAddress!, bytes.count) }
         guard let slot = ProcessRegistry.reserve(name: name) else {
             Arena.free(off)
-            Runtime.encoder.dropReferences()
+            ProcessContext.hot(L).pointee.encoder.dropReferences()
             return tooManyProcesses(L, name)
         }
         // The arguments' handles keep their objects alive until the worker
         // decodes them (adopting the references) or was never started.
-        Runtime.encoder.keepReferences()
+        ProcessContext.hot(L).pointee.encoder.keepReferences()
         let ends = passed.isEmpty ? 0 : PipeHolders.prepareChild(ends: passed)
         (Arena.pointer(off) + listAt).storeBytes(of: ends, as: UInt64.self)
         var argv = ["--worker", "--worker-record", String(slot), "--worker-arena-fd", "3", "--worker-token", Arena.tokenText, "--worker-args", "\(off):\(bytes.count)",
                     "--worker-name", name, "--worker-parent", String(Glibc.getpid()),
-                    "--worker-dir", Runtime.scriptDirectory,
+                    "--worker-dir", ProcessContext.of(L).identity.scriptDirectory,
                     "--worker-path", packagePath, "--worker-cpath", packageCPath]
         if daemon { argv.append("--worker-daemon") }
-        if Host.prefixOutput { argv.append("--worker-prefix") }
+        if ProcessContext.of(L).output.prefix { argv.append("--worker-prefix") }
         argv.append(path)
         do {
             let pid = try ProcessControl.spawnSelf(arguments: argv)
@@ -240,8 +237,9 @@ enum CoreBindings {
         case LUA_TNUMBER: code = Int32(truncatingIfNeeded: lua_tointegerx(L, 1, nil))
         default: code = 0
         }
+        let ctx = ProcessContext.of(L)
         if lua_toboolean(L, 2) != 0 { Host.closeState(L) }   // L is gone after this
-        if Runtime.isMain { code = Host.endOfRun(code) } else { ObjectTable.releaseAll() }
+        if ctx.identity.isMain { code = Host.endOfRun(code) } else { ObjectTable.releaseAll() }
         jr_flush_and_exit(code)
     }
 
@@ -249,7 +247,7 @@ enum CoreBindings {
     /// lines would read through `io.stderr` (--prefix, the progress line).
     static let writeStderr: jr_swift_fn = { L in
         let text = Lua.string(L!, 1) ?? ""
-        writeAll(2, Progress.lineStart(fd: 2) + Host.prefixLines(text, name: Runtime.processName))
+        writeAll(2, Progress.lineStart(fd: 2) + Host.prefixLines(text, name: ProcessContext.of(L).identity.processName))
         return 0
     }
 
@@ -311,9 +309,9 @@ enum CoreBindings {
     static let sendable: jr_swift_fn = { L in
         let L = L!
         let name = Lua.string(L, 2) ?? "value"
-        Runtime.encoder.reset()
-        let err = Runtime.encoder.encode(L, 1, path: name)
-        Runtime.encoder.reset()
+        ProcessContext.hot(L).pointee.encoder.reset()
+        let err = ProcessContext.hot(L).pointee.encoder.encode(L, 1, path: name)
+        ProcessContext.hot(L).pointee.encoder.reset()
         lua_pushboolean(L, err == nil ? 1 : 0)
         guard let err else { return 1 }
         Lua.pushString(L, err)

@@ -9,7 +9,6 @@ import Glibc
 enum DictBindings {
     static let dictName = "jobrun.Dict"
     static let methodsKey = "jobrun.Dict.methods"
-    static var keyEncoder = ValueEncoder(capacity: 256)
 
     static func register(_ L: LuaState) {
         luaL_newmetatable(L, dictName)
@@ -52,10 +51,10 @@ enum DictBindings {
 
     /// Encodes the key at `index` into `keyEncoder`; an error message if it is not a valid key.
     static func encodeKey(_ L: LuaState, _ index: Int32, _ method: String) -> String? {
-        keyEncoder.reset()
+        ProcessContext.hot(L).pointee.keyEncoder.reset()
         switch lua_type(L, index) {
         case LUA_TSTRING, LUA_TBOOLEAN:
-            return keyEncoder.encode(L, index, path: "key")
+            return ProcessContext.hot(L).pointee.keyEncoder.encode(L, index, path: "key")
         case LUA_TNUMBER:
             if lua_isinteger(L, index) == 0 {
                 let v = lua_tonumberx(L, index, nil)
@@ -64,10 +63,10 @@ enum DictBindings {
                 if v == v.rounded(), abs(v) < 9.2e18 {
                     lua_pushinteger(L, lua_Integer(v))
                     defer { jr_lua_pop(L, 1) }
-                    return keyEncoder.encode(L, -1, path: "key")
+                    return ProcessContext.hot(L).pointee.keyEncoder.encode(L, -1, path: "key")
                 }
             }
-            return keyEncoder.encode(L, index, path: "key")
+            return ProcessContext.hot(L).pointee.keyEncoder.encode(L, index, path: "key")
         default:
             return "\(method): a Dict key must be a string, number or boolean, got \(Lua.typeName(L, index))"
         }
@@ -82,8 +81,8 @@ enum DictBindings {
     /// Pushes d[k] (or nil); returns -1 after pushing an error.
     static func read(_ L: LuaState, _ d: SharedDict, keyIndex: Int32, method: String) -> Int32 {
         if let e = encodeKey(L, keyIndex, method) { return Lua.raise(L, .TypeError, e) }
-        guard let n = d.get(keyEncoder.bytes, into: &Runtime.scratch) else { lua_pushnil(L); return 1 }
-        if let r = decodeInto(L, UnsafeRawBufferPointer(start: Runtime.scratch.base, count: n), d) { return r }
+        guard let n = d.get(ProcessContext.hot(L).pointee.keyEncoder.bytes, into: &ProcessContext.hot(L).pointee.scratch) else { lua_pushnil(L); return 1 }
+        if let r = decodeInto(L, UnsafeRawBufferPointer(start: ProcessContext.hot(L).pointee.scratch.base, count: n), d) { return r }
         return 1
     }
 
@@ -112,18 +111,18 @@ enum DictBindings {
     static func write(_ L: LuaState, _ d: SharedDict, keyIndex: Int32, valueIndex: Int32, method: String) -> Int32? {
         if let e = encodeKey(L, keyIndex, method) { return Lua.raise(L, .TypeError, e) }
         if lua_type(L, valueIndex) == LUA_TNIL {
-            d.delete(keyEncoder.bytes)
+            d.delete(ProcessContext.hot(L).pointee.keyEncoder.bytes)
             return nil
         }
-        Runtime.encoder.reset()
-        if let e = Runtime.encoder.encode(L, valueIndex, path: "value") {
+        ProcessContext.hot(L).pointee.encoder.reset()
+        if let e = ProcessContext.hot(L).pointee.encoder.encode(L, valueIndex, path: "value") {
             return Lua.raise(L, .TypeError, "\(label(d)): \(e)")
         }
-        do { try d.set(keyEncoder.bytes, Runtime.encoder.bytes) } catch {
-            Runtime.encoder.dropReferences()
+        do { try d.set(ProcessContext.hot(L).pointee.keyEncoder.bytes, ProcessContext.hot(L).pointee.encoder.bytes) } catch {
+            ProcessContext.hot(L).pointee.encoder.dropReferences()
             return Lua.raise(L, .ValueError, "\(label(d)): out of shared memory (\(Arena.bytesInUse >> 20) of \(Arena.limit >> 20) MiB in use)")
         }
-        Runtime.encoder.keepReferences()
+        ProcessContext.hot(L).pointee.encoder.keepReferences()
         return nil
     }
 
@@ -159,7 +158,7 @@ enum DictBindings {
         let L = L!
         guard let d = check(L, "contains") else { return -1 }
         if let e = encodeKey(L, 2, "\(label(d)).contains") { return Lua.raise(L, .TypeError, e) }
-        lua_pushboolean(L, d.contains(keyEncoder.bytes) ? 1 : 0)
+        lua_pushboolean(L, d.contains(ProcessContext.hot(L).pointee.keyEncoder.bytes) ? 1 : 0)
         return 1
     }
 
@@ -167,7 +166,7 @@ enum DictBindings {
         let L = L!
         guard let d = check(L, "delete") else { return -1 }
         if let e = encodeKey(L, 2, "\(label(d)).delete") { return Lua.raise(L, .TypeError, e) }
-        lua_pushboolean(L, d.delete(keyEncoder.bytes) ? 1 : 0)
+        lua_pushboolean(L, d.delete(ProcessContext.hot(L).pointee.keyEncoder.bytes) ? 1 : 0)
         return 1
     }
 

@@ -6,18 +6,13 @@ import Glibc
 // their process name) and the status line (each new line on a terminal wipes
 // it first, so output never lands in the middle of it).
 extension Host {
-    /// Set by `--prefix` (main) or `--worker-prefix` (a `script` worker); read
-    /// by `core.spawn` so the setting reaches `script` workers at any depth.
-    /// Forked workers inherit it, and the Lua wrappers, with the state.
-    public internal(set) static var prefixOutput = false
-
     /// Wraps `print`, `io.write` and `:write` on `io.stdout`/`io.stderr`
     /// (prelude/output.lua) so that each new line starts with "\r\e[K" on a
     /// terminal while the status line is on (`clear`), and `[name] ` in a
     /// worker (`tag`). Without either, nothing is wrapped.
     static func installOutputHooks(_ L: LuaState, tag: Bool, clear: Bool) {
         guard tag || clear else { return }
-        prefixOutput = tag
+        ProcessContext.of(L).output.prefix = tag   // forked workers inherit it, and the wrappers with the state
         Prelude.run(L, "output.lua") {
             Lua.pushModule(L)
             lua_pushboolean(L, tag ? 1 : 0)
@@ -36,7 +31,7 @@ extension Host {
     /// `text` with `[name] ` before each line, for the messages a `script`
     /// worker writes from Swift when `--prefix` is on.
     static func prefixLines(_ text: String, name: String) -> String {
-        guard prefixOutput else { return text }
+        guard ProcessContext.current.output.prefix else { return text }
         var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
         let endsLine = text.hasSuffix("\n")
         if endsLine { lines.removeLast() }

@@ -24,20 +24,6 @@ public enum Host {
         }
     }
 
-    /// The main process's options, for the end of the run (which `os.exit`
-    /// reaches through core.exit).
-    static var mainOptions = Options()
-    /// The --stats-json file, opened before the run.
-    private static var statsFD: Int32?
-    private static var ended = false
-
-    /// A forked worker: the --stats-json file is the main process's to
-    /// write, so the child closes its copy at once.
-    static func forgetInChild() {
-        if let fd = statsFD { close(fd) }
-        statsFD = nil
-    }
-
     /// The end of the run in the main process: collect the last children,
     /// wipe the status line, report --stats. Returns the exit status (1 when
     /// the --stats-json file could not be written, or a worker failed without
@@ -46,15 +32,16 @@ public enum Host {
     static let unseenNamed = 10
 
     static func endOfRun(_ code: Int32) -> Int32 {
-        guard Runtime.isMain, !ended else { return code }
-        ended = true
+        let ctx = ProcessContext.current
+        guard ctx.identity.isMain, !ctx.output.ended else { return code }
+        ctx.output.ended = true
         ProcessControl.reapStrays()
         fflush(nil)
         Progress.stop()
-        let o = mainOptions
+        let o = ctx.output.mainOptions
         var status = code
         if o.stats || o.statsJSON != nil {
-            if !Stats.report(mainExit: code, text: o.stats, jsonFD: statsFD, jsonPath: o.statsJSON ?? "") && code == 0 {
+            if !Stats.report(mainExit: code, text: o.stats, jsonFD: ctx.output.statsFD, jsonPath: o.statsJSON ?? "") && code == 0 {
                 status = 1
             }
         }
@@ -82,6 +69,7 @@ public enum Host {
     /// Runs `script` (or, when it is nil, just the `-e` chunks) as the main
     /// process; returns the exit status.
     public static func runMain(script: String?, arguments: [String], options: Options = Options()) -> Int32 {
+        let ctx = ProcessContext.current
         if let script {
             if access(script, F_OK) != 0 || access(script, R_OK) != 0 {
                 writeAll(2, "jobrun: cannot open \(script): \(String(cString: strerror(Glibc.errno)))\n")
@@ -95,7 +83,7 @@ public enum Host {
         }
         if let path = options.statsJSON {
             guard let fd = Stats.openJSON(path) else { return 2 }
-            statsFD = fd
+            ctx.output.statsFD = fd
         }
         jr_reset_signals()
         ProcessControl.becomeSubreaper()
@@ -104,14 +92,14 @@ public enum Host {
             return 1
         }
         jr_stdout_linebuffered()
-        mainOptions = options
+        ctx.output.mainOptions = options
         ProcessRegistry.register(name: "MainProcess", parent: getppid())
         Progress.setUp(options.progress)
         if let err = Monitor.start() {
             writeAll(2, "jobrun: \(err): the run cannot go on unsupervised\n")
             return 1
         }
-        Runtime.scriptDirectory = script.map(directory(of:)) ?? "."
+        ctx.identity.scriptDirectory = script.map(directory(of:)) ?? "."
         guard let L = newState() else { return 1 }
         installOutputHooks(L, tag: options.prefix, clear: Progress.isOn)
         setArgTable(L, script: script ?? "jobrun", arguments: arguments)
@@ -128,6 +116,7 @@ public enum Host {
                                  daemon: Bool, parent: Int32, scriptDirectory: String, script: String,
                                  prefix: Bool = false, packagePath: String = "", packageCPath: String = "",
                                  record: Int = -1) -> Int32 {
+        let ctx = ProcessContext.current
         jr_reset_signals()
         // The descriptor and offsets are checked first, so that a hand-typed
         // `jobrun --worker ...` is told what is wrong with it.
@@ -143,10 +132,8 @@ public enum Host {
         _ = jr_set_cloexec(arenaFD, 1)
         jr_stdout_linebuffered()
         ProcessRegistry.takeOver(record, name: name, parent: parent)
-        Runtime.isMain = false
-        Runtime.processName = name
-        Runtime.isDaemon = daemon
-        Runtime.scriptDirectory = scriptDirectory
+        ctx.becomeWorker(name: name, daemon: daemon)
+        ctx.identity.scriptDirectory = scriptDirectory
         // `require` looks beside the worker's own script first, then where
         // its parent looked.
         guard let L = newState(packageDirectory: directory(of: script), path: packagePath, cpath: packageCPath) else { return 1 }
@@ -190,16 +177,17 @@ public enum Host {
 
     /// Closes a state this process created, as lua5.4 does at exit: pending
     /// to-be-closed variables close and `__gc` finalizers run. A forked
-    /// worker never does (Runtime.ownsState): its state is a copy of its
+    /// worker never does (ProcessContext.identity.ownsState): its state is a copy of its
     /// parent's, whose finalizers are the parent's to run.
     static func closeState(_ L: LuaState) {
-        guard Runtime.ownsState else { return }
-        Runtime.ownsState = false    // once
+        let ctx = ProcessContext.of(L)
+        guard ctx.identity.ownsState else { return }
+        ctx.identity.ownsState = false    // once
         // The main process's objects end with the run: not freed one by one
         // now (and its queues still show in --stats).
-        if Runtime.isMain { ObjectTable.keepAtExit = true }
+        if ctx.identity.isMain { ObjectTable.keepAtExit = true }
         lua_close(L)
-        if !Runtime.isMain { ObjectTable.releaseAll() }   // what no finalizer released, and its list
+        if !ctx.identity.isMain { ObjectTable.releaseAll() }   // what no finalizer released, and its list
         fflush(nil)
     }
 
@@ -225,7 +213,7 @@ public enum Host {
         Module.install(L)
         // Bytecode refused, the collector, package.path (the script's folder first).
         Prelude.run(L, "loaders.lua") { 0 }
-        let dir = packageDirectory ?? Runtime.scriptDirectory
+        let dir = packageDirectory ?? ProcessContext.current.identity.scriptDirectory
         Prelude.run(L, "state.lua") {
             Lua.pushString(L, dir); Lua.pushString(L, path); Lua.pushString(L, cpath); return 3
         }
@@ -269,7 +257,7 @@ public enum Host {
                 jr_lua_pop(L, 1)
                 code = 1
             } else if jr_lua_pcall(L, 0, 0, handler) != LUA_OK {
-                fflush(stdout)
+                jr_fflush_stdout()
                 writeAll(2, format(Lua.string(L, -1) ?? "(error object is not a string)"))
                 jr_lua_pop(L, 1)
                 code = 1
@@ -285,7 +273,7 @@ public enum Host {
                 for i in argumentIndices { lua_pushvalue(L, i) }
                 let nargs = Int32(arguments.count + argumentIndices.count)
                 if jr_lua_pcall(L, nargs, 0, handler) != LUA_OK {
-                    fflush(stdout)
+                    jr_fflush_stdout()
                     let message = Lua.string(L, -1) ?? "(error object is not a string)"
                     if let report { report(message) } else { writeAll(2, format(message)) }
                     jr_lua_pop(L, 1)

@@ -6,6 +6,9 @@ import CLua
 /// `jobrun` and `package.loaded.jobrun`.
 enum Module {
     static func install(_ L: LuaState) {
+        // First: the bindings find the process context in the state (and
+        // QueueBindings.register keeps the metatables in it).
+        ProcessContext.current.install(in: L)
         lua_createtable(L, 0, 32)
         let module = lua_gettop(L)
         QueueBindings.register(L, module: module)

@@ -79,10 +79,10 @@ enum PipeBindings {
         if end.isClosed { return Lua.raise(L, .ValueError, "\(end.label).send: this end is closed") }
         if !end.canSend { return Lua.raise(L, .ValueError, "\(end.label).send: this end of a one-way Pipe only receives") }
         if lua_gettop(L) < 2 { return Lua.raise(L, .TypeError, "\(end.label).send: missing value") }
-        Runtime.encoder.reset()
-        if let e = Runtime.encoder.encode(L, 2, path: "value") { return Lua.raise(L, .TypeError, "\(end.label).send: \(e)") }
-        let r = end.sendQueue.put(Runtime.encoder.bytes, block: true, deadline: Deadline(timeout: nil))
-        if case .ok = r { Runtime.encoder.keepReferences() } else { Runtime.encoder.dropReferences() }
+        ProcessContext.hot(L).pointee.encoder.reset()
+        if let e = ProcessContext.hot(L).pointee.encoder.encode(L, 2, path: "value") { return Lua.raise(L, .TypeError, "\(end.label).send: \(e)") }
+        let r = end.sendQueue.put(ProcessContext.hot(L).pointee.encoder.bytes, block: true, deadline: Deadline(timeout: nil))
+        if case .ok = r { ProcessContext.hot(L).pointee.encoder.keepReferences() } else { ProcessContext.hot(L).pointee.encoder.dropReferences() }
         switch r {
         case .ok: return 0
         case .closed: return Lua.raise(L, .EOF, "\(end.label).send: no process holds the other end any more")
@@ -102,7 +102,7 @@ enum PipeBindings {
         // One untimed wait when there is no timeout: the monitor sees it as a
         // recv and reports two processes each waiting on the other.
         var decodeError: String?
-        let r = end.receiveQueue.get(block: true, deadline: Deadline(timeout: timeout), scratch: &Runtime.scratch, recv: true) {
+        let r = end.receiveQueue.get(block: true, deadline: Deadline(timeout: timeout), scratch: &ProcessContext.hot(L).pointee.scratch, recv: true) {
             decodeError = ValueDecoder.decode(L, $0, adopting: true)
         }
         switch r {

@@ -9,11 +9,10 @@ import Glibc
 /// queue.
 enum PoolBindings {
     static let typeName = "jobrun.PoolState"
-    static var meta: UnsafeRawPointer?
 
     static func register(_ L: LuaState) {
         luaL_newmetatable(L, typeName)
-        meta = lua_topointer(L, -1)
+        ProcessContext.hot(L).pointee.poolMeta = lua_topointer(L, -1)
         Lua.setFunction(L, "__gc", release)
         lua_createtable(L, 0, 8)
         for (name, fn) in [("_take", take), ("_send", send), ("_put", put), ("_wait", wait),
@@ -36,7 +35,7 @@ enum PoolBindings {
     }
 
     static func check(_ L: LuaState) -> SharedPool? {
-        if let h = ObjectHandle.check(L, 1, metatable: meta) { return SharedPool(offset: h.offset) }
+        if let h = ObjectHandle.check(L, 1, metatable: ProcessContext.hot(L).pointee.poolMeta) { return SharedPool(offset: h.offset) }
         Lua.pushError(L, .TypeError, "Pool: internal state expected")
         return nil
     }
@@ -90,7 +89,7 @@ enum PoolBindings {
             return Lua.raise(L, .TypeError, "Pool: _take(slot, field, buffer)")
         }
         var decodeError: String? = nil
-        pool.take(slot: i, scratch: &Runtime.scratch) { bytes in
+        pool.take(slot: i, scratch: &ProcessContext.hot(L).pointee.scratch) { bytes in
             decodeError = ValueDecoder.decode(L, bytes, spreading: Int(field), into: .table(4, first: 1), adopting: true)
         }
         if let e = decodeError { return Lua.raise(L, .ValueError, "Pool: cannot read a task: \(e)") }
@@ -118,9 +117,9 @@ enum PoolBindings {
         guard let pool = check(L) else { return -1 }
         let tq = pool.taskQueue
         if lua_gettop(L) == 1 {
-            Runtime.encoder.reset()
+            ProcessContext.hot(L).pointee.encoder.reset()
             lua_pushnil(L)
-            if let err = Runtime.encoder.encode(L, 2, path: "item") { return Lua.raise(L, .TypeError, "Pool: \(err)") }
+            if let err = ProcessContext.hot(L).pointee.encoder.encode(L, 2, path: "item") { return Lua.raise(L, .TypeError, "Pool: \(err)") }
             let r = QueueBindings.enqueue(L, tq, block: true, timeout: nil)
             if r < 0 { return r }
         } else {

@@ -8,19 +8,17 @@ import Glibc
 enum QueueBindings {
     static let queueName = "jobrun.Queue"
     static let joinableName = "jobrun.JoinableQueue"
-    /// This process's two metatables (one Lua state per process).
-    static var queueMeta: UnsafeRawPointer?
-    static var joinableMeta: UnsafeRawPointer?
-
     static func register(_ L: LuaState, module: Int32) {
         let methods: [(String, jr_swift_fn)] = [
             ("put", queuePut), ("get", queueGet), ("put_nowait", queuePutNowait), ("get_nowait", queueGetNowait),
             ("qsize", queueQsize), ("empty", queueEmpty), ("full", queueFull), ("close", queueClose), ("_next", queueNext),
             ("_put_slice", queuePutSlice), ("_get_into", queueGetInto),
         ]
-        queueMeta = ObjectBindings.registerType(L, queueName, toString: queueToString, methods: methods)
-        joinableMeta = ObjectBindings.registerType(L, joinableName, toString: queueToString,
-                                                   methods: methods + [("task_done", queueTaskDone), ("join", queueJoin)])
+        // This process's two metatables (one Lua state per process).
+        let hot = ProcessContext.hot(L)
+        hot.pointee.queueMeta = ObjectBindings.registerType(L, queueName, toString: queueToString, methods: methods)
+        hot.pointee.joinableMeta = ObjectBindings.registerType(L, joinableName, toString: queueToString,
+                                                             methods: methods + [("task_done", queueTaskDone), ("join", queueJoin)])
         Lua.setFunction(L, "Queue", newQueue)
         Lua.setFunction(L, "JoinableQueue", newJoinableQueue)
         PoolBindings.register(L)
@@ -36,7 +34,8 @@ enum QueueBindings {
         if let p = lua_touserdata(L, 1), lua_getmetatable(L, 1) != 0 {
             let mt = lua_topointer(L, -1)
             jr_lua_pop(L, 1)
-            if mt == joinableMeta || (!joinableOnly && mt == queueMeta) {
+            let hot = ProcessContext.hot(L)
+            if mt == hot.pointee.joinableMeta || (!joinableOnly && mt == hot.pointee.queueMeta) {
                 let h = p.assumingMemoryBound(to: ObjectHandle.self)
                 if h.pointee.closed == 0 { return SharedQueue(offset: h.pointee.offset) }
             }
@@ -132,8 +131,8 @@ enum QueueBindings {
                 : q.putInline(count: size, block: block, deadline: deadline) { ValueEncoder.writeString(p, len, to: $0) }
             return outcome(L, q, r, block: block, timeout: timeout)
         }
-        Runtime.encoder.reset()
-        if let err = Runtime.encoder.encode(L, 2, path: "item") {
+        ProcessContext.hot(L).pointee.encoder.reset()
+        if let err = ProcessContext.hot(L).pointee.encoder.encode(L, 2, path: "item") {
             return Lua.raise(L, .TypeError, "\(label(q)).put: \(err)")
         }
         return enqueue(L, q, block: block, timeout: timeout)
@@ -158,8 +157,8 @@ enum QueueBindings {
               first <= lua_Integer.max - count else {
             return Lua.raise(L, .TypeError, "\(label(q))._put_slice: expected (head table, list table, first >= 1, count >= 0)")
         }
-        Runtime.encoder.reset()
-        if let err = Runtime.encoder.encodeWithSlice(L, head: 2, list: 3, first: first, length: Int(count), path: "item") {
+        ProcessContext.hot(L).pointee.encoder.reset()
+        if let err = ProcessContext.hot(L).pointee.encoder.encodeWithSlice(L, head: 2, list: 3, first: first, length: Int(count), path: "item") {
             return Lua.raise(L, .TypeError, "\(label(q)).put: \(err)")
         }
         return enqueue(L, q, block: true, timeout: nil)
@@ -185,10 +184,10 @@ enum QueueBindings {
         return get(L, q, block: block, timeout: timeout, spreading: (Int(field), .routed(routes: 5, key: Int(key))))
     }
 
-    /// Puts the message in `Runtime.encoder` and maps the outcome to Lua.
+    /// Puts the message in `ProcessContext.hot(L).pointee.encoder` and maps the outcome to Lua.
     static func enqueue(_ L: LuaState, _ q: SharedQueue, block: Bool, timeout: Double?) -> Int32 {
-        let r = q.put(Runtime.encoder.bytes, block: block, deadline: Deadline(timeout: block ? timeout : 0))
-        if case .ok = r { Runtime.encoder.keepReferences() } else { Runtime.encoder.dropReferences() }
+        let r = q.put(ProcessContext.hot(L).pointee.encoder.bytes, block: block, deadline: Deadline(timeout: block ? timeout : 0))
+        if case .ok = r { ProcessContext.hot(L).pointee.encoder.keepReferences() } else { ProcessContext.hot(L).pointee.encoder.dropReferences() }
         return outcome(L, q, r, block: block, timeout: timeout)
     }
 
@@ -234,7 +233,7 @@ enum QueueBindings {
         // at best: it sleeps at once rather than spin on a core its workers need.
         var spin = true
         if spreading != nil { spin = false }
-        let r = q.get(block: block, deadline: Deadline(timeout: block ? timeout : 0), scratch: &Runtime.scratch,
+        let r = q.get(block: block, deadline: Deadline(timeout: block ? timeout : 0), scratch: &ProcessContext.hot(L).pointee.scratch,
                       spin: spin) { bytes in
             if let spreading {
                 decodeError = ValueDecoder.decode(L, bytes, spreading: spreading.field, into: spreading.into, adopting: q.itemsAreHandedOver)
@@ -264,7 +263,7 @@ enum QueueBindings {
         guard let q = check(L, "items") else { return -1 }
         lua_pushboolean(L, 1)
         var decodeError: String? = nil
-        let r = q.get(block: true, deadline: Deadline(timeout: nil), scratch: &Runtime.scratch) { bytes in
+        let r = q.get(block: true, deadline: Deadline(timeout: nil), scratch: &ProcessContext.hot(L).pointee.scratch) { bytes in
             decodeError = ValueDecoder.decode(L, bytes, adopting: q.itemsAreHandedOver)
         }
         switch r {

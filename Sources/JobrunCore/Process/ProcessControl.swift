@@ -10,19 +10,13 @@ import Glibc
 /// descriptors of its siblings to close (100 starts would otherwise close
 /// ~5,000 inherited pidfds).
 enum ProcessControl {
-    /// Children this process started and has not reaped.
-    private static var children: Set<pid_t> = []
-    private static var pidfds: [pid_t: Int32] = [:]
-    /// Exit statuses collected by `reapStrays` for children not yet asked about.
-    private static var reaped: [pid_t: Int32] = [:]
-
-    /// Set in the main process only: the setting is not inherited by fork.
-    private static var isSubreaper = false
+    /// This process's children are kept in ProcessContext.children.
+    private static var ctx: ProcessContext { ProcessContext.current }
 
     /// The main process is a child subreaper: a worker's children whose parent
     /// died are re-parented to it instead of to init, and reaped here, so a run
     /// leaves no zombie behind even where init does not reap.
-    static func becomeSubreaper() { isSubreaper = jr_set_child_subreaper() == 0 }
+    static func becomeSubreaper() { ctx.children.isSubreaper = jr_set_child_subreaper() == 0 }
 
     /// Reaps, without blocking, the ended processes this one answers for: its
     /// own workers (their statuses kept for `poll`) and, in the main process,
@@ -35,7 +29,7 @@ enum ProcessControl {
         while let pid = endedChild(P_ALL, 0) {
             guard isOurs(pid) else { reapKnown(); return }
             guard let (status, _) = reap(pid) else { return }
-            if children.contains(pid) { reaped[pid] = status }
+            if ctx.children.live.contains(pid) { ctx.children.reaped[pid] = status }
             if pid == Monitor.pid { Monitor.reaped(status: status) }
         }
     }
@@ -43,10 +37,10 @@ enum ProcessControl {
     /// A foreign child has ended and hides the others from waitid(P_ALL):
     /// asks about each process we know, one by one.
     private static func reapKnown() {
-        for pid in children where reaped[pid] == nil && endedChild(P_PID, id_t(pid)) != nil {
-            if let (status, _) = reap(pid) { reaped[pid] = status }
+        for pid in ctx.children.live where ctx.children.reaped[pid] == nil && endedChild(P_PID, id_t(pid)) != nil {
+            if let (status, _) = reap(pid) { ctx.children.reaped[pid] = status }
         }
-        guard isSubreaper else { return }
+        guard ctx.children.isSubreaper else { return }
         let all = ProcessRegistry.slots()
         let count = Int(jr_load_u32(&ProcessRegistry.header.pointee.process_slots))
         for i in 0..<count {
@@ -56,7 +50,7 @@ enum ProcessControl {
     }
 
     private static func isOurs(_ pid: pid_t) -> Bool {
-        children.contains(pid) || (isSubreaper && isAdopted(pid))
+        ctx.children.live.contains(pid) || (ctx.children.isSubreaper && isAdopted(pid))
     }
 
     /// A process of the run that someone else started and no one has
@@ -67,7 +61,7 @@ enum ProcessControl {
     /// whose parent died before the child wrote its record is not known
     /// here and stays a zombie until the run ends (when init takes it).
     private static func isAdopted(_ pid: pid_t) -> Bool {
-        guard pid > 0, pid != getpid(), !children.contains(pid), let r = ProcessRegistry.find(pid) else { return false }
+        guard pid > 0, pid != getpid(), !ctx.children.live.contains(pid), let r = ProcessRegistry.find(pid) else { return false }
         return r.pointee.parent_pid != getpid() && r.pointee.has_usage == 0
     }
 
@@ -101,13 +95,7 @@ enum ProcessControl {
         let pid = Glibc.fork()
         if pid < 0 { throw JobrunError(call: "fork", errno: Glibc.errno) }
         if pid == 0 {
-            // The parent's children are not ours to wait for.
-            for (_, fd) in pidfds { close(fd) }
-            pidfds.removeAll()
-            children.removeAll()
-            isSubreaper = false
-            Monitor.forgetInChild()
-            reaped.removeAll()
+            ctx.afterFork()
             dieWithParent(parent)
             return .child
         }
@@ -128,21 +116,21 @@ enum ProcessControl {
         }
     }
 
-    static func track(_ pid: pid_t) { children.insert(pid) }
+    static func track(_ pid: pid_t) { ctx.children.live.insert(pid) }
 
     /// `pid` is reaped: forget it.
     private static func forget(_ pid: pid_t) {
-        children.remove(pid)
-        if let fd = pidfds.removeValue(forKey: pid) { close(fd) }
+        ctx.children.live.remove(pid)
+        if let fd = ctx.children.pidfds.removeValue(forKey: pid) { close(fd) }
     }
 
     /// The pidfd of a child being waited for, opened on first use.
     private static func pidfd(_ pid: pid_t) -> Int32? {
-        if let fd = pidfds[pid] { return fd }
-        guard children.contains(pid) else { return nil }
+        if let fd = ctx.children.pidfds[pid] { return fd }
+        guard ctx.children.live.contains(pid) else { return nil }
         let fd = jr_pidfd_open(pid)
         if fd < 0 { return nil }
-        pidfds[pid] = fd
+        ctx.children.pidfds[pid] = fd
         return fd
     }
 
@@ -177,7 +165,7 @@ enum ProcessControl {
 
     /// Reaps `pid` if it has ended; nil while it runs.
     static func poll(_ pid: pid_t) -> Int32? {
-        if let status = reaped.removeValue(forKey: pid) {
+        if let status = ctx.children.reaped.removeValue(forKey: pid) {
             forget(pid)
             return exitCode(status)
         }
@@ -233,7 +221,7 @@ enum ProcessControl {
 
     /// SIGKILLs every child not yet reaped (a run that must end at once).
     static func killChildren() {
-        for pid in children { _ = kill(pid, SIGKILL) }
+        for pid in ctx.children.live { _ = kill(pid, SIGKILL) }
     }
 
     static func signal(_ pid: pid_t, _ sig: Int32) {

@@ -24,9 +24,10 @@ enum Monitor {
     static let stableTicks = 4
 
     /// The monitor's pid and the write end of the pipe that tells it the run
-    /// is over (main process only; 0 / -1 when unsupervised).
-    private(set) static var pid: pid_t = 0
-    private static var doneFD: Int32 = -1
+    /// is over, the last look and the deaths: ProcessContext.supervision
+    /// (main process only; 0 / -1 when unsupervised).
+    private static var ctx: ProcessContext { ProcessContext.current }
+    static var pid: pid_t { ctx.supervision.monitorPid }
 
     /// Forks the monitor; returns in the main process only, with nil, or the
     /// reason there is no monitor (the run must not go on without one).
@@ -44,10 +45,10 @@ enum Monitor {
         }
         if pid > 0 {
             close(fds[0])
-            Monitor.pid = pid
-            doneFD = fds[1]
+            ctx.supervision.monitorPid = pid
+            ctx.supervision.monitorDoneFD = fds[1]
             Arena.header.pointee.monitor_pid = pid
-            lastCheck = monotonicNanos()
+            ctx.supervision.lastMonitorCheck = monotonicNanos()
             return nil
         }
         close(fds[1])
@@ -65,8 +66,6 @@ enum Monitor {
 
     // MARK: the main process watches the monitor
 
-    /// When the main process last looked whether the monitor still runs.
-    private static var lastCheck: Int64 = 0
     static let watchEvery: Int64 = 50_000_000
 
     /// Main process, about to sleep in a wait (every wait sleeps in bounded
@@ -75,11 +74,11 @@ enum Monitor {
     /// deadlock or death would ever be reported.
     @inline(__always)
     static func watch() {
-        if pid > 0 && monotonicNanos() &- lastCheck >= watchEvery { checkAlive() }
+        if pid > 0 && monotonicNanos() &- ctx.supervision.lastMonitorCheck >= watchEvery { checkAlive() }
     }
 
     private static func checkAlive() {
-        lastCheck = monotonicNanos()
+        ctx.supervision.lastMonitorCheck = monotonicNanos()
         var info = siginfo_t()
         let r = valueOrErrno("waitid") { waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT) }
         if case .success = r, info._sifields._sigchld.si_pid == 0 { return }   // running
@@ -98,18 +97,18 @@ enum Monitor {
         lost(describeExit(ProcessControl.exitCode(status)))
     }
 
-    /// Monitors that died during the run, and the most replaced: one that
-    /// dies again and again (a bug of its own) ends the run, not a loop.
-    private static var deaths = 0
+    /// The most monitors replaced: one that dies again and again (a bug of
+    /// its own) ends the run, not a loop.
     static let maxReplacements = 3
 
     /// The monitor (pid `pid`) is dead: start another, or end the run.
     private static func lost(_ how: String) {
         let old = pid
-        pid = 0
+        ctx.supervision.monitorPid = 0
         Arena.header.pointee.monitor_pid = 0
-        if doneFD >= 0 { close(doneFD); doneFD = -1 }
-        deaths += 1
+        if ctx.supervision.monitorDoneFD >= 0 { close(ctx.supervision.monitorDoneFD); ctx.supervision.monitorDoneFD = -1 }
+        ctx.supervision.monitorDeaths += 1
+        let deaths = ctx.supervision.monitorDeaths
         let err = deaths > maxReplacements ? "\(deaths) monitors died in this run" : start()
         if let err {
             Progress.stop()
@@ -152,29 +151,23 @@ enum Monitor {
         !ProcessRegistry.hasEnded(r) && ProcessIdentity.isAlive(r.pointee.pid)
     }
 
-    /// A forked worker has no use for the main process's end of the pipe.
-    static func forgetInChild() {
-        if doneFD >= 0 { close(doneFD) }
-        doneFD = -1
-        pid = 0
-    }
-
     /// Main process, at its very end: tells the monitor the run is over and
     /// reaps it, so jobrun leaves nothing behind when it returns (no monitor
     /// still running, no zombie for init). Bounded: a monitor that does not
     /// answer within a second is left to notice the main process's death.
     static func stop() {
+        let doneFD = ctx.supervision.monitorDoneFD
         guard pid > 0, doneFD >= 0 else { return }
         var byte: UInt8 = 1
         _ = write(doneFD, &byte, 1)
         close(doneFD)
-        doneFD = -1
+        ctx.supervision.monitorDoneFD = -1
         var status: Int32 = 0
         for _ in 0..<1000 {
             guard case .success(0) = valueOrErrno("waitpid", { waitpid(pid, &status, WNOHANG) }) else { break }
             usleep(1000)
         }
-        pid = 0
+        ctx.supervision.monitorPid = 0
     }
 
     struct State {

@@ -15,10 +15,9 @@ import Glibc
 /// exactly when a record with both is found, not marked ended, and the pid
 /// still runs (not a zombie).
 enum ProcessIdentity {
-    /// This process's `start` (0: no record), set when it takes its record.
-    private(set) static var mine: UInt64 = 0
-
-    static func learnMine(_ r: UnsafeMutablePointer<jr_process_record>) { mine = UInt64(bitPattern: r.pointee.start_ns) }
+    /// This process's `start` (0: no record), set when it takes its record
+    /// (ProcessContext.identity).
+    static var mine: UInt64 { ProcessContext.current.identity.start }
 
     static func start(of r: UnsafeMutablePointer<jr_process_record>) -> UInt64 { UInt64(bitPattern: r.pointee.start_ns) }
 

@@ -6,8 +6,10 @@ import Glibc
 /// deaths, fail or requeue a dead consumer's tasks, and see when every live
 /// process waits on something no one can do: the run is deadlocked.
 enum ProcessRegistry {
-    /// This process's record (nil before `register`).
-    private(set) static var record: UnsafeMutablePointer<jr_process_record>?
+    /// This process's record (nil before `register`): ProcessContext.identity.
+    static var record: UnsafeMutablePointer<jr_process_record>? {
+        @inline(__always) get { ProcessContext.processHot.pointee.record }
+    }
 
     static var header: UnsafeMutablePointer<jr_arena_header> { Arena.header }
 
@@ -32,12 +34,17 @@ enum ProcessRegistry {
         let h = header
         lockProcessTable()
         defer { jr_mutex_unlock(&h.pointee.proc_lock) }
-        guard let i = claimLocked(name: name, parent: parent) else { record = nil; return }
+        guard let i = claimLocked(name: name, parent: parent) else { ProcessContext.current.record = nil; return }
         let r = slots() + i
-        ProcessIdentity.learnMine(r)
+        own(r)
+    }
+
+    /// Makes `r` this process's record.
+    private static func own(_ r: UnsafeMutablePointer<jr_process_record>) {
+        ProcessContext.current.identity.start = ProcessIdentity.start(of: r)
         r.pointee.pid = getpid()
         jr_store_u32(&r.pointee.state, UInt32(JR_PROC_RUNNING))
-        record = r
+        ProcessContext.current.record = r
     }
 
     /// Changes whenever a record is claimed (a new one, or a reused one):
@@ -111,10 +118,7 @@ enum ProcessRegistry {
             register(name: name, parent: parent)
             return
         }
-        ProcessIdentity.learnMine(r)
-        r.pointee.pid = getpid()
-        jr_store_u32(&r.pointee.state, UInt32(JR_PROC_RUNNING))
-        record = r
+        own(r)
     }
 
     /// A record to reuse (proc_lock held): one whose process the monitor has

@@ -45,11 +45,11 @@ public enum Progress {
         return "\r\u{1B}[K"
     }
 
-    private static var terminalChecked: (pid: pid_t, out: Bool, err: Bool)?
     private static func isTerminal(_ fd: Int32) -> Bool {
-        let pid = getpid()
-        if terminalChecked?.pid != pid { terminalChecked = (pid, isatty(1) != 0, isatty(2) != 0) }
-        return fd == 1 ? terminalChecked!.out : terminalChecked!.err
+        let ctx = ProcessContext.current
+        let t = ctx.supervision.terminal ?? (isatty(1) != 0, isatty(2) != 0)
+        ctx.supervision.terminal = t
+        return fd == 1 ? t.out : t.err
     }
 
     /// Takes progress_lock. A holder that died here left nothing to repair:
@@ -62,7 +62,7 @@ public enum Progress {
 
     /// Switches the line off for good and wipes it (main process).
     public static func stop() {
-        guard Arena.isAttached, Runtime.isMain else { return }
+        guard Arena.isAttached, ProcessContext.current.identity.isMain else { return }
         let h = Arena.header
         guard jr_load_u32(&h.pointee.progress_state) == UInt32(JR_PROGRESS_ON) else { return }
         lockProgress(h)
@@ -76,8 +76,6 @@ public enum Progress {
 
     // MARK: jobrun.progress(name, done [, total])
 
-    /// This process's slot index for each counter name it reported.
-    private static var slots: [String: Int] = [:]
 
     /// Sets a script counter; the first report of a name claims a slot.
     static func report(name: String, done: UInt64, total: UInt64?) throws(JobrunError) {
@@ -85,7 +83,8 @@ public enum Progress {
         let counters = withUnsafeMutablePointer(to: &h.pointee.counters) {
             UnsafeMutableRawPointer($0).assumingMemoryBound(to: jr_progress_counter.self)
         }
-        var index = slots[name]
+        let ctx = ProcessContext.current
+        var index = ctx.supervision.counterSlots[name]
         if index == nil {
             lockProgress(h)
             for i in 0..<Int(JR_MAX_COUNTERS) {
@@ -106,7 +105,7 @@ public enum Progress {
             guard let i = index else {
                 throw JobrunError(.valueError, "jobrun.progress: too many counters (at most \(JR_MAX_COUNTERS) names per run)")
             }
-            slots[name] = i
+            ctx.supervision.counterSlots[name] = i
         }
         let c = counters + index!
         if let total { jr_store_u64(&c.pointee.total, total) }
