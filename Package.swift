@@ -21,18 +21,15 @@ let package = Package(
             name: "CJobrunShims",
             dependencies: ["CLua"]
         ),
+        // No unsafeFlags: a library product must build without them. The
+        // per-item path reaches its buffers through the process context
+        // (ProcessContext.hot, behind a pointer), so it needs no exclusivity
+        // switch to be fast.
         .target(
             name: "JobrunCore",
             dependencies: [
                 "CLua", "CJobrunShims",
                 .product(name: "SystemPackage", package: "swift-system"),
-            ],
-            swiftSettings: [
-                .swiftLanguageMode(.v5),
-                // The per-item path touches per-process static buffers; the
-                // runtime's exclusivity bookkeeping for them cost ~3% of a queue
-                // hand-off. Debug builds (the tests) keep the checks.
-                .unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release)),
             ],
             plugins: ["EmbedLua"]   // prelude/*.lua, embedded at build time
         ),
@@ -43,8 +40,8 @@ let package = Package(
             dependencies: [
                 "JobrunCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ],
-            swiftSettings: [.swiftLanguageMode(.v5)],
             linkerSettings: [
                 // Resolve every dynamic symbol once at start (BIND_NOW) rather
                 // than on first call: a forked worker otherwise resolves the
@@ -55,13 +52,11 @@ let package = Package(
         ),
         .testTarget(
             name: "JobrunCoreTests",
-            dependencies: ["JobrunCore", "CLua", "CJobrunShims"],
-            swiftSettings: [.swiftLanguageMode(.v5)]
+            dependencies: ["JobrunCore", "CLua", "CJobrunShims"]
         ),
         .testTarget(
             name: "JobrunEndToEndTests",
-            dependencies: [],
-            swiftSettings: [.swiftLanguageMode(.v5)]
+            dependencies: []
         ),
     ]
 )

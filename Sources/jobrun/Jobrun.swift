@@ -1,4 +1,5 @@
 import ArgumentParser
+import SystemPackage
 import JobrunCore
 #if canImport(Glibc)
 import Glibc
@@ -15,7 +16,11 @@ import Glibc
 // Swift concurrency, no Foundation process launching in this target.
 
 enum FileHandleOutput {
-    static func standardError(_ text: String) { fputs(text, stderr) }
+    /// Straight to descriptor 2, unbuffered as C's stderr (Swift 6 refuses
+    /// C's `stderr`, a mutable global); swift-system retries an interrupted write.
+    static func standardError(_ text: String) {
+        _ = try? FileDescriptor.standardError.writeAll(text.utf8)
+    }
 }
 
 @main

@@ -516,7 +516,7 @@ struct ValueEncoder: ~Copyable {
             jr_lua_pop(L, 1)
             return failure(L, "cannot send a C function with upvalues\(cFunctionLabel(L, idx))")
         }
-        guard let f = lua_tocfunction(L, idx), var name = Self.standardNames[unsafeBitCast(f, to: UnsafeRawPointer.self)] else {
+        guard let f = lua_tocfunction(L, idx), var name = Self.standardNames[UInt(bitPattern: unsafeBitCast(f, to: UnsafeRawPointer.self))] else {
             return failure(L, "cannot send a C function\(cFunctionLabel(L, idx)); only standard library ones can be sent")
         }
         byte(0x0B)
@@ -713,8 +713,10 @@ struct ValueEncoder: ~Copyable {
     /// per process from a private state, so neither a script that renamed or
     /// added globals nor threads (tests) can change the answer; addresses are
     /// the same in every state of the process.
-    static let standardNames: [UnsafeRawPointer: String] = {
-        var map: [UnsafeRawPointer: String] = [:]
+    /// Keyed by address as an integer: a pointer is not Sendable, and the
+    /// table is shared by every thread of the process (tests).
+    static let standardNames: [UInt: String] = {
+        var map: [UInt: String] = [:]
         guard let L = jr_lua_newstate() else { return map }
         defer { lua_close(L) }
         guard jr_openlibs(L) == LUA_OK else { return map }
@@ -725,7 +727,7 @@ struct ValueEncoder: ~Copyable {
             lua_pushnil(L)
             while lua_next(L, -2) != 0 {
                 if lua_type(L, -2) == LUA_TSTRING, lua_iscfunction(L, -1) != 0, let f = lua_tocfunction(L, -1), let key = Lua.string(L, -2) {
-                    let p = unsafeBitCast(f, to: UnsafeRawPointer.self)
+                    let p = UInt(bitPattern: unsafeBitCast(f, to: UnsafeRawPointer.self))
                     if map[p] == nil { map[p] = lib == "_G" ? key : "\(lib).\(key)" }
                 }
                 jr_lua_pop(L, 1)

@@ -20,7 +20,7 @@ import SystemPackage
 enum RobustMutex {
     /// For a lock whose holder leaves nothing half done when it dies: the
     /// site's comment says why.
-    static let nothingToRepair: () -> Void = {}
+    static let nothingToRepair: @Sendable () -> Void = {}
 
     /// Locks `m`; if its owner died holding it, runs `ownerDied` (lock held)
     /// and then marks it consistent.
