@@ -136,6 +136,28 @@ struct VerdictTests {
             "timed gets after it end with Empty, no Deadlock, at most 7 tries and 0.1 s of CPU in 0.6 s": "true\tnil\ttrue\ttrue\t…",
         ])
     }
+
+    /// A process that caught its verdict and feeds the queue a judged waiter
+    /// slept on does not feed that waiter: the verdict is raised in every
+    /// wait it names before any process acts on it (JOBRUN_TEST_PAUSE_AT
+    /// holds the worker half a second after the verdict woke it: before the
+    /// fix, the stuck task took "fed" and the next task starved).
+    @Test func aWaiterJudgedInADeadlockRaisesItBeforeOthersGoOn() {
+        let r = runScript("""
+            local pool = jobrun.Pool{workers = 1}
+            local q = jobrun.Queue()
+            local ok, e = pcall(pool.map, pool, function() return q:get() end, {1})
+            print(ok, e.kind)
+            q:put("fed")
+            print(pool:apply(function() return q:get() end))
+            pool:close(); pool:join()
+            """, environment: ["JOBRUN_TEST_PAUSE_AT": "verdict-woken@PoolWorker-1"], timeout: 60)
+        expectStatus(r)
+        expectLines(r, [
+            "the task blocked on a queue nobody feeds is a Deadlock": "false\tDeadlock",
+            "the item put after the verdict goes to the next task": "fed",
+        ])
+    }
 }
 
 /// A waiter that was released and then stopped (SIGSTOP) before it could run

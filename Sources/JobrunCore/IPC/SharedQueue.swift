@@ -850,6 +850,9 @@ struct SharedQueue {
         unlock()
         let remaining = deadline.remaining
         let r = jr_futex_wait(word, seq, remaining < 0 ? SharedQueue.sleepSlice : min(remaining, SharedQueue.sleepSlice))
+        if TestHooks.pauseArmed, let me = ProcessRegistry.record, jr_load_u32(&me.pointee.verdict) != 0 {
+            TestHooks.pausePoint("verdict-woken")   // woken by a verdict, before it looks again
+        }
         lock()
         ProcessRegistry.didWait(r)
         waiters.pointee -= 1

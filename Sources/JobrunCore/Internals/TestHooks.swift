@@ -17,8 +17,8 @@ enum TestHooks {
         let step: String
         let who: String
 
-        static func fromEnvironment() -> KillAt? {
-            guard let v = getenv("JOBRUN_TEST_KILL_AT") else { return nil }
+        static func fromEnvironment(_ variable: String = "JOBRUN_TEST_KILL_AT") -> KillAt? {
+            guard let v = getenv(variable) else { return nil }
             let text = String(cString: v)
             if text.isEmpty { return nil }
             if let at = text.firstIndex(of: "@") {
@@ -41,5 +41,22 @@ enum TestHooks {
         guard let at = ProcessContext.current.killAt, name.description == at.step, at.who.isEmpty || at.who == ProcessContext.current.identity.processName else { return }
         kill(getpid(), SIGKILL)
         while true { pause() }
+    }
+
+    /// Test-only, the same way: `JOBRUN_TEST_PAUSE_AT=<step>[@<process name>]`
+    /// makes a process sleep half a second at a named step, so a test can
+    /// land the others' moves inside a window that is otherwise rare (a
+    /// race that only a loaded machine shows). It widens a window; it never
+    /// synchronises a test. Read once, at the first pause point reached
+    /// (forked workers inherit the environment); pause points sit on cold
+    /// paths only (a verdict's wake and raise).
+    private static let pauseAt = KillAt.fromEnvironment("JOBRUN_TEST_PAUSE_AT")
+
+    static var pauseArmed: Bool { pauseAt != nil }
+
+    static func pausePoint(_ name: StaticString) {
+        guard let at = pauseAt, name.description == at.step,
+              at.who.isEmpty || at.who == ProcessContext.current.identity.processName else { return }
+        usleep(500_000)
     }
 }

@@ -260,6 +260,7 @@ enum ProcessRegistry {
     /// `WorkerDied` tells the script about the processes that ended
     /// abnormally (the verdict names them): they are no longer unseen.
     static func raiseFailure(_ L: LuaState, _ verdict: JobrunError, in operation: String) -> Int32 {
+        awaitVerdictsTaken()
         if verdict.code == .workerDied {
             let all = slots()
             let n = Int(jr_load_u32(&header.pointee.process_slots))
@@ -268,6 +269,37 @@ enum ProcessRegistry {
             }
         }
         return Lua.raise(L, verdict.code.kind, "\(operation): \(verdict.message)")
+    }
+
+    /// How long a process acting on a verdict waits for the others judged
+    /// with it to take theirs (a stopped process may never take it).
+    static let verdictGraceNanos: Int64 = 5_000_000_000
+
+    /// Waits (bounded) until every other process that holds a verdict it has
+    /// not taken yet has taken it (called outside any lock, before a verdict
+    /// is raised). A verdict is a snapshot: every waiter it names was stuck
+    /// when it was given. A waiter decides under its wait's lock whether to
+    /// raise it, and takes an item that arrived first instead
+    /// (`takeVerdict`); without this wait, a process that raised its verdict
+    /// and went on (a put after a caught Deadlock) could feed a waiter that
+    /// the same verdict concerned and that had not run yet, so whether that
+    /// waiter raised or took the new item depended on scheduling.
+    static func awaitVerdictsTaken() {
+        guard let me = record else { return }
+        let all = slots()
+        let start = monotonicNanos()
+        while monotonicNanos() - start < verdictGraceNanos {
+            let n = Int(jr_load_u32(&header.pointee.process_slots))
+            var pending = false
+            for i in 0..<n where all + i != me && jr_load_u32(&all[i].state) == UInt32(JR_PROC_RUNNING) {
+                if jr_load_u32(&all[i].verdict) != 0 && jr_load_u64(&all[i].verdict_token) == jr_load_u64(&all[i].wait_token) {
+                    pending = true
+                    break
+                }
+            }
+            if !pending { return }
+            usleep(1000)
+        }
     }
 
     /// The script has been told how `pid` ended.
