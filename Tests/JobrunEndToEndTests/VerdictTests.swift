@@ -137,6 +137,23 @@ struct VerdictTests {
         ])
     }
 
+    /// A verdict names every waiter of one deadlock. The main process that
+    /// raises its own and ends lets a child judged with it write its own
+    /// report first (JOBRUN_TEST_PAUSE_AT holds the child half a second just
+    /// before it raises: before the fix, the main process's end stopped it).
+    @Test func aChildJudgedInTheSameDeadlockWritesItsOwnReport() {
+        let r = runScript("""
+            local q = jobrun.Queue()
+            local c = jobrun.Process{target = function() q:get() end, name = "starved"}
+            c:start()
+            c:join()
+            """, environment: ["JOBRUN_TEST_PAUSE_AT": "verdict-raising@starved"], timeout: 60)
+        expectStatus(r, 1)
+        #expect(r.stderr.contains("jobrun.Deadlock: join of starved: every process of the run is waiting"), "\(r.stderr)")
+        #expect(r.stderr.contains("Process starved (pid "), "the child's own report: \(r.stderr)")
+        #expect(r.stderr.contains("jobrun.Deadlock: Queue#1.get: every process of the run is waiting"), "\(r.stderr)")
+    }
+
     /// A process that caught its verdict and feeds the queue a judged waiter
     /// slept on does not feed that waiter: the verdict is raised in every
     /// wait it names before any process acts on it (JOBRUN_TEST_PAUSE_AT

@@ -27,6 +27,7 @@ enum CoreBindings {
         Lua.setFunction(L, "random_seed", randomSeed)
         Lua.setFunction(L, "recorded_exit", recordedExit)
         Lua.setFunction(L, "alive", alive)
+        Lua.setFunction(L, "acting_on_verdict", actingOnVerdict)
         Lua.setFunction(L, "shm_in_use", shmInUse)
         Lua.setFunction(L, "write_stderr", writeStderr)
         Lua.setFunction(L, "timeout", timeout)
@@ -289,6 +290,16 @@ enum CoreBindings {
             running = pid > 0 && (kill(pid, 0) == 0 || Glibc.errno == EPERM)
         }
         lua_pushboolean(L, running ? 1 : 0)
+        return 1
+    }
+
+    /// core.acting_on_verdict(pid) -> whether the process was given the
+    /// monitor's verdict on its latest wait and has not waited since
+    /// (ProcessRegistry.isActingOnVerdict).
+    static let actingOnVerdict: jr_swift_fn = { L in
+        let L = L!
+        let pid = pid_t(truncatingIfNeeded: lua_tointegerx(L, 1, nil))
+        lua_pushboolean(L, pid > 0 && ProcessRegistry.isActingOnVerdict(pid) ? 1 : 0)
         return 1
     }
 

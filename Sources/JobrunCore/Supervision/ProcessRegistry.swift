@@ -261,6 +261,7 @@ enum ProcessRegistry {
     /// abnormally (the verdict names them): they are no longer unseen.
     static func raiseFailure(_ L: LuaState, _ verdict: JobrunError, in operation: String) -> Int32 {
         awaitVerdictsTaken()
+        TestHooks.pausePoint("verdict-raising")
         if verdict.code == .workerDied {
             let all = slots()
             let n = Int(jr_load_u32(&header.pointee.process_slots))
@@ -300,6 +301,16 @@ enum ProcessRegistry {
             if !pending { return }
             usleep(1000)
         }
+    }
+
+    /// Whether `pid` was given a verdict on its latest wait and has not
+    /// waited since: it is raising it (or caught it, or found its wait
+    /// satisfied after all), so it may be writing its own report.
+    static func isActingOnVerdict(_ pid: pid_t) -> Bool {
+        guard let r = find(pid), jr_load_u32(&r.pointee.state) == UInt32(JR_PROC_RUNNING),
+              !hasEnded(r) else { return false }
+        let token = jr_load_u64(&r.pointee.verdict_token)
+        return token != 0 && token == jr_load_u64(&r.pointee.wait_token)
     }
 
     /// The script has been told how `pid` ended.

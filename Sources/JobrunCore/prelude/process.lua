@@ -17,6 +17,7 @@ local counter = 0
 local current                -- this process's own Process object
 
 local function state(p) return rawget(p, "_s") end
+local VERDICT_GRACE = 5   -- seconds an aborting process lets a child judged with it report its own verdict
 
 --- A started process's exit code: its parent reaps it; any other process
 --- (a sibling that holds the object) reads what the parent recorded. This
@@ -255,6 +256,18 @@ end
 --- already failed is how multiprocessing programs hang.
 function jobrun._shutdown(abort)
   local list = {table.unpack(children)}
+  if abort then
+    -- A child the monitor judged in the same deadlock as this process raises
+    -- that verdict itself and ends with its own report: let it (bounded: it
+    -- may have caught it and gone on) before stopping it, or the report of
+    -- one side of the deadlock is lost to a race with this process's end.
+    local deadline = core.time() + VERDICT_GRACE
+    for _, p in ipairs(list) do
+      while core.acting_on_verdict(p.pid) and core.time() < deadline do
+        if p:_join(0.02) then break end
+      end
+    end
+  end
   for _, p in ipairs(list) do
     if p.daemon or abort then p:terminate() end
   end
