@@ -162,3 +162,21 @@ struct ArenaTests {
     }
 }
 }
+
+/// jr_ring_pos is `h % cap` without a division, for every capacity a ring
+/// can have and positions across the whole 64-bit range (a byte count of a
+/// long-lived queue passes 2^32 after 4 GiB of traffic).
+@Test func ringPositionsAreRemainders() {
+    var rng = SystemRandomNumberGenerator()
+    var caps: [UInt64] = (4...39).map { SharedQueue.ringCapacity(atLeast: UInt64(1) << $0) }
+    caps += [1, 2, 3, 7, 8, 65_520, UInt64.max, UInt64.max - 1]
+    for _ in 0..<200 { caps.append(UInt64.random(in: 1...UInt64.max, using: &rng)) }
+    for cap in caps {
+        var hs: [UInt64] = [0, 1, cap - 1, cap, cap &+ 1, UInt64.max, UInt64.max - 1, UInt64(UInt32.max) + 1]
+        for _ in 0..<500 { hs.append(UInt64.random(in: 0...UInt64.max, using: &rng)) }
+        for h in hs where jr_ring_pos(h, cap) != h % cap {
+            Issue.record("jr_ring_pos(\(h), \(cap)) = \(jr_ring_pos(h, cap)), expected \(h % cap)")
+            return
+        }
+    }
+}

@@ -132,7 +132,7 @@ struct SharedQueue {
         let cap = q.pointee.ring_cap
         var h = q.pointee.head
         while h < q.pointee.tail {
-            let pos = h % cap
+            let pos = jr_ring_pos(h, cap)
             let r = (ring + Int(pos)).assumingMemoryBound(to: jr_record.self)
             if r.pointee.kind == UInt32(JR_REC_WRAP) { h += cap - pos; continue }
             let size = 8 + Int(SharedQueue.padded(Int(r.pointee.length)))
@@ -375,7 +375,7 @@ struct SharedQueue {
         let left = jr_load_u64(&q.pointee.head) >= r.pointee.get_item_end   // model: R1
         let node = r.pointee.get_held_block
         let cap = q.pointee.ring_cap
-        let rec = Arena.pointer(q.pointee.ring_off) + Int(r.pointee.get_item_head % cap)
+        let rec = Arena.pointer(q.pointee.ring_off) + Int(jr_ring_pos(r.pointee.get_item_head, cap))
         let header = rec.assumingMemoryBound(to: jr_record.self)
         let external = header.pointee.kind == UInt32(JR_REC_EXTERNAL) ? (rec + 8).assumingMemoryBound(to: UInt64.self) : nil
         if left {
@@ -593,7 +593,7 @@ struct SharedQueue {
         }
         let ring = Arena.pointer(q.pointee.ring_off)
         let cap = q.pointee.ring_cap
-        var pos = tail % cap
+        var pos = jr_ring_pos(tail, cap)
         var newTail = tail
         if pos + need > cap {
             // Not enough contiguous room before the end: mark the rest as skipped.
@@ -716,7 +716,7 @@ struct SharedQueue {
     private func nextItemLength() -> Int {
         let ring = Arena.pointer(q.pointee.ring_off)
         let cap = q.pointee.ring_cap
-        var pos = q.pointee.head % cap
+        var pos = jr_ring_pos(q.pointee.head, cap)
         var r = (ring + Int(pos)).assumingMemoryBound(to: jr_record.self)
         if r.pointee.kind == UInt32(JR_REC_WRAP) { pos = 0; r = ring.assumingMemoryBound(to: jr_record.self) }
         if r.pointee.kind == UInt32(JR_REC_EXTERNAL) { return Int((ring + Int(pos) + 8).assumingMemoryBound(to: UInt64.self)[1]) }
@@ -733,7 +733,7 @@ struct SharedQueue {
         if waitedSince != 0 { q.pointee.get_wait_ns &+= UInt64(max(0, monotonicNanos() - waitedSince)) }
         let ring = Arena.pointer(q.pointee.ring_off)
         let cap = q.pointee.ring_cap
-        var pos = q.pointee.head % cap
+        var pos = jr_ring_pos(q.pointee.head, cap)
         var r = (ring + Int(pos)).assumingMemoryBound(to: jr_record.self)
         if r.pointee.kind == UInt32(JR_REC_WRAP) {
             q.pointee.head += cap - pos
