@@ -22,6 +22,18 @@ struct ArenaValidationTests {
         #expect(Arena.free(b) && Arena.free(c))
     }
 
+    /// Sizes past the largest class (2^39 bytes) used to overflow (Int.max:
+    /// a trap) or index past the free lists; they are refused.
+    @Test func sizesPastTheLargestClassAreRefused() {
+        #expect(arenaReady)
+        for n in [Int.max, Int.max - 8, 1 << 39, 1 << 62, -1, Int.min] {
+            #expect(throws: Arena.AllocFailure.self, "allocate(\(n))") { try Arena.allocate(n) }
+            #expect(Arena.sizeClass(for: n) == Arena.tooLargeClass, "sizeClass(for: \(n))")
+        }
+        #expect(Arena.sizeClass(for: (1 << 39) - 16) == 39)
+        #expect(Arena.sizeClass(for: 0) == 5)
+    }
+
     @Test func offsetsOutsideBlocksAreRefused() throws {
         #expect(arenaReady)
         let a = try Arena.allocate(1000)

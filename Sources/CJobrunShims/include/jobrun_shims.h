@@ -175,7 +175,7 @@ long jr_raise_nofile_limit(void);
 // address: everything in it refers to everything else by offset from its start.
 
 #define JR_ARENA_MAGIC 0x6a6f6272756e3031ULL /* "jobrun01" */
-#define JR_NCLASSES 40   /* block size classes: 2^5 ... 2^44 bytes */
+#define JR_NCLASSES 40   /* block size classes: 2^5 ... 2^39 bytes */
 #define JR_MAX_PROCESSES 4096
 
 /// The object table: chunks of 2047 entries of 32 bytes (a 64 KiB block

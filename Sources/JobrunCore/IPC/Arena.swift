@@ -105,6 +105,15 @@ public enum Arena {
         }
     }
 
+    /// Unmaps the arena and forgets it (not its descriptor, which the caller
+    /// owns). Only the fuzz target needs it: it attaches forged descriptors
+    /// over and over in one process.
+    static func detach() {
+        if let b = base { munmap(b, Int(reservedBytes)) }
+        base = nil
+        fd = -1
+    }
+
     /// Whether `fd` is a memfd: its /proc link reads "/memfd:NAME (deleted)".
     private static func isMemfd(_ fd: Int32) -> Bool {
         var buf = [CChar](repeating: 0, count: 256)
@@ -171,12 +180,20 @@ public enum Arena {
     @inline(__always)
     static func offset(of p: UnsafeRawPointer) -> UInt64 { UInt64(p - UnsafeRawPointer(base)) }
 
+    /// The class of a block holding `payload` bytes; `tooLargeClass` (one
+    /// past the largest class, which has no free list) when no class holds it,
+    /// so that a size computed from user input is refused, not an index past
+    /// the free lists (or an overflow trap).
     static func sizeClass(for payload: Int) -> UInt64 {
+        guard payload >= 0, UInt64(payload) <= (UInt64(1) << (tooLargeClass - 1)) - UInt64(MemoryLayout<jr_block>.size) else {
+            return tooLargeClass
+        }
         let total = UInt64(payload) + UInt64(MemoryLayout<jr_block>.size)
         var c: UInt64 = 5
         while (UInt64(1) << c) < total { c += 1 }
         return c
     }
+    static let tooLargeClass = UInt64(JR_NCLASSES)
 
     enum AllocFailure: Error { case overLimit(need: UInt64, inUse: UInt64, limit: UInt64), exhausted }
 
@@ -299,6 +316,7 @@ public enum Arena {
         let c = sizeClass(for: payload)
         let size = UInt64(1) << c
         let h = header
+        if c >= tooLargeClass { throw .exhausted }   // larger than the arena itself
         let destOff = destOffset(slot)
         lockAllocator(h)
         defer { jr_mutex_unlock(&h.pointee.alloc_lock) }
