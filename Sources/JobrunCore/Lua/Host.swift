@@ -120,12 +120,8 @@ public enum Host {
         jr_reset_signals()
         // The descriptor and offsets are checked first, so that a hand-typed
         // `jobrun --worker ...` is told what is wrong with it.
-        do { try Arena.attach(fd: arenaFD, token: token) } catch {
-            writeAll(2, "jobrun: worker \(name): cannot attach shared memory: \(error)\n")
-            return 1
-        }
-        guard Arena.allocatedBlock(payload: argsOffset, count: argsLength) != nil else {
-            writeAll(2, "jobrun: worker \(name): its arguments (\(argsOffset):\(argsLength)) are not a block of the run's shared memory\n")
+        if let problem = attachWorker(arenaFD: arenaFD, token: token, argsOffset: argsOffset, argsLength: argsLength) {
+            writeAll(2, "jobrun: worker \(name): \(problem)\n")
             return 1
         }
         ProcessControl.dieWithParent(parent)
@@ -173,6 +169,20 @@ public enum Host {
         }
         closeState(L)
         return code
+    }
+
+    /// Maps the run's arena from a `script` worker's hidden options, or says
+    /// why they are not this run's: the descriptor must be the arena carrying
+    /// the run's token, and the arguments an allocated block of it. (The fuzz
+    /// target `worker` calls this with forged options.)
+    static func attachWorker(arenaFD: Int32, token: String, argsOffset: UInt64, argsLength: Int) -> String? {
+        do { try Arena.attach(fd: arenaFD, token: token) } catch {
+            return "cannot attach shared memory: \(error)"
+        }
+        guard Arena.allocatedBlock(payload: argsOffset, count: argsLength) != nil else {
+            return "its arguments (\(argsOffset):\(argsLength)) are not a block of the run's shared memory"
+        }
+        return nil
     }
 
     /// Closes a state this process created, as lua5.4 does at exit: pending

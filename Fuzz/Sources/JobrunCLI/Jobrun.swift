@@ -1,0 +1,1 @@
+../../../Sources/jobrun/Jobrun.swift
