@@ -129,6 +129,28 @@ struct SharedQueueTests {
         for _ in 0..<20 { #expect(get(q)?.count == 8_000) }
     }
 
+    /// A dead taker's kept copies go back to the front of a redeliver queue,
+    /// each large one in a block of its own. When memory runs out partway
+    /// (here at the second of three), the blocks already taken are given
+    /// back with the copies: nothing leaks.
+    @Test func requeueThatRunsOutOfMemoryPartwayLeaksNothing() throws {
+        if ProcessRegistry.record == nil { ProcessRegistry.register(name: "SharedQueueTests", parent: getppid()) }
+        let me = try #require(ProcessRegistry.record)
+        let q = SharedQueue(offset: try SharedQueue.create(maxsize: 0, joinable: true, redeliver: true))
+        let big = String(repeating: "x", count: 40_000)     // past inlineLimit: 64 KiB blocks
+        for _ in 0..<3 { guard case .ok = put(q, big) else { Issue.record("put"); return } }
+        for _ in 0..<3 { #expect(get(q) == big) }            // kept copies, held for this process
+        let before = Arena.bytesInUse
+        let limit = Arena.header.pointee.limit
+        Arena.header.pointee.limit = before + 70_000         // room for one more 64 KiB block
+        q.processDied(me, name: "SharedQueueTests")
+        Arena.header.pointee.limit = limit
+        // The three copies are freed; a leak would keep the requeue's first block.
+        // (Other suites may allocate a little meanwhile.)
+        #expect(Arena.bytesInUse <= before - 3 * 65536 + 32768, "in use \(Arena.bytesInUse), was \(before)")
+        #expect(get(q) == nil, "nothing was requeued")
+    }
+
     @Test func arenaLimitIsReported() throws {
         let q = SharedQueue(offset: try SharedQueue.create(maxsize: 0, joinable: false, redeliver: false))
         // malloc'ed and never touched: the queue must refuse before copying.
