@@ -6,7 +6,11 @@
 // links to jobrun's own sources (a path dependency on jobrun would be named
 // after the checkout's folder); their targets below mirror ../Package.swift,
 // so a change to those targets there (a resource, a dependency) is made here too.
+// The sanitizers are set per target below, not with -Xswiftc, so that the
+// build tool that embeds the preludes (EmbedLuaTool) is a plain program.
 import PackageDescription
+
+let sanitize = ["-sanitize=fuzzer,address"]
 
 let package = Package(
     name: "jobrun-fuzz",
@@ -16,10 +20,11 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "CLua", pkgConfig: "lua5.4", providers: [.apt(["liblua5.4-dev"])]),
-        .target(name: "CJobrunShims", dependencies: ["CLua"]),
+        .target(name: "CJobrunShims", dependencies: ["CLua"],
+                cSettings: [.unsafeFlags(["-fsanitize=fuzzer-no-link,address"])]),
         .target(name: "JobrunCore",
                 dependencies: ["CLua", "CJobrunShims", .product(name: "SystemPackage", package: "swift-system")],
-                swiftSettings: [.swiftLanguageMode(.v5), .unsafeFlags(["-enable-testing"])],
+                swiftSettings: [.swiftLanguageMode(.v5), .unsafeFlags(["-enable-testing"] + sanitize)],
                 plugins: ["EmbedLua"]),
         .executableTarget(name: "EmbedLuaTool", path: "Plugins/EmbedLuaTool"),
         .plugin(name: "EmbedLua", capability: .buildTool(), dependencies: ["EmbedLuaTool"]),
@@ -33,7 +38,7 @@ let package = Package(
             ],
             swiftSettings: [
                 .swiftLanguageMode(.v5),
-                .unsafeFlags(["-enable-testing", "-Xfrontend", "-entry-point-function-name", "-Xfrontend", "jobrun_cli_main"]),
+                .unsafeFlags(["-enable-testing", "-Xfrontend", "-entry-point-function-name", "-Xfrontend", "jobrun_cli_main"] + sanitize),
             ]
         ),
         .executableTarget(
@@ -43,7 +48,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/FuzzTargets",
-            swiftSettings: [.swiftLanguageMode(.v5), .unsafeFlags(["-parse-as-library"])]
+            swiftSettings: [.swiftLanguageMode(.v5), .unsafeFlags(["-parse-as-library"] + sanitize)],
+            linkerSettings: [.unsafeFlags(sanitize)]
         ),
     ]
 )

@@ -393,7 +393,10 @@ func tryWorker(fd: Int32, token: String, offset: UInt64, length: Int) {
     if let problem = Host.attachWorker(arenaFD: fd, token: token, argsOffset: offset, argsLength: length) {
         if Arena.isAttached && problem.hasPrefix("cannot attach") { fail("attached although: \(problem)") }
     } else {
-        if fd != realArenaFD && fd != forgedFDs[1] { fail("attached descriptor \(fd), not the run's arena") }
+        // Only memfds with a whole header may attach: the arena, and the two
+        // copies whose size and top fit (with its token, or another one
+        // that the input then named).
+        if ![forgedFDs[0], forgedFDs[1], forgedFDs[4]].contains(fd) { fail("attached descriptor \(fd), not a whole arena") }
         // The arguments block is read as a worker reads it.
         let bytes = UnsafeRawBufferPointer(start: Arena.pointer(offset), count: length)
         if decoderState == nil { decoderState = Host.newState() }
