@@ -110,8 +110,7 @@ public enum Arena {
     /// over and over in one process.
     static func detach() {
         if let b = base { munmap(b, Int(reservedBytes)) }
-        base = nil
-        fd = -1
+        ProcessContext.current.arena = ProcessContext.ArenaMapping()
     }
 
     /// Whether `fd` is a memfd: its /proc link reads "/memfd:NAME (deleted)".
