@@ -135,6 +135,57 @@ struct ObjectLifetimeTests {
         #expect(r.stdout == "200000\ttrue\n")
     }
 
+    /// 100,000 Pipes made, each with a message sent through it, and
+    /// dropped: their ends are freed once no process holds them (their
+    /// queues' rings alone would need far more than 4 MiB), and the
+    /// holders' lists do not grow. No script closes them: handles are
+    /// collected. Half of them are sent to a child, which reads them after
+    /// the parent dropped its handles (a reference per holding process).
+    @Test func pipesAreFreedWhenTheirLastHolderDropsThem() {
+        let r = runScript("""
+            local made = 0
+            for i = 1, 100000 do
+              local a, b = jobrun.Pipe(i % 2 == 0)
+              b:send(i)
+              assert(a:recv() == i)
+              made = made + 1
+            end
+            local q = jobrun.Queue()
+            local done = jobrun.Event()
+            local p = jobrun.Process{target = function()
+              local got = 0
+              for i = 1, 20 do
+                local a = q:get()
+                got = got + a:recv()
+                assert(not pcall(a.recv, a, 0))  -- EOF: the parent dropped the other end
+              end
+              print("child read", got)
+            end}
+            p:start()
+            for i = 1, 20 do
+              local a, b = jobrun.Pipe()
+              b:send(i)
+              q:put(a)
+            end
+            collectgarbage(); collectgarbage()   -- the parent's handles to both ends go
+            p:join()
+            do
+              local a, b = jobrun.Pipe()
+              local child = jobrun.Process{target = function() b:send("from a fork"); print("fork got", b:recv()) end}
+              child:start()
+              b = nil; collectgarbage(); collectgarbage()   -- the child still holds its copy of b
+              print(a:recv()); a:send("back")
+              child:join()
+            end
+            q = nil; p = nil
+            collectgarbage(); collectgarbage()
+            print(made, jobrun._shm_in_use() <= 4 * 1024 * 1024)
+            """, options: ["--shm-limit", "4"], timeout: 300)
+        #expect(!r.timedOut)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "child read\t210\nfrom a fork\nfork got\tback\n100000\ttrue\n")
+    }
+
     /// --stats still counts the queues freed during the run, summed by
     /// where they were made and their name; the main process's own objects
     /// are not freed at its end (they show as they are).

@@ -485,7 +485,7 @@ typedef struct jr_pipe {
     jr_object_header hdr;
     uint64_t queue[2];
     uint32_t duplex;
-    uint32_t reserved;
+    uint32_t end0_generation; // end 0's entry is hdr.slot: it owns the block, end 1's holds a reference to it
     char label[48];         // the `name` option, or empty
 } jr_pipe;
 
@@ -505,7 +505,9 @@ typedef struct jr_obj_holdings {
 typedef struct jr_pipe_hold {
     uint64_t pipe;          // arena offset of the jr_pipe
     uint32_t end;           // 0 or 1
-    uint32_t held;          // 1 while the process holds it; 0 once it closed its copy
+    uint32_t held;          // 1 while the process holds it; 0 once it closed its copy (the entry may then be reused)
+    uint32_t slot;          // end 0's entry in the object table, and its generation:
+    uint32_t generation;    // the pipe is touched only while that entry is live (a reference taken)
 } jr_pipe_hold;
 
 /// The Pipe ends a process holds (jr_process_record.pipe_ends). Only its
@@ -514,7 +516,7 @@ typedef struct jr_pipe_hold {
 /// from its own `children`: while `pending`, that list counts for the child
 /// (pid 0: being started), until the child adopts it as its own.
 typedef struct jr_pipe_ends {
-    uint32_t count;         // entries in use (appended, never removed)
+    uint32_t count;         // entries written (never removed; one not held may be reused)
     uint32_t capacity;
     int32_t pid;            // a list filled for a child: the child's pid
     uint32_t pending;       // 1 while filled for a child that has not adopted it

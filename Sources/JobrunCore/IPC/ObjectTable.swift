@@ -24,7 +24,8 @@ import Glibc
 ///   discarded undecoded (a freed queue's items, a replaced Dict value, a
 ///   kept copy marked done) drop theirs;
 /// - an object that names another (a Condition its lock, a Dict its update
-///   lock, a Pool its queues) holds one on it, dropped when it is freed.
+///   lock, a Pool its queues, a Pipe's end 1 its end 0) holds one on it,
+///   dropped when it is freed.
 ///
 /// A SIGKILLed process drops nothing itself: the monitor drops what its
 /// list in the arena names (jr_obj_holdings, `dropHoldings`). A death in
@@ -138,16 +139,18 @@ enum ObjectTable {
         lock()
         guard e.pointee.state == UInt32(JR_SLOT_LIVE), e.pointee.refs > 0 else { unlock(); return }
         e.pointee.refs -= 1
-        let last = e.pointee.refs == 0 && mortal(e.pointee.type)
+        let last = e.pointee.refs == 0
         if last { jr_store_u32(&e.pointee.state, UInt32(JR_SLOT_DYING)) }
         unlock()
         if last { drain(adding: slot) }
     }
 
-    /// Pipes stay: the processes holding their ends are tracked apart
-    /// (PipeHolders), and the monitor closes their queues after a death.
-    private static func mortal(_ type: UInt32) -> Bool {
-        type != UInt32(JR_OBJ_PIPE_END0) && type != UInt32(JR_OBJ_PIPE_END1)
+    /// A Pipe end's last handle in this process goes (or the process ends):
+    /// its copy of the end is released first (PipeHolders: EOF for the other
+    /// end once no process holds it), while the reference still keeps the pipe.
+    private static func lettingGoOfPipeEnd(_ slot: UInt32) {
+        guard let e = entry(slot), e.pointee.type == UInt32(JR_OBJ_PIPE_END0) || e.pointee.type == UInt32(JR_OBJ_PIPE_END1) else { return }
+        PipeHolders.release(e.pointee.offset, e.pointee.type == UInt32(JR_OBJ_PIPE_END0) ? 0 : 1)
     }
 
     /// Frees the objects whose last reference went, one after another (an
@@ -173,10 +176,23 @@ enum ObjectTable {
             case JR_OBJ_DICT: SharedDict(offset: off).destroy()
             case JR_OBJ_CONDITION: release(SharedSync(offset: off).linkedSlot)
             case JR_OBJ_POOL: SharedPool(offset: off).destroy()
+            case JR_OBJ_PIPE_END0:
+                // The pipe itself (end 1's entry, gone first, held a reference to this one).
+                let p = Arena.pointer(off).assumingMemoryBound(to: jr_pipe.self)
+                for q in p.pointee.queue.0 == p.pointee.queue.1 ? [p.pointee.queue.0] : [p.pointee.queue.0, p.pointee.queue.1] where q != 0 {
+                    SharedQueue(offset: q).destroy()
+                    Arena.free(q)
+                }
+            case JR_OBJ_PIPE_END1:
+                release(Arena.pointer(off).assumingMemoryBound(to: jr_pipe.self).pointee.hdr.slot)
             default: break
             }
             TestHooks.killPoint("object-free")
-            Arena.free(off, clearingOffset: &e.pointee.offset)
+            if e.pointee.type == UInt32(JR_OBJ_PIPE_END1) {
+                e.pointee.offset = 0   // the block is end 0's
+            } else {
+                Arena.free(off, clearingOffset: &e.pointee.offset)
+            }
             lock()
             e.pointee.generation &+= 1
             if e.pointee.generation == 0 { e.pointee.generation = 1 }
@@ -303,6 +319,7 @@ enum ObjectTable {
         guard let n = ctx.objects.holdings[slot] else { return }
         if n > 1 { ctx.objects.holdings[slot] = n - 1; return }
         ctx.objects.holdings[slot] = nil
+        lettingGoOfPipeEnd(slot)
         unlist(slot)
         release(slot)
     }
@@ -324,6 +341,7 @@ enum ObjectTable {
     static func releaseAll() {
         let slots = Array(ctx.objects.holdings.keys)
         ctx.objects.holdings.removeAll()
+        for s in slots { lettingGoOfPipeEnd(s) }
         for s in slots {
             unlist(s)
             release(s)

@@ -14,6 +14,16 @@ import Glibc
 /// dropped the last copy of an end (a `close`, or the monitor seeing a death)
 /// looks through the lists of the live processes, and if none holds the end
 /// any more, closes the pipe's queues, which wakes the other end.
+///
+/// A process holds its copy of an end only while it holds the end's
+/// reference in the object table (a handle): the last handle dropped
+/// (`__gc`, `<close>`, a worker's end) releases the copy before the
+/// reference (ObjectTable.dropHandle), and the pipe is freed once neither
+/// end has a reference left. An entry names the pipe by its offset and end
+/// 0's (slot, generation), so an entry left by a freed pipe never matches a
+/// new pipe made at the same offset, and the pipe's queues are touched only
+/// under a reference taken on that entry (`shut`). An entry no longer held
+/// is reused by the next hold, so a list stays as long as the ends held.
 enum PipeHolders {
     /// This process's list (follows the record; 0 before the first hold), and
     /// a list filled before fork for the child to adopt: ProcessContext.objects.
@@ -48,16 +58,28 @@ enum PipeHolders {
         if let r = ProcessRegistry.record { jr_store_u64(&r.pointee.pipe_ends, off) }
     }
 
-    private static func find(_ l: UnsafeMutablePointer<jr_pipe_ends>, _ pipe: UInt64, _ end: Int) -> UnsafeMutablePointer<jr_pipe_hold>? {
+    /// End 0's entry in the object table, read from the pipe (which the
+    /// caller holds a reference to).
+    struct Ident: Equatable { var slot: UInt32; var generation: UInt32 }
+    static func ident(_ pipe: UInt64) -> Ident {
+        let p = Arena.pointer(pipe).assumingMemoryBound(to: jr_pipe.self)
+        return Ident(slot: p.pointee.hdr.slot, generation: p.pointee.end0_generation)
+    }
+
+    /// The held entry for the end in `l`. `held` is read first: an entry
+    /// is rewritten (reused) only while not held, and marked held last.
+    private static func find(_ l: UnsafeMutablePointer<jr_pipe_ends>, _ pipe: UInt64, _ end: Int, _ id: Ident) -> UnsafeMutablePointer<jr_pipe_hold>? {
         let e = entries(l)
-        for i in 0..<Int(jr_load_u32(&l.pointee.count)) where e[i].pipe == pipe && e[i].end == UInt32(end) { return e + i }
+        for i in 0..<Int(jr_load_u32(&l.pointee.count)) where jr_load_u32(&e[i].held) != 0 {
+            if e[i].pipe == pipe && e[i].end == UInt32(end) && e[i].slot == id.slot && e[i].generation == id.generation { return e + i }
+        }
         return nil
     }
 
     /// Whether this process holds its copy of the end.
     static func holds(_ pipe: UInt64, _ end: Int) -> Bool {
-        guard mine != 0, let h = find(list(mine), pipe, end) else { return false }
-        return jr_load_u32(&h.pointee.held) != 0
+        guard mine != 0 else { return false }
+        return find(list(mine), pipe, end, ident(pipe)) != nil
     }
 
     /// This process now holds the end (created, or decoded). False when
@@ -69,7 +91,18 @@ enum PipeHolders {
             install(off)
         }
         var l = list(mine)
-        if let h = find(l, pipe, end) { jr_store_u32(&h.pointee.held, 1); return true }
+        let id = ident(pipe)
+        if find(l, pipe, end, id) != nil { return true }
+        let all = entries(l)
+        for i in 0..<Int(l.pointee.count) where all[i].held == 0 {
+            // Reused: written while not held, then marked held.
+            all[i].pipe = pipe
+            all[i].end = UInt32(end)
+            all[i].slot = id.slot
+            all[i].generation = id.generation
+            jr_store_u32(&all[i].held, 1)
+            return true
+        }
         if l.pointee.count == l.pointee.capacity {
             // A larger copy; the old block stays readable for a scan in
             // progress (it is not freed: it is small and this is rare).
@@ -85,6 +118,8 @@ enum PipeHolders {
         let e = entries(l) + Int(l.pointee.count)
         e.pointee.pipe = pipe
         e.pointee.end = UInt32(end)
+        e.pointee.slot = id.slot
+        e.pointee.generation = id.generation
         e.pointee.held = 1
         jr_store_u32(&l.pointee.count, l.pointee.count + 1)
         return true
@@ -94,10 +129,11 @@ enum PipeHolders {
     /// holds the end any more, the pipe shuts.
     @discardableResult
     static func release(_ pipe: UInt64, _ end: Int) -> Bool {
-        guard mine != 0, let h = find(list(mine), pipe, end), jr_load_u32(&h.pointee.held) != 0 else { return false }
+        let id = ident(pipe)
+        guard mine != 0, let h = find(list(mine), pipe, end, id) else { return false }
         jr_store_u32(&h.pointee.held, 0)
         jr_fence()   // two last holders closing at once: at least one sees the other's release
-        if !anyHolder(pipe, end) { shut(pipe) }
+        if !anyHolder(pipe, end, id) { shut(pipe, id) }
         return true
     }
 
@@ -111,17 +147,17 @@ enum PipeHolders {
     /// released but not the child is repeated as long as records were
     /// claimed meanwhile. The release it saw comes after the claim in the
     /// holder, so the next scan sees the child.
-    static func anyHolder(_ pipe: UInt64, _ end: Int) -> Bool {
+    static func anyHolder(_ pipe: UInt64, _ end: Int, _ id: Ident) -> Bool {
         var claims = ProcessRegistry.claimsSoFar()
         while true {
-            if holderFound(pipe, end) { return true }
+            if holderFound(pipe, end, id) { return true }
             let now = ProcessRegistry.claimsSoFar()
             if now == claims { return false }
             claims = now
         }
     }
 
-    private static func holderFound(_ pipe: UInt64, _ end: Int) -> Bool {
+    private static func holderFound(_ pipe: UInt64, _ end: Int, _ id: Ident) -> Bool {
         let all = ProcessRegistry.slots()
         let n = Int(jr_load_u32(&Arena.header.pointee.process_slots))
         for i in 0..<n where jr_load_u32(&all[i].state) == UInt32(JR_PROC_RUNNING) {
@@ -130,13 +166,13 @@ enum PipeHolders {
             let off = jr_load_u64(&r.pointee.pipe_ends)
             if off == 0 { continue }
             let l = list(off)
-            if let h = find(l, pipe, end), jr_load_u32(&h.pointee.held) != 0 { return true }
+            if find(l, pipe, end, id) != nil { return true }
             var child = jr_load_u64(&l.pointee.children)
             while child != 0 {
                 let c = list(child)
                 if jr_load_u32(&c.pointee.pending) != 0 {
                     let pid = c.pointee.pid
-                    if (pid == 0 || processIsAlive(pid)), let h = find(c, pipe, end), jr_load_u32(&h.pointee.held) != 0 { return true }
+                    if (pid == 0 || processIsAlive(pid)), find(c, pipe, end, id) != nil { return true }
                 }
                 child = jr_load_u64(&c.pointee.sibling)
             }
@@ -145,12 +181,17 @@ enum PipeHolders {
     }
 
     /// No process holds one of the ends: the other end reads what is left,
-    /// then gets EOF; its sends fail.
-    static func shut(_ pipe: UInt64) {
+    /// then gets EOF; its sends fail. Nothing to do once the pipe is freed
+    /// (`id` no longer live): a reference is held while its queues are closed.
+    static func shut(_ pipe: UInt64, _ id: Ident) {
+        guard ObjectTable.retain(id.slot, generation: id.generation) else { return }
         let p = Arena.pointer(pipe).assumingMemoryBound(to: jr_pipe.self)
         SharedQueue(offset: p.pointee.queue.0).close()
         if p.pointee.queue.1 != p.pointee.queue.0 { SharedQueue(offset: p.pointee.queue.1).close() }
+        ObjectTable.release(id.slot)
     }
+
+    private static func ident(_ h: jr_pipe_hold) -> Ident { Ident(slot: h.slot, generation: h.generation) }
 
     /// Monitor: the process of `r` has ended (its record marked so): every
     /// end it held may have lost its last holder.
@@ -172,7 +213,7 @@ enum PipeHolders {
             let l = list(off)
             let e = entries(l)
             for i in 0..<Int(jr_load_u32(&l.pointee.count)) where e[i].held != 0 {
-                if !anyHolder(e[i].pipe, Int(e[i].end)) { shut(e[i].pipe) }
+                if !anyHolder(e[i].pipe, Int(e[i].end), ident(e[i])) { shut(e[i].pipe, ident(e[i])) }
             }
         }
     }
@@ -192,7 +233,7 @@ enum PipeHolders {
                 if jr_load_u32(&c.pointee.pending) != 0 && c.pointee.pid != 0 && !processIsAlive(c.pointee.pid) {
                     jr_store_u32(&c.pointee.pending, 0)
                     let e = entries(c)
-                    for k in 0..<Int(c.pointee.count) where !anyHolder(e[k].pipe, Int(e[k].end)) { shut(e[k].pipe) }
+                    for k in 0..<Int(c.pointee.count) where !anyHolder(e[k].pipe, Int(e[k].end), ident(e[k])) { shut(e[k].pipe, ident(e[k])) }
                 }
                 child = jr_load_u64(&c.pointee.sibling)
             }
@@ -225,19 +266,17 @@ enum PipeHolders {
             return 0
         }
         let l = list(mine)
-        var wanted: [(UInt64, Int)] = []
+        var wanted: [jr_pipe_hold] = []
         let e = entries(l)
         for i in 0..<Int(l.pointee.count) where e[i].held != 0 {
             let item = (e[i].pipe, Int(e[i].end))
             if let ends, !ends.contains(where: { $0 == item }) { continue }
-            wanted.append(item)
+            wanted.append(e[i])
         }
         if wanted.isEmpty { return 0 }
         guard let off = newList(capacity: max(8, wanted.count)) else { return 0 }
         let c = list(off)
-        for (k, (pipe, end)) in wanted.enumerated() {
-            entries(c)[k] = jr_pipe_hold(pipe: pipe, end: UInt32(end), held: 1)
-        }
+        for (k, h) in wanted.enumerated() { entries(c)[k] = h }
         c.pointee.count = UInt32(wanted.count)
         c.pointee.pending = 1
         pruneChildren(l)

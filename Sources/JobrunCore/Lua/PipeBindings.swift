@@ -55,22 +55,48 @@ enum PipeBindings {
                 duplex = try Lua.optBool(L, 1, true, "Pipe", "duplex")
             }
         } catch { return Lua.raise(L, error) }
+        // Lua does not see what a Pipe costs in the arena: dropped ends not
+        // yet collected may hold memory that a collection frees.
+        guard let (off, p) = make(duplex: duplex, name: name) ?? { jr_lua_collect(L); return make(duplex: duplex, name: name) }() else {
+            return Lua.raise(L, .ValueError, "Pipe: out of shared memory")
+        }
         do {
-            let (off, p) = try Arena.newObject(jr_pipe.self, type: JR_OBJ_PIPE_END0)
-            p.pointee.duplex = duplex ? 1 : 0
-            copyCString(name, into: &p.pointee.label)
-            p.pointee.queue.1 = try SharedQueue.create(maxsize: 0, joinable: false, redeliver: false, site: label(p, 0), listed: false)
-            p.pointee.queue.0 = duplex ? try SharedQueue.create(maxsize: 0, joinable: false, redeliver: false, site: label(p, 1), listed: false) : p.pointee.queue.1
-            guard PipeHolders.hold(off, 0), PipeHolders.hold(off, 1) else { throw Arena.AllocFailure.exhausted }
-            // Two entries, one per end; a Pipe is never freed (ObjectTable.mortal).
+            // Two entries, one per end. End 0's owns the block (its queues
+            // are freed with it); end 1's holds a reference to end 0's.
             let a = try ObjectTable.register(type: JR_OBJ_PIPE_END0, offset: off)
             let b = try ObjectTable.register(type: JR_OBJ_PIPE_END1, offset: off)
+            p.pointee.hdr.slot = a.slot
+            p.pointee.end0_generation = a.generation
+            ObjectTable.retain(a.slot)
+            guard PipeHolders.hold(off, 0), PipeHolders.hold(off, 1) else { throw Arena.AllocFailure.exhausted }
             ObjectHandle.push(L, ObjectHandle(offset: off, slot: a.slot, generation: a.generation, type: UInt32(JR_OBJ_PIPE_END0)))
             ObjectHandle.push(L, ObjectHandle(offset: off, slot: b.slot, generation: b.generation, type: UInt32(JR_OBJ_PIPE_END1)))
             return 2
         } catch {
             return Lua.raise(L, .ValueError, "Pipe: out of shared memory")
         }
+    }
+
+    /// The pipe's block and queues, or nil (nothing left allocated) when
+    /// shared memory is short.
+    private static func make(duplex: Bool, name: String) -> (UInt64, UnsafeMutablePointer<jr_pipe>)? {
+        guard let (off, p) = try? Arena.newObject(jr_pipe.self, type: JR_OBJ_PIPE_END0) else { return nil }
+        p.pointee.duplex = duplex ? 1 : 0
+        copyCString(name, into: &p.pointee.label)
+        func drop(_ q: UInt64) { SharedQueue(offset: q).destroy(); Arena.free(q) }
+        guard let q1 = try? SharedQueue.create(maxsize: 0, joinable: false, redeliver: false, site: label(p, 0), listed: false) else {
+            Arena.free(off); return nil
+        }
+        p.pointee.queue.1 = q1
+        if duplex {
+            guard let q0 = try? SharedQueue.create(maxsize: 0, joinable: false, redeliver: false, site: label(p, 1), listed: false) else {
+                drop(q1); Arena.free(off); return nil
+            }
+            p.pointee.queue.0 = q0
+        } else {
+            p.pointee.queue.0 = q1
+        }
+        return (off, p)
     }
 
     static let send: jr_swift_fn = { L in
