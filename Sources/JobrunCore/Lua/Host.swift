@@ -165,7 +165,7 @@ public enum Host {
         }
         // An uncaught error is reported as a forked worker reports it.
         let code = runFile(L, script: script, argumentIndices: args, format: format) { message in
-            if !writeThroughStderr(L, "Process \(name) (pid \(pid)): \(message)\n") { writeAll(2, format(message)) }
+            if !reportThroughStderr(L, "Process \(name) (pid \(pid)): \(message)\n") { writeAll(2, format(message)) }
         }
         closeState(L)
         return code
@@ -237,17 +237,17 @@ public enum Host {
         lua_setglobal(L, "arg")
     }
 
-    /// Writes `text` through the script's `io.stderr` (with its output hooks,
-    /// as a forked worker's report goes) while that is an open file handle;
-    /// false when it is not, or the write failed: the caller writes to
-    /// descriptor 2 then.
-    static func writeThroughStderr(_ L: LuaState, _ text: String) -> Bool {
+    /// Reports a `script` worker's uncaught error as a forked worker's is
+    /// reported (process.lua's report_error: through `io.stderr` while that
+    /// is an open file, with its output hooks, else on descriptor 2); false
+    /// when that could not run: the caller writes to descriptor 2 then.
+    static func reportThroughStderr(_ L: LuaState, _ text: String) -> Bool {
         let top = lua_gettop(L)
         defer { lua_settop(L, top) }
-        guard Prelude.load(L, "stderr.lua") == LUA_OK else { return false }
+        Lua.pushModule(L)
+        guard lua_type(L, -1) == LUA_TTABLE, Lua.rawField(L, -1, "_report_error") == LUA_TFUNCTION else { return false }
         Lua.pushString(L, text)
-        guard jr_lua_pcall(L, 1, 1, 0) == LUA_OK else { return false }
-        return lua_toboolean(L, -1) != 0
+        return jr_lua_pcall(L, 1, 0, 0) == LUA_OK
     }
 
     /// Runs the `-e` chunks, then loads and runs the script file (if any) with

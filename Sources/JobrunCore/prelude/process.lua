@@ -131,7 +131,8 @@ local randomseed = math.randomseed
 
 --- A worker's uncaught error: through its io.stderr while that is an open
 --- file (a worker may point it at a file), else on descriptor 2. A script
---- worker's goes the same way (Host.writeThroughStderr).
+--- worker's goes the same way: Host.reportThroughStderr calls it as
+--- jobrun._report_error.
 local stdio = io
 local function report_error(text)
   pcall(function() stdio.stdout:flush() end)
@@ -139,6 +140,7 @@ local function report_error(text)
   if stdio.type(f) == "file" and pcall(function() assert(f:write(text)); assert(f:flush()) end) then return end
   core.write_stderr(text)
 end
+jobrun._report_error = report_error
 
 --- A forked child's life, run by core.fork under lua_pcall: it returns the
 --- exit code and never returns into the code that called start().
