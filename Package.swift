@@ -41,14 +41,10 @@ let package = Package(
                 "JobrunCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "SystemPackage", package: "swift-system"),
-            ],
-            linkerSettings: [
-                // Resolve every dynamic symbol once at start (BIND_NOW) rather
-                // than on first call: a forked worker otherwise resolves the
-                // functions its parent never called, faulting in the loader's
-                // and libraries' symbol tables (~15% of a fork's page faults).
-                .unsafeFlags(["-Xlinker", "-z", "-Xlinker", "now"], .when(configuration: .release)),
             ]
+            // The release binary is linked with -z now by scripts/setup, not
+            // here: SwiftPM refuses a versioned dependency on a package whose
+            // targets carry unsafeFlags.
         ),
         .testTarget(
             name: "JobrunCoreTests",
