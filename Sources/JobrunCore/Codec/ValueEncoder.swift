@@ -69,8 +69,10 @@ struct ValueEncoder: ~Copyable {
     /// `dropReferences` when the store failed).
     private(set) var references: [UInt32] = []
 
-    /// The stored bytes hold the references now.
-    mutating func keepReferences() { references.removeAll(keepingCapacity: true) }
+    /// The stored bytes hold the references now. (Most items hold no
+    /// handle: the per-item path then only tests the count.)
+    @inline(__always)
+    mutating func keepReferences() { if !references.isEmpty { references.removeAll(keepingCapacity: true) } }
 
     /// The bytes were not stored: their references go.
     mutating func dropReferences(since start: Int = 0) {
