@@ -52,7 +52,7 @@ public enum Arena {
                 try retryingEINTR("ftruncate") { ftruncate(fd, off_t(size)) }
                 try map(fd: fd, size: size)
                 break
-            } catch let e as JobrunError where e.errno == .noMemory && size > 256 << 20 {
+            } catch let e as JobrunError where (e.errno == .noMemory || e.errno == .invalidArgument) && size > 256 << 20 {
                 size /= 4
             }
         }
