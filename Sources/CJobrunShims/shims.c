@@ -52,11 +52,21 @@ void jr_push_swift_function(lua_State *L, jr_swift_fn fn) {
 static size_t jr_lua_allocated;
 static size_t jr_lua_limit;     // 0: none
 
+/// Out of line: the allocator below is on every Lua allocation, and its
+/// common path must stay as short as Lua's own (no frame for this buffer).
+__attribute__((noinline, cold))
 static void jr_out_of_memory_in_swift(size_t bytes) {
     char msg[128];
     int n = snprintf(msg, sizeof msg, "jobrun: out of memory (Lua asked for %zu bytes while jobrun was working on its behalf)\n", bytes);
     if (n > 0) { ssize_t w = write(2, msg, (size_t)n); (void)w; }
     _exit(1);
+}
+
+/// Whether a growth to `nsize` passes JOBRUN_TEST_LUA_LIMIT (out of line:
+/// only tests set it).
+__attribute__((noinline, cold))
+static int jr_lua_over_limit(size_t old, size_t nsize) {
+    return jr_swift_depth == 0 && nsize > old && jr_lua_allocated - old + nsize > jr_lua_limit;
 }
 
 static void *jr_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
@@ -67,11 +77,11 @@ static void *jr_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
         jr_lua_allocated -= old;
         return NULL;
     }
-    if (jr_lua_limit && jr_swift_depth == 0 && nsize > old && jr_lua_allocated - old + nsize > jr_lua_limit) {
+    if (__builtin_expect(jr_lua_limit != 0, 0) && jr_lua_over_limit(old, nsize)) {
         return NULL;                // Lua collects and tries again, or raises
     }
     void *p = realloc(ptr, nsize);
-    if (!p) {
+    if (__builtin_expect(p == NULL, 0)) {
         if (jr_swift_depth == 0) return NULL;
         jr_out_of_memory_in_swift(nsize);
     }
