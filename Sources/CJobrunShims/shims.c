@@ -62,30 +62,33 @@ static void jr_out_of_memory_in_swift(size_t bytes) {
     _exit(1);
 }
 
-/// Whether a growth to `nsize` passes JOBRUN_TEST_LUA_LIMIT (out of line:
-/// only tests set it).
-__attribute__((noinline, cold))
-static int jr_lua_over_limit(size_t old, size_t nsize) {
-    return jr_swift_depth == 0 && nsize > old && jr_lua_allocated - old + nsize > jr_lua_limit;
+/// Lua's allocator when no limit is set: Lua's own (realloc/free) but for
+/// the failure while Swift runs.
+static void *jr_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    (void)ud; (void)osize;
+    if (nsize == 0) {
+        free(ptr);
+        return NULL;
+    }
+    void *p = realloc(ptr, nsize);
+    if (__builtin_expect(p == NULL, 0) && jr_swift_depth != 0) jr_out_of_memory_in_swift(nsize);
+    return p;
 }
 
-static void *jr_lua_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-    (void)ud;
+/// With JOBRUN_TEST_LUA_LIMIT: counts Lua's bytes and fails a growth past
+/// the limit, except while Swift runs.
+static void *jr_lua_alloc_limited(void *ud, void *ptr, size_t osize, size_t nsize) {
     size_t old = ptr ? osize : 0;   // without ptr, osize is the kind of object
     if (nsize == 0) {
         free(ptr);
         jr_lua_allocated -= old;
         return NULL;
     }
-    if (__builtin_expect(jr_lua_limit != 0, 0) && jr_lua_over_limit(old, nsize)) {
+    if (jr_swift_depth == 0 && nsize > old && jr_lua_allocated - old + nsize > jr_lua_limit) {
         return NULL;                // Lua collects and tries again, or raises
     }
-    void *p = realloc(ptr, nsize);
-    if (__builtin_expect(p == NULL, 0)) {
-        if (jr_swift_depth == 0) return NULL;
-        jr_out_of_memory_in_swift(nsize);
-    }
-    jr_lua_allocated = jr_lua_allocated - old + nsize;
+    void *p = jr_lua_alloc(ud, ptr, osize, nsize);
+    if (p) jr_lua_allocated = jr_lua_allocated - old + nsize;
     return p;
 }
 
@@ -96,11 +99,9 @@ lua_State *jr_lua_newstate(void) {
     if (!L) return NULL;
     // Blocks allocated so far were realloc'ed, as ours are: counted from here.
     jr_lua_allocated += (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
-    lua_setallocf(L, jr_lua_alloc, NULL);
+    lua_setallocf(L, jr_lua_limit ? jr_lua_alloc_limited : jr_lua_alloc, NULL);
     return L;
 }
-
-size_t jr_lua_bytes(void) { return jr_lua_allocated; }
 
 typedef struct { char *data; size_t len, cap; } jr_dump_buffer;
 

@@ -33,7 +33,7 @@ struct ProcessContextTests {
         ctx.output.prefix = true
         let record = UnsafeMutablePointer<jr_process_record>.allocate(capacity: 1)
         defer { record.deallocate() }
-        ctx.record = record
+        ctx.own(record, slot: 1)
         ctx.identity.start = 7
         ctx.arena = ProcessContext.ArenaMapping(fd: 99, base: UnsafeMutableRawPointer(bitPattern: 0x1000), reservedBytes: 1 << 20)
         let meta = UnsafeRawPointer(bitPattern: 0x2000)
@@ -49,7 +49,7 @@ struct ProcessContextTests {
         #expect(ctx.supervision.monitorPid == 0 && ctx.supervision.monitorDoneFD == -1)
         #expect(ctx.supervision.terminal == nil)
         #expect(ctx.output.statsFD == nil)
-        #expect(ctx.record == nil && ctx.identity.start == 0)
+        #expect(ctx.record == nil && ctx.hot.pointee.recordSlot == 0 && ctx.identity.start == 0)
         #expect(!ctx.identity.isMain && !ctx.identity.ownsState)
         #expect(ctx.hot.pointee.cachedQueue == 0)
         // Kept.

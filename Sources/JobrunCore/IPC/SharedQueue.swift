@@ -237,6 +237,11 @@ struct SharedQueue {
         UInt32(ProcessRegistry.slots().distance(to: r) + 1)
     }
 
+    /// The calling process's record slot number (kept beside its record:
+    /// every get and task_done asks).
+    @inline(__always)
+    private static var ownSlotNumber: UInt32 { ProcessContext.processHot.pointee.recordSlot }
+
     /// The index of `slot`'s entry in the taker table, if it has one. Lock held.
     private func entryIndex(slot: UInt32) -> Int? {
         guard let t = takers else { return nil }
@@ -246,8 +251,8 @@ struct SharedQueue {
 
     /// The calling process's entry, if it has one. Lock held.
     @inline(__always)
-    private func existingOwnEntry(_ me: UnsafeMutablePointer<jr_process_record>) -> Int? {
-        let slot = SharedQueue.slotNumber(me)
+    private func existingOwnEntry() -> Int? {
+        let slot = SharedQueue.ownSlotNumber
         // This process's last entry, per queue (ProcessContext.objects):
         // entries of a live process never move or go.
         let cached = ProcessContext.processHot.pointee.cachedEntry
@@ -261,8 +266,8 @@ struct SharedQueue {
     /// The calling process's entry, made if it has none (nil: no memory for
     /// a bigger table). Lock held.
     private func ownEntry(_ me: UnsafeMutablePointer<jr_process_record>) -> Int? {
-        var found = existingOwnEntry(me)
-        let slot = SharedQueue.slotNumber(me)
+        var found = existingOwnEntry()
+        let slot = SharedQueue.ownSlotNumber
         if found == nil {
             var free: Int? = nil
             if let t = takers { for i in 0..<Int(q.pointee.takers_cap) where t[i].slot == 0 { free = i; break } }
@@ -664,6 +669,9 @@ struct SharedQueue {
         let joinable = isJoinable
         let redeliver = q.pointee.flags & UInt32(JR_QUEUE_REDELIVER) != 0
         let me = ProcessRegistry.record
+        // This process's taker entry on a JoinableQueue (one `take` below,
+        // inlined once: the per-item path stays small).
+        var entry: Int? = nil
         lock()
         while true {
             while q.pointee.count == 0 {
@@ -681,7 +689,7 @@ struct SharedQueue {
             // What could not be allocated: the kept copy, or a bigger taker table.
             var failed = need
             if let e = ownEntry(r) {
-                if !redeliver { return take(entry: e, scratch: &scratch, waitedSince: waitedSince, consume: consume) }
+                if !redeliver { entry = e; break }
                 // The intent names the block as soon as it exists; the item
                 // has not left (get_item_end unreachable), so a repair frees it.
                 r.pointee.get_queue = offset
@@ -689,7 +697,8 @@ struct SharedQueue {
                 jr_store_u32(&r.pointee.get_stage, 1)
                 if (try? Arena.allocate(need, recordingIn: &r.pointee.get_held_block)) != nil {   // model: G1, alloc
                     TestHooks.killPoint("get-held-allocated")
-                    return take(entry: e, scratch: &scratch, waitedSince: waitedSince, consume: consume)
+                    entry = e
+                    break
                 }
                 jr_store_u32(&r.pointee.get_stage, 0)
             } else {
@@ -709,7 +718,7 @@ struct SharedQueue {
             }
             lock()
         }
-        return take(entry: nil, scratch: &scratch, waitedSince: waitedSince, consume: consume)
+        return take(entry: entry, scratch: &scratch, waitedSince: waitedSince, consume: consume)
     }
 
     /// Encoded bytes of the item at the head (lock held, count > 0).
@@ -878,7 +887,7 @@ struct SharedQueue {
         var entry: Int? = nil
         if let t = takers {
             let cap = Int(q.pointee.takers_cap)
-            if let me, let own = existingOwnEntry(me), t[own].count > 0 {
+            if me != nil, let own = existingOwnEntry(), t[own].count > 0 {
                 entry = own
             } else {
                 for i in 0..<cap where t[i].slot != 0 && t[i].count > 0 {

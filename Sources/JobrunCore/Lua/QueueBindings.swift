@@ -226,25 +226,38 @@ enum QueueBindings {
     }
 
     /// `spreading`: a field of the message decoded in place (`_get_into`).
-    static func get(_ L: LuaState, _ q: SharedQueue, block: Bool, timeout: Double?,
-                    spreading: (field: Int, into: ValueDecoder.Destination)? = nil) -> Int32 {
+    static func get(_ L: LuaState, _ q: SharedQueue, block: Bool, timeout: Double?) -> Int32 {
         var decodeError: String? = nil
-        // A pool's caller waits for whole chunks, tens of microseconds apart
-        // at best: it sleeps at once rather than spin on a core its workers need.
-        var spin = true
-        if spreading != nil { spin = false }
-        let r = q.get(block: block, deadline: Deadline(timeout: block ? timeout : 0), scratch: &ProcessContext.hot(L).pointee.scratch,
-                      spin: spin) { bytes in
-            if let spreading {
-                decodeError = ValueDecoder.decode(L, bytes, spreading: spreading.field, into: spreading.into, adopting: q.itemsAreHandedOver)
-            } else {
-                decodeError = ValueDecoder.decode(L, bytes, adopting: q.itemsAreHandedOver)
-            }
+        let r = q.get(block: block, deadline: Deadline(timeout: block ? timeout : 0), scratch: &ProcessContext.hot(L).pointee.scratch) { bytes in
+            decodeError = ValueDecoder.decode(L, bytes, adopting: q.itemsAreHandedOver)
         }
+        if case .ok = r, decodeError == nil { return 1 }
+        return getFailed(L, q, r, decodeError: decodeError, block: block, timeout: timeout)
+    }
+
+    /// `get` for a receiver of chunks of a list (Pool's results): the field
+    /// `spreading.field` of the message is decoded into `spreading.into`. A
+    /// pool's caller waits for whole chunks, tens of microseconds apart at
+    /// best: it sleeps at once rather than spin on a core its workers need.
+    static func get(_ L: LuaState, _ q: SharedQueue, block: Bool, timeout: Double?,
+                    spreading: (field: Int, into: ValueDecoder.Destination)) -> Int32 {
+        var decodeError: String? = nil
+        let r = q.get(block: block, deadline: Deadline(timeout: block ? timeout : 0), scratch: &ProcessContext.hot(L).pointee.scratch,
+                      spin: false) { bytes in
+            decodeError = ValueDecoder.decode(L, bytes, spreading: spreading.field, into: spreading.into, adopting: q.itemsAreHandedOver)
+        }
+        if case .ok = r, decodeError == nil { return 1 }
+        return getFailed(L, q, r, decodeError: decodeError, block: block, timeout: timeout)
+    }
+
+    /// The error a get that found no item, or could not decode it, raises
+    /// (out of line: the per-item path never comes here).
+    @inline(never)
+    private static func getFailed(_ L: LuaState, _ q: SharedQueue, _ r: SharedQueue.GetResult, decodeError: String?,
+                                  block: Bool, timeout: Double?) -> Int32 {
         switch r {
         case .ok:
-            if let e = decodeError { return Lua.raise(L, .ValueError, "\(label(q)).get: \(e)") }
-            return 1
+            return Lua.raise(L, .ValueError, "\(label(q)).get: \(decodeError ?? "")")
         case .empty:
             let waited = block && timeout != nil ? " after waiting \(timeout!) s" : ""
             return Lua.raise(L, .Empty, "\(label(q)) is empty\(waited)")

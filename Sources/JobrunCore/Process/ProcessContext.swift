@@ -103,9 +103,13 @@ final class ProcessContext: @unchecked Sendable {
 
     /// This process's ledger record (nil before it registers), in the
     /// per-item part: puts and gets count into it and note their intents.
-    var record: UnsafeMutablePointer<jr_process_record>? {
-        get { hot.pointee.record }
-        set { hot.pointee.record = newValue }
+    var record: UnsafeMutablePointer<jr_process_record>? { hot.pointee.record }
+
+    /// Makes `r`, slot number `slot` (index + 1) of the process table, this
+    /// process's record; nil: it has none.
+    func own(_ r: UnsafeMutablePointer<jr_process_record>?, slot: UInt32) {
+        hot.pointee.record = r
+        hot.pointee.recordSlot = r == nil ? 0 : slot
     }
 
     // MARK: children
@@ -222,6 +226,9 @@ final class ProcessContext: @unchecked Sendable {
         var killArmed = false
         var arena = ArenaMapping()
         var record: UnsafeMutablePointer<jr_process_record>?
+        /// `record`'s slot number (index + 1; 0 without one): the taker
+        /// entries of joinable queues are found by it.
+        var recordSlot: UInt32 = 0
     }
     let hot: UnsafeMutablePointer<Hot> = {
         let p = UnsafeMutablePointer<Hot>.allocate(capacity: 1)
@@ -271,7 +278,7 @@ final class ProcessContext: @unchecked Sendable {
         if let fd = output.statsFD { close(fd) }
         output.statsFD = nil
         // Not ours until the child takes over its record (ProcessRegistry.takeOver).
-        record = nil
+        own(nil, slot: 0)
         identity.start = 0
         identity.isMain = false
         identity.ownsState = false

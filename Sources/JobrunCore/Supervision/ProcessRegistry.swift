@@ -34,7 +34,7 @@ enum ProcessRegistry {
         let h = header
         lockProcessTable()
         defer { jr_mutex_unlock(&h.pointee.proc_lock) }
-        guard let i = claimLocked(name: name, parent: parent) else { ProcessContext.current.record = nil; return }
+        guard let i = claimLocked(name: name, parent: parent) else { ProcessContext.current.own(nil, slot: 0); return }
         let r = slots() + i
         own(r)
     }
@@ -44,7 +44,7 @@ enum ProcessRegistry {
         ProcessContext.current.identity.start = ProcessIdentity.start(of: r)
         r.pointee.pid = getpid()
         jr_store_u32(&r.pointee.state, UInt32(JR_PROC_RUNNING))
-        ProcessContext.current.record = r
+        ProcessContext.current.own(r, slot: UInt32(slots().distance(to: r) + 1))
     }
 
     /// Changes whenever a record is claimed (a new one, or a reused one):
