@@ -621,21 +621,21 @@ static inline uint64_t jr_ring_pos(uint64_t h, uint64_t cap) {
 /// its waiter count is non-zero.
 typedef struct jr_queue {
     jr_object_header hdr;
+    // Seldom written: they share the header's cache line, so that the lock
+    // starts the next one, as it did before the object header grew. glibc
+    // writes a robust mutex's list links at every lock and unlock, and a
+    // mutex straddling two lines cost a producer and a consumer handing
+    // items over ~4% (scripts/bench, 1 -> 1 small items).
     int64_t maxsize;        // <= 0: unbounded (by item count)
-    // The lock starts a cache line of its own, as it did before the object
-    // header grew: glibc writes a robust mutex's list links at every lock
-    // and unlock, and a mutex straddling two lines cost a producer and a
-    // consumer handing items over ~4% (scripts/bench, 1 -> 1 small items).
-    uint64_t lock_line_pad[3];
+    uint64_t ring_off;      // offset of the ring's bytes
+    uint64_t ring_cap;      // its block's size class less the block header (a multiple of 8)
+    uint32_t closed;
+    uint32_t flags;         // JR_QUEUE_*
     pthread_mutex_t lock;
     uint64_t count;         // items in the queue (read without lock for spinning)
     uint64_t unfinished;    // JoinableQueue: put and not yet marked done
-    uint64_t ring_off;      // offset of the ring's bytes
-    uint64_t ring_cap;      // its block's size class less the block header (a multiple of 8)
     uint64_t head;
     uint64_t tail;
-    uint32_t closed;
-    uint32_t flags;         // JR_QUEUE_*
     uint32_t items_seq;
     uint32_t space_seq;
     uint32_t done_seq;
@@ -860,6 +860,7 @@ JR_ASSERT_WORD(jr_value, number);
 JR_ASSERT_OBJECT(jr_queue);
 _Static_assert((sizeof(jr_block) + offsetof(jr_queue, lock)) % 64 == 0,
                "a queue's lock starts a cache line (its block is aligned to its size, past 64)");
+_Static_assert(sizeof(jr_block) + sizeof(jr_queue) <= 512, "a queue takes a 512-byte block");
 JR_ASSERT_IN_BLOCK(jr_queue);
 JR_ASSERT_WORD(jr_queue, count);
 JR_ASSERT_WORD(jr_queue, unfinished);
