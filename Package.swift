@@ -6,6 +6,8 @@ let package = Package(
     products: [
         .executable(name: "jobrun", targets: ["jobrun"]),
         .library(name: "JobrunCore", targets: ["JobrunCore"]),
+        // The library for Swift hosts: LuaValue and its Codable bridge (more to come: issue 14).
+        .library(name: "Jobrun", targets: ["Jobrun"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -33,6 +35,12 @@ let package = Package(
             ],
             plugins: ["EmbedLua"]   // prelude/*.lua, embedded at build time
         ),
+        // The public Swift library (Swift 6 language mode, as the tools version
+        // sets it). Reaches JobrunCore through `package` declarations only.
+        .target(
+            name: "Jobrun",
+            dependencies: ["JobrunCore"]
+        ),
         .executableTarget(name: "EmbedLuaTool", path: "Plugins/EmbedLuaTool"),
         .plugin(name: "EmbedLua", capability: .buildTool(), dependencies: ["EmbedLuaTool"]),
         .executableTarget(
@@ -49,6 +57,10 @@ let package = Package(
         .testTarget(
             name: "JobrunCoreTests",
             dependencies: ["JobrunCore", "CLua", "CJobrunShims"]
+        ),
+        .testTarget(
+            name: "JobrunTests",
+            dependencies: ["Jobrun", "JobrunCore", "CLua", "CJobrunShims"]
         ),
         .testTarget(
             name: "JobrunEndToEndTests",
