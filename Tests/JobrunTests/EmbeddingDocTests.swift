@@ -1,0 +1,55 @@
+import Foundation
+import Testing
+import Jobrun
+
+/// The Swift snippets of docs/embedding.md, run. `snippetsAreHere` checks
+/// that every snippet of the guide appears in this file line for line, so
+/// the guide cannot drift from code that compiles and does what it says.
+@Suite struct EmbeddingDocTests {
+    @Test func literalsAndLookups() {
+        let args: LuaValue = ["path": "a.png", "width": 128, "scale": 0.5, "tags": ["x", "y"]]
+        let width = args["width"].intValue          // 128
+        let firstTag = args["tags"][1]              // "x": Lua counts from 1
+        let missing = args["size"]["height"]        // .nil, not a crash
+        #expect(width == 128 && firstTag == "x" && missing == .nil)
+    }
+
+    @Test func tables() {
+        var t: LuaTable = [1, 2]
+        t[4] = 4                   // past the end: hash part
+        t[3] = 3                   // fills the gap: array part is now [1, 2, 3, 4]
+        t["name"] = "x"
+        for (key, value) in t { print(key, value) }   // 1 1, 2 2, 3 3, 4 4, "name" "x"
+        print(LuaValue.table(t))                       // {1, 2, 3, 4, name = "x"}
+        #expect(t.array == [1, 2, 3, 4] && t.hash == ["name": "x"])
+        #expect(t.map { "\($0.key) \($0.value)" } == ["1 1", "2 2", "3 3", "4 4", "\"name\" \"x\""])
+        #expect(LuaValue.table(t).description == #"{1, 2, 3, 4, name = "x"}"#)
+    }
+
+    @Test func codable() throws {
+        struct Resize: Codable { var path: String; var width: Int; var keepRatio = true; var label: String? = nil }
+        let value = try LuaValueEncoder().encode(Resize(path: "a.png", width: 128))
+        // {keepRatio = true, path = "a.png", width = 128}: a nil optional is no entry
+        let back = try LuaValueDecoder().decode(Resize.self, from: value)
+        #expect(value.description == #"{keepRatio = true, path = "a.png", width = 128}"#)
+        #expect(back.path == "a.png" && back.width == 128 && back.label == nil)
+    }
+
+    @Test func snippetsAreHere() throws {
+        let here = URL(fileURLWithPath: #filePath)
+        let guide = here.deletingLastPathComponent().appendingPathComponent("../../docs/embedding.md")
+        let doc = try String(contentsOf: guide, encoding: .utf8)
+        let source = try String(contentsOf: here, encoding: .utf8)
+        func lines(_ s: some StringProtocol) -> [String] {
+            s.split(separator: "\n", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        }
+        let code = lines(source)
+        let blocks = doc.components(separatedBy: "```swift\n").dropFirst().map { $0.components(separatedBy: "```")[0] }
+        #expect(blocks.count >= 4)
+        for block in blocks where !block.hasPrefix("// Package.swift") {
+            let want = lines(block).filter { !$0.isEmpty }
+            let found = code.indices.contains { i in i + want.count <= code.count && Array(code[i..<(i + want.count)]) == want }
+            #expect(found, "docs/embedding.md snippet not in EmbeddingDocTests.swift:\n\(block)")
+        }
+    }
+}
