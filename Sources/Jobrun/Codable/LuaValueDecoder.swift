@@ -127,72 +127,73 @@ final class LuaDecoderImpl: Decoder {
         }
     }
 
-    private func notNil(_ v: LuaValue, _ type: Any.Type, _ path: [any CodingKey]) throws {
+    private func notNil(_ v: LuaValue, _ type: Any.Type, _ path: @autoclosure () -> [any CodingKey]) throws {
         if case .nil = v {
-            throw DecodingError.valueNotFound(type, .init(codingPath: path, debugDescription: "expected \(type), found nil"))
+            throw DecodingError.valueNotFound(type, .init(codingPath: path(), debugDescription: "expected \(type), found nil"))
         }
     }
 
-    func bool(_ v: LuaValue, at path: [any CodingKey]) throws -> Bool {
+    func bool(_ v: LuaValue, at path: @autoclosure () -> [any CodingKey]) throws -> Bool {
         if case .boolean(let b) = v { return b }
-        try notNil(v, Bool.self, path)
-        throw mismatch(Bool.self, "a boolean", v, path)
+        try notNil(v, Bool.self, path())
+        throw mismatch(Bool.self, "a boolean", v, path())
     }
 
-    func string(_ v: LuaValue, at path: [any CodingKey]) throws -> String {
+    func string(_ v: LuaValue, at path: @autoclosure () -> [any CodingKey]) throws -> String {
         guard case .string(let bytes) = v else {
-            try notNil(v, String.self, path)
-            throw mismatch(String.self, "a string", v, path)
+            try notNil(v, String.self, path())
+            throw mismatch(String.self, "a string", v, path())
         }
         guard let s = String(validating: bytes, as: UTF8.self) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: path, debugDescription:
+            throw DecodingError.dataCorrupted(.init(codingPath: path(), debugDescription:
                 "a string that is not valid UTF-8 (\(Self.describe(v))); read it as [UInt8] or Data"))
         }
         return s
     }
 
-    func integer<T: FixedWidthInteger>(_ v: LuaValue, as type: T.Type, at path: [any CodingKey]) throws -> T {
+    func integer<T: FixedWidthInteger>(_ v: LuaValue, as type: T.Type, at path: @autoclosure () -> [any CodingKey]) throws -> T {
         switch v {
         case .integer(let i):
             if let x = T(exactly: i) { return x }
-            throw DecodingError.dataCorrupted(.init(codingPath: path, debugDescription: "\(i) does not fit in \(T.self)"))
+            throw DecodingError.dataCorrupted(.init(codingPath: path(), debugDescription: "\(i) does not fit in \(T.self)"))
         case .number(let d):
             if let x = T(exactly: d) { return x }
             if d.isFinite && d.rounded(.towardZero) == d {
-                throw DecodingError.dataCorrupted(.init(codingPath: path, debugDescription: "\(LuaValue.floatText(d)) does not fit in \(T.self)"))
+                throw DecodingError.dataCorrupted(.init(codingPath: path(), debugDescription: "\(LuaValue.floatText(d)) does not fit in \(T.self)"))
             }
-            throw mismatch(T.self, "an integer", v, path)
+            throw mismatch(T.self, "an integer", v, path())
         default:
-            try notNil(v, T.self, path)
-            throw mismatch(T.self, "an integer", v, path)
+            try notNil(v, T.self, path())
+            throw mismatch(T.self, "an integer", v, path())
         }
     }
 
-    func double(_ v: LuaValue, at path: [any CodingKey]) throws -> Double {
+    func double(_ v: LuaValue, at path: @autoclosure () -> [any CodingKey]) throws -> Double {
         switch v {
         case .number(let d): return d
         case .integer(let i): return Double(i)
         default:
-            try notNil(v, Double.self, path)
-            throw mismatch(Double.self, "a number", v, path)
+            try notNil(v, Double.self, path())
+            throw mismatch(Double.self, "a number", v, path())
         }
     }
 
-    func float(_ v: LuaValue, at path: [any CodingKey]) throws -> Float {
+    func float(_ v: LuaValue, at path: @autoclosure () -> [any CodingKey]) throws -> Float {
         if case .number(let d) = v, d.isFinite, abs(d) > Double(Float.greatestFiniteMagnitude) {
-            throw DecodingError.dataCorrupted(.init(codingPath: path, debugDescription: "\(LuaValue.floatText(d)) does not fit in Float"))
+            throw DecodingError.dataCorrupted(.init(codingPath: path(), debugDescription: "\(LuaValue.floatText(d)) does not fit in Float"))
         }
-        do { return Float(try double(v, at: path)) } catch DecodingError.typeMismatch(_, let context) {
+        do { return Float(try double(v, at: path())) } catch DecodingError.typeMismatch(_, let context) {
             throw DecodingError.typeMismatch(Float.self, context)
         }
     }
 
     /// `v` as a `T`: the types read directly, then `T.init(from:)`.
-    func unbox<T: Decodable>(_ v: LuaValue, as type: T.Type, at path: [any CodingKey]) throws -> T {
+    func unbox<T: Decodable>(_ v: LuaValue, as type: T.Type, at lazyPath: @autoclosure () -> [any CodingKey]) throws -> T {
         if T.self == LuaValue.self { return v as! T }
-        if T.self == LuaTable.self { return try table(v, as: LuaTable.self, at: path) as! T }
+        if T.self == LuaTable.self { return try table(v, as: LuaTable.self, at: lazyPath()) as! T }
         if T.self == [UInt8].self, case .string(let b) = v { return b as! T }
         if T.self == Data.self, case .string(let b) = v { return Data(b) as! T }
+        let path = lazyPath()
         if path.count >= LuaWire.maxDepth * 4 {
             // LuaValues from the wire are at most maxDepth deep; only a
             // built one can go further, and recursion must end somewhere.
@@ -258,13 +259,12 @@ struct LuaKeyedDecodingContainer<Key: CodingKey>: KeyedDecodingContainerProtocol
     func decode(_ type: UInt64.Type, forKey key: Key) throws -> UInt64 { try decoder.integer(value(key), as: type, at: codingPath + [key]) }
 
     func decode<T: Decodable>(_ type: T.Type, forKey key: Key) throws -> T {
-        let path = codingPath + [key]
         guard let v = lookup(key) else {
             // An optional-like type may accept nil (LuaValue does); others say which key is missing.
             if T.self == LuaValue.self { return LuaValue.nil as! T }
             throw DecodingError.keyNotFound(key, .init(codingPath: codingPath, debugDescription: "no entry \"\(key.stringValue)\" in the table"))
         }
-        return try decoder.unbox(v, as: T.self, at: path)
+        return try decoder.unbox(v, as: T.self, at: codingPath + [key])
     }
 
     func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type, forKey key: Key) throws -> KeyedDecodingContainer<NestedKey> {
@@ -302,11 +302,11 @@ struct LuaUnkeyedDecodingContainer: UnkeyedDecodingContainer {
     private var path: [any CodingKey] { codingPath + [LuaCodingKey(index: currentIndex)] }
 
     /// The next element, and the cursor moved past it when `read` succeeds.
-    private mutating func next<T>(_ type: Any.Type, _ read: (LuaValue, [any CodingKey], LuaDecoderImpl) throws -> T) throws -> T {
+    private mutating func next<T>(_ type: Any.Type, _ read: (LuaValue, () -> [any CodingKey], LuaDecoderImpl) throws -> T) throws -> T {
         guard !isAtEnd else {
             throw DecodingError.valueNotFound(type, .init(codingPath: path, debugDescription: "no element \(currentIndex + 1): the list has \(elements.count)"))
         }
-        let v = try read(elements[currentIndex], path, decoder)
+        let v = try read(elements[currentIndex], { path }, decoder)
         currentIndex += 1
         return v
     }
@@ -319,35 +319,35 @@ struct LuaUnkeyedDecodingContainer: UnkeyedDecodingContainer {
         return false
     }
 
-    mutating func decode(_ type: Bool.Type) throws -> Bool { try next(type) { try $2.bool($0, at: $1) } }
-    mutating func decode(_ type: String.Type) throws -> String { try next(type) { try $2.string($0, at: $1) } }
-    mutating func decode(_ type: Double.Type) throws -> Double { try next(type) { try $2.double($0, at: $1) } }
-    mutating func decode(_ type: Float.Type) throws -> Float { try next(type) { try $2.float($0, at: $1) } }
-    mutating func decode(_ type: Int.Type) throws -> Int { try next(type) { try $2.integer($0, as: type, at: $1) } }
-    mutating func decode(_ type: Int8.Type) throws -> Int8 { try next(type) { try $2.integer($0, as: type, at: $1) } }
-    mutating func decode(_ type: Int16.Type) throws -> Int16 { try next(type) { try $2.integer($0, as: type, at: $1) } }
-    mutating func decode(_ type: Int32.Type) throws -> Int32 { try next(type) { try $2.integer($0, as: type, at: $1) } }
-    mutating func decode(_ type: Int64.Type) throws -> Int64 { try next(type) { try $2.integer($0, as: type, at: $1) } }
-    mutating func decode(_ type: UInt.Type) throws -> UInt { try next(type) { try $2.integer($0, as: type, at: $1) } }
-    mutating func decode(_ type: UInt8.Type) throws -> UInt8 { try next(type) { try $2.integer($0, as: type, at: $1) } }
-    mutating func decode(_ type: UInt16.Type) throws -> UInt16 { try next(type) { try $2.integer($0, as: type, at: $1) } }
-    mutating func decode(_ type: UInt32.Type) throws -> UInt32 { try next(type) { try $2.integer($0, as: type, at: $1) } }
-    mutating func decode(_ type: UInt64.Type) throws -> UInt64 { try next(type) { try $2.integer($0, as: type, at: $1) } }
+    mutating func decode(_ type: Bool.Type) throws -> Bool { try next(type) { try $2.bool($0, at: $1()) } }
+    mutating func decode(_ type: String.Type) throws -> String { try next(type) { try $2.string($0, at: $1()) } }
+    mutating func decode(_ type: Double.Type) throws -> Double { try next(type) { try $2.double($0, at: $1()) } }
+    mutating func decode(_ type: Float.Type) throws -> Float { try next(type) { try $2.float($0, at: $1()) } }
+    mutating func decode(_ type: Int.Type) throws -> Int { try next(type) { try $2.integer($0, as: type, at: $1()) } }
+    mutating func decode(_ type: Int8.Type) throws -> Int8 { try next(type) { try $2.integer($0, as: type, at: $1()) } }
+    mutating func decode(_ type: Int16.Type) throws -> Int16 { try next(type) { try $2.integer($0, as: type, at: $1()) } }
+    mutating func decode(_ type: Int32.Type) throws -> Int32 { try next(type) { try $2.integer($0, as: type, at: $1()) } }
+    mutating func decode(_ type: Int64.Type) throws -> Int64 { try next(type) { try $2.integer($0, as: type, at: $1()) } }
+    mutating func decode(_ type: UInt.Type) throws -> UInt { try next(type) { try $2.integer($0, as: type, at: $1()) } }
+    mutating func decode(_ type: UInt8.Type) throws -> UInt8 { try next(type) { try $2.integer($0, as: type, at: $1()) } }
+    mutating func decode(_ type: UInt16.Type) throws -> UInt16 { try next(type) { try $2.integer($0, as: type, at: $1()) } }
+    mutating func decode(_ type: UInt32.Type) throws -> UInt32 { try next(type) { try $2.integer($0, as: type, at: $1()) } }
+    mutating func decode(_ type: UInt64.Type) throws -> UInt64 { try next(type) { try $2.integer($0, as: type, at: $1()) } }
 
     mutating func decode<T: Decodable>(_ type: T.Type) throws -> T {
-        try next(type) { try $2.unbox($0, as: T.self, at: $1) }
+        try next(type) { try $2.unbox($0, as: T.self, at: $1()) }
     }
 
     mutating func nestedContainer<NestedKey: CodingKey>(keyedBy type: NestedKey.Type) throws -> KeyedDecodingContainer<NestedKey> {
-        try next(type) { try $2.child($0, $1).container(keyedBy: type) }
+        try next(type) { try $2.child($0, $1()).container(keyedBy: type) }
     }
 
     mutating func nestedUnkeyedContainer() throws -> any UnkeyedDecodingContainer {
-        try next([LuaValue].self) { try $2.child($0, $1).unkeyedContainer() }
+        try next([LuaValue].self) { try $2.child($0, $1()).unkeyedContainer() }
     }
 
     mutating func superDecoder() throws -> any Decoder {
-        try next(LuaValue.self) { $2.child($0, $1) }
+        try next(LuaValue.self) { $2.child($0, $1()) }
     }
 }
 

@@ -66,7 +66,8 @@ final class EncodedNode {
     enum Kind { case empty, value, keyed, unkeyed }
     var kind = Kind.empty
     var value = LuaValue.nil
-    var entries: [LuaValue: Slot] = [:]
+    /// Keyed entries in the order written; a key written twice: the last wins.
+    var entries: [(key: LuaValue, slot: Slot)] = []
     var elements: [Slot] = []
 
     /// A child: a finished value (scalars, no node allocated) or a node.
@@ -86,7 +87,7 @@ final class EncodedNode {
         switch kind {
         case .empty: return .table(LuaTable())         // a nested value that wrote nothing: {}
         case .value: return value
-        case .keyed: return .table(LuaTable(pairs: entries.lazy.map { ($0.key, $0.value.resolve()) }))
+        case .keyed: return .table(LuaTable(pairs: entries.lazy.map { ($0.key, $0.slot.resolve()) }))
         case .unkeyed: return .table(LuaTable(array: elements.map { $0.resolve() }))
         }
     }
@@ -101,7 +102,7 @@ struct LuaEncoding {
     }
 
     /// The value of the types encoded as themselves or as bytes; nil for the rest.
-    func special<T: Encodable>(_ value: T, at path: [any CodingKey]) throws -> LuaValue? {
+    func special<T: Encodable>(_ value: T, at lazyPath: @autoclosure () -> [any CodingKey]) throws -> LuaValue? {
         // Metadata comparisons first: most values are none of these, and
         // telling that costs no dynamic cast.
         if T.self == LuaValue.self { return value as? LuaValue }
@@ -109,20 +110,22 @@ struct LuaEncoding {
         if T.self == [UInt8].self { return (value as? [UInt8]).map(LuaValue.string) }
         if T.self == Data.self { return (value as? Data).map { .string(Array($0)) } }
         guard T.self is any IntKeyedDictionary.Type, let d = value as? any IntKeyedDictionary else { return nil }
+        let path = lazyPath()
         try checkDepth(path, value)
         var t = LuaTable()
         for (k, v) in d.encodableEntries {
-            t[.integer(Int64(k))] = try slot(v, at: path + [LuaCodingKey(intValue: k)]).resolve()
+            t[.integer(Int64(k))] = try slot(v, parent: path, key: LuaCodingKey(intValue: k)).resolve()
         }
         return .table(t)
     }
 
-    /// `value` encoded below `path`.
-    func slot<T: Encodable>(_ value: T, at path: [any CodingKey]) throws -> EncodedNode.Slot {
-        if let v = try special(value, at: path) { return .value(v) }
-        try checkDepth(path, value)
+    /// `value` encoded under `key` of the container at `parent` (the path
+    /// is made only if something asks for it: most values never do).
+    func slot<T: Encodable>(_ value: T, parent: [any CodingKey], key: any CodingKey) throws -> EncodedNode.Slot {
+        if let v = try special(value, at: parent + [key]) { return .value(v) }
+        if parent.count + 1 >= LuaWire.maxDepth { try checkDepth(parent + [key], value) }
         let node = EncodedNode()
-        try value.encode(to: LuaEncoderImpl(node: node, codingPath: path, encoding: self))
+        try value.encode(to: LuaEncoderImpl(node: node, parent: parent, key: key, encoding: self))
         if node.kind == .value { return .value(node.value) }
         return .node(node)
     }
@@ -168,13 +171,23 @@ struct LuaCodingKey: CodingKey {
 
 final class LuaEncoderImpl: Encoder {
     let node: EncodedNode
-    let codingPath: [any CodingKey]
     let encoding: LuaEncoding
+    private let parent: [any CodingKey]
+    private let key: (any CodingKey)?
     var userInfo: [CodingUserInfoKey: Any] { encoding.userInfo }
+    var codingPath: [any CodingKey] { key.map { parent + [$0] } ?? parent }
 
     init(node: EncodedNode, codingPath: [any CodingKey], encoding: LuaEncoding) {
         self.node = node
-        self.codingPath = codingPath
+        self.parent = codingPath
+        self.key = nil
+        self.encoding = encoding
+    }
+
+    init(node: EncodedNode, parent: [any CodingKey], key: any CodingKey, encoding: LuaEncoding) {
+        self.node = node
+        self.parent = parent
+        self.key = key
         self.encoding = encoding
     }
 
@@ -209,7 +222,7 @@ struct LuaKeyedEncodingContainer<Key: CodingKey>: KeyedEncodingContainerProtocol
     let encoding: LuaEncoding
 
     private func luaKey(_ key: Key) -> LuaValue { .string(Array(key.stringValue.utf8)) }
-    private func set(_ v: LuaValue, _ key: Key) { node.entries[luaKey(key)] = .value(v) }
+    private func set(_ v: LuaValue, _ key: Key) { node.entries.append((luaKey(key), .value(v))) }
 
     /// A nil value is no entry (a Lua table cannot hold nil).
     mutating func encodeNil(forKey key: Key) throws { set(.nil, key) }
@@ -229,32 +242,32 @@ struct LuaKeyedEncodingContainer<Key: CodingKey>: KeyedEncodingContainerProtocol
     mutating func encode(_ value: UInt64, forKey key: Key) throws { set(try encoding.integer(value, at: codingPath + [key]), key) }
 
     mutating func encode<T: Encodable>(_ value: T, forKey key: Key) throws {
-        node.entries[luaKey(key)] = try encoding.slot(value, at: codingPath + [key])
+        node.entries.append((luaKey(key), try encoding.slot(value, parent: codingPath, key: key)))
     }
 
     mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type, forKey key: Key) -> KeyedEncodingContainer<NestedKey> {
         let child = EncodedNode()
         child.kind = .keyed
-        node.entries[luaKey(key)] = .node(child)
+        node.entries.append((luaKey(key), .node(child)))
         return KeyedEncodingContainer(LuaKeyedEncodingContainer<NestedKey>(node: child, codingPath: codingPath + [key], encoding: encoding))
     }
 
     mutating func nestedUnkeyedContainer(forKey key: Key) -> any UnkeyedEncodingContainer {
         let child = EncodedNode()
         child.kind = .unkeyed
-        node.entries[luaKey(key)] = .node(child)
+        node.entries.append((luaKey(key), .node(child)))
         return LuaUnkeyedEncodingContainer(node: child, codingPath: codingPath + [key], encoding: encoding)
     }
 
     mutating func superEncoder() -> any Encoder {
         let child = EncodedNode()
-        node.entries[.string(Array("super".utf8))] = .node(child)
+        node.entries.append((.string(Array("super".utf8)), .node(child)))
         return LuaEncoderImpl(node: child, codingPath: codingPath + [LuaCodingKey.super], encoding: encoding)
     }
 
     mutating func superEncoder(forKey key: Key) -> any Encoder {
         let child = EncodedNode()
-        node.entries[luaKey(key)] = .node(child)
+        node.entries.append((luaKey(key), .node(child)))
         return LuaEncoderImpl(node: child, codingPath: codingPath + [key], encoding: encoding)
     }
 }
@@ -288,7 +301,7 @@ struct LuaUnkeyedEncodingContainer: UnkeyedEncodingContainer {
     mutating func encode(_ value: UInt64) throws { append(try encoding.integer(value, at: nextPath)) }
 
     mutating func encode<T: Encodable>(_ value: T) throws {
-        let slot = try encoding.slot(value, at: nextPath)
+        let slot = try encoding.slot(value, parent: codingPath, key: LuaCodingKey(index: count))
         node.elements.append(slot)
     }
 

@@ -52,6 +52,7 @@ public struct LuaTable: Sendable, Hashable {
     /// Lua's `{k = 1, k = 2}`). Traps on a nil or NaN key.
     public init(pairs: some Sequence<(LuaValue, LuaValue)>) {
         self.init()
+        hash.reserveCapacity(pairs.underestimatedCount)
         for (k, v) in pairs { self[k] = v }
     }
 
@@ -149,6 +150,7 @@ extension LuaTable: Sequence {
             rest = t.hash.makeIterator()
         }
 
+        /// The next entry, or nil after the last.
         public mutating func next() -> (key: LuaValue, value: LuaValue)? {
             if index < array.count {
                 index += 1

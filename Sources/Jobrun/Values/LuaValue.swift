@@ -76,7 +76,11 @@ extension LuaValue: Hashable {
         case .boolean(let b): hasher.combine(1 as UInt8); hasher.combine(b)
         case .integer(let i): hasher.combine(2 as UInt8); hasher.combine(i)
         case .number(let d): hasher.combine(3 as UInt8); hasher.combine(d.bitPattern)
-        case .string(let s): hasher.combine(4 as UInt8); hasher.combine(s)
+        case .string(let s):
+            // The bytes in one call (Array's own hash feeds them one by one).
+            hasher.combine(4 as UInt8)
+            hasher.combine(s.count)
+            s.withUnsafeBytes { hasher.combine(bytes: $0) }
         case .table(let t): hasher.combine(5 as UInt8); hasher.combine(t)
         }
     }
