@@ -1,4 +1,5 @@
 import Testing
+import JobrunCore
 @testable import Jobrun
 
 /// The host's pure-Swift codec against the worker's: LuaValue -> bytes ->
@@ -130,5 +131,23 @@ import Testing
                 #expect(try LuaWire.decode(lua.echo(damaged)) == v)
             }
         }
+    }
+}
+
+extension LuaWireTests {
+    /// A message that sets and clears key 1 of a long array over and over
+    /// (no Lua encoder writes one, a damaged or hostile one may) decodes in
+    /// time linear in its size, to the table Lua would build.
+    @Test(.timeLimit(.minutes(1))) func pairsThatReshapeTheArrayAreLinear() throws {
+        let n = 100_000, flips = 50_000
+        var bytes: [UInt8] = [WireFormat.Tag.table]
+        func u32(_ v: Int) { for i in 0..<4 { bytes.append(UInt8(truncatingIfNeeded: v >> (8 * i))) } }
+        u32(n); u32(2 * flips + 1)
+        for _ in 0..<n { bytes += [WireFormat.Tag.integer, 2] }                                    // 1, 1, 1, ...
+        for _ in 0..<flips { bytes += [WireFormat.Tag.integer, 2, WireFormat.Tag.nil, WireFormat.Tag.integer, 2, WireFormat.Tag.integer, 4] }
+        bytes += [WireFormat.Tag.integer, 2, WireFormat.Tag.nil]                                   // [1] = nil
+        let v = try LuaWire.decode(bytes)
+        #expect(v.tableValue?.array.isEmpty == true && v.tableValue?.hash.count == n - 1 && v[2] == 1)
+        #expect(try LuaWire.decode(lua.echo(bytes)) == v, "the worker builds the same table")
     }
 }

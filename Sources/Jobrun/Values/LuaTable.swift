@@ -56,6 +56,42 @@ public struct LuaTable: Sendable, Hashable {
         for (k, v) in pairs { self[k] = v }
     }
 
+    /// The table a decoder read: `t[1...]` from `array` (nils are holes),
+    /// then each pair stored in order (a nil value removes), as Lua's
+    /// `lua_rawseti` and `lua_rawset` build it. In time linear in the
+    /// entries whatever their order: storing them one by one through the
+    /// subscript could move the array part back and forth for each pair
+    /// (`[1] = nil, [1] = 1, ...`). Keys are neither nil nor NaN (the
+    /// decoder refuses those).
+    init(decodedArray: [LuaValue], pairs: [(LuaValue, LuaValue)]) {
+        let n = Int64(decodedArray.count)
+        let simple = !decodedArray.contains(.nil) && pairs.allSatisfy { k, v in
+            if v == .nil { return false }
+            switch Self.normalizedKey(k) {
+            case .integer(let i): return i < 1 || i > n
+            default: return true
+            }
+        }
+        if simple {
+            array = decodedArray
+            hash = [:]
+            hash.reserveCapacity(pairs.count)
+            for (k, v) in pairs { hash[Self.normalizedKey(k)] = v }
+            // Keys n+1, n+2, ... among the pairs join the array part.
+            while !hash.isEmpty, let next = hash.removeValue(forKey: .integer(Int64(array.count) + 1)) { array.append(next) }
+            return
+        }
+        var all: [LuaValue: LuaValue] = [:]
+        all.reserveCapacity(decodedArray.count + pairs.count)
+        for (i, v) in decodedArray.enumerated() where v != .nil { all[.integer(Int64(i) + 1)] = v }
+        for (k, v) in pairs {
+            if v == .nil { all.removeValue(forKey: Self.normalizedKey(k)) } else { all[Self.normalizedKey(k)] = v }
+        }
+        array = []
+        while let next = all.removeValue(forKey: .integer(Int64(array.count) + 1)) { array.append(next) }
+        hash = all
+    }
+
     /// The number of entries (non-nil values).
     public var count: Int { array.count + hash.count }
 

@@ -300,7 +300,8 @@ private struct Reader {
             height = max(height, vh + 1)
             array.append(v)
         }
-        var table = LuaTable(array: array)     // a nil in the array section is a hole
+        var pairs: [(LuaValue, LuaValue)] = []
+        pairs.reserveCapacity(Int(h))
         for _ in 0..<Int(h) {
             let keyAt = at
             let (k, kh) = try step(" (key)") { r throws(LuaWireError) in try r.value(depth: depth + 1) }
@@ -311,9 +312,9 @@ private struct Reader {
             }
             let (v, vh) = try step(LuaWireError.step(k)) { r throws(LuaWireError) in try r.value(depth: depth + 1) }
             height = max(height, kh + 1, vh + 1)
-            table[k] = v
+            pairs.append((k, v))
         }
-        let value = LuaValue.table(table)
+        let value = LuaValue.table(LuaTable(decodedArray: array, pairs: pairs))
         if isRemembered {
             open.remove(tagAt)
             remembered[tagAt] = (value, height, size - sizeBefore + 1)
