@@ -151,3 +151,18 @@ extension LuaWireTests {
         #expect(try LuaWire.decode(lua.echo(bytes)) == v, "the worker builds the same table")
     }
 }
+
+extension LuaWireTests {
+    /// Handles to shared objects and Processes are named, not misread.
+    @Test func handlesAreNamed() throws {
+        let queue: [UInt8] = [WireFormat.Tag.table, 1, 0, 0, 0, 0, 0, 0, 0, WireFormat.Tag.object, 2, 0, 0, 0, 5, 0, 0, 0, 1, 0, 0, 0]
+        do { _ = try LuaWire.decode(queue, path: "result"); Issue.record("decoded a handle") } catch {
+            #expect(error.message == "result[1]: a jobrun object (JoinableQueue) cannot be a LuaValue")
+            #expect(error.kind == .unrepresentable)
+        }
+        let process: [UInt8] = [WireFormat.Tag.process, 0x10, 0, 0, 1, 0x61]
+        do { _ = try LuaWire.decode(process); Issue.record("decoded a Process") } catch {
+            #expect(error.message == "value: a Process cannot be a LuaValue")
+        }
+    }
+}
