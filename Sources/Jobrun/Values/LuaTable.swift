@@ -39,30 +39,21 @@ public struct LuaTable: Sendable, Hashable {
     /// entry of `hash` overrides a position of `array` with the same key.
     /// Traps on a nil or NaN key.
     public init(array: [LuaValue], hash: [LuaValue: LuaValue] = [:]) {
-        self.init()
-        if !array.contains(.nil) {
-            self.array = array
-        } else {
-            for (i, v) in array.enumerated() where v != .nil { self[.integer(Int64(i) + 1)] = v }
-        }
-        for (k, v) in hash { self[k] = v }
+        self.init(decodedArray: array, pairs: hash.map { ($0.key, $0.value) })
     }
 
     /// The table holding `pairs`; a later pair with the same key wins (as in
     /// Lua's `{k = 1, k = 2}`). Traps on a nil or NaN key.
     public init(pairs: some Sequence<(LuaValue, LuaValue)>) {
-        self.init()
-        hash.reserveCapacity(pairs.underestimatedCount)
-        for (k, v) in pairs { self[k] = v }
+        self.init(decodedArray: [], pairs: Array(pairs))
     }
 
-    /// The table a decoder read: `t[1...]` from `array` (nils are holes),
-    /// then each pair stored in order (a nil value removes), as Lua's
-    /// `lua_rawseti` and `lua_rawset` build it. In time linear in the
-    /// entries whatever their order: storing them one by one through the
-    /// subscript could move the array part back and forth for each pair
-    /// (`[1] = nil, [1] = 1, ...`). Keys are neither nil nor NaN (the
-    /// decoder refuses those).
+    /// `t[1...]` from `array` (nils are holes), then each pair stored in
+    /// order (a nil value removes), as Lua's `lua_rawseti` and `lua_rawset`
+    /// build a table (the decoder's case). In time linear in the entries
+    /// whatever their order: storing them one by one through the subscript
+    /// could move the array part back and forth for each pair (`[1] = nil,
+    /// [1] = 1, ...`). Traps on a nil or NaN key.
     init(decodedArray: [LuaValue], pairs: [(LuaValue, LuaValue)]) {
         let n = Int64(decodedArray.count)
         let simple = !decodedArray.contains(.nil) && pairs.allSatisfy { k, v in
