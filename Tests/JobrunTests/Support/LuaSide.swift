@@ -56,6 +56,19 @@ final class LuaSide {
         return lua_toboolean(L, -1) != 0
     }
 
+    /// Runs `code`, which leaves one value, and keeps that value as the
+    /// global `orig`; returns the bytes ValueEncoder writes for it.
+    func keep(_ code: String) throws -> [UInt8] {
+        let top = lua_gettop(L)
+        defer { lua_settop(L, top) }
+        if luaL_loadstring(L, code) != LUA_OK || jr_lua_pcall(L, 0, 1, 0) != LUA_OK {
+            throw LuaSideError(message: "Lua: \(Lua.string(L, -1) ?? "?")")
+        }
+        lua_pushvalue(L, -1)
+        lua_setglobal(L, "orig")
+        return try encodeTop()
+    }
+
     private func encodeTop() throws -> [UInt8] {
         var enc = ValueEncoder(capacity: 64)
         if let e = enc.encode(L, -1, path: "value") { throw LuaSideError(message: "encode: \(e)") }
