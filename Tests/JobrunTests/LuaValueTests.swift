@@ -33,6 +33,9 @@ import Jobrun
         #expect(bin.stringValue == nil, "not UTF-8: no String, nothing replaced")
         #expect(LuaValue.string("é") == .string([0xC3, 0xA9]))
         #expect(LuaValue.string("a\0b").stringValue == "a\0b")
+        let width = 128
+        let text: LuaValue = "w=\(width)"
+        #expect(text == .string("w=128"))
     }
 
     /// The canonical form: keys 1...n in the array part, whatever the order they came in.

@@ -29,6 +29,9 @@ extension LuaValue: ExpressibleByStringLiteral {
     public init(stringLiteral value: String) { self = .string(Array(value.utf8)) }
 }
 
+/// An interpolated string literal (`"w=\(width)"`) is a Lua string too.
+extension LuaValue: ExpressibleByStringInterpolation {}
+
 extension LuaValue: ExpressibleByArrayLiteral {
     /// `[a, b, c]` is the table `{a, b, c}` (keys 1, 2, 3); a `nil` element
     /// is a hole, as in Lua.
