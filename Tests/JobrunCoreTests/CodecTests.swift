@@ -568,6 +568,71 @@ struct CodecTests {
         #expect(lua_gettop(s.L) == 0)
     }
 
+    /// A message whose handles' references are handed over (a queue item, a
+    /// worker's arguments) and that fails to decode partway leaks none: the
+    /// handles met are the decoded userdata's (released when they are
+    /// collected), those not met are dropped with the message, and a stale
+    /// or mistyped one, which holds no reference, drops nothing.
+    @Test func aMessageRefusedPartwayLeaksNoReference() throws {
+        _ = arenaReady
+        let s = LuaFixture()
+        luaL_newmetatable(s.L, "jobrun.Queue")
+        lua_pushboolean(s.L, 1)
+        lua_setfield(s.L, -2, "__jobrun")
+        Lua.setFunction(s.L, "__gc", ObjectBindings.release)
+        jr_lua_pop(s.L, 1)
+        var made: [ObjectHandle] = []
+        for _ in 0..<3 {
+            #expect(ObjectHandle.pushNew(s.L, type: JR_OBJ_QUEUE, offset: try SharedQueue.create(maxsize: 0, joinable: false, redeliver: false)))
+            made.append(try #require(ObjectHandle.check(s.L, -1)))
+            lua_setglobal(s.L, "q\(made.count)")      // this process's handle, kept
+        }
+        let (a, b, c) = (made[0], made[1], made[2])
+        func refs(_ h: ObjectHandle) -> UInt64 { ObjectTable.entry(h.slot)!.pointee.refs }
+        func handle(_ type: Int, _ h: ObjectHandle, generation: UInt32? = nil) -> [UInt8] {
+            var m: [UInt8] = [0x0c]
+            withUnsafeBytes(of: UInt32(type).littleEndian) { m += $0 }
+            withUnsafeBytes(of: h.slot.littleEndian) { m += $0 }
+            withUnsafeBytes(of: (generation ?? h.generation).littleEndian) { m += $0 }
+            return m
+        }
+        let refused: [(String, [UInt8])] = [
+            ("unknown standard function", [0x0b, 0x0d] + Array("string.nosuch".utf8)),
+            ("stale object handle", handle(JR_OBJ_QUEUE, c, generation: c.generation &+ 7)),
+            ("bad object handle: a Dict handle naming a Queue", handle(JR_OBJ_DICT, c)),
+        ]
+        for (why, middle) in refused {
+            for values in [false, true] {
+                // {a, <refused>, b}, whose copies of a and b hold a reference each.
+                ObjectTable.retain(a.slot)
+                ObjectTable.retain(b.slot)
+                #expect(refs(a) == 2 && refs(b) == 2 && refs(c) == 1)
+                let items = handle(JR_OBJ_QUEUE, a) + middle + handle(JR_OBJ_QUEUE, b)
+                let message = values ? [3] + items : [0x06, 3, 0, 0, 0, 0, 0, 0, 0] + items
+                let top = lua_gettop(s.L)
+                let e = message.withUnsafeBytes {
+                    values ? ValueDecoder.decodeValues(s.L, $0, adopting: true).1 : ValueDecoder.decode(s.L, $0, adopting: true)
+                }
+                #expect(e?.hasPrefix("corrupt message: \(why)") == true, "\(e ?? "decoded")")
+                #expect(lua_gettop(s.L) == top)
+                jr_lua_collect(s.L)
+                #expect(refs(a) == 1 && refs(b) == 1 && refs(c) == 1, "\(why), values: \(values): \(refs(a)) \(refs(b)) \(refs(c))")
+            }
+        }
+        // Refused after the value: every handle was met and is the userdata's.
+        ObjectTable.retain(a.slot)
+        #expect(decoded(s.L, handle(JR_OBJ_QUEUE, a) + [0x00]) == "corrupt message: 1 bytes after the value")
+        let trailing = handle(JR_OBJ_QUEUE, a) + [0x00]
+        #expect(trailing.withUnsafeBytes { ValueDecoder.decode(s.L, $0, adopting: true) } == "corrupt message: 1 bytes after the value")
+        jr_lua_collect(s.L)
+        #expect(refs(a) == 1)
+        for h in made {
+            ProcessContext.current.objects.holdings[h.slot] = nil
+            ObjectTable.release(h.slot)
+            #expect(ObjectTable.entry(h.slot)?.pointee.state == UInt32(JR_SLOT_FREE))
+        }
+    }
+
     /// ValueScan finds every handle of a message (in nested tables, keys
     /// and upvalues) without decoding it, for bytes dropped undecoded.
     @Test func handlesAreFoundWithoutDecoding() throws {

@@ -9,6 +9,11 @@ import Glibc
 /// refused, and sent bytecode is loaded only when its checksum matches
 /// (Lua does not verify bytecode). So any byte string gives a value or an
 /// error, never a crash, and on error the stack is as it was.
+///
+/// Adopting (the message's handles' references are handed over, see
+/// ObjectTable.swift), a decode that fails drops the references of the
+/// handles it did not reach; those it reached are its handles' now, and go
+/// with them (`__gc`). So a refused message leaks no object.
 enum ValueDecoder {
     /// Pushes exactly one value and returns nil, or pushes nothing and
     /// returns "corrupt message: ...".
@@ -24,11 +29,11 @@ enum ValueDecoder {
             return nil
         }
         let top = lua_gettop(L)
-        guard lua_checkstack(L, 10) != 0 else { return "corrupt message: Lua stack exhausted" }
-        lua_pushnil(L)                  // slot for the table of remembered objects
         var d = Decoding(p, bytes.count, at: 0, refs: top + 1, adopting: adopting)
-        if let e = d.value(L, depth: 0) { lua_settop(L, top); return "corrupt message: \(e)" }
-        if d.left != 0 { lua_settop(L, top); return "corrupt message: \(d.left) bytes after the value" }
+        guard lua_checkstack(L, 10) != 0 else { return d.failed("Lua stack exhausted") }
+        lua_pushnil(L)                  // slot for the table of remembered objects
+        if let e = d.value(L, depth: 0) { lua_settop(L, top); return d.failed(e) }
+        if d.left != 0 { lua_settop(L, top); return d.failed("\(d.left) bytes after the value") }
         jr_lua_remove(L, top + 1)
         return nil
     }
@@ -38,19 +43,19 @@ enum ValueDecoder {
     static func decodeValues(_ L: LuaState, _ bytes: UnsafeRawBufferPointer, adopting: Bool = false) -> (Int32, String?) {
         guard let p = bytes.baseAddress, bytes.count > 0 else { return (0, "corrupt message: empty") }
         let top = lua_gettop(L)
-        var d = Decoding(p, bytes.count, at: 0, refs: top + 1, adopting: adopting)
+        var d = Decoding(p, bytes.count, at: 0, refs: top + 1, adopting: adopting, values: true)
         // Every value takes at least one byte.
-        guard let n = d.varint(), n <= UInt64(d.left) else { return (0, "corrupt message: bad value count") }
+        guard let n = d.varint(), n <= UInt64(d.left) else { return (0, d.failed("bad value count")) }
         guard n < 1_000_000, lua_checkstack(L, Int32(n) + 10) != 0 else {
-            return (0, "corrupt message: too many values (\(n))")
+            return (0, d.failed("too many values (\(n))"))
         }
         lua_pushnil(L)
         var i: UInt64 = 0
         while i < n {
-            if let e = d.value(L, depth: 0) { lua_settop(L, top); return (0, "corrupt message: \(e)") }
+            if let e = d.value(L, depth: 0) { lua_settop(L, top); return (0, d.failed(e)) }
             i += 1
         }
-        if d.left != 0 { lua_settop(L, top); return (0, "corrupt message: \(d.left) bytes after the values") }
+        if d.left != 0 { lua_settop(L, top); return (0, d.failed("\(d.left) bytes after the values")) }
         jr_lua_remove(L, top + 1)
         return (Int32(n), nil)
     }
@@ -80,13 +85,13 @@ enum ValueDecoder {
         guard let p = bytes.baseAddress else { return decode(L, bytes, adopting: adopting) }
         var d = Decoding(p, bytes.count, at: 0, refs: top + 1, adopting: adopting)
         guard let m = d.plainArrayCount(), field >= 1, UInt64(field) <= UInt64(m) else { return decode(L, bytes, adopting: adopting) }
-        guard lua_checkstack(L, 16) != 0 else { return "corrupt message: Lua stack exhausted" }
+        guard lua_checkstack(L, 16) != 0 else { return d.failed("Lua stack exhausted") }
         lua_pushnil(L)                  // slot for the table of remembered objects
         d.at = 9
         lua_createtable(L, Int32(min(m, 64)), 0)
         let msg = top + 2
         if let e = d.values(L, into: msg, first: 1, count: UInt64(field - 1), depth: 1) {
-            lua_settop(L, top); return "corrupt message: \(e)"
+            lua_settop(L, top); return d.failed(e)
         }
         // The destination, when the field is a plain array (of the route's size).
         var placed = false
@@ -114,7 +119,7 @@ enum ValueDecoder {
             if let (t, first) = target {
                 d.at += 9
                 if let e = d.values(L, into: t, first: first, count: UInt64(count), depth: 2) {
-                    lua_settop(L, top); return "corrupt message: \(e)"
+                    lua_settop(L, top); return d.failed(e)
                 }
                 lua_pushvalue(L, t)
                 placed = true
@@ -122,14 +127,14 @@ enum ValueDecoder {
         }
         if !placed {
             lua_settop(L, msg)
-            if let e = d.value(L, depth: 1) { lua_settop(L, top); return "corrupt message: \(e)" }
+            if let e = d.value(L, depth: 1) { lua_settop(L, top); return d.failed(e) }
         }
         lua_rawseti(L, msg, lua_Integer(field))
         lua_settop(L, msg)
         if let e = d.values(L, into: msg, first: lua_Integer(field) + 1, count: UInt64(m) - UInt64(field), depth: 1) {
-            lua_settop(L, top); return "corrupt message: \(e)"
+            lua_settop(L, top); return d.failed(e)
         }
-        if d.left != 0 { lua_settop(L, top); return "corrupt message: \(d.left) bytes after the value" }
+        if d.left != 0 { lua_settop(L, top); return d.failed("\(d.left) bytes after the value") }
         jr_lua_remove(L, top + 1)
         return nil
     }
@@ -145,13 +150,34 @@ enum ValueDecoder {
         var hasRefs = false
         /// The handles' references are the message's to hand over (ObjectTable.swift).
         var adopting = false
+        /// An `encodeValues` message (a count, then the values).
+        let isValues: Bool
+        /// Handles met so far: adopted, or refused (a stale or forged one holds no reference).
+        var handlesMet = 0
 
-        init(_ base: UnsafeRawPointer, _ end: Int, at: Int, refs: Int32, adopting: Bool = false) {
+        init(_ base: UnsafeRawPointer, _ end: Int, at: Int, refs: Int32, adopting: Bool = false, values: Bool = false) {
             self.base = base
             self.end = end
             self.at = at
             self.refs = refs
             self.adopting = adopting
+            self.isValues = values
+        }
+
+        /// The decode failed (the stack already as it was): adopting, the
+        /// references of the handles not met go, as the message is dropped.
+        /// Returns the error text.
+        func failed(_ reason: String) -> String {
+            if adopting {
+                let bytes = UnsafeRawBufferPointer(start: base, count: end)
+                var i = 0
+                let drop = { (h: ValueScan.Handle) in
+                    if i >= handlesMet { ObjectTable.release(h) }
+                    i += 1
+                }
+                if isValues { ValueScan.forEachHandleInValues(bytes, drop) } else { ValueScan.forEachHandle(bytes, drop) }
+            }
+            return "corrupt message: \(reason)"
         }
 
         var left: Int { end - at }
@@ -405,6 +431,7 @@ enum ValueDecoder {
             guard let type = fixed(UInt32.self), let slot = fixed(UInt32.self), let generation = fixed(UInt32.self) else {
                 return "truncated object at byte \(tagAt)"
             }
+            handlesMet += 1
             guard Arena.isAttached else { return "a jobrun object outside a run (no shared memory) at byte \(tagAt)" }
             guard let name = ObjectHandle.metatableName(type) else { return "unknown object type \(type) at byte \(tagAt)" }
             let offset: UInt64

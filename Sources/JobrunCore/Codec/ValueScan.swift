@@ -6,8 +6,17 @@ import CJobrunShims
 /// Dict value, a kept copy). Walks the format of ValueEncoder's header; on
 /// bytes it cannot read it stops (what it found so far is reported).
 enum ValueScan {
+    /// A handle as the message names it (0x0C: type, slot, generation).
+    struct Handle { var type: UInt32, slot: UInt32, generation: UInt32 }
+
     /// Calls `body` with the slot of every handle in the message.
     static func forEachObject(_ bytes: UnsafeRawBufferPointer, _ body: (UInt32) -> Void) {
+        forEachHandle(bytes) { body($0.slot) }
+    }
+
+    /// Calls `body` with every handle in the message, in the order the
+    /// decoder meets them.
+    static func forEachHandle(_ bytes: UnsafeRawBufferPointer, _ body: (Handle) -> Void) {
         guard let p = bytes.baseAddress, bytes.count > 0, p.load(as: UInt8.self) > 0x05 else { return }
         var s = Scanner(base: p, end: bytes.count)
         _ = s.value(body, depth: 0)
@@ -15,6 +24,10 @@ enum ValueScan {
 
     /// Calls `body` with every handle of an `encodeValues` message (a worker's arguments).
     static func forEachObjectInValues(_ bytes: UnsafeRawBufferPointer, _ body: (UInt32) -> Void) {
+        forEachHandleInValues(bytes) { body($0.slot) }
+    }
+
+    static func forEachHandleInValues(_ bytes: UnsafeRawBufferPointer, _ body: (Handle) -> Void) {
         guard let p = bytes.baseAddress, bytes.count > 0 else { return }
         var s = Scanner(base: p, end: bytes.count)
         guard let n = s.varint() else { return }
@@ -66,7 +79,7 @@ enum ValueScan {
         }
 
         /// Skips one value; false when the bytes cannot be read further.
-        mutating func value(_ body: (UInt32) -> Void, depth: Int) -> Bool {
+        mutating func value(_ body: (Handle) -> Void, depth: Int) -> Bool {
             guard depth <= ValueEncoder.maxDepth, let tag = u8() else { return false }
             switch tag & 0x7f {
             case 0x00, 0x01, 0x02, 0x09: return true
@@ -94,8 +107,8 @@ enum ValueScan {
                 }
                 return true
             case 0x0C:
-                guard fixed32() != nil, let slot = fixed32(), fixed32() != nil else { return false }
-                body(slot)
+                guard let type = fixed32(), let slot = fixed32(), let generation = fixed32() else { return false }
+                body(Handle(type: type, slot: slot, generation: generation))
                 return true
             case 0x0D:
                 guard varint() != nil, varint() != nil, u8() != nil, let n = varint() else { return false }

@@ -137,6 +137,23 @@ enum ObjectTable {
     static func release(_ slot: UInt32) {
         guard let e = entry(slot) else { return }
         lock()
+        releaseLocked(e, slot)
+    }
+
+    /// Drops the reference an encoded handle holds, if it still names a
+    /// live object of its type and generation (a failed decode's handles
+    /// it did not reach): one that does not holds none, and dropping one
+    /// by its slot alone could take another object's.
+    static func release(_ h: ValueScan.Handle) {
+        guard let e = entry(h.slot) else { return }
+        lock()
+        guard e.pointee.generation == h.generation, e.pointee.type == h.type else { unlock(); return }
+        releaseLocked(e, h.slot)
+    }
+
+    /// The lock held: drops a reference to a live object, unlocks, and frees
+    /// the object if that was the last.
+    private static func releaseLocked(_ e: UnsafeMutablePointer<jr_object_entry>, _ slot: UInt32) {
         guard e.pointee.state == UInt32(JR_SLOT_LIVE), e.pointee.refs > 0 else { unlock(); return }
         e.pointee.refs -= 1
         let last = e.pointee.refs == 0
