@@ -14,10 +14,17 @@ enum ValueScan {
         forEachHandle(bytes) { body($0.slot) }
     }
 
+    /// False for a message that holds no handle for sure: a scalar (the
+    /// common queue item), told by its first byte.
+    @inline(__always)
+    static func mayHoldObjects(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        bytes.count > 0 && bytes.load(as: UInt8.self) > 0x05
+    }
+
     /// Calls `body` with every handle in the message, in the order the
     /// decoder meets them.
     static func forEachHandle(_ bytes: UnsafeRawBufferPointer, _ body: (Handle) -> Void) {
-        guard let p = bytes.baseAddress, bytes.count > 0, p.load(as: UInt8.self) > 0x05 else { return }
+        guard mayHoldObjects(bytes), let p = bytes.baseAddress else { return }
         var s = Scanner(base: p, end: bytes.count)
         _ = s.value(body, depth: 0)
     }

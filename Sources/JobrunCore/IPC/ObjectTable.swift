@@ -123,6 +123,14 @@ enum ObjectTable {
         unlock()
     }
 
+    /// One more reference per handle in `bytes` (a copy of encoded bytes
+    /// that hold references: its decoder adopts them), taken under the lock
+    /// of the object holding them, so none can be freed meanwhile.
+    @inline(__always)
+    static func retain(handlesIn bytes: UnsafeRawBufferPointer) {
+        if ValueScan.mayHoldObjects(bytes) { ValueScan.forEachObject(bytes) { retain($0) } }
+    }
+
     /// One more reference if (slot, generation) is still live; false if not.
     static func retain(_ slot: UInt32, generation: UInt32) -> Bool {
         guard let e = entry(slot) else { return false }
@@ -138,6 +146,47 @@ enum ObjectTable {
         guard let e = entry(slot) else { return }
         lock()
         releaseLocked(e, slot)
+    }
+
+    /// The references held by encoded bytes an object discards (a freed
+    /// queue's items, a replaced Dict value, a kept copy marked done),
+    /// gathered under the object's lock and dropped once it is unlocked:
+    /// dropping the last one frees an object, which takes that object's
+    /// lock (maybe the same one: a queue holding a handle to itself).
+    ///
+    ///     var dropped = ObjectTable.DroppedReferences()
+    ///     lock()
+    ///     defer { unlock(); dropped.release() }
+    ///     dropped.add(handlesIn: bytes)
+    ///
+    /// On the per-item paths most items hold no handle: they cost a test of
+    /// their first byte, and nothing is allocated or called.
+    struct DroppedReferences {
+        private var slots: [UInt32]? = nil
+
+        @inline(__always) init() {}
+
+        @inline(__always)
+        mutating func add(handlesIn bytes: UnsafeRawBufferPointer) {
+            if ValueScan.mayHoldObjects(bytes) { addScanning(bytes) }
+        }
+
+        @inline(never)
+        private mutating func addScanning(_ bytes: UnsafeRawBufferPointer) {
+            ValueScan.forEachObject(bytes) { add($0) }
+        }
+
+        mutating func add(_ slot: UInt32) {
+            if slots == nil { slots = [slot] } else { slots!.append(slot) }
+        }
+
+        /// Drops them (the lock released).
+        @inline(__always)
+        mutating func release() {
+            guard let s = slots else { return }
+            slots = nil
+            for slot in s { ObjectTable.release(slot) }
+        }
     }
 
     /// Drops the reference an encoded handle holds, if it still names a

@@ -132,7 +132,7 @@ struct SharedDict {
         scratch.reserve(v.count)
         if v.count > 0 { memcpy(scratch.base, v.baseAddress!, v.count) }
         // The copy holds references to its handles, which its decoder adopts.
-        ValueScan.forEachObject(v) { ObjectTable.retain($0) }
+        ObjectTable.retain(handlesIn: v)
         return v.count
     }
 
@@ -146,12 +146,9 @@ struct SharedDict {
     /// Sets key to value (both encoded).
     func set(_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) throws(SetFailure) {
         let h = SharedDict.hash(key)
-        var dropped: [UInt32] = []
+        var dropped = ObjectTable.DroppedReferences()
         lock()
-        defer {
-            unlock()
-            for slot in dropped { ObjectTable.release(slot) }
-        }
+        defer { unlock(); dropped.release() }
         guard let entryOff = try? Arena.allocate(16 + key.count + value.count, recordingIn: &d.pointee.pending_entry) else {
             throw .noMemory
         }
@@ -167,7 +164,7 @@ struct SharedDict {
             jr_store_u64(&slots[i].entry, entryOff)
             jr_store_u64(&d.pointee.pending_entry, 0)
             TestHooks.killPoint("dict-set-published")
-            ValueScan.forEachObject(SharedDict.valueBytes(Arena.pointer(d.pointee.pending_old))) { dropped.append($0) }
+            dropped.add(handlesIn: SharedDict.valueBytes(Arena.pointer(d.pointee.pending_old)))
             Arena.free(d.pointee.pending_old, clearingOffset: &d.pointee.pending_old)
         } else {
             if (d.pointee.used + 1) * 4 > d.pointee.capacity * 3 {
@@ -228,14 +225,11 @@ struct SharedDict {
     @discardableResult
     func delete(_ key: UnsafeRawBufferPointer) -> Bool {
         let h = SharedDict.hash(key)
-        var dropped: [UInt32] = []
+        var dropped = ObjectTable.DroppedReferences()
         lock()
-        defer {
-            unlock()
-            for slot in dropped { ObjectTable.release(slot) }
-        }
+        defer { unlock(); dropped.release() }
         guard let i = find(key, h) else { return false }
-        ValueScan.forEachObject(SharedDict.valueBytes(Arena.pointer(slots[i].entry))) { dropped.append($0) }
+        dropped.add(handlesIn: SharedDict.valueBytes(Arena.pointer(slots[i].entry)))
         jr_store_u64(&d.pointee.pending_old, slots[i].entry)
         jr_store_u64(&slots[i].hash, 1)
         slots[i].entry = 0
@@ -267,7 +261,7 @@ struct SharedDict {
             scratch.base.storeBytes(of: UInt64(v.count), toByteOffset: at + 8, as: UInt64.self)
             memcpy(scratch.base + at + 16, k.baseAddress!, k.count)
             if v.count > 0 { memcpy(scratch.base + at + 16 + k.count, v.baseAddress!, v.count) }
-            ValueScan.forEachObject(v) { ObjectTable.retain($0) }
+            ObjectTable.retain(handlesIn: v)
             at += 16 + k.count + v.count
             n += 1
         }
@@ -281,20 +275,20 @@ struct SharedDict {
     /// table, and drops what the values and the update lock held. The
     /// object's own block is the table's to free.
     func destroy() {
-        var dropped: [UInt32] = []
+        var dropped = ObjectTable.DroppedReferences()
         lock()
         let cap = Int(d.pointee.capacity)
         let table = slots
         for i in 0..<cap where table[i].hash >= 2 && table[i].entry != 0 {
             let e = table[i].entry
             jr_store_u64(&table[i].hash, 1)
-            ValueScan.forEachObject(SharedDict.valueBytes(Arena.pointer(e))) { dropped.append($0) }
+            dropped.add(handlesIn: SharedDict.valueBytes(Arena.pointer(e)))
             Arena.free(e)
         }
         d.pointee.count = 0
         Arena.free(d.pointee.slots_off, clearingOffset: &d.pointee.slots_off)
         unlock()
-        dropped.append(updateLockSlot)
-        for slot in dropped { ObjectTable.release(slot) }
+        dropped.add(updateLockSlot)
+        dropped.release()
     }
 }

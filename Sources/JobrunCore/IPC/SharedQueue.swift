@@ -76,17 +76,17 @@ struct SharedQueue {
     /// still in it, the kept copies and the taker table, and drops the
     /// references the items held. The queue's own block is the table's to free.
     func destroy() {
-        var dropped: [UInt32] = []
+        var dropped = ObjectTable.DroppedReferences()
         ObjectTable.retire(self)
         lock()
         forEachRecord { record, _ in
             let r = record.assumingMemoryBound(to: jr_record.self)
             if r.pointee.kind == UInt32(JR_REC_EXTERNAL) {
                 let p = (record + 8).assumingMemoryBound(to: UInt64.self)
-                ValueScan.forEachObject(UnsafeRawBufferPointer(start: Arena.pointer(p[0]), count: Int(p[1]))) { dropped.append($0) }
+                dropped.add(handlesIn: UnsafeRawBufferPointer(start: Arena.pointer(p[0]), count: Int(p[1])))
                 Arena.free(p[0])
             } else {
-                ValueScan.forEachObject(UnsafeRawBufferPointer(start: record + 8, count: Int(r.pointee.length))) { dropped.append($0) }
+                dropped.add(handlesIn: UnsafeRawBufferPointer(start: record + 8, count: Int(r.pointee.length)))
             }
         }
         jr_store_u64(&q.pointee.head, q.pointee.tail)
@@ -99,7 +99,7 @@ struct SharedQueue {
                 while cur != 0 {
                     let h = Arena.pointer(cur).assumingMemoryBound(to: jr_held.self)
                     let next = h.pointee.next
-                    ValueScan.forEachObject(UnsafeRawBufferPointer(start: UnsafeRawPointer(h + 1), count: Int(h.pointee.length))) { dropped.append($0) }
+                    dropped.add(handlesIn: UnsafeRawBufferPointer(start: UnsafeRawPointer(h + 1), count: Int(h.pointee.length)))
                     Arena.free(cur)
                     cur = next
                 }
@@ -109,7 +109,7 @@ struct SharedQueue {
         if q.pointee.takers_off != 0 { Arena.free(q.pointee.takers_off, clearingOffset: &q.pointee.takers_off) }
         if q.pointee.failed_more_off != 0 { Arena.free(q.pointee.failed_more_off, clearingOffset: &q.pointee.failed_more_off) }
         unlock()
-        for slot in dropped { ObjectTable.release(slot) }
+        dropped.release()
     }
 
     var label: String { cString(&q.pointee.label) }
@@ -460,16 +460,16 @@ struct SharedQueue {
             nodes.append(cur)
             cur = h.pointee.next
         }
-        var dropped: [UInt32] = []
+        var dropped = ObjectTable.DroppedReferences()
         if !items.isEmpty && requeueFrontLocked(items) {
             // The copies' references go with their bytes, back into the ring.
             e.pointee.count -= min(e.pointee.count, UInt64(items.count))
             for node in nodes { Arena.free(node) }
         } else {
-            for item in items { ValueScan.forEachObject(item) { dropped.append($0) } }
+            for item in items { dropped.add(handlesIn: item) }
             for node in nodes { Arena.free(node) }
         }
-        defer { for slot in dropped { ObjectTable.release(slot) } }
+        defer { dropped.release() }
         e.pointee.held_head = 0
         e.pointee.held_tail = 0
         // A process that ended normally (status 0) holding items may have
@@ -919,12 +919,12 @@ struct SharedQueue {
         jr_store_u64(&q.pointee.unfinished, left)   // model: T5
         // The kept copy's references go once it is freed (a death before
         // that leaves them held: the repair frees the copy, never drops twice).
-        var dropped: [UInt32] = []
+        var dropped = ObjectTable.DroppedReferences()
         if node != 0 {
             let h = Arena.pointer(node).assumingMemoryBound(to: jr_held.self)
-            ValueScan.forEachObject(UnsafeRawBufferPointer(start: UnsafeRawPointer(h + 1), count: Int(h.pointee.length))) { dropped.append($0) }
+            dropped.add(handlesIn: UnsafeRawBufferPointer(start: UnsafeRawPointer(h + 1), count: Int(h.pointee.length)))
         }
-        defer { for slot in dropped { ObjectTable.release(slot) } }
+        defer { dropped.release() }
         if node != 0 {
             if let me { Arena.free(node, clearing: &me.pointee.done_stage) } else { Arena.free(node) }   // model: T6, T7
         } else if let me {
