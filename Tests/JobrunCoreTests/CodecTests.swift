@@ -73,6 +73,25 @@ private final class LuaFixture {
         lua_pushvalue(L, index)
         lua_setglobal(L, name)
     }
+
+    /// A metatable for handles of `name` ("jobrun.Queue"), as the bindings
+    /// make it (`__jobrun`), releasing them when collected if `collected`.
+    func handleMetatable(_ name: String, collected: Bool = false) {
+        luaL_newmetatable(L, name)
+        lua_pushboolean(L, 1)
+        lua_setfield(L, -2, "__jobrun")
+        if collected { Lua.setFunction(L, "__gc", ObjectBindings.release) }
+        jr_lua_pop(L, 1)
+    }
+}
+
+/// The bytes of a handle (tag 0x0C) as a sender would write it, or forge it.
+private func handleBytes(_ type: Int, _ slot: UInt32, _ generation: UInt32) -> [UInt8] {
+    var m: [UInt8] = [0x0c]
+    withUnsafeBytes(of: UInt32(type).littleEndian) { m += $0 }
+    withUnsafeBytes(of: slot.littleEndian) { m += $0 }
+    withUnsafeBytes(of: generation.littleEndian) { m += $0 }
+    return m
 }
 
 /// Encodes the value at the top of `L`; the bytes, or the error.
@@ -516,12 +535,7 @@ struct CodecTests {
     @Test func jobrunObjectsTravelAsHandles() throws {
         _ = arenaReady
         let s = LuaFixture()
-        for name in ["jobrun.Queue", "jobrun.Dict"] {
-            luaL_newmetatable(s.L, name)
-            lua_pushboolean(s.L, 1)
-            lua_setfield(s.L, -2, "__jobrun")
-            jr_lua_pop(s.L, 1)
-        }
+        for name in ["jobrun.Queue", "jobrun.Dict"] { s.handleMetatable(name) }
         let off = try SharedQueue.create(maxsize: 0, joinable: false, redeliver: false)
         #expect(ObjectHandle.pushNew(s.L, type: JR_OBJ_QUEUE, offset: off))
         let made = try #require(ObjectHandle.check(s.L, -1))
@@ -542,13 +556,7 @@ struct CodecTests {
 
         // Crafted handles: a Dict handle naming the queue, a slot never
         // used, a generation the slot does not have. Each is an error.
-        func handle(_ type: Int, _ slot: UInt32, _ generation: UInt32) -> [UInt8] {
-            var m: [UInt8] = [0x0c]
-            withUnsafeBytes(of: UInt32(type).littleEndian) { m += $0 }
-            withUnsafeBytes(of: slot.littleEndian) { m += $0 }
-            withUnsafeBytes(of: generation.littleEndian) { m += $0 }
-            return m
-        }
+        let handle = handleBytes
         #expect(decoded(s.L, handle(JR_OBJ_DICT, made.slot, made.generation)) == "corrupt message: bad object handle: a Dict handle naming a Queue (byte 0)")
         #expect(decoded(s.L, handle(JR_OBJ_QUEUE, 4_000_000, 1))?.hasPrefix("corrupt message: bad object handle (no object 4000000)") == true)
         #expect(decoded(s.L, handle(JR_OBJ_QUEUE, made.slot, made.generation &+ 7))?.hasPrefix("corrupt message: stale object handle") == true)
@@ -576,11 +584,7 @@ struct CodecTests {
     @Test func aMessageRefusedPartwayLeaksNoReference() throws {
         _ = arenaReady
         let s = LuaFixture()
-        luaL_newmetatable(s.L, "jobrun.Queue")
-        lua_pushboolean(s.L, 1)
-        lua_setfield(s.L, -2, "__jobrun")
-        Lua.setFunction(s.L, "__gc", ObjectBindings.release)
-        jr_lua_pop(s.L, 1)
+        s.handleMetatable("jobrun.Queue", collected: true)
         var made: [ObjectHandle] = []
         for _ in 0..<3 {
             #expect(ObjectHandle.pushNew(s.L, type: JR_OBJ_QUEUE, offset: try SharedQueue.create(maxsize: 0, joinable: false, redeliver: false)))
@@ -590,11 +594,7 @@ struct CodecTests {
         let (a, b, c) = (made[0], made[1], made[2])
         func refs(_ h: ObjectHandle) -> UInt64 { ObjectTable.entry(h.slot)!.pointee.refs }
         func handle(_ type: Int, _ h: ObjectHandle, generation: UInt32? = nil) -> [UInt8] {
-            var m: [UInt8] = [0x0c]
-            withUnsafeBytes(of: UInt32(type).littleEndian) { m += $0 }
-            withUnsafeBytes(of: h.slot.littleEndian) { m += $0 }
-            withUnsafeBytes(of: (generation ?? h.generation).littleEndian) { m += $0 }
-            return m
+            handleBytes(type, h.slot, generation ?? h.generation)
         }
         let refused: [(String, [UInt8])] = [
             ("unknown standard function", [0x0b, 0x0d] + Array("string.nosuch".utf8)),
@@ -638,10 +638,7 @@ struct CodecTests {
     @Test func handlesAreFoundWithoutDecoding() throws {
         _ = arenaReady
         let s = LuaFixture()
-        luaL_newmetatable(s.L, "jobrun.Lock")
-        lua_pushboolean(s.L, 1)
-        lua_setfield(s.L, -2, "__jobrun")
-        jr_lua_pop(s.L, 1)
+        s.handleMetatable("jobrun.Lock")
         var slots: [UInt32] = []
         for _ in 0..<3 {
             #expect(ObjectHandle.pushNew(s.L, type: JR_OBJ_LOCK, offset: try SharedSync.create(type: JR_OBJ_LOCK)))

@@ -74,6 +74,67 @@ struct ObjectLifetimeTests {
             """)
     }
 
+    /// Cycles between shared objects are freed once no process can reach
+    /// them, whichever object's last handle goes last, by `close()`,
+    /// `<close>` or the collector: a queue holding itself, a Dict and a
+    /// queue holding each other, Pipe ends sent through their pipe, a
+    /// redeliver queue whose kept copy names it. A cycle some process still
+    /// reaches, through an object outside it, stays.
+    @Test func cyclesAreFreedWhenNoProcessReachesThem() {
+        let r = runScript("""
+            do local first <close> = jobrun.Lock() end   -- the object table's first chunk is made now
+            do local a, b = jobrun.Pipe() end            -- and this process's list of held Pipe ends
+            collectgarbage()
+            local base = jobrun._shm_in_use()
+            local function left(what) collectgarbage(); collectgarbage(); print(what, jobrun._shm_in_use() - base) end
+            do local q <close> = jobrun.Queue(); q:put(q); q:put({again = q}) end
+            left("queue holding itself:")
+            do
+              local d = jobrun.Dict(); local q <close> = jobrun.Queue()
+              d.q = q; q:put({d = d}); q:put("more")
+              d:close()
+            end
+            left("dict and queue, the dict closed first:")
+            do
+              local d <close> = jobrun.Dict(); local q = jobrun.Queue()
+              d.q = q; q:put(d)
+              local keep = jobrun.Dict(); keep.d = d
+              local outside <close> = jobrun.Queue(); outside:put(keep); keep:close()
+              do local q2 <close> = q end
+              d:close()
+              local reached = outside:get()
+              print("reached from outside:", reached.d.q:get() == reached.d)
+            end
+            left("dict and queue, the queue closed first:")
+            do local a, b = jobrun.Pipe(); a:send(b); b:send(a); a:send({a, b}) end
+            left("pipe ends sent through their pipe:")
+            do
+              local rq <close> = jobrun.JoinableQueue{redeliver = true}
+              rq:put(rq); local got <close> = rq:get()
+            end
+            left("kept copy naming its queue:")
+            -- Leaked, their rings alone would need 1.25 GiB; what stays is
+            -- this process's list of the handles it held at once.
+            for i = 1, 20000 do
+              local q = jobrun.Queue(); local d = jobrun.Dict{q = q}; q:put(d); q:put(q)
+            end
+            collectgarbage(); collectgarbage()
+            print("20000 cycles dropped:", jobrun._shm_in_use() - base < 64 * 1024)
+            """, options: ["--shm-limit", "4"], timeout: 300)
+        #expect(!r.timedOut)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == """
+            queue holding itself:\t0
+            dict and queue, the dict closed first:\t0
+            reached from outside:\ttrue
+            dict and queue, the queue closed first:\t0
+            pipe ends sent through their pipe:\t0
+            kept copy naming its queue:\t0
+            20000 cycles dropped:\ttrue
+
+            """)
+    }
+
     /// `close()`, `<close>` and `__gc` release a handle once; a closed
     /// handle cannot be used or sent. A Queue's `close()` keeps its meaning
     /// (end of stream): `<close>` releases its handle.

@@ -434,7 +434,9 @@ typedef struct jr_object_header {
     uint32_t type;          // JR_OBJ_*
     uint32_t id;            // run-unique, for messages ("Queue#3")
     uint32_t slot;          // its entry in the object table (a Pipe: end 0's)
-    uint32_t reserved;
+    uint32_t held_handles;  // 1 once an item or value holding a handle was stored in it
+                            // (by the storing process, a plain store; never cleared):
+                            // a reference dropped looks for a cycle through it
 } jr_object_header;
 
 /// One entry of the object table. A handle names an object as (slot,

@@ -74,6 +74,16 @@ struct ValueEncoder: ~Copyable {
     @inline(__always)
     mutating func keepReferences() { if !references.isEmpty { references.removeAll(keepingCapacity: true) } }
 
+    /// The same, the bytes stored in the object whose header is `holder`:
+    /// if they hold a handle, a cycle may pass through it (ObjectTable+Cycles.swift).
+    @inline(__always)
+    mutating func keepReferences(in holder: UnsafeMutablePointer<jr_object_header>) {
+        if !references.isEmpty {
+            ObjectTable.noteHoldsHandles(holder)
+            references.removeAll(keepingCapacity: true)
+        }
+    }
+
     /// The bytes were not stored: their references go.
     mutating func dropReferences(since start: Int = 0) {
         guard start < references.count else { return }
@@ -82,10 +92,6 @@ struct ValueEncoder: ~Copyable {
         for slot in dropped { ObjectTable.release(slot) }
     }
 
-    /// Keeps the references if `stored`, else drops them.
-    mutating func settleReferences(stored: Bool) {
-        if stored { keepReferences() } else { dropReferences() }
-    }
 
     /// One step of the path from the root to the value being encoded; turned
     /// into text only when encoding fails.

@@ -45,8 +45,8 @@ enum ObjectTable {
     /// lock is committed by its last store (a count, a state, a list head),
     /// and one cut short before it leaves a reference or a slot lost, never
     /// an entry that is wrong.
-    private static func lock() { RobustMutex.lock(&h.pointee.objects_lock, ownerDied: RobustMutex.nothingToRepair) }
-    private static func unlock() { RobustMutex.unlock(&h.pointee.objects_lock) }
+    static func lock() { RobustMutex.lock(&h.pointee.objects_lock, ownerDied: RobustMutex.nothingToRepair) }
+    static func unlock() { RobustMutex.unlock(&h.pointee.objects_lock) }
 
     private static func chunkHeads() -> UnsafeMutablePointer<UInt64> {
         withUnsafeMutablePointer(to: &h.pointee.object_chunks) { UnsafeMutableRawPointer($0).assumingMemoryBound(to: UInt64.self) }
@@ -201,14 +201,19 @@ enum ObjectTable {
     }
 
     /// The lock held: drops a reference to a live object, unlocks, and frees
-    /// the object if that was the last.
-    private static func releaseLocked(_ e: UnsafeMutablePointer<jr_object_entry>, _ slot: UInt32) {
+    /// the object if that was the last; else, if it has held handles, looks
+    /// for a cycle through it (ObjectTable+Cycles.swift), unless the
+    /// reference was a moment's (`lookForCycles` false).
+    private static func releaseLocked(_ e: UnsafeMutablePointer<jr_object_entry>, _ slot: UInt32, lookForCycles: Bool = true) {
         guard e.pointee.state == UInt32(JR_SLOT_LIVE), e.pointee.refs > 0 else { unlock(); return }
         e.pointee.refs -= 1
         let last = e.pointee.refs == 0
         if last { jr_store_u32(&e.pointee.state, UInt32(JR_SLOT_DYING)) }
+        let candidate = !last && lookForCycles && e.pointee.offset != 0
+            && jr_load_u32(&Arena.pointer(e.pointee.offset).assumingMemoryBound(to: jr_object_header.self).pointee.held_handles) != 0
+        let generation = e.pointee.generation
         unlock()
-        if last { drain(adding: slot) }
+        if last { drain(adding: slot) } else if candidate { collectCycles(through: slot, generation: generation) }
     }
 
     /// A Pipe end's last handle in this process goes (or the process ends):
@@ -244,8 +249,7 @@ enum ObjectTable {
             case JR_OBJ_POOL: SharedPool(offset: off).destroy()
             case JR_OBJ_PIPE_END0:
                 // The pipe itself (end 1's entry, gone first, held a reference to this one).
-                let p = Arena.pointer(off).assumingMemoryBound(to: jr_pipe.self)
-                for q in p.pointee.queue.0 == p.pointee.queue.1 ? [p.pointee.queue.0] : [p.pointee.queue.0, p.pointee.queue.1] where q != 0 {
+                for q in pipeQueues(off) {
                     SharedQueue(offset: q).destroy()
                     Arena.free(q)
                 }
@@ -506,7 +510,8 @@ enum ObjectTable {
             unlock()
             if live {
                 body(off)
-                release(slot)
+                lock()
+                releaseLocked(e, slot, lookForCycles: false)
             }
         }
     }

@@ -277,6 +277,15 @@ struct SharedDict {
     func destroy() {
         var dropped = ObjectTable.DroppedReferences()
         lock()
+        discardEntriesLocked(&dropped)
+        Arena.free(d.pointee.slots_off, clearingOffset: &d.pointee.slots_off)
+        unlock()
+        dropped.add(updateLockSlot)
+        dropped.release()
+    }
+
+    /// Frees every entry (lock held); the references its values held go into `dropped`.
+    private func discardEntriesLocked(_ dropped: inout ObjectTable.DroppedReferences) {
         let cap = Int(d.pointee.capacity)
         let table = slots
         for i in 0..<cap where table[i].hash >= 2 && table[i].entry != 0 {
@@ -286,9 +295,25 @@ struct SharedDict {
             Arena.free(e)
         }
         d.pointee.count = 0
-        Arena.free(d.pointee.slots_off, clearingOffset: &d.pointee.slots_off)
-        unlock()
-        dropped.add(updateLockSlot)
-        dropped.release()
     }
+
+    /// Empties a dict no process can reach any more (a garbage cycle's, ObjectTable+Cycles.swift).
+    func discardEntries() {
+        var dropped = ObjectTable.DroppedReferences()
+        lock()
+        defer { unlock(); dropped.release() }
+        discardEntriesLocked(&dropped)
+    }
+
+    /// Calls `body` with every value's bytes. Lock held.
+    func forEachValueLocked(_ body: (UnsafeRawBufferPointer) -> Void) {
+        let table = slots
+        for i in 0..<Int(d.pointee.capacity) where table[i].hash >= 2 && table[i].entry != 0 {
+            body(SharedDict.valueBytes(Arena.pointer(table[i].entry)))
+        }
+    }
+
+    /// The lock if it is free (the cycle collector, which must not wait).
+    func tryLockForCollector() -> Bool { RobustMutex.tryLock(&d.pointee.lock) { repair() } }
+    var lockWord: UnsafeMutablePointer<pthread_mutex_t> { withUnsafeMutablePointer(to: &d.pointee.lock) { $0 } }
 }

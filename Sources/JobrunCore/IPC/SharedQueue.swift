@@ -79,38 +79,66 @@ struct SharedQueue {
         var dropped = ObjectTable.DroppedReferences()
         ObjectTable.retire(self)
         lock()
-        forEachRecord { record, _ in
-            let r = record.assumingMemoryBound(to: jr_record.self)
-            if r.pointee.kind == UInt32(JR_REC_EXTERNAL) {
-                let p = (record + 8).assumingMemoryBound(to: UInt64.self)
-                dropped.add(handlesIn: UnsafeRawBufferPointer(start: Arena.pointer(p[0]), count: Int(p[1])))
-                Arena.free(p[0])
-            } else {
-                dropped.add(handlesIn: UnsafeRawBufferPointer(start: record + 8, count: Int(r.pointee.length)))
-            }
-        }
-        jr_store_u64(&q.pointee.head, q.pointee.tail)
-        jr_store_u64(&q.pointee.count, 0)
-        if let t = takers {
-            for i in 0..<Int(q.pointee.takers_cap) {
-                var cur = t[i].held_head
-                t[i].held_head = 0
-                t[i].held_tail = 0
-                while cur != 0 {
-                    let h = Arena.pointer(cur).assumingMemoryBound(to: jr_held.self)
-                    let next = h.pointee.next
-                    dropped.add(handlesIn: UnsafeRawBufferPointer(start: UnsafeRawPointer(h + 1), count: Int(h.pointee.length)))
-                    Arena.free(cur)
-                    cur = next
-                }
-            }
-        }
+        discardItemsLocked(&dropped)
         Arena.free(q.pointee.ring_off, clearingOffset: &q.pointee.ring_off)
         if q.pointee.takers_off != 0 { Arena.free(q.pointee.takers_off, clearingOffset: &q.pointee.takers_off) }
         if q.pointee.failed_more_off != 0 { Arena.free(q.pointee.failed_more_off, clearingOffset: &q.pointee.failed_more_off) }
         unlock()
         dropped.release()
     }
+
+    /// Calls `body` with the bytes of every item the queue holds, queued or
+    /// kept for redelivery, and the block holding them apart from the ring
+    /// (0: none). Lock held. `detaching`: each kept list is unlinked from
+    /// its taker before it is walked (the caller frees the blocks).
+    func forEachItemLocked(detaching: Bool = false, _ body: (UnsafeRawBufferPointer, UInt64) -> Void) {
+        forEachRecord { record, _ in
+            let r = record.assumingMemoryBound(to: jr_record.self)
+            if r.pointee.kind == UInt32(JR_REC_EXTERNAL) {
+                let p = (record + 8).assumingMemoryBound(to: UInt64.self)
+                body(UnsafeRawBufferPointer(start: Arena.pointer(p[0]), count: Int(p[1])), p[0])
+            } else {
+                body(UnsafeRawBufferPointer(start: record + 8, count: Int(r.pointee.length)), 0)
+            }
+        }
+        guard let t = takers else { return }
+        for i in 0..<Int(q.pointee.takers_cap) {
+            var cur = t[i].held_head
+            if detaching {
+                t[i].held_head = 0
+                t[i].held_tail = 0
+            }
+            while cur != 0 {
+                let h = Arena.pointer(cur).assumingMemoryBound(to: jr_held.self)
+                let next = h.pointee.next
+                body(UnsafeRawBufferPointer(start: UnsafeRawPointer(h + 1), count: Int(h.pointee.length)), cur)
+                cur = next
+            }
+        }
+    }
+
+    /// Frees every item and kept copy (lock held); their references go
+    /// into `dropped`.
+    private func discardItemsLocked(_ dropped: inout ObjectTable.DroppedReferences) {
+        forEachItemLocked(detaching: true) { bytes, block in
+            dropped.add(handlesIn: bytes)
+            if block != 0 { Arena.free(block) }
+        }
+        jr_store_u64(&q.pointee.head, q.pointee.tail)
+        jr_store_u64(&q.pointee.count, 0)
+    }
+
+    /// Empties a queue no process can reach any more (a garbage cycle's, ObjectTable+Cycles.swift).
+    func discardItems() {
+        var dropped = ObjectTable.DroppedReferences()
+        lock()
+        defer { unlock(); dropped.release() }
+        discardItemsLocked(&dropped)
+    }
+
+    /// The lock if it is free (the cycle collector, which must not wait).
+    func tryLockForCollector() -> Bool { RobustMutex.tryLock(&q.pointee.lock) { repair() } }
+    var lockWord: UnsafeMutablePointer<pthread_mutex_t> { withUnsafeMutablePointer(to: &q.pointee.lock) { $0 } }
 
     var label: String { cString(&q.pointee.label) }
     var site: String { cString(&q.pointee.site) }

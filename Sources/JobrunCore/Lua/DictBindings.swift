@@ -122,7 +122,7 @@ enum DictBindings {
             ProcessContext.hot(L).pointee.encoder.dropReferences()
             return Lua.raise(L, .ValueError, "\(label(d)): out of shared memory (\(Arena.bytesInUse >> 20) of \(Arena.limit >> 20) MiB in use)")
         }
-        ProcessContext.hot(L).pointee.encoder.keepReferences()
+        ProcessContext.hot(L).pointee.encoder.keepReferences(in: &d.d.pointee.hdr)
         return nil
     }
 

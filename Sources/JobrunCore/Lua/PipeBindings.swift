@@ -108,7 +108,7 @@ enum PipeBindings {
         ProcessContext.hot(L).pointee.encoder.reset()
         if let e = ProcessContext.hot(L).pointee.encoder.encode(L, 2, path: "value") { return Lua.raise(L, .TypeError, "\(end.label).send: \(e)") }
         let r = end.sendQueue.put(ProcessContext.hot(L).pointee.encoder.bytes, block: true, deadline: Deadline(timeout: nil))
-        if case .ok = r { ProcessContext.hot(L).pointee.encoder.keepReferences() } else { ProcessContext.hot(L).pointee.encoder.dropReferences() }
+        if case .ok = r { ProcessContext.hot(L).pointee.encoder.keepReferences(in: &end.pipe.pointee.hdr) } else { ProcessContext.hot(L).pointee.encoder.dropReferences() }
         switch r {
         case .ok: return 0
         case .closed: return Lua.raise(L, .EOF, "\(end.label).send: no process holds the other end any more")

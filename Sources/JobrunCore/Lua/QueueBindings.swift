@@ -187,7 +187,7 @@ enum QueueBindings {
     /// Puts the message in `ProcessContext.hot(L).pointee.encoder` and maps the outcome to Lua.
     static func enqueue(_ L: LuaState, _ q: SharedQueue, block: Bool, timeout: Double?) -> Int32 {
         let r = q.put(ProcessContext.hot(L).pointee.encoder.bytes, block: block, deadline: Deadline(timeout: block ? timeout : 0))
-        if case .ok = r { ProcessContext.hot(L).pointee.encoder.keepReferences() } else { ProcessContext.hot(L).pointee.encoder.dropReferences() }
+        if case .ok = r { ProcessContext.hot(L).pointee.encoder.keepReferences(in: &q.q.pointee.hdr) } else { ProcessContext.hot(L).pointee.encoder.dropReferences() }
         return outcome(L, q, r, block: block, timeout: timeout)
     }
 

@@ -192,6 +192,10 @@ final class ProcessContext: @unchecked Sendable {
     struct Dying {
         var slots: [UInt32] = []
         var draining = false
+        /// Objects to look for a cycle through (slot, generation), and
+        /// whether a thread is looking (ObjectTable+Cycles.swift).
+        var cycleCandidates: [(UInt32, UInt32)] = []
+        var collectingCycles = false
     }
     var dying = Dying()
     let dyingLock: UnsafeMutablePointer<pthread_mutex_t> = {
