@@ -145,7 +145,7 @@ extension ObjectTable {
         }
     }
 
-    /// A Pipe's queues (one when it is not duplex... either way, each once).
+    /// A Pipe's queues, each once (a one-way pipe's two may be one).
     static func pipeQueues(_ offset: UInt64) -> [UInt64] {
         let p = Arena.pointer(offset).assumingMemoryBound(to: jr_pipe.self)
         let q = p.pointee.queue

@@ -475,8 +475,9 @@ struct SharedQueue {
         } else {
             return
         }
+        var dropped = ObjectTable.DroppedReferences()
         lock()
-        defer { unlock() }
+        defer { unlock(); dropped.release() }
         guard let i = entryIndex(slot: SharedQueue.slotNumber(r)) else { return }
         let e = takers! + i
         var items: [UnsafeRawBufferPointer] = []
@@ -488,7 +489,6 @@ struct SharedQueue {
             nodes.append(cur)
             cur = h.pointee.next
         }
-        var dropped = ObjectTable.DroppedReferences()
         if !items.isEmpty && requeueFrontLocked(items) {
             // The copies' references go with their bytes, back into the ring.
             e.pointee.count -= min(e.pointee.count, UInt64(items.count))
@@ -497,7 +497,6 @@ struct SharedQueue {
             for item in items { dropped.add(handlesIn: item) }
             for node in nodes { Arena.free(node) }
         }
-        defer { dropped.release() }
         e.pointee.held_head = 0
         e.pointee.held_tail = 0
         // A process that ended normally (status 0) holding items may have
@@ -952,7 +951,6 @@ struct SharedQueue {
             let h = Arena.pointer(node).assumingMemoryBound(to: jr_held.self)
             dropped.add(handlesIn: UnsafeRawBufferPointer(start: UnsafeRawPointer(h + 1), count: Int(h.pointee.length)))
         }
-        defer { dropped.release() }
         if node != 0 {
             if let me { Arena.free(node, clearing: &me.pointee.done_stage) } else { Arena.free(node) }   // model: T6, T7
         } else if let me {
@@ -965,6 +963,7 @@ struct SharedQueue {
         }
         unlock()
         if wake { _ = jr_futex_wake(&q.pointee.done_seq, Int32.max) }
+        dropped.release()
         return .ok
     }
 
