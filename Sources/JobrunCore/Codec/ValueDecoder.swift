@@ -43,19 +43,19 @@ enum ValueDecoder {
     static func decodeValues(_ L: LuaState, _ bytes: UnsafeRawBufferPointer, adopting: Bool = false) -> (Int32, String?) {
         guard let p = bytes.baseAddress, bytes.count > 0 else { return (0, "corrupt message: empty") }
         let top = lua_gettop(L)
-        var d = Decoding(p, bytes.count, at: 0, refs: top + 1, adopting: adopting, values: true)
+        var d = Decoding(p, bytes.count, at: 0, refs: top + 1, adopting: adopting)
         // Every value takes at least one byte.
-        guard let n = d.varint(), n <= UInt64(d.left) else { return (0, d.failed("bad value count")) }
+        guard let n = d.varint(), n <= UInt64(d.left) else { return (0, d.failed("bad value count", values: true)) }
         guard n < 1_000_000, lua_checkstack(L, Int32(n) + 10) != 0 else {
-            return (0, d.failed("too many values (\(n))"))
+            return (0, d.failed("too many values (\(n))", values: true))
         }
         lua_pushnil(L)
         var i: UInt64 = 0
         while i < n {
-            if let e = d.value(L, depth: 0) { lua_settop(L, top); return (0, d.failed(e)) }
+            if let e = d.value(L, depth: 0) { lua_settop(L, top); return (0, d.failed(e, values: true)) }
             i += 1
         }
-        if d.left != 0 { lua_settop(L, top); return (0, d.failed("\(d.left) bytes after the values")) }
+        if d.left != 0 { lua_settop(L, top); return (0, d.failed("\(d.left) bytes after the values", values: true)) }
         jr_lua_remove(L, top + 1)
         return (Int32(n), nil)
     }
@@ -150,32 +150,26 @@ enum ValueDecoder {
         var hasRefs = false
         /// The handles' references are the message's to hand over (ObjectTable.swift).
         var adopting = false
-        /// An `encodeValues` message (a count, then the values).
-        let isValues: Bool
-        /// Handles met so far: adopted, or refused (a stale or forged one holds no reference).
-        var handlesMet = 0
 
-        init(_ base: UnsafeRawPointer, _ end: Int, at: Int, refs: Int32, adopting: Bool = false, values: Bool = false) {
+        init(_ base: UnsafeRawPointer, _ end: Int, at: Int, refs: Int32, adopting: Bool = false) {
             self.base = base
             self.end = end
             self.at = at
             self.refs = refs
             self.adopting = adopting
-            self.isValues = values
         }
 
         /// The decode failed (the stack already as it was): adopting, the
-        /// references of the handles not met go, as the message is dropped.
-        /// Returns the error text.
-        func failed(_ reason: String) -> String {
+        /// references of the handles it did not reach go, as the message is
+        /// dropped. Those before the cursor were read in order, adopted or
+        /// refused (a stale or forged one holds no reference). `values`: an
+        /// `encodeValues` message. Returns the error text.
+        func failed(_ reason: String, values: Bool = false) -> String {
             if adopting {
                 let bytes = UnsafeRawBufferPointer(start: base, count: end)
-                var i = 0
-                let drop = { (h: ValueScan.Handle) in
-                    if i >= handlesMet { ObjectTable.release(h) }
-                    i += 1
-                }
-                if isValues { ValueScan.forEachHandleInValues(bytes, drop) } else { ValueScan.forEachHandle(bytes, drop) }
+                let reached = at
+                let drop = { (h: ValueScan.Handle) in if h.at >= reached { ObjectTable.release(h) } }
+                if values { ValueScan.forEachHandleInValues(bytes, drop) } else { ValueScan.forEachHandle(bytes, drop) }
             }
             return "corrupt message: \(reason)"
         }
@@ -431,7 +425,6 @@ enum ValueDecoder {
             guard let type = fixed(UInt32.self), let slot = fixed(UInt32.self), let generation = fixed(UInt32.self) else {
                 return "truncated object at byte \(tagAt)"
             }
-            handlesMet += 1
             guard Arena.isAttached else { return "a jobrun object outside a run (no shared memory) at byte \(tagAt)" }
             guard let name = ObjectHandle.metatableName(type) else { return "unknown object type \(type) at byte \(tagAt)" }
             let offset: UInt64

@@ -6,8 +6,9 @@ import CJobrunShims
 /// Dict value, a kept copy). Walks the format of ValueEncoder's header; on
 /// bytes it cannot read it stops (what it found so far is reported).
 enum ValueScan {
-    /// A handle as the message names it (0x0C: type, slot, generation).
-    struct Handle { var type: UInt32, slot: UInt32, generation: UInt32 }
+    /// A handle as the message names it (0x0C: type, slot, generation),
+    /// and the offset of its tag.
+    struct Handle { var type: UInt32, slot: UInt32, generation: UInt32, at: Int }
 
     /// Calls `body` with the slot of every handle in the message.
     static func forEachObject(_ bytes: UnsafeRawBufferPointer, _ body: (UInt32) -> Void) {
@@ -115,7 +116,7 @@ enum ValueScan {
                 return true
             case 0x0C:
                 guard let type = fixed32(), let slot = fixed32(), let generation = fixed32() else { return false }
-                body(Handle(type: type, slot: slot, generation: generation))
+                body(Handle(type: type, slot: slot, generation: generation, at: at - 13))
                 return true
             case 0x0D:
                 guard varint() != nil, varint() != nil, u8() != nil, let n = varint() else { return false }
