@@ -183,7 +183,12 @@ enum ObjectTable {
         /// Drops them (the lock released).
         @inline(__always)
         mutating func release() {
-            guard let s = slots else { return }
+            if slots != nil { releaseGathered() }
+        }
+
+        @inline(never)
+        private mutating func releaseGathered() {
+            let s = slots ?? []
             slots = nil
             for slot in s { ObjectTable.release(slot) }
         }
