@@ -65,6 +65,11 @@ enum CoreBindings {
         let L = L!
         let name = Lua.string(L, 1) ?? "Process"
         let daemon = lua_toboolean(L, 2) != 0
+        // The child inherits every handle this process has not collected
+        // yet, and keeps their objects until it collects them itself (maybe
+        // never, if it blocks): with shared memory more than half used, the
+        // garbage goes first (ObjectHandle.collectingIfShort).
+        if Arena.bytesInUse > Arena.limit / 2 { jr_lua_collect(L) }
         guard let slot = ProcessRegistry.reserve(name: name) else { return tooManyProcesses(L, name) }
         // The child holds every Pipe end this process holds, from now on.
         let ends = PipeHolders.prepareChild()
