@@ -84,12 +84,13 @@ struct ValueEncoder: ~Copyable {
         }
     }
 
-    /// The bytes were not stored: their references go.
+    /// The bytes were not stored: their references go. (The process holds
+    /// each of those objects: it was sending a handle to it.)
     mutating func dropReferences(since start: Int = 0) {
         guard start < references.count else { return }
         let dropped = references[start...]
         references.removeSubrange(start...)
-        for slot in dropped { ObjectTable.release(slot) }
+        for slot in dropped { ObjectTable.release(slot, lookForCycles: false) }
     }
 
 

@@ -142,10 +142,12 @@ enum ObjectTable {
     }
 
     /// Drops a reference; the last one frees the object (here, now).
-    static func release(_ slot: UInt32) {
+    /// `lookForCycles` false: the caller still holds the object (its
+    /// process has a handle to it), so no cycle through it can be garbage.
+    static func release(_ slot: UInt32, lookForCycles: Bool = true) {
         guard let e = entry(slot) else { return }
         lock()
-        releaseLocked(e, slot)
+        releaseLocked(e, slot, lookForCycles: lookForCycles)
     }
 
     /// The references held by encoded bytes an object discards (a freed
@@ -202,14 +204,14 @@ enum ObjectTable {
         guard let e = entry(h.slot) else { return }
         lock()
         guard e.pointee.generation == h.generation, e.pointee.type == h.type else { unlock(); return }
-        releaseLocked(e, h.slot)
+        releaseLocked(e, h.slot, lookForCycles: true)
     }
 
     /// The lock held: drops a reference to a live object, unlocks, and frees
     /// the object if that was the last; else, if it has held handles, looks
     /// for a cycle through it (ObjectTable+Cycles.swift), unless the
     /// reference was a moment's (`lookForCycles` false).
-    private static func releaseLocked(_ e: UnsafeMutablePointer<jr_object_entry>, _ slot: UInt32, lookForCycles: Bool = true) {
+    private static func releaseLocked(_ e: UnsafeMutablePointer<jr_object_entry>, _ slot: UInt32, lookForCycles: Bool) {
         guard e.pointee.state == UInt32(JR_SLOT_LIVE), e.pointee.refs > 0 else { unlock(); return }
         e.pointee.refs -= 1
         let last = e.pointee.refs == 0
@@ -373,7 +375,7 @@ enum ObjectTable {
     static func noteHandle(_ slot: UInt32, adopted: Bool) {
         if let n = ctx.objects.holdings[slot], n > 0 {
             ctx.objects.holdings[slot] = n + 1
-            if adopted { release(slot) }
+            if adopted { release(slot, lookForCycles: false) }
         } else {
             ctx.objects.holdings[slot] = 1
             if !adopted { retain(slot) }
@@ -515,8 +517,7 @@ enum ObjectTable {
             unlock()
             if live {
                 body(off)
-                lock()
-                releaseLocked(e, slot, lookForCycles: false)
+                release(slot)   // the last outside reference to a cycle, maybe: looked at
             }
         }
     }
