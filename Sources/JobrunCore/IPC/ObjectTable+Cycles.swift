@@ -37,6 +37,10 @@ extension ObjectTable {
     /// collection's own releases find more), as in `drain`.
     static func collectCycles(through slot: UInt32, generation: UInt32) {
         let c = ProcessContext.current
+        // This process has a handle to it: held from outside, no walk. (Read
+        // on the monitor's threads too: its process holds no handle, and
+        // the table is never written there.)
+        if c.objects.holdings[slot] != nil { return }
         pthread_mutex_lock(c.dyingLock)
         c.dying.cycleCandidates.append((slot, generation))
         if c.dying.collectingCycles { pthread_mutex_unlock(c.dyingLock); return }
