@@ -29,8 +29,10 @@ import Glibc
 /// `DroppedReferences` of SharedDict and SharedQueue), is outside for the
 /// moment between: the set is kept alive, never freed early. Locks are only
 /// tried, never waited for (the monitor must not wait on a stopped
-/// process, and a releasing caller may hold one): a busy lock gives up this
-/// attempt, and the next reference dropped tries again.
+/// process, and a releasing caller may hold one): a busy lock gives up the
+/// attempt, which is made again a few times, a little apart (two processes
+/// dropping a cycle's last references at once each hold locks the other's
+/// look needs), then left to the next reference dropped.
 extension ObjectTable {
     /// After a reference to (slot, generation) went and the object stayed
     /// alive. Candidates met while one is looked at wait their turn (the
@@ -54,7 +56,14 @@ extension ObjectTable {
                 return
             }
             pthread_mutex_unlock(c.dyingLock)
-            collectCycle(through: s, generation: g)
+            // Two processes dropping a cycle's last two references at once
+            // may each find a lock the other's look holds: a few more tries,
+            // apart, before this one is left to the next reference dropped.
+            var tries = 0
+            while !collectCycle(through: s, generation: g) && tries < 6 {
+                tries += 1
+                usleep(UInt32(50 << tries))
+            }
         }
     }
 
@@ -67,11 +76,12 @@ extension ObjectTable {
         var edges: [UInt32] = []
     }
 
-    private static func collectCycle(through start: UInt32, generation: UInt32) {
+    /// False if a lock was busy (the look may be tried again).
+    private static func collectCycle(through start: UInt32, generation: UInt32) -> Bool {
         var members: [UInt32: Member] = [:]
         var locked: [UnsafeMutablePointer<pthread_mutex_t>] = []
         var work = [start]
-        var complete = true
+        var complete = true, busy = false
         while complete, let s = work.popLast() {
             if members[s] != nil { continue }
             guard let e = entry(s) else { complete = false; break }
@@ -79,8 +89,9 @@ extension ObjectTable {
             let live = e.pointee.state == UInt32(JR_SLOT_LIVE) && (s != start || e.pointee.generation == generation)
             var m = Member(type: e.pointee.type, offset: e.pointee.offset)
             unlock()
-            guard live, m.offset != 0 else { complete = false; break }
+            guard live, m.offset != 0 else { complete = false; break }   // freed meanwhile: nothing to look at
             complete = references(of: m.type, at: m.offset, locking: &locked) { m.edges.append($0) }
+            busy = !complete
             work += m.edges
             members[s] = m
         }
@@ -109,6 +120,7 @@ extension ObjectTable {
         for m in locked.reversed() { RobustMutex.unlock(m) }
         for s in garbage { empty(members[s]!) }
         for s in garbage { release(s) }
+        return !busy
     }
 
     /// Calls `body` with each reference the object at `offset` holds (one
