@@ -3,14 +3,15 @@ import Atomics
 // Atomic access to the words of the shared arena, through swift-atomics.
 //
 // The arena's structs are C structs (jobrun_shims.h) whose atomically used
-// fields are plain uint32_t/uint64_t, naturally aligned (its
-// _Static_asserts). `UInt32.AtomicRepresentation` and
-// `UInt64.AtomicRepresentation` are frozen structs holding one integer of
-// the same width: the same size, stride and alignment as the field
-// (SharedWordTests checks it), so an `UnsafeAtomic` over the field's
-// address is an atomic access to the field itself, the same instruction C's
-// `__atomic` builtins emit. swift-atomics does the same to reach its own
-// storage.
+// fields are plain 4- or 8-byte integers, naturally aligned (its
+// _Static_asserts). An integer's `AtomicRepresentation` in swift-atomics is
+// a frozen struct holding one integer of the same width: the same size,
+// stride and alignment as the field (SharedWordTests checks it), so an
+// `UnsafeAtomic` over the field's address is an atomic access to the field
+// itself, the same instruction C's `__atomic` builtins emit (swift-atomics
+// reaches its own storage the same way). The key path names a stored field
+// and is a literal at every call site, so its offset folds to a constant:
+// a view costs nothing, and a load in SharedQueue is one `mov`.
 //
 // Each access names its ordering. The rule of the arena: whatever one
 // process publishes with a `.releasing` store, another reads with an
