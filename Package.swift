@@ -12,6 +12,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
     ],
     targets: [
         .systemLibrary(
@@ -32,6 +33,7 @@ let package = Package(
             dependencies: [
                 "CLua", "CJobrunShims",
                 .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Atomics", package: "swift-atomics"),
             ],
             plugins: ["EmbedLua"]   // prelude/*.lua, embedded at build time
         ),
@@ -56,7 +58,10 @@ let package = Package(
         ),
         .testTarget(
             name: "JobrunCoreTests",
-            dependencies: ["JobrunCore", "CLua", "CJobrunShims"]
+            dependencies: [
+                "JobrunCore", "CLua", "CJobrunShims",
+                .product(name: "Atomics", package: "swift-atomics"),
+            ]
         ),
         .testTarget(
             name: "JobrunTests",

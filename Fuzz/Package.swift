@@ -17,13 +17,15 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
     ],
     targets: [
         .systemLibrary(name: "CLua", pkgConfig: "lua5.4", providers: [.apt(["liblua5.4-dev"])]),
         .target(name: "CJobrunShims", dependencies: ["CLua"],
                 cSettings: [.unsafeFlags(["-fsanitize=fuzzer-no-link,address"])]),
         .target(name: "JobrunCore",
-                dependencies: ["CLua", "CJobrunShims", .product(name: "SystemPackage", package: "swift-system")],
+                dependencies: ["CLua", "CJobrunShims", .product(name: "SystemPackage", package: "swift-system"),
+                               .product(name: "Atomics", package: "swift-atomics")],
                 swiftSettings: [.swiftLanguageMode(.v5), .unsafeFlags(["-enable-testing"] + sanitize)],
                 plugins: ["EmbedLua"]),
         .executableTarget(name: "EmbedLuaTool", path: "Plugins/EmbedLuaTool"),

@@ -1,3 +1,4 @@
+import Atomics
 import CJobrunShims
 import Glibc
 import Testing
@@ -27,9 +28,9 @@ struct RobustMutexTests {
         }
         #expect(pid > 0)
         #expect(reap(pid) == -SIGKILL, "the child died inside the allocation")
-        #expect(jr_load_u32(&h.pointee.alloc_op) == UInt32(JR_ALLOC_ALLOCATE), "its intent is pending")
+        #expect(h.atomic(\.alloc_op).load(ordering: .acquiring) == UInt32(JR_ALLOC_ALLOCATE), "its intent is pending")
         #expect(Arena.allocatedBlock(payload: a, count: 1000) != nil)
-        #expect(jr_load_u32(&h.pointee.alloc_op) == UInt32(JR_ALLOC_NONE), "rolled back by the next locker")
+        #expect(h.atomic(\.alloc_op).load(ordering: .acquiring) == UInt32(JR_ALLOC_NONE), "rolled back by the next locker")
         #expect(h.pointee.in_use == inUse, "the dead child's block is free again")
     }
 }

@@ -123,20 +123,6 @@ void jr_cpu_relax(void);
 const char *jr_signal_abbrev(int sig);
 int jr_cpu_count(void);
 
-// MARK: - Atomics on shared memory
-
-static inline uint32_t jr_load_u32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-static inline void jr_store_u32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
-static inline uint32_t jr_add_u32(uint32_t *p, uint32_t v) { return __atomic_add_fetch(p, v, __ATOMIC_ACQ_REL); }
-static inline uint32_t jr_sub_u32(uint32_t *p, uint32_t v) { return __atomic_sub_fetch(p, v, __ATOMIC_ACQ_REL); }
-static inline uint64_t jr_load_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-static inline void jr_store_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
-static inline uint64_t jr_add_u64(uint64_t *p, uint64_t v) { return __atomic_add_fetch(p, v, __ATOMIC_ACQ_REL); }
-static inline void jr_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
-static inline int jr_cas_u64(uint64_t *p, uint64_t expected, uint64_t desired) {
-    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
-}
-
 // MARK: - Robust process-shared mutex
 
 /// Initialises a process-shared, robust mutex in shared memory.
@@ -737,9 +723,10 @@ void jr_sigchld_word(uint32_t *word);
 // reads these structures at the same offsets, from Swift (through the
 // imported layout) and from C. What the code assumes of them beyond C's
 // own rules is checked here, at build time:
-// - a field read or written with jr_load/jr_store/jr_add/jr_cas, or used as
-//   a futex word, is a naturally aligned word of that width (4 or 8 bytes;
-//   a futex word exactly 4), never split across cache lines or torn;
+// - a field read or written atomically (Swift's `atomic` views over arena
+//   words, IPC/SharedWord.swift), or used as a futex word, is a naturally
+//   aligned word of that width (4 or 8 bytes; a futex word exactly 4), never
+//   split across cache lines or torn;
 // - a struct stored in an arena block needs no more than the 16-byte
 //   alignment a block's payload has (a jr_block header of 16 bytes before
 //   blocks aligned to at least 32), and one kept in an array is a whole

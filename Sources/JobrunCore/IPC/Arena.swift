@@ -1,3 +1,4 @@
+import Atomics
 import CJobrunShims
 import Glibc
 
@@ -256,14 +257,14 @@ public enum Arena {
 
     /// alloc_lock held after its owner died: finishes or undoes its change.
     private static func repairAllocator(_ h: UnsafeMutablePointer<jr_arena_header>) {
-        let op = Int(jr_load_u32(&h.pointee.alloc_op))
+        let op = Int(h.atomic(\.alloc_op).load(ordering: .acquiring))
         if op == JR_ALLOC_NONE { return }
         let c = UInt64(h.pointee.alloc_class), blockOffset = h.pointee.alloc_block, source = h.pointee.alloc_source
         let size = UInt64(1) << c
         let b = block(blockOffset)
         let payloadOffset = blockOffset + UInt64(MemoryLayout<jr_block>.size)
         if op == JR_ALLOC_ALLOCATE && h.pointee.alloc_dest != 0
-            && jr_load_u64(pointer(h.pointee.alloc_dest).assumingMemoryBound(to: UInt64.self)) == payloadOffset {
+            && pointer(h.pointee.alloc_dest).atomic(UInt64.self).load(ordering: .acquiring) == payloadOffset {
             // The caller's record names the block (its last step): the
             // allocation is whole and the block the caller's, whose own
             // repair frees it; undoing it now would free it twice.
@@ -283,7 +284,7 @@ public enum Arena {
             heads(h, source)[Int(c)] = blockOffset
             h.pointee.in_use = h.pointee.alloc_in_use - size
             clearDest(h, blockOffset)
-            if h.pointee.alloc_dest32 != 0 { jr_store_u32(pointer(h.pointee.alloc_dest32).assumingMemoryBound(to: UInt32.self), 0) }
+            if h.pointee.alloc_dest32 != 0 { pointer(h.pointee.alloc_dest32).atomic(UInt32.self).store(0, ordering: .releasing) }
             h.pointee.space_seq &+= 1
             _ = jr_futex_wake(&h.pointee.space_seq, Int32.max)
         }
@@ -295,15 +296,15 @@ public enum Arena {
             at = block(at).pointee.next
         }
         residentCount(h, c).pointee = resident
-        jr_store_u32(&h.pointee.alloc_op, UInt32(JR_ALLOC_NONE))
+        h.atomic(\.alloc_op).store(UInt32(JR_ALLOC_NONE), ordering: .releasing)
     }
 
     /// The repair's share of the caller's field: zeroed if it names the block.
     private static func clearDest(_ h: UnsafeMutablePointer<jr_arena_header>, _ blockOffset: UInt64) {
         let dest = h.pointee.alloc_dest
         if dest == 0 { return }
-        let field = pointer(dest).assumingMemoryBound(to: UInt64.self)
-        if jr_load_u64(field) == blockOffset + UInt64(MemoryLayout<jr_block>.size) { jr_store_u64(field, 0) }
+        let field = pointer(dest).atomic(UInt64.self)
+        if field.load(ordering: .acquiring) == blockOffset + UInt64(MemoryLayout<jr_block>.size) { field.store(0, ordering: .releasing) }
     }
 
     /// Allocates a block and returns the offset of its payload. With
@@ -344,7 +345,7 @@ public enum Arena {
         h.pointee.alloc_top = h.pointee.top
         h.pointee.alloc_dest = destOff
         h.pointee.alloc_dest32 = 0
-        jr_store_u32(&h.pointee.alloc_op, UInt32(JR_ALLOC_ALLOCATE))
+        h.atomic(\.alloc_op).store(UInt32(JR_ALLOC_ALLOCATE), ordering: .releasing)
         if source < 2 {
             heads(h, source)[Int(c)] = b.pointee.next
             if b.pointee.size_class & residentFlag != 0 { residentCount(h, c).pointee -= 1 }
@@ -357,8 +358,8 @@ public enum Arena {
         b.pointee.size_class = c
         b.pointee.next = allocatedMarker
         let payloadOffset = blockOffset + UInt64(MemoryLayout<jr_block>.size)
-        if let slot { jr_store_u64(slot, payloadOffset) }
-        jr_store_u32(&h.pointee.alloc_op, UInt32(JR_ALLOC_NONE))
+        if let slot { slot.atomic.store(payloadOffset, ordering: .releasing) }
+        h.atomic(\.alloc_op).store(UInt32(JR_ALLOC_NONE), ordering: .releasing)
         return payloadOffset
     }
 
@@ -402,13 +403,13 @@ public enum Arena {
         let h = header
         let destOff = destOffset(clearingOffset), dest32Off = destOffset(clearing)
         lockAllocator(h)
-        if let clearingOffset, jr_load_u64(clearingOffset) != payloadOffset {
+        if let clearingOffset, clearingOffset.atomic.load(ordering: .acquiring) != payloadOffset {
             jr_mutex_unlock(&h.pointee.alloc_lock)   // already freed by a repair (see above)
             return false
         }
         guard let c = validBlockLocked(payload: payloadOffset) else {
-            if let clearing { jr_store_u32(clearing, 0) }
-            if let clearingOffset { jr_store_u64(clearingOffset, 0) }
+            if let clearing { clearing.atomic.store(0, ordering: .releasing) }
+            if let clearingOffset { clearingOffset.atomic.store(0, ordering: .releasing) }
             jr_mutex_unlock(&h.pointee.alloc_lock)
             return false
         }
@@ -439,18 +440,18 @@ public enum Arena {
         h.pointee.alloc_in_use = h.pointee.in_use
         h.pointee.alloc_dest = destOff
         h.pointee.alloc_dest32 = dest32Off
-        jr_store_u32(&h.pointee.alloc_op, UInt32(JR_ALLOC_FREE))
+        h.atomic(\.alloc_op).store(UInt32(JR_ALLOC_FREE), ordering: .releasing)
         b.pointee.size_class = h.pointee.alloc_word
         b.pointee.next = h.pointee.alloc_link
         heads(h, source)[Int(c)] = blockOffset
         TestHooks.killPoint("arena-free-pushed")
         if resident { residentCount(h, c).pointee += 1 }
         h.pointee.in_use -= size
-        if let clearing { jr_store_u32(clearing, 0) }
-        if let clearingOffset { jr_store_u64(clearingOffset, 0) }
+        if let clearing { clearing.atomic.store(0, ordering: .releasing) }
+        if let clearingOffset { clearingOffset.atomic.store(0, ordering: .releasing) }
         let wake = h.pointee.space_waiters > 0
         if wake { h.pointee.space_seq &+= 1 }
-        jr_store_u32(&h.pointee.alloc_op, UInt32(JR_ALLOC_NONE))
+        h.atomic(\.alloc_op).store(UInt32(JR_ALLOC_NONE), ordering: .releasing)
         jr_mutex_unlock(&h.pointee.alloc_lock)
         if wake { _ = jr_futex_wake(&h.pointee.space_seq, Int32.max) }
         return true
@@ -544,7 +545,7 @@ public enum Arena {
     }
 
     static func nextObjectID() -> UInt32 {
-        jr_add_u32(&header.pointee.next_object_id, 1)
+        header.atomic(\.next_object_id).wrappingIncrementThenLoad(ordering: .acquiringAndReleasing)
     }
 
     /// Bytes in blocks on the free lists (walks them; for tests).
@@ -562,6 +563,6 @@ public enum Arena {
         return total
     }
 
-    public static var bytesInUse: UInt64 { jr_load_u64(&header.pointee.in_use) }
+    public static var bytesInUse: UInt64 { header.atomic(\.in_use).load(ordering: .acquiring) }
     public static var limit: UInt64 { header.pointee.limit }
 }

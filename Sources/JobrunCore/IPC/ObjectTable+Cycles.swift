@@ -182,6 +182,6 @@ extension ObjectTable {
     /// of its references then looks for a cycle through it.
     @inline(__always)
     static func noteHoldsHandles(_ header: UnsafeMutablePointer<jr_object_header>) {
-        if header.pointee.held_handles == 0 { jr_store_u32(&header.pointee.held_handles, 1) }
+        if header.pointee.held_handles == 0 { header.atomic(\.held_handles).store(1, ordering: .releasing) }
     }
 }

@@ -1,3 +1,4 @@
+import Atomics
 import CJobrunShims
 import Glibc
 
@@ -54,8 +55,8 @@ enum ObjectTable {
 
     /// The entry of `slot`, or nil if the slot was never taken.
     static func entry(_ slot: UInt32) -> UnsafeMutablePointer<jr_object_entry>? {
-        guard slot < jr_load_u32(&h.pointee.objects_used) else { return nil }
-        let chunk = jr_load_u64(chunkHeads() + Int(slot / chunkEntries))
+        guard slot < h.atomic(\.objects_used).load(ordering: .acquiring) else { return nil }
+        let chunk = (chunkHeads() + Int(slot / chunkEntries)).atomic.load(ordering: .acquiring)
         guard chunk != 0 else { return nil }
         return Arena.pointer(chunk).assumingMemoryBound(to: jr_object_entry.self) + Int(slot % chunkEntries)
     }
@@ -78,11 +79,12 @@ enum ObjectTable {
             slot = h.pointee.objects_used
             let c = Int(slot / chunkEntries)
             guard c < Int(JR_OBJECT_CHUNKS) else { throw .full }
-            if jr_load_u64(chunkHeads() + c) == 0 {
+            let head = chunkHeads() + c
+            if head.atomic.load(ordering: .acquiring) == 0 {
                 let bytes = Int(chunkEntries) * MemoryLayout<jr_object_entry>.size
-                guard (try? Arena.allocate(bytes, recordingIn: chunkHeads() + c)) != nil else { throw .outOfMemory }
+                guard (try? Arena.allocate(bytes, recordingIn: head)) != nil else { throw .outOfMemory }
             }
-            e = Arena.pointer(jr_load_u64(chunkHeads() + c)).assumingMemoryBound(to: jr_object_entry.self) + Int(slot % chunkEntries)
+            e = Arena.pointer(head.atomic.load(ordering: .acquiring)).assumingMemoryBound(to: jr_object_entry.self) + Int(slot % chunkEntries)
             e.pointee.generation = 1
         }
         // The entry is filled, taken by one store (objects_free or
@@ -93,8 +95,12 @@ enum ObjectTable {
         e.pointee.offset = offset
         e.pointee.refs = 1
         Arena.pointer(offset).assumingMemoryBound(to: jr_object_header.self).pointee.slot = slot
-        if free != 0 { jr_store_u32(&h.pointee.objects_free, e.pointee.next_free) } else { jr_store_u32(&h.pointee.objects_used, slot + 1) }
-        jr_store_u32(&e.pointee.state, UInt32(JR_SLOT_LIVE))
+        if free != 0 {
+            h.atomic(\.objects_free).store(e.pointee.next_free, ordering: .releasing)
+        } else {
+            h.atomic(\.objects_used).store(slot + 1, ordering: .releasing)
+        }
+        e.atomic(\.state).store(UInt32(JR_SLOT_LIVE), ordering: .releasing)
         let generation = e.pointee.generation
         if held {
             ctx.objects.holdings[slot] = 1
@@ -215,9 +221,9 @@ enum ObjectTable {
         guard e.pointee.state == UInt32(JR_SLOT_LIVE), e.pointee.refs > 0 else { unlock(); return }
         e.pointee.refs -= 1
         let last = e.pointee.refs == 0
-        if last { jr_store_u32(&e.pointee.state, UInt32(JR_SLOT_DYING)) }
+        if last { e.atomic(\.state).store(UInt32(JR_SLOT_DYING), ordering: .releasing) }
         let candidate = !last && lookForCycles && e.pointee.offset != 0
-            && jr_load_u32(&Arena.pointer(e.pointee.offset).assumingMemoryBound(to: jr_object_header.self).pointee.held_handles) != 0
+            && Arena.pointer(e.pointee.offset).assumingMemoryBound(to: jr_object_header.self).atomic(\.held_handles).load(ordering: .acquiring) != 0
         let generation = e.pointee.generation
         unlock()
         if last { drain(adding: slot) } else if candidate { collectCycles(through: slot, generation: generation) }
@@ -275,7 +281,7 @@ enum ObjectTable {
             if e.pointee.generation == 0 { e.pointee.generation = 1 }
             e.pointee.state = UInt32(JR_SLOT_FREE)
             e.pointee.next_free = h.pointee.objects_free
-            jr_store_u32(&h.pointee.objects_free, slot + 1)
+            h.atomic(\.objects_free).store(slot + 1, ordering: .releasing)
             unlock()
         }
     }
@@ -311,14 +317,14 @@ enum ObjectTable {
         guard let me = ProcessRegistry.record else { return }
         if ctx.objects.holdingsListFree.isEmpty && !growList(me) { return }
         let i = ctx.objects.holdingsListFree.removeLast()
-        jr_store_u32(entry(me, i), slot + 1)
+        entry(me, i).atomic.store(slot + 1, ordering: .releasing)
         ctx.objects.holdingsListed[slot] = i
     }
 
     /// Before the reference to `slot` is dropped.
     private static func unlist(_ slot: UInt32) {
         guard let i = ctx.objects.holdingsListed.removeValue(forKey: slot), let me = ProcessRegistry.record else { return }
-        jr_store_u32(entry(me, i), 0)
+        entry(me, i).atomic.store(0, ordering: .releasing)
         ctx.objects.holdingsListFree.append(i)
     }
 
@@ -340,7 +346,7 @@ enum ObjectTable {
         l.pointee.capacity = UInt32(cap)
         memset(entries(l), 0, cap * 4)
         if old != 0 { memcpy(entries(l), entries(list(old)), oldCap * 4) }
-        jr_store_u64(&me.pointee.obj_holdings, off)
+        me.atomic(\.obj_holdings).store(off, ordering: .releasing)
         if old != 0 { Arena.free(old) }
         ctx.objects.holdingsListFree.append(contentsOf: (inline + oldCap..<inline + cap).reversed())
         return true
@@ -357,13 +363,13 @@ enum ObjectTable {
     /// still held (each entry cleared first, so a monitor that dies here and
     /// its successor never drop one twice), then frees the list.
     static func dropHoldings(of r: UnsafeMutablePointer<jr_process_record>) {
-        let off = jr_load_u64(&r.pointee.obj_holdings)
+        let off = r.atomic(\.obj_holdings).load(ordering: .acquiring)
         let count = inline + (off == 0 ? 0 : Int(list(off).pointee.capacity))
         for i in 0..<count {
             let e = entry(r, i)
-            let v = jr_load_u32(e)
+            let v = e.atomic.load(ordering: .acquiring)
             if v == 0 { continue }
-            jr_store_u32(e, 0)
+            e.atomic.store(0, ordering: .releasing)
             release(v - 1)
         }
         if off != 0 { Arena.free(off, clearingOffset: &r.pointee.obj_holdings) }
@@ -490,10 +496,10 @@ enum ObjectTable {
     /// is read once more, never written).
     static func liveOffsets(_ types: Set<UInt32>) -> [UInt64] {
         var out: [UInt64] = []
-        let used = jr_load_u32(&h.pointee.objects_used)
+        let used = h.atomic(\.objects_used).load(ordering: .acquiring)
         var slot: UInt32 = 0
         while slot < used {
-            if let e = entry(slot), jr_load_u32(&e.pointee.state) == UInt32(JR_SLOT_LIVE), types.contains(e.pointee.type) {
+            if let e = entry(slot), e.atomic(\.state).load(ordering: .acquiring) == UInt32(JR_SLOT_LIVE), types.contains(e.pointee.type) {
                 let off = e.pointee.offset
                 if off != 0 { out.append(off) }
             }
@@ -505,7 +511,7 @@ enum ObjectTable {
     /// Calls `body` with each live object of `type`, holding a reference to
     /// it meanwhile so it cannot be freed under the caller (the monitor).
     static func withLive(_ type: UInt32, _ body: (UInt64) -> Void) {
-        let used = jr_load_u32(&h.pointee.objects_used)
+        let used = h.atomic(\.objects_used).load(ordering: .acquiring)
         var slot: UInt32 = 0
         while slot < used {
             defer { slot += 1 }
@@ -525,8 +531,8 @@ enum ObjectTable {
     /// Live objects (for tests and the end-of-run check).
     static var liveCount: Int {
         var n = 0
-        let used = jr_load_u32(&h.pointee.objects_used)
-        for slot in 0..<used where entry(slot).map({ jr_load_u32(&$0.pointee.state) == UInt32(JR_SLOT_LIVE) }) ?? false { n += 1 }
+        let used = h.atomic(\.objects_used).load(ordering: .acquiring)
+        for slot in 0..<used where entry(slot).map({ $0.atomic(\.state).load(ordering: .acquiring) == UInt32(JR_SLOT_LIVE) }) ?? false { n += 1 }
         return n
     }
 }

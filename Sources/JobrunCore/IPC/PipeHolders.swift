@@ -1,3 +1,4 @@
+import Atomics
 import CJobrunShims
 import Glibc
 
@@ -55,7 +56,7 @@ enum PipeHolders {
     /// Makes `off` this process's list, seen by the monitor through the record.
     private static func install(_ off: UInt64) {
         mine = off
-        if let r = ProcessRegistry.record { jr_store_u64(&r.pointee.pipe_ends, off) }
+        if let r = ProcessRegistry.record { r.atomic(\.pipe_ends).store(off, ordering: .releasing) }
     }
 
     /// End 0's entry in the object table, read from the pipe (which the
@@ -70,7 +71,7 @@ enum PipeHolders {
     /// is rewritten (reused) only while not held, and marked held last.
     private static func find(_ l: UnsafeMutablePointer<jr_pipe_ends>, _ pipe: UInt64, _ end: Int, _ id: Ident) -> UnsafeMutablePointer<jr_pipe_hold>? {
         let e = entries(l)
-        for i in 0..<Int(jr_load_u32(&l.pointee.count)) where jr_load_u32(&e[i].held) != 0 {
+        for i in 0..<Int(l.atomic(\.count).load(ordering: .acquiring)) where (e + i).atomic(\.held).load(ordering: .acquiring) != 0 {
             if e[i].pipe == pipe && e[i].end == UInt32(end) && e[i].slot == id.slot && e[i].generation == id.generation { return e + i }
         }
         return nil
@@ -100,7 +101,7 @@ enum PipeHolders {
             all[i].end = UInt32(end)
             all[i].slot = id.slot
             all[i].generation = id.generation
-            jr_store_u32(&all[i].held, 1)
+            (all + i).atomic(\.held).store(1, ordering: .releasing)
             return true
         }
         if l.pointee.count == l.pointee.capacity {
@@ -111,7 +112,7 @@ enum PipeHolders {
             let n = list(off)
             memcpy(entries(n), entries(l), Int(l.pointee.count) * entryBytes)
             n.pointee.children = l.pointee.children
-            jr_store_u32(&n.pointee.count, l.pointee.count)
+            n.atomic(\.count).store(l.pointee.count, ordering: .releasing)
             install(off)
             l = n
         }
@@ -121,7 +122,7 @@ enum PipeHolders {
         e.pointee.slot = id.slot
         e.pointee.generation = id.generation
         e.pointee.held = 1
-        jr_store_u32(&l.pointee.count, l.pointee.count + 1)
+        l.atomic(\.count).store(l.pointee.count + 1, ordering: .releasing)
         return true
     }
 
@@ -131,8 +132,8 @@ enum PipeHolders {
     static func release(_ pipe: UInt64, _ end: Int) -> Bool {
         let id = ident(pipe)
         guard mine != 0, let h = find(list(mine), pipe, end, id) else { return false }
-        jr_store_u32(&h.pointee.held, 0)
-        jr_fence()   // two last holders closing at once: at least one sees the other's release
+        h.atomic(\.held).store(0, ordering: .releasing)
+        atomicMemoryFence(ordering: .sequentiallyConsistent)   // two last holders closing at once: at least one sees the other's release
         if !anyHolder(pipe, end, id) { shut(pipe, id) }
         return true
     }
@@ -159,22 +160,22 @@ enum PipeHolders {
 
     private static func holderFound(_ pipe: UInt64, _ end: Int, _ id: Ident) -> Bool {
         let all = ProcessRegistry.slots()
-        let n = Int(jr_load_u32(&Arena.header.pointee.process_slots))
-        for i in 0..<n where jr_load_u32(&all[i].state) == UInt32(JR_PROC_RUNNING) {
+        let n = Int(Arena.header.atomic(\.process_slots).load(ordering: .acquiring))
+        for i in 0..<n where (all + i).atomic(\.state).load(ordering: .acquiring) == UInt32(JR_PROC_RUNNING) {
             let r = all + i
             if ProcessRegistry.hasEnded(r) { continue }
-            let off = jr_load_u64(&r.pointee.pipe_ends)
+            let off = r.atomic(\.pipe_ends).load(ordering: .acquiring)
             if off == 0 { continue }
             let l = list(off)
             if find(l, pipe, end, id) != nil { return true }
-            var child = jr_load_u64(&l.pointee.children)
+            var child = l.atomic(\.children).load(ordering: .acquiring)
             while child != 0 {
                 let c = list(child)
-                if jr_load_u32(&c.pointee.pending) != 0 {
+                if c.atomic(\.pending).load(ordering: .acquiring) != 0 {
                     let pid = c.pointee.pid
                     if (pid == 0 || processIsAlive(pid)), find(c, pipe, end, id) != nil { return true }
                 }
-                child = jr_load_u64(&c.pointee.sibling)
+                child = c.atomic(\.sibling).load(ordering: .acquiring)
             }
         }
         return false
@@ -199,20 +200,20 @@ enum PipeHolders {
     /// those ends too.
     static func ended(_ r: UnsafeMutablePointer<jr_process_record>) {
         var lists: [UInt64] = []
-        let off = jr_load_u64(&r.pointee.pipe_ends)
+        let off = r.atomic(\.pipe_ends).load(ordering: .acquiring)
         if off != 0 { lists.append(off) }
         if let parent = ProcessRegistry.find(r.pointee.parent_pid), parent != r, parent.pointee.pipe_ends != 0 {
-            var child = jr_load_u64(&list(parent.pointee.pipe_ends).pointee.children)
+            var child = list(parent.pointee.pipe_ends).atomic(\.children).load(ordering: .acquiring)
             while child != 0 {
                 let c = list(child)
-                if c.pointee.pid == r.pointee.pid && jr_load_u32(&c.pointee.pending) != 0 && child != off { lists.append(child) }
-                child = jr_load_u64(&c.pointee.sibling)
+                if c.pointee.pid == r.pointee.pid && c.atomic(\.pending).load(ordering: .acquiring) != 0 && child != off { lists.append(child) }
+                child = c.atomic(\.sibling).load(ordering: .acquiring)
             }
         }
         for off in lists {
             let l = list(off)
             let e = entries(l)
-            for i in 0..<Int(jr_load_u32(&l.pointee.count)) where e[i].held != 0 {
+            for i in 0..<Int(l.atomic(\.count).load(ordering: .acquiring)) where e[i].held != 0 {
                 if !anyHolder(e[i].pipe, Int(e[i].end), ident(e[i])) { shut(e[i].pipe, ident(e[i])) }
             }
         }
@@ -223,19 +224,19 @@ enum PipeHolders {
     /// parent filled for it; they may have no holder left now.
     static func sweep() {
         let all = ProcessRegistry.slots()
-        let n = Int(jr_load_u32(&Arena.header.pointee.process_slots))
-        for i in 0..<n where jr_load_u32(&all[i].state) == UInt32(JR_PROC_RUNNING) {
-            let off = jr_load_u64(&all[i].pipe_ends)
+        let n = Int(Arena.header.atomic(\.process_slots).load(ordering: .acquiring))
+        for i in 0..<n where (all + i).atomic(\.state).load(ordering: .acquiring) == UInt32(JR_PROC_RUNNING) {
+            let off = (all + i).atomic(\.pipe_ends).load(ordering: .acquiring)
             if off == 0 { continue }
-            var child = jr_load_u64(&list(off).pointee.children)
+            var child = list(off).atomic(\.children).load(ordering: .acquiring)
             while child != 0 {
                 let c = list(child)
-                if jr_load_u32(&c.pointee.pending) != 0 && c.pointee.pid != 0 && !processIsAlive(c.pointee.pid) {
-                    jr_store_u32(&c.pointee.pending, 0)
+                if c.atomic(\.pending).load(ordering: .acquiring) != 0 && c.pointee.pid != 0 && !processIsAlive(c.pointee.pid) {
+                    c.atomic(\.pending).store(0, ordering: .releasing)
                     let e = entries(c)
                     for k in 0..<Int(c.pointee.count) where !anyHolder(e[k].pipe, Int(e[k].end), ident(e[k])) { shut(e[k].pipe, ident(e[k])) }
                 }
-                child = jr_load_u64(&c.pointee.sibling)
+                child = c.atomic(\.sibling).load(ordering: .acquiring)
             }
         }
     }
@@ -281,7 +282,7 @@ enum PipeHolders {
         c.pointee.pending = 1
         pruneChildren(l)
         c.pointee.sibling = l.pointee.children
-        jr_store_u64(&l.pointee.children, off)
+        l.atomic(\.children).store(off, ordering: .releasing)
         forChild = off
         return off
     }
@@ -289,7 +290,7 @@ enum PipeHolders {
     /// Parent, once the child is started (pid) or failed to start (nil).
     static func childStarted(_ off: UInt64, pid: pid_t?) {
         guard off != 0 else { return }
-        if let pid { list(off).pointee.pid = pid } else { jr_store_u32(&list(off).pointee.pending, 0) }
+        if let pid { list(off).pointee.pid = pid } else { list(off).atomic(\.pending).store(0, ordering: .releasing) }
         forChild = 0
     }
 
@@ -299,13 +300,13 @@ enum PipeHolders {
         forChild = 0
         mine = 0
         guard off != 0 else {
-            if let r = ProcessRegistry.record { jr_store_u64(&r.pointee.pipe_ends, 0) }
+            if let r = ProcessRegistry.record { r.atomic(\.pipe_ends).store(0, ordering: .releasing) }
             return
         }
         let l = list(off)
         install(off)
-        jr_store_u64(&l.pointee.children, 0)
-        jr_store_u32(&l.pointee.pending, 0)
+        l.atomic(\.children).store(0, ordering: .releasing)
+        l.atomic(\.pending).store(0, ordering: .releasing)
     }
 
     /// Unlinks the lists that no longer count (adopted, or their child
@@ -317,10 +318,10 @@ enum PipeHolders {
             let c = list(cur)
             let next = c.pointee.sibling
             if c.pointee.pending != 0 && c.pointee.pid != 0 && !processIsAlive(c.pointee.pid) {
-                jr_store_u32(&c.pointee.pending, 0)
+                c.atomic(\.pending).store(0, ordering: .releasing)
             }
             if c.pointee.pending == 0 {
-                if let prev { jr_store_u64(&prev.pointee.sibling, next) } else { jr_store_u64(&l.pointee.children, next) }
+                (prev?.atomic(\.sibling) ?? l.atomic(\.children)).store(next, ordering: .releasing)
             } else {
                 prev = c
             }

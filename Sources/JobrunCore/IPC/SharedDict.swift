@@ -1,3 +1,4 @@
+import Atomics
 import CJobrunShims
 import Glibc
 
@@ -62,10 +63,10 @@ struct SharedDict {
             if d.pointee.old_table != d.pointee.slots_off {
                 Arena.free(d.pointee.old_table, clearingOffset: &d.pointee.old_table)
             } else {
-                jr_store_u64(&d.pointee.old_table, 0)
+                d.atomic(\.old_table).store(0, ordering: .releasing)
             }
         }
-        jr_store_u64(&d.pointee.pending_table, 0)
+        d.atomic(\.pending_table).store(0, ordering: .releasing)
         var count: UInt64 = 0, used: UInt64 = 0
         var newReferenced = false, oldReferenced = false
         let table = slots
@@ -82,7 +83,7 @@ struct SharedDict {
         for (pending, referenced) in [(\jr_dict.pending_entry, newReferenced), (\jr_dict.pending_old, oldReferenced)] {
             let field = d.pointer(to: pending)!
             if field.pointee == 0 { continue }
-            if referenced { jr_store_u64(field, 0) } else { Arena.free(field.pointee, clearingOffset: field) }
+            if referenced { field.atomic.store(0, ordering: .releasing) } else { Arena.free(field.pointee, clearingOffset: field) }
         }
         d.pointee.count = count
         d.pointee.used = used
@@ -160,9 +161,9 @@ struct SharedDict {
         memcpy(e + 16, key.baseAddress!, key.count)
         if value.count > 0 { memcpy(e + 16 + key.count, value.baseAddress!, value.count) }
         if let i = find(key, h) {
-            jr_store_u64(&d.pointee.pending_old, slots[i].entry)
-            jr_store_u64(&slots[i].entry, entryOff)
-            jr_store_u64(&d.pointee.pending_entry, 0)
+            d.atomic(\.pending_old).store(slots[i].entry, ordering: .releasing)
+            (slots + i).atomic(\.entry).store(entryOff, ordering: .releasing)
+            d.atomic(\.pending_entry).store(0, ordering: .releasing)
             TestHooks.killPoint("dict-set-published")
             dropped.add(handlesIn: SharedDict.valueBytes(Arena.pointer(d.pointee.pending_old)))
             Arena.free(d.pointee.pending_old, clearingOffset: &d.pointee.pending_old)
@@ -173,7 +174,7 @@ struct SharedDict {
             if SharedDict.place(h, entryOff, in: slots, capacity: d.pointee.capacity) { d.pointee.used += 1 }
             d.pointee.count += 1
             TestHooks.killPoint("dict-set-published")
-            jr_store_u64(&d.pointee.pending_entry, 0)
+            d.atomic(\.pending_entry).store(0, ordering: .releasing)
         }
     }
 
@@ -186,7 +187,7 @@ struct SharedDict {
         while table[i].hash >= 2 { i = (i + 1) & mask }
         let fresh = table[i].hash == 0
         table[i].entry = entry
-        jr_store_u64(&table[i].hash, h)
+        (table + i).atomic(\.hash).store(h, ordering: .releasing)
         return fresh
     }
 
@@ -209,15 +210,15 @@ struct SharedDict {
             if SharedDict.place(oldSlots[i].hash, oldSlots[i].entry, in: table, capacity: cap) { used += 1 }
         }
         TestHooks.killPoint("dict-rehash-copied")
-        jr_store_u64(&d.pointee.old_table, d.pointee.slots_off)
+        d.atomic(\.old_table).store(d.pointee.slots_off, ordering: .releasing)
         // Table before capacity: a repair after a death between the two
         // stores takes the capacity from `pending_capacity`.
-        jr_store_u64(&d.pointee.slots_off, off)
+        d.atomic(\.slots_off).store(off, ordering: .releasing)
         TestHooks.killPoint("dict-rehash-published")
         d.pointee.capacity = cap
         d.pointee.used = used
         Arena.free(d.pointee.old_table, clearingOffset: &d.pointee.old_table)
-        jr_store_u64(&d.pointee.pending_table, 0)
+        d.atomic(\.pending_table).store(0, ordering: .releasing)
         return true
     }
 
@@ -230,8 +231,8 @@ struct SharedDict {
         defer { unlock(); dropped.release() }
         guard let i = find(key, h) else { return false }
         dropped.add(handlesIn: SharedDict.valueBytes(Arena.pointer(slots[i].entry)))
-        jr_store_u64(&d.pointee.pending_old, slots[i].entry)
-        jr_store_u64(&slots[i].hash, 1)
+        d.atomic(\.pending_old).store(slots[i].entry, ordering: .releasing)
+        (slots + i).atomic(\.hash).store(1, ordering: .releasing)
         slots[i].entry = 0
         d.pointee.count -= 1
         TestHooks.killPoint("dict-delete-unlinked")
@@ -290,7 +291,7 @@ struct SharedDict {
         let table = slots
         for i in 0..<cap where table[i].hash >= 2 && table[i].entry != 0 {
             let e = table[i].entry
-            jr_store_u64(&table[i].hash, 1)
+            (table + i).atomic(\.hash).store(1, ordering: .releasing)
             dropped.add(handlesIn: SharedDict.valueBytes(Arena.pointer(e)))
             Arena.free(e)
         }

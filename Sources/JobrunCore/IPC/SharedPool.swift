@@ -1,3 +1,4 @@
+import Atomics
 import CJobrunShims
 import Glibc
 
@@ -67,12 +68,12 @@ struct SharedPool {
     private func finishInterruptedTake() {
         for i in 0..<slotCount {
             let s = slot(i)
-            guard jr_load_u32(&s.pointee.stage) == UInt32(JR_POOL_TAKING) else { continue }
+            guard s.atomic(\.stage).load(ordering: .acquiring) == UInt32(JR_POOL_TAKING) else { continue }
             if taskQueue.takenSoFar > s.pointee.mark {
                 s.pointee.task = s.pointee.mark + 1
-                jr_store_u32(&s.pointee.stage, UInt32(JR_POOL_HOLDING))
+                s.atomic(\.stage).store(UInt32(JR_POOL_HOLDING), ordering: .releasing)
             } else {
-                jr_store_u32(&s.pointee.stage, UInt32(JR_POOL_IDLE))
+                s.atomic(\.stage).store(UInt32(JR_POOL_IDLE), ordering: .releasing)
             }
         }
     }
@@ -92,50 +93,50 @@ struct SharedPool {
         while true {
             lock()
             s.pointee.mark = tq.takenSoFar
-            jr_store_u32(&s.pointee.stage, UInt32(JR_POOL_TAKING))
+            s.atomic(\.stage).store(UInt32(JR_POOL_TAKING), ordering: .releasing)
             var got = false
             _ = tq.get(block: false, deadline: Deadline(timeout: 0), scratch: &scratch, spin: false) { bytes in
                 s.pointee.task = s.pointee.mark + 1
-                jr_store_u32(&s.pointee.stage, UInt32(JR_POOL_HOLDING))
+                s.atomic(\.stage).store(UInt32(JR_POOL_HOLDING), ordering: .releasing)
                 unlock()
                 got = true
                 consume(bytes)
             }
             if got { return }
-            jr_store_u32(&s.pointee.stage, UInt32(JR_POOL_IDLE))
+            s.atomic(\.stage).store(UInt32(JR_POOL_IDLE), ordering: .releasing)
             unlock()
             // Nothing queued: sleep until the caller puts a task.
-            let seq = jr_load_u32(&p.pointee.work_seq)
+            let seq = p.atomic(\.work_seq).load(ordering: .acquiring)
             if tq.count > 0 { continue }
-            _ = jr_add_u32(&p.pointee.work_waiters, 1)
+            p.atomic(\.work_waiters).wrappingIncrement(ordering: .acquiringAndReleasing)
             if tq.count == 0 {
                 ProcessRegistry.willWait(JR_WAIT_POOL, object: p, word: &p.pointee.work_seq, value: seq, timed: false)
                 let r = jr_futex_wait(&p.pointee.work_seq, seq, -1)
                 ProcessRegistry.didWait(r)
                 _ = ProcessRegistry.takeVerdict()       // nothing to raise it to
             }
-            _ = jr_sub_u32(&p.pointee.work_waiters, 1)
+            p.atomic(\.work_waiters).wrappingDecrement(ordering: .acquiringAndReleasing)
         }
     }
 
     /// The worker of slot `i` has put its task's result: it holds nothing.
     func finished(slot i: Int) {
-        jr_store_u32(&slot(i).pointee.stage, UInt32(JR_POOL_IDLE))
+        slot(i).atomic(\.stage).store(UInt32(JR_POOL_IDLE), ordering: .releasing)
         notifyCaller()
     }
 
     /// Wakes the caller if it waits for results.
     func notifyCaller() {
-        _ = jr_add_u32(&p.pointee.result_seq, 1)
-        if jr_load_u32(&p.pointee.result_waiters) > 0 { _ = jr_futex_wake(&p.pointee.result_seq, 1) }
+        p.atomic(\.result_seq).wrappingIncrement(ordering: .acquiringAndReleasing)
+        if p.atomic(\.result_waiters).load(ordering: .acquiring) > 0 { _ = jr_futex_wake(&p.pointee.result_seq, 1) }
     }
 
     // MARK: caller side
 
     /// A task was put: wakes an idle worker if one sleeps.
     func notifyWorkers() {
-        _ = jr_add_u32(&p.pointee.work_seq, 1)
-        if jr_load_u32(&p.pointee.work_waiters) > 0 { _ = jr_futex_wake(&p.pointee.work_seq, 1) }
+        p.atomic(\.work_seq).wrappingIncrement(ordering: .acquiringAndReleasing)
+        if p.atomic(\.work_waiters).load(ordering: .acquiring) > 0 { _ = jr_futex_wake(&p.pointee.work_seq, 1) }
     }
 
     /// The worker of slot `i` has ended (and been reaped): the task it held,
@@ -144,8 +145,8 @@ struct SharedPool {
         lock()
         defer { unlock() }
         let s = slot(i)
-        let held = jr_load_u32(&s.pointee.stage) == UInt32(JR_POOL_HOLDING) ? s.pointee.task : nil
-        jr_store_u32(&s.pointee.stage, UInt32(JR_POOL_IDLE))
+        let held = s.atomic(\.stage).load(ordering: .acquiring) == UInt32(JR_POOL_HOLDING) ? s.pointee.task : nil
+        s.atomic(\.stage).store(UInt32(JR_POOL_IDLE), ordering: .releasing)
         s.pointee.task = 0
         s.pointee.pid = 0
         return held
@@ -162,10 +163,10 @@ struct SharedPool {
         jr_sigchld_word(&p.pointee.result_seq)
         defer { jr_sigchld_word(nil) }
         while true {
-            let seq = jr_load_u32(&p.pointee.result_seq)
+            let seq = p.atomic(\.result_seq).load(ordering: .acquiring)
             if rq.count > 0 || jr_sigchld_count() != seen { return .ready }
             if deadline.expired { return .timedOut }
-            _ = jr_add_u32(&p.pointee.result_waiters, 1)
+            p.atomic(\.result_waiters).wrappingIncrement(ordering: .acquiringAndReleasing)
             var verdict: JobrunError? = nil
             if rq.count == 0 {
                 ProcessRegistry.willWait(JR_WAIT_POOL, object: p, word: &p.pointee.result_seq, value: seq,
@@ -174,7 +175,7 @@ struct SharedPool {
                 ProcessRegistry.didWait(r)
                 verdict = ProcessRegistry.takeVerdict()
             }
-            _ = jr_sub_u32(&p.pointee.result_waiters, 1)
+            p.atomic(\.result_waiters).wrappingDecrement(ordering: .acquiringAndReleasing)
             // Raised only if there is still nothing to collect.
             if let f = verdict, rq.count == 0, jr_sigchld_count() == seen { return .failed(f) }
         }
@@ -199,7 +200,7 @@ struct SharedPool {
         var held: [String] = []
         for i in 0..<pool.slotCount {
             let s = pool.slot(i)
-            if jr_load_u32(&s.pointee.stage) == UInt32(JR_POOL_HOLDING) && s.pointee.pid != 0 {
+            if s.atomic(\.stage).load(ordering: .acquiring) == UInt32(JR_POOL_HOLDING) && s.pointee.pid != 0 {
                 held.append("task \(s.pointee.task) held by \(Waits.owner(s.pointee.pid))")
             }
         }

@@ -1,3 +1,4 @@
+import Atomics
 import CJobrunShims
 import Glibc
 
@@ -124,8 +125,8 @@ struct SharedQueue {
             dropped.add(handlesIn: bytes)
             if block != 0 { Arena.free(block) }
         }
-        jr_store_u64(&q.pointee.head, q.pointee.tail)
-        jr_store_u64(&q.pointee.count, 0)
+        q.atomic(\.head).store(q.pointee.tail, ordering: .releasing)
+        q.atomic(\.count).store(0, ordering: .releasing)
     }
 
     /// Empties a queue no process can reach any more (a garbage cycle's, ObjectTable+Cycles.swift).
@@ -146,8 +147,8 @@ struct SharedQueue {
     var id: UInt32 { q.pointee.hdr.id }
     var isJoinable: Bool { q.pointee.flags & UInt32(JR_QUEUE_JOINABLE) != 0 }
     var maxsize: Int64 { q.pointee.maxsize }
-    var count: UInt64 { jr_load_u64(&q.pointee.count) }
-    var isClosed: Bool { jr_load_u32(&q.pointee.closed) != 0 }
+    var count: UInt64 { q.atomic(\.count).load(ordering: .acquiring) }
+    var isClosed: Bool { q.atomic(\.closed).load(ordering: .acquiring) != 0 }
 
     @inline(__always) private func lock() {
         RobustMutex.lock(&q.pointee.lock) { repair() }
@@ -187,10 +188,10 @@ struct SharedQueue {
             me.pointee.grow_queue = offset
             me.pointee.grow_kind = UInt32(JR_GROW_RING)
             me.pointee.grow_old = old
-            jr_store_u64(&me.pointee.grow_new, 0)
-            jr_store_u32(&me.pointee.grow_stage, 1)
+            me.atomic(\.grow_new).store(0, ordering: .releasing)
+            me.atomic(\.grow_stage).store(1, ordering: .releasing)
             guard let off = try? Arena.allocate(Int(cap), recordingIn: &me.pointee.grow_new) else {
-                jr_store_u32(&me.pointee.grow_stage, 0)
+                me.atomic(\.grow_stage).store(0, ordering: .releasing)
                 return false
             }
             newOff = off
@@ -207,10 +208,10 @@ struct SharedQueue {
         }
         if let me {
             me.pointee.grow_cap = cap
-            jr_store_u64(&me.pointee.grow_tail, UInt64(w))
+            me.atomic(\.grow_tail).store(UInt64(w), ordering: .releasing)
         }
         TestHooks.killPoint("ring-grow-copied")
-        jr_store_u64(&q.pointee.ring_off, newOff)          // published
+        q.atomic(\.ring_off).store(newOff, ordering: .releasing)          // published
         TestHooks.killPoint("ring-grow-published")
         q.pointee.ring_cap = cap
         q.pointee.head = 0
@@ -237,10 +238,10 @@ struct SharedQueue {
             me.pointee.grow_kind = UInt32(JR_GROW_TAKERS)
             me.pointee.grow_old = old
             me.pointee.grow_cap = UInt64(cap)
-            jr_store_u64(&me.pointee.grow_new, 0)
-            jr_store_u32(&me.pointee.grow_stage, 1)
+            me.atomic(\.grow_new).store(0, ordering: .releasing)
+            me.atomic(\.grow_stage).store(1, ordering: .releasing)
             guard let off = try? Arena.allocate(bytes, recordingIn: &me.pointee.grow_new) else {
-                jr_store_u32(&me.pointee.grow_stage, 0)
+                me.atomic(\.grow_stage).store(0, ordering: .releasing)
                 return false
             }
             newOff = off
@@ -250,12 +251,12 @@ struct SharedQueue {
         }
         memset(Arena.pointer(newOff), 0, bytes)
         if old != 0 { memcpy(Arena.pointer(newOff), Arena.pointer(old), oldCap * MemoryLayout<jr_taker>.size) }
-        jr_store_u64(&q.pointee.takers_off, newOff)        // published
+        q.atomic(\.takers_off).store(newOff, ordering: .releasing)        // published
         q.pointee.takers_cap = UInt64(cap)
         if old != 0 {
             if let me { Arena.free(old, clearing: &me.pointee.grow_stage) } else { Arena.free(old) }
         } else if let me {
-            jr_store_u32(&me.pointee.grow_stage, 0)
+            me.atomic(\.grow_stage).store(0, ordering: .releasing)
         }
         return true
     }
@@ -309,7 +310,7 @@ struct SharedQueue {
             e.pointee.held_head = 0
             e.pointee.held_tail = 0
             e.pointee.pid = me.pointee.pid
-            jr_store_u32(&e.pointee.slot, slot)
+            e.atomic(\.slot).store(slot, ordering: .releasing)
             found = free
         }
         ProcessContext.processHot.pointee.cachedQueue = offset
@@ -351,21 +352,29 @@ struct SharedQueue {
     /// it, then recount the items between head and tail.
     private func repair() {   // model: repair
         let all = ProcessRegistry.slots()
-        let n = Int(jr_load_u32(&Arena.header.pointee.process_slots))
+        let n = Int(Arena.header.atomic(\.process_slots).load(ordering: .acquiring))
         let me = offset
-        for i in 0..<n where jr_load_u32(&all[i].grow_stage) != 0 && all[i].grow_queue == me { finishGrow(all + i) }
-        for i in 0..<n where jr_load_u32(&all[i].put_stage) != 0 && all[i].put_queue == me { finishPut(all + i) }   // model: finishPut
-        for i in 0..<n where jr_load_u32(&all[i].get_stage) != 0 && all[i].get_queue == me { finishGet(all + i) }   // model: finishGet
-        for i in 0..<n where jr_load_u32(&all[i].done_stage) != 0 && all[i].done_queue == me { finishTaskDone(all + i) }   // model: finishTaskDone
+        for i in 0..<n where (all + i).atomic(\.grow_stage).load(ordering: .acquiring) != 0 && all[i].grow_queue == me {
+            finishGrow(all + i)
+        }
+        for i in 0..<n where (all + i).atomic(\.put_stage).load(ordering: .acquiring) != 0 && all[i].put_queue == me {
+            finishPut(all + i)   // model: finishPut
+        }
+        for i in 0..<n where (all + i).atomic(\.get_stage).load(ordering: .acquiring) != 0 && all[i].get_queue == me {
+            finishGet(all + i)   // model: finishGet
+        }
+        for i in 0..<n where (all + i).atomic(\.done_stage).load(ordering: .acquiring) != 0 && all[i].done_queue == me {
+            finishTaskDone(all + i)   // model: finishTaskDone
+        }
         var count: UInt64 = 0
         forEachRecord { _, _ in count += 1 }
-        jr_store_u64(&q.pointee.count, count)   // model: R4
+        q.atomic(\.count).store(count, ordering: .releasing)   // model: R4
     }
 
     /// Growth: published (the queue names the new block) means roll forward
     /// and free the old one; else free the new one, if it was allocated.
     private func finishGrow(_ r: UnsafeMutablePointer<jr_process_record>) {
-        let old = r.pointee.grow_old, new = jr_load_u64(&r.pointee.grow_new)
+        let old = r.pointee.grow_old, new = r.atomic(\.grow_new).load(ordering: .acquiring)
         let ring = r.pointee.grow_kind == UInt32(JR_GROW_RING)
         let published = new != 0 && (ring ? q.pointee.ring_off : q.pointee.takers_off) == new
         if published {
@@ -381,7 +390,7 @@ struct SharedQueue {
         } else if new != 0 {
             Arena.free(new)
         }
-        jr_store_u32(&r.pointee.grow_stage, 0)
+        r.atomic(\.grow_stage).store(0, ordering: .releasing)
     }
 
     /// A put died writing its record: committed iff the tail moved (one
@@ -392,11 +401,11 @@ struct SharedQueue {
             q.pointee.unfinished = r.pointee.put_unfinished + (committed ? 1 : 0)
         }
         if committed {
-            jr_store_u64(&r.pointee.put_block, 0)
+            r.atomic(\.put_block).store(0, ordering: .releasing)
         } else if r.pointee.put_block != 0 {
             Arena.free(r.pointee.put_block, clearingOffset: &r.pointee.put_block)
         }
-        jr_store_u32(&r.pointee.put_stage, 0)
+        r.atomic(\.put_stage).store(0, ordering: .releasing)
     }
 
     /// A get died under the lock: if the item had left the ring (head moved
@@ -405,7 +414,7 @@ struct SharedQueue {
     /// if not, it is still in the queue and the kept copy's block is freed.
     /// Nothing has touched the queue since the death: the bytes are intact.
     private func finishGet(_ r: UnsafeMutablePointer<jr_process_record>) {
-        let left = jr_load_u64(&q.pointee.head) >= r.pointee.get_item_end   // model: R1
+        let left = q.atomic(\.head).load(ordering: .acquiring) >= r.pointee.get_item_end   // model: R1
         let node = r.pointee.get_held_block
         let cap = q.pointee.ring_cap
         let rec = Arena.pointer(q.pointee.ring_off) + Int(jr_ring_pos(r.pointee.get_item_head, cap))
@@ -429,7 +438,7 @@ struct SharedQueue {
             Arena.free(node)
         }
         r.pointee.get_held_block = 0
-        jr_store_u32(&r.pointee.get_stage, 0)
+        r.atomic(\.get_stage).store(0, ordering: .releasing)
     }
 
     /// A task_done died under the lock: roll forward each step not yet done.
@@ -448,7 +457,7 @@ struct SharedQueue {
         }
         if q.pointee.unfinished == r.pointee.done_unfinished { q.pointee.unfinished -= 1 }
         if node != 0 && Arena.isAllocated(node) { Arena.free(node) }
-        jr_store_u32(&r.pointee.done_stage, 0)
+        r.atomic(\.done_stage).store(0, ordering: .releasing)
     }
 
     /// The monitor, after `r`'s process died: settles what its intents name
@@ -470,7 +479,7 @@ struct SharedQueue {
         let slot = SharedQueue.slotNumber(r)
         if let t = takers {
             var has = false
-            for i in 0..<Int(q.pointee.takers_cap) where jr_load_u32(&t[i].slot) == slot { has = true; break }
+            for i in 0..<Int(q.pointee.takers_cap) where (t + i).atomic(\.slot).load(ordering: .acquiring) == slot { has = true; break }
             if !has { return }
         } else {
             return
@@ -503,13 +512,13 @@ struct SharedQueue {
         // handed them on: they stay unfinished, for any process to mark
         // done, as in Python (and a join that no one can satisfy is a
         // Deadlock). One that died (an error, a signal) lost them: they fail.
-        let endedNormally = jr_load_u32(&r.pointee.has_exit_code) != 0 && r.pointee.exit_code == 0
+        let endedNormally = r.atomic(\.has_exit_code).load(ordering: .acquiring) != 0 && r.pointee.exit_code == 0
         if e.pointee.count > 0 && !endedNormally {
             failTasksLocked(e.pointee.count, pid: r.pointee.pid,
-                            code: jr_load_u32(&r.pointee.has_exit_code) != 0 ? r.pointee.exit_code : Int32.min, name: name)
+                            code: r.atomic(\.has_exit_code).load(ordering: .acquiring) != 0 ? r.pointee.exit_code : Int32.min, name: name)
             e.pointee.count = 0
         }
-        jr_store_u32(&e.pointee.slot, 0)
+        e.atomic(\.slot).store(0, ordering: .releasing)
     }
 
     @inline(__always) private func unlock() { jr_mutex_unlock(&q.pointee.lock) }
@@ -555,7 +564,7 @@ struct SharedQueue {
     func putExternal(count: Int, block: Bool, deadline: Deadline, fill: (UnsafeMutableRawPointer) -> Void) -> PutResult {
         let me = ProcessRegistry.record
         if let me {
-            jr_store_u32(&me.pointee.put_stage, 0)
+            me.atomic(\.put_stage).store(0, ordering: .releasing)
             me.pointee.put_queue = offset
         }
         let external: UInt64
@@ -621,7 +630,7 @@ struct SharedQueue {
             me.pointee.put_queue = offset
             me.pointee.put_tail = tail
             me.pointee.put_unfinished = q.pointee.unfinished
-            jr_store_u32(&me.pointee.put_stage, 1)   // model: P3
+            me.atomic(\.put_stage).store(1, ordering: .releasing)   // model: P3
         }
         let ring = Arena.pointer(q.pointee.ring_off)
         let cap = q.pointee.ring_cap
@@ -647,13 +656,13 @@ struct SharedQueue {
             r.pointee.length = UInt32(count)
             fill(ring + Int(pos) + 8)
         }
-        if joinable { jr_store_u64(&q.pointee.unfinished, q.pointee.unfinished + 1) }   // model: P5
-        jr_store_u64(&q.pointee.tail, newTail + need)      // committed   // model: P6
+        if joinable { q.atomic(\.unfinished).store(q.pointee.unfinished + 1, ordering: .releasing) }   // model: P5
+        q.atomic(\.tail).store(newTail + need, ordering: .releasing)      // committed   // model: P6
         let depth = q.pointee.count + 1
-        jr_store_u64(&q.pointee.count, depth)
+        q.atomic(\.count).store(depth, ordering: .releasing)
         if let me, joinable || external != 0 {
-            if external != 0 { jr_store_u64(&me.pointee.put_block, 0) }
-            jr_store_u32(&me.pointee.put_stage, 0)   // model: P8
+            if external != 0 { me.atomic(\.put_block).store(0, ordering: .releasing) }
+            me.atomic(\.put_stage).store(0, ordering: .releasing)   // model: P8
         }
         q.pointee.total_put += 1
         q.pointee.total_bytes &+= UInt64(count)
@@ -685,11 +694,18 @@ struct SharedQueue {
     /// first; on a redeliver queue the block for its kept copy is allocated
     /// before the item leaves: if shared memory is short the get waits for
     /// memory (a wait the monitor sees) or fails, and the item stays queued.
+    ///
+    /// Always inlined, as `take` is: with QueueBindings.get, the per-item
+    /// path is one function. Left to the inliner, it is one only while get
+    /// stays under its size threshold, which a few more SIL instructions
+    /// per atomic access (SharedWord.swift) crossed: 67 instructions more
+    /// per item under callgrind.
+    @inline(__always)
     func get(block: Bool, deadline: Deadline, scratch: inout ScratchBuffer, recv: Bool = false, spin: Bool = true,
              consume: (UnsafeRawBufferPointer) -> Void) -> GetResult {
         // Time spent waiting is measured only when there is a wait.
         var waitedSince: Int64 = 0
-        if block && jr_load_u64(&q.pointee.count) == 0 {
+        if block && q.atomic(\.count).load(ordering: .acquiring) == 0 {
             waitedSince = monotonicNanos()
             if spin { spinUntilItems() }
         }
@@ -721,13 +737,13 @@ struct SharedQueue {
                 // has not left (get_item_end unreachable), so a repair frees it.
                 r.pointee.get_queue = offset
                 r.pointee.get_item_end = UInt64.max   // model: G1
-                jr_store_u32(&r.pointee.get_stage, 1)
+                r.atomic(\.get_stage).store(1, ordering: .releasing)
                 if (try? Arena.allocate(need, recordingIn: &r.pointee.get_held_block)) != nil {   // model: G1, alloc
                     TestHooks.killPoint("get-held-allocated")
                     entry = e
                     break
                 }
-                jr_store_u32(&r.pointee.get_stage, 0)
+                r.atomic(\.get_stage).store(0, ordering: .releasing)
             } else {
                 failed = max(8, Int(q.pointee.takers_cap) * 2) * MemoryLayout<jr_taker>.size
             }
@@ -789,7 +805,7 @@ struct SharedQueue {
             me.pointee.get_taken = e?.pointee.count ?? 0
             me.pointee.get_held_tail = e?.pointee.held_tail ?? 0   // model: G2
             if entry == nil { me.pointee.get_held_block = 0 }
-            jr_store_u32(&me.pointee.get_stage, 1)
+            me.atomic(\.get_stage).store(1, ordering: .releasing)
         }
         var external: UInt64 = 0
         var externalLength = 0
@@ -801,12 +817,12 @@ struct SharedQueue {
             scratch.reserve(length)
             if length > 0 { memcpy(scratch.base, ring + Int(pos) + 8, length) }
         }
-        jr_store_u64(&q.pointee.head, q.pointee.head + 8 + SharedQueue.padded(length))   // the item left   // model: G4
-        jr_store_u64(&q.pointee.count, q.pointee.count - 1)
+        q.atomic(\.head).store(q.pointee.head + 8 + SharedQueue.padded(length), ordering: .releasing)   // the item left   // model: G4
+        q.atomic(\.count).store(q.pointee.count - 1, ordering: .releasing)
         q.pointee.total_got += 1
         if let me {
-            if external != 0 { jr_store_u64(&me.pointee.get_block, external) }
-            jr_store_u32(&me.pointee.get_stage, 2)   // model: G6
+            if external != 0 { me.atomic(\.get_block).store(external, ordering: .releasing) }
+            me.atomic(\.get_stage).store(2, ordering: .releasing)   // model: G6
             if let e {
                 countTaken(e)   // model: G7
                 let node = me.pointee.get_held_block
@@ -819,7 +835,7 @@ struct SharedQueue {
                 TestHooks.killPoint("get-taken")
             }
             me.pointee.get_held_block = 0            // model: G9
-            jr_store_u32(&me.pointee.get_stage, 0)   // model: G10
+            me.atomic(\.get_stage).store(0, ordering: .releasing)   // model: G10
         }
         let wake = q.pointee.put_waiters > 0
         if wake { q.pointee.space_seq &+= 1 }
@@ -865,7 +881,7 @@ struct SharedQueue {
     private func spinUntilItems() {
         var i = 0
         while i < SharedQueue.spinIterations {
-            if jr_load_u64(&q.pointee.count) != 0 || jr_load_u32(&q.pointee.closed) != 0 { return }
+            if q.atomic(\.count).load(ordering: .acquiring) != 0 || q.atomic(\.closed).load(ordering: .acquiring) != 0 { return }
             // As jr_mutex_lock: past a while, let a producer that is not
             // running have the CPU.
             if i >= 1000 && i & 63 == 0 { sched_yield() } else { jr_cpu_relax() }
@@ -886,7 +902,7 @@ struct SharedQueue {
         unlock()
         let remaining = deadline.remaining
         let r = jr_futex_wait(word, seq, remaining < 0 ? SharedQueue.sleepSlice : min(remaining, SharedQueue.sleepSlice))
-        if TestHooks.pauseArmed, let me = ProcessRegistry.record, jr_load_u32(&me.pointee.verdict) != 0 {
+        if TestHooks.pauseArmed, let me = ProcessRegistry.record, me.atomic(\.verdict).load(ordering: .acquiring) != 0 {
             TestHooks.pausePoint("verdict-woken")   // woken by a verdict, before it looks again
         }
         lock()
@@ -930,7 +946,7 @@ struct SharedQueue {
             me.pointee.done_node = node
             me.pointee.done_count = e?.pointee.count ?? 0
             me.pointee.done_unfinished = q.pointee.unfinished   // model: T1
-            jr_store_u32(&me.pointee.done_stage, 1)
+            me.atomic(\.done_stage).store(1, ordering: .releasing)
         }
         TestHooks.killPoint("task-done-noted")
         if let e {
@@ -943,7 +959,7 @@ struct SharedQueue {
         }
         TestHooks.killPoint("task-done-counted")
         let left = q.pointee.unfinished - 1
-        jr_store_u64(&q.pointee.unfinished, left)   // model: T5
+        q.atomic(\.unfinished).store(left, ordering: .releasing)   // model: T5
         // The kept copy's references go once it is freed (a death before
         // that leaves them held: the repair frees the copy, never drops twice).
         var dropped = ObjectTable.DroppedReferences()
@@ -954,7 +970,7 @@ struct SharedQueue {
         if node != 0 {
             if let me { Arena.free(node, clearing: &me.pointee.done_stage) } else { Arena.free(node) }   // model: T6, T7
         } else if let me {
-            jr_store_u32(&me.pointee.done_stage, 0)
+            me.atomic(\.done_stage).store(0, ordering: .releasing)
         }
         var wake = false
         if left <= q.pointee.failed_tasks {
@@ -977,10 +993,10 @@ struct SharedQueue {
     func join(deadline: Deadline) -> JoinResult {
         lock()
         defer { unlock() }
-        while jr_load_u64(&q.pointee.unfinished) > q.pointee.failed_tasks {   // model: J1
+        while q.atomic(\.unfinished).load(ordering: .acquiring) > q.pointee.failed_tasks {   // model: J1
             if deadline.expired { return .timedOut }
             let verdict = waitLocked(&q.pointee.done_seq, waiters: &q.pointee.join_waiters, deadline: deadline, kind: JR_WAIT_JOIN)
-            if let f = verdict, jr_load_u64(&q.pointee.unfinished) > q.pointee.failed_tasks {
+            if let f = verdict, q.atomic(\.unfinished).load(ordering: .acquiring) > q.pointee.failed_tasks {
                 let told = ProcessContext.current.objects.failedTold[offset, default: 0]
                 if q.pointee.failed_tasks > told { return .failed(JobrunError(f.code, "\(f.message)\n\(tellFailedTasks(since: told))")) }
                 return .failed(f)
@@ -1011,7 +1027,7 @@ struct SharedQueue {
                 let pid = pids[i]
                 ProcessRegistry.markReported(pid)
                 guard let r = ProcessRegistry.find(pid) else { who.append("pid \(pid)"); continue }
-                let code = jr_load_u32(&r.pointee.has_exit_code) != 0 ? r.pointee.exit_code : Int32.min
+                let code = r.atomic(\.has_exit_code).load(ordering: .acquiring) != 0 ? r.pointee.exit_code : Int32.min
                 who.append("\(ProcessRegistry.name(of: r)) (pid \(pid)) \(describeExit(code))")
             }
         }
@@ -1073,7 +1089,7 @@ struct SharedQueue {
             for (e, _, _) in records where e != 0 { Arena.free(e) }
             return false
         }
-        jr_store_u64(&q.pointee.count, q.pointee.count + UInt64(items.count))
+        q.atomic(\.count).store(q.pointee.count + UInt64(items.count), ordering: .releasing)
         q.pointee.items_seq &+= 1
         _ = jr_futex_wake(&q.pointee.items_seq, Int32.max)
         return true
@@ -1110,7 +1126,7 @@ struct SharedQueue {
             let cap = max(16, oldCap * 2)
             guard let new = try? Arena.allocateZeroed(cap * MemoryLayout<Int32>.size) else { return }
             if old != 0 { memcpy(Arena.pointer(new), Arena.pointer(old), oldCap * MemoryLayout<Int32>.size) }
-            jr_store_u64(&q.pointee.failed_more_off, new)
+            q.atomic(\.failed_more_off).store(new, ordering: .releasing)
             q.pointee.failed_more_cap = UInt64(cap)
             if old != 0 { Arena.free(old) }
         }

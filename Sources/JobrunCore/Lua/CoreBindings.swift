@@ -1,3 +1,4 @@
+import Atomics
 import CJobrunShims
 import CLua
 import Glibc
@@ -274,7 +275,7 @@ enum CoreBindings {
     static let recordedExit: jr_swift_fn = { L in
         let L = L!
         let pid = pid_t(truncatingIfNeeded: lua_tointegerx(L, 1, nil))
-        if let r = ProcessRegistry.find(pid), jr_load_u32(&r.pointee.has_exit_code) != 0 {
+        if let r = ProcessRegistry.find(pid), r.atomic(\.has_exit_code).load(ordering: .acquiring) != 0 {
             lua_pushinteger(L, lua_Integer(r.pointee.exit_code))
         } else {
             lua_pushnil(L)
@@ -290,7 +291,7 @@ enum CoreBindings {
         let pid = pid_t(truncatingIfNeeded: lua_tointegerx(L, 1, nil))
         let running: Bool
         if let r = ProcessRegistry.find(pid) {
-            running = !ProcessRegistry.hasEnded(r) && jr_load_u32(&r.pointee.has_exit_code) == 0
+            running = !ProcessRegistry.hasEnded(r) && r.atomic(\.has_exit_code).load(ordering: .acquiring) == 0
         } else {
             running = pid > 0 && (kill(pid, 0) == 0 || Glibc.errno == EPERM)
         }

@@ -1,3 +1,4 @@
+import Atomics
 import CJobrunShims
 import CLua
 import Glibc
@@ -254,13 +255,13 @@ enum DictBindings {
     static func storeInteger(_ x: Int64, _ v: UnsafeMutablePointer<jr_value>) {
         v.pointee.integer = x
         TestHooks.killPoint("value-write-midway")
-        jr_store_u32(&v.pointee.is_float, 0)
+        v.atomic(\.is_float).store(0, ordering: .releasing)
     }
 
     static func storeFloat(_ x: Double, _ v: UnsafeMutablePointer<jr_value>) {
         v.pointee.number = x
         TestHooks.killPoint("value-write-midway")
-        jr_store_u32(&v.pointee.is_float, 1)
+        v.atomic(\.is_float).store(1, ordering: .releasing)
     }
 
     static func requireNumber(_ L: LuaState, _ index: Int32, _ what: String) -> Bool {

@@ -226,6 +226,8 @@ enum QueueBindings {
     }
 
     /// `spreading`: a field of the message decoded in place (`_get_into`).
+    /// Always inlined into queueGet: see SharedQueue.get.
+    @inline(__always)
     static func get(_ L: LuaState, _ q: SharedQueue, block: Bool, timeout: Double?) -> Int32 {
         var decodeError: String? = nil
         let r = q.get(block: block, deadline: Deadline(timeout: block ? timeout : 0), scratch: &ProcessContext.hot(L).pointee.scratch) { bytes in

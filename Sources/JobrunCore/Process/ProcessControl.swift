@@ -1,3 +1,4 @@
+import Atomics
 import CJobrunShims
 import Glibc
 
@@ -42,7 +43,7 @@ enum ProcessControl {
         }
         guard ctx.children.isSubreaper else { return }
         let all = ProcessRegistry.slots()
-        let count = Int(jr_load_u32(&ProcessRegistry.header.pointee.process_slots))
+        let count = Int(ProcessRegistry.header.atomic(\.process_slots).load(ordering: .acquiring))
         for i in 0..<count {
             let pid = all[i].pid
             if isAdopted(pid) && endedChild(P_PID, id_t(pid)) != nil { _ = reap(pid) }
@@ -182,7 +183,7 @@ enum ProcessControl {
         // parent) or not our child: the run's record may have its exit code;
         // else its status is lost, so report the generic failure code.
         forget(pid)
-        if let r = ProcessRegistry.find(pid), jr_load_u32(&r.pointee.has_exit_code) != 0 { return r.pointee.exit_code }
+        if let r = ProcessRegistry.find(pid), r.atomic(\.has_exit_code).load(ordering: .acquiring) != 0 { return r.pointee.exit_code }
         return 255
     }
 
@@ -209,7 +210,7 @@ enum ProcessControl {
             var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             let ms: Int32 = remaining < 0 ? 200 : Int32(min(200, (remaining + 999_999) / 1_000_000))
             _ = Glibc.poll(&pfd, 1, ms)
-            if target != nil, let r = ProcessRegistry.record { jr_store_u32(&r.pointee.wait_kind, UInt32(JR_WAIT_NONE)) }
+            if target != nil, let r = ProcessRegistry.record { r.atomic(\.wait_kind).store(UInt32(JR_WAIT_NONE), ordering: .releasing) }
             // The monitor's verdict on this join comes first, even when the
             // process joined has just ended by raising the same verdict.
             if let f = ProcessRegistry.takeVerdict() { return .failed(f) }

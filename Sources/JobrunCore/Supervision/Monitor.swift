@@ -1,3 +1,4 @@
+import Atomics
 import CJobrunShims
 import Glibc
 
@@ -198,13 +199,13 @@ enum Monitor {
             let mainFD = jr_pidfd_open(main)
             while true {
                 let all = ProcessRegistry.slots()
-                let n = Int(jr_load_u32(&Arena.header.pointee.process_slots))
+                let n = Int(Arena.header.atomic(\.process_slots).load(ordering: .acquiring))
                 // Watch processes that registered since the last tick,
                 // those still starting included (once their pid is known).
                 var starting = false
                 for i in 0..<n {
                     let r = all + i
-                    let state = jr_load_u32(&r.pointee.state)
+                    let state = r.atomic(\.state).load(ordering: .acquiring)
                     if state == UInt32(JR_PROC_STARTING) {
                         starting = true
                         if r.pointee.pid == 0 { abandonIfOrphaned(r); continue }
@@ -234,7 +235,8 @@ enum Monitor {
                     polled.removeValue(forKey: i)
                     if all[i].pid == pid { end(i, all + i) }
                 }
-                for (i, since) in repairing where all[i].start_ns != since || jr_load_u32(&all[i].state) != UInt32(JR_PROC_RUNNING) {
+                for (i, since) in repairing
+                where all[i].start_ns != since || (all + i).atomic(\.state).load(ordering: .acquiring) != UInt32(JR_PROC_RUNNING) {
                     repairing.removeValue(forKey: i)
                 }
                 while !deferred.isEmpty && repairing.count < State.maxRepairThreads {
@@ -253,11 +255,11 @@ enum Monitor {
         /// process will ever take it over.
         func abandonIfOrphaned(_ r: UnsafeMutablePointer<jr_process_record>) {
             let parent = r.pointee.parent_pid
-            if let p = ProcessRegistry.find(parent), jr_load_u32(&p.pointee.state) == UInt32(JR_PROC_RUNNING),
+            if let p = ProcessRegistry.find(parent), p.atomic(\.state).load(ordering: .acquiring) == UInt32(JR_PROC_RUNNING),
                processIsAlive(parent, start: ProcessIdentity.start(of: p)) { return }
             // No lock (the monitor takes none): nothing else writes a
             // STARTING record whose parent is gone.
-            if r.pointee.pid == 0 { jr_store_u32(&r.pointee.state, UInt32(JR_PROC_FREE)) }
+            if r.pointee.pid == 0 { r.atomic(\.state).store(UInt32(JR_PROC_FREE), ordering: .releasing) }
         }
 
         /// The process of slot `i` has ended. What it held (items, intents,
@@ -294,15 +296,15 @@ enum Monitor {
         func finish() -> Never {
             // The main process was killed with its status line on the screen.
             let h = Arena.header
-            if jr_load_u32(&h.pointee.progress_state) == UInt32(JR_PROGRESS_ON) && h.pointee.progress_drawn != 0 {
+            if h.atomic(\.progress_state).load(ordering: .acquiring) == UInt32(JR_PROGRESS_ON) && h.pointee.progress_drawn != 0 {
                 writeAll(2, "\r\u{1B}[K")
             }
             let all = ProcessRegistry.slots()
-            let n = Int(jr_load_u32(&Arena.header.pointee.process_slots))
+            let n = Int(Arena.header.atomic(\.process_slots).load(ordering: .acquiring))
             // Through the pidfds: a process that ended and was reaped since the
             // last tick may have had its pid reused by an unrelated process.
             for i in 0..<n where all[i].pid != main && all[i].pid > 0 {
-                let state = jr_load_u32(&all[i].state)
+                let state = (all + i).atomic(\.state).load(ordering: .acquiring)
                 guard state == UInt32(JR_PROC_RUNNING) || state == UInt32(JR_PROC_STARTING) else { continue }
                 if let fd = pidfds[i] {
                     _ = jr_pidfd_send_signal(fd, SIGKILL)
@@ -327,15 +329,15 @@ enum Monitor {
             // (a reaper marks end_ns first); after that the pid may be reused,
             // and the exit code comes from the reaper instead.
             let reaping = r.pointee.end_ns != 0
-            if jr_load_u32(&r.pointee.has_exit_code) == 0, !reaping, let code = exitCodeFromProc(r.pointee.pid) {
+            if r.atomic(\.has_exit_code).load(ordering: .acquiring) == 0, !reaping, let code = exitCodeFromProc(r.pointee.pid) {
                 r.pointee.exit_code = code
-                jr_store_u32(&r.pointee.has_exit_code, 1)
+                r.atomic(\.has_exit_code).store(1, ordering: .releasing)
             }
             // A reaper between marking and recording: how it ended decides
             // what becomes of the items it held (SharedQueue.processDied),
             // so wait for the code a moment (bounded: the reaper may be stopped).
             var waited = 0
-            while reaping && jr_load_u32(&r.pointee.has_exit_code) == 0 && waited < 200 {
+            while reaping && r.atomic(\.has_exit_code).load(ordering: .acquiring) == 0 && waited < 200 {
                 usleep(1000)
                 waited += 1
             }
@@ -344,24 +346,24 @@ enum Monitor {
             // Intents it left, each settled by the queue it names; then its
             // share of the items of every JoinableQueue.
             finishTaskDone(r)   // model: M1
-            if jr_load_u32(&r.pointee.get_stage) != 0 { SharedQueue(offset: r.pointee.get_queue).settle() }   // model: M1
-            if jr_load_u32(&r.pointee.grow_stage) != 0 { SharedQueue(offset: r.pointee.grow_queue).settle() }
-            if jr_load_u32(&r.pointee.put_stage) != 0 || jr_load_u64(&r.pointee.put_block) != 0 {
+            if r.atomic(\.get_stage).load(ordering: .acquiring) != 0 { SharedQueue(offset: r.pointee.get_queue).settle() }   // model: M1
+            if r.atomic(\.grow_stage).load(ordering: .acquiring) != 0 { SharedQueue(offset: r.pointee.grow_queue).settle() }
+            if r.atomic(\.put_stage).load(ordering: .acquiring) != 0 || r.atomic(\.put_block).load(ordering: .acquiring) != 0 {
                 SharedQueue(offset: r.pointee.put_queue).abandonPut(r)
             }
-            let block = jr_load_u64(&r.pointee.get_block)
+            let block = r.atomic(\.get_block).load(ordering: .acquiring)
             if block != 0 { Arena.free(block, clearingOffset: &r.pointee.get_block) }
             Arena.forgetWaiter(r)
             redeliver(r, name: name)   // model: M2-M4
             PipeHolders.ended(r)   // the ends it held may have no holder left: EOF
             ObjectTable.dropHoldings(of: r)   // what a killed process held is freed if no one else holds it
-            jr_store_u32(&r.pointee.state, UInt32(JR_PROC_EXITED))   // model: M5
+            r.atomic(\.state).store(UInt32(JR_PROC_EXITED), ordering: .releasing)   // model: M5
         }
 
         /// A process died inside task_done, under the queue's lock: taking
         /// the lock runs the repair that rolls it forward (SharedQueue).
         func finishTaskDone(_ r: UnsafeMutablePointer<jr_process_record>) {
-            if jr_load_u32(&r.pointee.done_stage) != 0 { SharedQueue(offset: r.pointee.done_queue).settle() }
+            if r.atomic(\.done_stage).load(ordering: .acquiring) != 0 { SharedQueue(offset: r.pointee.done_queue).settle() }
         }
 
         /// Puts the items a dead process kept from redeliver queues back at
@@ -382,12 +384,12 @@ enum Monitor {
 
         mutating func checkDeadlock() {
             let all = ProcessRegistry.slots()
-            let n = Int(jr_load_u32(&Arena.header.pointee.process_slots))
+            let n = Int(Arena.header.atomic(\.process_slots).load(ordering: .acquiring))
             var live: [Int] = []
             var kinds: [Int] = []
-            for i in 0..<n where jr_load_u32(&all[i].state) == UInt32(JR_PROC_RUNNING) {
+            for i in 0..<n where (all + i).atomic(\.state).load(ordering: .acquiring) == UInt32(JR_PROC_RUNNING) {
                 let r = all + i
-                let kind = Int(jr_load_u32(&r.pointee.wait_kind))
+                let kind = Int(r.atomic(\.wait_kind).load(ordering: .acquiring))
                 if kind == JR_WAIT_NONE || r.pointee.wait_timed != 0 || hasVerdict(r) || !Waits.isStuck(r) {
                     stable = 0; gens.removeAll(); return
                 }
@@ -396,9 +398,9 @@ enum Monitor {
             }
             if live.isEmpty { stable = 0; return }
             var same = gens.count == live.count
-            for i in live where gens[i] != jr_load_u64(&all[i].wait_gen) { same = false }
+            for i in live where gens[i] != (all + i).atomic(\.wait_gen).load(ordering: .acquiring) { same = false }
             if !same {
-                gens = Dictionary(uniqueKeysWithValues: live.map { ($0, jr_load_u64(&all[$0].wait_gen)) })
+                gens = Dictionary(uniqueKeysWithValues: live.map { ($0, (all + $0).atomic(\.wait_gen).load(ordering: .acquiring)) })
                 stable = 0
                 return
             }
@@ -412,9 +414,9 @@ enum Monitor {
         /// it is continued). A verdict left over from an earlier sleep is
         /// dropped here, so a new verdict can be judged on its present one.
         func hasVerdict(_ r: UnsafeMutablePointer<jr_process_record>) -> Bool {
-            if jr_load_u32(&r.pointee.verdict) == 0 { return false }
-            if r.pointee.verdict_token == jr_load_u64(&r.pointee.wait_token) { return true }
-            jr_store_u32(&r.pointee.verdict, 0)
+            if r.atomic(\.verdict).load(ordering: .acquiring) == 0 { return false }
+            if r.pointee.verdict_token == r.atomic(\.wait_token).load(ordering: .acquiring) { return true }
+            r.atomic(\.verdict).store(0, ordering: .releasing)
             return false
         }
 
@@ -442,10 +444,10 @@ enum Monitor {
                 buf.copyBytes(from: bytes)
                 buf[bytes.count] = 0
             }
-            jr_store_u32(&h.pointee.failed, kind)
+            h.atomic(\.failed).store(kind, ordering: .releasing)
             for r in stuck {
-                r.pointee.verdict_token = jr_load_u64(&r.pointee.wait_token)
-                jr_store_u32(&r.pointee.verdict, kind)
+                r.pointee.verdict_token = r.atomic(\.wait_token).load(ordering: .acquiring)
+                r.atomic(\.verdict).store(kind, ordering: .releasing)
             }
             for (r, kind) in zip(stuck, kinds) {
                 // A join of a process polls its pidfd and looks when it wakes;
@@ -453,7 +455,7 @@ enum Monitor {
                 // futex word to bump.
                 if kind == JR_WAIT_PROCESS { continue }
                 let word = Arena.pointer(r.pointee.wait_word).assumingMemoryBound(to: UInt32.self)
-                jr_add_u32(word, 1)
+                word.atomic.wrappingIncrement(ordering: .acquiringAndReleasing)
                 _ = jr_futex_wake(word, Int32.max)
             }
         }
@@ -461,10 +463,13 @@ enum Monitor {
         /// Processes of the run that ended abnormally, described.
         func deadProcesses() -> [String] {
             let all = ProcessRegistry.slots()
-            let n = Int(jr_load_u32(&Arena.header.pointee.process_slots))
+            let n = Int(Arena.header.atomic(\.process_slots).load(ordering: .acquiring))
             var out: [String] = []
-            for i in 0..<n where jr_load_u32(&all[i].state) == UInt32(JR_PROC_EXITED) && jr_load_u32(&all[i].has_exit_code) != 0 && all[i].exit_code != 0 {
-                out.append("\(ProcessRegistry.name(of: all + i)) (pid \(all[i].pid)) \(describeExit(all[i].exit_code))")
+            for i in 0..<n {
+                let r = all + i
+                guard r.atomic(\.state).load(ordering: .acquiring) == UInt32(JR_PROC_EXITED),
+                      r.atomic(\.has_exit_code).load(ordering: .acquiring) != 0, r.pointee.exit_code != 0 else { continue }
+                out.append("\(ProcessRegistry.name(of: r)) (pid \(r.pointee.pid)) \(describeExit(r.pointee.exit_code))")
             }
             return out
         }

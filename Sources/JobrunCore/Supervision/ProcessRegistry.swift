@@ -1,3 +1,4 @@
+import Atomics
 import CJobrunShims
 import Glibc
 
@@ -43,7 +44,7 @@ enum ProcessRegistry {
     private static func own(_ r: UnsafeMutablePointer<jr_process_record>) {
         ProcessContext.current.identity.start = ProcessIdentity.start(of: r)
         r.pointee.pid = getpid()
-        jr_store_u32(&r.pointee.state, UInt32(JR_PROC_RUNNING))
+        r.atomic(\.state).store(UInt32(JR_PROC_RUNNING), ordering: .releasing)
         ProcessContext.current.own(r, slot: UInt32(slots().distance(to: r) + 1))
     }
 
@@ -51,7 +52,7 @@ enum ProcessRegistry {
     /// for a scan of the records to tell that it may have missed one.
     static func claimsSoFar() -> UInt64 {
         let h = header
-        return UInt64(jr_load_u32(&h.pointee.process_slots)) << 32 | UInt64(jr_load_u32(&h.pointee.recycle_next))
+        return UInt64(h.atomic(\.process_slots).load(ordering: .acquiring)) << 32 | UInt64(h.atomic(\.recycle_next).load(ordering: .acquiring))
     }
 
     /// Claims and fills a record (proc_lock held), still FREE to the monitor;
@@ -64,13 +65,13 @@ enum ProcessRegistry {
         let all = slots()
         var i = Int(h.pointee.process_slots)
         if i < Int(JR_MAX_PROCESSES) {
-            jr_store_u32(&h.pointee.process_slots, UInt32(i + 1))
+            h.atomic(\.process_slots).store(UInt32(i + 1), ordering: .releasing)
         } else {
             guard let j = recyclable(all, h) else { return nil }
             i = j
         }
         let r = all + i
-        jr_store_u32(&r.pointee.state, UInt32(JR_PROC_FREE))   // the monitor skips it while it is filled
+        r.atomic(\.state).store(UInt32(JR_PROC_FREE), ordering: .releasing)   // the monitor skips it while it is filled
         memset(r, 0, MemoryLayout<jr_process_record>.size)
         r.pointee.parent_pid = parent
         r.pointee.start_ns = monotonicNanos()
@@ -87,7 +88,7 @@ enum ProcessRegistry {
         lockProcessTable()
         defer { jr_mutex_unlock(&h.pointee.proc_lock) }
         guard let i = claimLocked(name: name, parent: getpid()) else { return nil }
-        jr_store_u32(&slots()[i].state, UInt32(JR_PROC_STARTING))
+        (slots() + i).atomic(\.state).store(UInt32(JR_PROC_STARTING), ordering: .releasing)
         return i
     }
 
@@ -104,7 +105,7 @@ enum ProcessRegistry {
         lockProcessTable()
         defer { jr_mutex_unlock(&h.pointee.proc_lock) }
         let r = slots() + slot
-        jr_store_u32(&r.pointee.state, UInt32(JR_PROC_FREE))
+        r.atomic(\.state).store(UInt32(JR_PROC_FREE), ordering: .releasing)
         r.pointee.pid = 0
     }
 
@@ -113,7 +114,7 @@ enum ProcessRegistry {
     static func takeOver(_ slot: Int, name: String, parent: pid_t) {
         let r = slots() + slot
         guard slot >= 0, slot < Int(JR_MAX_PROCESSES),
-              jr_load_u32(&r.pointee.state) == UInt32(JR_PROC_STARTING),
+              r.atomic(\.state).load(ordering: .acquiring) == UInt32(JR_PROC_STARTING),
               r.pointee.parent_pid == parent || r.pointee.pid == getpid() else {
             register(name: name, parent: parent)
             return
@@ -139,11 +140,12 @@ enum ProcessRegistry {
         for k in 0..<n {
             let i = (start + k) % n
             let r = all + i
-            if jr_load_u32(&r.pointee.state) == UInt32(JR_PROC_FREE) {   // a start that failed
-                jr_store_u32(&h.pointee.recycle_next, UInt32((i + 1) % n))
+            if r.atomic(\.state).load(ordering: .acquiring) == UInt32(JR_PROC_FREE) {   // a start that failed
+                h.atomic(\.recycle_next).store(UInt32((i + 1) % n), ordering: .releasing)
                 return i
             }
-            guard jr_load_u32(&r.pointee.state) == UInt32(JR_PROC_EXITED), jr_load_u32(&r.pointee.has_exit_code) != 0, r.pointee.pid != getpid() else { continue }
+            guard r.atomic(\.state).load(ordering: .acquiring) == UInt32(JR_PROC_EXITED),
+                  r.atomic(\.has_exit_code).load(ordering: .acquiring) != 0, r.pointee.pid != getpid() else { continue }
             if isUnseenFailure(r) {
                 guard takingUnseen else { continue }
                 h.pointee.recycled_unseen += 1
@@ -152,7 +154,7 @@ enum ProcessRegistry {
             h.pointee.recycled_got &+= r.pointee.items_got
             h.pointee.recycled_put &+= r.pointee.items_put
             if r.pointee.has_usage != 0 { h.pointee.recycled_cpu_us &+= r.pointee.user_us + r.pointee.system_us }
-            jr_store_u32(&h.pointee.recycle_next, UInt32((i + 1) % n))
+            h.atomic(\.recycle_next).store(UInt32((i + 1) % n), ordering: .releasing)
             return i
         }
         return nil
@@ -169,17 +171,11 @@ enum ProcessRegistry {
     /// Notes that the process of `r` has ended, at the first sighting
     /// (monitor, or a reaper before it reaps: see Monitor.pidfd).
     static func markEnded(_ r: UnsafeMutablePointer<jr_process_record>) {
-        withUnsafeMutablePointer(to: &r.pointee.end_ns) {
-            $0.withMemoryRebound(to: UInt64.self, capacity: 1) { p in
-                _ = jr_cas_u64(p, 0, UInt64(monotonicNanos()))
-            }
-        }
+        _ = r.atomic(\.end_ns).compareExchange(expected: 0, desired: monotonicNanos(), ordering: .acquiringAndReleasing)
     }
 
     static func hasEnded(_ r: UnsafeMutablePointer<jr_process_record>) -> Bool {
-        withUnsafeMutablePointer(to: &r.pointee.end_ns) {
-            $0.withMemoryRebound(to: UInt64.self, capacity: 1) { jr_load_u64($0) != 0 }
-        }
+        r.atomic(\.end_ns).load(ordering: .acquiring) != 0
     }
 
     /// The record of `pid`, if it is a process of this run: the newest one
@@ -193,10 +189,10 @@ enum ProcessRegistry {
     /// (unknown) matches the newest record with that pid.
     static func find(_ pid: pid_t, start: UInt64) -> UnsafeMutablePointer<jr_process_record>? {
         let all = slots()
-        var i = Int(jr_load_u32(&header.pointee.process_slots))
+        var i = Int(header.atomic(\.process_slots).load(ordering: .acquiring))
         while i > 0 {
             i -= 1
-            if all[i].pid == pid && jr_load_u32(&all[i].state) != UInt32(JR_PROC_FREE)
+            if all[i].pid == pid && (all + i).atomic(\.state).load(ordering: .acquiring) != UInt32(JR_PROC_FREE)
                 && (start == 0 || ProcessIdentity.start(of: all + i) == start) { return all + i }
         }
         return nil
@@ -211,7 +207,7 @@ enum ProcessRegistry {
         r.pointee.wait_word = Arena.offset(of: word)
         r.pointee.wait_timed = timed ? 1 : 0
         r.pointee.wait_token &+= 1
-        jr_store_u32(&r.pointee.wait_kind, UInt32(kind))
+        r.atomic(\.wait_kind).store(UInt32(kind), ordering: .releasing)
     }
 
     /// `willWait` for a sleep on `word` while it holds `value`: the monitor
@@ -231,8 +227,8 @@ enum ProcessRegistry {
     static func didWait(_ futexResult: Int32 = 0) {
         guard let r = record else { return }
         // Read by the monitor, which loads it with acquire: one atomic store.
-        if futexResult != -ETIMEDOUT { jr_store_u64(&r.pointee.wait_gen, r.pointee.wait_gen &+ 1) }
-        jr_store_u32(&r.pointee.wait_kind, UInt32(JR_WAIT_NONE))
+        if futexResult != -ETIMEDOUT { r.atomic(\.wait_gen).store(r.pointee.wait_gen &+ 1, ordering: .releasing) }
+        r.atomic(\.wait_kind).store(UInt32(JR_WAIT_NONE), ordering: .releasing)
     }
 
     /// The monitor's verdict on the sleep that just ended (call after
@@ -243,13 +239,13 @@ enum ProcessRegistry {
     /// their condition is still false, as a verdict can cross a wake.
     static func takeVerdict() -> JobrunError? {
         guard let r = record else { return nil }
-        let kind = jr_load_u32(&r.pointee.verdict)
+        let kind = r.atomic(\.verdict).load(ordering: .acquiring)
         if kind == 0 { return nil }
         let token = r.pointee.verdict_token
         let text = withUnsafeBytes(of: &header.pointee.failure) { buf in
             String(decoding: buf.prefix(while: { $0 != 0 }), as: UTF8.self)
         }
-        jr_store_u32(&r.pointee.verdict, 0)
+        r.atomic(\.verdict).store(0, ordering: .releasing)
         guard token == r.pointee.wait_token else { return nil }
         return JobrunError(kind == 2 ? .workerDied : .deadlock, text)
     }
@@ -264,9 +260,12 @@ enum ProcessRegistry {
         TestHooks.pausePoint("verdict-raising")
         if verdict.code == .workerDied {
             let all = slots()
-            let n = Int(jr_load_u32(&header.pointee.process_slots))
-            for i in 0..<n where jr_load_u32(&all[i].state) == UInt32(JR_PROC_EXITED) && jr_load_u32(&all[i].has_exit_code) != 0 && all[i].exit_code != 0 {
-                jr_store_u32(&all[i].reported, 1)
+            let n = Int(header.atomic(\.process_slots).load(ordering: .acquiring))
+            for i in 0..<n {
+                let r = all + i
+                guard r.atomic(\.state).load(ordering: .acquiring) == UInt32(JR_PROC_EXITED),
+                      r.atomic(\.has_exit_code).load(ordering: .acquiring) != 0, r.pointee.exit_code != 0 else { continue }
+                r.atomic(\.reported).store(1, ordering: .releasing)
             }
         }
         return Lua.raise(L, verdict.code.kind, "\(operation): \(verdict.message)")
@@ -290,10 +289,13 @@ enum ProcessRegistry {
         let all = slots()
         let start = monotonicNanos()
         while monotonicNanos() - start < verdictGraceNanos {
-            let n = Int(jr_load_u32(&header.pointee.process_slots))
+            let n = Int(header.atomic(\.process_slots).load(ordering: .acquiring))
             var pending = false
-            for i in 0..<n where all + i != me && jr_load_u32(&all[i].state) == UInt32(JR_PROC_RUNNING) {
-                if jr_load_u32(&all[i].verdict) != 0 && jr_load_u64(&all[i].verdict_token) == jr_load_u64(&all[i].wait_token) {
+            for i in 0..<n where all + i != me {
+                let r = all + i
+                guard r.atomic(\.state).load(ordering: .acquiring) == UInt32(JR_PROC_RUNNING) else { continue }
+                if r.atomic(\.verdict).load(ordering: .acquiring) != 0
+                    && r.atomic(\.verdict_token).load(ordering: .acquiring) == r.atomic(\.wait_token).load(ordering: .acquiring) {
                     pending = true
                     break
                 }
@@ -307,20 +309,20 @@ enum ProcessRegistry {
     /// waited since: it is raising it (or caught it, or found its wait
     /// satisfied after all), so it may be writing its own report.
     static func isActingOnVerdict(_ pid: pid_t) -> Bool {
-        guard let r = find(pid), jr_load_u32(&r.pointee.state) == UInt32(JR_PROC_RUNNING),
+        guard let r = find(pid), r.atomic(\.state).load(ordering: .acquiring) == UInt32(JR_PROC_RUNNING),
               !hasEnded(r) else { return false }
-        let token = jr_load_u64(&r.pointee.verdict_token)
-        return token != 0 && token == jr_load_u64(&r.pointee.wait_token)
+        let token = r.atomic(\.verdict_token).load(ordering: .acquiring)
+        return token != 0 && token == r.atomic(\.wait_token).load(ordering: .acquiring)
     }
 
     /// The script has been told how `pid` ended.
     static func markReported(_ pid: pid_t) {
-        if let r = find(pid) { jr_store_u32(&r.pointee.reported, 1) }
+        if let r = find(pid) { r.atomic(\.reported).store(1, ordering: .releasing) }
     }
 
     /// The script sent `pid` the signal it may die of.
     static func markSignalled(_ pid: pid_t) {
-        if let r = find(pid) { jr_store_u32(&r.pointee.signalled, 1) }
+        if let r = find(pid) { r.atomic(\.signalled).store(1, ordering: .releasing) }
     }
 
     /// Workers that failed (ended with a non-zero status, or by a signal the
@@ -328,12 +330,12 @@ enum ProcessRegistry {
     /// 41) exited with status 1", in the order of their records.
     static func unseenFailures() -> [String] {
         let all = slots()
-        let n = Int(jr_load_u32(&header.pointee.process_slots))
+        let n = Int(header.atomic(\.process_slots).load(ordering: .acquiring))
         let me = getpid()
         var out: [String] = []
-        for i in 0..<n where jr_load_u32(&all[i].state) != UInt32(JR_PROC_FREE) && all[i].pid != me {
+        for i in 0..<n {
             let r = all + i
-            guard isUnseenFailure(r) else { continue }
+            guard r.atomic(\.state).load(ordering: .acquiring) != UInt32(JR_PROC_FREE), r.pointee.pid != me, isUnseenFailure(r) else { continue }
             out.append("\(name(of: r)) (pid \(r.pointee.pid)) \(describeExit(r.pointee.exit_code))")
         }
         return out
@@ -344,9 +346,9 @@ enum ProcessRegistry {
 
     /// Whether the reaped process of `r` failed and the script was never told.
     private static func isUnseenFailure(_ r: UnsafeMutablePointer<jr_process_record>) -> Bool {
-        guard jr_load_u32(&r.pointee.has_exit_code) != 0, jr_load_u32(&r.pointee.reported) == 0 else { return false }
+        guard r.atomic(\.has_exit_code).load(ordering: .acquiring) != 0, r.atomic(\.reported).load(ordering: .acquiring) == 0 else { return false }
         let code = r.pointee.exit_code
-        return !(code == 0 || (code < 0 && jr_load_u32(&r.pointee.signalled) != 0) || diedWithParent(r))
+        return !(code == 0 || (code < 0 && r.atomic(\.signalled).load(ordering: .acquiring) != 0) || diedWithParent(r))
     }
 
     /// Whether `r` was killed by the SIGKILL a worker gets when the process
@@ -366,7 +368,7 @@ enum ProcessRegistry {
         markEnded(r)
         if let u = usage { store(u, in: r) }
         r.pointee.exit_code = code
-        jr_store_u32(&r.pointee.has_exit_code, 1)
+        r.atomic(\.has_exit_code).store(1, ordering: .releasing)
     }
 
     /// A child `pid` has ended and is about to be reaped: mark its record

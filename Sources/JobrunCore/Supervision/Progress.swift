@@ -1,3 +1,4 @@
+import Atomics
 import CJobrunShims
 import Glibc
 
@@ -36,7 +37,7 @@ public enum Progress {
         if on { atexit { Progress.stop() } }
     }
 
-    static var isOn: Bool { jr_load_u32(&Arena.header.pointee.progress_state) == UInt32(JR_PROGRESS_ON) }
+    static var isOn: Bool { Arena.header.atomic(\.progress_state).load(ordering: .acquiring) == UInt32(JR_PROGRESS_ON) }
 
     /// What a process writes before a new line on `fd` so it does not run into
     /// the status line: "\r\e[K" while the line is on and `fd` is a terminal.
@@ -64,9 +65,9 @@ public enum Progress {
     public static func stop() {
         guard Arena.isAttached, ProcessContext.current.identity.isMain else { return }
         let h = Arena.header
-        guard jr_load_u32(&h.pointee.progress_state) == UInt32(JR_PROGRESS_ON) else { return }
+        guard h.atomic(\.progress_state).load(ordering: .acquiring) == UInt32(JR_PROGRESS_ON) else { return }
         lockProgress(h)
-        jr_store_u32(&h.pointee.progress_state, UInt32(JR_PROGRESS_OFF))
+        h.atomic(\.progress_state).store(UInt32(JR_PROGRESS_OFF), ordering: .releasing)
         if h.pointee.progress_drawn != 0 {
             writeAll(2, "\r\u{1B}[K")
             h.pointee.progress_drawn = 0
@@ -94,9 +95,7 @@ public enum Progress {
                     // Published by first_ns, written last: the monitor reads
                     // without the lock and skips a slot still being filled.
                     copyCString(name, into: &counters[i].name)
-                    withUnsafeMutablePointer(to: &counters[i].first_ns) {
-                        $0.withMemoryRebound(to: UInt64.self, capacity: 1) { jr_store_u64($0, UInt64(monotonicNanos())) }
-                    }
+                    (counters + i).atomic(\.first_ns).store(monotonicNanos(), ordering: .releasing)
                     index = i
                     break
                 }
@@ -108,8 +107,8 @@ public enum Progress {
             ctx.supervision.counterSlots[name] = i
         }
         let c = counters + index!
-        if let total { jr_store_u64(&c.pointee.total, total) }
-        jr_store_u64(&c.pointee.done, done)
+        if let total { c.atomic(\.total).store(total, ordering: .releasing) }
+        c.atomic(\.done).store(done, ordering: .releasing)
     }
 
     struct Counter { let name: String; let done: UInt64; let total: UInt64; let firstNanos: Int64 }
@@ -119,12 +118,11 @@ public enum Progress {
         return withUnsafeMutablePointer(to: &h.pointee.counters) {
             let c = UnsafeMutableRawPointer($0).assumingMemoryBound(to: jr_progress_counter.self)
             return (0..<Int(JR_MAX_COUNTERS)).compactMap { i in
-                let first = withUnsafeMutablePointer(to: &c[i].first_ns) {
-                    $0.withMemoryRebound(to: UInt64.self, capacity: 1) { jr_load_u64($0) }
-                }
+                let counter = c + i
+                let first = counter.atomic(\.first_ns).load(ordering: .acquiring)
                 if first == 0 { return nil }
-                let name = cString(&c[i].name)
-                return Counter(name: name, done: jr_load_u64(&c[i].done), total: jr_load_u64(&c[i].total), firstNanos: c[i].first_ns)
+                return Counter(name: cString(&c[i].name), done: counter.atomic(\.done).load(ordering: .acquiring),
+                               total: counter.atomic(\.total).load(ordering: .acquiring), firstNanos: first)
             }
         }
     }
@@ -138,7 +136,7 @@ public enum Progress {
 
         mutating func tick() {
             let h = Arena.header
-            guard jr_load_u32(&h.pointee.progress_state) == UInt32(JR_PROGRESS_ON) else { return }
+            guard h.atomic(\.progress_state).load(ordering: .acquiring) == UInt32(JR_PROGRESS_ON) else { return }
             let now = monotonicNanos()
             guard now - h.pointee.run_start_ns >= Progress.firstDrawAfter, now - lastDraw >= Progress.redrawEvery else { return }
             lastDraw = now
@@ -146,7 +144,7 @@ public enum Progress {
             // Only if free: a process stopped while it holds the lock (in
             // jobrun.progress) must not stop the monitor. The next tick draws.
             guard RobustMutex.tryLock(&h.pointee.progress_lock, ownerDied: RobustMutex.nothingToRepair) else { return }
-            if jr_load_u32(&h.pointee.progress_state) == UInt32(JR_PROGRESS_ON) {
+            if h.atomic(\.progress_state).load(ordering: .acquiring) == UInt32(JR_PROGRESS_ON) {
                 writeAll(2, text)
                 h.pointee.progress_drawn = 1
             }
@@ -217,8 +215,8 @@ public enum Progress {
 
         func liveProcesses() -> Int {
             let all = ProcessRegistry.slots()
-            let n = Int(jr_load_u32(&Arena.header.pointee.process_slots))
-            return (0..<n).filter { jr_load_u32(&all[$0].state) == UInt32(JR_PROC_RUNNING) && all[$0].end_ns == 0 }.count
+            let n = Int(Arena.header.atomic(\.process_slots).load(ordering: .acquiring))
+            return (0..<n).filter { (all + $0).atomic(\.state).load(ordering: .acquiring) == UInt32(JR_PROC_RUNNING) && all[$0].end_ns == 0 }.count
         }
 
         func fit(_ s: String, _ width: Int) -> String {
@@ -280,14 +278,17 @@ extension SharedQueue {
 
     var snapshot: Snapshot {
         let p = q
-        let put = jr_load_u64(&p.pointee.total_put)
-        let got = jr_load_u64(&p.pointee.total_got)
-        let unfinished = jr_load_u64(&p.pointee.unfinished)
+        let put = p.atomic(\.total_put).load(ordering: .acquiring)
+        let got = p.atomic(\.total_got).load(ordering: .acquiring)
+        let unfinished = p.atomic(\.unfinished).load(ordering: .acquiring)
         let done = isJoinable ? min(got, put &- min(put, unfinished)) : got
         let kind = isJoinable ? "JoinableQueue" : "Queue"
         let name = label.isEmpty ? "\(kind)#\(id)" : label
-        return Snapshot(name: name, put: put, got: got, done: done, depth: jr_load_u64(&p.pointee.count),
-                        bytes: jr_load_u64(&p.pointee.total_bytes), peak: jr_load_u64(&p.pointee.peak_count),
-                        putWaitNanos: jr_load_u64(&p.pointee.put_wait_ns), getWaitNanos: jr_load_u64(&p.pointee.get_wait_ns))
+        return Snapshot(name: name, put: put, got: got, done: done,
+                        depth: p.atomic(\.count).load(ordering: .acquiring),
+                        bytes: p.atomic(\.total_bytes).load(ordering: .acquiring),
+                        peak: p.atomic(\.peak_count).load(ordering: .acquiring),
+                        putWaitNanos: p.atomic(\.put_wait_ns).load(ordering: .acquiring),
+                        getWaitNanos: p.atomic(\.get_wait_ns).load(ordering: .acquiring))
     }
 }

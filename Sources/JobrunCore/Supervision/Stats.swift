@@ -1,3 +1,4 @@
+import Atomics
 import CJobrunShims
 import Glibc
 
@@ -33,10 +34,10 @@ public enum Stats {
             if getrusage(RUSAGE_SELF.rawValue, &u) == 0 { ProcessRegistry.store(u, in: me) }
             me.pointee.end_ns = now
             me.pointee.exit_code = mainExit
-            jr_store_u32(&me.pointee.has_exit_code, 1)
+            me.atomic(\.has_exit_code).store(1, ordering: .releasing)
         }
         let all = ProcessRegistry.slots()
-        let n = Int(jr_load_u32(&Arena.header.pointee.process_slots))
+        let n = Int(Arena.header.atomic(\.process_slots).load(ordering: .acquiring))
         var processes: [ProcessRow] = []
         for i in 0..<n where all[i].pid != 0 {
             let r = all + i
@@ -44,7 +45,7 @@ public enum Stats {
             let usage = r.pointee.has_usage != 0
             processes.append(ProcessRow(
                 name: ProcessRegistry.name(of: r), pid: r.pointee.pid, parent: r.pointee.parent_pid,
-                exit: jr_load_u32(&r.pointee.has_exit_code) != 0 ? r.pointee.exit_code : nil,
+                exit: r.atomic(\.has_exit_code).load(ordering: .acquiring) != 0 ? r.pointee.exit_code : nil,
                 wallNanos: max(0, end &- r.pointee.start_ns),
                 userMicros: usage ? r.pointee.user_us : nil, systemMicros: usage ? r.pointee.system_us : nil,
                 peakKiB: usage ? r.pointee.max_rss_kib : nil,

@@ -1,3 +1,4 @@
+import Atomics
 import CJobrunShims
 import Glibc
 
@@ -14,13 +15,13 @@ enum Waits {
     }
 
     static func isStuck(_ r: UnsafeMutablePointer<jr_process_record>) -> Bool {
-        switch Int(jr_load_u32(&r.pointee.wait_kind)) {
+        switch Int(r.atomic(\.wait_kind).load(ordering: .acquiring)) {
         case JR_WAIT_GET, JR_WAIT_RECV:
             let q = queue(r)
-            return jr_load_u64(&q.pointee.count) == 0 && jr_load_u32(&q.pointee.closed) == 0
+            return q.atomic(\.count).load(ordering: .acquiring) == 0 && q.atomic(\.closed).load(ordering: .acquiring) == 0
         case JR_WAIT_PUT:
             let q = queue(r)
-            return q.pointee.maxsize > 0 && Int64(jr_load_u64(&q.pointee.count)) >= q.pointee.maxsize && q.pointee.closed == 0
+            return q.pointee.maxsize > 0 && Int64(q.atomic(\.count).load(ordering: .acquiring)) >= q.pointee.maxsize && q.pointee.closed == 0
         case JR_WAIT_JOIN:
             let q = queue(r)
             return q.pointee.unfinished > q.pointee.failed_tasks
@@ -35,7 +36,7 @@ enum Waits {
             return !woken(r)
         case JR_WAIT_PROCESS:
             let target = Arena.pointer(r.pointee.wait_object).assumingMemoryBound(to: jr_process_record.self)
-            let state = jr_load_u32(&target.pointee.state)
+            let state = target.atomic(\.state).load(ordering: .acquiring)
             return (state == UInt32(JR_PROC_RUNNING) || state == UInt32(JR_PROC_STARTING))
                 && processIsAlive(target.pointee.pid, start: ProcessIdentity.start(of: target))
         case JR_WAIT_POOL:
@@ -53,7 +54,7 @@ enum Waits {
     /// look released forever).
     static func woken(_ r: UnsafeMutablePointer<jr_process_record>) -> Bool {
         let word = Arena.pointer(r.pointee.wait_word).assumingMemoryBound(to: UInt32.self)
-        return jr_load_u32(word) != r.pointee.wait_value
+        return word.atomic.load(ordering: .acquiring) != r.pointee.wait_value
     }
 
     static func label(_ type: UInt32, _ id: UInt32) -> String {
