@@ -103,6 +103,62 @@ lua_State *jr_lua_newstate(void) {
     return L;
 }
 
+// MARK: Lua's allocator with a budget per state (plug-in workers)
+
+typedef struct { size_t allocated, limit; } jr_lua_budget;
+
+static void *jr_lua_alloc_budgeted(void *ud, void *ptr, size_t osize, size_t nsize) {
+    jr_lua_budget *b = ud;
+    size_t old = ptr ? osize : 0;   // without ptr, osize is the kind of object
+    if (nsize == 0) {
+        free(ptr);
+        b->allocated -= old;
+        return NULL;
+    }
+    if (b->limit && jr_swift_depth == 0 && nsize > old && b->allocated - old + nsize > b->limit) {
+        return NULL;                // Lua collects and tries again, or raises
+    }
+    void *p = realloc(ptr, nsize);
+    if (__builtin_expect(p == NULL, 0) && jr_swift_depth != 0) jr_out_of_memory_in_swift(nsize);
+    if (p) b->allocated = b->allocated - old + nsize;
+    return p;
+}
+
+lua_State *jr_lua_newstate_budgeted(size_t limit) {
+    jr_lua_budget *b = malloc(sizeof *b);
+    if (!b) return NULL;
+    lua_State *L = luaL_newstate();
+    if (!L) { free(b); return NULL; }
+    // Blocks allocated so far were realloc'ed, as ours are: counted from here.
+    b->allocated = (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
+    b->limit = limit;
+    lua_setallocf(L, jr_lua_alloc_budgeted, b);
+    return L;
+}
+
+static jr_lua_budget *jr_lua_budget_of(lua_State *L) {
+    void *ud = NULL;
+    return lua_getallocf(L, &ud) == jr_lua_alloc_budgeted ? ud : NULL;
+}
+
+int jr_lua_set_limit(lua_State *L, size_t limit) {
+    jr_lua_budget *b = jr_lua_budget_of(L);
+    if (!b) return 0;
+    b->limit = limit;
+    return 1;
+}
+
+size_t jr_lua_allocated_bytes(lua_State *L) {
+    jr_lua_budget *b = jr_lua_budget_of(L);
+    return b ? b->allocated : 0;
+}
+
+void jr_lua_close_budgeted(lua_State *L) {
+    jr_lua_budget *b = jr_lua_budget_of(L);
+    lua_close(L);
+    free(b);
+}
+
 typedef struct { char *data; size_t len, cap; } jr_dump_buffer;
 
 static int jr_dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {

@@ -49,6 +49,11 @@ static inline int jr_lua_pcall(lua_State *L, int nargs, int nresults, int msgh) 
     jr_swift_depth = depth;
     return r;
 }
+/// Swift code that works on a state outside any bound function (a plug-in
+/// worker's request handling) counts itself as a bound function would, so
+/// that Lua's allocator does not fail under it.
+static inline void jr_swift_enter(void) { jr_swift_depth++; }
+static inline void jr_swift_leave(void) { jr_swift_depth--; }
 static inline void jr_lua_pushglobaltable(lua_State *L) { lua_pushglobaltable(L); }
 static inline int jr_lua_isnoneornil(lua_State *L, int i) { return lua_isnoneornil(L, i); }
 static inline lua_Integer jr_lua_tointegerx(lua_State *L, int i, int *isnum) { return lua_tointegerx(L, i, isnum); }
@@ -81,6 +86,20 @@ void jr_push_swift_function(lua_State *L, jr_swift_fn fn);
 /// error. The limit is for tests only (JOBRUN_TEST_LUA_LIMIT=<bytes>): none
 /// otherwise.
 lua_State *jr_lua_newstate(void);
+
+/// A state whose Lua memory is capped per state, not per process (a plug-in
+/// worker's, PluginWorker): its allocator counts the state's bytes in a
+/// budget of its own (the allocator's `ud`) and fails a growth past `limit`
+/// (0: no limit, bytes still counted) with Lua's "not enough memory" error,
+/// except while Swift runs (jr_swift_depth), as jr_lua_newstate's does.
+/// Close it with jr_lua_close_budgeted, which frees the budget.
+lua_State *jr_lua_newstate_budgeted(size_t limit);
+/// Changes a budgeted state's limit (0: none); false if `L` has no budget.
+int jr_lua_set_limit(lua_State *L, size_t limit);
+/// Bytes a budgeted state holds now (0 if it has no budget).
+size_t jr_lua_allocated_bytes(lua_State *L);
+/// lua_close, then frees the state's budget if it has one.
+void jr_lua_close_budgeted(lua_State *L);
 
 /// Runs `lua_dump` into a growing buffer; returns a malloc'ed copy (free with free()).
 char *jr_lua_dump(lua_State *L, int strip, size_t *len);

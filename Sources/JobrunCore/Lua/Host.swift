@@ -211,8 +211,13 @@ public enum Host {
     /// `package.path` starts with `packageDirectory` (default: the main
     /// script's folder), followed by `path` and `cpath` when they are given
     /// (a `script` worker's parent's), else by Lua's defaults.
-    static func newState(packageDirectory: String? = nil, path: String = "", cpath: String = "") -> LuaState? {
-        guard let L = jr_lua_newstate() else {
+    /// With `budget` (bytes, 0: none yet) the state's memory is counted and
+    /// capped per state (jr_lua_newstate_budgeted: a plug-in worker's); close
+    /// it with jr_lua_close_budgeted.
+    static func newState(packageDirectory: String? = nil, path: String = "", cpath: String = "",
+                         budget: Int? = nil) -> LuaState? {
+        let made = budget.map { jr_lua_newstate_budgeted($0) } ?? jr_lua_newstate()
+        guard let L = made else {
             writeAll(2, "jobrun: cannot create a Lua state (out of memory)\n")
             return nil
         }
