@@ -305,3 +305,25 @@ import JobrunCore
         }
     }
 }
+
+extension PluginWorkerTests {
+    /// The plug-in of docs/embedding.md, run.
+    @Test func theGuidesPlugin() throws {
+        let here = #filePath
+        let docPath = String(here[..<here.range(of: "/Tests/")!.lowerBound]) + "/docs/embedding.md"
+        let f = fopen(docPath, "r")!
+        var doc = ""
+        var line = [CChar](repeating: 0, count: 4096)
+        while fgets(&line, Int32(line.count), f) != nil { doc += String(cString: line) }
+        fclose(f)
+        let start = doc.range(of: "```lua\n-- plugins/thumbnail.lua\n")!.upperBound
+        let source = String(doc[start..<doc[start...].range(of: "```")!.lowerBound])
+        let folder = Folder()
+        folder.write("thumbnail.lua", source)
+        folder.write("sizes.lua", "return {clamp = function(w) return math.min(w, 100) end}\n")
+        let w = try worker(folder)
+        #expect(try Self.call(w, "thumbnail", "resize", ["path": "a.png", "width": 128]).value
+                == ["path": "a.png", "width": 100, "calls": 1])
+        #expect(try Self.call(w, "thumbnail", "resize", ["path": "b.png", "width": 50]).value["calls"] == 2)
+    }
+}
