@@ -51,6 +51,8 @@ import JobrunCore
         let w = try worker(f)
         for i in 1...5 { #expect(try Self.call(w, "counter", "inc").value == .integer(Int64(i))) }
         #expect(try Self.call(w, "counter", "inc", 10).value == 15)
+        w.stopChildren()   // none to stop: the state stays usable
+        #expect(try Self.call(w, "counter", "inc").value == 16)
     }
 
     @Test func argumentsAndResultsCrossUnchanged() throws {
@@ -84,6 +86,7 @@ import JobrunCore
             function M.co() return {co = coroutine.create(print)} end
             function M.fn() return {1, {handler = function() end}} end
             function M.ud() return {out = io.stderr} end
+            function M.num() error(42) end
             function M.cycle() local t = {} t.me = t return t end
             function M.shared() local t = {1} return {t, t} end
             return M
@@ -108,6 +111,7 @@ import JobrunCore
         try expectError("fails", "tbl", .luaError, "table message")
         try expectError("fails", "str", .luaError, "custom")
         try expectError("fails", "kind", .luaError, "fails.lua:8: jobrun.TypeError: sleep")
+        try expectError("fails", "num", .luaError, "42")
         try expectError("fails", "exit", .luaError, "os.exit is not allowed in a plug-in")
         try expectError("fails", "co", .unsendableResult, "result.co: a coroutine cannot be a LuaValue")
         try expectError("fails", "fn", .unsendableResult, "result[2].handler: a function cannot be a LuaValue")
@@ -158,6 +162,12 @@ import JobrunCore
         #expect(try Self.call(w, "p", "v").code == "syntaxError")
         f.write("p.lua", "return {v = function() return 'three' end}\n")
         #expect(try Self.call(w, "p", "v").value == "three")
+        // A sibling that stops compiling: a syntax error for the plug-in requiring it.
+        f.write("util.lua", "return {word = \n")
+        let broken = try Self.call(w, "q", "w")
+        #expect(broken.code == "syntaxError" && broken.message.contains("util.lua:2:"), "\(broken.message)")
+        f.write("util.lua", "return {word = 'gamma'}\n")
+        #expect(try Self.call(w, "q", "w").value == "gamma")
         // Removed: not found.
         unlink(f.path + "/p.lua")
         #expect(try Self.call(w, "p", "v").code == "pluginNotFound")
@@ -166,19 +176,17 @@ import JobrunCore
     @Test func requireFindsSiblingsOnlyInThePluginFolder() throws {
         let f = Folder()
         f.write("main.lua", "local h = require 'helpers.text' return {up = function(s) return h.up(s) end,\n"
-                + "cwd = function() return (pcall(require, 'only_in_cwd')) end}\n")
+                + "paths = function() return {package.path, package.cpath} end}\n")
         mkdir(f.path + "/helpers", 0o755)
         f.write("helpers/text.lua", "return {up = string.upper}\n")
         let w = try worker(f)
         #expect(try Self.call(w, "main", "up", "abc").value == "ABC")
-        // A module in the current directory is not found.
-        let cwd = Folder()
-        cwd.write("only_in_cwd.lua", "return {}\n")
-        var saved = [CChar](repeating: 0, count: 4096)
-        _ = getcwd(&saved, saved.count)
-        chdir(cwd.path)
-        defer { chdir(saved) }
-        #expect(try Self.call(w, "main", "cwd").value == false)
+        // Nothing from the current directory: every entry of package.path and
+        // package.cpath is absolute, the plug-in folder's first.
+        let paths = try Self.call(w, "main", "paths").value
+        let path = paths[1].stringValue ?? "", cpath = paths[2].stringValue ?? ""
+        #expect(path.hasPrefix(f.path + "/?.lua;" + f.path + "/?/init.lua"), "\(path)")
+        for entry in (path + ";" + cpath).split(separator: ";") { #expect(entry.hasPrefix("/"), "\(path) \(cpath)") }
         // A plug-in in a subfolder, named with a dot.
         #expect(try Self.call(w, "helpers.text", "up", "x").value == "X")
     }

@@ -50,6 +50,11 @@ final class PluginState {
         jr_lua_close_budgeted(L)
     }
 
+    /// Stops the processes the plug-ins started and did not join
+    /// (jobrun._shutdown after an error: terminate, then kill), as a worker
+    /// ends. The state stays usable.
+    func stopChildren() { Host.shutdown(L, abort: true) }
+
     func setMemoryLimit(_ bytes: Int?) { _ = jr_lua_set_limit(L, bytes.map { max(1, $0) } ?? 0) }
 
     var memoryInUse: Int { jr_lua_allocated_bytes(L) }

@@ -80,6 +80,11 @@ package final class PluginWorker {
         return state.handle(request, check: check)
     }
 
+    /// Before the worker process ends: stops the child processes its
+    /// plug-ins started (Process, Pool) and did not join. Then drop the
+    /// worker (its state closes, finalizers release the plug-ins' handles).
+    package func stopChildren() { state.stopChildren() }
+
     /// Changes the memory limit (nil: none) from the next allocation on.
     package func setMemoryLimit(_ bytes: Int?) { state.setMemoryLimit(bytes) }
 

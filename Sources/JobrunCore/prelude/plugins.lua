@@ -92,6 +92,7 @@ end
 -- The message of any error value: a string as it is, a jobrun error with its
 -- place, a table through its __tostring or its `message` field.
 local function message_of(e)
+  if type(e) == "number" then return tostring(e) end   -- as lua.c prints error(42)
   if type(e) == "table" and getmetatable(e) == nil then
     local m = rawget(e, "message")
     if type(m) == "string" then return m end
