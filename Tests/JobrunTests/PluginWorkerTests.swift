@@ -335,3 +335,36 @@ extension PluginWorkerTests {
         #expect(try Self.call(w, "thumbnail", "resize", ["path": "b.png", "width": 50]).value["calls"] == 2)
     }
 }
+
+extension PluginWorkerTests {
+    /// The limit met at every point of a call (loading, the call, the
+    /// error handler, building the error): each response is a response,
+    /// with a code, and the worker serves once the limit is lifted.
+    @Test func memoryLimitAtEveryPoint() throws {
+        let f = Folder()
+        f.write("m.lua", """
+            local big = {}
+            for i = 1, 200 do big[i] = ("b"):rep(100) .. i end
+            local function deep(n) if n == 0 then error({message = ("e"):rep(300)}) end return deep(n - 1) .. "" end
+            return {
+              alloc = function(n) local t = {} for i = 1, n do t[i] = {i, tostring(i)} end return #t end,
+              fail = function() return deep(40) end,
+              ok = function() return "ok" end,
+            }
+            """)
+        var codes: [String: Int] = [:]
+        for extra in stride(from: 0, to: 160_000, by: 4_000) {
+            let w = try worker(f)
+            w.setMemoryLimit(w.memoryInUse + extra)
+            for (fn, arg) in [("alloc", LuaValue.integer(2_000)), ("fail", nil), ("ok", nil)] {
+                let r = try Self.call(w, "m", fn, arg)
+                codes[r.code ?? "ok", default: 0] += 1
+                #expect(r.code == nil || ["limitExceeded", "luaError"].contains(r.code!), "\(r.code!): \(r.message)")
+            }
+            w.setMemoryLimit(nil)
+            #expect(try Self.call(w, "m", "ok").value == "ok")
+            #expect(try Self.call(w, "m", "alloc", 100).value == 100)
+        }
+        #expect(codes["limitExceeded", default: 0] > 0 && codes["ok", default: 0] > 0, "\(codes)")
+    }
+}
