@@ -51,8 +51,10 @@ import JobrunCore
         let w = try worker(f)
         for i in 1...5 { #expect(try Self.call(w, "counter", "inc").value == .integer(Int64(i))) }
         #expect(try Self.call(w, "counter", "inc", 10).value == 15)
+        let raw = try LuaWire.encodeValues([1, "counter", "inc", nil]).withUnsafeBytes { w.handle(bytes: $0) }
+        #expect(try LuaWire.decodeValues(raw) == [1, true, 16])
         w.stopChildren()   // none to stop: the state stays usable
-        #expect(try Self.call(w, "counter", "inc").value == 16)
+        #expect(try Self.call(w, "counter", "inc").value == 17)
     }
 
     @Test func argumentsAndResultsCrossUnchanged() throws {
@@ -136,11 +138,16 @@ import JobrunCore
     }
 
     @Test func unreadablePlugin() throws {
-        guard getuid() != 0 else { return }   // root reads any file
         let f = Folder()
+        // A file that cannot be reached: a symbolic link to itself (ELOOP), as root too.
+        symlink("loop.lua", f.path + "/loop.lua")
+        let w = try worker(f)
+        let loop = try Self.call(w, "loop", "x")
+        #expect(loop.code == "pluginNotReadable" && loop.message.contains("symbolic links"), "\(loop.message)")
+        guard getuid() != 0 else { return }   // root reads any file
         f.write("secret.lua", "return {}\n")
         chmod(f.path + "/secret.lua", 0)
-        let r = try Self.call(try worker(f), "secret", "x")
+        let r = try Self.call(w, "secret", "x")
         #expect(r.code == "pluginNotReadable", "\(r.message)")
     }
 

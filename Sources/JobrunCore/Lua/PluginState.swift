@@ -64,11 +64,15 @@ final class PluginState {
     /// allocator never fails under them; only the call itself, run by
     /// jr_lua_pcall, may meet the memory limit.
     func handle(_ request: [UInt8], check: Bool) -> [UInt8] {
+        request.withUnsafeBytes { handle($0, check: check) }
+    }
+
+    func handle(_ request: UnsafeRawBufferPointer, check: Bool) -> [UInt8] {
         jr_swift_enter()
         defer { jr_swift_leave() }
         let top = lua_gettop(L)
         defer { lua_settop(L, top) }
-        let (n, err) = request.withUnsafeBytes { ValueDecoder.decodeValues(L, $0) }
+        let (n, err) = ValueDecoder.decodeValues(L, request)
         if let err { return PluginMessage.errorResponse(id: 0, code: .badRequest, message: "request: \(err)") }
         let id = lua_isinteger(L, top + 1) != 0 ? lua_tointegerx(L, top + 1, nil) : 0
         guard n == Int32(PluginMessage.requestCount), lua_isinteger(L, top + 1) != 0,

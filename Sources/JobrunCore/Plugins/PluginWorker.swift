@@ -46,7 +46,7 @@ package final class PluginWorker {
 
     package let directory: String
     package let options: Options
-    private let state: PluginState
+    let state: PluginState
     private var lastCheck: Int64 = .min
     private let checkEvery: Int64
 
@@ -71,13 +71,16 @@ package final class PluginWorker {
     /// calls the function, returns the response bytes. Never throws: every
     /// failure is an error response.
     package func handle(_ request: [UInt8]) -> [UInt8] {
-        var check = true
-        if checkEvery > 0 {
-            let now = monotonicNanos()
-            check = lastCheck == .min || now - lastCheck >= checkEvery
-            if check { lastCheck = now }
-        }
-        return state.handle(request, check: check)
+        state.handle(request, check: checkNow())
+    }
+
+    /// Whether this call looks at the plug-in's files (reloadCheckInterval).
+    func checkNow() -> Bool {
+        guard checkEvery > 0 else { return true }
+        let now = monotonicNanos()
+        guard lastCheck == .min || now - lastCheck >= checkEvery else { return false }
+        lastCheck = now
+        return true
     }
 
     /// Before the worker process ends: stops the child processes its
