@@ -174,25 +174,26 @@ end
 
 -- Why a result cannot reach the host as a LuaValue (Jobrun's LuaWire), with
 -- its place; nil when it can. Tables shared within the result are fine (the
--- host gets copies); a table containing itself is not.
+-- host gets copies, within its size bound); a table containing itself is not.
 local function step(k)
   if type(k) == "string" and find(k, "^[%a_][%w_]*$") then return "." .. k end
   if type(k) == "string" then return format("[%q]", k) end
   return "[" .. tostring(k) .. "]"
 end
-local function unsendable(v, path, open, depth)
+local function unsendable(v, path, open, done, depth)
   local t = type(v)
   if t == "table" then
     local mt = rawmeta(v)
     if mt and rawget(mt, "__jobrun_process") then return path .. ": a Process cannot be a LuaValue" end
+    if done[v] then return nil end      -- checked where it appeared first: a DAG is walked once per table
     if open[v] then return path .. ": a table that contains itself cannot be a LuaValue" end
     if depth >= 200 then return path .. ": value nested too deeply (more than 200 levels)" end
     open[v] = true
     for k, x in next, v do
-      local p = unsendable(k, path .. " (key)", open, depth + 1) or unsendable(x, path .. step(k), open, depth + 1)
+      local p = unsendable(k, path .. " (key)", open, done, depth + 1) or unsendable(x, path .. step(k), open, done, depth + 1)
       if p then return p end
     end
-    open[v] = nil
+    open[v], done[v] = nil, true
   elseif t == "function" then return path .. ": a function cannot be a LuaValue"
   elseif t == "thread" then return path .. ": a coroutine cannot be a LuaValue"
   elseif t == "userdata" then
@@ -233,7 +234,7 @@ local function dispatch(name, fname, arg, check)
   if not ok then return failed(settle(r), name, fname) end
   local t = type(r)
   if t == "table" or t == "function" or t == "userdata" or t == "thread" then
-    local why = unsendable(r, "result", {}, 0)
+    local why = unsendable(r, "result", {}, {}, 0)
     if why then return failed(fail("unsendableResult", why), name, fname) end
   end
   return true, r
