@@ -34,7 +34,8 @@ final class PluginState {
         jr_push_swift_function(L, PluginState.realPath)
         jr_push_swift_function(L, PluginState.write)
         lua_pushinteger(L, lua_Integer(options.outputFD))
-        guard jr_lua_pcall(L, 8, 1, 0) == LUA_OK, lua_type(L, -1) == LUA_TFUNCTION else {
+        jr_push_swift_function(L, CoreBindings.getpid)
+        guard jr_lua_pcall(L, 9, 1, 0) == LUA_OK, lua_type(L, -1) == LUA_TFUNCTION else {
             let message = Lua.string(L, -1) ?? "plugins.lua did not return its dispatch function"
             jr_lua_close_budgeted(L)
             throw JobrunError(.processError, "internal error: \(message)")

@@ -3,10 +3,10 @@
 -- folder and kept warm, reloaded when a file they loaded changes; the call
 -- under a traceback handler; the error codes (Plugins/PluginMessage.swift);
 -- restricted mode; where a plug-in's output goes. With
--- (jobrun, dir, restricted, allowed, signature, realpath, write, outfd);
+-- (jobrun, dir, restricted, allowed, signature, realpath, write, outfd, getpid);
 -- returns dispatch(plugin, fname, arg, check) -> true, result | false, error
 -- where error is {code, message, traceback, plugin, function}.
-local jobrun, dir, restricted, allowed, signature, realpath, write, outfd = ...
+local jobrun, dir, restricted, allowed, signature, realpath, write, outfd, getpid = ...
 
 local type, next, tostring, rawget, select, error, xpcall, pcall = type, next, tostring, rawget, select, error, xpcall, pcall
 local setmetatable, getmetatable, ipairs = setmetatable, getmetatable, ipairs
@@ -288,8 +288,11 @@ io.write = function(...) write_values(...); return io.stdout end
 io.output(stderr)
 
 -- os.exit would end the worker in the middle of a call: a plug-in fails a
--- call by raising an error instead.
-os.exit = function()
+-- call by raising an error instead. A process a plug-in forked (Process,
+-- Pool) runs in a copy of this state and exits as any does.
+local os_exit, worker_pid = os.exit, getpid()
+os.exit = function(...)
+  if getpid() ~= worker_pid then return os_exit(...) end
   error("os.exit is not allowed in a plug-in (raise an error to fail the call)", 2)
 end
 
