@@ -24,6 +24,9 @@ let package = Package(
             name: "CJobrunShims",
             dependencies: ["CLua"]
         ),
+        // The re-entry constructor (Process/Reentry.swift): a Swift host's
+        // workers and monitor are its own executable started again.
+        .target(name: "CJobrunEntry"),
         // No unsafeFlags: a library product must build without them. The
         // per-item path reaches its buffers through the process context
         // (ProcessContext.hot, behind a pointer), so it needs no exclusivity
@@ -31,7 +34,7 @@ let package = Package(
         .target(
             name: "JobrunCore",
             dependencies: [
-                "CLua", "CJobrunShims",
+                "CLua", "CJobrunShims", "CJobrunEntry",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Atomics", package: "swift-atomics"),
             ],
@@ -55,6 +58,12 @@ let package = Package(
             // The release binary is linked with -z now by scripts/setup, not
             // here: SwiftPM refuses a versioned dependency on a package whose
             // targets carry unsafeFlags.
+        ),
+        // A plain executable hosting a jobrun runtime, for the runtime's
+        // tests (re-entry from an ordinary executable; a SIGKILLed host).
+        .executableTarget(
+            name: "jobrun-test-host",
+            dependencies: ["JobrunCore"]
         ),
         .testTarget(
             name: "JobrunCoreTests",

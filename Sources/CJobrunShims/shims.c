@@ -438,3 +438,29 @@ long jr_raise_nofile_limit(void) {
     }
     return rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 1L << 30 ? 1L << 30 : (long)rl.rlim_cur;
 }
+
+// MARK: a Swift host's runtime
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+
+int jr_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int jr_epoll_add(int ep, int fd) {
+    struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
+    return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+}
+
+int jr_epoll_del(int ep, int fd) { return epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL); }
+
+int jr_epoll_wait(int ep, int *fds, int max, int timeout_ms) {
+    struct epoll_event ev[64];
+    if (max > 64) max = 64;
+    int n = epoll_wait(ep, ev, max, timeout_ms);
+    for (int i = 0; i < n; i++) fds[i] = ev[i].data.fd;
+    return n;
+}
+
+int jr_eventfd(void) { return eventfd(0, EFD_CLOEXEC); }
+
+int jr_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }

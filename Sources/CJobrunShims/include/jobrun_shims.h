@@ -905,4 +905,19 @@ JR_ASSERT_WORD(jr_pool, result_waiters);
 JR_ASSERT_WORD(jr_pool, work_waiters);
 JR_ASSERT_WORD(jr_pool, slots_off);
 
+// MARK: a Swift host's runtime (Process/Runtime.swift): its reaper thread
+// waits on the children's pidfds with epoll (headers Glibc's module lacks).
+
+/// epoll_create1(EPOLL_CLOEXEC); -1 and errno on failure.
+int jr_epoll_create(void);
+/// Watches `fd` for readability (a pidfd is readable once its process ended).
+int jr_epoll_add(int ep, int fd);
+int jr_epoll_del(int ep, int fd);
+/// epoll_wait: the descriptors that are ready, in `fds` (at most `max`).
+int jr_epoll_wait(int ep, int *fds, int max, int timeout_ms);
+/// eventfd(0, EFD_CLOEXEC).
+int jr_eventfd(void);
+/// pipe2(fds, O_CLOEXEC).
+int jr_pipe_cloexec(int fds[2]);
+
 #endif

@@ -295,6 +295,25 @@ final class ProcessContext: @unchecked Sendable {
         objects.holdingsListStarted = false
     }
 
+    /// A Swift host's Runtime has shut down and unmapped its arena: the
+    /// process forgets that run (its mapping, record, caches, holdings,
+    /// supervision) so that a new Runtime starts from nothing. The codec
+    /// buffers and the metatable pointers are kept (no Lua state of the
+    /// run is left; a new one sets the metatables again).
+    func forgetRun() {
+        arena = ArenaMapping()
+        own(nil, slot: 0)
+        hot.pointee.cachedQueue = 0
+        hot.pointee.cachedEntry = 0
+        identity = Identity()
+        children = Children()
+        supervision = Supervision()
+        objects = Objects()
+        pthread_mutex_lock(dyingLock)
+        dying = Dying()
+        pthread_mutex_unlock(dyingLock)
+    }
+
     /// The forked child's name, once it runs as a worker.
     func becomeWorker(name: String, daemon: Bool) {
         identity.isMain = false

@@ -76,7 +76,7 @@ enum ProcessControl {
 
     /// Reaps an ended child, its record marked first (so no one trusts its pid
     /// once it can be reused), then its exit code and usage stored.
-    private static func reap(_ pid: pid_t) -> (Int32, rusage)? {
+    static func reap(_ pid: pid_t) -> (Int32, rusage)? {
         ProcessRegistry.willReap(pid)
         var status: Int32 = 0
         var usage = rusage()
@@ -138,22 +138,71 @@ enum ProcessControl {
     /// Starts a fresh `jobrun` (this executable) with `arguments`, passing
     /// the arena descriptor as descriptor 3 and no other beyond stdio.
     static func spawnSelf(arguments: [String]) throws -> pid_t {
+        let pid = try spawnExecutable(arguments: ["jobrun"] + arguments, passing: [Arena.fd])
+        track(pid)
+        return pid
+    }
+
+    /// posix_spawn of this executable (/proc/self/exe) with `arguments`
+    /// (argv[0] first), the descriptors `passing` as 3, 4, ... and no other
+    /// beyond stdio: not the files a script opened (Lua's io.open is not
+    /// close-on-exec), not jobrun's own descriptors, not a host's.
+    /// `environment` nil: this process's. `resetSignals`: the child starts
+    /// with no signal blocked and every action at its default (a host's
+    /// threads may block signals; posix_spawn, unlike fork, runs no fork
+    /// handlers and is safe in a multi-threaded process). Not tracked as a
+    /// child of this process's context: the caller owns the pid.
+    static func spawnExecutable(arguments: [String], passing: [Int32], environment: [String]? = nil,
+                                resetSignals: Bool = false) throws(JobrunError) -> pid_t {
         fflush(nil)
+        // A descriptor numbered where another is to land (3, 4...) would be
+        // overwritten by an earlier dup2: copies above them go instead.
+        var sources: [Int32] = []
+        var copies: [Int32] = []
+        defer { for fd in copies { close(fd) } }
+        for fd in passing {
+            if fd >= 3 && fd < 3 + Int32(passing.count) || fd < 3 {
+                let copy = jr_dup_cloexec(fd, 10 + Int32(passing.count))
+                if copy < 0 { throw JobrunError(call: "fcntl(F_DUPFD_CLOEXEC)", errno: Glibc.errno) }
+                copies.append(copy)
+                sources.append(copy)
+            } else {
+                sources.append(fd)
+            }
+        }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, Arena.fd, 3)
-        // Nothing else crosses: not the files the script opened (Lua's
-        // io.open is not close-on-exec), not jobrun's own descriptors.
-        let closed = jr_spawn_addclosefrom(&actions, 4)
+        for (i, fd) in sources.enumerated() { posix_spawn_file_actions_adddup2(&actions, fd, 3 + Int32(i)) }
+        let closed = jr_spawn_addclosefrom(&actions, 3 + Int32(sources.count))
         if closed != 0 { throw JobrunError(call: "posix_spawn_file_actions_addclosefrom_np", errno: closed) }
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        if resetSignals {
+            var none = sigset_t()
+            sigemptyset(&none)
+            var all = sigset_t()
+            sigfillset(&all)
+            sigdelset(&all, SIGKILL)
+            sigdelset(&all, SIGSTOP)
+            posix_spawnattr_setsigmask(&attr, &none)
+            posix_spawnattr_setsigdefault(&attr, &all)
+            posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        }
         let exe = "/proc/self/exe"
-        let argv: [UnsafeMutablePointer<CChar>?] = (["jobrun"] + arguments).map { strdup($0) } + [nil]
+        let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { for p in argv { free(p) } }
         var pid: pid_t = 0
-        let r = posix_spawn(&pid, exe, &actions, nil, argv, environ)
+        let r: Int32
+        if let environment {
+            let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) } + [nil]
+            defer { for p in envp { free(p) } }
+            r = posix_spawn(&pid, exe, &actions, &attr, argv, envp)
+        } else {
+            r = posix_spawn(&pid, exe, &actions, &attr, argv, environ)
+        }
         if r != 0 { throw JobrunError(call: "posix_spawn", errno: r) }
-        track(pid)
         return pid
     }
 

@@ -53,12 +53,20 @@ enum Monitor {
             return nil
         }
         close(fds[1])
+        supervise(main: main, doneFD: fds[0])
+    }
+
+    /// The monitor's life, in a process of its own: forked by the command
+    /// line's main process (`start`), or started with posix_spawn by a Swift
+    /// host's Runtime (re-entered as role "monitor", attached to the arena).
+    /// Watches the run until `main` ends or `doneFD` is written or closed.
+    static func supervise(main: pid_t, doneFD: Int32) -> Never {
         signal(SIGINT, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
         signal(SIGHUP, SIG_IGN)
         _ = jr_set_process_name("jobrun-monitor")
         let limit = jr_raise_nofile_limit()
-        var m = State(main: main, doneFD: fds[0])
+        var m = State(main: main, doneFD: doneFD)
         // Descriptors kept free for /proc reads and the like: past this many
         // pidfds, processes are watched by polling.
         if limit > 0 { m.maxPidfds = max(0, limit - 24) }
