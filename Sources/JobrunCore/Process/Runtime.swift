@@ -155,6 +155,9 @@ package final class Runtime: @unchecked Sendable {
             return (q.atomic(\.unfinished).load(ordering: .acquiring), q.pointee.failed_tasks)
         }
 
+        /// Items waiting in `queue`.
+        package func itemCount(_ queue: UInt64) -> UInt64 { SharedQueue(offset: queue).q.atomic(\.count).load(ordering: .acquiring) }
+
         /// The state of a worker's ledger record: running (taken over by the
         /// worker), and how it ended once the monitor or the reaper saw it.
         package func isRunning(_ worker: Worker) -> Bool {

@@ -1,0 +1,253 @@
+import Foundation
+import Glibc
+import Testing
+@testable import JobrunCore
+
+/// Whether this test process runs RuntimeTests alone (started by HostRuntimeInItsOwnProcess).
+enum RuntimeTestProcess {
+    static let variable = "JOBRUN_RUNTIME_TESTS_PROCESS"
+    static var isOwn: Bool { getenv(variable) != nil }
+}
+
+/// Runs RuntimeTests in a test process of their own: a runtime is one per
+/// process and owns the process's arena, which the JobrunCoreTests suites
+/// (OneArena) also make in the test process, once, for good. The child is
+/// this same test binary (the `swift test` runner), filtered to
+/// RuntimeTests: its workers are it, re-entered.
+@Suite struct HostRuntimeInItsOwnProcess {
+    @Test(.enabled(if: !RuntimeTestProcess.isOwn)) func runtimeTests() throws {
+        let p = Foundation.Process()
+        p.executableURL = URL(fileURLWithPath: "/proc/self/exe")
+        p.arguments = ["--testing-library", "swift-testing", "--filter", "RuntimeTests"]
+        var env = ProcessInfo.processInfo.environment
+        env[RuntimeTestProcess.variable] = "1"
+        p.environment = env
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        // Bounded: a child still running after 120 s is killed (its output then ends).
+        let killer = Thread {
+            let end = Date().addingTimeInterval(120)
+            while p.isRunning && Date() < end { usleep(10_000) }
+            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        }
+        killer.start()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        for line in text.split(separator: "\n") where line.hasPrefix("RuntimeTests:") { print(line) }
+        #expect(p.terminationStatus == 0 && p.terminationReason == .exit, "RuntimeTests failed in their own process:\n\(text)")
+        #expect(text.contains("Suite RuntimeTests passed"), "\(text)")
+    }
+}
+
+/// The runtime of a Swift host (JobrunCore Runtime): workers and the
+/// monitor are this test binary re-entered (CJobrunEntry's constructor),
+/// started with posix_spawn from a multi-threaded process. Serialized: one
+/// runtime per process, and each test shuts its own down. They run only
+/// in a test process of their own (HostRuntimeInItsOwnProcess starts it):
+/// `swift test --filter HostRuntimeInItsOwnProcess`.
+@Suite(.serialized, .enabled(if: RuntimeTestProcess.isOwn)) struct RuntimeTests {
+    /// What the process holds of jobrun's: descriptors (the arena memfd,
+    /// pidfds, the epoll and eventfd of the reaper thread), mappings of the
+    /// arena, and children.
+    struct Holdings: Equatable {
+        var arenaFDs = 0, pidfds = 0, epolls = 0, eventfds = 0, arenaMaps = 0
+
+        static func now() -> Holdings {
+            var h = Holdings()
+            let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+            for fd in fds {
+                guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(fd)") else { continue }
+                if target.hasPrefix("/memfd:jobrun-arena") { h.arenaFDs += 1 }
+                if target == "anon_inode:[pidfd]" { h.pidfds += 1 }
+                if target == "anon_inode:[eventpoll]" { h.epolls += 1 }
+                if target == "anon_inode:[eventfd]" { h.eventfds += 1 }
+            }
+            let maps = (try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8)) ?? ""
+            h.arenaMaps = maps.split(separator: "\n").filter { $0.contains("jobrun-arena") }.count
+            return h
+        }
+    }
+
+    /// This process's children (every thread's), by pid.
+    static func children() -> Set<pid_t> {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+        var out: Set<pid_t> = []
+        for t in tasks {
+            let text = (try? String(contentsOfFile: "/proc/self/task/\(t)/children", encoding: .utf8)) ?? ""
+            for w in text.split(separator: " ") { if let p = pid_t(w.trimmingCharacters(in: .whitespacesAndNewlines)) { out.insert(p) } }
+        }
+        return out
+    }
+
+    /// Whether `pid` still runs (a zombie does not).
+    static func isAlive(_ pid: pid_t) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return false }
+        let state = stat[stat.index(close, offsetBy: 2)]
+        return state != "Z" && state != "X"
+    }
+
+    /// Polls `condition` every millisecond for up to `seconds`.
+    static func eventually(_ seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
+        let end = Date().addingTimeInterval(seconds)
+        while Date() < end {
+            if try condition() { return true }
+            usleep(1000)
+        }
+        return try condition()
+    }
+
+    static var buildDirectory: String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")).map { ($0 as NSString).deletingLastPathComponent } ?? ".build/debug"
+    }
+
+    @Test func fourWorkersFromSeveralTasksPassItemsAndShutdownLeavesNothing() async throws {
+        let before = Holdings.now()
+        let childrenBefore = Self.children()
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        let rt = try Runtime.shared()
+        let (input, output) = try rt.withIPC { ipc in (try ipc.makeJoinableQueue(), try ipc.makeJoinableQueue()) }
+        let env = ["JOBRUN_ECHO_IN": String(input), "JOBRUN_ECHO_OUT": String(output)]
+        // Started concurrently from four tasks (the runtime's locks).
+        let workers = try await withThrowingTaskGroup(of: Runtime.Worker.self) { group in
+            for _ in 0..<4 {
+                group.addTask {
+                    let w = try rt.spawnWorker(role: "echo", environment: env)
+                    #expect(rt.waitUntilRunning(w, timeout: 10), "\(w) takes over its record")
+                    return w
+                }
+            }
+            var all: [Runtime.Worker] = []
+            for try await w in group { all.append(w) }
+            return all
+        }
+        let ms = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
+        print("RuntimeTests: runtime with 4 warm workers started in \(String(format: "%.1f", ms)) ms")
+        #expect(Set(workers.map(\.pid)).count == 4)
+        #expect(rt.monitorPid > 0 && Self.isAlive(rt.monitorPid))
+        // Items put from several tasks at once, each taken by some worker and echoed.
+        let n = 400
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for t in 0..<4 {
+                group.addTask {
+                    for i in stride(from: t, to: n, by: 4) {
+                        let ok = try rt.withIPC { $0.put(Array("item \(i)".utf8), on: input) }
+                        #expect(ok)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        var got: Set<String> = []
+        _ = try Self.eventually(20) {
+            while let item = try rt.withIPC({ $0.get(from: output) }) { got.insert(String(decoding: item, as: UTF8.self)) }
+            return got.count == n
+        }
+        #expect(got == Set((0..<n).map { "item \($0)" }))
+        #expect(try rt.withIPC { $0.tasks(of: input) }.unfinished == 0)
+        // An empty item ends a worker; the host hears of each end (pidfd).
+        for _ in workers { #expect(try rt.withIPC { $0.put([], on: input) }) }
+        for w in workers { #expect(rt.waitForExit(w, timeout: 10) == 0, "\(w) ends with status 0") }
+        let exits = await withTaskGroup(of: Int32.self) { group in
+            for w in workers { group.addTask { await rt.exited(w) } }
+            return await group.reduce(into: [Int32]()) { $0.append($1) }
+        }
+        #expect(exits == [0, 0, 0, 0])
+        let monitor = rt.monitorPid
+        rt.shutdown()
+        #expect(Holdings.now() == before, "no descriptor or mapping of jobrun's is left")
+        let left = Self.children().subtracting(childrenBefore)
+        #expect(left.isEmpty, "no child is left: \(left)")
+        #expect(!Self.isAlive(monitor))
+        #expect(Runtime.running == nil)
+        #expect(throws: JobrunError.self) { try rt.withIPC { _ in 1 } }
+    }
+
+    @Test func shutdownEndsBusyWorkersAndAStartAfterShutdownWorks() throws {
+        let before = Holdings.now()
+        let childrenBefore = Self.children()
+        let rt = try Runtime.shared()
+        let idle = try (0..<3).map { _ in try rt.spawnWorker(role: "idle") }
+        for w in idle { #expect(rt.waitUntilRunning(w, timeout: 10)) }
+        rt.shutdown(grace: 0.5)
+        for w in idle { #expect(rt.exitCode(of: w) == -SIGTERM, "\(w) was asked to stop") }
+        #expect(Holdings.now() == before)
+        #expect(Self.children().subtracting(childrenBefore).isEmpty)
+        // Again, in the same process: a new arena, a new monitor.
+        let again = try Runtime.shared()
+        #expect(again !== rt)
+        let (input, output) = try again.withIPC { ipc in (try ipc.makeJoinableQueue(), try ipc.makeJoinableQueue()) }
+        let w = try again.spawnWorker(role: "echo", environment: ["JOBRUN_ECHO_IN": String(input), "JOBRUN_ECHO_OUT": String(output)])
+        #expect(try again.withIPC { $0.put(Array("again".utf8), on: input) })
+        var item: [UInt8]?
+        #expect(try Self.eventually(10) { item = try again.withIPC { $0.get(from: output) }; return item != nil })
+        #expect(item == Array("again".utf8))
+        #expect(try again.withIPC { $0.put([], on: input) })
+        #expect(again.waitForExit(w, timeout: 10) == 0)
+        again.shutdown()
+        #expect(Holdings.now() == before)
+        #expect(Self.children().subtracting(childrenBefore).isEmpty)
+    }
+
+    @Test func aWorkerKilledMidItemIsSeenAndItsItemFailedOrRedelivered() throws {
+        let rt = try Runtime.shared()
+        defer { rt.shutdown() }
+        for redeliver in [false, true] {
+            let (input, output) = try rt.withIPC { ipc in (try ipc.makeJoinableQueue(redeliver: redeliver), try ipc.makeJoinableQueue()) }
+            let w = try rt.spawnWorker(role: "echo", environment: ["JOBRUN_ECHO_IN": String(input), "JOBRUN_ECHO_OUT": String(output)])
+            #expect(try rt.withIPC { $0.put(EchoRole.hangItem, on: input) })
+            #expect(try Self.eventually(10) { try rt.withIPC { $0.itemCount(input) } == 0 }, "the worker took the item")
+            rt.signal(w, SIGKILL)
+            #expect(rt.waitForExit(w, timeout: 10) == -SIGKILL, "the host sees the worker's death")
+            if redeliver {
+                // The monitor puts the item back at the front of its queue.
+                var item: [UInt8]?
+                #expect(try Self.eventually(10) { item = try rt.withIPC { $0.get(from: input) }; return item != nil })
+                #expect(item == EchoRole.hangItem)
+                try rt.withIPC { $0.taskDone(input) }
+            } else {
+                // The monitor fails its task: a join no longer waits for it.
+                #expect(try Self.eventually(10) { try rt.withIPC { $0.tasks(of: input) }.failed == 1 })
+            }
+        }
+    }
+
+    /// Runs jobrun-test-host (a plain executable host) with `arguments`.
+    static func startHost(_ arguments: [String]) throws -> (Foundation.Process, FileHandle) {
+        let p = Foundation.Process()
+        p.executableURL = URL(fileURLWithPath: buildDirectory + "/jobrun-test-host")
+        p.arguments = arguments
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        return (p, out.fileHandleForReading)
+    }
+
+    @Test func aPlainExecutableHostReentersItself() throws {
+        let (p, out) = try Self.startHost(["echo", "1000"])
+        let text = String(decoding: out.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0)
+        #expect(text.hasPrefix("ok 1000 "), "\(text)")
+        print("RuntimeTests: jobrun-test-host: \(text)")
+    }
+
+    @Test func aSIGKILLedHostLeavesNoWorker() throws {
+        let (p, out) = try Self.startHost(["wait"])
+        var line = Data()
+        while !line.contains(UInt8(ascii: "\n")) {
+            let chunk = out.availableData
+            if chunk.isEmpty { break }
+            line.append(chunk)
+        }
+        let words = String(decoding: line, as: UTF8.self).split(whereSeparator: \.isWhitespace)
+        #expect(words.first == "pids" && words.count == 4, "\(words)")
+        let pids = words.dropFirst().compactMap { pid_t($0) }
+        for pid in pids { #expect(Self.isAlive(pid)) }
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        #expect(Self.eventually(10) { pids.allSatisfy { !Self.isAlive($0) } }, "the monitor and the workers end with their host")
+    }
+}
