@@ -214,6 +214,23 @@ enum RuntimeTestProcess {
         }
     }
 
+    final class Box: @unchecked Sendable { var worker: Runtime.Worker?; var thread: pthread_t? }
+
+    /// PR_SET_PDEATHSIG fires when the thread that started a child ends: a
+    /// worker asked for by a thread that then ends (as Dispatch retires its
+    /// idle threads) must live on (the runtime's own thread spawns it).
+    @Test func aWorkerOutlivesTheThreadThatAskedForIt() throws {
+        let rt = try Runtime.shared()
+        defer { rt.shutdown() }
+        let box = Box()
+        let thread = Thread { box.worker = try? rt.spawnWorker(role: "idle") }
+        thread.start()
+        #expect(Self.eventually(10) { thread.isFinished })
+        let w = try #require(box.worker)
+        #expect(rt.waitUntilRunning(w, timeout: 10))
+        #expect(rt.waitForExit(w, timeout: 1) == nil, "\(w) still runs after the thread that asked for it ended")
+    }
+
     /// Runs jobrun-test-host (a plain executable host) with `arguments`.
     static func startHost(_ arguments: [String]) throws -> (Foundation.Process, FileHandle) {
         let p = Foundation.Process()

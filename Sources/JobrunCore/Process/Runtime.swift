@@ -69,6 +69,7 @@ package final class Runtime: @unchecked Sendable {
     /// The host's pid (the run's main process).
     package let hostPid: pid_t
     private var workers: [Int32: Worker] = [:]    // by pidfd
+    private var spawnRequests: [SpawnRequest] = []
     private var shutDown = false
     private var stopping = false
     private var started = 0
@@ -214,8 +215,55 @@ package final class Runtime: @unchecked Sendable {
     /// executable re-entered (Reentry), handed the arena as descriptor 3 and
     /// nothing else beyond stdio; its ledger record is reserved (STARTING)
     /// before it starts, so the monitor counts it from the start.
+    ///
+    /// The spawn itself runs on the runtime's thread, whatever thread calls:
+    /// a worker's PR_SET_PDEATHSIG fires when the *thread* that started it
+    /// ends, and a host's threads come and go (Dispatch retires idle ones);
+    /// the runtime's thread lives until every worker is gone.
     package func spawnWorker(role: String, name: String? = nil, environment: [String: String] = [:]) throws(JobrunError) -> Worker {
         guard WorkerRoles.exists(role) else { throw JobrunError(.processError, "no worker role named '\(role)'") }
+        let request = SpawnRequest(role: role, name: name, environment: environment)
+        let queued = withState { () -> Bool in
+            if stopping || shutDown { return false }
+            spawnRequests.append(request)
+            return true
+        }
+        guard queued else { throw JobrunError(.processError, "the jobrun runtime has shut down") }
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+        let result = withState { () -> Result<Worker, JobrunError> in
+            while request.result == nil { wait(until: Deadline(timeout: nil)) }
+            return request.result!
+        }
+        return try result.get()
+    }
+
+    /// A spawn asked of the runtime's thread; `result` set under the state lock.
+    private final class SpawnRequest {
+        let role: String, name: String?, environment: [String: String]
+        var result: Result<Worker, JobrunError>?
+        init(role: String, name: String?, environment: [String: String]) {
+            self.role = role; self.name = name; self.environment = environment
+        }
+    }
+
+    /// The runtime's thread: starts the workers asked for.
+    private func serveSpawnRequests() {
+        while let request = withState({ spawnRequests.isEmpty ? nil : spawnRequests.removeFirst() }) {
+            let result: Result<Worker, JobrunError>
+            do throws(JobrunError) {
+                result = .success(try spawnNow(role: request.role, name: request.name, environment: request.environment))
+            } catch {
+                result = .failure(error)
+            }
+            withState {
+                request.result = result
+                pthread_cond_broadcast(changed)
+            }
+        }
+    }
+
+    private func spawnNow(role: String, name: String?, environment: [String: String]) throws(JobrunError) -> Worker {
         let number = withState { () -> Int? in
             if stopping || shutDown { return nil }
             started += 1
@@ -383,6 +431,7 @@ package final class Runtime: @unchecked Sendable {
                     var v: UInt64 = 0
                     _ = read(wakeFD, &v, 8)
                     if withState({ shutDown }) { return }
+                    serveSpawnRequests()
                 } else {
                     ended(fd)
                 }
@@ -462,7 +511,12 @@ package final class Runtime: @unchecked Sendable {
     /// Stops the thread, closes what is left, unmaps the arena (also after a
     /// failed start).
     private func teardown() {
-        withState { shutDown = true; pthread_cond_broadcast(changed) }
+        withState {
+            shutDown = true
+            for r in spawnRequests { r.result = .failure(JobrunError(.processError, "the jobrun runtime has shut down")) }
+            spawnRequests = []
+            pthread_cond_broadcast(changed)
+        }
         if let t = thread {
             var one: UInt64 = 1
             _ = write(wakeFD, &one, 8)
