@@ -214,6 +214,24 @@ enum RuntimeTestProcess {
         }
     }
 
+    /// A monitor that dies is replaced (as the command line does), and the
+    /// new one supervises: a worker killed afterwards has its item failed.
+    @Test func aDeadMonitorIsReplaced() throws {
+        let rt = try Runtime.shared()
+        defer { rt.shutdown() }
+        let first = rt.monitorPid
+        kill(first, SIGKILL)
+        #expect(Self.eventually(10) { rt.monitorPid != 0 && rt.monitorPid != first })
+        #expect(rt.monitorsLost == 1)
+        let (input, output) = try rt.withIPC { ipc in (try ipc.makeJoinableQueue(), try ipc.makeJoinableQueue()) }
+        let w = try rt.spawnWorker(role: "echo", environment: ["JOBRUN_ECHO_IN": String(input), "JOBRUN_ECHO_OUT": String(output)])
+        #expect(try rt.withIPC { $0.put(EchoRole.hangItem, on: input) })
+        #expect(try Self.eventually(10) { try rt.withIPC { $0.itemCount(input) } == 0 })
+        rt.signal(w, SIGKILL)
+        #expect(rt.waitForExit(w, timeout: 10) == -SIGKILL)
+        #expect(try Self.eventually(10) { try rt.withIPC { $0.tasks(of: input) }.failed == 1 })
+    }
+
     final class Box: @unchecked Sendable { var worker: Runtime.Worker?; var thread: pthread_t? }
 
     /// PR_SET_PDEATHSIG fires when the thread that started a child ends: a

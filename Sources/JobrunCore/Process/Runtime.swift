@@ -74,11 +74,11 @@ package final class Runtime: @unchecked Sendable {
     private var stopping = false
     private var started = 0
     /// The monitor: pid, pidfd, the write end of the pipe that ends it.
-    package private(set) var monitorPid: pid_t = 0
-    private var monitorPidfd: Int32 = -1
-    private var monitorDoneFD: Int32 = -1
-    /// How the monitor ended (nil while it runs).
-    package private(set) var monitorExit: Int32?
+    private struct MonitorHandle { var pid: pid_t = 0; var pidfd: Int32 = -1; var doneFD: Int32 = -1 }
+    private var monitor = MonitorHandle()
+    /// Monitors that died while the runtime ran (each is replaced, up to
+    /// Monitor.maxReplacements, as the command line does).
+    private var monitorDeaths = 0
     private var epollFD: Int32 = -1
     private var wakeFD: Int32 = -1
     private var thread: pthread_t?
@@ -369,30 +369,41 @@ package final class Runtime: @unchecked Sendable {
 
     // MARK: the monitor
 
+    /// The monitor's pid (0 when there is none).
+    package var monitorPid: pid_t { withState { monitor.pid } }
+
+    /// How many monitors died (and were replaced) while the runtime ran.
+    package var monitorsLost: Int { withState { monitorDeaths } }
+
     private func startMonitor() throws(JobrunError) {
         var fds: [Int32] = [-1, -1]
         if jr_pipe_cloexec(&fds) != 0 { throw JobrunError(call: "pipe2", errno: Glibc.errno) }
         defer { close(fds[0]) }
-        monitorDoneFD = fds[1]
-        let pid = try withIPCLocked { () throws(JobrunError) -> pid_t in
-            let args = ["fd": "3", "token": Arena.tokenText, "main": String(hostPid), "done": "4"]
-            let env = Runtime.childEnvironment(Reentry.environment(role: "monitor", args: args), adding: [:])
-            let pid = try ProcessControl.spawnExecutable(arguments: ["jobrun-monitor"], passing: [Arena.fd, fds[0]],
-                                                         environment: env, resetSignals: true)
-            Arena.header.pointee.monitor_pid = pid
-            return pid
+        let pid: pid_t
+        do throws(JobrunError) {
+            pid = try withIPCLocked { () throws(JobrunError) -> pid_t in
+                let args = ["fd": "3", "token": Arena.tokenText, "main": String(hostPid), "done": "4"]
+                let env = Runtime.childEnvironment(Reentry.environment(role: "monitor", args: args), adding: [:])
+                let pid = try ProcessControl.spawnExecutable(arguments: ["jobrun-monitor"], passing: [Arena.fd, fds[0]],
+                                                             environment: env, resetSignals: true)
+                Arena.header.pointee.monitor_pid = pid
+                return pid
+            }
+        } catch {
+            close(fds[1])
+            throw error
         }
-        monitorPid = pid
-        monitorPidfd = jr_pidfd_open(pid)
-        if monitorPidfd < 0 {
+        let pidfd = jr_pidfd_open(pid)
+        if pidfd < 0 {
             let e = Glibc.errno
             _ = kill(pid, SIGKILL)
             var status: Int32 = 0
             _ = valueOrErrno("waitpid") { waitpid(pid, &status, 0) }
-            monitorPid = 0
+            close(fds[1])
             throw JobrunError(call: "pidfd_open", errno: e)
         }
-        try watch(monitorPidfd)
+        withState { monitor = MonitorHandle(pid: pid, pidfd: pidfd, doneFD: fds[1]) }
+        try watch(pidfd)   // if not, teardown kills and reaps it
     }
 
     // MARK: the reaper thread
@@ -442,14 +453,28 @@ package final class Runtime: @unchecked Sendable {
     /// The child of pidfd `fd` has ended: reap it, tell its waiters.
     private func ended(_ fd: Int32) {
         _ = jr_epoll_del(epollFD, fd)
-        if fd == monitorPidfd {
+        let m = withState { monitor }
+        if fd == m.pidfd {
             var status: Int32 = 0
-            _ = valueOrErrno("waitpid") { waitpid(monitorPid, &status, 0) }
-            withState {
-                monitorExit = ProcessControl.exitCode(status)
-                close(monitorPidfd)
-                monitorPidfd = -1
+            _ = valueOrErrno("waitpid") { waitpid(m.pid, &status, 0) }
+            let replace = withState { () -> Bool in
+                close(m.pidfd)
+                if m.doneFD >= 0 { close(m.doneFD) }
+                monitor = MonitorHandle()
                 pthread_cond_broadcast(changed)
+                if stopping || shutDown { return false }
+                monitorDeaths += 1
+                return monitorDeaths <= Monitor.maxReplacements
+            }
+            withIPCLocked { if Arena.base != nil { Arena.header.pointee.monitor_pid = 0 } }
+            guard replace else {
+                if !withState({ stopping || shutDown }) {
+                    writeAll(2, "jobrun: the runtime's monitor (pid \(m.pid)) \(describeExit(ProcessControl.exitCode(status))); \(Monitor.maxReplacements) were replaced already: the host's workers run unsupervised\n")
+                }
+                return
+            }
+            do throws(JobrunError) { try startMonitor() } catch {
+                writeAll(2, "jobrun: the runtime's monitor (pid \(m.pid)) \(describeExit(ProcessControl.exitCode(status))) and cannot be replaced: \(error)\n")
             }
             return
         }
@@ -497,11 +522,16 @@ package final class Runtime: @unchecked Sendable {
         let hard = Deadline(timeout: 10)
         withState { while !workers.isEmpty && !hard.expired { wait(until: hard) } }
         // The monitor ends when its pipe closes (it kills what is left of the run).
-        if monitorDoneFD >= 0 { close(monitorDoneFD); monitorDoneFD = -1 }
+        let done = withState { () -> Int32 in
+            let fd = monitor.doneFD
+            monitor.doneFD = -1
+            return fd
+        }
+        if done >= 0 { close(done) }
         let monitorDeadline = Deadline(timeout: 2)
-        withState { while monitorPidfd >= 0 && !monitorDeadline.expired { wait(until: monitorDeadline) } }
-        withState { if monitorPidfd >= 0 { _ = jr_pidfd_send_signal(monitorPidfd, SIGKILL) } }
-        withState { while monitorPidfd >= 0 && !hard.expired { wait(until: hard) } }
+        withState { while monitor.pidfd >= 0 && !monitorDeadline.expired { wait(until: monitorDeadline) } }
+        withState { if monitor.pidfd >= 0 { _ = jr_pidfd_send_signal(monitor.pidfd, SIGKILL) } }
+        withState { while monitor.pidfd >= 0 && !hard.expired { wait(until: hard) } }
         teardown()
         pthread_mutex_lock(Runtime.registry.lock)
         if Runtime.registry.current === self { Runtime.registry.current = nil }
@@ -529,10 +559,12 @@ package final class Runtime: @unchecked Sendable {
             _ = jr_pidfd_send_signal(fd, SIGKILL)
             ended(fd)
         }
-        if monitorDoneFD >= 0 { close(monitorDoneFD); monitorDoneFD = -1 }
-        if monitorPidfd >= 0 {
-            _ = jr_pidfd_send_signal(monitorPidfd, SIGKILL)
-            ended(monitorPidfd)
+        let m = withState { monitor }
+        if m.pidfd >= 0 {
+            _ = jr_pidfd_send_signal(m.pidfd, SIGKILL)
+            ended(m.pidfd)   // closes its descriptors
+        } else if m.doneFD >= 0 {
+            close(m.doneFD)
         }
         if wakeFD >= 0 { close(wakeFD); wakeFD = -1 }
         if epollFD >= 0 { close(epollFD); epollFD = -1 }
