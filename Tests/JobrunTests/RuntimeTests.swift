@@ -22,19 +22,23 @@ enum RuntimeTestProcess {
         var env = ProcessInfo.processInfo.environment
         env[RuntimeTestProcess.variable] = "1"
         p.environment = env
-        let out = Pipe()
+        // Output to a file, not a pipe: a pipe's end would also be inherited
+        // by whatever other tests of this process start meanwhile, and its
+        // end of file would wait for them.
+        let path = NSTemporaryDirectory() + "jobrun-runtime-tests-\(getpid()).txt"
+        FileManager.default.createFile(atPath: path, contents: nil)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let out = try #require(FileHandle(forWritingAtPath: path))
         p.standardOutput = out
         p.standardError = out
         try p.run()
-        // Bounded: a child still running after 120 s is killed (its output then ends).
-        let killer = Thread {
-            let end = Date().addingTimeInterval(120)
-            while p.isRunning && Date() < end { usleep(10_000) }
-            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
-        }
-        killer.start()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        try out.close()
+        // Bounded: a child still running after 300 s is killed.
+        let end = Date().addingTimeInterval(300)
+        while p.isRunning && Date() < end { usleep(10_000) }
+        if p.isRunning { kill(p.processIdentifier, SIGKILL) }
         p.waitUntilExit()
+        let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
         for line in text.split(separator: "\n") where line.hasPrefix("RuntimeTests:") { print(line) }
         #expect(p.terminationStatus == 0 && p.terminationReason == .exit, "RuntimeTests failed in their own process:\n\(text)")
         #expect(text.contains("Suite RuntimeTests passed"), "\(text)")
