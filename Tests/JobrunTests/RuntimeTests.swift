@@ -236,6 +236,21 @@ enum RuntimeTestProcess {
         #expect(try Self.eventually(10) { try rt.withIPC { $0.tasks(of: input) }.failed == 1 })
     }
 
+    /// A process that already has an arena (the command line's, a
+    /// worker's) refuses a runtime, and keeps its arena.
+    @Test func aProcessWithAnArenaRefusesARuntimeAndKeepsIt() throws {
+        try Arena.create(limit: 1 << 20)
+        let base = Arena.base
+        #expect(throws: JobrunError.self) { try Runtime.shared() }
+        #expect(Arena.base == base && Arena.base != nil, "the arena is still mapped")
+        munmap(Arena.base, Int(Arena.reservedBytes))
+        close(Arena.fd)
+        ProcessContext.current.forgetRun()
+        #expect(Holdings.now().arenaFDs == 0)
+        let rt = try Runtime.shared()
+        rt.shutdown()
+    }
+
     final class Box: @unchecked Sendable { var worker: Runtime.Worker?; var thread: pthread_t? }
 
     /// PR_SET_PDEATHSIG fires when the thread that started a child ends: a

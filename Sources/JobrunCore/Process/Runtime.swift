@@ -82,6 +82,9 @@ package final class Runtime: @unchecked Sendable {
     private var epollFD: Int32 = -1
     private var wakeFD: Int32 = -1
     private var thread: pthread_t?
+    /// This runtime made the process's arena (under the IPC lock): only
+    /// then does its teardown unmap it.
+    private var ownsArena = false
 
     private init() throws(JobrunError) {
         Reentry.anchor()
@@ -102,6 +105,7 @@ package final class Runtime: @unchecked Sendable {
             do { try Arena.create(limit: nil) } catch let e as JobrunError { throw e } catch {
                 throw JobrunError(.processError, "cannot create shared memory: \(error)")
             }
+            ownsArena = true
             ProcessRegistry.register(name: "host", parent: getppid())
         }
         epollFD = jr_epoll_create()
@@ -569,7 +573,8 @@ package final class Runtime: @unchecked Sendable {
         if wakeFD >= 0 { close(wakeFD); wakeFD = -1 }
         if epollFD >= 0 { close(epollFD); epollFD = -1 }
         withIPCLocked {
-            guard Arena.base != nil else { return }
+            guard ownsArena, Arena.base != nil else { return }
+            ownsArena = false
             if let r = ProcessRegistry.record { r.atomic(\.state).store(UInt32(JR_PROC_EXITED), ordering: .releasing) }
             let fd = Arena.fd
             munmap(Arena.base, Int(Arena.reservedBytes))
