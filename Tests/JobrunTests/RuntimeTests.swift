@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Testing
+@testable import Jobrun
 @testable import JobrunCore
 
 /// Whether this test process runs RuntimeTests alone (started by HostRuntimeInItsOwnProcess).
@@ -150,7 +151,8 @@ enum RuntimeTestProcess {
             return got.count == n
         }
         #expect(got == Set((0..<n).map { "item \($0)" }))
-        #expect(try rt.withIPC { $0.tasks(of: input) }.unfinished == 0)
+        // A worker marks an item done after it put the echo: the last may lag.
+        #expect(try Self.eventually(10) { try rt.withIPC { $0.tasks(of: input) }.unfinished == 0 })
         // An empty item ends a worker; the host hears of each end (pidfd).
         for _ in workers { #expect(try rt.withIPC { $0.put([], on: input) }) }
         for w in workers { #expect(rt.waitForExit(w, timeout: 10) == 0, "\(w) ends with status 0") }
@@ -249,6 +251,36 @@ enum RuntimeTestProcess {
         #expect(Holdings.now().arenaFDs == 0)
         let rt = try Runtime.shared()
         rt.shutdown()
+    }
+
+    /// The plug-in role: a PluginWorker in a re-entered worker, called
+    /// through the queues as the PluginHost will call it.
+    @Test func aPluginWorkerAnswersThroughTheRuntime() throws {
+        let dir = NSTemporaryDirectory() + "jobrun-runtime-plugins-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "return { add = function(t) return t.a + t.b end }\n".write(toFile: dir + "/calc.lua", atomically: true, encoding: .utf8)
+        let rt = try Runtime.shared()
+        defer { rt.shutdown() }
+        let (requests, responses) = try rt.withIPC { ipc in (try ipc.makeJoinableQueue(), try ipc.makeJoinableQueue()) }
+        let w = try rt.spawnWorker(role: "plugin", environment: ["JOBRUN_PLUGIN_DIR": dir, "JOBRUN_PLUGIN_REQUESTS": String(requests),
+                                                                  "JOBRUN_PLUGIN_RESPONSES": String(responses)])
+        for (id, fn) in [(Int64(1), "add"), (2, "missing")] {
+            let request = try PluginWire.request(id: id, plugin: "calc", function: fn, argument: ["a": 2, "b": 40])
+            #expect(try rt.withIPC { $0.put(request, on: requests) })
+            var bytes: [UInt8]?
+            #expect(try Self.eventually(10) { bytes = try rt.withIPC { $0.get(from: responses) }; return bytes != nil })
+            let response = try PluginWire.response(try #require(bytes))
+            if id == 1 {
+                #expect(response == .success(id: 1, result: 42))
+            } else if case .failure(let got, let failure) = response {
+                #expect(got == 2 && failure.code == "functionMissing", "\(failure)")
+            } else {
+                Issue.record("expected a failure, got \(response)")
+            }
+        }
+        #expect(try rt.withIPC { $0.put([], on: requests) })
+        #expect(rt.waitForExit(w, timeout: 10) == 0)
     }
 
     final class Box: @unchecked Sendable { var worker: Runtime.Worker?; var thread: pthread_t? }

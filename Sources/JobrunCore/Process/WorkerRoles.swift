@@ -20,6 +20,7 @@ package enum WorkerRoles {
 
     static let table: [String: Body] = [
         "echo": EchoRole.run,
+        "plugin": PluginRole.run,
         "idle": { _ in while true { pause() } },
     ]
 
