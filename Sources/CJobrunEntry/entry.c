@@ -8,7 +8,7 @@
 /// Defined in Swift (JobrunCore/Process/Reentry.swift, @_cdecl). Weak: a
 /// program that links this object without JobrunCore's Swift code runs its
 /// `main` as usual.
-extern int jobrun_reentry_main(const char *role, const char *args) __attribute__((weak));
+extern int jobrun_reentry_main(const char *role, const char *args, int argc, char **argv) __attribute__((weak));
 
 static int reentered;
 
@@ -20,7 +20,8 @@ int jobrun_entry_is_reentered(void) { return reentered; }
 /// Swift runtime needs none of its own). Copies the two variables, removes
 /// them, runs the role and ends the process with its status.
 __attribute__((constructor))
-static void jobrun_entry_constructor(void) {
+static void jobrun_entry_constructor(int argc, char **argv, char **envp) {
+    (void)envp;   // glibc passes main's three arguments to constructors
     const char *role = getenv("JOBRUN_ENTRY");
     if (role == NULL || role[0] == '\0' || jobrun_reentry_main == NULL) return;
     const char *args = getenv("JOBRUN_ENTRY_ARGS");
@@ -30,7 +31,7 @@ static void jobrun_entry_constructor(void) {
     unsetenv("JOBRUN_ENTRY_ARGS");
     if (roleCopy == NULL || argsCopy == NULL) _exit(70);
     reentered = 1;
-    int status = jobrun_reentry_main(roleCopy, argsCopy);
+    int status = jobrun_reentry_main(roleCopy, argsCopy, argc, argv);
     fflush(NULL);
     _exit(status);
 }

@@ -279,6 +279,22 @@ enum RuntimeTestProcess {
                 Issue.record("expected a failure, got \(response)")
             }
         }
+        // A plug-in's Process{script = ...} re-enters the host's executable
+        // as a script worker (never the host's main).
+        try "os.exit(tonumber(arg[1]) + 2)\n".write(toFile: dir + "/child.lua", atomically: true, encoding: .utf8)
+        try """
+            return { run = function(t)
+              local p = jobrun.Process{script = t.script, args = {5}}
+              p:start(); p:join()
+              return p.exitcode
+            end }
+
+            """.write(toFile: dir + "/spawner.lua", atomically: true, encoding: .utf8)
+        let request = try PluginWire.request(id: 3, plugin: "spawner", function: "run", argument: ["script": "\(dir)/child.lua"])
+        #expect(try rt.withIPC { $0.put(request, on: requests) })
+        var bytes: [UInt8]?
+        #expect(try Self.eventually(20) { bytes = try rt.withIPC { $0.get(from: responses) }; return bytes != nil })
+        #expect(try PluginWire.response(try #require(bytes)) == .success(id: 3, result: 7))
         #expect(try rt.withIPC { $0.put([], on: requests) })
         #expect(rt.waitForExit(w, timeout: 10) == 0)
     }

@@ -18,7 +18,10 @@ import Glibc
 ///   `slot` (the ledger record the parent reserved), `parent` (its pid),
 ///   `role` (a name in WorkerRoles), `name` (for the ledger and messages);
 /// - monitor: `fd`, `token`, `main` (the host's pid), `done` (the pipe the
-///   host closes to end it, 4).
+///   host closes to end it, 4);
+/// - script: none; its argv is the command line's `--worker ...` (a
+///   `Process{script = ...}` started inside a host's worker, which would
+///   otherwise run the host's `main` with those arguments).
 enum Reentry {
     static let roleVariable = "JOBRUN_ENTRY"
     static let argsVariable = "JOBRUN_ENTRY_ARGS"
@@ -44,10 +47,18 @@ enum Reentry {
         return out
     }
 
-    static func run(role: String, args: [String: String]) -> Int32 {
+    static func run(role: String, args: [String: String], argv: [String] = []) -> Int32 {
         func fail(_ why: String) -> Int32 {
             writeAll(2, "jobrun: re-entered \(role) (pid \(getpid())): \(why)\n")
             return 70
+        }
+        // A `Process{script = ...}` started in a host's worker
+        // (ProcessControl.spawnSelf): the command line's worker options.
+        if role == "script" {
+            guard argv.count > 1, argv[1] == "--worker", let worker = WorkerArguments(Array(argv.dropFirst(2))) else {
+                return fail("not a script worker's arguments")
+            }
+            return worker.run()
         }
         guard let fdText = args["fd"], let fd = Int32(fdText), let token = args["token"] else {
             return fail("JOBRUN_ENTRY_ARGS lacks fd or token")
@@ -86,6 +97,9 @@ enum Reentry {
 /// Called by CJobrunEntry's constructor in a re-entered process, before the
 /// host's `main`; returns the process's exit status.
 @_cdecl("jobrun_reentry_main")
-public func jobrunReentryMain(_ role: UnsafePointer<CChar>, _ args: UnsafePointer<CChar>) -> Int32 {
-    Reentry.run(role: String(cString: role), args: Reentry.parse(String(cString: args)))
+public func jobrunReentryMain(_ role: UnsafePointer<CChar>, _ args: UnsafePointer<CChar>, _ argc: Int32,
+                              _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> Int32 {
+    var arguments: [String] = []
+    if let argv { for i in 0..<Int(max(0, argc)) { arguments.append(argv[i].map { String(cString: $0) } ?? "") } }
+    return Reentry.run(role: String(cString: role), args: Reentry.parse(String(cString: args)), argv: arguments)
 }
