@@ -53,6 +53,21 @@ enum Lua {
         return -1
     }
 
+    /// `raise` with a message built only when the error happens. The
+    /// per-item functions (put, get, task_done) raise through it, so their
+    /// messages' code stays out of them: their size is what the instruction
+    /// cache holds per item (docs/performance.md).
+    @inline(never)
+    static func raise(_ L: LuaState, _ kind: ErrorKind, message: () -> String) -> Int32 {
+        raise(L, kind, message())
+    }
+
+    /// `pushError`, out of line as `raise(_:_:message:)` is.
+    @inline(never)
+    static func pushError(_ L: LuaState, _ kind: ErrorKind, message: () -> String) {
+        pushError(L, kind, message())
+    }
+
     static func pushError(_ L: LuaState, _ kind: ErrorKind, _ message: String) {
         let place = whereString(L)
         lua_createtable(L, 0, 3)

@@ -40,8 +40,9 @@ enum QueueBindings {
                 if h.pointee.closed == 0 { return SharedQueue(offset: h.pointee.offset) }
             }
         }
-        let what = joinableOnly ? "a JoinableQueue" : "a Queue"
-        Lua.pushError(L, .TypeError, "\(method): expected \(what) as self (use q:\(method)(...)), got \(Lua.typeName(L, 1))")
+        Lua.pushError(L, .TypeError) {
+            "\(method): expected \(joinableOnly ? "a JoinableQueue" : "a Queue") as self (use q:\(method)(...)), got \(Lua.typeName(L, 1))"
+        }
         return nil
     }
 
@@ -49,6 +50,22 @@ enum QueueBindings {
     static func label(_ q: SharedQueue) -> String { "\(q.isJoinable ? "JoinableQueue" : "Queue")#\(q.id)\(quotedName(q.label))" }
 
     static func fail(_ L: LuaState, _ e: Error) -> Int32 { Lua.raise(L, e) }
+
+    /// Reads put's or get's optional `block` and `timeout` at `index` and
+    /// `index + 1`; false with the error pushed when they are wrong (out of
+    /// line: the common call has neither).
+    @inline(never)
+    static func blockAndTimeout(_ L: LuaState, _ q: SharedQueue, at index: Int32, _ method: String,
+                                _ block: inout Bool, _ timeout: inout Double?) -> Bool {
+        do {
+            block = try Lua.optBool(L, index, true, method, "block")
+            timeout = try Lua.optTimeout(L, index + 1, method)
+            return true
+        } catch {
+            _ = Lua.raise(L, error, object: label(q))
+            return false
+        }
+    }
 
     // MARK: constructors
 
@@ -100,12 +117,9 @@ enum QueueBindings {
     static let queuePut: jr_swift_fn = { L in
         let L = L!
         guard let q = check(L, "put") else { return -1 }
-        if lua_gettop(L) == 2 { return put(L, q, block: true, timeout: nil) }   // q:put(item), the common call
-        let block: Bool, timeout: Double?
-        do {
-            block = try Lua.optBool(L, 3, true, "put", "block")
-            timeout = try Lua.optTimeout(L, 4, "put")
-        } catch { return Lua.raise(L, error, object: label(q)) }
+        var block = true, timeout: Double? = nil
+        // q:put(item), the common call, has no options.
+        if lua_gettop(L) > 2 && !blockAndTimeout(L, q, at: 3, "put", &block, &timeout) { return -1 }
         return put(L, q, block: block, timeout: timeout)
     }
 
@@ -117,7 +131,7 @@ enum QueueBindings {
 
     static func put(_ L: LuaState, _ q: SharedQueue, block: Bool, timeout: Double?) -> Int32 {
         if lua_gettop(L) < 2 {
-            return Lua.raise(L, .TypeError, "\(label(q)).put: missing item (use q:put(nil) to send nil)")
+            return Lua.raise(L, .TypeError) { "\(label(q)).put: missing item (use q:put(nil) to send nil)" }
         }
         if lua_type(L, 2) == LUA_TSTRING {
             var len = 0
@@ -133,7 +147,7 @@ enum QueueBindings {
         }
         ProcessContext.hot(L).pointee.encoder.reset()
         if let err = ProcessContext.hot(L).pointee.encoder.encode(L, 2, path: "item") {
-            return Lua.raise(L, .TypeError, "\(label(q)).put: \(err)")
+            return Lua.raise(L, .TypeError) { "\(label(q)).put: \(err)" }
         }
         return enqueue(L, q, block: block, timeout: timeout)
     }
@@ -192,7 +206,16 @@ enum QueueBindings {
     }
 
     /// 0, or the error a put's result calls for.
+    @inline(__always)
     static func outcome(_ L: LuaState, _ q: SharedQueue, _ result: SharedQueue.PutResult, block: Bool, timeout: Double?) -> Int32 {
+        if case .ok = result { return 0 }
+        return putFailed(L, q, result, block: block, timeout: timeout)
+    }
+
+    /// The error a put that did not happen raises (out of line: the per-item
+    /// path never comes here).
+    @inline(never)
+    private static func putFailed(_ L: LuaState, _ q: SharedQueue, _ result: SharedQueue.PutResult, block: Bool, timeout: Double?) -> Int32 {
         switch result {
         case .ok: return 0
         case .closed: return Lua.raise(L, .Closed, "\(label(q)).put: the queue is closed")
@@ -210,12 +233,9 @@ enum QueueBindings {
     static let queueGet: jr_swift_fn = { L in
         let L = L!
         guard let q = check(L, "get") else { return -1 }
-        if lua_gettop(L) == 1 { return get(L, q, block: true, timeout: nil) }   // q:get(), the common call
-        let block: Bool, timeout: Double?
-        do {
-            block = try Lua.optBool(L, 2, true, "get", "block")
-            timeout = try Lua.optTimeout(L, 3, "get")
-        } catch { return Lua.raise(L, error, object: label(q)) }
+        var block = true, timeout: Double? = nil
+        // q:get(), the common call, has no options.
+        if lua_gettop(L) > 1 && !blockAndTimeout(L, q, at: 2, "get", &block, &timeout) { return -1 }
         return get(L, q, block: block, timeout: timeout)
     }
 
@@ -320,7 +340,7 @@ enum QueueBindings {
         guard let q = check(L, "task_done", joinableOnly: true) else { return -1 }
         switch q.taskDone() {
         case .ok: return 0
-        case .tooMany: return Lua.raise(L, .ValueError, "\(label(q)).task_done() called too many times")
+        case .tooMany: return Lua.raise(L, .ValueError) { "\(label(q)).task_done() called too many times" }
         }
     }
 
