@@ -1140,6 +1140,35 @@ struct SharedQueue {
     /// which only the pool's caller puts to (SharedPool's ledger).
     var takenSoFar: UInt64 { lock(); defer { unlock() }; return q.pointee.total_put &- q.pointee.count }
 
+    /// What a Swift host's waiter (Runtime+Queues.swift) sleeps on, outside
+    /// every lock: the word of `kind` (items for a get, done for a join) and
+    /// its value now, counted as a waiter so a put or task_done wakes it.
+    /// `endHostWait` uncounts it. The host's waits are not registered in its
+    /// ledger record (several tasks of a host may wait at once).
+    enum HostWaitKind { case items, done }
+
+    func beginHostWait(_ kind: HostWaitKind) -> (word: UnsafeMutablePointer<UInt32>, value: UInt32) {
+        lock()
+        defer { unlock() }
+        switch kind {
+        case .items:
+            q.pointee.get_waiters += 1
+            return (withUnsafeMutablePointer(to: &q.pointee.items_seq) { $0 }, q.pointee.items_seq)
+        case .done:
+            q.pointee.join_waiters += 1
+            return (withUnsafeMutablePointer(to: &q.pointee.done_seq) { $0 }, q.pointee.done_seq)
+        }
+    }
+
+    func endHostWait(_ kind: HostWaitKind) {
+        lock()
+        switch kind {
+        case .items: q.pointee.get_waiters -= 1
+        case .done: q.pointee.join_waiters -= 1
+        }
+        unlock()
+    }
+
     func close() {
         lock()
         q.pointee.closed = 1

@@ -129,6 +129,18 @@ public enum Host {
         jr_stdout_linebuffered()
         ProcessRegistry.takeOver(record, name: name, parent: parent)
         ctx.becomeWorker(name: name, daemon: daemon)
+        return runAttachedWorker(argsOffset: argsOffset, argsLength: argsLength, name: name, daemon: daemon,
+                                 scriptDirectory: scriptDirectory, script: script, prefix: prefix,
+                                 packagePath: packagePath, packageCPath: packageCPath)
+    }
+
+    /// The rest of a `script` worker, once it is attached to the run and
+    /// has its ledger record: also the Swift host's "script" worker role
+    /// (ScriptRole), which the re-entry attached.
+    static func runAttachedWorker(argsOffset: UInt64, argsLength: Int, name: String, daemon: Bool,
+                                  scriptDirectory: String, script: String, prefix: Bool,
+                                  packagePath: String, packageCPath: String) -> Int32 {
+        let ctx = ProcessContext.current
         ctx.identity.scriptDirectory = scriptDirectory
         // `require` looks beside the worker's own script first, then where
         // its parent looked.

@@ -21,6 +21,7 @@ package enum WorkerRoles {
     static let table: [String: Body] = [
         "echo": EchoRole.run,
         "plugin": PluginRole.run,
+        "script": ScriptRole.run,
         "idle": { _ in while true { pause() } },
     ]
 

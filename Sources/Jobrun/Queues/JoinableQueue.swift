@@ -1,0 +1,122 @@
+import JobrunCore
+
+/// A jobrun `JoinableQueue` made by a Swift host: the same object a Lua
+/// script's `jobrun.JoinableQueue()` makes, in the run's shared memory, so
+/// a `ScriptWorker` given it as an argument reads and writes it in Lua
+/// while the host `put`s, `get`s, marks items done and `join`s from Swift.
+///
+/// Every call is safe from any task or thread. `get` and `join` wait
+/// without blocking a cooperative thread: a thread of the wait's own
+/// sleeps on the queue, holding no lock. Items cross as jobrun's codec
+/// (LuaValue, or any Codable through LuaValueEncoder), never as JSON.
+///
+/// Supervision is the command line's: a worker that dies holding items
+/// makes the next `join` throw `.workerDied` naming it; on a
+/// `redeliver: true` queue its items go back to the front of the queue instead.
+public final class JoinableQueue: Sendable {
+    let handle: Runtime.IPC.QueueHandle
+    let runtime: Runtime
+    /// The name given (shown in jobrun's messages), if any.
+    public let name: String?
+
+    /// A new queue (no size limit). `redeliver`: items a dead worker took
+    /// are delivered again instead of failed.
+    public init(redeliver: Bool = false, name: String? = nil) throws {
+        do {
+            runtime = try Runtime.shared()
+            handle = try runtime.withIPC { ipc in try ipc.makeJoinableQueueHandle(redeliver: redeliver, label: name ?? "") }
+        } catch {
+            throw JobrunQueueError(.runtime, "\(error)")
+        }
+        self.name = name
+    }
+
+    /// Puts one value (never waits: the queue has no size limit).
+    public func put(_ value: LuaValue) async throws {
+        try putNow(value)
+    }
+
+    /// Puts a Codable value, encoded as the Lua table (or value) LuaValueEncoder makes of it.
+    public func put<T: Encodable>(_ value: T) async throws {
+        let v: LuaValue
+        do { v = try LuaValueEncoder().encode(value) } catch { throw JobrunQueueError(.badValue, "\(error)") }
+        try putNow(v)
+    }
+
+    /// Puts several values.
+    public func put(contentsOf values: some Sequence<LuaValue>) async throws {
+        for v in values { try putNow(v) }
+    }
+
+    func putNow(_ value: LuaValue) throws {
+        let bytes: [UInt8]
+        do { bytes = try LuaWire.encode(value, path: "item") } catch { throw JobrunQueueError(.badValue, "\(error)") }
+        let outcome = try ipc { $0.putItem(bytes, on: handle.offset) }
+        switch outcome {
+        case .ok: return
+        case .closed: throw JobrunQueueError(.closed, "put on a closed queue")
+        case .failed(let why): throw JobrunQueueError(.failed, why)
+        }
+    }
+
+    /// Takes the next value, waiting for one.
+    public func get() async throws -> LuaValue {
+        let offset = handle.offset
+        let bytes: [UInt8]
+        do {
+            bytes = try await runtime.waitForQueue(offset, .items) { ipc -> Result<[UInt8], JobrunQueueError>? in
+                switch ipc.getItem(from: offset) {
+                case .item(let b): return .success(b)
+                case .empty: return nil
+                case .closed: return .failure(JobrunQueueError(.closed, "get on a closed queue"))
+                case .failed(let why): return .failure(JobrunQueueError(.failed, why))
+                }
+            }.get()
+        } catch let e as JobrunQueueError { throw e } catch {
+            throw JobrunQueueError(.runtime, "\(error)")
+        }
+        do { return try LuaWire.decode(bytes, path: "item") } catch { throw JobrunQueueError(.badValue, "\(error)") }
+    }
+
+    /// Takes the next value and decodes it as `T` (LuaValueDecoder).
+    public func get<T: Decodable>(as type: T.Type) async throws -> T {
+        let v = try await get()
+        do { return try LuaValueDecoder().decode(T.self, from: v) } catch { throw JobrunQueueError(.badValue, "\(error)") }
+    }
+
+    /// Marks one taken item done (Python's task_done).
+    public func taskDone() throws {
+        let ok = try ipc { $0.markDone(handle.offset) }
+        if !ok { throw JobrunQueueError(.tooManyTaskDone, "task_done() called more times than items were put") }
+    }
+
+    /// Waits until every item put has been marked done. Throws
+    /// `.workerDied` (naming the worker) when items were taken by a worker
+    /// that died before marking them done.
+    public func join() async throws {
+        let offset = handle.offset
+        do {
+            try await runtime.waitForQueue(offset, .done) { ipc -> Result<Void, JobrunQueueError>? in
+                switch ipc.joinNow(offset) {
+                case .done: return .success(())
+                case .waiting: return nil
+                case .workerDied(let why): return .failure(JobrunQueueError(.workerDied, why))
+                case .failed(let why): return .failure(JobrunQueueError(.failed, why))
+                }
+            }.get()
+        } catch let e as JobrunQueueError { throw e } catch {
+            throw JobrunQueueError(.runtime, "\(error)")
+        }
+    }
+
+    /// Closes the queue: no more puts; a get that finds it empty throws `.closed`.
+    public func close() throws {
+        try ipc { $0.closeQueue(handle.offset) }
+    }
+
+    private func ipc<T>(_ body: (borrowing Runtime.IPC) throws -> T) throws -> T {
+        do { return try runtime.withIPC(body) } catch let e as JobrunQueueError { throw e } catch {
+            throw JobrunQueueError(.runtime, "\(error)")
+        }
+    }
+}

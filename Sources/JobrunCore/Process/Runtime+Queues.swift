@@ -1,0 +1,183 @@
+import CJobrunShims
+import Glibc
+
+/// The host's side of queues and script workers, for the `Jobrun` library's
+/// JoinableQueue and ScriptWorker: every operation is non-blocking under
+/// the IPC lock; a wait (`waitForQueue`) sleeps on the queue's futex word
+/// from a thread of its own, holding no lock and blocking no cooperative
+/// thread.
+extension Runtime.IPC {
+    /// A queue the host made: its arena offset and its object-table handle
+    /// (what a worker's argument names it by).
+    package struct QueueHandle: Sendable, Hashable {
+        package let offset: UInt64
+        package let type: UInt32
+        package let slot: UInt32
+        package let generation: UInt32
+    }
+
+    /// A new JoinableQueue, held by the host until the run ends.
+    package func makeJoinableQueueHandle(redeliver: Bool, label: String) throws(JobrunError) -> QueueHandle {
+        do {
+            let off = try SharedQueue.create(maxsize: 0, joinable: true, redeliver: redeliver, label: label, site: "host")
+            let (slot, generation) = try ObjectTable.register(type: JR_OBJ_JOINABLE_QUEUE, offset: off)
+            return QueueHandle(offset: off, type: UInt32(JR_OBJ_JOINABLE_QUEUE), slot: slot, generation: generation)
+        } catch {
+            throw JobrunError(.processError, "cannot create a JoinableQueue: \(error)")
+        }
+    }
+
+    package enum PutOutcome { case ok, closed, failed(String) }
+
+    /// Puts encoded bytes (the queue has no size limit: never waits).
+    package func putItem(_ bytes: [UInt8], on queue: UInt64) -> PutOutcome {
+        let r = bytes.withUnsafeBytes { SharedQueue(offset: queue).put($0, block: false, deadline: Deadline(timeout: 0)) }
+        switch r {
+        case .ok: return .ok
+        case .closed: return .closed
+        case .full: return .failed("the queue is full")
+        case .noMemory(let why): return .failed("out of shared memory: \(why)")
+        case .failed(let e): return .failed("\(e)")
+        }
+    }
+
+    package enum GetOutcome { case item([UInt8]), empty, closed, failed(String) }
+
+    /// Takes one item if there is one.
+    package func getItem(from queue: UInt64) -> GetOutcome {
+        var item: [UInt8] = []
+        let r = SharedQueue(offset: queue).get(block: false, deadline: Deadline(timeout: 0),
+                                                scratch: &ProcessContext.processHot.pointee.scratch, spin: false) { item = Array($0) }
+        switch r {
+        case .ok: return .item(item)
+        case .empty: return .empty
+        case .closed: return .closed
+        case .noMemory(let why, _): return .failed("out of shared memory: \(why)")
+        case .failed(let e): return .failed("\(e)")
+        }
+    }
+
+    /// task_done; false when called more times than items were put.
+    package func markDone(_ queue: UInt64) -> Bool {
+        if case .ok = SharedQueue(offset: queue).taskDone() { return true }
+        return false
+    }
+
+    package enum JoinOutcome { case done, waiting, workerDied(String), failed(String) }
+
+    /// join without waiting: done, still waiting, or the items a dead
+    /// worker held (told once, as a script's join is told).
+    package func joinNow(_ queue: UInt64) -> JoinOutcome {
+        switch SharedQueue(offset: queue).join(deadline: Deadline(timeout: 0)) {
+        case .ok: return .done
+        case .timedOut: return .waiting
+        case .workerDied(let why): return .workerDied(why)
+        case .failed(let e): return .failed(e.message)
+        }
+    }
+
+    package func closeQueue(_ queue: UInt64) { SharedQueue(offset: queue).close() }
+
+    /// Stores a script worker's encoded arguments (a several-value message)
+    /// in the arena, followed by an empty list of Pipe ends, and takes a
+    /// reference to each object among them for the worker (it adopts them
+    /// when it decodes). Returns `OFFSET:LENGTH` for JOBRUN_SCRIPT_ARGS.
+    package func storeArguments(_ bytes: [UInt8]) throws(JobrunError) -> String {
+        let listAt = (bytes.count + 7) & ~7
+        let off: UInt64
+        do { off = try Arena.allocate(listAt + 8) } catch {
+            throw JobrunError(.processError, "out of shared memory for a script worker's arguments")
+        }
+        bytes.withUnsafeBytes { b in
+            if b.count > 0 { memcpy(Arena.pointer(off), b.baseAddress!, b.count) }
+            ValueScan.forEachObjectInValues(b) { ObjectTable.retain($0) }
+        }
+        (Arena.pointer(off) + listAt).storeBytes(of: UInt64(0), as: UInt64.self)
+        return "\(off):\(bytes.count)"
+    }
+
+    /// Undoes storeArguments for a worker that did not start.
+    package func discardArguments(_ text: String) {
+        let parts = text.split(separator: ":")
+        guard parts.count == 2, let off = UInt64(parts[0]), let n = Int(parts[1]) else { return }
+        ValueScan.forEachObjectInValues(UnsafeRawBufferPointer(start: Arena.pointer(off), count: n)) { ObjectTable.release($0) }
+        Arena.free(off)
+    }
+
+    fileprivate func beginWait(_ queue: UInt64, _ kind: SharedQueue.HostWaitKind) -> (UnsafeMutablePointer<UInt32>, UInt32) {
+        SharedQueue(offset: queue).beginHostWait(kind)
+    }
+
+    fileprivate func endWait(_ queue: UInt64, _ kind: SharedQueue.HostWaitKind) {
+        SharedQueue(offset: queue).endHostWait(kind)
+    }
+}
+
+extension Runtime {
+    /// What a host's queue wait waits for: items (get) or task_done (join).
+    package enum QueueWait: Sendable { case items, done }
+
+    /// Calls `attempt` under the IPC lock until it gives a value. When it
+    /// gives none, a thread of the wait's own sleeps on the queue's word
+    /// (counted as a waiter, so a put or task_done wakes it) with no lock
+    /// held, in slices of 100 ms, and tries again: a cooperative thread
+    /// never blocks. Throws what `attempt` throws, or when the runtime shuts down.
+    package func waitForQueue<T: Sendable>(_ queue: UInt64, _ kind: QueueWait,
+                                           _ attempt: @escaping @Sendable (borrowing IPC) throws -> T?) async throws -> T {
+        if let v = try withIPC({ try attempt($0) }) { return v }
+        return try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, Error>) in
+            let k: SharedQueue.HostWaitKind = kind == .items ? .items : .done
+            let job = WaitJob {
+                while true {
+                    do {
+                        // The word's value is read before the attempt: a
+                        // change after it ends the sleep at once.
+                        let (word, value) = try self.withIPC { $0.beginWait(queue, k) }
+                        let got: T?
+                        do { got = try self.withIPC { try attempt($0) } } catch {
+                            _ = try? self.withIPC { $0.endWait(queue, k) }
+                            throw error
+                        }
+                        if let got {
+                            _ = try? self.withIPC { $0.endWait(queue, k) }
+                            c.resume(returning: got)
+                            return
+                        }
+                        _ = jr_futex_wait(word, value, 100_000_000)
+                        _ = try? self.withIPC { $0.endWait(queue, k) }
+                    } catch {
+                        c.resume(throwing: error)
+                        return
+                    }
+                }
+            }
+            if let e = job.start() { c.resume(throwing: e) }
+        }
+    }
+}
+
+/// A detached thread running one wait.
+private final class WaitJob: @unchecked Sendable {
+    let body: () -> Void
+    init(_ body: @escaping () -> Void) { self.body = body }
+
+    func start() -> JobrunError? {
+        var t = pthread_t()
+        var attr = pthread_attr_t()
+        pthread_attr_init(&attr)
+        pthread_attr_setdetachstate(&attr, Int32(PTHREAD_CREATE_DETACHED))
+        pthread_attr_setstacksize(&attr, 256 * 1024)
+        defer { pthread_attr_destroy(&attr) }
+        let arg = Unmanaged.passRetained(self).toOpaque()
+        let r = pthread_create(&t, &attr, { arg in
+            let job = Unmanaged<WaitJob>.fromOpaque(arg!).takeRetainedValue()
+            job.body()
+            return nil
+        }, arg)
+        if r != 0 {
+            Unmanaged<WaitJob>.fromOpaque(arg).release()
+            return JobrunError(call: "pthread_create", errno: r)
+        }
+        return nil
+    }
+}

@@ -1,0 +1,223 @@
+import Foundation
+import Glibc
+import Testing
+@testable import Jobrun
+@testable import JobrunCore
+
+/// Whether this test process runs SwiftQueueTests alone (started by SwiftQueuesInTheirOwnProcess).
+enum SwiftQueueTestProcess {
+    static let variable = "JOBRUN_SWIFT_QUEUE_TESTS_PROCESS"
+    static var isOwn: Bool { getenv(variable) != nil }
+}
+
+/// Runs SwiftQueueTests in a test process of their own, as
+/// HostRuntimeInItsOwnProcess runs RuntimeTests (one runtime per process,
+/// which owns the process's arena).
+@Suite struct SwiftQueuesInTheirOwnProcess {
+    @Test(.enabled(if: !SwiftQueueTestProcess.isOwn && !RuntimeTestProcess.isOwn)) func swiftQueueTests() throws {
+        let p = Foundation.Process()
+        p.executableURL = URL(fileURLWithPath: "/proc/self/exe")
+        p.arguments = ["--testing-library", "swift-testing", "--filter", "SwiftQueueTests"]
+        var env = ProcessInfo.processInfo.environment
+        env[SwiftQueueTestProcess.variable] = "1"
+        p.environment = env
+        let path = NSTemporaryDirectory() + "jobrun-swift-queue-tests-\(getpid()).txt"
+        FileManager.default.createFile(atPath: path, contents: nil)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let out = try #require(FileHandle(forWritingAtPath: path))
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        try out.close()
+        let end = Date().addingTimeInterval(300)
+        while p.isRunning && Date() < end { usleep(10_000) }
+        if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        p.waitUntilExit()
+        let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+        for line in text.split(separator: "\n") where line.hasPrefix("SwiftQueueTests:") { print(line) }
+        #expect(p.terminationStatus == 0 && p.terminationReason == .exit, "SwiftQueueTests failed in their own process:\n\(text)")
+        #expect(text.contains("Suite SwiftQueueTests passed"), "\(text)")
+    }
+}
+
+/// JoinableQueue and ScriptWorker (Jobrun's public API): a Swift host feeds
+/// Lua script workers (this test binary re-entered) and collects their
+/// results. Each test shuts the runtime down; a watchdog shuts it down
+/// early if a test outlives its bound, which makes every pending wait throw.
+@Suite(.serialized, .enabled(if: SwiftQueueTestProcess.isOwn)) struct SwiftQueueTests {
+    /// A Lua script written to a temporary file.
+    static func script(_ name: String, _ text: String) throws -> String {
+        let dir = NSTemporaryDirectory() + "jobrun-swift-queue-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let path = dir + "/" + name
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    static let squarer = """
+        local inbox, results = ...
+        while true do
+          local x = inbox:get()
+          if x == "stop" then inbox:task_done() break end
+          results:put(x * x)
+          inbox:task_done()
+        end
+        """
+
+    /// Runs `body` with the runtime shut down after it, or after `seconds`
+    /// if it is still running then (a pending get or join then throws).
+    static func bounded(_ seconds: Double, _ body: () async throws -> Void) async throws {
+        let watchdog = Task.detached {
+            try await Task.sleep(nanoseconds: UInt64(seconds * 1e9))
+            print("SwiftQueueTests: a test outlived its \(seconds) s: shutting the runtime down")
+            Runtime.running?.shutdown(grace: 0.2)
+        }
+        defer {
+            watchdog.cancel()
+            Runtime.running?.shutdown(grace: 0.5)
+        }
+        try await body()
+    }
+
+    @Test func swiftFeedsTenThousandItemsToTwoLuaWorkersAndCollectsTheSquares() async throws {
+        try await Self.bounded(120) {
+            let path = try Self.script("square.lua", Self.squarer)
+            let inbox = try JoinableQueue(name: "numbers")
+            let results = try JoinableQueue(name: "squares")
+            let t0 = Date()
+            let workers = try (1...2).map { i in
+                try ScriptWorker.start(script: path, arguments: [.queue(inbox), .queue(results)], name: "squarer-\(i)")
+            }
+            let n = 10_000
+            // Fed from one task while another collects.
+            let feeder = Task {
+                for i in 1...n { try await inbox.put(.integer(Int64(i))) }
+                for _ in workers { try await inbox.put("stop") }
+            }
+            var sum: Int64 = 0, count = 0
+            var seen = Set<Int64>()
+            for _ in 0..<n {
+                let v = try await results.get()
+                guard case .integer(let s) = v else { Issue.record("not an integer: \(v)"); return }
+                sum += s; count += 1; seen.insert(s)
+                try results.taskDone()
+            }
+            try await feeder.value
+            try await inbox.join()
+            let expected = (1...Int64(n)).reduce(0) { $0 + $1 * $1 }
+            #expect(count == n && seen.count == n && sum == expected)
+            for w in workers { #expect(await w.wait() == 0, "\(w.name) ends with status 0") }
+            print("SwiftQueueTests: 10,000 items squared by 2 Lua workers in \(String(format: "%.2f", Date().timeIntervalSince(t0))) s")
+        }
+    }
+
+    @Test func aWorkerSIGKILLedMidRunOnARedeliverQueueLosesNothing() async throws {
+        try await Self.bounded(60) {
+            let holdAndHang = try Self.script("hold.lua", """
+                local inbox, told = ...
+                local x = inbox:get()
+                told:put(x)
+                jobrun.sleep(600)
+                """)
+            let path = try Self.script("square_forever.lua", """
+                local inbox, results = ...
+                while true do
+                  local x = inbox:get()
+                  results:put(x * x)
+                  inbox:task_done()
+                end
+                """)
+            let inbox = try JoinableQueue(redeliver: true, name: "work")
+            let told = try JoinableQueue(name: "told")
+            let results = try JoinableQueue(name: "results")
+            let n = 200
+            for i in 1...n { try await inbox.put(.integer(Int64(i))) }
+            let victim = try ScriptWorker.start(script: holdAndHang, arguments: [.queue(inbox), .queue(told)], name: "victim")
+            let held = try await told.get()
+            #expect(held == .integer(1))
+            victim.kill(SIGKILL)
+            #expect(await victim.wait() == -SIGKILL)
+            let worker = try ScriptWorker.start(script: path, arguments: [.queue(inbox), .queue(results)], name: "survivor")
+            var got = Set<Int64>()
+            for _ in 0..<n {
+                if case .integer(let s) = try await results.get() { got.insert(s) }
+            }
+            #expect(got == Set((1...Int64(n)).map { $0 * $0 }), "every item, the victim's too, squared once")
+            try await inbox.join()   // nothing failed: the victim's item was redelivered
+            worker.kill()
+            _ = await worker.wait()
+        }
+    }
+
+    @Test func joinAfterAWorkerDiedWithoutTaskDoneThrowsNamingIt() async throws {
+        try await Self.bounded(60) {
+            let path = try Self.script("take_and_die.lua", """
+                local inbox = ...
+                inbox:get()
+                os.exit(3)
+                """)
+            let inbox = try JoinableQueue(name: "jobs")
+            try await inbox.put("job")
+            let w = try ScriptWorker.start(script: path, arguments: [.queue(inbox)], name: "careless")
+            #expect(await w.wait() == 3)
+            do {
+                try await inbox.join()
+                Issue.record("join returned")
+            } catch let e as JobrunQueueError {
+                #expect(e.code == .workerDied)
+                #expect(e.message.contains("careless (pid \(w.pid))"), "\(e)")
+            }
+            // Told once: a later join counts the item as done.
+            try await inbox.join()
+        }
+    }
+
+    struct Order: Codable, Equatable {
+        var id: Int
+        var customer: String
+        var lines: [Line]
+        var total: Double?
+        struct Line: Codable, Equatable { var sku: String; var quantity: Int; var price: Double }
+    }
+
+    @Test func codableStructsGoThroughTheQueueAsLuaTablesAndBack() async throws {
+        try await Self.bounded(60) {
+            let path = try Self.script("total.lua", """
+                local inbox, results = ...
+                while true do
+                  local order = inbox:get()
+                  assert(type(order) == "table" and type(order.lines) == "table", "a table")
+                  local total = 0
+                  for _, line in ipairs(order.lines) do total = total + line.quantity * line.price end
+                  order.total = total
+                  order.customer = order.customer:upper()
+                  results:put(order)
+                  inbox:task_done()
+                end
+                """)
+            let inbox = try JoinableQueue(), results = try JoinableQueue()
+            let w = try ScriptWorker.start(script: path, arguments: [.queue(inbox), .queue(results)])
+            let orders = (1...20).map { i in
+                Order(id: i, customer: "customer \(i)", lines: (1...i % 4 + 1).map { Order.Line(sku: "sku-\($0)", quantity: $0, price: 1.5) }, total: nil)
+            }
+            for o in orders { try await inbox.put(o) }
+            var back: [Order] = []
+            for _ in orders { back.append(try await results.get(as: Order.self)) }
+            try await inbox.join()
+            let expected = orders.map { o -> Order in
+                var o = o
+                o.customer = o.customer.uppercased()
+                o.total = o.lines.reduce(0) { $0 + Double($1.quantity) * $1.price }
+                return o
+            }
+            #expect(back == expected)
+            // A value that cannot cross is a typed error, and the queue goes on.
+            try await results.put("not an order")
+            await #expect(throws: JobrunQueueError.self) { _ = try await results.get(as: Order.self) }
+            try await inbox.put(orders[0])
+            #expect(try await results.get(as: Order.self) == expected[0])
+            w.kill()
+            _ = await w.wait()
+        }
+    }
+}
