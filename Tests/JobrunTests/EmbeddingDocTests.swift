@@ -53,3 +53,54 @@ import Jobrun
         }
     }
 }
+
+/// docs/embedding.md's "Queues from Swift" snippets, run in SwiftQueueTests'
+/// own process (they start a runtime); `snippetsAreHere` checks they are here.
+extension SwiftQueueTests {
+    /// The guide's Lua block that starts with `-- <name>`.
+    static func guideLua(_ name: String) throws -> String {
+        let guide = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../docs/embedding.md")
+        let doc = try String(contentsOf: guide, encoding: .utf8)
+        let block = doc.components(separatedBy: "```lua\n").dropFirst().map { $0.components(separatedBy: "```")[0] }
+            .first { $0.hasPrefix("-- \(name)\n") }
+        return try #require(block, "docs/embedding.md has a Lua block -- \(name)")
+    }
+
+    @Test func theGuidesQueuesFromSwift() async throws {
+        try await Self.bounded(60) {
+            // The snippet names square.lua in the working directory.
+            let dir = try Self.script("square.lua", try Self.guideLua("square.lua"))
+            let old = FileManager.default.currentDirectoryPath
+            #expect(FileManager.default.changeCurrentDirectoryPath((dir as NSString).deletingLastPathComponent))
+            defer { _ = FileManager.default.changeCurrentDirectoryPath(old) }
+
+            let numbers = try JoinableQueue(name: "numbers")
+            let squares = try JoinableQueue(name: "squares")
+            let workers = try (1...2).map { i in
+                try ScriptWorker.start(script: "square.lua", arguments: [.queue(numbers), .queue(squares)], name: "square-\(i)")
+            }
+            for n in 1...100 { try await numbers.put(.integer(Int64(n))) }
+            for _ in workers { try await numbers.put("stop") }
+            var sum: Int64 = 0
+            for _ in 1...100 { sum += try await squares.get().int64Value ?? 0 }
+            try await numbers.join()            // every number marked done
+            for w in workers { _ = await w.wait() }   // 0: each ended on its "stop"
+            #expect(sum == 338_350)
+            for w in workers { #expect(w.exitCode == 0) }
+
+            let careless = try Self.script("careless.lua", "local jobs = ...\njobs:get()\nos.exit(3)\n")
+            let jobs = try JoinableQueue()
+            try await jobs.put("job")
+            let w = try ScriptWorker.start(script: careless, arguments: [.queue(jobs)], name: "careless")
+            _ = await w.wait()
+            #expect(w.exitCode == 3)
+            do {
+                try await jobs.join()
+            } catch let error as JobrunQueueError where error.code == .workerDied {
+                print(error.message)   // 1 item will never be marked done: careless (pid 4242) exited with status 3 while holding it
+            }
+            // Told once (joinAfterAWorkerDiedWithoutTaskDoneThrowsNamingIt checks the message).
+            try await jobs.join()
+        }
+    }
+}
