@@ -92,8 +92,8 @@ import Testing
         }
         let manifest = try String(contentsOf: example.appendingPathComponent("Package.swift"), encoding: .utf8)
         let dependency = #".package(url: "file://\#(copy.path)", from: "\#(Self.version)")"#
-        #expect(manifest.contains(#".package(path: "../..")"#))
-        try manifest.replacingOccurrences(of: #".package(path: "../..")"#, with: dependency)
+        #expect(manifest.contains(#".package(name: "jobrun", path: "../..")"#))
+        try manifest.replacingOccurrences(of: #".package(name: "jobrun", path: "../..")"#, with: dependency)
             .write(to: consumer.appendingPathComponent("Package.swift"), atomically: true, encoding: .utf8)
 
         let t0 = Date()

@@ -12,7 +12,7 @@ import PackageDescription
 let package = Package(
     name: "swift-pipeline",
     dependencies: [
-        .package(path: "../.."),
+        .package(name: "jobrun", path: "../.."),
     ],
     targets: [
         .executableTarget(
