@@ -221,3 +221,35 @@ enum SwiftQueueTestProcess {
         }
     }
 }
+
+extension SwiftQueueTests {
+    @Test func aWaitingGetEndsWhenItsTaskIsCancelledOrTheRuntimeShutsDown() async throws {
+        try await Self.bounded(30) {
+            let q = try JoinableQueue(name: "empty")
+            let waiting = Task { try await q.get() }
+            try await Task.sleep(nanoseconds: 50_000_000)
+            waiting.cancel()
+            let cancelled: Result<LuaValue, Error> = await waiting.result
+            #expect(throws: CancellationError.self) { try cancelled.get() }
+            // The queue still works after it.
+            try await q.put("after")
+            #expect(try await q.get() == "after")
+            // A get waiting while the runtime shuts down throws .runtime.
+            let pending = Task { try await q.get() }
+            try await Task.sleep(nanoseconds: 50_000_000)
+            Runtime.running?.shutdown(grace: 0.2)
+            do {
+                _ = try await pending.value
+                Issue.record("get returned after shutdown")
+            } catch let e as JobrunQueueError {
+                #expect(e.code == .runtime, "\(e)")
+            }
+            await #expect(throws: JobrunQueueError.self) { try await q.put("late") }
+            // Also once a new runtime (a new arena) runs: the old queue is no object of it.
+            let fresh = try JoinableQueue(name: "fresh")
+            await #expect(throws: JobrunQueueError.self) { try await q.put("late") }
+            try await fresh.put(1)
+            #expect(try await fresh.get() == 1)
+        }
+    }
+}

@@ -59,7 +59,8 @@ public final class JoinableQueue: Sendable {
         }
     }
 
-    /// Takes the next value, waiting for one.
+    /// Takes the next value, waiting for one. A cancelled task's wait ends
+    /// (within 0.1 s) with CancellationError; no item is taken then.
     public func get() async throws -> LuaValue {
         let offset = handle.offset
         let bytes: [UInt8]
@@ -72,7 +73,7 @@ public final class JoinableQueue: Sendable {
                 case .failed(let why): return .failure(JobrunQueueError(.failed, why))
                 }
             }.get()
-        } catch let e as JobrunQueueError { throw e } catch {
+        } catch let e as JobrunQueueError { throw e } catch let e as CancellationError { throw e } catch {
             throw JobrunQueueError(.runtime, "\(error)")
         }
         do { return try LuaWire.decode(bytes, path: "item") } catch { throw JobrunQueueError(.badValue, "\(error)") }
@@ -104,7 +105,7 @@ public final class JoinableQueue: Sendable {
                 case .failed(let why): return .failure(JobrunQueueError(.failed, why))
                 }
             }.get()
-        } catch let e as JobrunQueueError { throw e } catch {
+        } catch let e as JobrunQueueError { throw e } catch let e as CancellationError { throw e } catch {
             throw JobrunQueueError(.runtime, "\(error)")
         }
     }
@@ -115,7 +116,7 @@ public final class JoinableQueue: Sendable {
     }
 
     private func ipc<T>(_ body: (borrowing Runtime.IPC) throws -> T) throws -> T {
-        do { return try runtime.withIPC(body) } catch let e as JobrunQueueError { throw e } catch {
+        do { return try runtime.withOwnIPC(body) } catch let e as JobrunQueueError { throw e } catch {
             throw JobrunQueueError(.runtime, "\(error)")
         }
     }

@@ -54,7 +54,7 @@ public final class ScriptWorker: Sendable {
         let args: String
         do {
             runtime = try Runtime.shared()
-            args = try runtime.withIPC { ipc in try ipc.storeArguments(bytes) }
+            args = try runtime.withOwnIPC { ipc in try ipc.storeArguments(bytes) }
         } catch {
             throw JobrunQueueError(.runtime, "\(error)")
         }
@@ -63,7 +63,7 @@ public final class ScriptWorker: Sendable {
                                             environment: ["JOBRUN_SCRIPT": script, "JOBRUN_SCRIPT_ARGS": args])
             return ScriptWorker(worker: w, runtime: runtime)
         } catch {
-            _ = try? runtime.withIPC { $0.discardArguments(args) }
+            _ = try? runtime.withOwnIPC { $0.discardArguments(args) }
             throw JobrunQueueError(.startFailed, "\(error)")
         }
     }

@@ -1,3 +1,4 @@
+import Atomics
 import CJobrunShims
 import Glibc
 
@@ -114,6 +115,16 @@ extension Runtime.IPC {
 }
 
 extension Runtime {
+    /// `withIPC` for a queue or worker this runtime made: refused once it
+    /// has shut down, even when a new runtime has mapped an arena since (the
+    /// queue's offset is no object of that arena).
+    package func withOwnIPC<T>(_ body: (borrowing IPC) throws -> T) throws -> T {
+        try withIPC { ipc in
+            guard Runtime.running === self else { throw JobrunError(.processError, "the jobrun runtime has shut down") }
+            return try body(ipc)
+        }
+    }
+
     /// What a host's queue wait waits for: items (get) or task_done (join).
     package enum QueueWait: Sendable { case items, done }
 
@@ -121,30 +132,38 @@ extension Runtime {
     /// gives none, a thread of the wait's own sleeps on the queue's word
     /// (counted as a waiter, so a put or task_done wakes it) with no lock
     /// held, in slices of 100 ms, and tries again: a cooperative thread
-    /// never blocks. Throws what `attempt` throws, or when the runtime shuts down.
+    /// never blocks. Throws what `attempt` throws, when the runtime shuts
+    /// down, or CancellationError when the task is cancelled (seen within a slice).
     package func waitForQueue<T: Sendable>(_ queue: UInt64, _ kind: QueueWait,
                                            _ attempt: @escaping @Sendable (borrowing IPC) throws -> T?) async throws -> T {
-        if let v = try withIPC({ try attempt($0) }) { return v }
-        return try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, Error>) in
+        if let v = try withOwnIPC({ try attempt($0) }) { return v }
+        try Task.checkCancellation()
+        let cancelled = WaitJob.Flag()
+        return try await withTaskCancellationHandler {
+          try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, Error>) in
             let k: SharedQueue.HostWaitKind = kind == .items ? .items : .done
             let job = WaitJob {
                 while true {
+                    if cancelled.isSet {
+                        c.resume(throwing: CancellationError())
+                        return
+                    }
                     do {
                         // The word's value is read before the attempt: a
                         // change after it ends the sleep at once.
-                        let (word, value) = try self.withIPC { $0.beginWait(queue, k) }
+                        let (word, value) = try self.withOwnIPC { $0.beginWait(queue, k) }
                         let got: T?
-                        do { got = try self.withIPC { try attempt($0) } } catch {
-                            _ = try? self.withIPC { $0.endWait(queue, k) }
+                        do { got = try self.withOwnIPC { try attempt($0) } } catch {
+                            _ = try? self.withOwnIPC { $0.endWait(queue, k) }
                             throw error
                         }
                         if let got {
-                            _ = try? self.withIPC { $0.endWait(queue, k) }
+                            _ = try? self.withOwnIPC { $0.endWait(queue, k) }
                             c.resume(returning: got)
                             return
                         }
                         _ = jr_futex_wait(word, value, 100_000_000)
-                        _ = try? self.withIPC { $0.endWait(queue, k) }
+                        _ = try? self.withOwnIPC { $0.endWait(queue, k) }
                     } catch {
                         c.resume(throwing: error)
                         return
@@ -152,12 +171,22 @@ extension Runtime {
                 }
             }
             if let e = job.start() { c.resume(throwing: e) }
+          }
+        } onCancel: {
+            cancelled.set()
         }
     }
 }
 
 /// A detached thread running one wait.
 private final class WaitJob: @unchecked Sendable {
+    /// Set once by the task's cancellation handler, read by the wait's thread.
+    final class Flag: Sendable {
+        private let value = ManagedAtomic<Bool>(false)
+        var isSet: Bool { value.load(ordering: .acquiring) }
+        func set() { value.store(true, ordering: .releasing) }
+    }
+
     let body: () -> Void
     init(_ body: @escaping () -> Void) { self.body = body }
 
