@@ -253,3 +253,27 @@ extension SwiftQueueTests {
         }
     }
 }
+
+extension SwiftQueueTests {
+    @Test func aDeadlockIsReportedToAWaitThatAsksForIt() async throws {
+        try await Self.bounded(60) {
+            // The worker waits for work that never comes; the host waits for its result.
+            let path = try Self.script("starved.lua", """
+                local inbox, results = ...
+                results:put(inbox:get())
+                """)
+            let inbox = try JoinableQueue(name: "inbox"), results = try JoinableQueue(name: "results")
+            let w = try ScriptWorker.start(script: path, arguments: [.queue(inbox), .queue(results)], name: "starved")
+            do {
+                _ = try await results.get(detectDeadlock: true)
+                Issue.record("get returned")
+            } catch let e as JobrunQueueError {
+                #expect(e.code == .deadlock, "\(e)")
+                #expect(e.message.contains("starved (pid \(w.pid)) waits in"), "\(e)")
+                #expect(e.message.contains("host (pid \(getpid())) waits in"), "\(e)")
+            }
+            // The worker was told too (its get raised Deadlock).
+            #expect(await w.wait() == 1)
+        }
+    }
+}

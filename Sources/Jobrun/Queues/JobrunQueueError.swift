@@ -8,6 +8,10 @@ public struct JobrunQueueError: Error, Sendable, CustomStringConvertible, Equata
         /// killed by signal 9 (SIGKILL) while holding it"). Told once: a
         /// later join counts those items as done.
         case workerDied
+        /// A `get` or `join` that asked for deadlock detection waits while
+        /// every worker of the run waits too: nothing can wake them. The
+        /// message names each process and what it waits on.
+        case deadlock
         /// `put` or `get` on a closed queue.
         case closed
         /// A value cannot cross (a function, a cycle, bytes that are no

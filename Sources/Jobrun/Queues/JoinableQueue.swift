@@ -61,11 +61,19 @@ public final class JoinableQueue: Sendable {
 
     /// Takes the next value, waiting for one. A cancelled task's wait ends
     /// (within 0.1 s) with CancellationError; no item is taken then.
-    public func get() async throws -> LuaValue {
+    ///
+    /// `detectDeadlock`: pass true when nothing else in your program will
+    /// put to or take from the run's queues while this call waits (your
+    /// program is, like a script's main process, blocked here). Then, when
+    /// every worker waits too, jobrun's monitor declares a deadlock and the
+    /// call throws `.deadlock` (or `.workerDied` when a worker's death
+    /// caused it) naming each process and what it waits on. Off by default:
+    /// the monitor cannot see your program's other tasks.
+    public func get(detectDeadlock: Bool = false) async throws -> LuaValue {
         let offset = handle.offset
         let bytes: [UInt8]
         do {
-            bytes = try await runtime.waitForQueue(offset, .items) { ipc -> Result<[UInt8], JobrunQueueError>? in
+            bytes = try await runtime.waitForQueue(offset, .items, registering: detectDeadlock) { ipc -> Result<[UInt8], JobrunQueueError>? in
                 switch ipc.getItem(from: offset) {
                 case .item(let b): return .success(b)
                 case .empty: return nil
@@ -73,15 +81,17 @@ public final class JoinableQueue: Sendable {
                 case .failed(let why): return .failure(JobrunQueueError(.failed, why))
                 }
             }.get()
-        } catch let e as JobrunQueueError { throw e } catch let e as CancellationError { throw e } catch {
+        } catch let e as JobrunQueueError { throw e } catch let e as CancellationError { throw e } catch let v as QueueVerdict {
+            throw JobrunQueueError(v.deadlock ? .deadlock : .workerDied, v.message)
+        } catch {
             throw JobrunQueueError(.runtime, "\(error)")
         }
         do { return try LuaWire.decode(bytes, path: "item") } catch { throw JobrunQueueError(.badValue, "\(error)") }
     }
 
     /// Takes the next value and decodes it as `T` (LuaValueDecoder).
-    public func get<T: Decodable>(as type: T.Type) async throws -> T {
-        let v = try await get()
+    public func get<T: Decodable>(as type: T.Type, detectDeadlock: Bool = false) async throws -> T {
+        let v = try await get(detectDeadlock: detectDeadlock)
         do { return try LuaValueDecoder().decode(T.self, from: v) } catch { throw JobrunQueueError(.badValue, "\(error)") }
     }
 
@@ -93,11 +103,11 @@ public final class JoinableQueue: Sendable {
 
     /// Waits until every item put has been marked done. Throws
     /// `.workerDied` (naming the worker) when items were taken by a worker
-    /// that died before marking them done.
-    public func join() async throws {
+    /// that died before marking them done. `detectDeadlock`: as for `get`.
+    public func join(detectDeadlock: Bool = false) async throws {
         let offset = handle.offset
         do {
-            try await runtime.waitForQueue(offset, .done) { ipc -> Result<Void, JobrunQueueError>? in
+            try await runtime.waitForQueue(offset, .done, registering: detectDeadlock) { ipc -> Result<Void, JobrunQueueError>? in
                 switch ipc.joinNow(offset) {
                 case .done: return .success(())
                 case .waiting: return nil
@@ -105,7 +115,9 @@ public final class JoinableQueue: Sendable {
                 case .failed(let why): return .failure(JobrunQueueError(.failed, why))
                 }
             }.get()
-        } catch let e as JobrunQueueError { throw e } catch let e as CancellationError { throw e } catch {
+        } catch let e as JobrunQueueError { throw e } catch let e as CancellationError { throw e } catch let v as QueueVerdict {
+            throw JobrunQueueError(v.deadlock ? .deadlock : .workerDied, v.message)
+        } catch {
             throw JobrunQueueError(.runtime, "\(error)")
         }
     }

@@ -112,6 +112,29 @@ extension Runtime.IPC {
     fileprivate func endWait(_ queue: UInt64, _ kind: SharedQueue.HostWaitKind) {
         SharedQueue(offset: queue).endHostWait(kind)
     }
+
+    /// Notes in the host's ledger record that it waits on `word` of `queue`,
+    /// so the monitor counts it among the waiting (a deadlock is declared
+    /// only when every process of the run waits).
+    fileprivate func registerWait(_ queue: UInt64, _ kind: SharedQueue.HostWaitKind,
+                                  word: UnsafeMutablePointer<UInt32>, value: UInt32) {
+        ProcessRegistry.willWait(kind == .items ? JR_WAIT_GET : JR_WAIT_JOIN, object: SharedQueue(offset: queue).q,
+                                 word: word, value: value, timed: false)
+    }
+
+    /// Ends that note; the monitor's verdict on the wait, if it gave one.
+    fileprivate func unregisterWait(_ futexResult: Int32) -> QueueVerdict? {
+        ProcessRegistry.didWait(futexResult)
+        return ProcessRegistry.takeVerdict().map { QueueVerdict(deadlock: $0.code == .deadlock, message: $0.message) }
+    }
+}
+
+/// The monitor's verdict on a host's wait that registered itself
+/// (`waitForQueue(registering: true)`): a deadlock, or a deadlock a dead
+/// worker caused (`deadlock` false: WorkerDied).
+package struct QueueVerdict: Error, Sendable {
+    package let deadlock: Bool
+    package let message: String
 }
 
 extension Runtime {
@@ -134,7 +157,11 @@ extension Runtime {
     /// held, in slices of 100 ms, and tries again: a cooperative thread
     /// never blocks. Throws what `attempt` throws, when the runtime shuts
     /// down, or CancellationError when the task is cancelled (seen within a slice).
-    package func waitForQueue<T: Sendable>(_ queue: UInt64, _ kind: QueueWait,
+    ///
+    /// `registering`: the wait is noted in the host's ledger record while it
+    /// sleeps, so the monitor declares a deadlock when every worker waits
+    /// too; the wait then throws QueueVerdict (if `attempt` still gives nothing).
+    package func waitForQueue<T: Sendable>(_ queue: UInt64, _ kind: QueueWait, registering: Bool = false,
                                            _ attempt: @escaping @Sendable (borrowing IPC) throws -> T?) async throws -> T {
         if let v = try withOwnIPC({ try attempt($0) }) { return v }
         try Task.checkCancellation()
@@ -162,8 +189,20 @@ extension Runtime {
                             c.resume(returning: got)
                             return
                         }
-                        _ = jr_futex_wait(word, value, 100_000_000)
-                        _ = try? self.withOwnIPC { $0.endWait(queue, k) }
+                        if registering { try self.withOwnIPC { $0.registerWait(queue, k, word: word, value: value) } }
+                        let r = jr_futex_wait(word, value, 100_000_000)
+                        let verdict = try? self.withOwnIPC { ipc -> QueueVerdict? in
+                            ipc.endWait(queue, k)
+                            return registering ? ipc.unregisterWait(r) : nil
+                        }
+                        if let verdict = verdict ?? nil {
+                            if let got = try self.withOwnIPC({ try attempt($0) }) {
+                                c.resume(returning: got)
+                            } else {
+                                c.resume(throwing: verdict)
+                            }
+                            return
+                        }
                     } catch {
                         c.resume(throwing: error)
                         return
