@@ -277,3 +277,24 @@ extension SwiftQueueTests {
         }
     }
 }
+
+extension SwiftQueueTests {
+    @Test func aPlainQueueCarriesItemsBothWaysAndCloses() async throws {
+        try await Self.bounded(60) {
+            let path = try Self.script("plain.lua", """
+                local inbox, outbox = ...
+                for item in inbox:items() do outbox:put(#item) end
+                outbox:put("done")
+                """)
+            let inbox = try Queue(name: "words"), outbox = try Queue(name: "lengths")
+            let w = try ScriptWorker.start(script: path, arguments: [.queue(inbox), .queue(outbox)])
+            try await inbox.put(contentsOf: ["a", "bb", "ccc"])
+            try inbox.close()
+            await #expect(throws: JobrunQueueError.self) { try await inbox.put("late") }
+            var lengths: [LuaValue] = []
+            for _ in 0..<4 { lengths.append(try await outbox.get()) }
+            #expect(lengths == [1, 2, 3, "done"])
+            #expect(await w.wait() == 0)
+        }
+    }
+}

@@ -5,7 +5,7 @@ import JobrunCore
 public enum ScriptArgument: Sendable, ExpressibleByIntegerLiteral, ExpressibleByStringLiteral,
                             ExpressibleByFloatLiteral, ExpressibleByBooleanLiteral {
     case value(LuaValue)
-    case queue(JoinableQueue)
+    case queue(Queue)
 
     public init(integerLiteral v: Int64) { self = .value(.integer(v)) }
     public init(stringLiteral v: String) { self = .value(LuaValue(stringLiteral: v)) }

@@ -17,14 +17,15 @@ extension Runtime.IPC {
         package let generation: UInt32
     }
 
-    /// A new JoinableQueue, held by the host until the run ends.
-    package func makeJoinableQueueHandle(redeliver: Bool, label: String) throws(JobrunError) -> QueueHandle {
+    /// A new Queue or JoinableQueue (no size limit), held by the host until the run ends.
+    package func makeQueueHandle(joinable: Bool, redeliver: Bool, label: String) throws(JobrunError) -> QueueHandle {
+        let type = joinable ? JR_OBJ_JOINABLE_QUEUE : JR_OBJ_QUEUE
         do {
-            let off = try SharedQueue.create(maxsize: 0, joinable: true, redeliver: redeliver, label: label, site: "host")
-            let (slot, generation) = try ObjectTable.register(type: JR_OBJ_JOINABLE_QUEUE, offset: off)
-            return QueueHandle(offset: off, type: UInt32(JR_OBJ_JOINABLE_QUEUE), slot: slot, generation: generation)
+            let off = try SharedQueue.create(maxsize: 0, joinable: joinable, redeliver: redeliver, label: label, site: "host")
+            let (slot, generation) = try ObjectTable.register(type: type, offset: off)
+            return QueueHandle(offset: off, type: UInt32(type), slot: slot, generation: generation)
         } catch {
-            throw JobrunError(.processError, "cannot create a JoinableQueue: \(error)")
+            throw JobrunError(.processError, "cannot create a \(joinable ? "JoinableQueue" : "Queue"): \(error)")
         }
     }
 

@@ -1,30 +1,30 @@
 import JobrunCore
 
-/// A jobrun `JoinableQueue` made by a Swift host: the same object a Lua
-/// script's `jobrun.JoinableQueue()` makes, in the run's shared memory, so
-/// a `ScriptWorker` given it as an argument reads and writes it in Lua
-/// while the host `put`s, `get`s, marks items done and `join`s from Swift.
+/// A jobrun `Queue` made by a Swift host: the same object a Lua script's
+/// `jobrun.Queue()` makes, in the run's shared memory, so a `ScriptWorker`
+/// given it as an argument reads and writes it in Lua while the host
+/// `put`s and `get`s from Swift. `JoinableQueue` adds `taskDone` and `join`.
 ///
-/// Every call is safe from any task or thread. `get` and `join` wait
+/// Every call is safe from any task or thread. `get` (and `join`) wait
 /// without blocking a cooperative thread: a thread of the wait's own
 /// sleeps on the queue, holding no lock. Items cross as jobrun's codec
 /// (LuaValue, or any Codable through LuaValueEncoder), never as JSON.
-///
-/// Supervision is the command line's: a worker that dies holding items
-/// makes the next `join` throw `.workerDied` naming it; on a
-/// `redeliver: true` queue its items go back to the front of the queue instead.
-public final class JoinableQueue: Sendable {
+/// Queues made from Swift have no size limit: `put` never waits.
+public class Queue: @unchecked Sendable {   // only constants
     let handle: Runtime.IPC.QueueHandle
     let runtime: Runtime
     /// The name given (shown in jobrun's messages), if any.
     public let name: String?
 
-    /// A new queue (no size limit). `redeliver`: items a dead worker took
-    /// are delivered again instead of failed.
-    public init(redeliver: Bool = false, name: String? = nil) throws {
+    /// A new queue.
+    public convenience init(name: String? = nil) throws {
+        try self.init(joinable: false, redeliver: false, name: name)
+    }
+
+    init(joinable: Bool, redeliver: Bool, name: String?) throws {
         do {
             runtime = try Runtime.shared()
-            handle = try runtime.withIPC { ipc in try ipc.makeJoinableQueueHandle(redeliver: redeliver, label: name ?? "") }
+            handle = try runtime.withIPC { ipc in try ipc.makeQueueHandle(joinable: joinable, redeliver: redeliver, label: name ?? "") }
         } catch {
             throw JobrunQueueError(.runtime, "\(error)")
         }
@@ -95,6 +95,31 @@ public final class JoinableQueue: Sendable {
         do { return try LuaValueDecoder().decode(T.self, from: v) } catch { throw JobrunQueueError(.badValue, "\(error)") }
     }
 
+    /// Closes the queue: no more puts; a get that finds it empty throws `.closed`.
+    public func close() throws {
+        try ipc { $0.closeQueue(handle.offset) }
+    }
+
+    func ipc<T>(_ body: (borrowing Runtime.IPC) throws -> T) throws -> T {
+        do { return try runtime.withOwnIPC(body) } catch let e as JobrunQueueError { throw e } catch {
+            throw JobrunQueueError(.runtime, "\(error)")
+        }
+    }
+}
+
+/// A jobrun `JoinableQueue` made by a Swift host: a Queue whose items are
+/// marked done (`taskDone`) and waited for (`join`).
+///
+/// Supervision is the command line's: a worker that dies holding items
+/// makes the next `join` throw `.workerDied` naming it; on a
+/// `redeliver: true` queue its items go back to the front of the queue instead.
+public final class JoinableQueue: Queue, @unchecked Sendable {
+    /// A new queue. `redeliver`: items a dead worker took are delivered
+    /// again instead of failed.
+    public init(redeliver: Bool = false, name: String? = nil) throws {
+        try super.init(joinable: true, redeliver: redeliver, name: name)
+    }
+
     /// Marks one taken item done (Python's task_done).
     public func taskDone() throws {
         let ok = try ipc { $0.markDone(handle.offset) }
@@ -122,14 +147,4 @@ public final class JoinableQueue: Sendable {
         }
     }
 
-    /// Closes the queue: no more puts; a get that finds it empty throws `.closed`.
-    public func close() throws {
-        try ipc { $0.closeQueue(handle.offset) }
-    }
-
-    private func ipc<T>(_ body: (borrowing Runtime.IPC) throws -> T) throws -> T {
-        do { return try runtime.withOwnIPC(body) } catch let e as JobrunQueueError { throw e } catch {
-            throw JobrunQueueError(.runtime, "\(error)")
-        }
-    }
 }
