@@ -298,3 +298,39 @@ extension SwiftQueueTests {
         }
     }
 }
+
+extension SwiftQueueTests {
+    @Test func manyTasksGetAndJoinAtOnceWhileALuaWorkerProduces() async throws {
+        try await Self.bounded(60) {
+            let path = try Self.script("produce.lua", """
+                local out, n = ...
+                for i = 1, n do
+                  out:put(i)
+                  if i % 100 == 0 then jobrun.sleep(0.001) end
+                end
+                """)
+            let out = try JoinableQueue(name: "produced")
+            let n = 2000
+            // Eight takers wait before anything is put (a wait's thread each).
+            let takers = (0..<8).map { _ in
+                Task { () throws -> [Int64] in
+                    var mine: [Int64] = []
+                    for _ in 0..<(n / 8) {
+                        if case .integer(let i) = try await out.get() { mine.append(i) }
+                        try out.taskDone()
+                    }
+                    return mine
+                }
+            }
+            let w = try ScriptWorker.start(script: path, arguments: [.queue(out), .value(.integer(Int64(n)))], name: "producer")
+            // Two joiners once the first item is in (they wait for the takers' task_done).
+            while try out.ipc({ $0.tasks(of: out.handle.offset) }).unfinished == 0 && w.exitCode == nil { await Task.yield() }
+            let joiners = (0..<2).map { _ in Task { try await out.join() } }
+            var all: [Int64] = []
+            for t in takers { all += try await t.value }
+            for j in joiners { try await j.value }
+            #expect(all.count == n && Set(all) == Set(1...Int64(n)), "each item taken once")
+            #expect(await w.wait() == 0)
+        }
+    }
+}
