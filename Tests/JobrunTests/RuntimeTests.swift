@@ -17,16 +17,24 @@ enum RuntimeTestProcess {
 /// RuntimeTests: its workers are it, re-entered.
 @Suite struct HostRuntimeInItsOwnProcess {
     @Test(.enabled(if: !RuntimeTestProcess.isOwn)) func runtimeTests() throws {
+        try Self.runOwn("RuntimeTests")
+    }
+
+    @Test(.enabled(if: !RuntimeTestProcess.isOwn)) func pluginHostTests() throws {
+        try Self.runOwn("PluginHostTests")
+    }
+
+    static func runOwn(_ suite: String) throws {
         let p = Foundation.Process()
         p.executableURL = URL(fileURLWithPath: "/proc/self/exe")
-        p.arguments = ["--testing-library", "swift-testing", "--filter", "RuntimeTests"]
+        p.arguments = ["--testing-library", "swift-testing", "--filter", suite]
         var env = ProcessInfo.processInfo.environment
         env[RuntimeTestProcess.variable] = "1"
         p.environment = env
         // Output to a file, not a pipe: a pipe's end would also be inherited
         // by whatever other tests of this process start meanwhile, and its
         // end of file would wait for them.
-        let path = NSTemporaryDirectory() + "jobrun-runtime-tests-\(getpid()).txt"
+        let path = NSTemporaryDirectory() + "jobrun-runtime-tests-\(getpid())-\(suite).txt"
         FileManager.default.createFile(atPath: path, contents: nil)
         defer { try? FileManager.default.removeItem(atPath: path) }
         let out = try #require(FileHandle(forWritingAtPath: path))
@@ -40,9 +48,9 @@ enum RuntimeTestProcess {
         if p.isRunning { kill(p.processIdentifier, SIGKILL) }
         p.waitUntilExit()
         let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
-        for line in text.split(separator: "\n") where line.hasPrefix("RuntimeTests:") { print(line) }
-        #expect(p.terminationStatus == 0 && p.terminationReason == .exit, "RuntimeTests failed in their own process:\n\(text)")
-        #expect(text.contains("Suite RuntimeTests passed"), "\(text)")
+        for line in text.split(separator: "\n") where line.hasPrefix("\(suite):") { print(line) }
+        #expect(p.terminationStatus == 0 && p.terminationReason == .exit, "\(suite) failed in their own process:\n\(text)")
+        #expect(text.contains("Suite \(suite) passed"), "\(text)")
     }
 }
 

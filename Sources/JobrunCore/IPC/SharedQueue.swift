@@ -862,6 +862,27 @@ struct SharedQueue {
         return true
     }
 
+    /// For a host thread that sleeps outside the runtime's IPC lock
+    /// (Runtime.waitForItems): counts the caller as a waiter, so that the
+    /// next put wakes `itemsWord`, and returns the word's value to sleep
+    /// on; nil when items are there already (or the queue is closed).
+    /// `removeItemsWaiter` undoes it after the sleep.
+    func addItemsWaiter() -> UInt32? {
+        lock()
+        defer { unlock() }
+        if q.pointee.count != 0 || q.pointee.closed != 0 { return nil }
+        q.pointee.get_waiters += 1
+        return q.pointee.items_seq
+    }
+
+    func removeItemsWaiter() {
+        lock()
+        q.pointee.get_waiters -= 1
+        unlock()
+    }
+
+    var itemsWord: UnsafeMutablePointer<UInt32> { withUnsafeMutablePointer(to: &q.pointee.items_seq) { $0 } }
+
     /// Pipe.poll: as waitForItems, and `verdict` is the monitor's verdict
     /// when one ended the wait with still nothing to read.
     func waitForItems(deadline: Deadline, verdict: inout JobrunError?) -> Bool {

@@ -180,6 +180,23 @@ package final class Runtime: @unchecked Sendable {
         }
     }
 
+    /// Sleeps up to `timeout` seconds until `queue` has an item, without
+    /// holding the IPC lock while asleep (it is taken only to register and
+    /// unregister as a waiter): a host thread that waits for responses
+    /// leaves the lock to the threads that put. Returns at once when items
+    /// are there. The caller keeps the runtime from shutting down meanwhile
+    /// (its queue lives in the arena).
+    package func waitForItems(on queue: UInt64, timeout: Double) {
+        let registered = try? withIPC { _ -> (UnsafeMutablePointer<UInt32>, UInt32)? in
+            let q = SharedQueue(offset: queue)
+            guard let seq = q.addItemsWaiter() else { return nil }
+            return (q.itemsWord, seq)
+        }
+        guard let (word, seq) = registered ?? nil else { return }
+        _ = jr_futex_wait(word, seq, Int64(max(0, timeout) * 1e9))
+        _ = try? withIPC { _ in SharedQueue(offset: queue).removeItemsWaiter() }
+    }
+
     private func withIPCLocked<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
         pthread_mutex_lock(ipcLock)
         defer { pthread_mutex_unlock(ipcLock) }

@@ -1,0 +1,151 @@
+import JobrunCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Bytes of memory, for `PluginHost.Limits`.
+public struct ByteCount: Sendable, Hashable, CustomStringConvertible {
+    public var bytes: Int
+    public init(bytes: Int) { self.bytes = bytes }
+    public static func bytes(_ n: Int) -> ByteCount { ByteCount(bytes: n) }
+    public static func kibibytes(_ n: Int) -> ByteCount { ByteCount(bytes: n << 10) }
+    public static func mebibytes(_ n: Int) -> ByteCount { ByteCount(bytes: n << 20) }
+    public static func gibibytes(_ n: Int) -> ByteCount { ByteCount(bytes: n << 30) }
+    public var description: String { "\(bytes) bytes" }
+}
+
+/// Lua plug-ins of one folder, run in warm worker processes: a plug-in that
+/// crashes, loops or allocates without bound costs one call, never the host.
+///
+/// ```swift
+/// let host = try PluginHost(directory: "plugins", workers: 2,
+///                           limits: .init(memory: .mebibytes(256), callTimeout: .seconds(5)))
+/// let out = try await host.call("thumbnail", "resize", ["path": "a.png", "width": 128])
+/// await host.shutdown()
+/// ```
+///
+/// Calls from any number of tasks are spread over the workers, at most
+/// `maxInFlight` (4) queued on each; the others wait, in order, without
+/// blocking a thread. Workers are this process's executable re-entered
+/// (posix_spawn, never fork). See docs/embedding.md.
+public final class PluginHost: Sendable {
+    public struct Limits: Sendable {
+        /// Lua memory of a worker (the whole state: ~300 KiB before any
+        /// plug-in); a call past it fails `limitExceeded`. nil: no limit.
+        public var memory: ByteCount?
+        /// How long one call may run; past it the worker is killed and
+        /// replaced and the call fails `timedOut`. nil: no limit.
+        public var callTimeout: Duration?
+        public init(memory: ByteCount? = nil, callTimeout: Duration? = nil) {
+            self.memory = memory; self.callTimeout = callTimeout
+        }
+    }
+
+    public let directory: String
+    public let workerCount: Int
+    public let limits: Limits
+    public let restricted: Bool
+    private let pool: PluginPool
+
+    /// Starts `workers` warm workers serving the plug-ins of `directory`.
+    /// Throws `pluginNotFound` when the folder does not exist (or is not a
+    /// folder), `pluginNotReadable` when it cannot be read, `workerDied`
+    /// when the workers cannot start.
+    public init(directory: String, workers: Int = 2, limits: Limits = .init(),
+                restricted: Bool = false, allowedFolders: [String] = []) throws(PluginError) {
+        var st = stat()
+        if stat(directory, &st) != 0 {
+            let e = errno
+            let why = String(cString: strerror(e))
+            if e == ENOENT || e == ENOTDIR {
+                throw PluginError(.pluginNotFound, message: "plug-in folder \(directory): \(why)")
+            }
+            throw PluginError(.pluginNotReadable, message: "plug-in folder \(directory) cannot be read: \(why)")
+        }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else {
+            throw PluginError(.pluginNotFound, message: "plug-in folder \(directory) is not a folder")
+        }
+        guard access(directory, R_OK | X_OK) == 0 else {
+            throw PluginError(.pluginNotReadable, message: "plug-in folder \(directory) cannot be read")
+        }
+        self.directory = directory
+        workerCount = max(1, workers)
+        self.limits = limits
+        self.restricted = restricted
+        let timeout = limits.callTimeout.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
+        let config = PluginPool.Config(directory: directory, workers: workerCount, memoryLimit: limits.memory?.bytes,
+                                       callTimeout: timeout, restricted: restricted, allowedFolders: allowedFolders)
+        do {
+            pool = try PluginPool(config: config, responseID: { PluginWire.id(of: $0) })
+        } catch {
+            throw PluginError(.workerDied, message: "the plug-in workers cannot start: \(error)")
+        }
+    }
+
+    deinit { pool.shutdownAndWait() }
+
+    /// The workers now (they change when one is replaced).
+    public var workers: [PluginError.Worker] { pool.workers.map { PluginError.Worker(pid: $0.pid, name: $0.name) } }
+
+    /// Calls `function` of plug-in `plugin` with `argument`; its first result.
+    public func call(_ plugin: String, _ function: String, _ argument: LuaValue = .nil) async throws(PluginError) -> LuaValue {
+        let id = pool.makeID()
+        let bytes: [UInt8]
+        do {
+            bytes = try PluginWire.request(id: id, plugin: plugin, function: function, argument: argument)
+        } catch {
+            throw PluginError(.badArgument, plugin: plugin, function: function, message: error.description)
+        }
+        let outcome = await withCheckedContinuation { (c: CheckedContinuation<PluginPool.Outcome, Never>) in
+            pool.submit(id: id, bytes: bytes) { c.resume(returning: $0) }
+        }
+        switch outcome {
+        case .failed(let failure, let message, let name, let pid):
+            let code: PluginError.Code = switch failure {
+            case .timedOut: .timedOut
+            case .workerDied: .workerDied
+            case .hostShutDown: .hostShutDown
+            }
+            throw PluginError(code, plugin: plugin, function: function,
+                              worker: name.isEmpty ? nil : .init(pid: pid, name: name), message: message)
+        case .response(let bytes, let name, let pid):
+            let worker = PluginError.Worker(pid: pid, name: name)
+            let response: PluginWire.Response
+            do { response = try PluginWire.response(bytes) } catch {
+                throw PluginError(.workerDied, plugin: plugin, function: function, worker: worker,
+                                  message: "the worker's response cannot be read: \(error)")
+            }
+            switch response {
+            case .success(_, let result):
+                return result
+            case .failure(_, let f):
+                throw PluginError(PluginError.code(fromWorker: f.code), plugin: plugin, function: function,
+                                  worker: worker, message: f.message, traceback: f.traceback)
+            }
+        }
+    }
+
+    /// Calls with a Codable argument and decodes the result as `R`. A
+    /// conversion failure is a `PluginError` with code `badArgument`.
+    public func call<A: Encodable, R: Decodable>(_ plugin: String, _ function: String, _ argument: A,
+                                                 as type: R.Type = R.self) async throws(PluginError) -> R {
+        let value: LuaValue
+        do { value = try LuaValueEncoder().encode(argument) } catch {
+            throw PluginError(.badArgument, plugin: plugin, function: function, message: "the argument: \(error)")
+        }
+        let result = try await call(plugin, function, value)
+        do { return try LuaValueDecoder().decode(R.self, from: result) } catch {
+            throw PluginError(.badArgument, plugin: plugin, function: function, message: "the result as \(R.self): \(error)")
+        }
+    }
+
+    /// Ends the workers: calls waiting or running fail `hostShutDown`, as
+    /// does every later call. After the process's last host shuts down, it
+    /// holds no child, descriptor or shared memory of jobrun's.
+    public func shutdown() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            pool.shutdown { c.resume() }
+        }
+    }
+}

@@ -1,0 +1,338 @@
+import CJobrunShims
+import Glibc
+
+/// The transport under Jobrun's PluginHost: plug-in workers (role "plugin")
+/// of the process's Runtime, one request queue per worker (the pool knows
+/// which worker holds which call), one response queue for all of them,
+/// drained by one thread of the pool that hands each response to its call
+/// by id.
+///
+/// - Back-pressure: at most `maxInFlight` calls are put on a worker's queue;
+///   the rest wait in the pool, in FIFO order, and go to the first worker
+///   with room (no thread blocked: a call is a callback).
+/// - Timeout: the call at the head of a worker's queue (the one it runs)
+///   past `callTimeout` gets its worker SIGKILLed; it fails `timedOut`.
+/// - A worker that ends (killed, crashed): the call it had taken fails
+///   (`timedOut` if the pool killed it, else `workerDied` with how it
+///   ended); the calls behind it in its queue were never started and stay
+///   there: the replacement worker, started on the same queue, serves them.
+/// - Shutdown: every waiting and running call fails `hostShutDown`, each
+///   worker is asked to end (an empty request), then killed after a grace.
+///   The last pool of the process to shut down shuts the Runtime down.
+package final class PluginPool: @unchecked Sendable {
+    package struct Config: Sendable {
+        package var directory: String
+        package var workers: Int
+        package var memoryLimit: Int?
+        package var callTimeout: Double?
+        package var restricted: Bool
+        package var allowedFolders: [String]
+        package var maxInFlight: Int
+        package init(directory: String, workers: Int, memoryLimit: Int?, callTimeout: Double?, restricted: Bool,
+                     allowedFolders: [String], maxInFlight: Int = 4) {
+            self.directory = directory; self.workers = max(1, workers); self.memoryLimit = memoryLimit
+            self.callTimeout = callTimeout; self.restricted = restricted; self.allowedFolders = allowedFolders
+            self.maxInFlight = max(1, maxInFlight)
+        }
+    }
+
+    /// What the pool itself can tell a call.
+    package enum Failure: Sendable { case timedOut, workerDied, hostShutDown }
+
+    package enum Outcome: Sendable {
+        /// The worker's response bytes (PluginMessage).
+        case response([UInt8], worker: String, pid: Int32)
+        case failed(Failure, message: String, worker: String, pid: Int32)
+    }
+
+    package typealias Completion = @Sendable (Outcome) -> Void
+
+    private struct Call {
+        let id: Int64
+        let bytes: [UInt8]
+        let done: Completion
+    }
+
+    private final class Slot {
+        var worker: Runtime.Worker?
+        let queue: UInt64
+        var inFlight: [Call] = []
+        var headSince: Int64 = 0
+        var killedForTimeout = false
+        init(worker: Runtime.Worker?, queue: UInt64) { self.worker = worker; self.queue = queue }
+    }
+
+    package let config: Config
+    private let runtime: Runtime
+    private let responses: UInt64
+    private let responseID: @Sendable ([UInt8]) -> Int64?
+    private let lock: UnsafeMutablePointer<pthread_mutex_t>
+    private let downCond: UnsafeMutablePointer<pthread_cond_t>
+    // Under `lock`:
+    private var slots: [Slot] = []
+    private var waiting: [Call] = []
+    private var waitingHead = 0
+    private var owner: [Int64: Int] = [:]   // call id -> slot
+    private var nextID: Int64 = 1
+    private var stopping = false
+    private var down = false
+    private var onDown: [@Sendable () -> Void] = []
+
+    // MARK: the process's pools
+
+    nonisolated(unsafe) private static let countLock: UnsafeMutablePointer<pthread_mutex_t> = {
+        let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        pthread_mutex_init(m, nil)
+        return m
+    }()
+    nonisolated(unsafe) private static var live = 0
+
+    /// Starts `config.workers` plug-in workers (warm when this returns:
+    /// each has taken over its record); `responseID` reads a response's id.
+    package init(config: Config, responseID: @escaping @Sendable ([UInt8]) -> Int64?) throws(JobrunError) {
+        self.config = config
+        self.responseID = responseID
+        lock = .allocate(capacity: 1)
+        pthread_mutex_init(lock, nil)
+        downCond = .allocate(capacity: 1)
+        pthread_cond_init(downCond, nil)
+        pthread_mutex_lock(PluginPool.countLock)
+        defer { pthread_mutex_unlock(PluginPool.countLock) }
+        let rt = try Runtime.shared()
+        runtime = rt
+        PluginPool.live += 1
+        do {
+            let queues = try rt.withIPC { ipc in
+                (try ipc.makeJoinableQueue(label: "plugin responses"),
+                 try (0..<config.workers).map { _ in try ipc.makeJoinableQueue(label: "plugin requests") })
+            }
+            responses = queues.0
+            for q in queues.1 { slots.append(Slot(worker: nil, queue: q)) }
+            for s in slots { s.worker = try spawn(on: s.queue) }
+            for s in slots where !rt.waitUntilRunning(s.worker!, timeout: 10) {
+                throw JobrunError(.processError, "plug-in worker \(s.worker!) did not start")
+            }
+        } catch {
+            for s in slots { if let w = s.worker { rt.signal(w, SIGKILL); _ = rt.waitForExit(w, timeout: 5) } }
+            PluginPool.live -= 1
+            if PluginPool.live == 0 { rt.shutdown() }
+            pthread_mutex_destroy(lock); lock.deallocate()
+            pthread_cond_destroy(downCond); downCond.deallocate()
+            if let e = error as? JobrunError { throw e }
+            throw JobrunError(.processError, "\(error)")
+        }
+        try startThread()
+    }
+
+    private func spawn(on queue: UInt64) throws(JobrunError) -> Runtime.Worker {
+        var env = ["JOBRUN_PLUGIN_DIR": config.directory, "JOBRUN_PLUGIN_REQUESTS": String(queue),
+                   "JOBRUN_PLUGIN_RESPONSES": String(responses)]
+        if let m = config.memoryLimit { env["JOBRUN_PLUGIN_MEMORY"] = String(m) }
+        if config.restricted { env["JOBRUN_PLUGIN_RESTRICTED"] = "1" }
+        if !config.allowedFolders.isEmpty { env["JOBRUN_PLUGIN_ALLOWED"] = config.allowedFolders.joined(separator: "\n") }
+        return try runtime.spawnWorker(role: "plugin", environment: env)
+    }
+
+    private func locked<T>(_ body: () -> T) -> T {
+        pthread_mutex_lock(lock)
+        defer { pthread_mutex_unlock(lock) }
+        return body()
+    }
+
+    /// A fresh call id (for the request's bytes).
+    package func makeID() -> Int64 { locked { defer { nextID += 1 }; return nextID } }
+
+    /// The workers now (name, pid).
+    package var workers: [(name: String, pid: Int32)] { locked { slots.compactMap { $0.worker.map { ($0.name, $0.pid) } } } }
+
+    /// Sends a request (its bytes carry `id`); `done` is called once, on
+    /// another thread or this one, never with the pool's lock held.
+    package func submit(id: Int64, bytes: [UInt8], done: @escaping Completion) {
+        let call = Call(id: id, bytes: bytes, done: done)
+        var finished: [(Completion, Outcome)] = []
+        locked {
+            if stopping {
+                finished.append((done, .failed(.hostShutDown, message: "the plug-in host has shut down", worker: "", pid: 0)))
+                return
+            }
+            waiting.append(call)
+            dispatchLocked(&finished)
+        }
+        for (c, o) in finished { c(o) }
+    }
+
+    /// Moves waiting calls to workers with room (lock held).
+    private func dispatchLocked(_ finished: inout [(Completion, Outcome)]) {
+        while waitingHead < waiting.count {
+            var best: Int?
+            for (i, s) in slots.enumerated() where s.worker != nil && !s.killedForTimeout && s.inFlight.count < config.maxInFlight {
+                if best == nil || s.inFlight.count < slots[best!].inFlight.count { best = i }
+            }
+            guard let i = best else { break }
+            let call = waiting[waitingHead]
+            waitingHead += 1
+            let s = slots[i]
+            let ok = (try? runtime.withIPC { $0.put(call.bytes, on: s.queue) }) ?? false
+            if !ok {
+                finished.append((call.done, .failed(.workerDied, message: "the request could not be queued (shared memory full?)",
+                                                    worker: s.worker?.name ?? "", pid: s.worker?.pid ?? 0)))
+                continue
+            }
+            if s.inFlight.isEmpty { s.headSince = monotonicNanos() }
+            s.inFlight.append(call)
+            owner[call.id] = i
+        }
+        if waitingHead > 64 && waitingHead * 2 > waiting.count {
+            waiting.removeFirst(waitingHead)
+            waitingHead = 0
+        }
+    }
+
+    // MARK: the pool's thread
+
+    private func startThread() throws(JobrunError) {
+        var t = pthread_t()
+        let arg = Unmanaged.passRetained(self).toOpaque()
+        let r = pthread_create(&t, nil, { arg in
+            let pool = Unmanaged<PluginPool>.fromOpaque(arg!).takeRetainedValue()
+            pool.serve()
+            return nil
+        }, arg)
+        if r != 0 {
+            Unmanaged<PluginPool>.fromOpaque(arg).release()
+            throw JobrunError(call: "pthread_create", errno: r)
+        }
+        pthread_detach(t)
+    }
+
+    private func serve() {
+        while !locked({ stopping }) {
+            let busy = locked { slots.contains { !$0.inFlight.isEmpty } }
+            // Which workers ended, before draining: their last responses are in the queue by now.
+            let dead = locked { slots.indices.filter { i in slots[i].worker.map { runtime.exitCode(of: $0) != nil } ?? false } }
+            var got: [[UInt8]] = []
+            _ = try? runtime.withIPC { ipc in
+                while let b = ipc.get(from: responses) {
+                    ipc.taskDone(responses)
+                    got.append(b)
+                }
+            }
+            var finished: [(Completion, Outcome)] = []
+            locked {
+                for b in got {
+                    guard !b.isEmpty, let id = responseID(b), let i = owner.removeValue(forKey: id) else { continue }
+                    let s = slots[i]
+                    guard let k = s.inFlight.firstIndex(where: { $0.id == id }) else { continue }
+                    let call = s.inFlight.remove(at: k)
+                    s.headSince = monotonicNanos()
+                    finished.append((call.done, .response(b, worker: s.worker?.name ?? "", pid: s.worker?.pid ?? 0)))
+                }
+                for i in dead { replaceLocked(i, &finished) }
+                if let limit = config.callTimeout {
+                    let now = monotonicNanos()
+                    for s in slots where !s.inFlight.isEmpty && !s.killedForTimeout {
+                        if Double(now - s.headSince) / 1e9 > limit, let w = s.worker {
+                            s.killedForTimeout = true
+                            runtime.signal(w, SIGKILL)
+                        }
+                    }
+                }
+                dispatchLocked(&finished)
+            }
+            for (c, o) in finished { c(o) }
+            if got.isEmpty && dead.isEmpty { runtime.waitForItems(on: responses, timeout: busy ? 0.005 : 0.05) }
+        }
+        finish()
+    }
+
+    /// Slot `i`'s worker ended: fail the call it had taken, start a new one
+    /// on the same queue (lock held).
+    private func replaceLocked(_ i: Int, _ finished: inout [(Completion, Outcome)]) {
+        let s = slots[i]
+        guard let w = s.worker, let code = runtime.exitCode(of: w) else { return }
+        let queued = Int((try? runtime.withIPC { $0.itemCount(s.queue) }) ?? 0)
+        if s.inFlight.count > queued, !s.inFlight.isEmpty {
+            let call = s.inFlight.removeFirst()
+            owner[call.id] = nil
+            let outcome: Outcome = s.killedForTimeout
+                ? .failed(.timedOut, message: "the call ran past its timeout of \(config.callTimeout ?? 0) s: its worker was killed and replaced",
+                          worker: w.name, pid: w.pid)
+                : .failed(.workerDied, message: "the worker \(describeExit(code))", worker: w.name, pid: w.pid)
+            finished.append((call.done, outcome))
+        }
+        s.killedForTimeout = false
+        s.worker = nil
+        do throws(JobrunError) {
+            s.worker = try spawn(on: s.queue)
+            s.headSince = monotonicNanos()
+        } catch {
+            for call in s.inFlight {
+                owner[call.id] = nil
+                finished.append((call.done, .failed(.workerDied, message: "no worker could replace \(w.name): \(error)", worker: w.name, pid: w.pid)))
+            }
+            s.inFlight = []
+        }
+    }
+
+    // MARK: shutdown
+
+    /// Fails every call `hostShutDown`, ends the workers, and (the last
+    /// pool) the runtime; `then` runs when all is done, on the pool's thread.
+    package func shutdown(then: @escaping @Sendable () -> Void) {
+        let already = locked { () -> Bool in
+            if down { return true }
+            onDown.append(then)
+            let was = stopping
+            stopping = true
+            return was
+        }
+        if already && locked({ down }) { then(); return }
+        _ = try? runtime.withIPC { $0.put([], on: responses) }   // wakes the thread
+    }
+
+    /// As shutdown, waiting until it is done (up to 30 s).
+    package func shutdownAndWait() {
+        shutdown(then: {})
+        let deadline = Deadline(timeout: 30)
+        locked {
+            while !down && !deadline.expired {
+                var ts = timespec()
+                clock_gettime(CLOCK_REALTIME, &ts)
+                ts.tv_nsec += 50_000_000
+                if ts.tv_nsec >= 1_000_000_000 { ts.tv_sec += 1; ts.tv_nsec -= 1_000_000_000 }
+                _ = pthread_cond_timedwait(downCond, lock, &ts)
+            }
+        }
+    }
+
+    /// On the pool's thread, once stopping.
+    private func finish() {
+        var finished: [(Completion, Outcome)] = []
+        let workers = locked { () -> [Runtime.Worker] in
+            let shut = Outcome.failed(.hostShutDown, message: "the plug-in host shut down before the call ended", worker: "", pid: 0)
+            for s in slots {
+                for c in s.inFlight { finished.append((c.done, shut)) }
+                s.inFlight = []
+            }
+            for c in waiting[waitingHead...] { finished.append((c.done, shut)) }
+            waiting = []; waitingHead = 0; owner = [:]
+            return slots.compactMap(\.worker)
+        }
+        for (c, o) in finished { c(o) }
+        // An empty request ends a worker once it is done with what it runs.
+        for s in locked({ slots }) { _ = try? runtime.withIPC { $0.put([], on: s.queue) } }
+        for w in workers where runtime.waitForExit(w, timeout: 1) == nil { runtime.signal(w, SIGKILL) }
+        for w in workers { _ = runtime.waitForExit(w, timeout: 10) }
+        pthread_mutex_lock(PluginPool.countLock)
+        PluginPool.live -= 1
+        if PluginPool.live == 0 { runtime.shutdown() }
+        pthread_mutex_unlock(PluginPool.countLock)
+        let then = locked { () -> [@Sendable () -> Void] in
+            down = true
+            pthread_cond_broadcast(downCond)
+            defer { onDown = [] }
+            return onDown
+        }
+        for t in then { t() }
+    }
+}

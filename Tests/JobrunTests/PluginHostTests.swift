@@ -1,0 +1,139 @@
+import Foundation
+import Glibc
+import Testing
+@testable import Jobrun
+@testable import JobrunCore
+
+/// PluginHost (Jobrun): plug-ins called from Swift through warm workers,
+/// every bad input a typed error, the host working on. Like RuntimeTests
+/// they run in a test process of their own (HostRuntimeInItsOwnProcess).
+@Suite(.serialized, .enabled(if: RuntimeTestProcess.isOwn)) struct PluginHostTests {
+    final class Folder {
+        let path = NSTemporaryDirectory() + "jobrun-host-plugins-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        init() { try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true) }
+        deinit { try? FileManager.default.removeItem(atPath: path) }
+        func write(_ name: String, _ text: String) { try? text.write(toFile: path + "/" + name, atomically: true, encoding: .utf8) }
+    }
+
+    static func plugins() -> Folder {
+        let f = Folder()
+        f.write("calc.lua", """
+            local calls = 0
+            return {
+              add = function(t) calls = calls + 1; return t.a + t.b end,
+              calls = function() return calls end,
+              echo = function(v) return v end,
+              pid = function() return tonumber(io.open("/proc/self/stat"):read("l"):match("^(%d+)")) end,
+            }
+
+            """)
+        f.write("bad.lua", """
+            return {
+              loop = function() while true do end end,
+              grow = function() local t = {} while true do t[#t + 1] = string.rep("x", 1000000) .. #t end end,
+              exit = function() os.exit(3) end,
+              raise = function() error({message = "a table"}) end,
+              co = function() return coroutine.create(function() end) end,
+              ud = function() return io.open("/dev/null") end,
+              -- A signal from outside: the Swift runtime's backtracer in the worker
+              -- (a re-entered Swift executable) catches a SIGSEGV sent by kill
+              -- and lets it go on, so the crash is a SIGKILL here.
+              crash = function() os.execute("kill -KILL $PPID") return "survived" end,
+              garbage = function() io.stdout:write("\\0\\255 garbage\\n") print("more") return "fine" end,
+            }
+
+            """)
+        f.write("broken.lua", "return {\n  f = function( end\n}\n")
+        f.write("number.lua", "return 42\n")
+        symlink("loop.lua", f.path + "/loop.lua")
+        return f
+    }
+
+    static func expectError(_ host: PluginHost, _ plugin: String, _ function: String, _ code: PluginError.Code,
+                            _ containing: String = "", sourceLocation: SourceLocation = #_sourceLocation) async {
+        do {
+            let v = try await host.call(plugin, function)
+            Issue.record("\(plugin).\(function) returned \(v), expected \(code)", sourceLocation: sourceLocation)
+        } catch {
+            #expect(error.code == code && (containing.isEmpty || error.message.contains(containing)) && error.plugin == plugin && error.function == function,
+                    "\(error)", sourceLocation: sourceLocation)
+        }
+    }
+
+    @Test func callsBadInputAndShutdownLeavesNothing() async throws {
+        let before = RuntimeTests.Holdings.now()
+        let childrenBefore = RuntimeTests.children()
+        let f = Self.plugins()
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        let host = try PluginHost(directory: f.path, workers: 2,
+                                  limits: .init(memory: .mebibytes(64), callTimeout: .seconds(2)))
+        print("PluginHostTests: host with 2 warm workers started in \(String(format: "%.1f", Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)) ms")
+        #expect(try await host.call("calc", "add", ["a": 2, "b": 40]) == 42)
+        // Codable in, Codable out.
+        struct Pair: Codable { var a: Int; var b: Int }
+        let sum: Int = try await host.call("calc", "add", Pair(a: 1, b: 2))
+        #expect(sum == 3)
+        await Self.expectError(host, "missing", "f", .pluginNotFound)
+        await Self.expectError(host, "loop", "f", .pluginNotReadable)
+        await Self.expectError(host, "broken", "f", .syntaxError, "broken.lua:2")
+        await Self.expectError(host, "number", "f", .notATable)
+        await Self.expectError(host, "calc", "nope", .functionMissing)
+        await Self.expectError(host, "bad", "co", .unsendableResult)
+        await Self.expectError(host, "bad", "ud", .unsendableResult)
+        await Self.expectError(host, "bad", "exit", .luaError, "os.exit is not allowed")
+        await Self.expectError(host, "bad", "raise", .luaError, "a table")
+        await Self.expectError(host, "bad", "grow", .limitExceeded)
+        #expect(try await host.call("bad", "garbage") == "fine", "a plug-in's stdout is not the channel")
+        let workersBefore = Set(host.workers.map(\.pid))
+        await Self.expectError(host, "bad", "loop", .timedOut)
+        await Self.expectError(host, "bad", "crash", .workerDied, "SIGKILL")
+        #expect(Set(host.workers.map(\.pid)) != workersBefore, "the killed workers were replaced")
+        #expect(host.workers.count == 2)
+        #expect(try await host.call("calc", "add", ["a": 1, "b": 1]) == 2, "the host works on")
+        // 1,000 concurrent calls, 2 workers.
+        let results = try await withThrowingTaskGroup(of: (Int, LuaValue).self) { group in
+            for i in 0..<1000 { group.addTask { (i, try await host.call("calc", "echo", .integer(Int64(i)))) } }
+            var all: [Int: LuaValue] = [:]
+            for try await (i, v) in group { all[i] = v }
+            return all
+        }
+        #expect(results.count == 1000 && results.allSatisfy { $0.value == .integer(Int64($0.key)) })
+        let pids = host.workers.map(\.pid)
+        await host.shutdown()
+        await Self.expectError(host, "calc", "add", .hostShutDown)
+        #expect(RuntimeTests.eventually(10) { pids.allSatisfy { !RuntimeTests.isAlive($0) } })
+        #expect(RuntimeTests.Holdings.now() == before, "no descriptor or mapping of jobrun's is left")
+        #expect(RuntimeTests.children().subtracting(childrenBefore).isEmpty)
+        #expect(Runtime.running == nil)
+    }
+
+    @Test func aFolderThatIsMissingOrUnreadableIsATypedError() throws {
+        let f = Folder()
+        symlink("self", f.path + "/self")
+        #expect { try PluginHost(directory: f.path + "/none") } throws: { ($0 as? PluginError)?.code == .pluginNotFound }
+        #expect { try PluginHost(directory: f.path + "/self") } throws: { ($0 as? PluginError)?.code == .pluginNotReadable }
+    }
+
+    @Test func callsInFlightAtShutdownFailHostShutDownAndDeinitEndsWorkers() async throws {
+        let f = Self.plugins()
+        var host: PluginHost? = try PluginHost(directory: f.path, workers: 1, limits: .init(callTimeout: .seconds(30)))
+        let h = host!
+        let pending = Task { try await h.call("bad", "loop") }
+        #expect(RuntimeTests.eventually(10) { (try? Runtime.running?.withIPC { _ in true }) == true })
+        try await Task.sleep(for: .milliseconds(100))   // not a synchronisation: any moment of the call will do
+        await h.shutdown()
+        do { _ = try await pending.value; Issue.record("the call returned") } catch let e as PluginError {
+            #expect(e.code == .hostShutDown, "\(e)")
+        }
+        host = nil
+        // deinit as the fallback: a second host, dropped without shutdown.
+        let before = RuntimeTests.Holdings.now()
+        var other: PluginHost? = try PluginHost(directory: f.path, workers: 2)
+        let pids = other!.workers.map(\.pid)
+        #expect(try await other!.call("calc", "add", ["a": 1, "b": 2]) == 3)
+        other = nil
+        #expect(pids.allSatisfy { !RuntimeTests.isAlive($0) })
+        _ = before
+        #expect(Runtime.running == nil)
+    }
+}
