@@ -63,7 +63,7 @@ let package = Package(
         // tests (re-entry from an ordinary executable; a SIGKILLed host).
         .executableTarget(
             name: "jobrun-test-host",
-            dependencies: ["JobrunCore"]
+            dependencies: ["JobrunCore", "Jobrun"]
         ),
         .testTarget(
             name: "JobrunCoreTests",

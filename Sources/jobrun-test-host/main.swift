@@ -1,4 +1,5 @@
 import Glibc
+import Jobrun
 import JobrunCore
 
 // A small Swift host for the runtime's tests (RuntimeTests): a plain
@@ -7,6 +8,8 @@ import JobrunCore
 //   jobrun-test-host echo N      4 echo workers pass N items through; prints "ok <N> <ms>"
 //   jobrun-test-host wait        2 idle workers; prints "pids <monitor> <w1> <w2>", then
 //                                sleeps until killed (a SIGKILLed host leaves no worker)
+//   jobrun-test-host plugins DIR a PluginHost with 2 workers on DIR calls calc.add once; prints
+//                                "pids <monitor> <w1> <w2>", then sleeps until killed
 //
 // Its `main` never runs in a worker: the re-entry constructor ends those first.
 
@@ -44,6 +47,15 @@ do {
         let a = try rt.spawnWorker(role: "idle"), b = try rt.spawnWorker(role: "idle")
         for w in [a, b] where !rt.waitUntilRunning(w, timeout: 10) { fail("worker \(w) did not start\n") }
         print("pids \(rt.monitorPid) \(a.pid) \(b.pid)")
+        fflush(nil)
+        while true { pause() }
+    case "plugins":
+        guard args.count > 2 else { fail("usage: jobrun-test-host plugins DIR\n") }
+        let host = try PluginHost(directory: args[2], workers: 2)
+        let sum = try await host.call("calc", "add", ["a": 1, "b": 2])
+        guard sum == 3 else { fail("calc.add gave \(sum)\n") }
+        let pids = host.workers.map { String($0.pid) }.joined(separator: " ")
+        print("pids \(Runtime.running?.monitorPid ?? 0) \(pids)")
         fflush(nil)
         while true { pause() }
     default:

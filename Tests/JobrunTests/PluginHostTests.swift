@@ -107,6 +107,27 @@ import Testing
         #expect(Runtime.running == nil)
     }
 
+    /// A plain executable with a PluginHost, SIGKILLed: its monitor and
+    /// plug-in workers end with it.
+    @Test func aSIGKILLedPluginHostLeavesNoWorker() throws {
+        let f = Self.plugins()
+        let (p, out) = try RuntimeTests.startHost(["plugins", f.path])
+        var line = Data()
+        let end = Date().addingTimeInterval(20)
+        while !line.contains(UInt8(ascii: "\n")) && Date() < end {
+            let chunk = out.availableData
+            if chunk.isEmpty { break }
+            line.append(chunk)
+        }
+        let words = String(decoding: line, as: UTF8.self).split(whereSeparator: \.isWhitespace)
+        #expect(words.first == "pids" && words.count == 4, "\(words)")
+        let pids = words.dropFirst().compactMap { pid_t($0) }
+        for pid in pids { #expect(RuntimeTests.isAlive(pid)) }
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        #expect(RuntimeTests.eventually(10) { pids.allSatisfy { !RuntimeTests.isAlive($0) } }, "the monitor and the workers end with their host")
+    }
+
     @Test func aFolderThatIsMissingOrUnreadableIsATypedError() throws {
         let f = Folder()
         symlink("self", f.path + "/self")
