@@ -65,6 +65,12 @@ let package = Package(
             name: "jobrun-test-host",
             dependencies: ["JobrunCore", "Jobrun"]
         ),
+        // The plug-in rows of scripts/bench: a Swift host with a PluginHost
+        // (built in release mode by scripts/setup release).
+        .executableTarget(
+            name: "jobrun-plugin-bench",
+            dependencies: ["Jobrun", "CLua"]
+        ),
         .testTarget(
             name: "JobrunCoreTests",
             dependencies: [

@@ -36,7 +36,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 MIB = 1 << 20
 WORKLOADS = ["1x1", "2x2", "bounded", "tables", "1mib", "pingpong", "pool",
-             "spawn", "script", "idle", "memory", "pairs", "sizes"]
+             "spawn", "script", "idle", "memory", "plugin", "pairs", "sizes"]
 ALIASES = {"scaling": ["pairs", "sizes"]}
 
 QUICK = dict(min_seconds=0.2, reps=1, items_py=10_000, items_jr=20_000,
@@ -426,6 +426,48 @@ def idle_workload(r, cfg):
     ]
 
 
+def plugin_workload(r, cfg):
+    """The plug-in host (issue 14): jobrun-plugin-bench, built beside jobrun
+    (scripts/setup release builds every product), calls calc.add{a=1, b=2}
+    through a PluginHost. Best of cfg.reps runs, per figure."""
+    exe = os.path.join(os.path.dirname(os.path.abspath(r.jobrun)), "jobrun-plugin-bench")
+    plugins = os.path.join(HERE, "plugins")
+    naive = os.path.join(HERE, "plugin_naive.lua")
+    quick = cfg["reps"] == 1
+    cache = {}
+
+    def runs():
+        if "runs" not in cache:
+            if not os.path.exists(exe):
+                raise Failed(f"{exe} not built (scripts/setup release)")
+            n = ["2000", "20000"] if quick else ["20000", "200000"]
+            cache["runs"] = [r.run([exe, plugins, naive, *n, "64"]) for _ in range(cfg["reps"])]
+        return cache["runs"]
+
+    def best(key, lower=True):
+        def fn():
+            rs = runs()
+            pick = min if lower else max
+            return pick(x[key] for x in rs), rs
+        return fn
+
+    rows = [
+        dict(id="plugin-rt", title="plug-in call round trip, median (small args, warm worker)",
+             unit="µs", higher_is_better=False, target=10.0, target_text="<= 10 µs", absolute=True,
+             other="in-process Lua call", jr=side(best("rt_median_us")), py=side(best("inproc_us"))),
+        dict(id="plugin-naive", title="(info) plug-in call vs `lua5.4 plugin.lua` per call (naive host)",
+             unit="µs", higher_is_better=False, target=None, target_text="info",
+             other="lua5.4 per call", jr=side(best("rt_median_us")), py=side(best("naive_us"))),
+        dict(id="plugin-rate", title="plug-in calls/s, 2 workers, 64 calls in flight",
+             unit="calls/s", higher_is_better=True, target=200_000, target_text=">= 200k/s", absolute=True,
+             jr=side(best("calls_per_s", lower=False)), py=(None, None, None)),
+        dict(id="plugin-start", title="plug-in host start with 4 warm workers",
+             unit="s", higher_is_better=False, target=0.020, target_text="<= 20 ms", absolute=True,
+             jr=side(best("start_s")), py=(None, None, None)),
+    ]
+    return rows
+
+
 def proc_state(pid):
     """The state letter of /proc/<pid>/stat ("R", "S", ...), or None if gone."""
     try:
@@ -565,7 +607,10 @@ def evaluate(row):
     row["met"] = None
     if row.get("absolute"):
         if jr is not None and row["target"] is not None:
-            row["met"] = jr < row["target"]
+            row["met"] = jr >= row["target"] if row["higher_is_better"] else jr < row["target"]
+        if jr and py and row.get("other"):
+            row["ratio"] = py / jr if not row["higher_is_better"] else jr / py
+            row["fraction"] = True
         return
     if row.get("compare") == "at_most":
         # jobrun's figure less its credit, as a multiple of the baseline.
@@ -718,7 +763,8 @@ def main():
              ("spawn", lambda: spawn_workload(r, cfg)),
              ("script", lambda: script_workload(r, cfg)),
              ("idle", lambda: idle_workload(r, cfg)),
-             ("memory", lambda: memory_workload(r, cfg))]
+             ("memory", lambda: memory_workload(r, cfg)),
+             ("plugin", lambda: plugin_workload(r, cfg))]
     scale_steps = [("pairs", lambda: scaling_workload(r, cfg, "pairs")),
                    ("sizes", lambda: scaling_workload(r, cfg, "sizes"))]
     for name, step in steps + scale_steps:
