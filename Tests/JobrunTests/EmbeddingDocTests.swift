@@ -39,7 +39,9 @@ import Jobrun
         let here = URL(fileURLWithPath: #filePath)
         let guide = here.deletingLastPathComponent().appendingPathComponent("../../docs/embedding.md")
         let doc = try String(contentsOf: guide, encoding: .utf8)
-        let source = try String(contentsOf: here, encoding: .utf8)
+        // The PluginHost snippets run in PluginHostTests (a test process of their own).
+        let host = here.deletingLastPathComponent().appendingPathComponent("PluginHostTests.swift")
+        let source = try String(contentsOf: here, encoding: .utf8) + "\n" + String(contentsOf: host, encoding: .utf8)
         func lines(_ s: some StringProtocol) -> [String] {
             s.split(separator: "\n", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
         }
@@ -49,7 +51,7 @@ import Jobrun
         for block in blocks where !block.hasPrefix("// Package.swift") {
             let want = lines(block).filter { !$0.isEmpty }
             let found = code.indices.contains { i in i + want.count <= code.count && Array(code[i..<(i + want.count)]) == want }
-            #expect(found, "docs/embedding.md snippet not in EmbeddingDocTests.swift:\n\(block)")
+            #expect(found, "docs/embedding.md snippet not in EmbeddingDocTests.swift or PluginHostTests.swift:\n\(block)")
         }
     }
 }

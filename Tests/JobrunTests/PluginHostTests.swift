@@ -107,6 +107,28 @@ import Testing
         #expect(Runtime.running == nil)
     }
 
+    /// docs/embedding.md's PluginHost snippets (EmbeddingDocTests.snippetsAreHere checks they are here).
+    @Test func embeddingGuideSnippets() async throws {
+        let plugins = Self.plugins()
+        let folder = plugins.path
+        let host = try PluginHost(directory: folder, workers: 2,
+                                  limits: .init(memory: .mebibytes(64), callTimeout: .seconds(5)))
+        let sum = try await host.call("calc", "add", ["a": 2, "b": 40])       // .integer(42)
+        struct Pair: Codable { var a: Int; var b: Int }
+        let typed: Int = try await host.call("calc", "add", Pair(a: 1, b: 2))  // Codable in, Codable out
+        #expect(sum == 42 && typed == 3)
+        do {
+            _ = try await host.call("calc", "nope")
+        } catch {
+            print(error)   // calc.nope: functionMissing: plug-in "calc" has no function "nope" [plugin-1 (pid 4242)]
+            #expect(error.code == .functionMissing)
+        }
+        do { _ = try await host.call("calc", "nope") } catch {
+            #expect(error.description.hasPrefix(#"calc.nope: functionMissing: plug-in "calc" has no function "nope" [plugin-"#))
+        }
+        await host.shutdown()
+    }
+
     /// A plain executable with a PluginHost, SIGKILLed: its monitor and
     /// plug-in workers end with it.
     @Test func aSIGKILLedPluginHostLeavesNoWorker() throws {
