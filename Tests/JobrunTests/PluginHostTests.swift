@@ -90,6 +90,11 @@ import Testing
         #expect(Set(host.workers.map(\.pid)) != workersBefore, "the killed workers were replaced")
         #expect(host.workers.count == 2)
         #expect(try await host.call("calc", "add", ["a": 1, "b": 1]) == 2, "the host works on")
+        // A plug-in that kills its worker at every call: each call fails,
+        // the slot waits a little before its next worker, the host works on.
+        for _ in 0..<PluginPool.quickDeaths { await Self.expectError(host, "bad", "crash", .workerDied) }
+        #expect(try await host.call("calc", "add", ["a": 1, "b": 1]) == 2)
+        #expect(RuntimeTests.eventually(10) { host.workers.count == 2 }, "the slot has a worker again")
         // 1,000 concurrent calls, 2 workers.
         let results = try await withThrowingTaskGroup(of: (Int, LuaValue).self) { group in
             for i in 0..<1000 { group.addTask { (i, try await host.call("calc", "echo", .integer(Int64(i)))) } }

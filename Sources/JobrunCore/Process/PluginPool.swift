@@ -59,6 +59,10 @@ package final class PluginPool: @unchecked Sendable {
         var inFlight: [Call] = []
         var headSince: Int64 = 0
         var killedForTimeout = false
+        /// Workers of this slot that died in a row without answering; past
+        /// `PluginPool.quickDeaths` the next one starts only at `respawnAt`.
+        var deathsInRow = 0
+        var respawnAt: Int64 = 0
         init(worker: Runtime.Worker?, queue: UInt64) { self.worker = worker; self.queue = queue }
     }
 
@@ -123,6 +127,10 @@ package final class PluginPool: @unchecked Sendable {
         }
         try startThread()
     }
+
+    /// Workers dying in a row (no answer between) before the pool waits
+    /// between restarts and fails what their queue holds.
+    static let quickDeaths = 3
 
     private func spawn(on queue: UInt64) throws(JobrunError) -> Runtime.Worker {
         var env = ["JOBRUN_PLUGIN_DIR": config.directory, "JOBRUN_PLUGIN_REQUESTS": String(queue),
@@ -225,9 +233,17 @@ package final class PluginPool: @unchecked Sendable {
                     guard let k = s.inFlight.firstIndex(where: { $0.id == id }) else { continue }
                     let call = s.inFlight.remove(at: k)
                     s.headSince = monotonicNanos()
+                    s.deathsInRow = 0
                     finished.append((call.done, .response(b, worker: s.worker?.name ?? "", pid: s.worker?.pid ?? 0)))
                 }
                 for i in dead { replaceLocked(i, &finished) }
+                let now = monotonicNanos()
+                for s in slots where s.worker == nil && s.respawnAt > 0 && now >= s.respawnAt {
+                    s.respawnAt = 0
+                    s.worker = try? spawn(on: s.queue)
+                    s.headSince = now
+                    if s.worker == nil { s.respawnAt = now + 1_000_000_000 }
+                }
                 if let limit = config.callTimeout {
                     let now = monotonicNanos()
                     for s in slots where !s.inFlight.isEmpty && !s.killedForTimeout {
@@ -262,6 +278,23 @@ package final class PluginPool: @unchecked Sendable {
         }
         s.killedForTimeout = false
         s.worker = nil
+        s.deathsInRow += 1
+        if s.deathsInRow >= PluginPool.quickDeaths {
+            // Workers that die before answering anything (the folder went
+            // away, a plug-in crashes at every call): fail what waits for
+            // this slot, take the requests back, start again later.
+            _ = try? runtime.withIPC { ipc in
+                while ipc.get(from: s.queue) != nil { ipc.taskDone(s.queue) }
+            }
+            for call in s.inFlight {
+                owner[call.id] = nil
+                finished.append((call.done, .failed(.workerDied, message: "\(s.deathsInRow) workers in a row died (the last \(describeExit(code))): not run",
+                                                    worker: w.name, pid: w.pid)))
+            }
+            s.inFlight = []
+            s.respawnAt = monotonicNanos() + min(1_000_000_000, Int64(50_000_000) << min(10, s.deathsInRow - PluginPool.quickDeaths))
+            return
+        }
         do throws(JobrunError) {
             s.worker = try spawn(on: s.queue)
             s.headSince = monotonicNanos()
