@@ -155,6 +155,33 @@ import Testing
         #expect(RuntimeTests.eventually(10) { pids.allSatisfy { !RuntimeTests.isAlive($0) } }, "the monitor and the workers end with their host")
     }
 
+    static let cc: String? = ["/usr/bin/cc", "/usr/bin/gcc", "/usr/bin/clang"].first { (path: String) in access(path, X_OK) == 0 }
+
+    /// A real crash in a C module (a NULL write in its luaopen): the call
+    /// fails `workerDied` naming SIGSEGV, the worker is replaced.
+    @Test(.enabled(if: cc != nil)) func aCrashInACModuleIsWorkerDiedWithTheSignal() async throws {
+        let f = Self.plugins()
+        f.write("crash.c", "int luaopen_crash(void *L) { (void)L; *(volatile int *)0 = 1; return 0; }\n")
+        let p = Foundation.Process()
+        p.executableURL = URL(fileURLWithPath: Self.cc!)
+        p.arguments = ["-shared", "-fPIC", "-o", f.path + "/crash.so", f.path + "/crash.c"]
+        try p.run()
+        #expect(RuntimeTests.eventually(60) { !p.isRunning })
+        try #require(!p.isRunning && p.terminationStatus == 0, "cc could not build the module")
+        f.write("native.lua", """
+            local _, path = ...
+            package.cpath = path:match("^.*/") .. "?.so"
+            return { crash = function() return require("crash") end }
+
+            """)
+        let host = try PluginHost(directory: f.path, workers: 1)
+        let before = host.workers.map(\.pid)
+        await Self.expectError(host, "native", "crash", .workerDied, "SIGSEGV")
+        #expect(host.workers.map(\.pid) != before)
+        #expect(try await host.call("calc", "add", ["a": 1, "b": 2]) == 3, "the new worker serves")
+        await host.shutdown()
+    }
+
     @Test func aFolderThatIsMissingOrUnreadableIsATypedError() throws {
         let f = Folder()
         symlink("self", f.path + "/self")
