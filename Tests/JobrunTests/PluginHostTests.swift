@@ -182,6 +182,20 @@ import Testing
         await host.shutdown()
     }
 
+    /// A process that also made a Queue keeps its runtime when its last
+    /// host shuts down (the queue goes on working).
+    @Test func aHostsShutdownLeavesTheRuntimeOfASwiftQueue() async throws {
+        let f = Self.plugins()
+        let q = try Queue()
+        let host = try PluginHost(directory: f.path, workers: 1)
+        #expect(try await host.call("calc", "add", ["a": 1, "b": 2]) == 3)
+        await host.shutdown()
+        let rt = try #require(Runtime.running, "the runtime still runs")
+        try await q.put(7)
+        #expect(try await q.get() == 7)
+        rt.shutdown()
+    }
+
     @Test func aFolderThatIsMissingOrUnreadableIsATypedError() throws {
         let f = Folder()
         symlink("self", f.path + "/self")

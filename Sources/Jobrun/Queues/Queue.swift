@@ -24,6 +24,7 @@ public class Queue: @unchecked Sendable {   // only constants
     init(joinable: Bool, redeliver: Bool, name: String?) throws {
         do {
             runtime = try Runtime.shared()
+            runtime.pin()   // a PluginHost's shutdown must not end the runtime under this queue
             handle = try runtime.withIPC { ipc in try ipc.makeQueueHandle(joinable: joinable, redeliver: redeliver, label: name ?? "") }
         } catch {
             throw JobrunQueueError(.runtime, "\(error)")

@@ -54,6 +54,7 @@ public final class ScriptWorker: Sendable {
         let args: String
         do {
             runtime = try Runtime.shared()
+            runtime.pin()   // a PluginHost's shutdown must not end the runtime under this worker
             args = try runtime.withOwnIPC { ipc in try ipc.storeArguments(bytes) }
         } catch {
             throw JobrunQueueError(.runtime, "\(error)")

@@ -18,7 +18,8 @@ import Glibc
 ///   there: the replacement worker, started on the same queue, serves them.
 /// - Shutdown: every waiting and running call fails `hostShutDown`, each
 ///   worker is asked to end (an empty request), then killed after a grace.
-///   The last pool of the process to shut down shuts the Runtime down.
+///   The last pool of the process to shut down shuts the Runtime down,
+///   unless Swift-made queues or script workers use it too (Runtime.pin).
 package final class PluginPool: @unchecked Sendable {
     package struct Config: Sendable {
         package var directory: String
@@ -358,7 +359,7 @@ package final class PluginPool: @unchecked Sendable {
         for w in workers { _ = runtime.waitForExit(w, timeout: 10) }
         pthread_mutex_lock(PluginPool.countLock)
         PluginPool.live -= 1
-        if PluginPool.live == 0 { runtime.shutdown() }
+        if PluginPool.live == 0 && !runtime.isPinned { runtime.shutdown() }
         pthread_mutex_unlock(PluginPool.countLock)
         let then = locked { () -> [@Sendable () -> Void] in
             down = true

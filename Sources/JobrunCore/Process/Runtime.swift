@@ -71,6 +71,7 @@ package final class Runtime: @unchecked Sendable {
     private var workers: [Int32: Worker] = [:]    // by pidfd
     private var spawnRequests: [SpawnRequest] = []
     private var shutDown = false
+    private var pinnedByUser = false
     private var stopping = false
     private var started = 0
     /// The monitor: pid, pidfd, the write end of the pipe that ends it.
@@ -330,6 +331,12 @@ package final class Runtime: @unchecked Sendable {
             return w
         }
     }
+
+    /// Set by users of the runtime that never shut it down (Swift-made
+    /// queues, script workers): the last PluginHost to shut down then
+    /// leaves the runtime running (it lives until the process exits).
+    package func pin() { withState { pinnedByUser = true } }
+    package var isPinned: Bool { withState { pinnedByUser } }
 
     /// The workers started and not yet reaped.
     package var liveWorkers: [Worker] { withState { Array(workers.values) } }
