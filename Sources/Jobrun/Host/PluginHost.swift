@@ -26,7 +26,7 @@ public struct ByteCount: Sendable, Hashable, CustomStringConvertible {
 /// ```
 ///
 /// Calls from any number of tasks are spread over the workers, at most
-/// `maxInFlight` (4) queued on each; the others wait, in order, without
+/// 16 queued on each; the others wait, in order, without
 /// blocking a thread. Workers are this process's executable re-entered
 /// (posix_spawn, never fork). See docs/embedding.md.
 public final class PluginHost: Sendable {

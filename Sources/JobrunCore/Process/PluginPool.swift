@@ -30,7 +30,7 @@ package final class PluginPool: @unchecked Sendable {
         package var allowedFolders: [String]
         package var maxInFlight: Int
         package init(directory: String, workers: Int, memoryLimit: Int?, callTimeout: Double?, restricted: Bool,
-                     allowedFolders: [String], maxInFlight: Int = 4) {
+                     allowedFolders: [String], maxInFlight: Int = 16) {
             self.directory = directory; self.workers = max(1, workers); self.memoryLimit = memoryLimit
             self.callTimeout = callTimeout; self.restricted = restricted; self.allowedFolders = allowedFolders
             self.maxInFlight = max(1, maxInFlight)
