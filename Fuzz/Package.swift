@@ -28,6 +28,9 @@ let package = Package(
                                .product(name: "Atomics", package: "swift-atomics")],
                 swiftSettings: [.swiftLanguageMode(.v5), .unsafeFlags(["-enable-testing"] + sanitize)],
                 plugins: ["EmbedLua"]),
+        // The fuzzed script's instruction budget (a C count hook).
+        .target(name: "FuzzShims", dependencies: ["CLua"],
+                cSettings: [.unsafeFlags(["-fsanitize=fuzzer-no-link,address"])]),
         .executableTarget(name: "EmbedLuaTool", path: "Plugins/EmbedLuaTool"),
         .plugin(name: "EmbedLua", capability: .buildTool(), dependencies: ["EmbedLuaTool"]),
         // The command line (Sources/jobrun/Jobrun.swift, linked here), its
@@ -46,7 +49,7 @@ let package = Package(
         .executableTarget(
             name: "jobrun-fuzz",
             dependencies: [
-                "JobrunCLI", "JobrunCore", "CLua", "CJobrunShims",
+                "JobrunCLI", "JobrunCore", "CLua", "CJobrunShims", "FuzzShims",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/FuzzTargets",

@@ -2,6 +2,7 @@
 @testable import JobrunCLI
 import CJobrunShims
 import CLua
+import FuzzShims
 import Glibc
 
 // libFuzzer entry points for everything a user can hand jobrun: a message to
@@ -11,9 +12,11 @@ import Glibc
 //   decoder  the bytes as a codec message, decoded into a Lua state as a
 //            worker decodes a queue item or its arguments
 //   script   the bytes as script text, loaded (text mode, as a run loads it)
-//            and run in a sandboxed state: the jobrun module without Process,
-//            Pool and Pipe, no io, no os.execute/remove/exit, no C modules; every
-//            wait at most 10 ms; an instruction budget ends endless loops
+//            and run in a sandboxed state: the jobrun module without Process
+//            and Pool, no io, no os.execute/remove/exit, no C modules; every
+//            wait at most 2 ms and all of a script's waits at most 10 ms; a
+//            Pipe's send refused when its item could wait for shared memory;
+//            an instruction budget ends endless loops
 //   cli      the bytes as an argument list (NUL-separated), parsed as the
 //            command line is; worker options that parse are tried as below
 //   worker   the bytes choose a descriptor (the run's arena, forged copies of
@@ -31,6 +34,9 @@ var realToken = ""
 var forgedFDs: [Int32] = []
 var validBlocks: [UInt64] = []
 var inputs = 0
+/// JOBRUN_FUZZ_VERBOSE=1 (replaying an input): a script's print prints and
+/// its error is shown.
+let verbose = getenv("JOBRUN_FUZZ_VERBOSE") != nil
 
 func fail(_ message: String) -> Never {
     writeAll(2, "jobrun-fuzz: \(message)\n")
@@ -57,7 +63,7 @@ public func fuzzInitialize(_ argc: UnsafeMutablePointer<Int32>, _ argv: UnsafeMu
     target = t
     // The fuzzed script's Lua memory: at most 64 MiB, then "not enough memory".
     setenv("JOBRUN_TEST_LUA_LIMIT", "\(64 << 20)", 1)
-    // A small limit: scripts that queue a lot wait (at most 10 ms), then are refused.
+    // A small limit: scripts that queue a lot wait (at most 2 ms), then are refused.
     do { try Arena.create(limit: 64 << 20) } catch { fail("cannot create the arena: \(error)") }
     ProcessRegistry.register(name: "MainProcess", parent: getppid())
     switch target {
@@ -197,26 +203,9 @@ extension Host {
 
 /// What a fuzzed script may use (see the header). Runs with (jobrun, budget).
 let sandbox = """
-    local jobrun, budget = ...
-    local sethook, error, type, pcall, select = debug.sethook, error, type, pcall, select
-    -- Endless loops end: the count hook fires every 1,000 instructions and,
-    -- past the budget, raises at every firing (so an outer pcall loop ends too).
-    local fired = 0
-    local function hook()
-      fired = fired + 1
-      if fired > budget then error("fuzz: instruction budget spent", 0) end
-    end
-    sethook(hook, "", 1000)
-    local create = coroutine.create
-    coroutine.create = function(f) local co = create(f); sethook(co, hook, "", 1000); return co end
-    coroutine.wrap = function(f)
-      local co = coroutine.create(f)
-      return function(...)
-        local r = table.pack(coroutine.resume(co, ...))
-        if not r[1] then error(r[2], 0) end
-        return table.unpack(r, 2, r.n)
-      end
-    end
+    local jobrun, encodedSize, sharedRoom, verbose = ...
+    local error, type, pcall, select = error, type, pcall, select
+    -- (The instruction budget is a C hook, set after this chunk: FuzzShims.)
     debug = {getmetatable = debug.getmetatable, setmetatable = debug.setmetatable,
              getregistry = debug.getregistry, traceback = debug.traceback, getinfo = debug.getinfo,
              getlocal = debug.getlocal, getupvalue = debug.getupvalue, upvalueid = debug.upvalueid}
@@ -229,14 +218,21 @@ let sandbox = """
     package.loadlib = nil; package.searchers[3] = nil; package.searchers[4] = nil
     package.path = ""
     local tostring = tostring
-    print = function(...) for i = 1, select('#', ...) do tostring((select(i, ...))) end end
-    -- No processes: Process and Pool fork. No Pipe: a Pipe lives as long as
-    -- the process (its ends are descriptors), and this one runs every input.
-    jobrun.Process, jobrun.Pool, jobrun.Pipe = nil, nil, nil
-    -- Every wait ends within 10 ms; other values (negative, NaN, a string...) go through.
+    if not verbose then
+      print = function(...) for i = 1, select('#', ...) do tostring((select(i, ...))) end end
+    end
+    -- No processes: Process and Pool fork.
+    jobrun.Process, jobrun.Pool = nil, nil
+    -- Every wait ends within 2 ms, and all of a script's waits within
+    -- 10 ms (then timeouts are 0: the paths that do not wait); other values
+    -- (negative, NaN, a string...) go through.
+    local waits = 0.01
     local function short(t)
-      if t == nil then return 0.01 end
-      if type(t) == "number" and t > 0.01 then return 0.01 end
+      if t == nil or (type(t) == "number" and t > 0.002) then t = 0.002 end
+      if type(t) == "number" and t > 0 then
+        if t > waits then t = waits end
+        waits = waits - t
+      end
       return t
     end
     local sleep = jobrun.sleep
@@ -254,13 +250,20 @@ let sandbox = """
       recv = function(m) return function(self, timeout, ...) return m(self, short(timeout), ...) end end,
       poll = function(m) return function(self, timeout, ...) return m(self, short(timeout), ...) end end,
       with = function(m) return function(self, fn, ...)
-        if not self:acquire(true, 0.01) then error("fuzz: busy", 0) end
+        if not self:acquire(true) then error("fuzz: busy", 0) end
         local r = table.pack(pcall(fn, ...))
         self:release()
         if not r[1] then error(r[2], 0) end
         return table.unpack(r, 2, r.n) end end,
-      -- A pipe's send blocks while the pipe is full and no process reads it.
-      send = function() return function() error("fuzz: no send", 0) end end,
+      -- A Pipe's send has no timeout: an item stored in a block of its own
+      -- waits, with no end, for shared memory that only a reader frees. Items
+      -- that could (twice their encoded size, for the block's size class,
+      -- more than the room left) are refused here; smaller ones never wait
+      -- (the ring that holds them grows or the send fails).
+      send = function(m) return function(self, ...)
+        local n = select('#', ...) > 0 and encodedSize((...))
+        if n and 2 * n + (1 << 20) > sharedRoom() then error("fuzz: the item could wait for shared memory", 0) end
+        return m(self, ...) end end,
       items = function() return function() error("fuzz: no items", 0) end end,
     }
     wraps.acquire = wraps.get
@@ -276,12 +279,13 @@ let sandbox = """
     end
     for _, o in ipairs({jobrun.Queue(), jobrun.JoinableQueue(), jobrun.JoinableQueue{redeliver = true},
                         jobrun.Lock(), jobrun.RLock(), jobrun.Semaphore(1), jobrun.BoundedSemaphore(1),
-                        jobrun.Event(), jobrun.Barrier(1), jobrun.Condition(), jobrun.Dict(), jobrun.Value(0)}) do
+                        jobrun.Event(), jobrun.Barrier(1), jobrun.Condition(), jobrun.Dict(), jobrun.Value(0),
+                        jobrun.Pipe()}) do
       wrap(o)
     end
     -- Classes whose methods live elsewhere than a shared __index table are wrapped per object.
     for _, name in ipairs({"Queue", "JoinableQueue", "Lock", "RLock", "Semaphore", "BoundedSemaphore",
-                           "Event", "Barrier", "Condition", "Dict", "Value"}) do
+                           "Event", "Barrier", "Condition", "Dict", "Value", "Pipe"}) do
       local make = jobrun[name]
       jobrun[name] = function(...)
         local r = table.pack(make(...))
@@ -289,8 +293,23 @@ let sandbox = """
         return table.unpack(r, 1, r.n)
       end
     end
-    sethook = nil
     """
+
+/// encodedSize(v) -> the bytes a send of `v` stores, or nil when `v` cannot
+/// be sent. Raises nothing.
+let encodedSize: jr_swift_fn = { L in
+    let L = L!
+    var enc = ValueEncoder(capacity: 64)
+    if enc.encode(L, 1, path: "value") == nil { lua_pushinteger(L, lua_Integer(enc.bytes.count)) } else { lua_pushnil(L) }
+    enc.reset()   // drops the references to objects that encoding took
+    return 1
+}
+
+/// sharedRoom() -> the bytes of shared memory still free under the limit.
+let sharedRoom: jr_swift_fn = { L in
+    lua_pushinteger(L!, lua_Integer(Arena.limit) - lua_Integer(Arena.bytesInUse))
+    return 1
+}
 
 func fuzzScript(_ bytes: UnsafeRawBufferPointer) {
     // Objects are freed when the state closes (their last reference), so
@@ -299,13 +318,17 @@ func fuzzScript(_ bytes: UnsafeRawBufferPointer) {
     guard let L = Host.newState() else { fail("no state") }
     guard luaL_loadbufferx(L, sandbox, sandbox.utf8.count, "=sandbox", "t") == LUA_OK else { fail("sandbox: \(Lua.string(L, -1) ?? "")") }
     lua_getglobal(L, "jobrun")
-    lua_pushinteger(L, 200)    // 200,000 instructions
-    if jr_lua_pcall(L, 2, 0, 0) != LUA_OK {
+    jr_push_swift_function(L, encodedSize)
+    jr_push_swift_function(L, sharedRoom)
+    lua_pushboolean(L, verbose ? 1 : 0)
+    if jr_lua_pcall(L, 4, 0, 0) != LUA_OK {
         fail("sandbox: \(Lua.string(L, -1) ?? "") (\(Arena.bytesInUse) bytes of shared memory in use)")
     }
     let text = String(decoding: bytes, as: UTF8.self)
     if Host.loadText(L, chunk: text, name: "fuzz") == LUA_OK {
-        _ = jr_lua_pcall(L, 0, 0, 0)
+        fuzz_set_budget(L, 200)    // 200,000 instructions
+        if jr_lua_pcall(L, 0, 0, 0) != LUA_OK, verbose { writeAll(2, "jobrun-fuzz: the script raised: \(Lua.string(L, -1) ?? "?")\n") }
+        lua_sethook(L, nil, 0, 0)   // finalizers run at lua_close as in a run
     } else if bytes.first == 0x1b, Lua.string(L, -1)?.contains("precompiled chunks are not accepted") != true {
         fail("a precompiled chunk was not refused: \(Lua.string(L, -1) ?? "")")
     }
