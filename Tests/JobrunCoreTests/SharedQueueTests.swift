@@ -91,6 +91,28 @@ struct SharedQueueTests {
         #expect(monotonicNanos() - t1 >= 90_000_000)
     }
 
+    /// A blocking get whose deadline has passed (a timeout of 0) on an empty
+    /// queue returns at once, as a non-blocking one does: it does not spin
+    /// for an item first. (It spun 4,000 rounds, yielding the CPU 47 times,
+    /// so a fuzzed script looping on `pcall(q.get, q, true, 0)` ran for
+    /// minutes.) Each kind's best of five rounds, interleaved, so that a
+    /// preemption on a busy machine does not count.
+    @Test func blockingGetWithTimeoutZeroDoesNotSpin() throws {
+        let q = SharedQueue(offset: try SharedQueue.create(maxsize: 0, joinable: false, redeliver: false))
+        func round(block: Bool) -> Int64 {
+            let t0 = monotonicNanos()
+            for _ in 0..<400 { if get(q, block: block, timeout: 0) != nil { Issue.record("an item in an empty queue") } }
+            return monotonicNanos() - t0
+        }
+        var nonBlocking = Int64.max, blocking = Int64.max
+        for _ in 0..<5 {
+            nonBlocking = min(nonBlocking, round(block: false))
+            blocking = min(blocking, round(block: true))
+        }
+        #expect(blocking < 4 * nonBlocking + 2_000_000,
+                "400 gets with a timeout of 0: \(blocking / 1000) µs blocking, \(nonBlocking / 1000) µs non-blocking")
+    }
+
     @Test func closedQueueRefusesPutsAndDrains() throws {
         let q = SharedQueue(offset: try SharedQueue.create(maxsize: 0, joinable: false, redeliver: false))
         _ = put(q, "last")

@@ -707,7 +707,7 @@ struct SharedQueue {
         var waitedSince: Int64 = 0
         if block && q.atomic(\.count).load(ordering: .acquiring) == 0 {
             waitedSince = monotonicNanos()
-            if spin { spinUntilItems() }
+            if spin { spinUntilItems(deadline) }
         }
         let joinable = isJoinable
         let redeliver = q.pointee.flags & UInt32(JR_QUEUE_REDELIVER) != 0
@@ -899,10 +899,14 @@ struct SharedQueue {
         return true
     }
 
-    private func spinUntilItems() {
+    /// Spins a while for an item before the get sleeps, no longer than
+    /// `deadline`: a get with a timeout of 0 (or one that has passed) does
+    /// not spin at all, and returns at once.
+    private func spinUntilItems(_ deadline: Deadline) {
         var i = 0
         while i < SharedQueue.spinIterations {
             if q.atomic(\.count).load(ordering: .acquiring) != 0 || q.atomic(\.closed).load(ordering: .acquiring) != 0 { return }
+            if i & 63 == 0 && deadline.expired { return }
             // As jr_mutex_lock: past a while, let a producer that is not
             // running have the CPU.
             if i >= 1000 && i & 63 == 0 { sched_yield() } else { jr_cpu_relax() }
