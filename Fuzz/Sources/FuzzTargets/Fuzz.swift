@@ -315,14 +315,15 @@ let sharedRoom: jr_swift_fn = { L in
 var cyclicInputs = 0
 
 /// A new arena, the old one's memory and descriptor given back, as at
-/// start; what the process knows of the old one's objects (its Pipe
-/// holders' list, its holdings, a taker entry) is forgotten.
+/// start; what the process knows of the old one (its Pipe holders' list,
+/// its holdings, a taker entry, its progress counters' slots) is forgotten.
 func makeArenaAnew() {
     let old = Arena.fd
     Arena.detach()
     close(old)
     ProcessContext.current.objects = ProcessContext.Objects()
     ProcessContext.current.dying = ProcessContext.Dying()
+    ProcessContext.current.supervision.counterSlots = [:]
     ProcessContext.processHot.pointee.cachedQueue = 0
     ProcessContext.processHot.pointee.cachedEntry = 0
     do { try Arena.create(limit: 64 << 20) } catch { fail("cannot create the arena again: \(error)") }
