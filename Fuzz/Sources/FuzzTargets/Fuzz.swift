@@ -71,7 +71,7 @@ public func fuzzInitialize(_ argc: UnsafeMutablePointer<Int32>, _ argv: UnsafeMu
         decoderState = Host.newState()
         if let dir = getenv("JOBRUN_FUZZ_WRITE_SEEDS") { writeDecoderSeeds(String(cString: dir)); exit(0) }
     case .script:
-        atexit { writeAll(2, "jobrun-fuzz: \(inputs) scripts, \(cyclicInputs) of them left objects in a cycle (a new arena after each)\n") }
+        break
     case .cli, .worker:
         setUpWorkerFixtures()
     }
@@ -311,40 +311,14 @@ let sharedRoom: jr_swift_fn = { L in
     return 1
 }
 
-/// Inputs that left objects alive in a cycle (see fuzzScript).
-var cyclicInputs = 0
-
-/// A new arena, the old one's memory and descriptor given back, as at
-/// start; what the process knows of the old one (its Pipe holders' list,
-/// its holdings, a taker entry, its progress counters' slots) is forgotten.
-func makeArenaAnew() {
-    let old = Arena.fd
-    Arena.detach()
-    close(old)
-    ProcessContext.current.objects = ProcessContext.Objects()
-    ProcessContext.current.dying = ProcessContext.Dying()
-    ProcessContext.current.supervision.counterSlots = [:]
-    ProcessContext.processHot.pointee.cachedQueue = 0
-    ProcessContext.processHot.pointee.cachedEntry = 0
-    do { try Arena.create(limit: 64 << 20) } catch { fail("cannot create the arena again: \(error)") }
-    ProcessRegistry.register(name: "MainProcess", parent: getppid())
-}
-
 func fuzzScript(_ bytes: UnsafeRawBufferPointer) {
     defer {
-        // Objects are freed when the state closes (their last reference), so
-        // the arena stays small; one that keeps growing is a leak. Objects
-        // still live then are held by a cycle in shared memory (a queue
-        // holding its own handle, a Pipe end sent through its own pipe,
-        // directly or through other objects), which jobrun never frees (a
-        // documented limit of reference counting): the next input starts
-        // from a new arena, so that what they hold is not taken for a leak.
-        if ObjectTable.liveCount > 0 {
-            cyclicInputs += 1
-            makeArenaAnew()
-        } else if Arena.bytesInUse > Arena.limit / 2 {
-            fail("\(Arena.bytesInUse) bytes of shared memory in use after \(inputs) scripts")
-        }
+        // Objects are freed when the state closes (their last reference;
+        // those in a cycle by the cycle collector), so none is left and
+        // the arena stays small; one that keeps growing is a leak.
+        let live = ObjectTable.liveCount
+        if live > 0 { fail("\(live) objects still live once the state is closed (a reference never dropped, or a cycle not collected)") }
+        if Arena.bytesInUse > Arena.limit / 2 { fail("\(Arena.bytesInUse) bytes of shared memory in use after \(inputs) scripts") }
     }
     guard let L = Host.newState() else { fail("no state") }
     guard luaL_loadbufferx(L, sandbox, sandbox.utf8.count, "=sandbox", "t") == LUA_OK else { fail("sandbox: \(Lua.string(L, -1) ?? "")") }
