@@ -2,7 +2,7 @@
 // The fuzz targets (scripts/fuzz builds and runs them). A package of its own,
 // so that jobrun's package needs no sanitizer or entry-point flags: this one
 // is always the root when it is built, so its unsafeFlags are allowed.
-// Sources/{CLua,CJobrunShims,JobrunCore}, Plugins and JobrunCLI/Jobrun.swift are
+// Sources/{CLua,CJobrunShims,CJobrunEntry,JobrunCore}, Plugins and JobrunCLI/Jobrun.swift are
 // links to jobrun's own sources (a path dependency on jobrun would be named
 // after the checkout's folder); their targets below mirror ../Package.swift,
 // so a change to those targets there (a resource, a dependency) is made here too.
@@ -23,8 +23,9 @@ let package = Package(
         .systemLibrary(name: "CLua", pkgConfig: "lua5.4", providers: [.apt(["liblua5.4-dev"])]),
         .target(name: "CJobrunShims", dependencies: ["CLua"],
                 cSettings: [.unsafeFlags(["-fsanitize=fuzzer-no-link,address"])]),
+        .target(name: "CJobrunEntry", cSettings: [.unsafeFlags(["-fsanitize=fuzzer-no-link,address"])]),
         .target(name: "JobrunCore",
-                dependencies: ["CLua", "CJobrunShims", .product(name: "SystemPackage", package: "swift-system"),
+                dependencies: ["CLua", "CJobrunShims", "CJobrunEntry", .product(name: "SystemPackage", package: "swift-system"),
                                .product(name: "Atomics", package: "swift-atomics")],
                 swiftSettings: [.swiftLanguageMode(.v5), .unsafeFlags(["-enable-testing"] + sanitize)],
                 plugins: ["EmbedLua"]),
