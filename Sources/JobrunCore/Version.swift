@@ -1,2 +1,2 @@
 /// The version `jobrun --version` and `jobrun.version` report.
-public let version = "0.1.0"
+public let version = "0.14.0"
