@@ -1,0 +1,4 @@
+-- upper: the line in capitals.
+return {
+  line = function(text) return text:upper() end,
+}
