@@ -16,20 +16,22 @@ enum RuntimeTestProcess {
 /// this same test binary (the `swift test` runner), filtered to
 /// RuntimeTests: its workers are it, re-entered.
 @Suite struct HostRuntimeInItsOwnProcess {
-    @Test(.enabled(if: !RuntimeTestProcess.isOwn)) func runtimeTests() throws {
-        try Self.runOwn("RuntimeTests")
+    @Test(.enabled(if: !RuntimeTestProcess.isOwn)) func runtimeTests() async throws {
+        try await Self.runOwn("RuntimeTests")
     }
 
-    @Test(.enabled(if: !RuntimeTestProcess.isOwn)) func pluginHostTests() throws {
-        try Self.runOwn("PluginHostTests")
+    @Test(.enabled(if: !RuntimeTestProcess.isOwn)) func pluginHostTests() async throws {
+        try await Self.runOwn("PluginHostTests")
     }
 
-    static func runOwn(_ suite: String) throws {
+    /// Runs `suite` in a child test process with `variable` set (which
+    /// enables it there and disables the runners).
+    static func runOwn(_ suite: String, variable: String = RuntimeTestProcess.variable) async throws {
         let p = Foundation.Process()
         p.executableURL = URL(fileURLWithPath: "/proc/self/exe")
         p.arguments = ["--testing-library", "swift-testing", "--filter", suite]
         var env = ProcessInfo.processInfo.environment
-        env[RuntimeTestProcess.variable] = "1"
+        env[variable] = "1"
         p.environment = env
         // Output to a file, not a pipe: a pipe's end would also be inherited
         // by whatever other tests of this process start meanwhile, and its
@@ -44,7 +46,8 @@ enum RuntimeTestProcess {
         try out.close()
         // Bounded: a child still running after 300 s is killed.
         let end = Date().addingTimeInterval(300)
-        while p.isRunning && Date() < end { usleep(10_000) }
+        // Task.sleep, not usleep: a blocked cooperative thread stalls the other suites.
+        while p.isRunning && Date() < end { try? await Task.sleep(for: .milliseconds(10)) }
         if p.isRunning { kill(p.processIdentifier, SIGKILL) }
         p.waitUntilExit()
         // Decoded leniently: a plug-in's output in it may be any bytes.

@@ -14,29 +14,8 @@ enum SwiftQueueTestProcess {
 /// HostRuntimeInItsOwnProcess runs RuntimeTests (one runtime per process,
 /// which owns the process's arena).
 @Suite struct SwiftQueuesInTheirOwnProcess {
-    @Test(.enabled(if: !SwiftQueueTestProcess.isOwn && !RuntimeTestProcess.isOwn)) func swiftQueueTests() throws {
-        let p = Foundation.Process()
-        p.executableURL = URL(fileURLWithPath: "/proc/self/exe")
-        p.arguments = ["--testing-library", "swift-testing", "--filter", "SwiftQueueTests"]
-        var env = ProcessInfo.processInfo.environment
-        env[SwiftQueueTestProcess.variable] = "1"
-        p.environment = env
-        let path = NSTemporaryDirectory() + "jobrun-swift-queue-tests-\(getpid()).txt"
-        FileManager.default.createFile(atPath: path, contents: nil)
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        let out = try #require(FileHandle(forWritingAtPath: path))
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        try out.close()
-        let end = Date().addingTimeInterval(300)
-        while p.isRunning && Date() < end { usleep(10_000) }
-        if p.isRunning { kill(p.processIdentifier, SIGKILL) }
-        p.waitUntilExit()
-        let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
-        for line in text.split(separator: "\n") where line.hasPrefix("SwiftQueueTests:") { print(line) }
-        #expect(p.terminationStatus == 0 && p.terminationReason == .exit, "SwiftQueueTests failed in their own process:\n\(text)")
-        #expect(text.contains("Suite SwiftQueueTests passed"), "\(text)")
+    @Test(.enabled(if: !SwiftQueueTestProcess.isOwn && !RuntimeTestProcess.isOwn)) func swiftQueueTests() async throws {
+        try await HostRuntimeInItsOwnProcess.runOwn("SwiftQueueTests", variable: SwiftQueueTestProcess.variable)
     }
 }
 
