@@ -72,20 +72,13 @@ public class Queue: @unchecked Sendable {   // only constants
     /// the monitor cannot see your program's other tasks.
     public func get(detectDeadlock: Bool = false) async throws -> LuaValue {
         let offset = handle.offset
-        let bytes: [UInt8]
-        do {
-            bytes = try await runtime.waitForQueue(offset, .items, registering: detectDeadlock) { ipc -> Result<[UInt8], JobrunQueueError>? in
-                switch ipc.getItem(from: offset) {
-                case .item(let b): return .success(b)
-                case .empty: return nil
-                case .closed: return .failure(JobrunQueueError(.closed, "get on a closed queue"))
-                case .failed(let why): return .failure(JobrunQueueError(.failed, why))
-                }
-            }.get()
-        } catch let e as JobrunQueueError { throw e } catch let e as CancellationError { throw e } catch let v as QueueVerdict {
-            throw JobrunQueueError(v.deadlock ? .deadlock : .workerDied, v.message)
-        } catch {
-            throw JobrunQueueError(.runtime, "\(error)")
+        let bytes: [UInt8] = try await wait(for: .items, detectDeadlock: detectDeadlock) { ipc in
+            switch ipc.getItem(from: offset) {
+            case .item(let b): return .success(b)
+            case .empty: return nil
+            case .closed: return .failure(JobrunQueueError(.closed, "get on a closed queue"))
+            case .failed(let why): return .failure(JobrunQueueError(.failed, why))
+            }
         }
         do { return try LuaWire.decode(bytes, path: "item") } catch { throw JobrunQueueError(.badValue, "\(error)") }
     }
@@ -99,6 +92,20 @@ public class Queue: @unchecked Sendable {   // only constants
     /// Closes the queue: no more puts; a get that finds it empty throws `.closed`.
     public func close() throws {
         try ipc { $0.closeQueue(handle.offset) }
+    }
+
+    /// Waits (Runtime.waitForQueue) until `attempt` gives a result, and
+    /// turns every way the wait can end into a JobrunQueueError (or the
+    /// task's CancellationError).
+    func wait<T: Sendable>(for event: Runtime.QueueWait, detectDeadlock: Bool,
+                 _ attempt: @escaping @Sendable (borrowing Runtime.IPC) -> Result<T, JobrunQueueError>?) async throws -> T {
+        do {
+            return try await runtime.waitForQueue(handle.offset, event, registering: detectDeadlock, attempt).get()
+        } catch let e as JobrunQueueError { throw e } catch let e as CancellationError { throw e } catch let v as QueueVerdict {
+            throw JobrunQueueError(v.deadlock ? .deadlock : .workerDied, v.message)
+        } catch {
+            throw JobrunQueueError(.runtime, "\(error)")
+        }
     }
 
     func ipc<T>(_ body: (borrowing Runtime.IPC) throws -> T) throws -> T {
@@ -132,19 +139,13 @@ public final class JoinableQueue: Queue, @unchecked Sendable {
     /// that died before marking them done. `detectDeadlock`: as for `get`.
     public func join(detectDeadlock: Bool = false) async throws {
         let offset = handle.offset
-        do {
-            try await runtime.waitForQueue(offset, .done, registering: detectDeadlock) { ipc -> Result<Void, JobrunQueueError>? in
-                switch ipc.joinNow(offset) {
-                case .done: return .success(())
-                case .waiting: return nil
-                case .workerDied(let why): return .failure(JobrunQueueError(.workerDied, why))
-                case .failed(let why): return .failure(JobrunQueueError(.failed, why))
-                }
-            }.get()
-        } catch let e as JobrunQueueError { throw e } catch let e as CancellationError { throw e } catch let v as QueueVerdict {
-            throw JobrunQueueError(v.deadlock ? .deadlock : .workerDied, v.message)
-        } catch {
-            throw JobrunQueueError(.runtime, "\(error)")
+        try await wait(for: .done, detectDeadlock: detectDeadlock) { ipc -> Result<Void, JobrunQueueError>? in
+            switch ipc.joinNow(offset) {
+            case .done: return .success(())
+            case .waiting: return nil
+            case .workerDied(let why): return .failure(JobrunQueueError(.workerDied, why))
+            case .failed(let why): return .failure(JobrunQueueError(.failed, why))
+            }
         }
     }
 
