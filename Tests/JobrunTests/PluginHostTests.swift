@@ -23,6 +23,7 @@ import Testing
               add = function(t) calls = calls + 1; return t.a + t.b end,
               calls = function() return calls end,
               echo = function(v) return v end,
+              rep = function(n) return #string.rep("x", n) end,
               pid = function() return tonumber(io.open("/proc/self/stat"):read("l"):match("^(%d+)")) end,
             }
 
@@ -40,11 +41,18 @@ import Testing
               -- and lets it go on, so the crash is a SIGKILL here.
               crash = function() os.execute("kill -KILL $PPID") return "survived" end,
               garbage = function() io.stdout:write("\\0\\255 garbage\\n") print("more") return "fine" end,
+              -- The worker's real descriptor 1, past the Lua-level output.
+              stdout = function() local f = io.open("/dev/stdout", "a") f:write("\\0\\255 raw garbage\\n") f:close() return "fine" end,
+              -- abort(3) called as a lua_CFunction: a crash in C.
+              abort = function() package.loadlib("libc.so.6", "abort")() end,
+              huge = function() return #string.rep("x", 2^30) end,   -- 1 GiB
+              spin = function(marker) io.open(marker, "w"):close() while true do end end,
             }
 
             """)
         f.write("broken.lua", "return {\n  f = function( end\n}\n")
         f.write("number.lua", "return 42\n")
+        f.write("slow.lua", "return { nap = function(s) jobrun.sleep(s) return 'rested' end }\n")
         symlink("loop.lua", f.path + "/loop.lua")
         return f
     }
@@ -180,6 +188,160 @@ import Testing
         #expect(host.workers.map(\.pid) != before)
         #expect(try await host.call("calc", "add", ["a": 1, "b": 2]) == 3, "the new worker serves")
         await host.shutdown()
+    }
+
+    /// The address-space cap (RLIMIT_AS) of a worker, soft, as /proc shows it.
+    static func addressSpaceCap(_ pid: Int32) -> String? {
+        let text = (try? String(contentsOfFile: "/proc/\(pid)/limits", encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").first { $0.hasPrefix("Max address space") }
+            .map { String($0.split(separator: " ")[3]) }
+    }
+
+    /// What a process maps now (/proc/PID/statm), in bytes.
+    static func mapped(_ pid: Int32) -> Int {
+        let text = (try? String(contentsOfFile: "/proc/\(pid)/statm", encoding: .utf8)) ?? ""
+        return (text.split(separator: " ").first.flatMap { Int($0) } ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
+    /// Limits.addressSpace: RLIMIT_AS in each worker, counted from what it
+    /// maps at its start (its shared-memory arena alone reserves hundreds
+    /// of GiB); by default 1.5 × memory + 64 MiB; an allocation past it is
+    /// a typed error and the worker serves on.
+    @Test func anAddressSpaceCapIsATypedErrorAndTheWorkerServesOn() async throws {
+        let before = RuntimeTests.Holdings.now()
+        let f = Self.plugins()
+        let open = try PluginHost(directory: f.path, workers: 1)
+        #expect(Self.addressSpaceCap(open.workers[0].pid) == "unlimited")
+        await open.shutdown()
+
+        let derived = try PluginHost(directory: f.path, workers: 1, limits: .init(memory: .mebibytes(64)))
+        let pid = derived.workers[0].pid
+        // Set as the worker's role starts, just after it counts as running.
+        #expect(RuntimeTests.eventually(30) { Self.addressSpaceCap(pid) != "unlimited" })
+        let cap = try #require(Self.addressSpaceCap(pid).flatMap { Int($0) })
+        let room = cap - Self.mapped(pid)
+        #expect(room > 128 << 20 && room <= 160 << 20, "cap \(cap), room \(room >> 20) MiB past what the worker maps")
+        await derived.shutdown()
+
+        // No Lua limit: the cap is what stops string.rep's 1 GiB buffer.
+        let capped = try PluginHost(directory: f.path, workers: 1, limits: .init(addressSpace: .mebibytes(256)))
+        let worker = capped.workers[0].pid
+        await Self.expectError(capped, "bad", "huge", .limitExceeded, "not enough memory")
+        #expect(capped.workers.map(\.pid) == [worker], "the worker serves on")
+        #expect(try await capped.call("calc", "add", ["a": 1, "b": 2]) == 3)
+        await capped.shutdown()
+        #expect(RuntimeTests.Holdings.now() == before)
+        #expect(Runtime.running == nil)
+    }
+
+    /// The cap holds a C module's malloc too, which Lua's allocator never sees.
+    @Test(.enabled(if: cc != nil)) func anAddressSpaceCapHoldsACModulesMalloc() async throws {
+        let f = Self.plugins()
+        f.write("hog.c", """
+            #include <stdlib.h>
+            void lua_pushboolean(void *L, int b);
+            int luaopen_hog(void *L) { void *p = malloc((size_t)1 << 30); lua_pushboolean(L, p != NULL); free(p); return 1; }
+
+            """)
+        try Self.compile(f, "hog")
+        f.write("native.lua", """
+            local _, path = ...
+            package.cpath = path:match("^.*/") .. "?.so"
+            return { hog = function() return require("hog") end }
+
+            """)
+        let free = try PluginHost(directory: f.path, workers: 1)
+        #expect(try await free.call("native", "hog") == true, "1 GiB of address space without a cap")
+        await free.shutdown()
+        let capped = try PluginHost(directory: f.path, workers: 1, limits: .init(addressSpace: .mebibytes(256)))
+        #expect(try await capped.call("native", "hog") == false, "malloc(1 GiB) fails past a 256 MiB cap")
+        #expect(try await capped.call("calc", "add", ["a": 1, "b": 2]) == 3)
+        await capped.shutdown()
+    }
+
+    static func compile(_ f: Folder, _ name: String) throws {
+        let p = Foundation.Process()
+        p.executableURL = URL(fileURLWithPath: Self.cc!)
+        p.arguments = ["-shared", "-fPIC", "-o", f.path + "/\(name).so", f.path + "/\(name).c"]
+        try p.run()
+        #expect(RuntimeTests.eventually(60) { !p.isRunning })
+        try #require(!p.isRunning && p.terminationStatus == 0, "cc could not build the module")
+    }
+
+    /// pluginLimits: a plug-in's own timeout and memory, the host's for
+    /// what it leaves nil.
+    @Test func aPluginsLimitsReplaceTheHostsForItsCalls() async throws {
+        let f = Self.plugins()
+        let host = try PluginHost(directory: f.path, workers: 1, limits: .init(callTimeout: .seconds(2)),
+                                  pluginLimits: ["slow": .init(callTimeout: .seconds(60)), "bad": .init(memory: .mebibytes(16))])
+        #expect(try await host.call("slow", "nap", 2.5) == "rested", "slow has 60 s")
+        await Self.expectError(host, "bad", "loop", .timedOut, "timeout of 2.0 s")     // bad keeps the host's timeout
+        await Self.expectError(host, "bad", "grow", .limitExceeded)
+        #expect(try await host.call("calc", "rep", .integer(32 << 20)) == .integer(32 << 20), "calc has no memory limit")
+        await host.shutdown()
+    }
+
+    /// A cancelled task's call fails `cancelled` wherever it is: waiting in
+    /// the host, queued on a worker (its response is dropped), or running
+    /// (its worker is killed and replaced).
+    @Test func aCancelledCallFailsCancelledWhereverItIs() async throws {
+        let f = Self.plugins()
+        let host = try PluginHost(directory: f.path, workers: 1)
+        let marker = f.path + "/spinning"
+        let spinning = Task { try await host.call("bad", "spin", .string(marker)) }
+        #expect(RuntimeTests.eventually(30) { access(marker, F_OK) == 0 }, "the call runs")
+        let worker = host.workers[0].pid
+        // 15 queued behind it on the worker, 5 waiting in the host.
+        let queued = (0..<20).map { i in Task { try await host.call("calc", "echo", .integer(Int64(i))) } }
+        #expect(RuntimeTests.eventually(30) { host.pool.held.calls == 21 })
+        for t in queued { t.cancel() }
+        for t in queued {
+            do { _ = try await t.value; Issue.record("a cancelled call returned") } catch let e as PluginError {
+                #expect(e.code == .cancelled, "\(e)")
+            }
+        }
+        #expect(host.pool.held.calls == 16, "the 5 waiting calls are gone; 15 stay on the worker's queue")
+        #expect(host.workers.map(\.pid) == [worker], "calls that had not started kill nothing")
+        spinning.cancel()
+        do { _ = try await spinning.value; Issue.record("the spinning call returned") } catch let e as PluginError {
+            #expect(e.code == .cancelled && e.message.contains("killed"), "\(e)")
+        }
+        #expect(RuntimeTests.eventually(30) { host.workers.count == 1 && host.workers[0].pid != worker }, "its worker was replaced")
+        #expect(try await host.call("calc", "add", ["a": 1, "b": 2]) == 3, "the host works on")
+        #expect(RuntimeTests.eventually(30) { host.pool.held == (0, 0) }, "nothing is left of the cancelled calls")
+        // Cancelled before it calls.
+        let early = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            return try await host.call("calc", "add", ["a": 1, "b": 2])
+        }
+        do { _ = try await early.value; Issue.record("a call of a cancelled task returned") } catch let e as PluginError {
+            #expect(e.code == .cancelled, "\(e)")
+        }
+        #expect(try await host.call("calc", "add", ["a": 2, "b": 2]) == 4)
+        #expect(RuntimeTests.eventually(30) { host.pool.held == (0, 0) })
+        await host.shutdown()
+    }
+
+    /// A crash in C without a module of one's own (abort as a
+    /// lua_CFunction), which restricted mode refuses; output written to the
+    /// worker's real descriptor 1, which is its stderr, never the host's stdout.
+    @Test func aCrashThroughACFunctionAndGarbageOnTheRealStdout() async throws {
+        let before = RuntimeTests.Holdings.now()
+        let f = Self.plugins()
+        let host = try PluginHost(directory: f.path, workers: 1)
+        let pid = host.workers[0].pid
+        let out = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/1")
+        #expect(out == (try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/2")))
+        #expect(try await host.call("bad", "stdout") == "fine")
+        await Self.expectError(host, "bad", "abort", .workerDied, "SIGABRT")
+        #expect(RuntimeTests.eventually(30) { host.workers.count == 1 && host.workers[0].pid != pid })
+        #expect(try await host.call("calc", "add", ["a": 1, "b": 2]) == 3)
+        await host.shutdown()
+        let restricted = try PluginHost(directory: f.path, workers: 1, restricted: true)
+        await Self.expectError(restricted, "bad", "abort", .luaError, "package.loadlib is not allowed in restricted mode")
+        #expect(try await restricted.call("calc", "add", ["a": 1, "b": 2]) == 3)
+        await restricted.shutdown()
+        #expect(RuntimeTests.Holdings.now() == before)
     }
 
     /// A process that also made a Queue keeps its runtime when its last

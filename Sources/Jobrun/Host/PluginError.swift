@@ -28,6 +28,8 @@ public struct PluginError: Error, Sendable, CustomStringConvertible {
         case hostShutDown
         /// The argument cannot be sent (too deep), or a Codable argument or result did not convert.
         case badArgument
+        /// The task awaiting the call was cancelled (a call that ran had its worker killed and replaced).
+        case cancelled
     }
 
     /// The worker that served (or was serving) the call.

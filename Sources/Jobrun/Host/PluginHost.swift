@@ -12,6 +12,8 @@ public struct ByteCount: Sendable, Hashable, CustomStringConvertible {
     public static func kibibytes(_ n: Int) -> ByteCount { ByteCount(bytes: n << 10) }
     public static func mebibytes(_ n: Int) -> ByteCount { ByteCount(bytes: n << 20) }
     public static func gibibytes(_ n: Int) -> ByteCount { ByteCount(bytes: n << 30) }
+    /// No limit (for `Limits.addressSpace`).
+    public static let unlimited = ByteCount(bytes: .max)
     public var description: String { "\(bytes) bytes" }
 }
 
@@ -30,6 +32,8 @@ public struct ByteCount: Sendable, Hashable, CustomStringConvertible {
 /// blocking a thread. Workers are this process's executable re-entered
 /// (posix_spawn, never fork). See docs/embedding.md.
 public final class PluginHost: Sendable {
+    /// A host's limits, or a plug-in's (`pluginLimits`: there a nil field
+    /// means the host's).
     public struct Limits: Sendable {
         /// Lua memory of a worker (the whole state: ~300 KiB before any
         /// plug-in); a call past it fails `limitExceeded`. nil: no limit.
@@ -37,22 +41,57 @@ public final class PluginHost: Sendable {
         /// How long one call may run; past it the worker is killed and
         /// replaced and the call fails `timedOut`. nil: no limit.
         public var callTimeout: Duration?
-        public init(memory: ByteCount? = nil, callTimeout: Duration? = nil) {
-            self.memory = memory; self.callTimeout = callTimeout
+        /// Address space a worker may map past what it maps when it starts
+        /// (RLIMIT_AS above its start: the runtime's shared memory and the
+        /// executable are not counted), for what Lua's allocator does not
+        /// see: C modules, the worker's own buffers. An allocation past it
+        /// fails (Lua's: `limitExceeded`; a C module's malloc returns NULL).
+        /// nil: 1.5 × `memory` + `addressSpaceMargin` when `memory` is set,
+        /// else no cap; `.unlimited`: no cap. One cap per worker: the largest
+        /// of the host's and the plug-ins' applies.
+        public var addressSpace: ByteCount?
+        public init(memory: ByteCount? = nil, callTimeout: Duration? = nil, addressSpace: ByteCount? = nil) {
+            self.memory = memory; self.callTimeout = callTimeout; self.addressSpace = addressSpace
+        }
+
+        /// What the default address-space cap adds to 1.5 × `memory`.
+        /// Measured (docs/embedding.md): a warm worker serving small calls
+        /// maps nothing past its start; malloc's overhead on Lua's many
+        /// small blocks adds up to 25% to what Lua counts (64 MiB of small
+        /// tables map 80 MiB); the margin holds a request and its response
+        /// as the worker's codec copies them, and a C module's buffers.
+        public static let addressSpaceMargin = ByteCount.mebibytes(64)
+
+        /// The worker's cap in bytes (nil: none).
+        var addressSpaceCap: Int? {
+            if let a = addressSpace { return a == .unlimited ? nil : a.bytes }
+            return memory.map { $0.bytes + $0.bytes / 2 + Limits.addressSpaceMargin.bytes }
+        }
+
+        /// A plug-in's limits over the host's `base`.
+        func over(_ base: Limits) -> Limits {
+            Limits(memory: memory ?? base.memory, callTimeout: callTimeout ?? base.callTimeout,
+                   addressSpace: addressSpace ?? base.addressSpace)
         }
     }
 
     public let directory: String
     public let workerCount: Int
     public let limits: Limits
+    /// Limits of some plug-ins, over `limits` (a nil field: the host's).
+    public let pluginLimits: [String: Limits]
     public let restricted: Bool
-    private let pool: PluginPool
+    let pool: PluginPool
+    /// Call timeouts of the plug-ins whose timeout is not the host's.
+    private let timeouts: [String: Double?]
 
     /// Starts `workers` warm workers serving the plug-ins of `directory`.
-    /// Throws `pluginNotFound` when the folder does not exist (or is not a
-    /// folder), `pluginNotReadable` when it cannot be read, `workerDied`
-    /// when the workers cannot start.
-    public init(directory: String, workers: Int = 2, limits: Limits = .init(),
+    /// `pluginLimits` gives some plug-ins limits of their own, by name
+    /// (`["slow": .init(callTimeout: .seconds(30))]`): a nil field is the
+    /// host's. Throws `pluginNotFound` when the folder does not exist (or
+    /// is not a folder), `pluginNotReadable` when it cannot be read,
+    /// `workerDied` when the workers cannot start.
+    public init(directory: String, workers: Int = 2, limits: Limits = .init(), pluginLimits: [String: Limits] = [:],
                 restricted: Bool = false, allowedFolders: [String] = []) throws(PluginError) {
         var st = stat()
         if stat(directory, &st) != 0 {
@@ -72,10 +111,21 @@ public final class PluginHost: Sendable {
         self.directory = directory
         workerCount = max(1, workers)
         self.limits = limits
+        self.pluginLimits = pluginLimits
         self.restricted = restricted
-        let timeout = limits.callTimeout.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
+        func seconds(_ d: Duration?) -> Double? { d.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 } }
+        var timeouts: [String: Double?] = [:], memory: [String: Int] = [:]
+        var cap = limits.addressSpaceCap
+        for (name, own) in pluginLimits {
+            let l = own.over(limits)
+            if l.callTimeout != limits.callTimeout { timeouts[name] = seconds(l.callTimeout) }
+            if l.memory != limits.memory, let m = l.memory { memory[name] = m.bytes }
+            cap = cap.flatMap { c in l.addressSpaceCap.map { max(c, $0) } }   // one cap per worker: the largest
+        }
+        self.timeouts = timeouts
         let config = PluginPool.Config(directory: directory, workers: workerCount, memoryLimit: limits.memory?.bytes,
-                                       callTimeout: timeout, restricted: restricted, allowedFolders: allowedFolders)
+                                       callTimeout: seconds(limits.callTimeout), restricted: restricted,
+                                       allowedFolders: allowedFolders, addressSpace: cap, pluginMemory: memory)
         do {
             pool = try PluginPool(config: config, responseID: { PluginWire.id(of: $0) })
         } catch {
@@ -97,8 +147,17 @@ public final class PluginHost: Sendable {
         } catch {
             throw PluginError(.badArgument, plugin: plugin, function: function, message: error.description)
         }
-        let outcome = await withCheckedContinuation { (c: CheckedContinuation<PluginPool.Outcome, Never>) in
-            pool.submit(id: id, bytes: bytes) { c.resume(returning: $0) }
+        let timeout: Double? = timeouts.isEmpty ? nil : timeouts[plugin].map { $0 ?? .infinity }
+        let pool = self.pool
+        // Cancelled before the call reached the pool: onCancel found
+        // nothing, the check after submit does it; after: onCancel does.
+        let outcome = await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<PluginPool.Outcome, Never>) in
+                pool.submit(id: id, bytes: bytes, timeout: timeout) { c.resume(returning: $0) }
+                if Task.isCancelled { pool.cancel(id: id) }
+            }
+        } onCancel: {
+            pool.cancel(id: id)
         }
         switch outcome {
         case .failed(let failure, let message, let name, let pid):
@@ -106,6 +165,7 @@ public final class PluginHost: Sendable {
             case .timedOut: .timedOut
             case .workerDied: .workerDied
             case .hostShutDown: .hostShutDown
+            case .cancelled: .cancelled
             }
             throw PluginError(code, plugin: plugin, function: function,
                               worker: name.isEmpty ? nil : .init(pid: pid, name: name), message: message)

@@ -12,8 +12,12 @@ final class PluginState {
     private let L: LuaState
     private let dispatchRef: Int32
     private var encoder = ValueEncoder(capacity: 256)
+    private var memoryLimit: Int?
+    private let pluginMemory: [String: Int]
 
     init(directory: String, options: PluginWorker.Options, allowed: [String]) throws(JobrunError) {
+        memoryLimit = options.memoryLimit
+        pluginMemory = options.pluginMemory
         // The module and the prelude are made before the limit applies: a
         // limit too small for them fails the first call, not the worker.
         guard let L = Host.newState(packageDirectory: directory, budget: 0) else {
@@ -56,7 +60,10 @@ final class PluginState {
     /// ends. The state stays usable.
     func stopChildren() { Host.shutdown(L, abort: true) }
 
-    func setMemoryLimit(_ bytes: Int?) { _ = jr_lua_set_limit(L, bytes.map { max(1, $0) } ?? 0) }
+    func setMemoryLimit(_ bytes: Int?) {
+        memoryLimit = bytes
+        _ = jr_lua_set_limit(L, bytes.map { max(1, $0) } ?? 0)
+    }
 
     var memoryInUse: Int { jr_lua_allocated_bytes(L) }
 
@@ -80,6 +87,11 @@ final class PluginState {
               lua_type(L, top + 2) == LUA_TSTRING, lua_type(L, top + 3) == LUA_TSTRING else {
             return PluginMessage.errorResponse(id: id, code: .badRequest,
                 message: "request: expected (id, plugin, function, argument): an integer and two strings first, then any value")
+        }
+        if !pluginMemory.isEmpty {
+            // This plug-in's limit while its call runs, else the worker's.
+            let limit = Lua.string(L, top + 2).flatMap { pluginMemory[$0] } ?? memoryLimit
+            _ = jr_lua_set_limit(L, limit.map { max(1, $0) } ?? 0)
         }
         // dispatch(plugin, function, argument, check) -> ok, result | false, error
         lua_rawgeti(L, jr_registryindex(), lua_Integer(dispatchRef))

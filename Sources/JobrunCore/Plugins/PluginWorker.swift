@@ -36,11 +36,14 @@ package final class PluginWorker {
         /// Where a plug-in's `print`, `io.write` and `io.stdout` go, each
         /// line tagged `[plugin:function] `: descriptor 2 by default.
         package var outputFD: Int32
+        /// Lua memory limits of some plug-ins, in place of `memoryLimit`
+        /// while a call to them runs (the budget is the whole state's).
+        package var pluginMemory: [String: Int]
 
         package init(memoryLimit: Int? = nil, restricted: Bool = false, allowedFolders: [String] = [],
-                     reloadCheckInterval: Double = 0, outputFD: Int32 = 2) {
+                     reloadCheckInterval: Double = 0, outputFD: Int32 = 2, pluginMemory: [String: Int] = [:]) {
             self.memoryLimit = memoryLimit; self.restricted = restricted; self.allowedFolders = allowedFolders
-            self.reloadCheckInterval = reloadCheckInterval; self.outputFD = outputFD
+            self.reloadCheckInterval = reloadCheckInterval; self.outputFD = outputFD; self.pluginMemory = pluginMemory
         }
     }
 

@@ -11,7 +11,13 @@ import Glibc
 ///   the rest wait in the pool, in FIFO order, and go to the first worker
 ///   with room (no thread blocked: a call is a callback).
 /// - Timeout: the call at the head of a worker's queue (the one it runs)
-///   past `callTimeout` gets its worker SIGKILLed; it fails `timedOut`.
+///   past its own timeout (`submit`'s, else `callTimeout`) gets its worker
+///   SIGKILLed; it fails `timedOut`.
+/// - Cancellation (`cancel`): a call still waiting in the pool is removed;
+///   one on a worker's queue fails `cancelled` at once and its response,
+///   if one comes, is dropped; when it is the one the worker runs, the
+///   worker is killed and replaced, as for a timeout (but a cancel does not
+///   count as a worker dying).
 /// - A worker that ends (killed, crashed): the call it had taken fails
 ///   (`timedOut` if the pool killed it, else `workerDied` with how it
 ///   ended); the calls behind it in its queue were never started and stay
@@ -29,16 +35,20 @@ package final class PluginPool: @unchecked Sendable {
         package var restricted: Bool
         package var allowedFolders: [String]
         package var maxInFlight: Int
+        /// Bytes a worker may map past what it maps at its start (RLIMIT_AS; nil: no cap).
+        package var addressSpace: Int?
+        /// Lua memory of some plug-ins, in place of `memoryLimit` during their calls.
+        package var pluginMemory: [String: Int]
         package init(directory: String, workers: Int, memoryLimit: Int?, callTimeout: Double?, restricted: Bool,
-                     allowedFolders: [String], maxInFlight: Int = 16) {
+                     allowedFolders: [String], maxInFlight: Int = 16, addressSpace: Int? = nil, pluginMemory: [String: Int] = [:]) {
             self.directory = directory; self.workers = max(1, workers); self.memoryLimit = memoryLimit
             self.callTimeout = callTimeout; self.restricted = restricted; self.allowedFolders = allowedFolders
-            self.maxInFlight = max(1, maxInFlight)
+            self.maxInFlight = max(1, maxInFlight); self.addressSpace = addressSpace; self.pluginMemory = pluginMemory
         }
     }
 
     /// What the pool itself can tell a call.
-    package enum Failure: Sendable { case timedOut, workerDied, hostShutDown }
+    package enum Failure: Sendable { case timedOut, workerDied, hostShutDown, cancelled }
 
     package enum Outcome: Sendable {
         /// The worker's response bytes (PluginMessage).
@@ -51,15 +61,20 @@ package final class PluginPool: @unchecked Sendable {
     private struct Call {
         let id: Int64
         let bytes: [UInt8]
+        /// Seconds it may run (nil: no limit).
+        let timeout: Double?
         let done: Completion
     }
+
+    /// Why the pool killed a slot's worker.
+    private enum Kill { case timeout(Double), cancel }
 
     private final class Slot {
         var worker: Runtime.Worker?
         let queue: UInt64
         var inFlight: [Call] = []
         var headSince: Int64 = 0
-        var killedForTimeout = false
+        var killed: Kill?
         /// Workers of this slot that died in a row without answering; past
         /// `PluginPool.quickDeaths` the next one starts only at `respawnAt`.
         var deathsInRow = 0
@@ -78,6 +93,9 @@ package final class PluginPool: @unchecked Sendable {
     private var waiting: [Call] = []
     private var waitingHead = 0
     private var owner: [Int64: Int] = [:]   // call id -> slot
+    /// Calls on a worker's queue already failed `cancelled`: their
+    /// response (or failure) is dropped.
+    private var cancelled: Set<Int64> = []
     private var nextID: Int64 = 1
     private var stopping = false
     private var down = false
@@ -139,6 +157,10 @@ package final class PluginPool: @unchecked Sendable {
         if let m = config.memoryLimit { env["JOBRUN_PLUGIN_MEMORY"] = String(m) }
         if config.restricted { env["JOBRUN_PLUGIN_RESTRICTED"] = "1" }
         if !config.allowedFolders.isEmpty { env["JOBRUN_PLUGIN_ALLOWED"] = config.allowedFolders.joined(separator: "\n") }
+        if let a = config.addressSpace { env["JOBRUN_PLUGIN_ADDRESS_SPACE"] = String(a) }
+        if !config.pluginMemory.isEmpty {
+            env["JOBRUN_PLUGIN_LIMITS"] = config.pluginMemory.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "\n")
+        }
         return try runtime.spawnWorker(role: "plugin", environment: env)
     }
 
@@ -154,10 +176,18 @@ package final class PluginPool: @unchecked Sendable {
     /// The workers now (name, pid).
     package var workers: [(name: String, pid: Int32)] { locked { slots.compactMap { $0.worker.map { ($0.name, $0.pid) } } } }
 
-    /// Sends a request (its bytes carry `id`); `done` is called once, on
+    /// Calls the pool holds (waiting, or on a worker's queue, a cancelled
+    /// one until its response is dropped), and its records of them (owner,
+    /// cancelled): both 0 when the host is idle.
+    package var held: (calls: Int, records: Int) {
+        locked { (waiting.count - waitingHead + slots.reduce(0) { $0 + $1.inFlight.count }, owner.count + cancelled.count) }
+    }
+
+    /// Sends a request (its bytes carry `id`) that may run `timeout`
+    /// seconds (nil: the config's `callTimeout`); `done` is called once, on
     /// another thread or this one, never with the pool's lock held.
-    package func submit(id: Int64, bytes: [UInt8], done: @escaping Completion) {
-        let call = Call(id: id, bytes: bytes, done: done)
+    package func submit(id: Int64, bytes: [UInt8], timeout: Double? = nil, done: @escaping Completion) {
+        let call = Call(id: id, bytes: bytes, timeout: timeout ?? config.callTimeout, done: done)
         var finished: [(Completion, Outcome)] = []
         locked {
             if stopping {
@@ -170,11 +200,41 @@ package final class PluginPool: @unchecked Sendable {
         for (c, o) in finished { c(o) }
     }
 
+    /// Fails call `id` with `cancelled` if it has not ended (see the type's
+    /// comment); nothing for a call that ended or is unknown.
+    package func cancel(id: Int64) {
+        var finished: [(Completion, Outcome)] = []
+        locked {
+            let why = "the call was cancelled"
+            if let k = waiting[waitingHead...].firstIndex(where: { $0.id == id }) {
+                finished.append((waiting[k].done, .failed(.cancelled, message: why, worker: "", pid: 0)))
+                waiting.remove(at: k)
+                return
+            }
+            guard let i = owner[id], !cancelled.contains(id) else { return }
+            let s = slots[i]
+            guard let k = s.inFlight.firstIndex(where: { $0.id == id }) else { return }
+            cancelled.insert(id)
+            finished.append((s.inFlight[k].done, .failed(.cancelled, message: why + (k == 0 ? " while it ran: its worker was killed and replaced" : ""),
+                                                         worker: s.worker?.name ?? "", pid: s.worker?.pid ?? 0)))
+            if k == 0, s.killed == nil, let w = s.worker {
+                s.killed = .cancel
+                runtime.signal(w, SIGKILL)
+            }
+        }
+        for (c, o) in finished { c(o) }
+    }
+
+    /// `call` ended with `outcome`: its completion, unless it was cancelled (lock held).
+    private func endLocked(_ call: Call, _ outcome: Outcome, _ finished: inout [(Completion, Outcome)]) {
+        if cancelled.remove(call.id) == nil { finished.append((call.done, outcome)) }
+    }
+
     /// Moves waiting calls to workers with room (lock held).
     private func dispatchLocked(_ finished: inout [(Completion, Outcome)]) {
         while waitingHead < waiting.count {
             var best: Int?
-            for (i, s) in slots.enumerated() where s.worker != nil && !s.killedForTimeout && s.inFlight.count < config.maxInFlight {
+            for (i, s) in slots.enumerated() where s.worker != nil && s.killed == nil && s.inFlight.count < config.maxInFlight {
                 if best == nil || s.inFlight.count < slots[best!].inFlight.count { best = i }
             }
             guard let i = best else { break }
@@ -235,7 +295,7 @@ package final class PluginPool: @unchecked Sendable {
                     let call = s.inFlight.remove(at: k)
                     s.headSince = monotonicNanos()
                     s.deathsInRow = 0
-                    finished.append((call.done, .response(b, worker: s.worker?.name ?? "", pid: s.worker?.pid ?? 0)))
+                    endLocked(call, .response(b, worker: s.worker?.name ?? "", pid: s.worker?.pid ?? 0), &finished)
                 }
                 for i in dead { replaceLocked(i, &finished) }
                 let now = monotonicNanos()
@@ -245,13 +305,10 @@ package final class PluginPool: @unchecked Sendable {
                     s.headSince = now
                     if s.worker == nil { s.respawnAt = now + 1_000_000_000 }
                 }
-                if let limit = config.callTimeout {
-                    let now = monotonicNanos()
-                    for s in slots where !s.inFlight.isEmpty && !s.killedForTimeout {
-                        if Double(now - s.headSince) / 1e9 > limit, let w = s.worker {
-                            s.killedForTimeout = true
-                            runtime.signal(w, SIGKILL)
-                        }
+                for s in slots where s.killed == nil {
+                    if let limit = s.inFlight.first?.timeout, Double(monotonicNanos() - s.headSince) / 1e9 > limit, let w = s.worker {
+                        s.killed = .timeout(limit)
+                        runtime.signal(w, SIGKILL)
                     }
                 }
                 dispatchLocked(&finished)
@@ -271,15 +328,22 @@ package final class PluginPool: @unchecked Sendable {
         if s.inFlight.count > queued, !s.inFlight.isEmpty {
             let call = s.inFlight.removeFirst()
             owner[call.id] = nil
-            let outcome: Outcome = s.killedForTimeout
-                ? .failed(.timedOut, message: "the call ran past its timeout of \(config.callTimeout ?? 0) s: its worker was killed and replaced",
-                          worker: w.name, pid: w.pid)
-                : .failed(.workerDied, message: "the worker \(describeExit(code))", worker: w.name, pid: w.pid)
-            finished.append((call.done, outcome))
+            let outcome: Outcome = if case .timeout(let limit)? = s.killed {
+                .failed(.timedOut, message: "the call ran past its timeout of \(limit) s: its worker was killed and replaced",
+                        worker: w.name, pid: w.pid)
+            } else if case .cancel? = s.killed {
+                // The cancelled call had just ended when its kill came: this one had started.
+                .failed(.workerDied, message: "the worker was killed to cancel the call before this one, which had just ended",
+                        worker: w.name, pid: w.pid)
+            } else {
+                .failed(.workerDied, message: "the worker \(describeExit(code))", worker: w.name, pid: w.pid)
+            }
+            endLocked(call, outcome, &finished)
         }
-        s.killedForTimeout = false
+        // A worker killed for a cancel did nothing wrong.
+        if case .cancel? = s.killed {} else { s.deathsInRow += 1 }
+        s.killed = nil
         s.worker = nil
-        s.deathsInRow += 1
         if s.deathsInRow >= PluginPool.quickDeaths {
             // Workers that die before answering anything (the folder went
             // away, a plug-in crashes at every call): fail what waits for
@@ -289,8 +353,8 @@ package final class PluginPool: @unchecked Sendable {
             }
             for call in s.inFlight {
                 owner[call.id] = nil
-                finished.append((call.done, .failed(.workerDied, message: "\(s.deathsInRow) workers in a row died (the last \(describeExit(code))): not run",
-                                                    worker: w.name, pid: w.pid)))
+                endLocked(call, .failed(.workerDied, message: "\(s.deathsInRow) workers in a row died (the last \(describeExit(code))): not run",
+                                        worker: w.name, pid: w.pid), &finished)
             }
             s.inFlight = []
             s.respawnAt = monotonicNanos() + min(1_000_000_000, Int64(50_000_000) << min(10, s.deathsInRow - PluginPool.quickDeaths))
@@ -302,7 +366,7 @@ package final class PluginPool: @unchecked Sendable {
         } catch {
             for call in s.inFlight {
                 owner[call.id] = nil
-                finished.append((call.done, .failed(.workerDied, message: "no worker could replace \(w.name): \(error)", worker: w.name, pid: w.pid)))
+                endLocked(call, .failed(.workerDied, message: "no worker could replace \(w.name): \(error)", worker: w.name, pid: w.pid), &finished)
             }
             s.inFlight = []
         }
@@ -345,11 +409,11 @@ package final class PluginPool: @unchecked Sendable {
         let workers = locked { () -> [Runtime.Worker] in
             let shut = Outcome.failed(.hostShutDown, message: "the plug-in host shut down before the call ended", worker: "", pid: 0)
             for s in slots {
-                for c in s.inFlight { finished.append((c.done, shut)) }
+                for c in s.inFlight { endLocked(c, shut, &finished) }
                 s.inFlight = []
             }
             for c in waiting[waitingHead...] { finished.append((c.done, shut)) }
-            waiting = []; waitingHead = 0; owner = [:]
+            waiting = []; waitingHead = 0; owner = [:]; cancelled = []
             return slots.compactMap(\.worker)
         }
         for (c, o) in finished { c(o) }
