@@ -236,6 +236,18 @@ import JobrunCore
         #expect(try Self.call(w2, "hog", "small").value == "zzzzzzzzzz")
     }
 
+    /// Options.pluginMemory: a plug-in's own Lua budget while its calls
+    /// run, the worker's (here none) for the others.
+    @Test func aPluginsOwnMemoryLimit() throws {
+        let f = Folder()
+        f.write("hog.lua", "return { grow = function() local t = {} for i = 1, 1e9 do t[i] = ('x'):rep(64) .. i end end }\n")
+        f.write("big.lua", "return { rep = function(n) return #('x'):rep(n) end }\n")
+        let w = try worker(f, .init(outputFD: 2, pluginMemory: ["hog": 8 << 20]))
+        #expect(try Self.call(w, "hog", "grow").code == "limitExceeded")
+        #expect(try Self.call(w, "big", "rep", .integer(32 << 20)).value == .integer(32 << 20), "big has no limit")
+        #expect(try Self.call(w, "hog", "grow").code == "limitExceeded", "hog's limit holds after another plug-in's call")
+    }
+
     @Test func restrictedMode() throws {
         let f = Folder()
         let allowed = Folder()
