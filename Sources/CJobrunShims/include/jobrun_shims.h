@@ -920,4 +920,31 @@ int jr_eventfd(void);
 /// pipe2(fds, O_CLOEXEC).
 int jr_pipe_cloexec(int fds[2]);
 
+// MARK: - Ctrl-C and SIGTERM in the command line's main process (interrupt.c)
+
+/// The byte the main process's handler writes to the monitor: this bit, the
+/// signal number in the low six bits. The byte of a normal end (Monitor.stop) is 1.
+#define JR_INTERRUPT_BYTE 0x80
+/// Catches SIGINT and SIGTERM in the main process: the handler writes the
+/// process's own figures into `record`, writes the interrupt byte to
+/// `notify_fd`, waits up to `wait_ms` for `answer_fd` to become readable (the
+/// monitor's "done", or its end), then dies of the signal.
+void jr_interrupt_install(jr_process_record *record, int notify_fd, int answer_fd, int wait_ms);
+/// A new monitor: its pipes.
+void jr_interrupt_update(int notify_fd, int answer_fd);
+/// The end of the run has begun (Host.endOfRun): SIGINT and SIGTERM are
+/// held (blocked) from now on, so its report is not cut short.
+void jr_interrupt_hold(void);
+/// A forked child: SIGINT and SIGTERM back to their defaults (a worker's
+/// terminate() must end it), the main process's pipes forgotten.
+void jr_interrupt_forget(void);
+/// The monitor: SIGWINCH sets a flag (and interrupts its poll); taken once.
+void jr_winch_install(void);
+int jr_winch_take(void);
+/// The columns of the terminal on `fd`; 0 when it is not one or says 0.
+int jr_terminal_columns(int fd);
+/// Writes `title` over this process's argv area (what `ps` shows as its
+/// command line), cut to the room there is; -1 when argv is unknown.
+int jr_set_process_title(const char *title);
+
 #endif

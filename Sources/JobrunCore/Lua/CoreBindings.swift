@@ -92,6 +92,7 @@ enum CoreBindings {
         }
         // ProcessControl.fork has made the context this process's own (afterFork).
         ProcessContext.of(L).becomeWorker(name: name, daemon: daemon)
+        Host.setProcessTitle(name: name, script: ProcessContext.of(L).identity.scriptName)
         ProcessRegistry.takeOver(slot, name: name, parent: getppid())
         ObjectTable.listHoldings()
         PipeHolders.adopt(ends)

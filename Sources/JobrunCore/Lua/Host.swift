@@ -31,10 +31,17 @@ public enum Host {
     /// How many unseen failures the end-of-run line names (the rest are counted).
     static let unseenNamed = 10
 
+    /// How long the main process, interrupted, waits for the monitor to stop
+    /// the workers and write the statistics (it needs about two seconds at most).
+    static let interruptWaitMillis: Int32 = 10_000
+
     static func endOfRun(_ code: Int32) -> Int32 {
         let ctx = ProcessContext.current
         guard ctx.identity.isMain, !ctx.output.ended else { return code }
         ctx.output.ended = true
+        // The run has ended: from here a Ctrl-C or SIGTERM no longer stops
+        // it (the report below is the one it would have written).
+        jr_interrupt_hold()
         ProcessControl.reapStrays()
         fflush(nil)
         Progress.stop()
@@ -82,8 +89,9 @@ public enum Host {
             }
         }
         if let path = options.statsJSON {
-            guard let fd = Stats.openJSON(path) else { return 2 }
-            ctx.output.statsFD = fd
+            guard let file = Stats.openJSON(path) else { return 2 }
+            ctx.output.statsFD = file.fd
+            ctx.output.statsTemp = file.temp
         }
         jr_reset_signals()
         ProcessControl.becomeSubreaper()
@@ -97,9 +105,16 @@ public enum Host {
         Progress.setUp(options.progress)
         if let err = Monitor.start() {
             writeAll(2, "jobrun: \(err): the run cannot go on unsupervised\n")
+            Stats.discardJSON()
             return 1
         }
+        // Ctrl-C and SIGTERM: --stats and --stats-json are still written
+        // (by the monitor, while this process waits in its handler), then
+        // the process dies of the signal (interrupt.c).
+        jr_interrupt_install(ProcessRegistry.record, ctx.supervision.monitorDoneFD, ctx.supervision.monitorAnswerFD,
+                             Host.interruptWaitMillis)
         ctx.identity.scriptDirectory = script.map(directory(of:)) ?? "."
+        ctx.identity.scriptName = script.map(baseName(of:)) ?? "(command line)"
         guard let L = newState() else { return 1 }
         installOutputHooks(L, tag: options.prefix, clear: Progress.isOn)
         setArgTable(L, script: script ?? "jobrun", arguments: arguments)
@@ -129,6 +144,8 @@ public enum Host {
         jr_stdout_linebuffered()
         ProcessRegistry.takeOver(record, name: name, parent: parent)
         ctx.becomeWorker(name: name, daemon: daemon)
+        ctx.identity.scriptName = baseName(of: script)
+        setProcessTitle(name: name, script: ctx.identity.scriptName)
         return runAttachedWorker(argsOffset: argsOffset, argsLength: argsLength, name: name, daemon: daemon,
                                  scriptDirectory: scriptDirectory, script: script, prefix: prefix,
                                  packagePath: packagePath, packageCPath: packageCPath)
@@ -211,6 +228,23 @@ public enum Host {
         lua_close(L)
         if !ctx.identity.isMain { ObjectTable.releaseAll() }   // what no finalizer released, and its list
         fflush(nil)
+    }
+
+    /// What `ps` shows for a worker: "jobrun: consumer-1 (pipeline.lua)"
+    /// (the main script's name for a forked worker, its own for a `script`
+    /// worker), in place of the command line it inherited.
+    /// Test-only: JOBRUN_TEST_KEEP_ARGV=1 keeps a worker's command line (a
+    /// test reads a `script` worker's hidden arguments from /proc).
+    static func setProcessTitle(name: String, script: String) {
+        if getenv("JOBRUN_TEST_KEEP_ARGV") != nil { return }
+        _ = jr_set_process_title("jobrun: \(name) (\(script))")
+        _ = jr_set_process_name("jobrun")   // a `script` worker's comm is "exe" (/proc/self/exe)
+    }
+
+    static func baseName(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return path }
+        let b = String(path[path.index(after: slash)...])
+        return b.isEmpty ? path : b
     }
 
     static func directory(of path: String) -> String {

@@ -79,6 +79,9 @@ final class ProcessContext: @unchecked Sendable {
         var ownsState = true
         /// Folder of the main script: relative `script` paths resolve against it.
         var scriptDirectory = "."
+        /// The main script's file name, for workers' process titles ("jobrun:
+        /// consumer-1 (pipeline.lua)").
+        var scriptName = "jobrun"
         /// Its `start` (ProcessIdentity; 0: no record).
         var start: UInt64 = 0
     }
@@ -132,6 +135,8 @@ final class ProcessContext: @unchecked Sendable {
         /// run is over (main process only; 0 / -1 when unsupervised).
         var monitorPid: pid_t = 0
         var monitorDoneFD: Int32 = -1
+        /// The read end of the monitor's answer to an interrupt (interrupt.c).
+        var monitorAnswerFD: Int32 = -1
         /// When the main process last looked whether the monitor still runs.
         var lastMonitorCheck: Int64 = 0
         /// Monitors that died during the run.
@@ -152,8 +157,10 @@ final class ProcessContext: @unchecked Sendable {
         /// The main process's options, for the end of the run (which
         /// `os.exit` reaches through core.exit).
         var mainOptions = Host.Options()
-        /// The --stats-json file, opened before the run (main process only).
+        /// The --stats-json file, opened before the run (main process only):
+        /// a temporary file beside it, renamed over it once complete.
         var statsFD: Int32?
+        var statsTemp: (path: String, target: String)?
         var ended = false
     }
     var output = Output()
@@ -276,11 +283,17 @@ final class ProcessContext: @unchecked Sendable {
         // The monitor's pipe and pid are the main process's.
         if supervision.monitorDoneFD >= 0 { close(supervision.monitorDoneFD) }
         supervision.monitorDoneFD = -1
+        if supervision.monitorAnswerFD >= 0 { close(supervision.monitorAnswerFD) }
+        supervision.monitorAnswerFD = -1
+        // Ctrl-C and SIGTERM are the main process's to catch: a worker's
+        // terminate() must end it.
+        jr_interrupt_forget()
         supervision.monitorPid = 0
         supervision.terminal = nil       // asked again, by this process
         // The --stats-json file is the main process's to write.
         if let fd = output.statsFD { close(fd) }
         output.statsFD = nil
+        output.statsTemp = nil
         // Not ours until the child takes over its record (ProcessRegistry.takeOver).
         own(nil, slot: 0)
         identity.start = 0

@@ -34,39 +34,58 @@ enum Monitor {
     /// reason there is no monitor (the run must not go on without one).
     static func start() -> String? {
         let main = getpid()
+        // fds: main -> monitor (the end of the run, or an interrupt: see
+        // interrupted()); answers: monitor -> main ("the interrupt is handled").
         var fds: [Int32] = [-1, -1]
-        if pipe(&fds) != 0 { return "cannot start the run's monitor: pipe: \(String(cString: strerror(Glibc.errno)))" }
-        _ = jr_set_cloexec(fds[0], 1)
-        _ = jr_set_cloexec(fds[1], 1)
+        var answers: [Int32] = [-1, -1]
+        if jr_pipe_cloexec(&fds) != 0 { return "cannot start the run's monitor: pipe: \(String(cString: strerror(Glibc.errno)))" }
+        if jr_pipe_cloexec(&answers) != 0 {
+            let e = Glibc.errno
+            close(fds[0]); close(fds[1])
+            return "cannot start the run's monitor: pipe: \(String(cString: strerror(e)))"
+        }
         let pid = fork()
         if pid < 0 {
             let e = Glibc.errno
-            close(fds[0]); close(fds[1])
+            for fd in fds + answers { close(fd) }
             return "cannot start the run's monitor: fork: \(String(cString: strerror(e)))"
         }
         if pid > 0 {
             close(fds[0])
+            close(answers[1])
             ctx.supervision.monitorPid = pid
             ctx.supervision.monitorDoneFD = fds[1]
+            ctx.supervision.monitorAnswerFD = answers[0]
+            jr_interrupt_update(fds[1], answers[0])
             Arena.header.pointee.monitor_pid = pid
             ctx.supervision.lastMonitorCheck = monotonicNanos()
             return nil
         }
         close(fds[1])
-        supervise(main: main, doneFD: fds[0])
+        close(answers[0])
+        supervise(main: main, doneFD: fds[0], answerFD: answers[1])
+    }
+
+    /// The main process stops listening to the monitor (it ended or is replaced).
+    private static func closePipes() {
+        jr_interrupt_update(-1, -1)
+        if ctx.supervision.monitorDoneFD >= 0 { close(ctx.supervision.monitorDoneFD); ctx.supervision.monitorDoneFD = -1 }
+        if ctx.supervision.monitorAnswerFD >= 0 { close(ctx.supervision.monitorAnswerFD); ctx.supervision.monitorAnswerFD = -1 }
     }
 
     /// The monitor's life, in a process of its own: forked by the command
     /// line's main process (`start`), or started with posix_spawn by a Swift
     /// host's Runtime (re-entered as role "monitor", attached to the arena).
     /// Watches the run until `main` ends or `doneFD` is written or closed.
-    static func supervise(main: pid_t, doneFD: Int32) -> Never {
+    static func supervise(main: pid_t, doneFD: Int32, answerFD: Int32 = -1) -> Never {
         signal(SIGINT, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
         signal(SIGHUP, SIG_IGN)
+        jr_winch_install()
         _ = jr_set_process_name("jobrun-monitor")
         let limit = jr_raise_nofile_limit()
         var m = State(main: main, doneFD: doneFD)
+        m.answerFD = answerFD
         // Descriptors kept free for /proc reads and the like: past this many
         // pidfds, processes are watched by polling.
         if limit > 0 { m.maxPidfds = max(0, limit - 24) }
@@ -115,7 +134,7 @@ enum Monitor {
         let old = pid
         ctx.supervision.monitorPid = 0
         Arena.header.pointee.monitor_pid = 0
-        if ctx.supervision.monitorDoneFD >= 0 { close(ctx.supervision.monitorDoneFD); ctx.supervision.monitorDoneFD = -1 }
+        closePipes()
         ctx.supervision.monitorDeaths += 1
         let deaths = ctx.supervision.monitorDeaths
         let err = deaths > maxReplacements ? "\(deaths) monitors died in this run" : start()
@@ -169,8 +188,7 @@ enum Monitor {
         guard pid > 0, doneFD >= 0 else { return }
         var byte: UInt8 = 1
         _ = write(doneFD, &byte, 1)
-        close(doneFD)
-        ctx.supervision.monitorDoneFD = -1
+        closePipes()
         var status: Int32 = 0
         for _ in 0..<1000 {
             guard case .success(0) = valueOrErrno("waitpid", { waitpid(pid, &status, WNOHANG) }) else { break }
@@ -182,6 +200,8 @@ enum Monitor {
     struct State {
         let main: pid_t
         let doneFD: Int32
+        /// The write end of the monitor's answer to an interrupt (-1: none).
+        var answerFD: Int32 = -1
         /// Record slot -> pidfd of its process.
         var pidfds: [Int: Int32] = [:]
         /// Record slots whose processes are watched by polling, with their pids.
@@ -234,6 +254,10 @@ enum Monitor {
                 let order = Array(pidfds.keys)
                 for i in order { fds.append(pollfd(fd: pidfds[i]!, events: Int16(POLLIN), revents: 0)) }
                 _ = poll(&fds, nfds_t(fds.count), tickMillis)
+                if fds[1].revents != 0, let byte = readByte(doneFD), byte & UInt8(JR_INTERRUPT_BYTE) != 0 {
+                    interrupted(signal: Int32(byte & 0x3f))
+                    continue
+                }
                 if (mainFD >= 0 && fds[0].revents != 0) || fds[1].revents != 0 || getppid() != main { finish() }
                 for (k, i) in order.enumerated() where fds[k + 2].revents != 0 {
                     close(pidfds.removeValue(forKey: i)!)
@@ -300,13 +324,83 @@ enum Monitor {
             }
         }
 
+        /// One byte from the main process; nil at its end (EOF or an error).
+        func readByte(_ fd: Int32) -> UInt8? {
+            var byte: UInt8 = 0
+            guard case .success(1) = valueOrErrno("read", { read(fd, &byte, 1) }) else { return nil }
+            return byte
+        }
+
+        /// The main process caught SIGINT or SIGTERM (interrupt.c) and waits,
+        /// frozen in its handler, until this answers: the status line goes,
+        /// the workers are stopped with the same signal (SIGKILL a second
+        /// later), their ends are recorded, --stats and --stats-json are
+        /// written from the arena; then the main process dies of its signal.
+        mutating func interrupted(signal sig: Int32) {
+            painter.wipe()
+            stopWorkers(sig)
+            Stats.reportInterrupted()
+            if answerFD >= 0 {
+                var byte: UInt8 = 1
+                _ = write(answerFD, &byte, 1)
+                close(answerFD)
+                answerFD = -1
+            }
+        }
+
+        /// Signals every process of the run but the main one, waits up to a
+        /// second for them to end, SIGKILLs the rest (another second), and
+        /// records how each ended: they are zombies of their frozen parent,
+        /// whose /proc entry still says.
+        mutating func stopWorkers(_ sig: Int32) {
+            let all = ProcessRegistry.slots()
+            let n = Int(Arena.header.atomic(\.process_slots).load(ordering: .acquiring))
+            var watched: [(slot: Int, fd: Int32)] = []
+            for i in 0..<n where all[i].pid != main && all[i].pid > 0 {
+                let state = (all + i).atomic(\.state).load(ordering: .acquiring)
+                guard state == UInt32(JR_PROC_RUNNING) || state == UInt32(JR_PROC_STARTING) else { continue }
+                if let fd = pidfds[i] {
+                    watched.append((i, fd))
+                } else if case .pidfd(let fd) = Monitor.watch(all + i) {
+                    pidfds[i] = fd
+                    watched.append((i, fd))
+                } else {
+                    continue
+                }
+            }
+            for w in watched { _ = jr_pidfd_send_signal(w.fd, sig) }
+            func waitForAll(_ ms: Int64) -> [(slot: Int, fd: Int32)] {
+                var left = watched
+                let deadline = monotonicNanos() + ms * 1_000_000
+                while !left.isEmpty {
+                    let now = monotonicNanos()
+                    if now >= deadline { break }
+                    var fds = left.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
+                    _ = poll(&fds, nfds_t(fds.count), Int32(min(100, (deadline - now) / 1_000_000 + 1)))
+                    left = zip(left, fds).filter { $0.1.revents == 0 }.map { $0.0 }
+                }
+                return left
+            }
+            let stubborn = waitForAll(1000)
+            for w in stubborn { _ = jr_pidfd_send_signal(w.fd, SIGKILL) }
+            if !stubborn.isEmpty { _ = waitForAll(1000) }
+            for w in watched {
+                let r = all + w.slot
+                if r.atomic(\.has_exit_code).load(ordering: .acquiring) == 0, let code = exitCodeFromProc(r.pointee.pid) {
+                    r.pointee.exit_code = code
+                    r.atomic(\.has_exit_code).store(1, ordering: .releasing)
+                }
+                ProcessRegistry.markEnded(r)
+            }
+        }
+
         /// The main process has ended: stop whatever is left, then go.
         func finish() -> Never {
+            // A --stats-json file the main process did not get to finish
+            // stays unwritten: its temporary copy goes.
+            Stats.discardJSON()
             // The main process was killed with its status line on the screen.
-            let h = Arena.header
-            if h.atomic(\.progress_state).load(ordering: .acquiring) == UInt32(JR_PROGRESS_ON) && h.pointee.progress_drawn != 0 {
-                writeAll(2, "\r\u{1B}[K")
-            }
+            painter.wipe()
             let all = ProcessRegistry.slots()
             let n = Int(Arena.header.atomic(\.process_slots).load(ordering: .acquiring))
             // Through the pidfds: a process that ended and was reaped since the

@@ -3,9 +3,17 @@ import CJobrunShims
 import Glibc
 
 /// The live status line on stderr, as ninja and cargo draw theirs: one line,
-/// redrawn in place ("\r...\e[K") at most ten times a second by the monitor,
-/// which reads the queues' and processes' counters from the arena. Nothing on
-/// the data path changes: the counters it shows are the ones --stats needs.
+/// redrawn in place at most ten times a second by the monitor, which reads
+/// the queues' and processes' counters from the arena. Nothing on the data
+/// path changes: the counters it shows are the ones --stats needs.
+///
+/// It never wraps: it is cut to the terminal's width minus one column
+/// (display columns: a wide character counts two, control characters in a
+/// name are shown as "?"), the width re-read when SIGWINCH says it changed,
+/// and it is drawn as "\r" + line + "\e[J\r": the cursor is left at the
+/// start of the line, so the "^C" a terminal echoes at Ctrl-C lands on the
+/// line (and is wiped with it) instead of wrapping past the last column, and
+/// "\e[J" also clears the tail a reflowing terminal wrapped on a resize.
 ///
 /// Other output must not land in the middle of the line: every process's Lua
 /// writes to a terminal start each new line by wiping it (see Host+Output),
@@ -138,9 +146,12 @@ public enum Progress {
             let h = Arena.header
             guard h.atomic(\.progress_state).load(ordering: .acquiring) == UInt32(JR_PROGRESS_ON) else { return }
             let now = monotonicNanos()
-            guard now - h.pointee.run_start_ns >= Progress.firstDrawAfter, now - lastDraw >= Progress.redrawEvery else { return }
+            let resized = jr_winch_take() != 0
+            if resized || width == nil { width = terminalWidth() }
+            guard now - h.pointee.run_start_ns >= Progress.firstDrawAfter,
+                  resized || now - lastDraw >= Progress.redrawEvery else { return }
             lastDraw = now
-            let text = "\r" + line(now: now, width: terminalWidth()) + "\u{1B}[K"
+            let text = "\r" + line(now: now, width: width ?? 80) + "\u{1B}[J\r"
             // Only if free: a process stopped while it holds the lock (in
             // jobrun.progress) must not stop the monitor. The next tick draws.
             guard RobustMutex.tryLock(&h.pointee.progress_lock, ownerDied: RobustMutex.nothingToRepair) else { return }
@@ -151,10 +162,30 @@ public enum Progress {
             jr_mutex_unlock(&h.pointee.progress_lock)
         }
 
+        /// The terminal's columns, read at the first draw and after each SIGWINCH.
+        var width: Int?
+
+        /// The columns of the terminal on stderr; 80 when it is not one
+        /// (`--progress` on a pipe) or does not say.
         func terminalWidth() -> Int {
-            var ws = winsize()
-            if ioctl(2, UInt(TIOCGWINSZ), &ws) == 0 && ws.ws_col > 10 { return Int(ws.ws_col) }
-            return 80
+            let columns = Int(jr_terminal_columns(2))
+            return columns > 0 ? columns : 80
+        }
+
+        /// The main process ended or was interrupted with the line on the
+        /// screen: the line goes (the monitor; nothing else draws after this).
+        func wipe() {
+            let h = Arena.header
+            guard h.atomic(\.progress_state).load(ordering: .acquiring) == UInt32(JR_PROGRESS_ON) else { return }
+            // Only if free: a process frozen while it holds the lock must not
+            // stop the monitor (the state is one aligned word all the same).
+            let locked = RobustMutex.tryLock(&h.pointee.progress_lock, ownerDied: RobustMutex.nothingToRepair)
+            h.atomic(\.progress_state).store(UInt32(JR_PROGRESS_OFF), ordering: .releasing)
+            if h.pointee.progress_drawn != 0 {
+                writeAll(2, "\r\u{1B}[K")
+                h.pointee.progress_drawn = 0
+            }
+            if locked { jr_mutex_unlock(&h.pointee.progress_lock) }
         }
 
         /// One line: elapsed time, each queue that has seen items, the script's
@@ -219,9 +250,49 @@ public enum Progress {
             return (0..<n).filter { (all + $0).atomic(\.state).load(ordering: .acquiring) == UInt32(JR_PROC_RUNNING) && all[$0].end_ns == 0 }.count
         }
 
-        func fit(_ s: String, _ width: Int) -> String {
-            if s.count <= width { return s }
-            return String(s.prefix(max(0, width - 3))) + "..."
+        func fit(_ s: String, _ width: Int) -> String { Progress.fit(s, columns: width) }
+    }
+
+    /// `s` in at most `columns` display columns: control characters shown as
+    /// "?", cut with "..." when it does not fit (just cut when even that
+    /// does not fit).
+    static func fit(_ s: String, columns: Int) -> String {
+        guard columns > 0 else { return "" }
+        let shown = s.unicodeScalars.map { u -> (Unicode.Scalar, Int) in
+            let c: Unicode.Scalar = (u.value < 0x20 || (u.value >= 0x7F && u.value < 0xA0)) ? "?" : u
+            return (c, displayWidth(c))
+        }
+        func prefix(_ room: Int) -> String {
+            var out = String.UnicodeScalarView()
+            var used = 0
+            for (u, w) in shown {
+                if used + w > room { break }
+                out.append(u)
+                used += w
+            }
+            return String(out)
+        }
+        if shown.reduce(0, { $0 + $1.1 }) <= columns { return prefix(columns) }
+        return columns < 3 ? prefix(columns) : prefix(columns - 3) + "..."
+    }
+
+    /// Columns a terminal gives `u`: 0 for combining marks and zero-width
+    /// characters, 2 for East Asian wide characters and emoji, else 1.
+    static func displayWidth(_ u: Unicode.Scalar) -> Int {
+        let v = u.value
+        if v < 0x300 { return 1 }
+        switch u.properties.generalCategory {
+        case .nonspacingMark, .enclosingMark, .format: return 0
+        default: break
+        }
+        if u.properties.isEmojiPresentation { return 2 }
+        switch v {
+        case 0x1100...0x115F, 0x2E80...0x303E, 0x3041...0x33FF, 0x3400...0x4DBF, 0x4E00...0x9FFF,
+             0xA000...0xA4CF, 0xAC00...0xD7A3, 0xF900...0xFAFF, 0xFE30...0xFE4F, 0xFF00...0xFF60,
+             0xFFE0...0xFFE6, 0x1F300...0x1F64F, 0x1F900...0x1F9FF, 0x20000...0x3FFFD:
+            return 2
+        default:
+            return 1
         }
     }
 

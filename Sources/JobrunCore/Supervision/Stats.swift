@@ -27,9 +27,11 @@ public enum Stats {
     }
 
     /// The run's figures now; the main process's own row from getrusage.
-    static func collect(mainExit: Int32) -> (wall: Int64, processes: [ProcessRow], queues: [QueueRow]) {
+    /// `mainExit` nil: the main process's record already says (it was
+    /// interrupted and wrote its own figures; the monitor collects).
+    static func collect(mainExit: Int32?) -> (wall: Int64, processes: [ProcessRow], queues: [QueueRow]) {
         let now = monotonicNanos()
-        if let me = ProcessRegistry.record {
+        if let mainExit, let me = ProcessRegistry.record {
             var u = rusage()
             if getrusage(RUSAGE_SELF.rawValue, &u) == 0 { ProcessRegistry.store(u, in: me) }
             me.pointee.end_ns = now
@@ -59,28 +61,88 @@ public enum Stats {
 
     /// Opens the --stats-json file before the run, so a path that cannot be
     /// written is reported before any work is done, not after it; nil and a
-    /// message on stderr when it cannot be opened.
-    public static func openJSON(_ path: String) -> Int32? {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        if fd < 0 {
-            writeAll(2, "jobrun: --stats-json: cannot write \(path): \(String(cString: strerror(Glibc.errno)))\n")
+    /// message on stderr when it cannot be opened. A regular file (or a
+    /// new one) is written as a temporary file beside it (`temp`), renamed
+    /// over it once complete: however the run ends, the file is either the
+    /// whole JSON or not there (never empty or cut short). Anything else (a
+    /// FIFO, /dev/stdout) is written in place.
+    public static func openJSON(_ path: String) -> (fd: Int32, temp: (path: String, target: String)?)? {
+        func refuse(_ errno: Int32) -> (fd: Int32, temp: (path: String, target: String)?)? {
+            writeAll(2, "jobrun: --stats-json: cannot write \(path): \(String(cString: strerror(errno)))\n")
             return nil
         }
-        return fd
+        var st = stat()
+        if stat(path, &st) == 0 {
+            switch st.st_mode & S_IFMT {
+            case S_IFDIR: return refuse(EISDIR)
+            case S_IFREG: break
+            default:
+                let fd = open(path, O_WRONLY | O_CLOEXEC)
+                return fd < 0 ? refuse(Glibc.errno) : (fd, nil)
+            }
+            if access(path, W_OK) != 0 { return refuse(Glibc.errno) }
+        }
+        // Beside the file itself (a symbolic link's target), so the rename
+        // stays within one file system.
+        var target = path
+        if let real = realpath(path, nil) { target = String(cString: real); free(real) }
+        let slash = target.lastIndex(of: "/")
+        let dir = slash.map { String(target[..<$0]) } ?? "."
+        let base = slash.map { String(target[target.index(after: $0)...]) } ?? target
+        var template = Array(((dir.isEmpty ? "" : dir + "/") + "." + base + ".jobrun-XXXXXX").utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        if fd < 0 { return refuse(Glibc.errno) }
+        _ = jr_set_cloexec(fd, 1)
+        _ = fchmod(fd, 0o644 & ~currentUmask())
+        return (fd, (String(cString: template), target))
+    }
+
+    private static func currentUmask() -> mode_t {
+        let m = umask(0o022)
+        umask(m)
+        return m
+    }
+
+    /// Writes the JSON to the --stats-json file (`fd`, and its temporary
+    /// name `temp`, see openJSON) and closes it; false with a message when
+    /// it could not be written (the temporary file is then removed).
+    static func finishJSON(_ text: String, fd: Int32, temp: (path: String, target: String)?, path: String) -> Bool {
+        var ok = writeAll(fd, text)
+        var e = Glibc.errno
+        if close(fd) != 0 && ok { ok = false; e = Glibc.errno }
+        if ok, let temp, rename(temp.path, temp.target) != 0 { ok = false; e = Glibc.errno }
+        if !ok {
+            if let temp { unlink(temp.path) }
+            writeAll(2, "jobrun: --stats-json: cannot write \(path): \(String(cString: strerror(e)))\n")
+        }
+        return ok
     }
 
     /// Prints the tables on stderr and/or writes the JSON to `jsonFD`
     /// (closed after); false when the JSON could not be written.
-    public static func report(mainExit: Int32, text: Bool, jsonFD: Int32?, jsonPath: String) -> Bool {
+    public static func report(mainExit: Int32?, text: Bool, jsonFD: Int32?, jsonPath: String) -> Bool {
         let figures = collect(mainExit: mainExit)
         if text { writeAll(2, table(figures)) }
         guard let fd = jsonFD else { return true }
-        defer { close(fd) }
-        if !writeAll(fd, json(figures)) {
-            writeAll(2, "jobrun: --stats-json: cannot write \(jsonPath): \(String(cString: strerror(Glibc.errno)))\n")
-            return false
-        }
-        return true
+        let ctx = ProcessContext.current
+        let temp = ctx.output.statsTemp
+        ctx.output.statsFD = nil
+        ctx.output.statsTemp = nil
+        return finishJSON(json(figures), fd: fd, temp: temp, path: jsonPath)
+    }
+
+    /// The monitor, for a main process that caught SIGINT or SIGTERM
+    /// (Monitor.State.interrupted): the same report, from the arena.
+    static func reportInterrupted() {
+        let o = ProcessContext.current.output.mainOptions
+        guard o.stats || o.statsJSON != nil else { return }
+        _ = report(mainExit: nil, text: o.stats, jsonFD: ProcessContext.current.output.statsFD, jsonPath: o.statsJSON ?? "")
+    }
+
+    /// The monitor, once the main process has gone: a --stats-json file it
+    /// did not finish is not left half-written (its temporary file goes).
+    static func discardJSON() {
+        if let temp = ProcessContext.current.output.statsTemp { unlink(temp.path) }
     }
 
     static func exitText(_ code: Int32?) -> String {
