@@ -21,6 +21,10 @@ enum FileHandleOutput {
     static func standardError(_ text: String) {
         _ = try? FileDescriptor.standardError.writeAll(text.utf8)
     }
+
+    static func standardOutput(_ text: String) {
+        _ = try? FileDescriptor.standardOutput.writeAll(text.utf8)
+    }
 }
 
 @main
@@ -41,6 +45,11 @@ struct Jobrun: ParsableCommand {
         let argv = CommandLine.arguments
         if argv.count > 1, !argv[1].hasPrefix("-"), !["run", "check", "help"].contains(argv[1]) {
             Glibc.exit(Host.runMain(script: argv[1], arguments: Array(argv.dropFirst(2))))
+        }
+        // Completion scripts that complete `jobrun <Tab>` as `jobrun run <Tab>`.
+        if let script = Completion.script(arguments: argv) {
+            FileHandleOutput.standardOutput(script + "\n")
+            Glibc.exit(0)
         }
         var command: ParsableCommand
         do {

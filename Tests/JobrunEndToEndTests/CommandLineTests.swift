@@ -229,4 +229,63 @@ struct CommandLineTests {
         let syntax = runCommand(["/bin/bash", "-n", dir.path + "/jobrun.bash"], timeout: 30)
         expectStatus(syntax)
     }
+
+    /// What bash offers for `line` (the words so far, the last one being
+    /// completed) in a folder holding a.lua, notes.txt and sub/.
+    private func bashCompletions(_ words: [String]) -> [String] {
+        let dir = ScratchFolder(["jobrun.bash": runJobrun(["--generate-completion-script", "bash"], timeout: 30).stdout,
+                                 "a.lua": "", "notes.txt": "", "sub/b.lua": ""])
+        defer { dir.remove() }
+        let quoted = words.map { "'" + $0 + "'" }.joined(separator: " ")
+        let line = words.joined(separator: " ")
+        let driver = """
+            cd '\(dir.path)' || exit 9
+            source ./jobrun.bash || exit 9
+            COMP_WORDS=(\(quoted)); COMP_CWORD=\(words.count - 1)
+            COMP_LINE='\(line)'; COMP_POINT=${#COMP_LINE}
+            _jobrun jobrun '\(words.last ?? "")' '\(words.count > 1 ? words[words.count - 2] : "")'
+            printf '%s\\n' "${COMPREPLY[@]}" | sort -u
+            """
+        let r = runCommand(["/bin/bash", "-c", driver], timeout: 30)
+        #expect(r.status == 0, "\(r)")
+        return r.lines
+    }
+
+    @Test func theDefaultFormCompletesAsRunDoes() {
+        guard FileManager.default.isExecutableFile(atPath: "/bin/bash") else { return }
+        // `jobrun <Tab>`: the subcommands, .lua files and folders (not other files).
+        let first = bashCompletions(["jobrun", ""])
+        for word in ["run", "check", "help", "a.lua", "sub"] { #expect(first.contains(word), "\(word) not offered: \(first)") }
+        #expect(!first.contains("notes.txt"), "\(first)")
+        // The same files as `jobrun run <Tab>`.
+        let run = bashCompletions(["jobrun", "run", ""])
+        #expect(run.contains("a.lua") && run.contains("sub") && !run.contains("notes.txt"), "\(run)")
+        // `jobrun --st<Tab>`: run's options.
+        #expect(bashCompletions(["jobrun", "--st"]) == ["--stats", "--stats-json"])
+        #expect(bashCompletions(["jobrun", "run", "--st"]) == ["--stats", "--stats-json"])
+        // After an option, still run's: the script, then nothing (its own arguments).
+        let afterOption = bashCompletions(["jobrun", "--stats", ""])
+        #expect(afterOption.contains("a.lua") && !afterOption.contains("run") && !afterOption.contains("notes.txt"), "\(afterOption)")
+        // An option's value: any file.
+        #expect(bashCompletions(["jobrun", "--stats-json", "no"]) == ["notes.txt"])
+        // The other subcommands are untouched.
+        #expect(bashCompletions(["jobrun", "check", "--h"]) == ["--help"])
+    }
+
+    @Test func zshAndFishScriptsCompleteTheDefaultForm() {
+        let zsh = runJobrun(["--generate-completion-script", "zsh"], timeout: 30).stdout
+        #expect(zsh.contains("`run` is the default subcommand"), "the zsh patch applies to this generator's script")
+        #expect(zsh.contains("_jobrun_run && default_ret=0"))
+        let fish = runJobrun(["--generate-completion-script", "fish"], timeout: 30).stdout
+        #expect(fish.contains("set unparsed_tokens $unparsed_tokens[1] run $unparsed_tokens[2..]"),
+                "the fish patch applies to this generator's script")
+        #expect(fish.contains("completions_for_flags_or_options \"jobrun\" stats' -l 'stats'"))
+        #expect(fish.contains("completions_for_positional \"jobrun\" -eq 1' -fa '(for p in"), "first word: .lua files")
+        // Where the shells are installed, the scripts at least parse.
+        for (shell, text) in [("/usr/bin/zsh", zsh), ("/usr/bin/fish", fish)] where FileManager.default.isExecutableFile(atPath: shell) {
+            let dir = ScratchFolder(["script": text])
+            defer { dir.remove() }
+            expectStatus(runCommand([shell, "-n", dir.file("script")], timeout: 30), 0, shell)
+        }
+    }
 }
