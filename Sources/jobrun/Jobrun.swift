@@ -43,7 +43,7 @@ struct Jobrun: ParsableCommand {
         // `jobrun script.lua [args...]` with no option before the script, the
         // common call: run it without the parser's start-up cost (~4 ms).
         let argv = CommandLine.arguments
-        if argv.count > 1, !argv[1].hasPrefix("-"), !["run", "check", "help"].contains(argv[1]) {
+        if argv.count > 1, argv[1] == "-" || !argv[1].hasPrefix("-"), !["run", "check", "help"].contains(argv[1]) {
             Glibc.exit(Host.runMain(script: argv[1], arguments: Array(argv.dropFirst(2))))
         }
         // Completion scripts that complete `jobrun <Tab>` as `jobrun run <Tab>`.
@@ -94,6 +94,7 @@ struct Jobrun: ParsableCommand {
               jobrun --prefix pipeline.lua     # workers' lines: "[consumer-1] ..."
               jobrun --stats pipeline.lua      # where the time went, at the end
               jobrun -e 'print(jobrun.cpu_count())'
+              generate | jobrun - a b          # the script from stdin ("stdin" in messages)
               jobrun check a.lua b.lua         # compile only: "a.lua: ok" or the error
               jobrun ./check                   # a script named `check`
 
@@ -172,7 +173,7 @@ struct Run: ParsableCommand {
     @Option(name: .customLong("worker-path"), help: .hidden) var workerPath: String = ""
     @Option(name: .customLong("worker-cpath"), help: .hidden) var workerCPath: String = ""
 
-    @Argument(help: ArgumentHelp("The Lua script to run (optional with -e).", valueName: "script"),
+    @Argument(help: ArgumentHelp("The Lua script to run (-: read it from stdin; optional with -e).", valueName: "script"),
               completion: .file(extensions: ["lua"]))
     var script: String?
 

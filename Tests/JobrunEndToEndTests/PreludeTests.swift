@@ -3,7 +3,8 @@ import Testing
 
 // The Lua half of the module (Sources/JobrunCore/prelude/*.lua) is embedded
 // at build time and loaded under its file's name: a traceback through it
-// names the file and a line that is really there.
+// names the file and a line that is really there. Users' tracebacks leave
+// those frames out; JOBRUN_INTERNAL_FRAMES=1 keeps them.
 
 @Suite("Prelude files")
 struct PreludeTests {
@@ -29,10 +30,14 @@ struct PreludeTests {
     @Test func aBadPoolArgumentsTracebackNamesPoolLua() {
         // pool.lua checks chunksize and raises at the caller's line; the
         // traceback walks through pool.lua's own frames on the way.
-        let r = runScript("""
+        let code = """
             local pool = jobrun.Pool{workers = 1}
             pool:map(function(x) return x end, {1}, 0)
-            """)
+            """
+        let plain = runScript(code)
+        #expect(plain.status == 1)
+        #expect(preludePlaces(plain.stderr).isEmpty, "a user's traceback shows no prelude frame: \(plain.stderr)")
+        let r = runScript(code, environment: ["JOBRUN_INTERNAL_FRAMES": "1"])
         #expect(r.status == 1)
         #expect(r.stderr.contains("main.lua:2: jobrun.ValueError: Pool.map: chunksize must be a positive integer, got 0"), "\(r.stderr)")
         let places = preludePlaces(r.stderr)
@@ -47,7 +52,7 @@ struct PreludeTests {
     @Test func aBadProcessOptionsTracebackNamesProcessLua() {
         let r = runScript("""
             local p = jobrun.Process(5)
-            """)
+            """, environment: ["JOBRUN_INTERNAL_FRAMES": "1"])
         #expect(r.status == 1)
         #expect(r.stderr.contains("main.lua:1: jobrun.TypeError: Process: expected a table of options"), "\(r.stderr)")
         let check = preludePlaces(r.stderr).first { $0.file == "process.lua" }

@@ -292,6 +292,11 @@ typedef struct jr_process_record {
     // drops what is listed once it is dead.
     uint64_t obj_holdings;
     uint32_t held[JR_HELD_INLINE];
+    // A forked worker that failed on a global its copy of the parent's
+    // state lacks ("attempt to call a nil value (global 'f')") writes the
+    // name here; its parent, told of its end, hints that `f` was defined
+    // after the worker started if its own globals have it (process.lua).
+    char missing_global[48];
 } jr_process_record;
 
 enum { JR_GROW_RING = 0, JR_GROW_TAKERS = 1 };

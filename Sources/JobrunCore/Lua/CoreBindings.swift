@@ -34,6 +34,8 @@ enum CoreBindings {
         Lua.setFunction(L, "timeout", timeout)
         Lua.setFunction(L, "sendable", sendable)
         Lua.setFunction(L, "describe_exit", describeExitCode)
+        Lua.setFunction(L, "note_missing_global", noteMissingGlobal)
+        Lua.setFunction(L, "take_missing_global", takeMissingGlobal)
         Lua.pushString(L, version); lua_setfield(L, -2, "version")
         lua_pushinteger(L, lua_Integer(JR_MAX_PROCESSES)); lua_setfield(L, -2, "max_processes")
     }
@@ -44,6 +46,25 @@ enum CoreBindings {
         let L = L!
         let code = lua_isinteger(L, 1) != 0 ? Int32(clamping: jr_lua_tointegerx(L, 1, nil)) : Int32.min
         Lua.pushString(L, describeExit(code))
+        return 1
+    }
+
+    /// core.note_missing_global(name): this worker failed on the global
+    /// `name`, nil in its copy of its parent's state (its record says so).
+    static let noteMissingGlobal: jr_swift_fn = { L in
+        guard let name = Lua.string(L!, 1), name.utf8.count < 48, let r = ProcessRegistry.record else { return 0 }
+        copyCString(name, into: &r.pointee.missing_global)
+        return 0
+    }
+
+    /// core.take_missing_global(pid) -> the global the worker `pid` failed
+    /// on (once: it is cleared), or nothing.
+    static let takeMissingGlobal: jr_swift_fn = { L in
+        let L = L!
+        let pid = pid_t(truncatingIfNeeded: lua_tointegerx(L, 1, nil))
+        guard pid > 0, let r = ProcessRegistry.find(pid), r.pointee.missing_global.0 != 0 else { return 0 }
+        Lua.pushString(L, cString(&r.pointee.missing_global))
+        r.pointee.missing_global.0 = 0
         return 1
     }
 
@@ -220,7 +241,8 @@ enum CoreBindings {
     static let killProcess: jr_swift_fn = { L in
         let L = L!
         let pid = pid_t(truncatingIfNeeded: lua_tointegerx(L, 1, nil))
-        if pid > 0 { ProcessRegistry.markSignalled(pid) }
+        // core.kill(pid, sig, true): the end of the run stops it.
+        if pid > 0 { ProcessRegistry.markSignalled(pid, atEnd: lua_toboolean(L, 3) != 0) }
         ProcessControl.signal(pid, Int32(truncatingIfNeeded: lua_tointegerx(L, 2, nil)))
         return 0
     }

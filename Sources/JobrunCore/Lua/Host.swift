@@ -77,7 +77,7 @@ public enum Host {
     /// process; returns the exit status.
     public static func runMain(script: String?, arguments: [String], options: Options = Options()) -> Int32 {
         let ctx = ProcessContext.current
-        if let script {
+        if let script, script != stdinScript {
             if access(script, F_OK) != 0 || access(script, R_OK) != 0 {
                 writeAll(2, "jobrun: cannot open \(script): \(String(cString: strerror(Glibc.errno)))\n")
                 return 2
@@ -113,8 +113,10 @@ public enum Host {
         // the process dies of the signal (interrupt.c).
         jr_interrupt_install(ProcessRegistry.record, ctx.supervision.monitorDoneFD, ctx.supervision.monitorAnswerFD,
                              Host.interruptWaitMillis)
-        ctx.identity.scriptDirectory = script.map(directory(of:)) ?? "."
-        ctx.identity.scriptName = script.map(baseName(of:)) ?? "(command line)"
+        // `jobrun -`: the script is read from stdin, as `lua -` does; its
+        // folder is the current one, and messages name it "stdin".
+        ctx.identity.scriptDirectory = script.flatMap { $0 == stdinScript ? nil : directory(of: $0) } ?? "."
+        ctx.identity.scriptName = script.map { $0 == stdinScript ? "stdin" : baseName(of: $0) } ?? "(command line)"
         guard let L = newState() else { return 1 }
         installOutputHooks(L, tag: options.prefix, clear: Progress.isOn)
         setArgTable(L, script: script ?? "jobrun", arguments: arguments)
@@ -352,8 +354,14 @@ public enum Host {
     /// precompiled chunk (luac output, damaged or not) could crash the
     /// process; it is refused with its own message. As luaL_loadfilex.
     static func loadText(_ L: LuaState, file: String) -> Int32 {
-        refusingBytecode(L, name: file, luaL_loadfilex(L, file, "t"))
+        // "-": standard input, under the chunk name "stdin" (luaL_loadfilex
+        // reads it when given no file name, as lua.c does for `lua -`).
+        if file == stdinScript { return refusingBytecode(L, name: "stdin", luaL_loadfilex(L, nil, "t")) }
+        return refusingBytecode(L, name: file, luaL_loadfilex(L, file, "t"))
     }
+
+    /// The script name that means standard input.
+    static let stdinScript = "-"
 
     /// Loads a `-e` chunk as text only (see loadText(file:)).
     static func loadText(_ L: LuaState, chunk: String, name: String) -> Int32 {

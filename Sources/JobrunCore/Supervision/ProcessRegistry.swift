@@ -320,10 +320,20 @@ enum ProcessRegistry {
         if let r = find(pid) { r.atomic(\.reported).store(1, ordering: .releasing) }
     }
 
-    /// The script sent `pid` the signal it may die of.
-    static func markSignalled(_ pid: pid_t) {
-        if let r = find(pid) { r.atomic(\.signalled).store(1, ordering: .releasing) }
+    /// The script sent `pid` the signal it may die of: `signalled` 1, or
+    /// `stoppedAtEnd` when the end of the run stopped it (a daemon, or
+    /// every worker after an error: jobrun._shutdown), which --stats shows
+    /// as "stopped at end of run".
+    static func markSignalled(_ pid: pid_t, atEnd: Bool = false) {
+        guard let r = find(pid) else { return }
+        if atEnd {
+            r.atomic(\.signalled).store(stoppedAtEnd, ordering: .releasing)
+        } else {
+            _ = r.atomic(\.signalled).compareExchange(expected: 0, desired: 1, ordering: .acquiringAndReleasing)
+        }
     }
+
+    static let stoppedAtEnd: UInt32 = 2
 
     /// Workers that failed (ended with a non-zero status, or by a signal the
     /// script did not send) without the script being told: "consumer-1 (pid

@@ -17,6 +17,8 @@ public enum Stats {
     struct ProcessRow {
         let name: String, pid: Int32, parent: Int32
         let exit: Int32?
+        /// Ended by the signal the end of the run sent it (a daemon worker).
+        let stoppedAtEnd: Bool
         let wallNanos: Int64
         let userMicros: UInt64?, systemMicros: UInt64?, peakKiB: UInt64?
         let got: UInt64, put: UInt64
@@ -48,6 +50,7 @@ public enum Stats {
             processes.append(ProcessRow(
                 name: ProcessRegistry.name(of: r), pid: r.pointee.pid, parent: r.pointee.parent_pid,
                 exit: r.atomic(\.has_exit_code).load(ordering: .acquiring) != 0 ? r.pointee.exit_code : nil,
+                stoppedAtEnd: r.atomic(\.signalled).load(ordering: .acquiring) == ProcessRegistry.stoppedAtEnd,
                 wallNanos: max(0, end &- r.pointee.start_ns),
                 userMicros: usage ? r.pointee.user_us : nil, systemMicros: usage ? r.pointee.system_us : nil,
                 peakKiB: usage ? r.pointee.max_rss_kib : nil,
@@ -145,9 +148,10 @@ public enum Stats {
         if let temp = ProcessContext.current.output.statsTemp { unlink(temp.path) }
     }
 
-    static func exitText(_ code: Int32?) -> String {
+    static func exitText(_ code: Int32?, stoppedAtEnd: Bool = false) -> String {
         guard let code else { return "running" }
         if code == Int32.min { return "?" }
+        if code < 0 && stoppedAtEnd { return "stopped at end of run" }
         return code >= 0 ? "\(code)" : "signal \(-code)"
     }
 
@@ -176,7 +180,7 @@ public enum Stats {
         let shown = f.processes.count > maxProcessRows ? f.processes.prefix(maxProcessRows - 1) : f.processes[...]
         for p in shown {
             let cpu: UInt64? = p.userMicros.map { $0 &+ (p.systemMicros ?? 0) }
-            rows.append([p.name, "\(p.pid)", exitText(p.exit), fixed(Double(p.wallNanos) / 1e9, 2), secs(cpu),
+            rows.append([p.name, "\(p.pid)", exitText(p.exit, stoppedAtEnd: p.stoppedAtEnd), fixed(Double(p.wallNanos) / 1e9, 2), secs(cpu),
                          p.peakKiB.map { fixed(Double($0) / 1024, 1) } ?? "-",
                          Progress.count(p.got), Progress.count(p.put)])
         }
@@ -253,6 +257,7 @@ public enum Stats {
         for p in f.processes {
             procs.append("{\"name\":\(str(p.name)),\"pid\":\(p.pid),\"parent_pid\":\(p.parent),"
                 + "\"exit\":\(opt(p.exit) { $0 == Int32.min ? "null" : "\($0)" }),"
+                + "\"stopped_at_end_of_run\":\(p.exit.map { $0 < 0 && $0 != Int32.min } == true && p.stoppedAtEnd),"
                 + "\"wall_seconds\":\(num(Double(p.wallNanos) / 1e9)),"
                 + "\"user_seconds\":\(opt(p.userMicros) { num(Double($0) / 1e6) }),"
                 + "\"system_seconds\":\(opt(p.systemMicros) { num(Double($0) / 1e6) }),"

@@ -44,8 +44,48 @@ local function describe(e)
 end
 jobrun._describe = describe
 
+--- A traceback of the user's code: the frames of jobrun's own Lua (chunk
+--- names "jobrun/prelude/...") are dropped, and so is a C frame (pcall,
+--- xpcall, a binding) next to one of them, which only joins them. With
+--- `bottom` (a forked worker's: the frame of the prelude function that ran
+--- its target, "in function <jobrun/prelude/process.lua:N>"), that frame
+--- and everything below it go: below it is the parent's stack at the fork,
+--- not the worker's.
+--- JOBRUN_INTERNAL_FRAMES=1 keeps every frame (for work on jobrun itself).
+local all_frames = os.getenv("JOBRUN_INTERNAL_FRAMES") == "1"
+local function is_internal(line) return line:find("^\tjobrun/prelude/") ~= nil end
+local function is_joint(line) return line:find("^\t%[C%]") ~= nil or line == "\t(...tail calls...)" end
+local function user_frames(tb, bottom)
+  if all_frames then return tb end
+  local lines = {}
+  for line in (tb .. "\n"):gmatch("(.-)\n") do lines[#lines + 1] = line end
+  local drop = {}
+  for i, line in ipairs(lines) do
+    if bottom and is_internal(line) and line:sub(-#bottom) == bottom then
+      for k = i, #lines do drop[k] = true end
+      break
+    end
+    drop[i] = is_internal(line)
+  end
+  -- C frames and tail-call marks next to dropped frames (in runs) go too.
+  for i = 1, #lines do
+    if not drop[i] and is_joint(lines[i]) and drop[i - 1] then drop[i] = true end
+  end
+  for i = #lines, 1, -1 do
+    if not drop[i] and is_joint(lines[i]) and drop[i + 1] then drop[i] = true end
+  end
+  local out = {}
+  for i, line in ipairs(lines) do
+    if not drop[i] then out[#out + 1] = line end
+  end
+  return table.concat(out, "\n")
+end
+core.user_frames = user_frames
+
+--- The message handler of a main script or a `script` worker, called by
+--- Host.tracebackHandler (a C function, level 2, which is jobrun's too).
 local function traceback_handler(e)
-  return debug.traceback(describe(e), 2)
+  return user_frames(debug.traceback(describe(e), 3))
 end
 jobrun._traceback = traceback_handler
 

@@ -4,7 +4,7 @@
 -- Runs after module.lua with (jobrun, core, ErrorMeta).
 local jobrun, core, ErrorMeta = ...
 
-local raise, timeout_arg, traceback_handler = core.raise, core.timeout_arg, jobrun._traceback
+local raise, timeout_arg = core.raise, core.timeout_arg
 local getpid, unpack, type, setmetatable, rawget = core.getpid, table.unpack, type, setmetatable, rawget
 
 local Process = {}
@@ -24,9 +24,12 @@ local VERDICT_GRACE = 5   -- seconds an aborting process lets a child judged wit
 --- does not tell the script: it is told (and a failure of the process no
 --- longer counts as unseen, see Host.endOfRun) only through p.exitcode and
 --- p:join().
+local hint
 local function exitcode(s)
   if s.exitcode == nil and s.started and not s.current then
-    if s.parent == getpid() then s.exitcode = core.poll(s.pid)
+    if s.parent == getpid() then
+      s.exitcode = core.poll(s.pid)
+      if s.exitcode ~= nil and s.exitcode ~= 0 then hint(s) end
     else s.exitcode = core.recorded_exit(s.pid) end
   end
   return s.exitcode
@@ -142,6 +145,33 @@ local function report_error(text)
 end
 jobrun._report_error = report_error
 
+--- A child that failed on a global it lacked (core.worker_traceback) which
+--- this process has now: it was defined after the child started, and a
+--- forked worker has the globals of that moment only. Said once, by the
+--- parent, when it learns how the child ended.
+local G = _G
+hint = function(s)
+  local name = core.take_missing_global(s.pid)
+  if name and rawget(G, name) ~= nil then
+    report_error(("Process %s (pid %d): hint: %s was defined after the worker started "
+                  .. "(a forked worker has the globals of the moment it started: define %s before start())\n")
+                 :format(s.name, s.pid, name, name))
+  end
+end
+
+--- A forked worker's message handler: its traceback ends at its target
+--- (worker_bottom, set below: the frame of child_main), and a failure on a
+--- global its copy of the parent's state lacks is noted for the parent's
+--- hint (core.note_missing_global).
+local worker_bottom
+local function worker_traceback(e)
+  if type(e) == "string" then
+    local name = e:match("a nil value %(global '([%a_][%w_]*)'%)")
+    if name and rawget(G, name) == nil then core.note_missing_global(name) end
+  end
+  return core.user_frames(debug.traceback(jobrun._describe(e), 2), worker_bottom)
+end
+
 --- A forked child's life, run by core.fork under lua_pcall: it returns the
 --- exit code and never returns into the code that called start().
 local function child_main(p)
@@ -155,7 +185,7 @@ local function child_main(p)
   -- sequence (math.randomseed() alone seeds from the time in seconds and
   -- the state's address, the same in every fork of one second).
   randomseed(core.random_seed())
-  local ok, err = xpcall(run_target, traceback_handler, s)
+  local ok, err = xpcall(run_target, worker_traceback, s)
   local code = 0
   if not ok then
     report_error(("Process %s (pid %d): %s\n"):format(s.name, s.pid, err))
@@ -163,6 +193,11 @@ local function child_main(p)
   end
   jobrun._shutdown(not ok)
   return code
+end
+
+do
+  local info = debug.getinfo(child_main, "S")
+  worker_bottom = ("in function <%s:%d>"):format(info.short_src, info.linedefined)
 end
 
 function Process:start()
@@ -213,6 +248,7 @@ function Process:_join(timeout)
   if s.exitcode == nil then
     s.exitcode = core.wait(s.pid, timeout)
     if s.exitcode == nil then return false end
+    if s.exitcode ~= 0 then hint(s) end
   end
   forget(self)
   return true
@@ -270,12 +306,17 @@ function jobrun._shutdown(abort)
       end
     end
   end
+  -- Stopped by the end of the run (--stats says so, not "signal 15").
+  local function stop(p, sig)
+    local s = state(p)
+    if s.started and not s.current and exitcode(s) == nil then core.kill(s.pid, sig, true) end
+  end
   for _, p in ipairs(list) do
-    if p.daemon or abort then p:terminate() end
+    if p.daemon or abort then stop(p, 15) end
   end
   for _, p in ipairs(list) do
     if p.daemon or abort then
-      if not p:_join(1) then p:kill(); p:_join() end
+      if not p:_join(1) then stop(p, 9); p:_join() end
     else
       p:_join()
     end
