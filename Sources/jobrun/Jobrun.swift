@@ -104,10 +104,13 @@ struct Jobrun: ParsableCommand {
                        precompiled chunk, or a worker failed and the script was
                        never told (check: a syntax error or a precompiled chunk)
               n        the script called os.exit(n)
-              128+N    jobrun was killed by signal N (as the shell reports it)
+              128+N    jobrun was killed by signal N (as the shell reports it); after
+                       Ctrl-C (130) or SIGTERM (143), --stats and --stats-json are
+                       still written
               2        bad usage, such as a missing or unreadable script
 
-            Shell completion: jobrun --generate-completion-script bash|zsh|fish
+            Shell completion (`jobrun <Tab>` completes as `jobrun run <Tab>`):
+              jobrun --generate-completion-script bash|zsh|fish
             """,
         version: JobrunCore.version,
         subcommands: [Run.self, Check.self],
