@@ -10,47 +10,52 @@ import SystemPackage
 /// a wait returns the monitor's verdict as a `JobrunError`, an argument
 /// check throws one, a failed system call throws one. A binding raises it
 /// in Lua as the error table of its code's kind (`Lua.raise`).
-public struct JobrunError: Error, Sendable, Hashable, CustomStringConvertible {
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
+///
+/// Package access: a Swift host sees only the `Jobrun` library's public
+/// `JobrunError` (Sources/Jobrun/JobrunError.swift), which the library
+/// makes of this one wherever it crosses. In a file that imports both
+/// modules, write `JobrunCore.JobrunError` for this one.
+package struct JobrunError: Error, Sendable, Hashable, CustomStringConvertible {
+    package struct Code: Hashable, Sendable, CustomStringConvertible {
         /// The `kind` a Lua script sees (lua-api.md: Python's names).
         let kind: ErrorKind
         private let name: String
         private init(_ kind: ErrorKind, _ name: String) { self.kind = kind; self.name = name }
-        public var description: String { name }
+        package var description: String { name }
 
-        public static let empty = Code(.Empty, "empty")
-        public static let full = Code(.Full, "full")
-        public static let closed = Code(.Closed, "closed")
-        public static let timeout = Code(.Timeout, "timeout")
-        public static let valueError = Code(.ValueError, "valueError")
-        public static let typeError = Code(.TypeError, "typeError")
-        public static let endOfFile = Code(.EOF, "endOfFile")
+        package static let empty = Code(.Empty, "empty")
+        package static let full = Code(.Full, "full")
+        package static let closed = Code(.Closed, "closed")
+        package static let timeout = Code(.Timeout, "timeout")
+        package static let valueError = Code(.ValueError, "valueError")
+        package static let typeError = Code(.TypeError, "typeError")
+        package static let endOfFile = Code(.EOF, "endOfFile")
         /// A process died holding what the caller waits for.
-        public static let workerDied = Code(.WorkerDied, "workerDied")
+        package static let workerDied = Code(.WorkerDied, "workerDied")
         /// Every live process waits on something no one can do.
-        public static let deadlock = Code(.Deadlock, "deadlock")
-        public static let processError = Code(.ProcessError, "processError")
+        package static let deadlock = Code(.Deadlock, "deadlock")
+        package static let processError = Code(.ProcessError, "processError")
         /// A system call failed (`errno` says how); to Lua a ProcessError.
-        public static let systemCall = Code(.ProcessError, "systemCall")
+        package static let systemCall = Code(.ProcessError, "systemCall")
     }
 
-    public let code: Code
-    public let message: String
+    package let code: Code
+    package let message: String
     /// The errno of the failed system call (code `.systemCall`).
-    public let errno: Errno?
+    package let errno: Errno?
 
-    public init(_ code: Code, _ message: String) {
+    package init(_ code: Code, _ message: String) {
         self.code = code
         self.message = message
         self.errno = nil
     }
 
     /// `call` failed with `errno`: "fork: Resource temporarily unavailable".
-    public init(call: String, errno: Errno) {
+    package init(call: String, errno: Errno) {
         self.code = .systemCall
         self.message = "\(call): \(errno)"
         self.errno = errno
     }
 
-    public var description: String { message }
+    package var description: String { message }
 }

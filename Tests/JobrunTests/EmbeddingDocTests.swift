@@ -98,7 +98,7 @@ extension SwiftQueueTests {
             #expect(w.exitCode == 3)
             do {
                 try await jobs.join()
-            } catch let error as JobrunQueueError where error.code == .workerDied {
+            } catch let error as JobrunError where error.code == .workerDied {
                 print(error.message)   // 1 item will never be marked done: careless (pid 4242) exited with status 3 while holding it
             }
             // Told once (joinAfterAWorkerDiedWithoutTaskDoneThrowsNamingIt checks the message).

@@ -57,14 +57,22 @@ import Testing
         return f
     }
 
-    static func expectError(_ host: PluginHost, _ plugin: String, _ function: String, _ code: PluginError.Code,
-                            _ containing: String = "", sourceLocation: SourceLocation = #_sourceLocation) async {
+    /// Calls and expects a failure with `code` that names the plug-in and
+    /// the function, and a worker unless `worker` is false (a call that
+    /// reached none). Returns the error.
+    @discardableResult
+    static func expectError(_ host: PluginHost, _ plugin: String, _ function: String, _ code: JobrunError.Code,
+                            _ containing: String = "", worker: Bool = true,
+                            sourceLocation: SourceLocation = #_sourceLocation) async -> JobrunError? {
         do {
             let v = try await host.call(plugin, function)
             Issue.record("\(plugin).\(function) returned \(v), expected \(code)", sourceLocation: sourceLocation)
+            return nil
         } catch {
             #expect(error.code == code && (containing.isEmpty || error.message.contains(containing)) && error.plugin == plugin && error.function == function,
                     "\(error)", sourceLocation: sourceLocation)
+            #expect((error.worker != nil) == worker, "\(error)", sourceLocation: sourceLocation)
+            return error
         }
     }
 
@@ -93,8 +101,13 @@ import Testing
         await Self.expectError(host, "bad", "grow", .limitExceeded)
         #expect(try await host.call("bad", "garbage") == "fine", "a plug-in's stdout is not the channel")
         let workersBefore = Set(host.workers.map(\.pid))
-        await Self.expectError(host, "bad", "loop", .timedOut)
-        await Self.expectError(host, "bad", "crash", .workerDied, "SIGKILL")
+        let timedOut = await Self.expectError(host, "bad", "loop", .timedOut)
+        let died = await Self.expectError(host, "bad", "crash", .workerDied, "SIGKILL")
+        let workersNow = host.workers.map(\.pid)
+        for e in [timedOut, died] {
+            #expect(e?.worker.map { !workersNow.contains($0.pid) && $0.name.hasPrefix("plugin-") } == true,
+                    "names the worker that was killed (and replaced): \(String(describing: e)), workers now \(workersNow)")
+        }
         #expect(Set(host.workers.map(\.pid)) != workersBefore, "the killed workers were replaced")
         #expect(host.workers.count == 2)
         #expect(try await host.call("calc", "add", ["a": 1, "b": 1]) == 2, "the host works on")
@@ -113,7 +126,7 @@ import Testing
         #expect(results.count == 1000 && results.allSatisfy { $0.value == .integer(Int64($0.key)) })
         let pids = host.workers.map(\.pid)
         await host.shutdown()
-        await Self.expectError(host, "calc", "add", .hostShutDown)
+        await Self.expectError(host, "calc", "add", .hostShutDown, worker: false)
         #expect(RuntimeTests.eventually(10) { pids.allSatisfy { !RuntimeTests.isAlive($0) } })
         #expect(RuntimeTests.Holdings.now() == before, "no descriptor or mapping of jobrun's is left")
         #expect(RuntimeTests.children().subtracting(childrenBefore).isEmpty)
@@ -296,14 +309,14 @@ import Testing
         #expect(RuntimeTests.eventually(30) { host.pool.held.calls == 21 })
         for t in queued { t.cancel() }
         for t in queued {
-            do { _ = try await t.value; Issue.record("a cancelled call returned") } catch let e as PluginError {
+            do { _ = try await t.value; Issue.record("a cancelled call returned") } catch let e as JobrunError {
                 #expect(e.code == .cancelled, "\(e)")
             }
         }
         #expect(host.pool.held.calls == 16, "the 5 waiting calls are gone; 15 stay on the worker's queue")
         #expect(host.workers.map(\.pid) == [worker], "calls that had not started kill nothing")
         spinning.cancel()
-        do { _ = try await spinning.value; Issue.record("the spinning call returned") } catch let e as PluginError {
+        do { _ = try await spinning.value; Issue.record("the spinning call returned") } catch let e as JobrunError {
             #expect(e.code == .cancelled && e.message.contains("killed"), "\(e)")
         }
         #expect(RuntimeTests.eventually(30) { host.workers.count == 1 && host.workers[0].pid != worker }, "its worker was replaced")
@@ -314,7 +327,7 @@ import Testing
             withUnsafeCurrentTask { $0?.cancel() }
             return try await host.call("calc", "add", ["a": 1, "b": 2])
         }
-        do { _ = try await early.value; Issue.record("a call of a cancelled task returned") } catch let e as PluginError {
+        do { _ = try await early.value; Issue.record("a call of a cancelled task returned") } catch let e as JobrunError {
             #expect(e.code == .cancelled, "\(e)")
         }
         #expect(try await host.call("calc", "add", ["a": 2, "b": 2]) == 4)
@@ -358,23 +371,97 @@ import Testing
         rt.shutdown()
     }
 
+    /// A Codable conversion that fails is `badValue` naming the plug-in
+    /// and the function, and the worker when the call reached one (the
+    /// result's conversion).
+    @Test func codableConversionFailuresNameTheCallAndTheWorker() async throws {
+        let f = Self.plugins()
+        let host = try PluginHost(directory: f.path, workers: 1)
+        struct Pair: Codable { var a: Int; var b: Int }
+        do {
+            let s: String = try await host.call("calc", "add", Pair(a: 1, b: 2))
+            Issue.record("decoded \(s)")
+        } catch {
+            #expect(error.code == .badValue && error.message.hasPrefix("the result as String"), "\(error)")
+            #expect(error.plugin == "calc" && error.function == "add", "\(error)")
+            #expect(error.worker != nil && error.worker == host.workers.first, "\(error)")
+        }
+        struct Refuses: Encodable {
+            func encode(to encoder: any Encoder) throws {
+                throw EncodingError.invalidValue(0, .init(codingPath: [], debugDescription: "refused"))
+            }
+        }
+        do {
+            let v: Int = try await host.call("calc", "echo", Refuses())
+            Issue.record("sent, got \(v)")
+        } catch {
+            #expect(error.code == .badValue && error.message.hasPrefix("the argument"), "\(error)")
+            #expect(error.plugin == "calc" && error.function == "echo" && error.worker == nil, "not sent: no worker: \(error)")
+        }
+        #expect(try await host.call("calc", "add", ["a": 1, "b": 2]) == 3)
+        await host.shutdown()
+    }
+
+    /// Plug-in failures and queue failures are one type: a host catches
+    /// `JobrunError` and switches over its code (docs/embedding.md, "Errors").
+    @Test func pluginAndQueueFailuresAreOneErrorTypeWithACode() async throws {
+        func advice(_ error: any Error) -> String {
+            guard let error = error as? JobrunError else { return "not jobrun's: \(error)" }
+            switch error.code {
+            case .pluginNotFound, .functionMissing: return "check the plug-in's name"
+            case .timedOut, .workerDied: return "try again: the worker was replaced"
+            case .closed: return "the queue is closed"
+            default: return "\(error.code): \(error.message)"   // Code is a struct: keep a default
+            }
+        }
+        let f = Self.plugins()
+        let host = try PluginHost(directory: f.path, workers: 1)
+        let q = try Queue(name: "closed")
+        try q.close()
+        var seen: [JobrunError] = []
+        do { _ = try await host.call("missing", "f"); Issue.record("called") } catch {
+            seen.append(error)
+            #expect(advice(error) == "check the plug-in's name")
+        }
+        do { try await q.put("late"); Issue.record("put") } catch {
+            seen.append(error)
+            #expect(advice(error) == "the queue is closed")
+        }
+        do { _ = try await q.get(); Issue.record("got") } catch { #expect(advice(error) == "the queue is closed", "a closed, empty queue's get") }
+        #expect(seen.map(\.code) == [.pluginNotFound, .closed])
+        #expect(seen[0].plugin == "missing" && seen[0].worker != nil && seen[1].plugin == "" && seen[1].worker == nil)
+        #expect(seen[1].description == "closed: put on a closed queue")
+        await host.shutdown()
+        let rt = try #require(Runtime.running, "the queue keeps the runtime")
+        rt.shutdown()
+        do { try await q.put("after"); Issue.record("put after shutdown") } catch {
+            #expect(error.code == .runtimeUnavailable, "\(error)")
+            #expect(advice(error) == "runtimeUnavailable: \(error.message)")
+        }
+        #expect(advice(CancellationError()).hasPrefix("not jobrun's"))
+    }
+
     @Test func aFolderThatIsMissingOrUnreadableIsATypedError() throws {
         let f = Folder()
         symlink("self", f.path + "/self")
-        #expect { try PluginHost(directory: f.path + "/none") } throws: { ($0 as? PluginError)?.code == .pluginNotFound }
-        #expect { try PluginHost(directory: f.path + "/self") } throws: { ($0 as? PluginError)?.code == .pluginNotReadable }
+        #expect { try PluginHost(directory: f.path + "/none") } throws: { ($0 as? JobrunError)?.code == .pluginNotFound }
+        #expect { try PluginHost(directory: f.path + "/self") } throws: { ($0 as? JobrunError)?.code == .pluginNotReadable }
     }
 
     @Test func callsInFlightAtShutdownFailHostShutDownAndDeinitEndsWorkers() async throws {
         let f = Self.plugins()
         var host: PluginHost? = try PluginHost(directory: f.path, workers: 1, limits: .init(callTimeout: .seconds(30)))
         let h = host!
-        let pending = Task { try await h.call("bad", "loop") }
-        #expect(RuntimeTests.eventually(10) { (try? Runtime.running?.withIPC { _ in true }) == true })
-        try await Task.sleep(for: .milliseconds(100))   // not a synchronisation: any moment of the call will do
+        // The call says when its worker runs it, then loops.
+        f.write("slow.lua", "return { spin = function(path) io.open(path, 'w'):close() while true do end end }\n")
+        let started = f.path + "/started"
+        let worker = try #require(h.workers.first)
+        let pending = Task { try await h.call("slow", "spin", .string(started)) }
+        #expect(RuntimeTests.eventually(10) { access(started, F_OK) == 0 }, "the worker runs the call")
         await h.shutdown()
-        do { _ = try await pending.value; Issue.record("the call returned") } catch let e as PluginError {
+        do { _ = try await pending.value; Issue.record("the call returned") } catch let e as JobrunError {
             #expect(e.code == .hostShutDown, "\(e)")
+            #expect(e.plugin == "slow" && e.function == "spin" && e.worker == worker, "names the worker that ran it: \(e)")
         }
         host = nil
         // deinit as the fallback: a second host, dropped without shutdown.

@@ -180,7 +180,7 @@ enum RuntimeTestProcess {
         #expect(left.isEmpty, "no child is left: \(left)")
         #expect(!Self.isAlive(monitor))
         #expect(Runtime.running == nil)
-        #expect(throws: JobrunError.self) { try rt.withIPC { _ in 1 } }
+        #expect(throws: JobrunCore.JobrunError.self) { try rt.withIPC { _ in 1 } }
     }
 
     @Test func shutdownEndsBusyWorkersAndAStartAfterShutdownWorks() throws {
@@ -255,7 +255,7 @@ enum RuntimeTestProcess {
     @Test func aProcessWithAnArenaRefusesARuntimeAndKeepsIt() throws {
         try Arena.create(limit: 1 << 20)
         let base = Arena.base
-        #expect(throws: JobrunError.self) { try Runtime.shared() }
+        #expect(throws: JobrunCore.JobrunError.self) { try Runtime.shared() }
         #expect(Arena.base == base && Arena.base != nil, "the arena is still mapped")
         munmap(Arena.base, Int(Arena.reservedBytes))
         close(Arena.fd)

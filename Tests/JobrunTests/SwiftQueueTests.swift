@@ -142,7 +142,7 @@ enum SwiftQueueTestProcess {
             do {
                 try await inbox.join()
                 Issue.record("join returned")
-            } catch let e as JobrunQueueError {
+            } catch let e as JobrunError {
                 #expect(e.code == .workerDied)
                 #expect(e.message.contains("careless (pid \(w.pid))"), "\(e)")
             }
@@ -192,7 +192,7 @@ enum SwiftQueueTestProcess {
             #expect(back == expected)
             // A value that cannot cross is a typed error, and the queue goes on.
             try await results.put("not an order")
-            await #expect(throws: JobrunQueueError.self) { _ = try await results.get(as: Order.self) }
+            await #expect(throws: JobrunError.self) { _ = try await results.get(as: Order.self) }
             try await inbox.put(orders[0])
             #expect(try await results.get(as: Order.self) == expected[0])
             w.kill()
@@ -213,20 +213,20 @@ extension SwiftQueueTests {
             // The queue still works after it.
             try await q.put("after")
             #expect(try await q.get() == "after")
-            // A get waiting while the runtime shuts down throws .runtime.
+            // A get waiting while the runtime shuts down throws .runtimeUnavailable.
             let pending = Task { try await q.get() }
             try await Task.sleep(nanoseconds: 50_000_000)
             Runtime.running?.shutdown(grace: 0.2)
             do {
                 _ = try await pending.value
                 Issue.record("get returned after shutdown")
-            } catch let e as JobrunQueueError {
-                #expect(e.code == .runtime, "\(e)")
+            } catch let e as JobrunError {
+                #expect(e.code == .runtimeUnavailable, "\(e)")
             }
-            await #expect(throws: JobrunQueueError.self) { try await q.put("late") }
+            await #expect(throws: JobrunError.self) { try await q.put("late") }
             // Also once a new runtime (a new arena) runs: the old queue is no object of it.
             let fresh = try JoinableQueue(name: "fresh")
-            await #expect(throws: JobrunQueueError.self) { try await q.put("late") }
+            await #expect(throws: JobrunError.self) { try await q.put("late") }
             try await fresh.put(1)
             #expect(try await fresh.get() == 1)
         }
@@ -246,7 +246,7 @@ extension SwiftQueueTests {
             do {
                 _ = try await results.get(detectDeadlock: true)
                 Issue.record("get returned")
-            } catch let e as JobrunQueueError {
+            } catch let e as JobrunError {
                 #expect(e.code == .deadlock, "\(e)")
                 #expect(e.message.contains("starved (pid \(w.pid)) waits in"), "\(e)")
                 #expect(e.message.contains("host (pid \(getpid())) waits in"), "\(e)")
@@ -269,7 +269,7 @@ extension SwiftQueueTests {
             let w = try ScriptWorker.start(script: path, arguments: [.queue(inbox), .queue(outbox)])
             try await inbox.put(contentsOf: ["a", "bb", "ccc"])
             try inbox.close()
-            await #expect(throws: JobrunQueueError.self) { try await inbox.put("late") }
+            await #expect(throws: JobrunError.self) { try await inbox.put("late") }
             var lengths: [LuaValue] = []
             for _ in 0..<4 { lengths.append(try await outbox.get()) }
             #expect(lengths == [1, 2, 3, "done"])

@@ -90,23 +90,24 @@ public final class PluginHost: Sendable {
     /// (`["slow": .init(callTimeout: .seconds(30))]`): a nil field is the
     /// host's. Throws `pluginNotFound` when the folder does not exist (or
     /// is not a folder), `pluginNotReadable` when it cannot be read,
-    /// `workerDied` when the workers cannot start.
+    /// `startFailed` when the workers cannot start, `runtimeUnavailable`
+    /// when this process cannot have jobrun's runtime (it runs a jobrun script).
     public init(directory: String, workers: Int = 2, limits: Limits = .init(), pluginLimits: [String: Limits] = [:],
-                restricted: Bool = false, allowedFolders: [String] = []) throws(PluginError) {
+                restricted: Bool = false, allowedFolders: [String] = []) throws(JobrunError) {
         var st = stat()
         if stat(directory, &st) != 0 {
             let e = errno
             let why = String(cString: strerror(e))
             if e == ENOENT || e == ENOTDIR {
-                throw PluginError(.pluginNotFound, message: "plug-in folder \(directory): \(why)")
+                throw JobrunError(.pluginNotFound, "plug-in folder \(directory): \(why)")
             }
-            throw PluginError(.pluginNotReadable, message: "plug-in folder \(directory) cannot be read: \(why)")
+            throw JobrunError(.pluginNotReadable, "plug-in folder \(directory) cannot be read: \(why)")
         }
         guard (st.st_mode & S_IFMT) == S_IFDIR else {
-            throw PluginError(.pluginNotFound, message: "plug-in folder \(directory) is not a folder")
+            throw JobrunError(.pluginNotFound, "plug-in folder \(directory) is not a folder")
         }
         guard access(directory, R_OK | X_OK) == 0 else {
-            throw PluginError(.pluginNotReadable, message: "plug-in folder \(directory) cannot be read")
+            throw JobrunError(.pluginNotReadable, "plug-in folder \(directory) cannot be read")
         }
         self.directory = directory
         workerCount = max(1, workers)
@@ -126,26 +127,40 @@ public final class PluginHost: Sendable {
         let config = PluginPool.Config(directory: directory, workers: workerCount, memoryLimit: limits.memory?.bytes,
                                        callTimeout: seconds(limits.callTimeout), restricted: restricted,
                                        allowedFolders: allowedFolders, addressSpace: cap, pluginMemory: memory)
+        // The runtime first, so that a process that cannot have one (it
+        // runs a jobrun script) is told so as a Queue would be; the pool
+        // takes this one, and shuts it down if it cannot start its workers.
+        do { _ = try Runtime.shared() } catch {
+            throw JobrunError(.runtimeUnavailable, "jobrun's runtime cannot start: \(error.message)")
+        }
         do {
             pool = try PluginPool(config: config, responseID: { PluginWire.id(of: $0) })
         } catch {
-            throw PluginError(.workerDied, message: "the plug-in workers cannot start: \(error)")
+            throw JobrunError(.startFailed, "the plug-in workers cannot start: \(error.message)")
         }
     }
 
     deinit { pool.shutdownAndWait() }
 
     /// The workers now (they change when one is replaced).
-    public var workers: [PluginError.Worker] { pool.workers.map { PluginError.Worker(pid: $0.pid, name: $0.name) } }
+    public var workers: [JobrunError.Worker] { pool.workers.map { JobrunError.Worker(pid: $0.pid, name: $0.name) } }
 
-    /// Calls `function` of plug-in `plugin` with `argument`; its first result.
-    public func call(_ plugin: String, _ function: String, _ argument: LuaValue = .nil) async throws(PluginError) -> LuaValue {
+    /// Calls `function` of plug-in `plugin` with `argument`; its first
+    /// result. Every error names the plug-in and the function, and the
+    /// worker when the call reached one.
+    public func call(_ plugin: String, _ function: String, _ argument: LuaValue = .nil) async throws(JobrunError) -> LuaValue {
+        try await serve(plugin, function, argument).result
+    }
+
+    /// One call: its result and the worker that served it.
+    private func serve(_ plugin: String, _ function: String, _ argument: LuaValue) async throws(JobrunError)
+        -> (result: LuaValue, worker: JobrunError.Worker) {
         let id = pool.makeID()
         let bytes: [UInt8]
         do {
             bytes = try PluginWire.request(id: id, plugin: plugin, function: function, argument: argument)
         } catch {
-            throw PluginError(.badArgument, plugin: plugin, function: function, message: error.description)
+            throw JobrunError(.badValue, error.description, plugin: plugin, function: function)
         }
         let timeout: Double? = timeouts.isEmpty ? nil : timeouts[plugin].map { $0 ?? .infinity }
         let pool = self.pool
@@ -161,42 +176,42 @@ public final class PluginHost: Sendable {
         }
         switch outcome {
         case .failed(let failure, let message, let name, let pid):
-            let code: PluginError.Code = switch failure {
+            let code: JobrunError.Code = switch failure {
             case .timedOut: .timedOut
             case .workerDied: .workerDied
             case .hostShutDown: .hostShutDown
             case .cancelled: .cancelled
             }
-            throw PluginError(code, plugin: plugin, function: function,
-                              worker: name.isEmpty ? nil : .init(pid: pid, name: name), message: message)
+            throw JobrunError(code, message, plugin: plugin, function: function,
+                              worker: name.isEmpty ? nil : .init(pid: pid, name: name))
         case .response(let bytes, let name, let pid):
-            let worker = PluginError.Worker(pid: pid, name: name)
+            let worker = JobrunError.Worker(pid: pid, name: name)
             let response: PluginWire.Response
             do { response = try PluginWire.response(bytes) } catch {
-                throw PluginError(.workerDied, plugin: plugin, function: function, worker: worker,
-                                  message: "the worker's response cannot be read: \(error)")
+                throw JobrunError(.workerDied, "the worker's response cannot be read: \(error)",
+                                  plugin: plugin, function: function, worker: worker)
             }
             switch response {
             case .success(_, let result):
-                return result
+                return (result, worker)
             case .failure(_, let f):
-                throw PluginError(PluginError.code(fromWorker: f.code), plugin: plugin, function: function,
-                                  worker: worker, message: f.message, traceback: f.traceback)
+                throw JobrunError(JobrunError.Code(worker: f.code), f.message, plugin: plugin, function: function,
+                                  worker: worker, traceback: f.traceback)
             }
         }
     }
 
     /// Calls with a Codable argument and decodes the result as `R`. A
-    /// conversion failure is a `PluginError` with code `badArgument`.
+    /// conversion failure is a `JobrunError` with code `badValue`.
     public func call<A: Encodable, R: Decodable>(_ plugin: String, _ function: String, _ argument: A,
-                                                 as type: R.Type = R.self) async throws(PluginError) -> R {
+                                                 as type: R.Type = R.self) async throws(JobrunError) -> R {
         let value: LuaValue
         do { value = try LuaValueEncoder().encode(argument) } catch {
-            throw PluginError(.badArgument, plugin: plugin, function: function, message: "the argument: \(error)")
+            throw JobrunError(.badValue, "the argument: \(error)", plugin: plugin, function: function)
         }
-        let result = try await call(plugin, function, value)
+        let (result, worker) = try await serve(plugin, function, value)
         do { return try LuaValueDecoder().decode(R.self, from: result) } catch {
-            throw PluginError(.badArgument, plugin: plugin, function: function, message: "the result as \(R.self): \(error)")
+            throw JobrunError(.badValue, "the result as \(R.self): \(error)", plugin: plugin, function: function, worker: worker)
         }
     }
 

@@ -17,46 +17,52 @@ public class Queue: @unchecked Sendable {   // only constants
     public let name: String?
 
     /// A new queue.
-    public convenience init(name: String? = nil) throws {
+    public convenience init(name: String? = nil) throws(JobrunError) {
         try self.init(joinable: false, redeliver: false, name: name)
     }
 
-    init(joinable: Bool, redeliver: Bool, name: String?) throws {
+    init(joinable: Bool, redeliver: Bool, name: String?) throws(JobrunError) {
         do {
             runtime = try Runtime.shared()
-            runtime.pin()   // a PluginHost's shutdown must not end the runtime under this queue
-            handle = try runtime.withIPC { ipc in try ipc.makeQueueHandle(joinable: joinable, redeliver: redeliver, label: name ?? "") }
         } catch {
-            throw JobrunQueueError(.runtime, "\(error)")
+            throw JobrunError(.runtimeUnavailable, "jobrun's runtime cannot start: \(error.message)")
+        }
+        runtime.pin()   // a PluginHost's shutdown must not end the runtime under this queue
+        handle = try Queue.ipc(runtime) { ipc throws(JobrunError) in
+            do throws(JobrunCore.JobrunError) {
+                return try ipc.makeQueueHandle(joinable: joinable, redeliver: redeliver, label: name ?? "")
+            } catch {
+                throw JobrunError(.systemError, error.message)   // out of shared memory
+            }
         }
         self.name = name
     }
 
     /// Puts one value (never waits: the queue has no size limit).
-    public func put(_ value: LuaValue) async throws {
+    public func put(_ value: LuaValue) async throws(JobrunError) {
         try putNow(value)
     }
 
     /// Puts a Codable value, encoded as the Lua table (or value) LuaValueEncoder makes of it.
-    public func put<T: Encodable>(_ value: T) async throws {
+    public func put<T: Encodable>(_ value: T) async throws(JobrunError) {
         let v: LuaValue
-        do { v = try LuaValueEncoder().encode(value) } catch { throw JobrunQueueError(.badValue, "\(error)") }
+        do { v = try LuaValueEncoder().encode(value) } catch { throw JobrunError(.badValue, "\(error)") }
         try putNow(v)
     }
 
     /// Puts several values.
-    public func put(contentsOf values: some Sequence<LuaValue>) async throws {
+    public func put(contentsOf values: some Sequence<LuaValue>) async throws(JobrunError) {
         for v in values { try putNow(v) }
     }
 
-    func putNow(_ value: LuaValue) throws {
+    func putNow(_ value: LuaValue) throws(JobrunError) {
         let bytes: [UInt8]
-        do { bytes = try LuaWire.encode(value, path: "item") } catch { throw JobrunQueueError(.badValue, "\(error)") }
+        do { bytes = try LuaWire.encode(value, path: "item") } catch { throw JobrunError(.badValue, "\(error)") }
         let outcome = try ipc { $0.putItem(bytes, on: handle.offset) }
         switch outcome {
         case .ok: return
-        case .closed: throw JobrunQueueError(.closed, "put on a closed queue")
-        case .failed(let why): throw JobrunQueueError(.failed, why)
+        case .closed: throw JobrunError(.closed, "put on a closed queue")
+        case .failed(let why): throw JobrunError(.systemError, why)
         }
     }
 
@@ -76,41 +82,46 @@ public class Queue: @unchecked Sendable {   // only constants
             switch ipc.getItem(from: offset) {
             case .item(let b): return .success(b)
             case .empty: return nil
-            case .closed: return .failure(JobrunQueueError(.closed, "get on a closed queue"))
-            case .failed(let why): return .failure(JobrunQueueError(.failed, why))
+            case .closed: return .failure(JobrunError(.closed, "get on a closed queue"))
+            case .failed(let why): return .failure(JobrunError(.systemError, why))
             }
         }
-        do { return try LuaWire.decode(bytes, path: "item") } catch { throw JobrunQueueError(.badValue, "\(error)") }
+        do { return try LuaWire.decode(bytes, path: "item") } catch { throw JobrunError(.badValue, "\(error)") }
     }
 
     /// Takes the next value and decodes it as `T` (LuaValueDecoder).
     public func get<T: Decodable>(as type: T.Type, detectDeadlock: Bool = false) async throws -> T {
         let v = try await get(detectDeadlock: detectDeadlock)
-        do { return try LuaValueDecoder().decode(T.self, from: v) } catch { throw JobrunQueueError(.badValue, "\(error)") }
+        do { return try LuaValueDecoder().decode(T.self, from: v) } catch { throw JobrunError(.badValue, "\(error)") }
     }
 
     /// Closes the queue: no more puts; a get that finds it empty throws `.closed`.
-    public func close() throws {
+    public func close() throws(JobrunError) {
         try ipc { $0.closeQueue(handle.offset) }
     }
 
     /// Waits (Runtime.waitForQueue) until `attempt` gives a result, and
-    /// turns every way the wait can end into a JobrunQueueError (or the
+    /// turns every way the wait can end into a JobrunError (or the
     /// task's CancellationError).
     func wait<T: Sendable>(for event: Runtime.QueueWait, detectDeadlock: Bool,
-                 _ attempt: @escaping @Sendable (borrowing Runtime.IPC) -> Result<T, JobrunQueueError>?) async throws -> T {
+                 _ attempt: @escaping @Sendable (borrowing Runtime.IPC) -> Result<T, JobrunError>?) async throws -> T {
         do {
             return try await runtime.waitForQueue(handle.offset, event, registering: detectDeadlock, attempt).get()
-        } catch let e as JobrunQueueError { throw e } catch let e as CancellationError { throw e } catch let v as QueueVerdict {
-            throw JobrunQueueError(v.deadlock ? .deadlock : .workerDied, v.message)
+        } catch let e as JobrunError { throw e } catch let e as CancellationError { throw e } catch let v as QueueVerdict {
+            throw JobrunError(v.deadlock ? .deadlock : .workerDied, v.message)
         } catch {
-            throw JobrunQueueError(.runtime, "\(error)")
+            throw JobrunError(.runtimeUnavailable, "\(error)")
         }
     }
 
-    func ipc<T>(_ body: (borrowing Runtime.IPC) throws -> T) throws -> T {
-        do { return try runtime.withOwnIPC(body) } catch let e as JobrunQueueError { throw e } catch {
-            throw JobrunQueueError(.runtime, "\(error)")
+    func ipc<T>(_ body: (borrowing Runtime.IPC) throws(JobrunError) -> T) throws(JobrunError) -> T {
+        try Queue.ipc(runtime, body)
+    }
+
+    /// `body` under the runtime's lock; a runtime that has shut down is `runtimeUnavailable`.
+    static func ipc<T>(_ runtime: Runtime, _ body: (borrowing Runtime.IPC) throws(JobrunError) -> T) throws(JobrunError) -> T {
+        do { return try runtime.withOwnIPC(body) } catch let e as JobrunError { throw e } catch {
+            throw JobrunError(.runtimeUnavailable, "\(error)")
         }
     }
 }
@@ -124,14 +135,14 @@ public class Queue: @unchecked Sendable {   // only constants
 public final class JoinableQueue: Queue, @unchecked Sendable {
     /// A new queue. `redeliver`: items a dead worker took are delivered
     /// again instead of failed.
-    public init(redeliver: Bool = false, name: String? = nil) throws {
+    public init(redeliver: Bool = false, name: String? = nil) throws(JobrunError) {
         try super.init(joinable: true, redeliver: redeliver, name: name)
     }
 
     /// Marks one taken item done (Python's task_done).
-    public func taskDone() throws {
+    public func taskDone() throws(JobrunError) {
         let ok = try ipc { $0.markDone(handle.offset) }
-        if !ok { throw JobrunQueueError(.tooManyTaskDone, "task_done() called more times than items were put") }
+        if !ok { throw JobrunError(.tooManyTaskDone, "task_done() called more times than items were put") }
     }
 
     /// Waits until every item put has been marked done. Throws
@@ -139,12 +150,12 @@ public final class JoinableQueue: Queue, @unchecked Sendable {
     /// that died before marking them done. `detectDeadlock`: as for `get`.
     public func join(detectDeadlock: Bool = false) async throws {
         let offset = handle.offset
-        try await wait(for: .done, detectDeadlock: detectDeadlock) { ipc -> Result<Void, JobrunQueueError>? in
+        try await wait(for: .done, detectDeadlock: detectDeadlock) { ipc -> Result<Void, JobrunError>? in
             switch ipc.joinNow(offset) {
             case .done: return .success(())
             case .waiting: return nil
-            case .workerDied(let why): return .failure(JobrunQueueError(.workerDied, why))
-            case .failed(let why): return .failure(JobrunQueueError(.failed, why))
+            case .workerDied(let why): return .failure(JobrunError(.workerDied, why))
+            case .failed(let why): return .failure(JobrunError(.systemError, why))
             }
         }
     }

@@ -33,14 +33,14 @@ public final class ScriptWorker: Sendable {
 
     /// Starts `script` (a path; relative to the working directory) with
     /// `arguments`. `name`: default "script-N".
-    public static func start(script: String, arguments: [ScriptArgument] = [], name: String? = nil) throws -> ScriptWorker {
+    public static func start(script: String, arguments: [ScriptArgument] = [], name: String? = nil) throws(JobrunError) -> ScriptWorker {
         var bytes: [UInt8] = []
         varint(UInt64(arguments.count), into: &bytes)
         for (i, a) in arguments.enumerated() {
             switch a {
             case .value(let v):
                 do { bytes += try LuaWire.encode(v, path: "arguments[\(i + 1)]") } catch {
-                    throw JobrunQueueError(.badValue, "\(error)")
+                    throw JobrunError(.badValue, "\(error)")
                 }
             case .queue(let q):
                 bytes.append(WireFormat.Tag.object)
@@ -49,15 +49,18 @@ public final class ScriptWorker: Sendable {
                 }
             }
         }
-        guard access(script) else { throw JobrunQueueError(.startFailed, "cannot read script \(script)") }
+        guard access(script) else { throw JobrunError(.startFailed, "cannot read script \(script)") }
         let runtime: Runtime
-        let args: String
         do {
             runtime = try Runtime.shared()
-            runtime.pin()   // a PluginHost's shutdown must not end the runtime under this worker
-            args = try runtime.withOwnIPC { ipc in try ipc.storeArguments(bytes) }
         } catch {
-            throw JobrunQueueError(.runtime, "\(error)")
+            throw JobrunError(.runtimeUnavailable, "jobrun's runtime cannot start: \(error.message)")
+        }
+        runtime.pin()   // a PluginHost's shutdown must not end the runtime under this worker
+        let args = try Queue.ipc(runtime) { ipc throws(JobrunError) in
+            do throws(JobrunCore.JobrunError) { return try ipc.storeArguments(bytes) } catch {
+                throw JobrunError(.systemError, error.message)   // out of shared memory
+            }
         }
         do {
             let w = try runtime.spawnWorker(role: "script", name: name,
@@ -65,7 +68,7 @@ public final class ScriptWorker: Sendable {
             return ScriptWorker(worker: w, runtime: runtime)
         } catch {
             _ = try? runtime.withOwnIPC { $0.discardArguments(args) }
-            throw JobrunQueueError(.startFailed, "\(error)")
+            throw JobrunError(.startFailed, "\(error)")
         }
     }
 

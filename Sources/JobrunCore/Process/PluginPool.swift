@@ -407,12 +407,14 @@ package final class PluginPool: @unchecked Sendable {
     private func finish() {
         var finished: [(Completion, Outcome)] = []
         let workers = locked { () -> [Runtime.Worker] in
-            let shut = Outcome.failed(.hostShutDown, message: "the plug-in host shut down before the call ended", worker: "", pid: 0)
+            let message = "the plug-in host shut down before the call ended"
             for s in slots {
+                // A call given to a worker names it, as every other failure does.
+                let shut = Outcome.failed(.hostShutDown, message: message, worker: s.worker?.name ?? "", pid: s.worker?.pid ?? 0)
                 for c in s.inFlight { endLocked(c, shut, &finished) }
                 s.inFlight = []
             }
-            for c in waiting[waitingHead...] { finished.append((c.done, shut)) }
+            for c in waiting[waitingHead...] { finished.append((c.done, .failed(.hostShutDown, message: message, worker: "", pid: 0))) }
             waiting = []; waitingHead = 0; owner = [:]; cancelled = []
             return slots.compactMap(\.worker)
         }
