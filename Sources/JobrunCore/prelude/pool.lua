@@ -5,7 +5,12 @@
 -- `pool:apply(fn, ...)`, `pool:map_async`, `pool:starmap_async`,
 -- `r:wait([timeout])`; `pool.workers`. `imap` and `imap_unordered` yield
 -- `(result, index)`; a nil result ends a `for` loop early, as any Lua
--- iterator does. `r:get()` of `apply_async` returns all of fn's results.
+-- iterator does. The map methods take an iterator (a function returning
+-- the next item) as well as a table, read lazily ("Streams" below), and an
+-- options table {chunksize, window} in place of the chunksize; callbacks
+-- come as `r:on_done(callback, error_callback)` or map_async's extra
+-- arguments, and run in the caller when it pumps; `jobrun.wait` and
+-- `jobrun.as_completed` are concurrent.futures'. `r:get()` of `apply_async` returns all of fn's results.
 -- `map` raises the first error that arrives (as Python's does) while the
 -- rest of the list may still be running. A task's `error("text")` is raised
 -- in the caller as text plus the worker's traceback; a jobrun error keeps its
@@ -45,12 +50,14 @@ local JOIN_GRACE = 10    -- join(): how long an idle worker may take to exit aft
 local new_state = jobrun._pool_state   -- the pool's shared state (SharedPool.swift)
 
 -- The messages. A task is {id, fn, count, mode, items}; a chunk's results
--- come back as {"r", pid, id, errs or false, vals}. The codec decodes their
--- lists (field LIST) straight into place, with no copy: a task's items into
--- the worker's one buffer (st:_take), a chunk's results into its job's
--- results at the task's first index (q:_get_into, routed by the id in field
--- ID through s.tasks: each task is its own route {results, first, count}).
-local LIST, ID = 5, 3
+-- come back as {"r", pid, id, errs or false, seconds, vals}, `seconds` the
+-- time the worker spent on the chunk. The codec decodes their lists (fields
+-- TASK_LIST and RESULT_LIST) straight into place, with no copy: a task's
+-- items into the worker's one buffer (st:_take), a chunk's results into its
+-- job's results at the task's first index (q:_get_into, routed by the id in
+-- field ID through s.tasks: each task is its own route {results, first,
+-- count}).
+local TASK_LIST, RESULT_LIST, ID = 5, 6, 3
 
 local Pool = {}
 local PoolMeta = {__name = "jobrun.Pool"}
@@ -173,8 +180,8 @@ end
 --- Puts the chunk's results as {"r", pid, id, errs or false, vals[1..count]}
 --- and frees the worker's slot; a value the codec refuses becomes a
 --- TypeError for that item instead of killing the worker.
-local function send_results(st, slot, me, id, vals, errs, count)
-  local ok = pcall(st._send, st, slot, {"r", me, id, errs or false}, vals, 1, count)
+local function send_results(st, slot, me, id, vals, errs, count, seconds)
+  local ok = pcall(st._send, st, slot, {"r", me, id, errs or false, seconds}, vals, 1, count)
   if ok then return end
   for k = 1, count do
     local fine, why = true, nil
@@ -187,7 +194,7 @@ local function send_results(st, slot, me, id, vals, errs, count)
       errs[k].value = nil
     end
   end
-  st:_send(slot, {"r", me, id, errs or false}, vals, 1, count)
+  st:_send(slot, {"r", me, id, errs or false, seconds}, vals, 1, count)
 end
 
 --- A worker: `st` is the pool's shared state, `slot` its place in it.
@@ -217,8 +224,9 @@ local function worker_main(st, slot, task_q, res_q, init, init_args, max_tasks)
     -- About to wait for work: let go of the last chunk's items and results
     -- (as CPython's worker drops its references to them after each task).
     if task_q:qsize() == 0 then buffer = {} end
-    local task = st:_take(slot, LIST, buffer)    -- the slot now names the task
+    local task = st:_take(slot, TASK_LIST, buffer)   -- the slot now names the task
     if task == nil then return end               -- the sentinel put by join()
+    local started = now()
     local id, fn, count, mode, items = task[1], task[2], task[3], task[4], task[5]
     local vals, errs = items, nil
     if mode == "map" then
@@ -251,19 +259,22 @@ local function worker_main(st, slot, task_q, res_q, init, init_args, max_tasks)
     -- What the task printed is out before the caller sees its result, and is
     -- not lost in a buffer if the pool is terminated.
     io.stdout:flush()
-    send_results(st, slot, me, id, vals, errs, count)
+    send_results(st, slot, me, id, vals, errs, count, now() - started)
     done = done + 1
   end
 end
 
 -- The caller side: jobs, tasks, workers ----------------------------------------------
 --
--- A job is one map/imap/apply call: `n` items, `have[i]` once item i is
--- settled, `results[i]` or `errors[i]` (a description raised by `throw`),
--- `order` (indices in arrival order, for imap_unordered), `remaining` tasks,
--- `failed` (lowest index of an error so far). A task is one chunk of a job:
--- {id, job, first, count}, `id` its place in the task queue; the job knows
--- its method (`fname`) and whether it is an apply.
+-- A job is one map/imap/apply call: `n` items (nil while an iterator is
+-- still being read), `have[i]` once item i is settled, `results[i]` or
+-- `errors[i]` (a description raised by `throw`), `order` (indices in arrival
+-- order, for imap_unordered), `remaining` tasks (plus one while its input is
+-- being read), `failed` (lowest index of an error so far). A task is one
+-- chunk of a job: {id, job, first, count, attempt}, `id` its place in the
+-- task queue; the job knows its method (`fname`) and whether it is an apply.
+-- A job over an iterator has a source `src` (see "Streams" below); a job
+-- with callbacks has `callbacks`, run once it is done (see run_due).
 
 --- Raises the error stored for an item, with `at` as the place when the
 --- error is the pool's own (WorkerDied, termination).
@@ -277,7 +288,18 @@ local function throw(spec, at)
   error(text, 0)
 end
 
-local function settle(job, task, vals, errs)
+local function map_done(job) return job.remaining <= 0 or job.failed ~= nil end
+
+--- Queues the job's callbacks to run once it is done: they run at the end of
+--- the pump that settled it (run_due), never in the middle of collecting.
+local function check_done(s, job)
+  if job.callbacks and not job.notified and map_done(job) then
+    job.notified = true
+    s.due[#s.due + 1] = job
+  end
+end
+
+local function settle(s, job, task, vals, errs)
   job.remaining = job.remaining - 1
   local first, count = task.first, task.count
   -- vals is job.results itself when the codec put them in place (q:_get_into).
@@ -293,13 +315,20 @@ local function settle(job, task, vals, errs)
       if not job.failed or i < job.failed then job.failed = i end
     end
   end
-  if job.have then                               -- imap and imap_unordered
-    local have, order = job.have, job.order
+  if job.have then                               -- imap: what has arrived
+    local have = job.have
+    for i = first, first + count - 1 do have[i] = true end
+  elseif job.order then                          -- imap_unordered: in which order
+    local order = job.order
     for i = first, first + count - 1 do
-      have[i] = true
-      order[#order + 1] = i
+      job.tail = job.tail + 1
+      order[job.tail] = i
     end
   end
+  if job.src and not job.streamed then           -- map over an iterator: its window moves on
+    job.src.out = job.src.out - 1
+  end
+  check_done(s, job)
 end
 
 local function fail_task(s, task, spec)
@@ -307,7 +336,7 @@ local function fail_task(s, task, spec)
   s.pending = s.pending - 1
   local errs = {}
   for k = 1, task.count do errs[k] = spec end
-  settle(task.job, task, nil, errs)
+  settle(s, task.job, task, nil, errs)
 end
 
 local function fail_all(s, spec)
@@ -371,6 +400,175 @@ local function break_pool(s, info, w)
   stop_workers(s)
 end
 
+-- Streams: a job over an iterator --------------------------------------------------
+--
+-- `src` = {next = the iterator, fn, mode, read (items read so far), out
+-- (chunks counted against the window), window, fixed (the chunksize given,
+-- or nil: adaptive), last (the last chunk's size), pace (seconds per item,
+-- as the workers report), ended, busy, at}. The iterator is read only here,
+-- in the caller, a chunk at a time, while fewer than `window` chunks are
+-- out: a chunk is out from the moment it is queued until its results are
+-- settled (map, map_async) or, for imap and imap_unordered, until the caller
+-- has taken its last item, so results held back for order count too. feed
+-- runs when the job starts, after each pump (s.feeding: the jobs with input
+-- left, weakly held so an abandoned imap is collected) and when an imap step
+-- frees a chunk: outside a pump, every job that has room has been fed.
+
+local CHUNK_SECONDS = 0.02   -- an adaptive chunk grows until it takes about this long to run
+local MAX_CHUNK = 1024       -- and never past this many items
+
+--- The size of the next chunk of an iterator without a chunksize: 1, then
+--- doubling, as long as a chunk is expected to run in under CHUNK_SECONDS.
+local function next_chunk_size(src)
+  if src.fixed then return src.fixed end
+  local c = src.last == 0 and 1 or math.min(src.last * 2, MAX_CHUNK)
+  if src.pace and src.pace > 0 then
+    local fit = CHUNK_SECONDS / src.pace
+    if fit < c then c = math.max(1, math.floor(fit)) end
+  end
+  src.last = c
+  return c
+end
+
+--- A worker ran `count` items in `seconds`: a running average of the pace.
+local function learn_pace(src, count, seconds)
+  if type(seconds) ~= "number" or count < 1 then return end
+  local p = seconds / count
+  src.pace = src.pace and (src.pace * 0.7 + p * 0.3) or p
+end
+
+--- No more input: the iterator ended (spec nil) or failed at item read + 1
+--- (spec: the error, raised where that item's result would be).
+local function end_input(s, job, spec)
+  local src = job.src
+  if src.ended then return end
+  src.ended = true
+  src.next, src.buf = nil, nil                   -- (an io.lines file closes when collected)
+  s.feeding[job] = nil
+  local n = src.read
+  if spec then
+    n = n + 1
+    job.errors[n] = spec
+    if not job.failed or n < job.failed then job.failed = n end
+    if job.have then job.have[n] = true end
+    if job.order then
+      job.tail = job.tail + 1
+      job.order[job.tail] = n
+    end
+  end
+  job.n = n
+  job.remaining = job.remaining - 1
+  check_done(s, job)
+end
+
+--- Queues buf[1..count] as items first..first+count-1 of the job.
+local function put_chunk(s, job, buf, count, first)
+  local src = job.src
+  local id = s.next_id + 1
+  local ok, e = pcall(s.st._put, s.st, {id, src.fn, count, src.mode}, buf, 1, count)
+  if not ok then return false, e end
+  s.next_id = e
+  s.tasks[id] = {job.results, first, count, id = id, job = job, first = first, count = count, attempt = 1}
+  s.pending = s.pending + 1
+  job.remaining = job.remaining + 1
+  src.out = src.out + 1
+  if job.streamed then job.ends[first + count - 1] = true end
+  return true
+end
+
+--- Reads up to `size` items into buf; returns how many, and the error for
+--- the item after them when one stops the chunk (a bad starmap item). An
+--- error the iterator raises propagates (feed catches it; src.got says how
+--- many were read before it).
+local function read_items(src, buf, size)
+  local nxt, star = src.next, src.mode == "star"
+  for c = 1, size do
+    local v = nxt()
+    if v == nil then src.exhausted = true; return c - 1 end
+    if star and type(v) ~= "table" then
+      return c - 1, {kind = "TypeError", trace = "", where = src.at,
+                     message = ("Pool.%s: item %d must be a table of arguments, got %s"):format(src.fname, src.read + c, type(v))}
+    end
+    buf[c] = v
+    src.got = c
+  end
+  return size
+end
+
+local function feed(s, job)
+  local src = job.src
+  if src.ended or src.busy then return end
+  if job.failed and not job.streamed then return end_input(s, job) end   -- map raised already: read no further
+  if s.state == "TERMINATE" or s.sentinels_sent then
+    return end_input(s, job, {kind = "ValueError", trace = "", message = ("Pool.%s: the pool was %s before item %d was read")
+                                 :format(src.fname, s.state == "TERMINATE" and "terminated" or "joined", src.read + 1)})
+  end
+  src.busy = true
+  local buf = src.buf
+  while src.out < src.window and not src.ended do
+    local first = src.read + 1
+    src.got = 0
+    local ok, count, bad = pcall(read_items, src, buf, next_chunk_size(src))
+    if not ok then                               -- the iterator raised: `count` is its error
+      local e = count
+      bad = e == nil and {message = "the iterator raised nil", trace = ""} or {value = e}
+      count = src.got
+    end
+    if count > 0 then
+      local sent, e = put_chunk(s, job, buf, count, first)
+      if not sent then
+        -- Name the first item the codec refuses; the ones before it go.
+        local k, why = 1, describe(e)
+        for j = 1, count do
+          local fine, w = sendable(buf[j], ("item %d"):format(first + j - 1))
+          if not fine then k, why = j, w; break end
+        end
+        if k > 1 then put_chunk(s, job, buf, k - 1, first) end
+        count = k - 1
+        bad = {kind = "TypeError", trace = "", where = src.at,
+               message = ("Pool.%s: cannot send the task to the workers: %s"):format(src.fname, why)}
+      end
+      src.read = first + count - 1
+    end
+    for j = 1, #buf do buf[j] = nil end            -- the items are in the queue now
+    if bad then end_input(s, job, bad)
+    elseif src.exhausted then end_input(s, job) end
+  end
+  src.busy = false
+end
+
+local function feed_all(s)
+  if next(s.feeding) == nil then return end
+  local jobs = {}
+  for job in pairs(s.feeding) do jobs[#jobs + 1] = job end
+  for _, job in ipairs(jobs) do feed(s, job) end
+end
+
+--- The value a callback is given for a job: the list (map), fn's results
+--- (apply); for an error callback, the error as the caller would catch it.
+local function run_callbacks(job)
+  for _, c in ipairs(job.callbacks) do
+    if job.failed then
+      if c[2] then c[2](select(2, pcall(throw, job.errors[job.failed], job.at))) end
+    elseif c[1] then
+      if job.apply then
+        local v = job.results[1]
+        c[1](unpack(v, 1, v.n))
+      else
+        c[1](job.results)
+      end
+    end
+  end
+end
+
+--- Runs the callbacks of the jobs done since; one that raises propagates
+--- from the call that was waiting, and the rest run at the next pump.
+local function run_due(s)
+  while s.due[1] do
+    run_callbacks(table.remove(s.due, 1))
+  end
+end
+
 local function handle(s, msg)
   local tag = msg[1]
   if tag == "r" then
@@ -378,7 +576,9 @@ local function handle(s, msg)
     if task then
       s.tasks[task.id] = nil
       s.pending = s.pending - 1
-      settle(task.job, task, msg[LIST], msg[4] or nil)
+      local src = task.job.src
+      if src then learn_pace(src, task.count, msg[5]) end
+      settle(s, task.job, task, msg[RESULT_LIST], msg[4] or nil)
     end
   elseif tag == "x" then                         -- max_tasks reached: it exits now, holding nothing
     local w = s.by_pid[msg[2]]
@@ -396,7 +596,7 @@ end
 local function drain(s)
   local q = s.res_q
   while true do
-    local ok, msg = pcall(q._get_into, q, false, nil, LIST, s.tasks, ID)
+    local ok, msg = pcall(q._get_into, q, false, nil, RESULT_LIST, s.tasks, ID)
     if not ok then
       if is_kind(msg, "Empty") then return end
       error(msg, 0)
@@ -409,8 +609,9 @@ end
 local function task_desc(task)
   local job, first, count = task.job, task.first, task.count
   if job.apply then return job.fname end
-  if count == 1 then return ("%s item %d of %d"):format(job.fname, first, job.n) end
-  return ("%s items %d..%d of %d"):format(job.fname, first, first + count - 1, job.n)
+  local of = job.n and (" of %d"):format(job.n) or " of an iterator"
+  if count == 1 then return ("%s item %d%s"):format(job.fname, first, of) end
+  return ("%s items %d..%d%s"):format(job.fname, first, first + count - 1, of)
 end
 
 local function died_spec(w, code, task)
@@ -447,7 +648,8 @@ end
 
 --- Collects results. With `block`, first sleeps until a result arrives, a
 --- child process ends or `deadline` (nil: none) passes; the workers are
---- looked at only when a child has ended since the last look.
+--- looked at only when a child has ended since the last look. Then feeds
+--- the jobs over iterators and runs the callbacks of the jobs now done.
 local function pump(s, block, deadline)
   if s.state == "TERMINATE" then return end
   local ended
@@ -462,6 +664,8 @@ local function pump(s, block, deadline)
     s.seen = ended
     check_workers(s)
   end
+  feed_all(s)
+  if s.due[1] then run_due(s) end
 end
 
 --- Pumps until cond() holds (true) or the deadline passes (false).
@@ -538,6 +742,7 @@ function jobrun.Pool(opts)
     size = size, init = opts.init, init_args = opts.init_args or {}, max_tasks = max_tasks,
     owner = getpid(), state = "RUN", task_q = task_q, res_q = res_q, st = st, free_slots = free_slots,
     workers = {}, by_pid = {}, active = 0, tasks = {}, pending = 0, next_id = 0,
+    feeding = setmetatable({}, {__mode = "k"}), due = {},
     seen = st:_ended(), sentinels_sent = false, broken = nil,
   }
   local pool = setmetatable({_s = s}, PoolMeta)
@@ -583,19 +788,22 @@ local function submit(s, fname, job, fn, list, n, chunk, mode, at)
       job.remaining = -1
       error(new_error("TypeError", ("Pool.%s: cannot send the task to the workers: %s"):format(fname, m), at), 0)
     end
-    -- [1], [2], [3]: the task as the route of its results (LIST, ID above).
-    s.tasks[id] = {job.results, first, count, id = id, job = job, first = first, count = count}
+    -- [1], [2], [3]: the task as the route of its results (RESULT_LIST, ID above).
+    s.tasks[id] = {job.results, first, count, id = id, job = job, first = first, count = count, attempt = 1}
     s.pending = s.pending + 1
     first = first + count
   end
 end
 
---- `streamed`: the caller takes results one by one (imap, imap_unordered),
---- so each item's arrival is tracked in `have` and `order`.
+--- `streamed`: the caller takes results one by one, so each item's arrival
+--- is tracked: in `have` (imap) or in `order` (imap_unordered).
 local function new_job(fname, n, ntasks, streamed)
   local job = {fname = fname, apply = fname == "apply" or fname == "apply_async",
-               n = n, results = newtable(n, 0), errors = {}, remaining = ntasks, failed = nil}
-  if streamed then job.have, job.order = {}, {} end
+               n = n, results = newtable(n or 0, 0), errors = {}, remaining = ntasks, failed = nil}
+  if streamed then
+    job.streamed = true
+    if fname == "imap" then job.have = {} else job.order, job.tail = {}, 0 end
+  end
   return job
 end
 
@@ -606,26 +814,83 @@ local function default_chunksize(s, n)
   return c
 end
 
-local function start_map(pool, fname, fn, list, chunksize, mode, default_chunk)
-  local s = running(pool, fname, 3)
-  check_fn(fn, "Pool." .. fname, 4)
-  local n = check_list(list, "Pool." .. fname, 4)
-  if chunksize ~= nil then chunksize = check_positive_int(chunksize, "chunksize", "Pool." .. fname, 4)
-  elseif default_chunk == "python" then chunksize = default_chunksize(s, n)
-  else chunksize = 1 end
-  if mode == "star" then
-    for i = 1, n do
-      if type(list[i]) ~= "table" then
-        raise("TypeError", ("Pool.%s: list[%d] must be a table of arguments, got %s"):format(fname, i, type(list[i])), 3)
+local TRIPLE = "a generic-for triple such as pairs(t) or ipairs(t) is not an iterator of items:"
+    .. " pass the table itself, or a function that returns the next item on each call"
+
+--- The third argument of a map method: a chunksize, nil, or a table of
+--- options {chunksize, window} (and callback, error_callback for the
+--- *_async methods, which also take them as Python's 4th and 5th arguments).
+local function map_options(fname, list, arg, cb, ecb, async)
+  local o
+  if arg == nil or type(arg) == "number" then
+    o = {chunksize = arg}
+  elseif type(arg) == "table" and getmetatable(arg) == nil then
+    o = arg
+    for k in pairs(o) do
+      if not (k == "chunksize" or k == "window" or (async and (k == "callback" or k == "error_callback"))) then
+        raise("TypeError", ("Pool.%s: unknown option %s (use chunksize, window%s)%s"):format(fname, tostring(k),
+              async and ", callback, error_callback" or "", type(list) == "function" and "; " .. TRIPLE or ""), 4)
       end
     end
+  elseif type(list) == "function" then
+    raise("TypeError", ("Pool.%s: %s"):format(fname, TRIPLE), 4)
+  else
+    o = {chunksize = arg}   -- refused just below, as before
   end
-  local job = new_job(fname, n, (n + chunksize - 1) // chunksize, default_chunk == nil)
-  submit(s, fname, job, fn, list, n, chunksize, mode, here(2))
-  return s, job
+  local chunksize, window = o.chunksize, o.window
+  if chunksize ~= nil then chunksize = check_positive_int(chunksize, "chunksize", "Pool." .. fname, 4) end
+  if window ~= nil then window = check_positive_int(window, "window", "Pool." .. fname, 4) end
+  cb, ecb = o.callback or cb, o.error_callback or ecb
+  if cb ~= nil and type(cb) ~= "function" then
+    raise("TypeError", ("Pool.%s: callback must be a function, got %s"):format(fname, type(cb)), 4)
+  end
+  if ecb ~= nil and type(ecb) ~= "function" then
+    raise("TypeError", ("Pool.%s: error_callback must be a function, got %s"):format(fname, type(ecb)), 4)
+  end
+  return chunksize, window, cb, ecb
 end
 
-local function map_done(job) return job.remaining <= 0 or job.failed ~= nil end
+--- A map method's job over a table (queued at once) or over an iterator
+--- (read as results come back: Streams, above). `default_chunk` "python":
+--- map's chunk rule for a table; nil: imap's (1). Over an iterator without
+--- a chunksize, chunks adapt (next_chunk_size).
+local function start_map(pool, fname, fn, list, arg, mode, default_chunk, cb, ecb)
+  local s = running(pool, fname, 3)
+  check_fn(fn, "Pool." .. fname, 4)
+  local chunksize, window, callback, error_callback =
+    map_options(fname, list, arg, cb, ecb, fname == "map_async" or fname == "starmap_async")
+  local job
+  if type(list) == "function" then
+    local ok, why = sendable(fn, "fn")
+    if not ok then raise("TypeError", ("Pool.%s: cannot send the task to the workers: %s"):format(fname, why), 3) end
+    job = new_job(fname, nil, 1, default_chunk == nil)
+    if job.streamed then job.ends = {} end
+    job.src = {next = list, fn = fn, mode = mode, fname = fname, read = 0, out = 0, window = window or 2 * s.size,
+               fixed = chunksize, last = 0, ended = false, busy = false, buf = {}, at = here(2)}
+  else
+    local n = check_list(list, "Pool." .. fname, 4)
+    if chunksize == nil then chunksize = default_chunk == "python" and default_chunksize(s, n) or 1 end
+    if mode == "star" then
+      for i = 1, n do
+        if type(list[i]) ~= "table" then
+          raise("TypeError", ("Pool.%s: list[%d] must be a table of arguments, got %s"):format(fname, i, type(list[i])), 3)
+        end
+      end
+    end
+    job = new_job(fname, n, (n + chunksize - 1) // chunksize, default_chunk == nil)
+  end
+  job.at = here(2)
+  if callback or error_callback then job.callbacks = {{callback, error_callback}} end
+  if job.src then
+    s.feeding[job] = true
+    feed(s, job)
+  else
+    submit(s, fname, job, fn, list, job.n, chunksize, mode, job.at)
+  end
+  check_done(s, job)                             -- (an empty list is done at once)
+  if s.due[1] then run_due(s) end
+  return s, job
+end
 
 local function map_result(job, at)
   if job.failed then throw(job.errors[job.failed], at) end
@@ -644,19 +909,40 @@ function Pool.starmap(pool, fn, list, chunksize)
   return map_result(job, here(1))
 end
 
+--- An imap step has taken item k: forget it, and when it was the last of
+--- its chunk, the chunk leaves the window and the iterator is read on.
+local function taken(s, job, k)
+  if job.have then job.have[k] = nil end
+  job.results[k] = nil                           -- a long stream does not pile up
+  local e = job.errors[k]
+  job.errors[k] = nil
+  if job.ends and job.ends[k] then
+    job.ends[k] = nil
+    job.src.out = job.src.out - 1
+    feed(s, job)
+  end
+  return e
+end
+
 --- Iterator over results in order; each step yields (result, index). A nil
 --- result ends a `for` loop early: return a non-nil stand-in value from fn.
+--- An item's error is raised at its place; calling the iterator again goes
+--- on with the next item.
 function Pool.imap(pool, fn, list, chunksize)
   local s, job = start_map(pool, "imap", fn, list, chunksize, "map")
   local i, keep = 0, pool         -- the iterator keeps the pool alive (see __gc)
+  local have = job.have
   return function()
-    if i >= job.n then keep = nil; return nil end
+    if job.n and i >= job.n then keep = nil; return nil end
     i = i + 1
     local k = i
-    wait_until(s, function() return job.have[k] end)
-    if job.errors[k] then throw(job.errors[k], here(1)) end
+    if not have[k] then
+      wait_until(s, function() return have[k] or (job.n ~= nil and k > job.n) end)
+      if not have[k] then keep = nil; return nil end   -- the iterator ended before item k
+    end
     local v = job.results[k]
-    job.results[k] = nil                         -- a long stream does not pile up
+    local e = taken(s, job, k)
+    if e then throw(e, here(1)) end
     return v, k
   end
 end
@@ -665,14 +951,20 @@ end
 function Pool.imap_unordered(pool, fn, list, chunksize)
   local s, job = start_map(pool, "imap_unordered", fn, list, chunksize, "map")
   local pos, keep = 0, pool
+  local order = job.order
   return function()
-    if pos >= job.n then keep = nil; return nil end
+    if job.n and pos >= job.n then keep = nil; return nil end
     pos = pos + 1
-    wait_until(s, function() return job.order[pos] ~= nil end)
-    local k = job.order[pos]
-    if job.errors[k] then throw(job.errors[k], here(1)) end
+    local p = pos
+    if order[p] == nil then
+      wait_until(s, function() return order[p] ~= nil or (job.n ~= nil and p > job.n) end)
+      if order[p] == nil then keep = nil; return nil end
+    end
+    local k = order[p]
+    order[p] = nil
     local v = job.results[k]
-    job.results[k] = nil
+    local e = taken(s, job, k)
+    if e then throw(e, here(1)) end
     return v, k
   end
 end
@@ -685,7 +977,8 @@ function Pool.apply_async(pool, fn, ...)
   local s = running(pool, "apply_async")
   check_fn(fn, "Pool.apply_async")
   local job = new_job("apply_async", 1, 1)
-  submit(s, "apply_async", job, fn, {pack(...)}, 1, 1, "apply", here(1))
+  job.at = here(1)
+  submit(s, "apply_async", job, fn, {pack(...)}, 1, 1, "apply", job.at)
   return new_async(pool, s, job, "apply")
 end
 
@@ -700,13 +993,15 @@ function Pool.apply(pool, fn, ...)
   return unpack(r, 1, r.n)
 end
 
-function Pool.map_async(pool, fn, list, chunksize)
-  local s, job = start_map(pool, "map_async", fn, list, chunksize, "map", "python")
+--- `pool:map_async(fn, list [, chunksize [, callback [, error_callback]]])`
+--- as Python's, or `pool:map_async(fn, list, {chunksize =, callback =, ...})`.
+function Pool.map_async(pool, fn, list, chunksize, callback, error_callback)
+  local s, job = start_map(pool, "map_async", fn, list, chunksize, "map", "python", callback, error_callback)
   return new_async(pool, s, job, "map")
 end
 
-function Pool.starmap_async(pool, fn, list, chunksize)
-  local s, job = start_map(pool, "starmap_async", fn, list, chunksize, "star", "python")
+function Pool.starmap_async(pool, fn, list, chunksize, callback, error_callback)
+  local s, job = start_map(pool, "starmap_async", fn, list, chunksize, "star", "python", callback, error_callback)
   return new_async(pool, s, job, "map")
 end
 
@@ -720,7 +1015,12 @@ function Pool.terminate(pool)
   if s.state == "TERMINATE" then return end
   s.state = "TERMINATE"
   stop_workers(s)
-  fail_all(s, {kind = "ValueError", trace = "", message = "Pool was terminated before the task finished"})
+  local spec = {kind = "ValueError", trace = "", message = "Pool was terminated before the task finished"}
+  fail_all(s, spec)
+  local jobs = {}
+  for job in pairs(s.feeding) do jobs[#jobs + 1] = job end
+  for _, job in ipairs(jobs) do end_input(s, job, spec) end
+  s.due = {}                                     -- no callbacks after terminate (as Python's)
 end
 
 --- Waits for every queued task, then for the workers to exit.
@@ -818,6 +1118,127 @@ function AsyncResult.get(r, timeout)
     return unpack(v, 1, v.n)
   end
   return job.results
+end
+
+--- `r:on_done(callback [, error_callback])`: Python's apply_async/map_async
+--- callbacks. callback gets fn's results (apply_async) or the list (map_async),
+--- error_callback the error as `get` would raise it. They run in this
+--- process, at the end of whichever call collects the result (get, wait,
+--- map, an imap step, jobrun.wait...), or at once if it is already in.
+--- Returns r, so `local r = pool:apply_async(f, x):on_done(print)`.
+function AsyncResult.on_done(r, callback, error_callback)
+  local s, job = async_self(r, "on_done")
+  if callback ~= nil and type(callback) ~= "function" then
+    raise("TypeError", "AsyncResult.on_done: callback must be a function, got " .. type(callback), 2)
+  end
+  if error_callback ~= nil and type(error_callback) ~= "function" then
+    raise("TypeError", "AsyncResult.on_done: error_callback must be a function, got " .. type(error_callback), 2)
+  end
+  local c = {callback, error_callback}
+  if job.notified or (map_done(job) and not job.callbacks) then
+    job.notified = true
+    run_callbacks({callbacks = {c}, failed = job.failed, errors = job.errors, at = job.at,
+                   apply = job.apply, results = job.results})
+  else
+    job.callbacks = job.callbacks or {}
+    job.callbacks[#job.callbacks + 1] = c
+    check_done(s, job)
+    if s.due[1] then run_due(s) end
+  end
+  return r
+end
+
+-- jobrun.wait and jobrun.as_completed (concurrent.futures) -------------------------
+
+local function check_results(results, fname)
+  if type(results) ~= "table" then
+    raise("TypeError", ("jobrun.%s: results must be a list of AsyncResults, got %s"):format(fname, type(results)), 3)
+  end
+  local pools, seen = {}, {}
+  for i = 1, #results do
+    local r = results[i]
+    if type(r) ~= "table" or getmetatable(r) ~= AsyncMeta then
+      raise("TypeError", ("jobrun.%s: results[%d] must be an AsyncResult, got %s"):format(fname, i, type(r)), 3)
+    end
+    if r._s.owner ~= getpid() then
+      raise("ProcessError", ("jobrun.%s: results[%d] belongs to a pool of another process (pid %d)"):format(fname, i, r._s.owner), 3)
+    end
+    if not seen[r._s] then seen[r._s] = true; pools[#pools + 1] = r._s end
+  end
+  return pools
+end
+
+--- One wait for any of the pools: on one pool, until a result or the
+--- deadline; on several, each is looked at and the first slept on for at
+--- most 10 ms (a result of another pool does not wake it).
+local function wait_pools(pools, deadline)
+  if #pools == 1 then return pump(pools[1], true, deadline) end
+  for _, s in ipairs(pools) do pump(s, false) end
+  local d = now() + 0.01
+  if deadline and deadline < d then d = deadline end
+  pump(pools[1], true, d)
+end
+
+--- `jobrun.wait(results [, {timeout = s, first = true}])`: as
+--- concurrent.futures.wait, returns (done, not_done), two lists of the
+--- AsyncResults in the order given, once all are done (a failed one counts
+--- as done), once one is with `first`, or when the timeout passes.
+function jobrun.wait(results, opts)
+  local pools = check_results(results, "wait")
+  if opts ~= nil and type(opts) ~= "table" then
+    raise("TypeError", "jobrun.wait: options must be a table {timeout =, first =}, got " .. type(opts), 2)
+  end
+  opts = opts or {}
+  for k in pairs(opts) do
+    if k ~= "timeout" and k ~= "first" then
+      raise("TypeError", ("jobrun.wait: unknown option %s (use timeout, first)"):format(tostring(k)), 2)
+    end
+  end
+  local t = core.timeout_arg(opts.timeout, "jobrun.wait", 2)
+  local deadline = t and now() + t
+  local n = #results
+  local need = opts.first and math.min(1, n) or n
+  local function count()
+    local c = 0
+    for i = 1, n do if map_done(results[i]._job) then c = c + 1 end end
+    return c
+  end
+  for _, s in ipairs(pools) do pump(s, false) end
+  while count() < need and not (deadline and now() >= deadline) do wait_pools(pools, deadline) end
+  local done, not_done = {}, {}
+  for i = 1, n do
+    local r = results[i]
+    if map_done(r._job) then done[#done + 1] = r else not_done[#not_done + 1] = r end
+  end
+  return done, not_done
+end
+
+--- `for r, i in jobrun.as_completed(results [, timeout]) do`: each
+--- AsyncResult (and its place in the list) as it finishes, the ones already
+--- finished first; past the timeout (counted from the call) a step raises
+--- Timeout, as concurrent.futures.as_completed does.
+function jobrun.as_completed(results, timeout)
+  local pools = check_results(results, "as_completed")
+  local t = core.timeout_arg(timeout, "jobrun.as_completed", 2)
+  local deadline = t and now() + t
+  local n, left, given = #results, #results, {}
+  for _, s in ipairs(pools) do pump(s, false) end
+  return function()
+    if left == 0 then return nil end
+    while true do
+      for i = 1, n do
+        if not given[i] and map_done(results[i]._job) then
+          given[i] = true
+          left = left - 1
+          return results[i], i
+        end
+      end
+      if deadline and now() >= deadline then
+        raise("Timeout", ("jobrun.as_completed: %d of %d results not done after %g s"):format(left, n, t), 2)
+      end
+      wait_pools(pools, deadline)
+    end
+  end
 end
 
 AsyncMeta.__tostring = function(r)
