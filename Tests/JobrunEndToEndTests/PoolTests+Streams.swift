@@ -39,7 +39,8 @@ struct PoolStreamTests {
               if pulled - k > ahead then ahead = pulled - k end
             end
             print("in order", ok, "ahead at most", ahead, "pulled", pulled)
-            -- the default window is twice the workers; chunks adapt from 1
+            -- the default window is twice the workers; chunks are of 1 item
+            -- until a worker has said how long one takes
             pulled = 0
             local it2 = pool:imap(function(x) return x end, gen(100000))
             print("default", pulled)
@@ -62,7 +63,7 @@ struct PoolStreamTests {
             "the first window is read at the call: 3 chunks of 2": "after the call\t6",
             "held-back results keep the window full: nothing more is read": "after the first step\t6\t10\t1",
             "imap over a generator keeps order, never more than 6 items ahead": "in order\ttrue\tahead at most\t6\tpulled\t1000",
-            "the default reads 1 + 2 + 4 + 8 items before any result": "default\t15",
+            "the default reads 4 chunks of 1 item before any result": "default\t4",
             "the default stays within 4 chunks of at most 1024": "bounded\t100000\ttrue",
             "map_async reads 2 chunks of 5 at first, all by the end": "map_async\t10\t50\t50",
             "map over a generator returns the table": "map\t300\t1\t90000",
@@ -103,6 +104,9 @@ struct PoolStreamTests {
             print(e.kind, e.message:find("generic-for triple", 1, true) ~= nil)
             ok, e = pcall(pool.imap, pool, print, function() end, {window = 0})
             print(e.kind, e.message)
+            -- argument errors name the caller's line
+            ok, e = pcall(function() pool:map(print, function() end, {bogus = 1}) end)
+            print(e.kind, e.where:match("main.lua:%d+$"))
             pool:terminate()
             """)
         expectStatus(r)
@@ -117,6 +121,7 @@ struct PoolStreamTests {
             "ipairs(t) too": "TypeError\ttrue",
             "a function and a string": "TypeError\ttrue",
             "window must be positive": "ValueError\tPool.imap: window must be a positive integer, got 0",
+            "an unknown option, at the caller's line": "TypeError\tmain.lua:33",
         ])
     }
 

@@ -417,13 +417,16 @@ end
 local CHUNK_SECONDS = 0.02   -- an adaptive chunk grows until it takes about this long to run
 local MAX_CHUNK = 1024       -- and never past this many items
 
---- The size of the next chunk of an iterator without a chunksize: 1, then
---- doubling, as long as a chunk is expected to run in under CHUNK_SECONDS.
+--- The size of the next chunk of an iterator without a chunksize: 1 until
+--- a worker has said how long an item takes (a task of minutes must not go
+--- out 8 at a time), then doubling, as long as a chunk is expected to run
+--- in under CHUNK_SECONDS.
 local function next_chunk_size(src)
   if src.fixed then return src.fixed end
-  local c = src.last == 0 and 1 or math.min(src.last * 2, MAX_CHUNK)
-  if src.pace and src.pace > 0 then
-    local fit = CHUNK_SECONDS / src.pace
+  local c = 1
+  if src.pace then
+    c = math.min(src.last * 2, MAX_CHUNK)
+    local fit = src.pace > 0 and CHUNK_SECONDS / src.pace or c
     if fit < c then c = math.max(1, math.floor(fit)) end
   end
   src.last = c
@@ -838,8 +841,8 @@ local function map_options(fname, list, arg, cb, ecb, async)
     o = {chunksize = arg}   -- refused just below, as before
   end
   local chunksize, window = o.chunksize, o.window
-  if chunksize ~= nil then chunksize = check_positive_int(chunksize, "chunksize", "Pool." .. fname, 4) end
-  if window ~= nil then window = check_positive_int(window, "window", "Pool." .. fname, 4) end
+  if chunksize ~= nil then chunksize = check_positive_int(chunksize, "chunksize", "Pool." .. fname, 5) end
+  if window ~= nil then window = check_positive_int(window, "window", "Pool." .. fname, 5) end
   cb, ecb = o.callback or cb, o.error_callback or ecb
   if cb ~= nil and type(cb) ~= "function" then
     raise("TypeError", ("Pool.%s: callback must be a function, got %s"):format(fname, type(cb)), 4)
