@@ -227,6 +227,29 @@ struct PoolStreamTests {
         ])
     }
 
+    @Test func closeAndTerminateWithAStreamOpen() {
+        // close() lets a stream already started be read to its end (join
+        // waits for it); terminate() fails what was not done.
+        let r = runScript("""
+            local pool = jobrun.Pool{workers = 2}
+            local i = 0
+            local r = pool:map_async(function(x) return x end, function() i = i + 1; if i <= 1000 then return i end end, 10)
+            pool:close(); pool:join()
+            print("joined", r:ready(), #r:get(1), i)
+            local other = jobrun.Pool{workers = 2}
+            local j = 0
+            local endless = other:map_async(function(x) return x end, function() j = j + 1; return j end, 10)
+            other:terminate()
+            local ok, e = pcall(endless.get, endless, 1)
+            print("terminated", endless:ready(), e.kind, e.message)
+            """)
+        expectStatus(r)
+        expectLines(r, [
+            "join waits until the input is read and run": "joined\ttrue\t1000\t1001",
+            "terminate fails the rest": "terminated\ttrue\tValueError\tPool was terminated before the task finished",
+        ])
+    }
+
     @Test func callbacksRunInTheCallerWhenItWaits() {
         let r = runScript("""
             local pool = jobrun.Pool{workers = 2}
