@@ -12,7 +12,7 @@ return {
       while true do end
     elseif t:find("hog", 1, true) then
       local hoard = {}
-      while true do hoard[#hoard + 1] = string.rep("x", 1024) .. #hoard end
+      while true do hoard[#hoard + 1] = string.rep("x", 1 << 20) .. #hoard end   -- a MiB a step
     elseif t:find("boom", 1, true) then
       error("boom on purpose")
     end
