@@ -7,6 +7,7 @@ import Jobrun
 //   start_s         host start with 4 warm workers (the process's first: runtime included)
 //   rt_median_us    round trip of calc.add({a=1, b=2}) on a warm worker, one call at a time
 //   rt_p99_us
+//   rt2_median_us   round trip with 2 workers and 2 calls in flight (2 tasks, each one call at a time)
 //   calls_per_s     2 workers, `inflight` calls in flight from as many tasks
 //   inproc_us       the same call in a Lua state in this process (the floor, not isolated)
 //   naive_us        `lua5.4 plugin_naive.lua DIR` started per call (a naive host)
@@ -55,6 +56,24 @@ do {
     // Throughput: 2 workers, calls in flight.
     let two = try PluginHost(directory: dir, workers: 2)
     for _ in 0..<1000 { _ = try await two.call("calc", "add", argument) }
+    // Round trips with 2 calls in flight: 2 tasks, each one call at a time.
+    let rts2 = try await withThrowingTaskGroup(of: [Double].self) { group in
+        for _ in 0..<2 {
+            group.addTask(priority: nil) {
+                var own: [Double] = []
+                own.reserveCapacity(roundTrips / 2)
+                for _ in 0..<(roundTrips / 2) {
+                    let a = now()
+                    _ = try await two.call("calc", "add", argument)
+                    own.append(Double(now() - a) / 1e3)
+                }
+                return own
+            }
+        }
+        var all: [Double] = []
+        for try await own in group { all += own }
+        return all
+    }
     let t1 = now()
     try await withThrowingTaskGroup(of: Void.self) { group in
         for t in 0..<inflight {
@@ -104,7 +123,7 @@ do {
         waitpid(pid, &status, 0)
         naive.append(Double(now() - a) / 1e3)
     }
-    print("{\"start_s\": \(startS), \"rt_median_us\": \(median(rts)), \"rt_p99_us\": \(p99(rts)), "
+    print("{\"start_s\": \(startS), \"rt_median_us\": \(median(rts)), \"rt_p99_us\": \(p99(rts)), \"rt2_median_us\": \(median(rts2)), "
           + "\"calls_per_s\": \(rate), \"inflight\": \(inflight), \"inproc_us\": \(median(inproc)), \"naive_us\": \(median(naive))}")
 } catch {
     fail("jobrun-plugin-bench: \(error)\n")

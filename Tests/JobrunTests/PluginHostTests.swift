@@ -448,6 +448,38 @@ import Testing
         #expect { try PluginHost(directory: f.path + "/self") } throws: { ($0 as? JobrunError)?.code == .pluginNotReadable }
     }
 
+    /// The fast path (PluginPool's note on speed): a caller alone on the
+    /// workers waits a few µs for its response on its own thread. A call
+    /// slower than that wait, calls beside it, and calls from the main
+    /// actor (PluginHost.call runs on the caller's executor) all answer.
+    @Test func callsSlowerThanTheSpinBesideFastOnesAndFromTheMainActorAnswer() async throws {
+        let f = Self.plugins()
+        f.write("slow.lua", """
+            return { wait = function(ms) local t = os.clock() + ms / 1000 while os.clock() < t do end return ms end }
+
+            """)
+        let host = try PluginHost(directory: f.path, workers: 1, limits: .init(callTimeout: .seconds(20)))
+        for i in 0..<200 { #expect(try await host.call("calc", "echo", .integer(Int64(i))) == .integer(Int64(i))) }
+        #expect(try await host.call("slow", "wait", 5) == 5, "past the spin: the pool's thread answers")
+        for i in 0..<200 { #expect(try await host.call("calc", "add", ["a": .integer(Int64(i)), "b": 1]) == .integer(Int64(i + 1))) }
+        // A slow call and fast calls at once, on one worker: the fast ones
+        // queue behind it, their callers do not spin for long.
+        async let slow = host.call("slow", "wait", 20)
+        var fast: [LuaValue] = []
+        for i in 0..<50 { fast.append(try await host.call("calc", "echo", .integer(Int64(i)))) }
+        #expect(try await slow == 20)
+        #expect(fast == (0..<50).map { .integer(Int64($0)) })
+        let onMain = try await Self.callOnTheMainActor(host, 100)
+        #expect(onMain == (0..<100).map { .integer(Int64($0)) })
+        await host.shutdown()
+    }
+
+    @MainActor static func callOnTheMainActor(_ host: PluginHost, _ n: Int) async throws -> [LuaValue] {
+        var out: [LuaValue] = []
+        for i in 0..<n { out.append(try await host.call("calc", "echo", .integer(Int64(i)))) }
+        return out
+    }
+
     @Test func callsInFlightAtShutdownFailHostShutDownAndDeinitEndsWorkers() async throws {
         let f = Self.plugins()
         var host: PluginHost? = try PluginHost(directory: f.path, workers: 1, limits: .init(callTimeout: .seconds(30)))

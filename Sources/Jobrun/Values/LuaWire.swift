@@ -113,8 +113,9 @@ private struct Writer {
     init() { bytes.reserveCapacity(64) }
 
     /// Runs `body`; an error it throws gets `root` in front of its path.
-    mutating func run(_ root: String, _ body: (inout Writer) throws(LuaWireError) -> Void) throws(LuaWireError) {
-        do { try body(&self) } catch { var e = error; e.path = root + e.path; throw e }
+    /// (`root` is made only then: a call's path is not built per value.)
+    mutating func run(_ root: @autoclosure () -> String, _ body: (inout Writer) throws(LuaWireError) -> Void) throws(LuaWireError) {
+        do { try body(&self) } catch { var e = error; e.path = root() + e.path; throw e }
     }
 
     mutating func varint(_ v: UInt64) {
@@ -194,8 +195,8 @@ private struct Reader {
         sizeLimit = bytes.count + Self.referencedValuesLimit
     }
 
-    mutating func run<T>(_ root: String, _ body: (inout Reader) throws(LuaWireError) -> T) throws(LuaWireError) -> T {
-        do { return try body(&self) } catch { var e = error; e.path = root + e.path; throw e }
+    mutating func run<T>(_ root: @autoclosure () -> String, _ body: (inout Reader) throws(LuaWireError) -> T) throws(LuaWireError) -> T {
+        do { return try body(&self) } catch { var e = error; e.path = root() + e.path; throw e }
     }
 
     var left: Int { bytes.count - at }

@@ -1,3 +1,4 @@
+import Atomics
 import CJobrunShims
 import Glibc
 
@@ -26,6 +27,18 @@ import Glibc
 ///   worker is asked to end (an empty request), then killed after a grace.
 ///   The last pool of the process to shut down shuts the Runtime down,
 ///   unless Swift-made queues or script workers use it too (Runtime.pin).
+///
+/// Speed (docs/performance.md, "Issue 14"): a futex wake-up costs ~10 µs
+/// on a small machine, a call's work a few. So a caller that asks for it
+/// (`submit(spin: true)`) and whose call is alone on the workers, while
+/// calls answer fast (an average of recent round trips), spins a short
+/// while on the response queue on its own thread and takes the responses
+/// itself: no wake-up of the pool's thread, and the caller's continuation
+/// is resumed before it suspends. The pool's thread sleeps on the
+/// response queue only while calls are in flight and nobody spins;
+/// otherwise on a word of its own (`kick`), which a submit or a spinner
+/// that gives up bumps. Draining is one thread at a time (`drainLock`):
+/// a worker's end is noted before the drain that follows it.
 package final class PluginPool: @unchecked Sendable {
     package struct Config: Sendable {
         package var directory: String
@@ -58,12 +71,62 @@ package final class PluginPool: @unchecked Sendable {
 
     package typealias Completion = @Sendable (Outcome) -> Void
 
+    /// A call's outcome for a caller that may have it before it suspends
+    /// (a spin in `submit` took it): `complete` is the call's completion;
+    /// `ready` is the outcome if it came, else `wait` resumes a
+    /// continuation with it (at once if it came meanwhile).
+    package final class Reply: @unchecked Sendable {
+        private let lock: UnsafeMutablePointer<pthread_mutex_t>
+        private var outcome: Outcome?
+        private var waiter: CheckedContinuation<Outcome, Never>?
+
+        package init() {
+            lock = .allocate(capacity: 1)
+            pthread_mutex_init(lock, nil)
+        }
+
+        deinit {
+            pthread_mutex_destroy(lock)
+            lock.deallocate()
+        }
+
+        package func complete(_ o: Outcome) {
+            pthread_mutex_lock(lock)
+            guard let w = waiter else {
+                outcome = o
+                pthread_mutex_unlock(lock)
+                return
+            }
+            waiter = nil
+            pthread_mutex_unlock(lock)
+            w.resume(returning: o)
+        }
+
+        package var ready: Outcome? {
+            pthread_mutex_lock(lock)
+            defer { pthread_mutex_unlock(lock) }
+            return outcome
+        }
+
+        package func wait(_ c: CheckedContinuation<Outcome, Never>) {
+            pthread_mutex_lock(lock)
+            guard let o = outcome else {
+                waiter = c
+                pthread_mutex_unlock(lock)
+                return
+            }
+            pthread_mutex_unlock(lock)
+            c.resume(returning: o)
+        }
+    }
+
     private struct Call {
         let id: Int64
         let bytes: [UInt8]
         /// Seconds it may run (nil: no limit).
         let timeout: Double?
         let done: Completion
+        var sent: Int64 = 0
     }
 
     /// Why the pool killed a slot's worker.
@@ -88,7 +151,25 @@ package final class PluginPool: @unchecked Sendable {
     private let responseID: @Sendable ([UInt8]) -> Int64?
     private let lock: UnsafeMutablePointer<pthread_mutex_t>
     private let downCond: UnsafeMutablePointer<pthread_cond_t>
+    /// Held by whoever takes responses (the pool's thread, a spinning
+    /// caller); taken before `lock`, never inside it.
+    private let drainLock: UnsafeMutablePointer<pthread_mutex_t>
+    /// The word the pool's thread sleeps on when not on the response queue
+    /// (bumped under `lock` by whoever wakes it).
+    private let kick: UnsafeMutablePointer<UInt32>
+    private let ids = ManagedAtomic<Int64>(1)
     // Under `lock`:
+    /// The pool's thread sleeps on `kick`.
+    private var onKick = false
+    /// Callers spinning for their response now.
+    private var spinners = 0
+    /// Average round trip of recent spun calls (ns; an exponential average
+    /// of eighths; a spin that ran out counts twice its budget): a caller
+    /// spins while it is below `spinAverage`, and every 16th caller spins
+    /// anyway (a probe: calls may have become fast again; the trips of
+    /// calls not spun tell little: they include the thread wake-ups).
+    private var averageTrip: Int64 = 0
+    private var spinChances: UInt = 0
     private var slots: [Slot] = []
     private var waiting: [Call] = []
     private var waitingHead = 0
@@ -96,7 +177,6 @@ package final class PluginPool: @unchecked Sendable {
     /// Calls on a worker's queue already failed `cancelled`: their
     /// response (or failure) is dropped.
     private var cancelled: Set<Int64> = []
-    private var nextID: Int64 = 1
     private var stopping = false
     private var down = false
     private var onDown: [@Sendable () -> Void] = []
@@ -117,6 +197,10 @@ package final class PluginPool: @unchecked Sendable {
         self.responseID = responseID
         lock = .allocate(capacity: 1)
         pthread_mutex_init(lock, nil)
+        drainLock = .allocate(capacity: 1)
+        pthread_mutex_init(drainLock, nil)
+        kick = .allocate(capacity: 1)
+        kick.initialize(to: 0)
         downCond = .allocate(capacity: 1)
         pthread_cond_init(downCond, nil)
         pthread_mutex_lock(PluginPool.countLock)
@@ -140,6 +224,8 @@ package final class PluginPool: @unchecked Sendable {
             PluginPool.live -= 1
             if PluginPool.live == 0 { rt.shutdown() }
             pthread_mutex_destroy(lock); lock.deallocate()
+            pthread_mutex_destroy(drainLock); drainLock.deallocate()
+            kick.deallocate()
             pthread_cond_destroy(downCond); downCond.deallocate()
             if let e = error as? JobrunError { throw e }
             throw JobrunError(.processError, "\(error)")
@@ -171,7 +257,26 @@ package final class PluginPool: @unchecked Sendable {
     }
 
     /// A fresh call id (for the request's bytes).
-    package func makeID() -> Int64 { locked { defer { nextID += 1 }; return nextID } }
+    package func makeID() -> Int64 { ids.loadThenWrappingIncrement(ordering: .relaxed) }
+
+    /// A caller spins for its response only while calls in flight are at
+    /// most this many (one per two CPUs: the worker needs one) ...
+    static let spinMaxInFlight = max(1, Int(jr_cpu_count()) / 2)
+    /// ... while recent round trips averaged less than this (ns) ...
+    static let spinAverage: Int64 = 40_000
+    /// ... and for at most this long (ns).
+    static let spinBudget: Int64 = 50_000
+
+    /// Wakes the pool's thread if it sleeps on `kick` (lock held); true:
+    /// the caller calls `wakeThread()` after unlocking.
+    private func kickLocked() -> Bool {
+        guard onKick else { return false }
+        onKick = false
+        kick.pointee &+= 1
+        return true
+    }
+
+    private func wakeThread() { _ = jr_futex_wake(kick, 1) }
 
     /// The workers now (name, pid).
     package var workers: [(name: String, pid: Int32)] { locked { slots.compactMap { $0.worker.map { ($0.name, $0.pid) } } } }
@@ -186,18 +291,99 @@ package final class PluginPool: @unchecked Sendable {
     /// Sends a request (its bytes carry `id`) that may run `timeout`
     /// seconds (nil: the config's `callTimeout`); `done` is called once, on
     /// another thread or this one, never with the pool's lock held.
-    package func submit(id: Int64, bytes: [UInt8], timeout: Double? = nil, done: @escaping Completion) {
+    /// `spin`: the caller may spend up to `spinBudget` in this call waiting
+    /// for the response (see the type's note); `done` has then often been
+    /// called when this returns.
+    package func submit(id: Int64, bytes: [UInt8], timeout: Double? = nil, spin: Bool = false, done: @escaping Completion) {
         let call = Call(id: id, bytes: bytes, timeout: timeout ?? config.callTimeout, done: done)
         var finished: [(Completion, Outcome)] = []
-        locked {
+        var wake = false
+        let spinning = locked { () -> Bool in
             if stopping {
                 finished.append((done, .failed(.hostShutDown, message: "the plug-in host has shut down", worker: "", pid: 0)))
-                return
+                return false
             }
             waiting.append(call)
             dispatchLocked(&finished)
+            if spin, owner[id] != nil, spinners == 0, inFlightLocked() <= PluginPool.spinMaxInFlight {
+                spinChances &+= 1
+                if averageTrip < PluginPool.spinAverage || spinChances & 15 == 0 {
+                    spinners += 1
+                    return true
+                }
+            }
+            wake = kickLocked()
+            return false
         }
+        if wake { wakeThread() }
         for (c, o) in finished { c(o) }
+        if spinning { spinFor(id) }
+    }
+
+    private func inFlightLocked() -> Int {
+        var n = 0
+        for s in slots { n += s.inFlight.count }
+        return n
+    }
+
+    /// A caller's spin for the response of call `id` (counted in `spinners`).
+    private func spinFor(_ id: Int64) {
+        let deadline = monotonicNanos() + PluginPool.spinBudget
+        var done = false
+        var i = 0
+        while true {
+            if runtime.peekItemCount(responses) > 0 && pthread_mutex_trylock(drainLock) == 0 {
+                var finished: [(Completion, Outcome)] = []
+                done = drainLocked(&finished, mine: id)
+                pthread_mutex_unlock(drainLock)
+                for (c, o) in finished { c(o) }
+                if done { break }
+            }
+            i += 1
+            if i & 15 == 0 {
+                if monotonicNanos() > deadline { break }
+                if i & 255 == 0, locked({ owner[id] == nil || stopping }) { break }
+            }
+            jr_cpu_relax()
+        }
+        let wake = locked { () -> Bool in
+            spinners -= 1
+            let pending = owner[id] != nil
+            if pending && !done { averageTrip += (2 * PluginPool.spinBudget - averageTrip) / 8 }   // ran out
+            return (pending || inFlightLocked() > 0) && kickLocked()
+        }
+        if wake { wakeThread() }
+    }
+
+    /// Takes every response and hands each to its call (drainLock held);
+    /// then moves waiting calls to the workers. True when call `mine` is
+    /// no longer in flight.
+    @discardableResult
+    private func drainLocked(_ finished: inout [(Completion, Outcome)], mine: Int64 = 0) -> Bool {
+        var got: [[UInt8]] = []
+        _ = try? runtime.withIPC { ipc in
+            while let b = ipc.get(from: responses) {
+                ipc.taskDone(responses)
+                got.append(b)
+            }
+        }
+        return locked { () -> Bool in
+            if !got.isEmpty {
+                let now = monotonicNanos()
+                for b in got {
+                    guard !b.isEmpty, let id = responseID(b), let i = owner.removeValue(forKey: id) else { continue }
+                    let s = slots[i]
+                    guard let k = s.inFlight.firstIndex(where: { $0.id == id }) else { continue }
+                    let call = s.inFlight.remove(at: k)
+                    s.headSince = now
+                    s.deathsInRow = 0
+                    if id == mine { averageTrip += (now - call.sent - averageTrip) / 8 }
+                    endLocked(call, .response(b, worker: s.worker?.name ?? "", pid: s.worker?.pid ?? 0), &finished)
+                }
+                dispatchLocked(&finished)
+            }
+            return mine != 0 && owner[mine] == nil
+        }
     }
 
     /// Fails call `id` with `cancelled` if it has not ended (see the type's
@@ -232,13 +418,15 @@ package final class PluginPool: @unchecked Sendable {
 
     /// Moves waiting calls to workers with room (lock held).
     private func dispatchLocked(_ finished: inout [(Completion, Outcome)]) {
+        let now = waitingHead < waiting.count ? monotonicNanos() : 0
         while waitingHead < waiting.count {
             var best: Int?
             for (i, s) in slots.enumerated() where s.worker != nil && s.killed == nil && s.inFlight.count < config.maxInFlight {
                 if best == nil || s.inFlight.count < slots[best!].inFlight.count { best = i }
             }
             guard let i = best else { break }
-            let call = waiting[waitingHead]
+            var call = waiting[waitingHead]
+            call.sent = now
             waitingHead += 1
             let s = slots[i]
             let ok = (try? runtime.withIPC { $0.put(call.bytes, on: s.queue) }) ?? false
@@ -247,7 +435,7 @@ package final class PluginPool: @unchecked Sendable {
                                                     worker: s.worker?.name ?? "", pid: s.worker?.pid ?? 0)))
                 continue
             }
-            if s.inFlight.isEmpty { s.headSince = monotonicNanos() }
+            if s.inFlight.isEmpty { s.headSince = now }
             s.inFlight.append(call)
             owner[call.id] = i
         }
@@ -274,29 +462,24 @@ package final class PluginPool: @unchecked Sendable {
         pthread_detach(t)
     }
 
+    private enum Sleep { case none, responses(Double), kick(UInt32, Double) }
+
     private func serve() {
-        while !locked({ stopping }) {
-            let busy = locked { slots.contains { !$0.inFlight.isEmpty } }
-            // Which workers ended, before draining: their last responses are in the queue by now.
-            let dead = locked { slots.indices.filter { i in slots[i].worker.map { runtime.exitCode(of: $0) != nil } ?? false } }
-            var got: [[UInt8]] = []
-            _ = try? runtime.withIPC { ipc in
-                while let b = ipc.get(from: responses) {
-                    ipc.taskDone(responses)
-                    got.append(b)
-                }
-            }
+        var seenExits = runtime.workerExits &- 1   // the first round looks at every worker
+        while true {
             var finished: [(Completion, Outcome)] = []
-            locked {
-                for b in got {
-                    guard !b.isEmpty, let id = responseID(b), let i = owner.removeValue(forKey: id) else { continue }
-                    let s = slots[i]
-                    guard let k = s.inFlight.firstIndex(where: { $0.id == id }) else { continue }
-                    let call = s.inFlight.remove(at: k)
-                    s.headSince = monotonicNanos()
-                    s.deathsInRow = 0
-                    endLocked(call, .response(b, worker: s.worker?.name ?? "", pid: s.worker?.pid ?? 0), &finished)
-                }
+            pthread_mutex_lock(drainLock)
+            // Which workers ended, before draining: their last responses are in the queue by now.
+            var dead: [Int] = []
+            let exits = runtime.workerExits
+            if exits != seenExits {
+                seenExits = exits
+                dead = locked { slots.indices.filter { i in slots[i].worker.map { runtime.exitCode(of: $0) != nil } ?? false } }
+            }
+            let took = runtime.peekItemCount(responses) > 0
+            if took { drainLocked(&finished) }
+            let (stop, sleep) = locked { () -> (Bool, Sleep) in
+                onKick = false
                 for i in dead { replaceLocked(i, &finished) }
                 let now = monotonicNanos()
                 for s in slots where s.worker == nil && s.respawnAt > 0 && now >= s.respawnAt {
@@ -306,15 +489,31 @@ package final class PluginPool: @unchecked Sendable {
                     if s.worker == nil { s.respawnAt = now + 1_000_000_000 }
                 }
                 for s in slots where s.killed == nil {
-                    if let limit = s.inFlight.first?.timeout, Double(monotonicNanos() - s.headSince) / 1e9 > limit, let w = s.worker {
+                    if let limit = s.inFlight.first?.timeout, Double(now - s.headSince) / 1e9 > limit, let w = s.worker {
                         s.killed = .timeout(limit)
                         runtime.signal(w, SIGKILL)
                     }
                 }
-                dispatchLocked(&finished)
+                if waitingHead < waiting.count { dispatchLocked(&finished) }
+                if stopping { return (true, .none) }
+                if took || !dead.isEmpty { return (false, .none) }
+                // Asleep on the response queue only when a response may come
+                // and no caller takes it; else on `kick` (submit, a spinner
+                // giving up and shutdown bump it), still waking for timeouts
+                // and ended workers.
+                let busy = inFlightLocked() > 0
+                if busy && spinners == 0 { return (false, .responses(0.005)) }
+                onKick = true
+                return (false, .kick(kick.pointee, busy ? 0.005 : 0.05))
             }
+            pthread_mutex_unlock(drainLock)
             for (c, o) in finished { c(o) }
-            if got.isEmpty && dead.isEmpty { runtime.waitForItems(on: responses, timeout: busy ? 0.005 : 0.05) }
+            if stop { break }
+            switch sleep {
+            case .none: break
+            case .responses(let timeout): runtime.waitForItems(on: responses, timeout: timeout)
+            case .kick(let seq, let timeout): _ = jr_futex_wait(kick, seq, Int64(timeout * 1e9))
+            }
         }
         finish()
     }
@@ -385,6 +584,7 @@ package final class PluginPool: @unchecked Sendable {
             return was
         }
         if already && locked({ down }) { then(); return }
+        if locked({ kickLocked() }) { wakeThread() }
         _ = try? runtime.withIPC { $0.put([], on: responses) }   // wakes the thread
     }
 
@@ -418,6 +618,9 @@ package final class PluginPool: @unchecked Sendable {
             waiting = []; waitingHead = 0; owner = [:]; cancelled = []
             return slots.compactMap(\.worker)
         }
+        // A caller still spinning reads the response queue: it sees `stopping`
+        // and its call gone within a few µs (spinBudget at most).
+        while locked({ spinners > 0 }) { sched_yield() }
         for (c, o) in finished { c(o) }
         // An empty request ends a worker once it is done with what it runs.
         for s in locked({ slots }) { _ = try? runtime.withIPC { $0.put([], on: s.queue) } }

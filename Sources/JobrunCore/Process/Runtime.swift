@@ -80,6 +80,9 @@ package final class Runtime: @unchecked Sendable {
     /// Monitors that died while the runtime ran (each is replaced, up to
     /// Monitor.maxReplacements, as the command line does).
     private var monitorDeaths = 0
+    /// Workers reaped so far (rises after `exit` is set): a poller sees a
+    /// change before it looks at each worker's `exitCode(of:)`.
+    private let exits = ManagedAtomic<UInt64>(0)
     private var epollFD: Int32 = -1
     private var wakeFD: Int32 = -1
     private var thread: pthread_t?
@@ -179,6 +182,13 @@ package final class Runtime: @unchecked Sendable {
             if Arena.base == nil { throw JobrunError(.processError, "the jobrun runtime has shut down") }
             return try body(IPC())
         }
+    }
+
+    /// Items waiting in `queue`, read without the IPC lock (one atomic
+    /// load: for a spin). The caller keeps the runtime from shutting down
+    /// meanwhile (its queue lives in the arena).
+    package func peekItemCount(_ queue: UInt64) -> UInt64 {
+        SharedQueue(offset: queue).q.atomic(\.count).load(ordering: .acquiring)
     }
 
     /// Sleeps up to `timeout` seconds until `queue` has an item, without
@@ -344,6 +354,11 @@ package final class Runtime: @unchecked Sendable {
     /// How `worker` ended (lua-api.md's code: n for exit(n), -N for signal
     /// N), or nil while it runs.
     package func exitCode(of worker: Worker) -> Int32? { withState { worker.exit } }
+
+    /// How many workers have ended (been reaped) so far, without a lock: a
+    /// poller compares it with the count it saw last and asks `exitCode(of:)`
+    /// only when it changed.
+    package var workerExits: UInt64 { exits.load(ordering: .acquiring) }
 
     /// Waits up to `timeout` seconds for `worker` to end; its exit code, or nil.
     package func waitForExit(_ worker: Worker, timeout: Double) -> Int32? {
@@ -515,6 +530,7 @@ package final class Runtime: @unchecked Sendable {
         }
         let waiters = withState { () -> [CheckedContinuation<Int32, Never>] in
             w.exit = code
+            exits.wrappingIncrement(ordering: .releasing)
             workers.removeValue(forKey: fd)
             close(fd)
             let ws = w.waiters
