@@ -1,6 +1,10 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+/// Linked by every product that embeds Lua (the command, the Swift library,
+/// test executables); never by the Lua C module (jobrun-lua).
+let linksLua: [LinkerSetting] = [.linkedLibrary("lua5.4")]
+
 let package = Package(
     name: "jobrun",
     products: [
@@ -8,6 +12,9 @@ let package = Package(
         .library(name: "JobrunCore", targets: ["JobrunCore"]),
         // The library for Swift hosts: LuaValue and its Codable bridge (more to come: issue 14).
         .library(name: "Jobrun", targets: ["Jobrun"]),
+        // The Lua C module: `require "jobrun"` from lua5.4 (scripts/build-module
+        // copies libjobrun-lua.so to jobrun.so).
+        .library(name: "jobrun-lua", type: .dynamic, targets: ["JobrunLuaModule"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -15,11 +22,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
     ],
     targets: [
-        .systemLibrary(
-            name: "CLua",
-            pkgConfig: "lua5.4",
-            providers: [.apt(["liblua5.4-dev"])]
-        ),
+        // Lua's headers, without its library (see Sources/CLua/shim.h): what
+        // embeds Lua links liblua5.4 itself (`linksLua`); the Lua C module
+        // takes lua_* from the interpreter that loads it.
+        .systemLibrary(name: "CLua"),
         .target(
             name: "CJobrunShims",
             dependencies: ["CLua"]
@@ -44,6 +50,12 @@ let package = Package(
         // sets it). Reaches JobrunCore through `package` declarations only.
         .target(
             name: "Jobrun",
+            dependencies: ["JobrunCore"],
+            linkerSettings: linksLua
+        ),
+        // luaopen_jobrun: JobrunCore's module in a foreign lua_State.
+        .target(
+            name: "JobrunLuaModule",
             dependencies: ["JobrunCore"]
         ),
         .executableTarget(name: "EmbedLuaTool", path: "Plugins/EmbedLuaTool"),
@@ -54,7 +66,8 @@ let package = Package(
                 "JobrunCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "SystemPackage", package: "swift-system"),
-            ]
+            ],
+            linkerSettings: linksLua
             // The release binary is linked with -z now by scripts/setup, not
             // here: SwiftPM refuses a versioned dependency on a package whose
             // targets carry unsafeFlags.
@@ -63,24 +76,28 @@ let package = Package(
         // tests (re-entry from an ordinary executable; a SIGKILLed host).
         .executableTarget(
             name: "jobrun-test-host",
-            dependencies: ["JobrunCore", "Jobrun"]
+            dependencies: ["JobrunCore", "Jobrun"],
+            linkerSettings: linksLua
         ),
         // The plug-in rows of scripts/bench: a Swift host with a PluginHost
         // (built in release mode by scripts/setup release).
         .executableTarget(
             name: "jobrun-plugin-bench",
-            dependencies: ["Jobrun", "CLua"]
+            dependencies: ["Jobrun", "CLua"],
+            linkerSettings: linksLua
         ),
         .testTarget(
             name: "JobrunCoreTests",
             dependencies: [
                 "JobrunCore", "CLua", "CJobrunShims",
                 .product(name: "Atomics", package: "swift-atomics"),
-            ]
+            ],
+            linkerSettings: linksLua
         ),
         .testTarget(
             name: "JobrunTests",
-            dependencies: ["Jobrun", "JobrunCore", "CLua", "CJobrunShims"]
+            dependencies: ["Jobrun", "JobrunCore", "CLua", "CJobrunShims"],
+            linkerSettings: linksLua
         ),
         .testTarget(
             name: "JobrunEndToEndTests",

@@ -25,6 +25,7 @@
 #endif
 
 void *jr_process_hot_part = 0;
+void *jr_foreign_context = 0;
 
 // The only place jobrun raises a Lua error: Swift functions return -1 with the
 // error value on the stack, and we raise it here, after Swift has returned, so

@@ -6,9 +6,16 @@
 #ifndef JOBRUN_SHIMS_H
 #define JOBRUN_SHIMS_H
 
+// Lua's headers as Sources/CLua/shim.h finds them (no pkg-config: see there).
+#if __has_include(<lua5.4/lua.h>)
+#include <lua5.4/lua.h>
+#include <lua5.4/lauxlib.h>
+#include <lua5.4/lualib.h>
+#else
 #include <lua.h>
 #include <lauxlib.h>
 #include <lualib.h>
+#endif
 #include <stdint.h>
 #include <stdio.h>
 #include <stddef.h>
@@ -22,7 +29,15 @@ static inline int jr_registryindex(void) { return LUA_REGISTRYINDEX; }
 static inline int jr_upvalueindex(int i) { return lua_upvalueindex(i); }
 /// The process context (ProcessContext.swift), kept in the state's extra
 /// space: one load from any bound function, copied into every coroutine.
-static inline void *jr_lua_context(lua_State *L) { return *(void **)lua_getextraspace(L); }
+/// Set only in lua5.4 with the module (JobrunCore Lua/ForeignState.swift):
+/// the context of its one state. lua5.4 never initialises a state's extra
+/// space, so a coroutine made before `require "jobrun"` holds garbage there.
+extern void *jr_foreign_context;
+static inline void *jr_lua_context(lua_State *L) {
+    void *c = jr_foreign_context;
+    return c ? c : *(void **)lua_getextraspace(L);
+}
+static inline void jr_set_foreign_context(void *c) { jr_foreign_context = c; }
 static inline void jr_lua_set_context(lua_State *L, void *c) { *(void **)lua_getextraspace(L) = c; }
 /// The per-item part of this process's context (ProcessContext.Hot), for
 /// code with no Lua state at hand (the arena, the ledger, kill points): a

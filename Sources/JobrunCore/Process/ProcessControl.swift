@@ -138,17 +138,20 @@ enum ProcessControl {
     /// Starts a fresh `jobrun` (this executable) with `arguments`, passing
     /// the arena descriptor as descriptor 3 and no other beyond stdio.
     /// In a Swift host's re-entered worker, this executable is the host's:
-    /// the worker re-enters it as role "script" (Reentry), never its `main`.
+    /// the worker re-enters it as role "script" (Reentry), never its `main`;
+    /// in lua5.4 with the module, it is lua5.4, which re-enters through the
+    /// module (Reentry.foreignPrefix).
     static func spawnSelf(arguments: [String]) throws -> pid_t {
         var environment: [String]? = nil
-        if Reentry.isReentered {
+        if Reentry.isReentered || Reentry.foreignPrefix != nil {
             var env: [String] = []
             var p = environ
             while let s = p.pointee { env.append(String(cString: s)); p += 1 }
             environment = env.filter { !$0.hasPrefix(Reentry.roleVariable + "=") && !$0.hasPrefix(Reentry.argsVariable + "=") }
                 + Reentry.environment(role: "script", args: [:])
         }
-        let pid = try spawnExecutable(arguments: ["jobrun"] + arguments, passing: [Arena.fd], environment: environment)
+        let pid = try spawnExecutable(arguments: (Reentry.foreignPrefix ?? ["jobrun"]) + arguments,
+                                      passing: [Arena.fd], environment: environment)
         track(pid)
         return pid
     }

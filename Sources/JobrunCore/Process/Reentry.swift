@@ -21,9 +21,19 @@ import Glibc
 ///   host closes to end it, 4);
 /// - script: none; its argv is the command line's `--worker ...` (a
 ///   `Process{script = ...}` started inside a host's worker, which would
-///   otherwise run the host's `main` with those arguments).
+///   otherwise run the host's `main` with those arguments), after
+///   `foreignPrefix` in lua5.4.
 enum Reentry {
     static let roleVariable = "JOBRUN_ENTRY"
+
+    /// In lua5.4 with the module (ForeignState), a `script` worker is lua5.4
+    /// started again with these arguments before the worker's own: `-e`
+    /// loads jobrun.so (`package.loadlib(path, "*")`: no `require`, no
+    /// run started), whose constructor (CJobrunEntry) sees JOBRUN_ENTRY and
+    /// runs the worker before lua5.4 goes further; `-` ends lua5.4's options
+    /// (lua.c checks every option before running any). nil: this executable
+    /// is jobrun or a Swift host, started as `jobrun --worker ...`.
+    nonisolated(unsafe) static var foreignPrefix: [String]?
     static let argsVariable = "JOBRUN_ENTRY_ARGS"
 
     /// Makes sure the constructor's object is linked wherever JobrunCore is.
@@ -55,9 +65,12 @@ enum Reentry {
         // A `Process{script = ...}` started in a host's worker
         // (ProcessControl.spawnSelf): the command line's worker options.
         if role == "script" {
-            guard argv.count > 1, argv[1] == "--worker", let worker = WorkerArguments(Array(argv.dropFirst(2))) else {
+            guard let at = argv.firstIndex(of: "--worker"), at >= 1,
+                  let worker = WorkerArguments(Array(argv[(at + 1)...])) else {
                 return fail("not a script worker's arguments")
             }
+            // lua5.4 that loaded the module: its own script workers start the same way.
+            if at > 1 { foreignPrefix = Array(argv[..<at]) }
             return worker.run()
         }
         guard let fdText = args["fd"], let fd = Int32(fdText), let token = args["token"] else {
