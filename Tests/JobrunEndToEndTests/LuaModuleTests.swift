@@ -22,6 +22,10 @@ enum LuaModule {
     }
 
 
+    static let luarocks: String? = ["/usr/bin/luarocks", "/usr/local/bin/luarocks"].first {
+        FileManager.default.isExecutableFile(atPath: $0)
+    }
+
     /// Runs `code` as main.lua with `lua5.4`, from a scratch folder holding
     /// the module as jobrun.so, found through LUA_CPATH_5_4 as any installed
     /// C module is. A missing module fails the test (it is built with the rest).
@@ -228,6 +232,41 @@ struct LuaModuleTests {
         expectLines(r, [
             "a script worker gets its arguments and the module, and starts its own": "stage 42\tinner false",
             "and exits 0": "0",
+        ])
+    }
+
+    @Test(.enabled(if: LuaModule.lua != nil && LuaModule.luarocks != nil,
+                   "lua5.4 or luarocks is not installed (scripts/setup installs both)"))
+    func luarocksMakeInstallsIt() throws {
+        let lua = try #require(LuaModule.lua), luarocks = try #require(LuaModule.luarocks)
+        let module = try #require(LuaModule.module, "no built Lua module: run `swift build` or scripts/build-module")
+        // The rockspec at the root carries the command's version.
+        let version = runJobrun(["--version"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let rockspecs = (try FileManager.default.contentsOfDirectory(atPath: packageRoot.path))
+            .filter { $0.hasPrefix("jobrun-") && $0.hasSuffix(".rockspec") }
+        #expect(rockspecs == ["jobrun-\(version)-1.rockspec"], "rockspecs at the root: \(rockspecs)")
+        let tree = ScratchFolder([:], prefix: "jobrun-rocktree")
+        defer { tree.remove() }
+        // `swift build` cannot run inside `swift test`: the build command
+        // installs the module this suite tests (JOBRUN_MODULE_PREBUILT).
+        let make = runCommand([luarocks, "make", "--lua-version", "5.4", "--tree", tree.path,
+                               "jobrun-\(version)-1.rockspec"],
+                              timeout: 120, cwd: packageRoot.path, environment: ["JOBRUN_MODULE_PREBUILT": module])
+        expectStatus(make, 0, "luarocks make")
+        let installed = tree.file("lib/lua/5.4/jobrun.so")
+        #expect(FileManager.default.fileExists(atPath: installed), "\(make)")
+        // A plain lua5.4 with that tree's cpath, from a folder without the module.
+        let run = runCommand([lua, "-e", """
+            local jobrun = require "jobrun"
+            print(jobrun.version, package.searchpath("jobrun", package.cpath))
+            local p = jobrun.Pool(2)
+            print(table.concat(p:map(function(x) return x + 1 end, {1, 2, 3}), ","))
+            p:close(); p:join()
+            """], cwd: tree.path, environment: ["LUA_CPATH_5_4": tree.path + "/lib/lua/5.4/?.so;;"])
+        expectStatus(run)
+        expectLines(run, [
+            "the installed module loads from the tree": "\(version)\t\(installed)",
+            "and runs a Pool": "2,3,4",
         ])
     }
 }
