@@ -91,6 +91,22 @@ struct LuaModuleTests {
     }
 
     @Test(.enabled(if: LuaModule.lua != nil, "lua5.4 is not installed (scripts/setup installs it)"))
+    func theReadmeExampleRuns() throws {
+        // README, "From plain Lua": its Lua block prints what its `-->` says.
+        let readme = try String(contentsOf: packageRoot.appendingPathComponent("README.md"), encoding: .utf8)
+        let section = try #require(readme.range(of: "## From plain Lua"), "no section \"From plain Lua\" in README.md")
+        let open = try #require(readme.range(of: "```lua\n", range: section.upperBound..<readme.endIndex))
+        let close = try #require(readme.range(of: "```", range: open.upperBound..<readme.endIndex))
+        let code = String(readme[open.upperBound..<close.lowerBound])
+        let expected = code.split(separator: "\n").compactMap { line in
+            line.range(of: "--> ").map { String(line[$0.upperBound...]) }
+        }
+        let r = try #require(LuaModule.run(code))
+        expectStatus(r)
+        #expect(!expected.isEmpty && r.lines == expected, "\(code)\n\(r)")
+    }
+
+    @Test(.enabled(if: LuaModule.lua != nil, "lua5.4 is not installed (scripts/setup installs it)"))
     func aPipelineRunsInForkedWorkers() throws {
         let r = try #require(LuaModule.run("""
             local jobrun = require "jobrun"
