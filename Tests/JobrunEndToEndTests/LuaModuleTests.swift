@@ -204,6 +204,30 @@ struct LuaModuleTests {
     }
 
     @Test(.enabled(if: LuaModule.lua != nil, "lua5.4 is not installed (scripts/setup installs it)"))
+    func ctrlCEndsTheRunAtOnce() throws {
+        // lua.c's SIGINT handler only raises when Lua code runs next; a
+        // join waits in jobrun. SIGINT must end lua5.4 then and there, and
+        // the monitor the worker.
+        let r = try #require(LuaModule.run(luaWaits + """
+            local jobrun = require "jobrun"
+            local main = jobrun.current_process().pid
+            local p = jobrun.Process{target = function()
+              asleep(main)
+              print("worker", jobrun.current_process().pid); io.stdout:flush()
+              os.execute("kill -INT " .. main)
+              jobrun.sleep(30)
+            end}
+            p:start()
+            p:join()
+            print("joined", p.exitcode)
+            """, timeout: 20))
+        #expect(!r.timedOut && r.status == -2, "lua5.4 ends by SIGINT while it joins\n\(r)")
+        let worker = r.lines.first { $0.hasPrefix("worker\t") }.flatMap { pid_t($0.dropFirst(7)) }
+        let pid = try #require(worker, "\(r)")
+        #expect(waitUntil(timeout: 10) { !isRunning(pid) }, "the worker (pid \(pid)) outlived the run")
+    }
+
+    @Test(.enabled(if: LuaModule.lua != nil, "lua5.4 is not installed (scripts/setup installs it)"))
     func exitStatusesAsWithTheCommand() throws {
         let exit = try #require(LuaModule.run("""
             local jobrun = require "jobrun"

@@ -94,6 +94,18 @@ enum ForeignState {
     /// Host.runMain's start of a run, in a process jobrun did not start;
     /// nil, or why the run cannot start.
     private static func startRun(_ ctx: ProcessContext, scriptDirectory: String) -> String? {
+        // Ctrl-C ends the run at once, as it ends the command: lua.c's
+        // handler only sets a hook that raises "interrupted!" when Lua code
+        // runs next, which a wait in jobrun (a join, a get) does not reach
+        // until it is over. lua.c restores the default itself after the
+        // script, and forked workers inherit it; the monitor stops what is
+        // left once the main process is gone. Unblocked too: a parent may
+        // have started lua5.4 with it blocked (as the command does, jr_reset_signals).
+        signal(SIGINT, SIG_DFL)
+        var interrupt = sigset_t()
+        sigemptyset(&interrupt)
+        sigaddset(&interrupt, SIGINT)
+        sigprocmask(SIG_UNBLOCK, &interrupt, nil)
         ProcessControl.becomeSubreaper()
         do { try Arena.create(limit: nil) } catch {
             return "cannot create shared memory: \(error)"
