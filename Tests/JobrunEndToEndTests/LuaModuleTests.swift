@@ -79,7 +79,11 @@ struct LuaModuleTests {
             print(before())
             local ok, e = pcall(function() undeclared = 1 end)
             print(ok, e:match("strict: .*"))
-            local p = jobrun.Process{target = function() print("child", jobrun.is_main) end}
+            local p = jobrun.Process{target = function()
+              print("child", jobrun.is_main)
+              local f = io.open("/proc/self/cmdline")
+              print("title", (f:read("a"):gsub("%z.*", ""))); f:close()
+            end}
             p:start(); p:join()
             """))
         expectStatus(r)
@@ -87,6 +91,7 @@ struct LuaModuleTests {
             "a coroutine older than the module uses it": "from an older coroutine",
             "the script's strict mode still holds": "false\tstrict: assignment to undeclared",
             "a worker forks from a module required in a coroutine": "child\tfalse",
+            "its process title names it and the script, as with the command": "title\tjobrun: Process-1 (main.lua)",
         ])
     }
 

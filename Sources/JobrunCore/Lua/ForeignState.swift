@@ -45,7 +45,7 @@ enum ForeignState {
                 Reentry.foreignPrefix = ["lua5.4", "-e", "package.loadlib([==[\(path)]==], '*')", "-"]
             }
         }
-        if let err = startRun(ctx, scriptDirectory: scriptDirectory(L)) {
+        if let err = startRun(ctx, script: script(L)) {
             Lua.pushString(L, "jobrun: \(err)")
             return -1
         }
@@ -77,23 +77,22 @@ enum ForeignState {
         return 1
     }
 
-    /// The folder of `arg[0]` when lua5.4 runs a script file (relative
-    /// `Process{script = ...}` paths resolve against it), else ".".
-    private static func scriptDirectory(_ L: LuaState) -> String {
+    /// `arg[0]` as lua5.4 set it: its folder (relative `Process{script =
+    /// ...}` paths resolve against it; "." for stdin or none) and its name
+    /// (in workers' process titles and messages, as with the command).
+    private static func script(_ L: LuaState) -> (directory: String, name: String) {
         let top = lua_gettop(L)
-        var dir = "."
+        defer { lua_settop(L, top) }
         lua_rawgeti(L, jr_registryindex(), lua_Integer(LUA_RIDX_GLOBALS))
-        if Lua.rawField(L, -1, "arg") == LUA_TTABLE, lua_rawgeti(L, -1, 0) == LUA_TSTRING,
-           let script = Lua.string(L, -1), script != "-" {
-            dir = Host.directory(of: script)
-        }
-        lua_settop(L, top)
-        return dir
+        guard Lua.rawField(L, -1, "arg") == LUA_TTABLE, lua_rawgeti(L, -1, 0) == LUA_TSTRING,
+              let script = Lua.string(L, -1) else { return (".", "lua5.4") }
+        if script == "-" { return (".", "stdin") }
+        return (Host.directory(of: script), Host.baseName(of: script))
     }
 
     /// Host.runMain's start of a run, in a process jobrun did not start;
     /// nil, or why the run cannot start.
-    private static func startRun(_ ctx: ProcessContext, scriptDirectory: String) -> String? {
+    private static func startRun(_ ctx: ProcessContext, script: (directory: String, name: String)) -> String? {
         // Ctrl-C ends the run at once, as it ends the command: lua.c's
         // handler only sets a hook that raises "interrupted!" when Lua code
         // runs next, which a wait in jobrun (a join, a get) does not reach
@@ -116,7 +115,8 @@ enum ForeignState {
         ProcessRegistry.register(name: "MainProcess", parent: getppid())
         Progress.setUp(.off)
         if let err = Monitor.start() { return "\(err): the run cannot go on unsupervised" }
-        ctx.identity.scriptDirectory = scriptDirectory
+        ctx.identity.scriptDirectory = script.directory
+        ctx.identity.scriptName = script.name
         mainPid = getpid()
         return nil
     }
