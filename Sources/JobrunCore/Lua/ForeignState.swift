@@ -13,9 +13,10 @@ import Glibc
 /// `Process{target = fn}` forks it as the command's main process is forked.
 ///
 /// What differs from the command: the state is lua5.4's (its allocator, its
-/// `load`, its package.path, its signal handlers, no `arg`-based script
-/// folder unless `arg[0]` names one); there is no status line, `--stats` or
-/// `--prefix`. The end of the run, as in `Host.endOfRun`, runs when lua5.4
+/// `load`, its package.path, its signal handlers but SIGINT's); the script's
+/// folder and name come from `arg[0]`; there is no status line, `--stats` or
+/// `--prefix`; after an uncaught error children are joined, not stopped (an
+/// error and a normal end look alike from a finalizer). The end of the run, as in `Host.endOfRun`, runs when lua5.4
 /// closes the state (a finalizer on a value kept in the registry) or when the
 /// script calls `os.exit` (the prelude's, which ends the run first); a worker
 /// that failed unseen makes the exit status 1, as with the command; if the
