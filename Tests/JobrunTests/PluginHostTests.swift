@@ -281,6 +281,20 @@ import Testing
         try #require(!p.isRunning && p.terminationStatus == 0, "cc could not build the module")
     }
 
+    /// A call's timeout runs from when its worker takes it, not from when
+    /// it was queued: a worker slow to start (a loaded machine; here a
+    /// test hook makes each start take 1.5 s) costs the call nothing,
+    /// at the host's start and after a timeout replaced the worker.
+    @Test func aWorkersStartDoesNotCountAgainstTheCallsTimeout() async throws {
+        let f = Self.plugins()
+        let host = try PluginHost(directory: f.path, workers: 1, limits: .init(callTimeout: .seconds(1)), pluginLimits: [:],
+                                  restricted: false, allowedFolders: [], workerEnvironment: ["JOBRUN_TEST_PLUGIN_START_DELAY_MS": "1500"])
+        #expect(try await host.call("calc", "add", ["a": 1, "b": 2]) == 3, "the first call waits for the worker's start")
+        await Self.expectError(host, "bad", "loop", .timedOut)
+        #expect(try await host.call("calc", "add", ["a": 2, "b": 2]) == 4, "a call queued while the replacement starts")
+        await host.shutdown()
+    }
+
     /// pluginLimits: a plug-in's own timeout and memory, the host's for
     /// what it leaves nil.
     @Test func aPluginsLimitsReplaceTheHostsForItsCalls() async throws {

@@ -92,8 +92,15 @@ public final class PluginHost: Sendable {
     /// is not a folder), `pluginNotReadable` when it cannot be read,
     /// `startFailed` when the workers cannot start, `runtimeUnavailable`
     /// when this process cannot have jobrun's runtime (it runs a jobrun script).
-    public init(directory: String, workers: Int = 2, limits: Limits = .init(), pluginLimits: [String: Limits] = [:],
-                restricted: Bool = false, allowedFolders: [String] = []) throws(JobrunError) {
+    public convenience init(directory: String, workers: Int = 2, limits: Limits = .init(), pluginLimits: [String: Limits] = [:],
+                            restricted: Bool = false, allowedFolders: [String] = []) throws(JobrunError) {
+        try self.init(directory: directory, workers: workers, limits: limits, pluginLimits: pluginLimits,
+                      restricted: restricted, allowedFolders: allowedFolders, workerEnvironment: [:])
+    }
+
+    /// As the public one, with more variables in the workers' environment (tests' hooks).
+    init(directory: String, workers: Int, limits: Limits, pluginLimits: [String: Limits],
+         restricted: Bool, allowedFolders: [String], workerEnvironment: [String: String]) throws(JobrunError) {
         var st = stat()
         if stat(directory, &st) != 0 {
             let e = errno
@@ -124,9 +131,10 @@ public final class PluginHost: Sendable {
             cap = cap.flatMap { c in l.addressSpaceCap.map { max(c, $0) } }   // one cap per worker: the largest
         }
         self.timeouts = timeouts
-        let config = PluginPool.Config(directory: directory, workers: workerCount, memoryLimit: limits.memory?.bytes,
+        var config = PluginPool.Config(directory: directory, workers: workerCount, memoryLimit: limits.memory?.bytes,
                                        callTimeout: seconds(limits.callTimeout), restricted: restricted,
                                        allowedFolders: allowedFolders, addressSpace: cap, pluginMemory: memory)
+        config.workerEnvironment = workerEnvironment
         // The runtime first, so that a process that cannot have one (it
         // runs a jobrun script) is told so as a Queue would be; the pool
         // takes this one, and shuts it down if it cannot start its workers.

@@ -13,7 +13,9 @@ import Glibc
 ///   with room (no thread blocked: a call is a callback).
 /// - Timeout: the call at the head of a worker's queue (the one it runs)
 ///   past its own timeout (`submit`'s, else `callTimeout`) gets its worker
-///   SIGKILLed; it fails `timedOut`.
+///   SIGKILLed; it fails `timedOut`. Its clock starts when the worker
+///   takes it from the queue (seen within the pool thread's 5 ms round),
+///   so a worker's start does not count.
 /// - Cancellation (`cancel`): a call still waiting in the pool is removed;
 ///   one on a worker's queue fails `cancelled` at once and its response,
 ///   if one comes, is dropped; when it is the one the worker runs, the
@@ -52,6 +54,8 @@ package final class PluginPool: @unchecked Sendable {
         package var addressSpace: Int?
         /// Lua memory of some plug-ins, in place of `memoryLimit` during their calls.
         package var pluginMemory: [String: Int]
+        /// More variables for the workers' environment (tests' hooks).
+        package var workerEnvironment: [String: String] = [:]
         package init(directory: String, workers: Int, memoryLimit: Int?, callTimeout: Double?, restricted: Bool,
                      allowedFolders: [String], maxInFlight: Int = 16, addressSpace: Int? = nil, pluginMemory: [String: Int] = [:]) {
             self.directory = directory; self.workers = max(1, workers); self.memoryLimit = memoryLimit
@@ -238,8 +242,9 @@ package final class PluginPool: @unchecked Sendable {
     static let quickDeaths = 3
 
     private func spawn(on queue: UInt64) throws(JobrunError) -> Runtime.Worker {
-        var env = ["JOBRUN_PLUGIN_DIR": config.directory, "JOBRUN_PLUGIN_REQUESTS": String(queue),
-                   "JOBRUN_PLUGIN_RESPONSES": String(responses)]
+        var env = config.workerEnvironment
+        env.merge(["JOBRUN_PLUGIN_DIR": config.directory, "JOBRUN_PLUGIN_REQUESTS": String(queue),
+                   "JOBRUN_PLUGIN_RESPONSES": String(responses)]) { $1 }
         if let m = config.memoryLimit { env["JOBRUN_PLUGIN_MEMORY"] = String(m) }
         if config.restricted { env["JOBRUN_PLUGIN_RESTRICTED"] = "1" }
         if !config.allowedFolders.isEmpty { env["JOBRUN_PLUGIN_ALLOWED"] = config.allowedFolders.joined(separator: "\n") }
@@ -489,7 +494,13 @@ package final class PluginPool: @unchecked Sendable {
                     if s.worker == nil { s.respawnAt = now + 1_000_000_000 }
                 }
                 for s in slots where s.killed == nil {
-                    if let limit = s.inFlight.first?.timeout, Double(now - s.headSince) / 1e9 > limit, let w = s.worker {
+                    guard let limit = s.inFlight.first?.timeout, let w = s.worker else { continue }
+                    // The head call's clock runs from when its worker takes
+                    // it: while its request still waits in the queue (the
+                    // worker is starting, after a crash or a timeout), it
+                    // has not begun.
+                    if runtime.peekItemCount(s.queue) >= UInt64(s.inFlight.count) { s.headSince = now; continue }
+                    if Double(now - s.headSince) / 1e9 > limit {
                         s.killed = .timeout(limit)
                         runtime.signal(w, SIGKILL)
                     }

@@ -36,6 +36,8 @@ enum PluginRole {
             writeAll(2, "jobrun: plug-in worker \(start.name): \(error)\n")
             return 2
         }
+        // Test-only: a slow start (milliseconds), as a loaded machine gives.
+        if let ms = number("JOBRUN_TEST_PLUGIN_START_DELAY_MS") { usleep(useconds_t(min(ms, 60_000)) * 1000) }
         let inQ = SharedQueue(offset: requests), outQ = SharedQueue(offset: responses)
         let hot = ProcessContext.processHot
         while true {
