@@ -51,7 +51,9 @@ public struct JobrunError: Error, Sendable, Hashable, CustomStringConvertible {
 
         // A call, as the host saw it.
 
-        /// The call ran past `Limits.callTimeout`: its worker was killed and replaced.
+        /// The call ran past `Limits.callTimeout`: its worker was killed and
+        /// replaced. Also a queue's `get` or `join` given a timeout that
+        /// found nothing in time (Python's `queue.Empty` for `get`).
         public static let timedOut = Code("timedOut")
         /// A worker ended where it should not have: during a plug-in call
         /// (a crash; the message names the signal; it was replaced), or,

@@ -313,3 +313,101 @@ extension SwiftQueueTests {
         }
     }
 }
+
+extension SwiftQueueTests {
+    /// Threads of this process now (/proc/self/task).
+    static func threadCount() -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? -1
+    }
+
+    /// 500 tasks awaiting `get` at once cost the runtime's one waiter
+    /// thread, not a thread each; every one gets an item once they come.
+    @Test func fiveHundredAwaitingGetsCostNoThreadEach() async throws {
+        try await Self.bounded(60) {
+            let q = try JoinableQueue(name: "many")
+            let other = try JoinableQueue(name: "joined")
+            try await other.put("pending")
+            let before = Self.threadCount()
+            let n = 500
+            let takers = (0..<n).map { _ in Task { try await q.get() } }
+            let joiners = (0..<20).map { _ in Task { try await other.join() } }
+            // Every wait has been added.
+            let entered = Deadline(timeout: 20)
+            while q.runtime.waiter.pending < n + 20 && !entered.expired { try await Task.sleep(nanoseconds: 1_000_000) }
+            #expect(q.runtime.waiter.pending == n + 20)
+            // The queue counts the host's waits once, however many.
+            func counted() throws -> UInt32 { try q.ipc { _ in SharedQueue(offset: q.handle.offset).q.pointee.host_get_waiters } }
+            while try counted() == 0 && !entered.expired { try await Task.sleep(nanoseconds: 1_000_000) }
+            #expect(try counted() == 1)
+            let during = Self.threadCount()
+            #expect(during - before <= 4, "threads before \(before), while 520 tasks wait \(during)")
+            for i in 0..<n { try await q.put(.integer(Int64(i))) }
+            var got = Set<Int64>()
+            for t in takers { if case .integer(let i) = try await t.value { got.insert(i) } }
+            #expect(got == Set(0..<Int64(n)), "each item taken once")
+            _ = try await other.get()
+            try other.taskDone()
+            for j in joiners { try await j.value }
+            // Nothing is counted any more (uncounted before the last get returned): a put wakes no one.
+            #expect(try counted() == 0)
+            print("SwiftQueueTests: threads before \(before), with 520 waiting tasks \(during)")
+        }
+    }
+
+    /// A timeout ends a get (or a join) that finds nothing in time with
+    /// `.timedOut`, while a get without one goes on waiting, and the queue
+    /// works afterwards; a timeout of 0 only looks.
+    @Test func aGetOrJoinWithATimeoutEndsInTime() async throws {
+        try await Self.bounded(30) {
+            let q = try JoinableQueue(name: "slow")
+            let patient = Task { try await q.get() }
+            let t0 = ContinuousClock.now
+            do {
+                _ = try await q.get(timeout: .milliseconds(200))
+                Issue.record("get returned")
+            } catch let e as JobrunError {
+                #expect(e.code == .timedOut, "\(e)")
+            }
+            let waited = ContinuousClock.now - t0
+            #expect(waited >= .milliseconds(200) && waited < .seconds(5), "\(waited)")
+            await #expect(throws: JobrunError.self) { _ = try await q.get(timeout: .zero) }
+            try await q.put("one")
+            #expect(try await patient.value == "one")
+            try await q.put("two")
+            #expect(try await q.get(timeout: .seconds(5)) == "two")
+            // Two items taken, none done: join times out, then returns once they are.
+            do {
+                try await q.join(timeout: .milliseconds(100))
+                Issue.record("join returned")
+            } catch let e as JobrunError {
+                #expect(e.code == .timedOut, "\(e)")
+            }
+            try q.taskDone(); try q.taskDone()
+            try await q.join(timeout: .seconds(5))
+        }
+    }
+
+    /// Cancelling one of many waiting tasks ends that one only, at once.
+    @Test func cancellingOneWaitLeavesTheOthersWaiting() async throws {
+        try await Self.bounded(30) {
+            let q = try JoinableQueue(name: "cancel-one")
+            let waiting = (0..<10).map { _ in Task { try await q.get() } }
+            try await Task.sleep(nanoseconds: 50_000_000)
+            waiting[3].cancel()
+            let r = await waiting[3].result
+            #expect(throws: CancellationError.self) { try r.get() }
+            for i in 0..<9 { try await q.put(.integer(Int64(i))) }
+            var got = Set<Int64>()
+            for (i, t) in waiting.enumerated() where i != 3 {
+                if case .integer(let v) = try await t.value { got.insert(v) }
+            }
+            #expect(got == Set(0..<9))
+            // A task cancelled before it waits never waits.
+            let early = Task { () async throws -> LuaValue in
+                withUnsafeCurrentTask { $0?.cancel() }
+                return try await q.get()
+            }
+            await #expect(throws: CancellationError.self) { _ = try await early.value }
+        }
+    }
+}

@@ -441,6 +441,13 @@ typedef struct jr_arena_header {
     // and their name, for --stats (under objects_lock; the last entry takes
     // whatever finds no other).
     jr_retired_queue retired[JR_RETIRED_QUEUES];
+    // The one word a Swift host's waiter thread sleeps on (Runtime+Waits.swift)
+    // for all of its waits at once: bumped (atomically) and woken by any
+    // process whose change to a queue may end one (a queue counts them in
+    // host_get_waiters/host_join_waiters), by the host itself when a wait is
+    // added or cancelled, and by the monitor with a verdict.
+    uint32_t host_seq;
+    uint32_t host_reserved;
 } jr_arena_header;
 
 enum { JR_ALLOC_NONE = 0, JR_ALLOC_ALLOCATE = 1, JR_ALLOC_FREE = 2 };
@@ -694,6 +701,14 @@ typedef struct jr_queue {
     // 0 until needed): a join's WorkerDied marks every one as reported.
     uint64_t failed_more_off;
     uint64_t failed_more_cap;
+    // Of `get_waiters`/`join_waiters`, those that are a Swift host's waits
+    // (Runtime+Waits.swift), counted by the host under `lock`: they sleep on
+    // the arena's `host_seq`, not on this queue's words, so a change that
+    // wakes them bumps and wakes that word too (and the queue's own word
+    // only when someone else sleeps on it). Read only in the branch that
+    // wakes, so a put with no waiter never looks here.
+    uint32_t host_get_waiters;
+    uint32_t host_join_waiters;
 } jr_queue;
 
 // LISTED: shown in the progress line and --stats (the run's queues are
@@ -848,6 +863,7 @@ _Static_assert(offsetof(jr_obj_holdings, entries) == sizeof(jr_obj_holdings) && 
                "a jr_obj_holdings list's entries follow its header");
 JR_ASSERT_WORD(jr_arena_header, progress_state);
 JR_ASSERT_WORD(jr_arena_header, monitor_pid);
+JR_ASSERT_FUTEX(jr_arena_header, host_seq);
 
 JR_ASSERT_OBJECT(jr_pipe);
 JR_ASSERT_IN_BLOCK(jr_pipe);
@@ -910,6 +926,8 @@ JR_ASSERT_WORD(jr_queue, put_wait_ns);
 JR_ASSERT_WORD(jr_queue, get_wait_ns);
 JR_ASSERT_WORD(jr_queue, takers_off);
 JR_ASSERT_WORD(jr_queue, failed_more_off);
+JR_ASSERT_WORD(jr_queue, host_get_waiters);
+JR_ASSERT_WORD(jr_queue, host_join_waiters);
 _Static_assert(JR_FIELD_SIZE(jr_queue, label) == 48, "names are at most 47 bytes (Lua.optName)");
 _Static_assert(sizeof(jr_record) % 8 == 0, "ring records stay 8-byte aligned");
 

@@ -6,10 +6,12 @@ import JobrunCore
 /// `put`s and `get`s from Swift. `JoinableQueue` adds `taskDone` and `join`.
 ///
 /// Every call is safe from any task or thread. `get` (and `join`) wait
-/// without blocking a cooperative thread: a thread of the wait's own
-/// sleeps on the queue, holding no lock. Items cross as jobrun's codec
-/// (LuaValue, or any Codable through LuaValueEncoder), never as JSON.
-/// Queues made from Swift have no size limit: `put` never waits.
+/// without blocking a cooperative thread, and without a thread of their
+/// own: one thread of the runtime serves every wait of the program (1,000
+/// tasks in `get` cost that one thread), holding no lock while it sleeps.
+/// Items cross as jobrun's codec (LuaValue, or any Codable through
+/// LuaValueEncoder), never as JSON. Queues made from Swift have no size
+/// limit: `put` never waits.
 public class Queue: @unchecked Sendable {   // only constants
     let handle: Runtime.IPC.QueueHandle
     let runtime: Runtime
@@ -66,8 +68,9 @@ public class Queue: @unchecked Sendable {   // only constants
         }
     }
 
-    /// Takes the next value, waiting for one. A cancelled task's wait ends
-    /// (within 0.1 s) with CancellationError; no item is taken then.
+    /// Takes the next value, waiting for one: at most `timeout`, if given,
+    /// then it throws `.timedOut`. A cancelled task's wait ends at once with
+    /// CancellationError; no item is taken then.
     ///
     /// `detectDeadlock`: pass true when nothing else in your program will
     /// put to or take from the run's queues while this call waits (your
@@ -76,9 +79,9 @@ public class Queue: @unchecked Sendable {   // only constants
     /// call throws `.deadlock` (or `.workerDied` when a worker's death
     /// caused it) naming each process and what it waits on. Off by default:
     /// the monitor cannot see your program's other tasks.
-    public func get(detectDeadlock: Bool = false) async throws -> LuaValue {
+    public func get(timeout: Duration? = nil, detectDeadlock: Bool = false) async throws -> LuaValue {
         let offset = handle.offset
-        let bytes: [UInt8] = try await wait(for: .items, detectDeadlock: detectDeadlock) { ipc in
+        let bytes: [UInt8] = try await wait(for: .items, timeout: timeout, detectDeadlock: detectDeadlock) { ipc in
             switch ipc.getItem(from: offset) {
             case .item(let b): return .success(b)
             case .empty: return nil
@@ -90,8 +93,8 @@ public class Queue: @unchecked Sendable {   // only constants
     }
 
     /// Takes the next value and decodes it as `T` (LuaValueDecoder).
-    public func get<T: Decodable>(as type: T.Type, detectDeadlock: Bool = false) async throws -> T {
-        let v = try await get(detectDeadlock: detectDeadlock)
+    public func get<T: Decodable>(as type: T.Type, timeout: Duration? = nil, detectDeadlock: Bool = false) async throws -> T {
+        let v = try await get(timeout: timeout, detectDeadlock: detectDeadlock)
         do { return try LuaValueDecoder().decode(T.self, from: v) } catch { throw JobrunError(.badValue, "\(error)") }
     }
 
@@ -103,12 +106,15 @@ public class Queue: @unchecked Sendable {   // only constants
     /// Waits (Runtime.waitForQueue) until `attempt` gives a result, and
     /// turns every way the wait can end into a JobrunError (or the
     /// task's CancellationError).
-    func wait<T: Sendable>(for event: Runtime.QueueWait, detectDeadlock: Bool,
+    func wait<T: Sendable>(for event: Runtime.QueueWait, timeout: Duration?, detectDeadlock: Bool,
                  _ attempt: @escaping @Sendable (borrowing Runtime.IPC) -> Result<T, JobrunError>?) async throws -> T {
+        let seconds = timeout.map { Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18 }
         do {
-            return try await runtime.waitForQueue(handle.offset, event, registering: detectDeadlock, attempt).get()
+            return try await runtime.waitForQueue(handle.offset, event, timeout: seconds, registering: detectDeadlock, attempt).get()
         } catch let e as JobrunError { throw e } catch let e as CancellationError { throw e } catch let v as QueueVerdict {
             throw JobrunError(v.deadlock ? .deadlock : .workerDied, v.message)
+        } catch is QueueTimedOut {
+            throw JobrunError(.timedOut, "\(event == .items ? "get" : "join") found nothing in \(seconds ?? 0) s")
         } catch {
             throw JobrunError(.runtimeUnavailable, "\(error)")
         }
@@ -145,12 +151,13 @@ public final class JoinableQueue: Queue, @unchecked Sendable {
         if !ok { throw JobrunError(.tooManyTaskDone, "task_done() called more times than items were put") }
     }
 
-    /// Waits until every item put has been marked done. Throws
-    /// `.workerDied` (naming the worker) when items were taken by a worker
-    /// that died before marking them done. `detectDeadlock`: as for `get`.
-    public func join(detectDeadlock: Bool = false) async throws {
+    /// Waits until every item put has been marked done (at most `timeout`,
+    /// if given, then it throws `.timedOut`). Throws `.workerDied` (naming
+    /// the worker) when items were taken by a worker that died before
+    /// marking them done. `detectDeadlock`: as for `get`.
+    public func join(timeout: Duration? = nil, detectDeadlock: Bool = false) async throws {
         let offset = handle.offset
-        try await wait(for: .done, detectDeadlock: detectDeadlock) { ipc -> Result<Void, JobrunError>? in
+        try await wait(for: .done, timeout: timeout, detectDeadlock: detectDeadlock) { ipc -> Result<Void, JobrunError>? in
             switch ipc.joinNow(offset) {
             case .done: return .success(())
             case .waiting: return nil

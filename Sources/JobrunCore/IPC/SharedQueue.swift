@@ -667,10 +667,17 @@ struct SharedQueue {
         q.pointee.total_put += 1
         q.pointee.total_bytes &+= UInt64(count)
         if depth > q.pointee.peak_count { q.pointee.peak_count = depth }
-        let wake = q.pointee.get_waiters > 0
-        if wake { q.pointee.items_seq &+= 1 }
+        let waiters = q.pointee.get_waiters
+        var wakeQueue = false, wakeHost = false
+        if waiters > 0 {
+            q.pointee.items_seq &+= 1
+            let host = q.pointee.host_get_waiters
+            wakeQueue = waiters > host
+            wakeHost = host > 0
+        }
         unlock()
-        if wake { _ = jr_futex_wake(&q.pointee.items_seq, 1) }
+        if wakeQueue { _ = jr_futex_wake(&q.pointee.items_seq, 1) }
+        if wakeHost { SharedQueue.wakeHost() }
         ProcessRegistry.countPut()
         return .ok
     }
@@ -862,27 +869,6 @@ struct SharedQueue {
         return true
     }
 
-    /// For a host thread that sleeps outside the runtime's IPC lock
-    /// (Runtime.waitForItems): counts the caller as a waiter, so that the
-    /// next put wakes `itemsWord`, and returns the word's value to sleep
-    /// on; nil when items are there already (or the queue is closed).
-    /// `removeItemsWaiter` undoes it after the sleep.
-    func addItemsWaiter() -> UInt32? {
-        lock()
-        defer { unlock() }
-        if q.pointee.count != 0 || q.pointee.closed != 0 { return nil }
-        q.pointee.get_waiters += 1
-        return q.pointee.items_seq
-    }
-
-    func removeItemsWaiter() {
-        lock()
-        q.pointee.get_waiters -= 1
-        unlock()
-    }
-
-    var itemsWord: UnsafeMutablePointer<UInt32> { withUnsafeMutablePointer(to: &q.pointee.items_seq) { $0 } }
-
     /// Pipe.poll: as waitForItems, and `verdict` is the monitor's verdict
     /// when one ended the wait with still nothing to read.
     func waitForItems(deadline: Deadline, verdict: inout JobrunError?) -> Bool {
@@ -997,13 +983,16 @@ struct SharedQueue {
         } else if let me {
             me.atomic(\.done_stage).store(0, ordering: .releasing)
         }
-        var wake = false
+        var wakeQueue = false, wakeHost = false
         if left <= q.pointee.failed_tasks {
             q.pointee.done_seq &+= 1
-            wake = q.pointee.join_waiters > 0
+            let host = q.pointee.host_join_waiters
+            wakeQueue = q.pointee.join_waiters > host
+            wakeHost = host > 0
         }
         unlock()
-        if wake { _ = jr_futex_wake(&q.pointee.done_seq, Int32.max) }
+        if wakeQueue { _ = jr_futex_wake(&q.pointee.done_seq, Int32.max) }
+        if wakeHost { SharedQueue.wakeHost() }
         dropped.release()
         return .ok
     }
@@ -1117,6 +1106,7 @@ struct SharedQueue {
         q.atomic(\.count).store(q.pointee.count + UInt64(items.count), ordering: .releasing)
         q.pointee.items_seq &+= 1
         _ = jr_futex_wake(&q.pointee.items_seq, Int32.max)
+        if q.pointee.host_get_waiters > 0 { SharedQueue.wakeHost() }
         return true
     }
 
@@ -1139,6 +1129,7 @@ struct SharedQueue {
         }
         q.pointee.done_seq &+= 1
         _ = jr_futex_wake(&q.pointee.done_seq, Int32.max)
+        if q.pointee.host_join_waiters > 0 { SharedQueue.wakeHost() }
     }
 
     /// Lock held (monitor): the `i`-th pid past the listed ones, into
@@ -1165,33 +1156,84 @@ struct SharedQueue {
     /// which only the pool's caller puts to (SharedPool's ledger).
     var takenSoFar: UInt64 { lock(); defer { unlock() }; return q.pointee.total_put &- q.pointee.count }
 
-    /// What a Swift host's waiter (Runtime+Queues.swift) sleeps on, outside
-    /// every lock: the word of `kind` (items for a get, done for a join) and
-    /// its value now, counted as a waiter so a put or task_done wakes it.
-    /// `endHostWait` uncounts it. The host's waits are not registered in its
-    /// ledger record (several tasks of a host may wait at once).
+    // MARK: a Swift host's waits
+
+    /// What a Swift host waits for on a queue: items (get) or task_done (join).
     enum HostWaitKind { case items, done }
 
-    func beginHostWait(_ kind: HostWaitKind) -> (word: UnsafeMutablePointer<UInt32>, value: UInt32) {
+    /// Which word a host's waiting thread sleeps on.
+    enum HostWaitWord {
+        /// The queue's own (`items_seq` or `done_seq`): a thread that waits
+        /// for this one queue (PluginPool's, Runtime.waitForItems).
+        case queue
+        /// The arena's `host_seq`, which every wait of the host shares: the
+        /// runtime's one waiter thread (Runtime+Waits.swift). The queue
+        /// bumps and wakes it too while such a waiter is counted.
+        case host
+    }
+
+    /// For a thread of a Swift host that sleeps outside every lock: counts
+    /// it as a waiter for `kind`, so that the next change that may end the
+    /// wait (a put, a close, a task_done that finishes the queue's work, a
+    /// dead taker's items failed or delivered again) wakes `word`, and
+    /// returns the word's value to sleep on. nil, counting nothing, when the
+    /// wait may be over already (items there or the queue closed; no task
+    /// left but failed ones): the caller looks again instead of sleeping.
+    /// `endHostWait` uncounts it. The host's waits are not registered in its
+    /// ledger record here (several tasks of a host may wait at once).
+    func beginHostWait(_ kind: HostWaitKind, on word: HostWaitWord) -> (word: UnsafeMutablePointer<UInt32>, value: UInt32)? {
         lock()
         defer { unlock() }
+        let host = word == .host
         switch kind {
         case .items:
+            if q.pointee.count != 0 || q.pointee.closed != 0 { return nil }
             q.pointee.get_waiters += 1
-            return (withUnsafeMutablePointer(to: &q.pointee.items_seq) { $0 }, q.pointee.items_seq)
+            if host { q.pointee.host_get_waiters += 1 }
         case .done:
+            if q.pointee.unfinished <= q.pointee.failed_tasks { return nil }
             q.pointee.join_waiters += 1
-            return (withUnsafeMutablePointer(to: &q.pointee.done_seq) { $0 }, q.pointee.done_seq)
+            if host { q.pointee.host_join_waiters += 1 }
+        }
+        if host { return (SharedQueue.hostWord, SharedQueue.hostWord.atomic.load(ordering: .acquiring)) }
+        let w = self.word(kind)
+        return (w, w.pointee)
+    }
+
+    func endHostWait(_ kind: HostWaitKind, on word: HostWaitWord) {
+        lock()
+        let host = word == .host
+        switch kind {
+        case .items:
+            q.pointee.get_waiters -= 1
+            if host { q.pointee.host_get_waiters -= 1 }
+        case .done:
+            q.pointee.join_waiters -= 1
+            if host { q.pointee.host_join_waiters -= 1 }
+        }
+        unlock()
+    }
+
+    /// The queue's own word for `kind`, read without the lock by the
+    /// host's waiter to tell that nothing happened since it last looked.
+    func word(_ kind: HostWaitKind) -> UnsafeMutablePointer<UInt32> {
+        switch kind {
+        case .items: return withUnsafeMutablePointer(to: &q.pointee.items_seq) { $0 }
+        case .done: return withUnsafeMutablePointer(to: &q.pointee.done_seq) { $0 }
         }
     }
 
-    func endHostWait(_ kind: HostWaitKind) {
-        lock()
-        switch kind {
-        case .items: q.pointee.get_waiters -= 1
-        case .done: q.pointee.join_waiters -= 1
-        }
-        unlock()
+    /// The arena's `host_seq`.
+    static var hostWord: UnsafeMutablePointer<UInt32> {
+        let h = Arena.header
+        return withUnsafeMutablePointer(to: &h.pointee.host_seq) { $0 }
+    }
+
+    /// Bumps and wakes `host_seq`: a change a host's wait may be waiting for.
+    static func wakeHost() {
+        let w = hostWord
+        w.atomic.wrappingIncrement(ordering: .acquiringAndReleasing)
+        _ = jr_futex_wake(w, Int32.max)
     }
 
     func close() {
@@ -1199,9 +1241,11 @@ struct SharedQueue {
         q.pointee.closed = 1
         q.pointee.items_seq &+= 1
         q.pointee.space_seq &+= 1
+        let wakeHost = q.pointee.host_get_waiters > 0
         unlock()
         _ = jr_futex_wake(&q.pointee.items_seq, Int32.max)
         _ = jr_futex_wake(&q.pointee.space_seq, Int32.max)
+        if wakeHost { SharedQueue.wakeHost() }
     }
 }
 

@@ -1,12 +1,11 @@
-import Atomics
 import CJobrunShims
 import Glibc
 
 /// The host's side of queues and script workers, for the `Jobrun` library's
 /// JoinableQueue and ScriptWorker: every operation is non-blocking under
-/// the IPC lock; a wait (`waitForQueue`) sleeps on the queue's futex word
-/// from a thread of its own, holding no lock and blocking no cooperative
-/// thread.
+/// the IPC lock; a wait (`waitForQueue`) is served by the runtime's one
+/// waiter thread (Runtime+Waits.swift), holding no lock while it sleeps and
+/// blocking no cooperative thread.
 extension Runtime.IPC {
     /// A queue the host made: its arena offset and its object-table handle
     /// (what a worker's argument names it by).
@@ -105,29 +104,6 @@ extension Runtime.IPC {
         ValueScan.forEachObjectInValues(UnsafeRawBufferPointer(start: Arena.pointer(off), count: n)) { ObjectTable.release($0) }
         Arena.free(off)
     }
-
-    fileprivate func beginWait(_ queue: UInt64, _ kind: SharedQueue.HostWaitKind) -> (UnsafeMutablePointer<UInt32>, UInt32) {
-        SharedQueue(offset: queue).beginHostWait(kind)
-    }
-
-    fileprivate func endWait(_ queue: UInt64, _ kind: SharedQueue.HostWaitKind) {
-        SharedQueue(offset: queue).endHostWait(kind)
-    }
-
-    /// Notes in the host's ledger record that it waits on `word` of `queue`,
-    /// so the monitor counts it among the waiting (a deadlock is declared
-    /// only when every process of the run waits).
-    fileprivate func registerWait(_ queue: UInt64, _ kind: SharedQueue.HostWaitKind,
-                                  word: UnsafeMutablePointer<UInt32>, value: UInt32) {
-        ProcessRegistry.willWait(kind == .items ? JR_WAIT_GET : JR_WAIT_JOIN, object: SharedQueue(offset: queue).q,
-                                 word: word, value: value, timed: false)
-    }
-
-    /// Ends that note; the monitor's verdict on the wait, if it gave one.
-    fileprivate func unregisterWait(_ futexResult: Int32) -> QueueVerdict? {
-        ProcessRegistry.didWait(futexResult)
-        return ProcessRegistry.takeVerdict().map { QueueVerdict(deadlock: $0.code == .deadlock, message: $0.message) }
-    }
 }
 
 /// The monitor's verdict on a host's wait that registered itself
@@ -153,100 +129,47 @@ extension Runtime {
     package enum QueueWait: Sendable { case items, done }
 
     /// Calls `attempt` under the IPC lock until it gives a value. When it
-    /// gives none, a thread of the wait's own sleeps on the queue's word
-    /// (counted as a waiter, so a put or task_done wakes it) with no lock
-    /// held, in slices of 100 ms, and tries again: a cooperative thread
-    /// never blocks. Throws what `attempt` throws, when the runtime shuts
-    /// down, or CancellationError when the task is cancelled (seen within a slice).
+    /// gives none, the wait joins the runtime's waiter (HostWaiter, one
+    /// thread for every wait of the host), which tries it again whenever
+    /// the queue changes: no cooperative thread blocks and no thread is
+    /// started per wait. Throws what `attempt` throws, QueueTimedOut once
+    /// `timeout` seconds (if any) have passed, an error when the runtime
+    /// shuts down, or CancellationError when the task is cancelled.
     ///
     /// `registering`: the wait is noted in the host's ledger record while it
     /// sleeps, so the monitor declares a deadlock when every worker waits
     /// too; the wait then throws QueueVerdict (if `attempt` still gives nothing).
-    package func waitForQueue<T: Sendable>(_ queue: UInt64, _ kind: QueueWait, registering: Bool = false,
+    package func waitForQueue<T: Sendable>(_ queue: UInt64, _ kind: QueueWait, timeout: Double? = nil, registering: Bool = false,
                                            _ attempt: @escaping @Sendable (borrowing IPC) throws -> T?) async throws -> T {
+        let deadline = Deadline(timeout: timeout)
         if let v = try withOwnIPC({ try attempt($0) }) { return v }
         try Task.checkCancellation()
-        let cancelled = WaitJob.Flag()
-        return try await withTaskCancellationHandler {
-          try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, Error>) in
-            let k: SharedQueue.HostWaitKind = kind == .items ? .items : .done
-            let job = WaitJob {
-                while true {
-                    if cancelled.isSet {
-                        c.resume(throwing: CancellationError())
-                        return
-                    }
-                    do {
-                        // The word's value is read before the attempt: a
-                        // change after it ends the sleep at once.
-                        let (word, value) = try self.withOwnIPC { $0.beginWait(queue, k) }
-                        let got: T?
-                        do { got = try self.withOwnIPC { try attempt($0) } } catch {
-                            _ = try? self.withOwnIPC { $0.endWait(queue, k) }
-                            throw error
-                        }
-                        if let got {
-                            _ = try? self.withOwnIPC { $0.endWait(queue, k) }
-                            c.resume(returning: got)
-                            return
-                        }
-                        if registering { try self.withOwnIPC { $0.registerWait(queue, k, word: word, value: value) } }
-                        let r = jr_futex_wait(word, value, 100_000_000)
-                        let verdict = try? self.withOwnIPC { ipc -> QueueVerdict? in
-                            ipc.endWait(queue, k)
-                            return registering ? ipc.unregisterWait(r) : nil
-                        }
-                        if let verdict = verdict ?? nil {
-                            if let got = try self.withOwnIPC({ try attempt($0) }) {
-                                c.resume(returning: got)
-                            } else {
-                                c.resume(throwing: verdict)
-                            }
-                            return
-                        }
-                    } catch {
-                        c.resume(throwing: error)
-                        return
-                    }
-                }
+        if deadline.expired { throw QueueTimedOut() }
+        let box = Outcome<T>()
+        let w = HostWaiter.Wait(queue: queue, kind: kind == .items ? .items : .done, deadline: deadline, registering: registering) { ipc in
+            do {
+                guard let v = try attempt(ipc) else { return false }
+                box.value = .success(v)
+            } catch {
+                box.value = .failure(error)
             }
-            if let e = job.start() { c.resume(throwing: e) }
-          }
+            return true
+        }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, Error>) in
+                let added = waiter.add(w, runtime: self) { error in
+                    if let error { c.resume(throwing: error) } else { c.resume(with: box.value!) }
+                }
+                if let e = added { c.resume(throwing: e) }
+            }
         } onCancel: {
-            cancelled.set()
+            waiter.cancel(w)
         }
     }
 }
 
-/// A detached thread running one wait.
-private final class WaitJob: @unchecked Sendable {
-    /// Set once by the task's cancellation handler, read by the wait's thread.
-    final class Flag: Sendable {
-        private let value = ManagedAtomic<Bool>(false)
-        var isSet: Bool { value.load(ordering: .acquiring) }
-        func set() { value.store(true, ordering: .releasing) }
-    }
-
-    let body: () -> Void
-    init(_ body: @escaping () -> Void) { self.body = body }
-
-    func start() -> JobrunError? {
-        var t = pthread_t()
-        var attr = pthread_attr_t()
-        pthread_attr_init(&attr)
-        pthread_attr_setdetachstate(&attr, Int32(PTHREAD_CREATE_DETACHED))
-        pthread_attr_setstacksize(&attr, 256 * 1024)
-        defer { pthread_attr_destroy(&attr) }
-        let arg = Unmanaged.passRetained(self).toOpaque()
-        let r = pthread_create(&t, &attr, { arg in
-            let job = Unmanaged<WaitJob>.fromOpaque(arg!).takeRetainedValue()
-            job.body()
-            return nil
-        }, arg)
-        if r != 0 {
-            Unmanaged<WaitJob>.fromOpaque(arg).release()
-            return JobrunError(call: "pthread_create", errno: r)
-        }
-        return nil
-    }
+/// A wait's outcome: set by `attempt` and read by `finish`, both on the
+/// waiter's thread.
+private final class Outcome<T>: @unchecked Sendable {
+    var value: Result<T, Error>?
 }

@@ -89,6 +89,8 @@ package final class Runtime: @unchecked Sendable {
     /// This runtime made the process's arena (under the IPC lock): only
     /// then does its teardown unmap it.
     private var ownsArena = false
+    /// Serves every wait of the host on a queue (Runtime+Waits.swift).
+    let waiter = HostWaiter()
 
     private init() throws(JobrunError) {
         Reentry.anchor()
@@ -198,14 +200,10 @@ package final class Runtime: @unchecked Sendable {
     /// are there. The caller keeps the runtime from shutting down meanwhile
     /// (its queue lives in the arena).
     package func waitForItems(on queue: UInt64, timeout: Double) {
-        let registered = try? withIPC { _ -> (UnsafeMutablePointer<UInt32>, UInt32)? in
-            let q = SharedQueue(offset: queue)
-            guard let seq = q.addItemsWaiter() else { return nil }
-            return (q.itemsWord, seq)
-        }
+        let registered = try? withIPC { _ in SharedQueue(offset: queue).beginHostWait(.items, on: .queue) }
         guard let (word, seq) = registered ?? nil else { return }
         _ = jr_futex_wait(word, seq, Int64(max(0, timeout) * 1e9))
-        _ = try? withIPC { _ in SharedQueue(offset: queue).removeItemsWaiter() }
+        _ = try? withIPC { _ in SharedQueue(offset: queue).endHostWait(.items, on: .queue) }
     }
 
     private func withIPCLocked<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
@@ -585,6 +583,7 @@ package final class Runtime: @unchecked Sendable {
     /// Stops the thread, closes what is left, unmaps the arena (also after a
     /// failed start).
     private func teardown() {
+        waiter.stop()   // before the arena goes: its thread sleeps on a word of it
         withState {
             shutDown = true
             for r in spawnRequests { r.result = .failure(JobrunError(.processError, "the jobrun runtime has shut down")) }
