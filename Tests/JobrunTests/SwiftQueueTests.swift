@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Testing
+import CJobrunShims
 @testable import Jobrun
 @testable import JobrunCore
 
@@ -408,6 +409,65 @@ extension SwiftQueueTests {
                 return try await q.get()
             }
             await #expect(throws: CancellationError.self) { _ = try await early.value }
+        }
+    }
+}
+
+extension SwiftQueueTests {
+    /// A queue made from Swift leaves shared memory when its last Swift
+    /// reference goes: 10,000 made and dropped one after the other fit an
+    /// arena limited to 4 MiB more than in use (room for ~60 queues at
+    /// once), and leave the arena and the object table as they found them.
+    @Test func queuesDroppedInSwiftLeaveSharedMemory() async throws {
+        try await Self.bounded(120) {
+            let first = try JoinableQueue(name: "first")   // the runtime runs
+            let rt = first.runtime
+            let (inUse, objects, limit) = try rt.withOwnIPC { _ in
+                (Arena.bytesInUse, Arena.header.pointee.objects_used, Arena.header.pointee.limit)
+            }
+            try rt.withOwnIPC { _ in Arena.header.pointee.limit = inUse + (4 << 20) }
+            defer { _ = try? rt.withOwnIPC { _ in Arena.header.pointee.limit = limit } }
+            for i in 0..<10_000 {
+                let q = i % 2 == 0 ? try JoinableQueue(name: "dropped") : try Queue(name: "dropped")
+                try await q.put(.integer(Int64(i)))   // an item in it, freed with it
+            }
+            let (after, objectsAfter) = try rt.withOwnIPC { _ in (Arena.bytesInUse, Arena.header.pointee.objects_used) }
+            #expect(after == inUse, "bytes in use before \(inUse), after 10,000 queues \(after)")
+            #expect(objectsAfter <= objects + 1, "object table slots used before \(objects), after \(objectsAfter)")
+            _ = first
+        }
+    }
+
+    /// A queue the program dropped stays while a worker holds it (it was
+    /// the worker's argument), and goes once the worker ends.
+    @Test func aDroppedQueueStaysWhileAWorkerHoldsIt() async throws {
+        try await Self.bounded(60) {
+            let path = try Self.script("own_queue.lua", """
+                local mine, report, go = ...
+                go:get()
+                mine:put("kept")
+                report:put(mine:get())
+                """)
+            let report = try JoinableQueue(name: "report"), go = try JoinableQueue(name: "go")
+            let rt = report.runtime
+            var mine: JoinableQueue? = try JoinableQueue(name: "mine")
+            let (slot, generation) = (mine!.handle.slot, mine!.handle.generation)
+            func alive() throws -> Bool {
+                try rt.withOwnIPC { _ in
+                    let e = ObjectTable.entry(slot)!
+                    return e.pointee.state == UInt32(JR_SLOT_LIVE) && e.pointee.generation == generation
+                }
+            }
+            let w = try ScriptWorker.start(script: path, arguments: [.queue(mine!), .queue(report), .queue(go)], name: "holder")
+            mine = nil
+            #expect(try alive(), "the worker's argument holds it")
+            try await go.put(true)
+            #expect(try await report.get(timeout: .seconds(20)) == "kept")
+            #expect(await w.wait() == 0)
+            // The worker's reference went as it ended (or with the monitor's settling).
+            let gone = Deadline(timeout: 10)
+            while try alive() && !gone.expired { try await Task.sleep(nanoseconds: 5_000_000) }
+            #expect(try !alive(), "freed once no process holds it")
         }
     }
 }

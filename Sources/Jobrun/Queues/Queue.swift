@@ -11,7 +11,8 @@ import JobrunCore
 /// tasks in `get` cost that one thread), holding no lock while it sleeps.
 /// Items cross as jobrun's codec (LuaValue, or any Codable through
 /// LuaValueEncoder), never as JSON. Queues made from Swift have no size
-/// limit: `put` never waits.
+/// limit: `put` never waits. A queue leaves shared memory when the last
+/// Swift reference to it goes and no worker holds it.
 public class Queue: @unchecked Sendable {   // only constants
     let handle: Runtime.IPC.QueueHandle
     let runtime: Runtime
@@ -38,6 +39,15 @@ public class Queue: @unchecked Sendable {   // only constants
             }
         }
         self.name = name
+    }
+
+    /// The last Swift reference is gone: the program's reference to the
+    /// shared queue goes with it, and the queue leaves shared memory once
+    /// no worker holds it either. (A pending `get` or `join` keeps the
+    /// object alive until it returns.)
+    deinit {
+        let h = handle
+        _ = try? runtime.withOwnIPC { ipc in ipc.dropQueueHandle(h) }
     }
 
     /// Puts one value (never waits: the queue has no size limit).

@@ -16,7 +16,8 @@ extension Runtime.IPC {
         package let generation: UInt32
     }
 
-    /// A new Queue or JoinableQueue (no size limit), held by the host until the run ends.
+    /// A new Queue or JoinableQueue (no size limit), held by the host until
+    /// `dropQueueHandle` (the Swift object's deinit).
     package func makeQueueHandle(joinable: Bool, redeliver: Bool, label: String) throws(JobrunError) -> QueueHandle {
         let type = joinable ? JR_OBJ_JOINABLE_QUEUE : JR_OBJ_QUEUE
         do {
@@ -26,6 +27,13 @@ extension Runtime.IPC {
         } catch {
             throw JobrunError(.processError, "cannot create a \(joinable ? "JoinableQueue" : "Queue"): \(error)")
         }
+    }
+
+    /// The host lets go of a queue it made: its reference goes, and the
+    /// queue is freed once no process holds it (no worker given it as an
+    /// argument, no item naming it) — at once when none does.
+    package func dropQueueHandle(_ queue: QueueHandle) {
+        ObjectTable.dropHandle(queue.slot)
     }
 
     package enum PutOutcome { case ok, closed, failed(String) }
