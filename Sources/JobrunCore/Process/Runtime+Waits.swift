@@ -22,7 +22,7 @@ import Glibc
 /// found nothing is not tried again. It then sleeps on `host_seq` while it
 /// still holds the value read first (so a change during the round ends the
 /// sleep at once), until the nearest deadline, at most a second (a look at
-/// every queue then, whatever the words say).
+/// every queue then, whatever the words say); with no wait, until one comes.
 ///
 /// Lock order: the waiter's lock, then the IPC lock; no one takes the
 /// waiter's lock holding the IPC lock.
@@ -225,7 +225,7 @@ final class HostWaiter: @unchecked Sendable {   // state under `lock`
                 }
             }
             for (w, e) in over { w.finish(e) }
-            if again { nearest = min(nearest, 1_000_000) }
+            if again { nearest = min(nearest, 1_000_000) } else if snapshot.isEmpty { nearest = -1 }   // idle: until a wait comes
             verdict = sleep(runtime, on: word, value, timeout: nearest, noting: stuck)
         }
     }
