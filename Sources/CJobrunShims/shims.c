@@ -404,31 +404,6 @@ int jr_set_process_name(const char *name) {
     return prctl(PR_SET_NAME, name, 0, 0, 0);
 }
 
-struct jr_thread_arg { void (*fn)(void *); void *arg; };
-
-static void *jr_thread_main(void *p) {
-    struct jr_thread_arg a = *(struct jr_thread_arg *)p;
-    free(p);
-    a.fn(a.arg);
-    return NULL;
-}
-
-int jr_thread_start(void (*fn)(void *), void *arg) {
-    struct jr_thread_arg *a = malloc(sizeof *a);
-    if (!a) return ENOMEM;
-    a->fn = fn;
-    a->arg = arg;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 1 << 20);
-    pthread_t t;
-    int r = pthread_create(&t, &attr, jr_thread_main, a);
-    pthread_attr_destroy(&attr);
-    if (r != 0) free(a);
-    return r;
-}
-
 long jr_raise_nofile_limit(void) {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return -1;

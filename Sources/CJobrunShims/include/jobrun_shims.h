@@ -181,8 +181,6 @@ int jr_mutex_trylock(pthread_mutex_t *m);
 
 /// prctl(PR_SET_NAME): the name `ps`, `pgrep` and /proc/<pid>/comm show.
 int jr_set_process_name(const char *name);
-/// Starts a detached thread running fn(arg); 0 or an errno value.
-int jr_thread_start(void (*fn)(void *), void *arg);
 /// Raises the soft limit on open descriptors to the hard limit; returns the
 /// soft limit then in force (-1 when unknown).
 long jr_raise_nofile_limit(void);

@@ -453,18 +453,7 @@ package final class PluginPool: @unchecked Sendable {
     // MARK: the pool's thread
 
     private func startThread() throws(JobrunError) {
-        var t = pthread_t()
-        let arg = Unmanaged.passRetained(self).toOpaque()
-        let r = pthread_create(&t, nil, { arg in
-            let pool = Unmanaged<PluginPool>.fromOpaque(arg!).takeRetainedValue()
-            pool.serve()
-            return nil
-        }, arg)
-        if r != 0 {
-            Unmanaged<PluginPool>.fromOpaque(arg).release()
-            throw JobrunError(call: "pthread_create", errno: r)
-        }
-        pthread_detach(t)
+        try Threads.start(detached: true) { self.serve() }
     }
 
     private enum Sleep { case none, responses(Double), kick(UInt32, Double) }

@@ -138,22 +138,11 @@ final class HostWaiter: @unchecked Sendable {   // state under `lock`
     }
 
     private func startThread(_ runtime: Runtime) -> JobrunError? {
-        var t = pthread_t()
-        var attr = pthread_attr_t()
-        pthread_attr_init(&attr)
-        pthread_attr_setstacksize(&attr, 256 * 1024)
-        defer { pthread_attr_destroy(&attr) }
-        let arg = Unmanaged.passRetained(self).toOpaque()
-        let r = pthread_create(&t, &attr, { arg in
-            let waiter = Unmanaged<HostWaiter>.fromOpaque(arg!).takeRetainedValue()
-            waiter.serve()
-            return nil
-        }, arg)
-        if r != 0 {
-            Unmanaged<HostWaiter>.fromOpaque(arg).release()
-            return JobrunError(call: "pthread_create", errno: r)
+        do throws(JobrunError) {
+            thread = try Threads.start(stackSize: 256 * 1024) { self.serve() }
+        } catch {
+            return error
         }
-        thread = t
         self.runtime = runtime
         return nil
     }

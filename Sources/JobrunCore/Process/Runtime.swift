@@ -454,18 +454,7 @@ package final class Runtime: @unchecked Sendable {
     }
 
     private func startThread() throws(JobrunError) {
-        var t = pthread_t()
-        let arg = Unmanaged.passRetained(self).toOpaque()
-        let r = pthread_create(&t, nil, { arg in
-            let rt = Unmanaged<Runtime>.fromOpaque(arg!).takeRetainedValue()
-            rt.reaperLoop()
-            return nil
-        }, arg)
-        if r != 0 {
-            Unmanaged<Runtime>.fromOpaque(arg).release()
-            throw JobrunError(call: "pthread_create", errno: r)
-        }
-        thread = t
+        thread = try Threads.start { self.reaperLoop() }
     }
 
     /// The reaper thread: reaps each child whose pidfd becomes readable,

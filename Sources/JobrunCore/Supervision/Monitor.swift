@@ -314,11 +314,9 @@ enum Monitor {
             // /proc only while no one has (the mark says a reaper may have
             // freed the pid). `repairing` keeps the slot from being watched.
             repairing[i] = r.pointee.start_ns
-            let fn: @convention(c) (UnsafeMutableRawPointer?) -> Void = { arg in
-                let r = arg!.assumingMemoryBound(to: jr_process_record.self)
-                Monitor.State(main: 0, doneFD: -1).ended(r)
-            }
-            if jr_thread_start(fn, UnsafeMutableRawPointer(r)) != 0 {
+            do throws(JobrunError) {
+                try Threads.start(detached: true, stackSize: 1 << 20) { Monitor.State(main: 0, doneFD: -1).ended(r) }
+            } catch {
                 repairing.removeValue(forKey: i)
                 ended(r)
             }
