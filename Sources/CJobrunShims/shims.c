@@ -400,6 +400,17 @@ int jr_mutex_trylock(pthread_mutex_t *m) {
     return -r;
 }
 
+void jr_lua_user_where(lua_State *L, int level, char *out, size_t size) {
+    lua_Debug ar;
+    if (size) out[0] = 0;
+    for (int l = level; lua_getstack(L, l, &ar); l++) {
+        if (!lua_getinfo(L, "Sl", &ar) || ar.currentline <= 0) continue;
+        if (strncmp(ar.source, "@jobrun/prelude/", 16) == 0) continue;
+        snprintf(out, size, "%s:%d", ar.short_src, ar.currentline);
+        return;
+    }
+}
+
 int jr_set_process_name(const char *name) {
     return prctl(PR_SET_NAME, name, 0, 0, 0);
 }

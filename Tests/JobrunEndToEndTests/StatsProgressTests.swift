@@ -119,6 +119,28 @@ struct StatsTests {
         #expect((stats["processes"] as? [[String: Any]])?.count == 61, "the JSON has every process")
     }
 
+    /// A Pool's queues carry the script's line that made the pool, in their
+    /// name and as the place they were made at, not jobrun's own pool.lua.
+    @Test func aPoolsQueuesAreNamedAfterTheLineThatMadeThePool() throws {
+        let folder = ScratchFolder(prefix: "jobrun-stats")
+        defer { folder.remove() }
+        let json = folder.file("stats.json")
+        let r = runScript("""
+            local n = 3
+            local pool = jobrun.Pool(2)
+            assert(#pool:map(function(x) return x end, {1, 2, n}) == n)
+            pool:close(); pool:join()
+            """, options: ["--stats", "--stats-json", json], timeout: 60)
+        expectStatus(r)
+        #expect(r.stderr.contains("main.lua:2 Pool tasks") && !r.stderr.contains("prelude"), "\(r.stderr)")
+        let stats = try #require(parseJSON(json))
+        let queues = try #require(stats["queues"] as? [[String: Any]])
+        for kind in ["tasks", "results"] {
+            let q = queues.first { ($0["name"] as? String ?? "").hasSuffix("main.lua:2 Pool \(kind)") }
+            #expect((q?["site"] as? String ?? "").hasSuffix("main.lua:2"), "\(queues)")
+        }
+    }
+
     @Test func statsAreWrittenAfterOsExitAndAnError() throws {
         let folder = ScratchFolder(prefix: "jobrun-stats")
         defer { folder.remove() }

@@ -181,6 +181,10 @@ int jr_mutex_trylock(pthread_mutex_t *m);
 
 /// prctl(PR_SET_NAME): the name `ps`, `pgrep` and /proc/<pid>/comm show.
 int jr_set_process_name(const char *name);
+/// "file:line" of the innermost Lua function at or above stack `level`
+/// that is the script's, not jobrun's prelude (`@jobrun/prelude/...`),
+/// into `out`; "" when there is none. Raises nothing.
+void jr_lua_user_where(lua_State *L, int level, char *out, size_t size);
 /// Raises the soft limit on open descriptors to the hard limit; returns the
 /// soft limit then in force (-1 when unknown).
 long jr_raise_nofile_limit(void);

@@ -46,6 +46,15 @@ enum Lua {
         return string(L, -1) ?? ""
     }
 
+    /// "file:line" of the script's code that called the current C function,
+    /// through jobrun's prelude (a Pool's queues are made at the line that
+    /// made the Pool); "" when no script frame is on the stack.
+    static func userWhere(_ L: LuaState) -> String {
+        var buf = [CChar](repeating: 0, count: 256)
+        jr_lua_user_where(L, 1, &buf, buf.count)
+        return String(cString: buf)
+    }
+
     /// Pushes a jobrun error table `{kind=, message=, where=}` with the shared
     /// metatable and returns -1, for a bound function to return.
     static func raise(_ L: LuaState, _ kind: ErrorKind, _ message: String) -> Int32 {

@@ -97,8 +97,7 @@ enum QueueBindings {
             return Lua.raise(L, .ValueError, "Queue: redeliver needs a JoinableQueue (it redelivers items not marked done)")
         }
         do {
-            var site = Lua.whereString(L, level: 1)
-            if site.hasSuffix(": ") { site.removeLast(2) }
+            let site = Lua.userWhere(L)
             let off = try ObjectHandle.collectingIfShort(L) { () throws(Arena.AllocFailure) in
                 try SharedQueue.create(maxsize: max(0, maxsize), joinable: joinable, redeliver: redeliver,
                                        label: name, site: site, listed: listed)

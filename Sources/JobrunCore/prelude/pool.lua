@@ -737,7 +737,12 @@ function jobrun.Pool(opts)
   end
   local max_tasks = opts.max_tasks
   if max_tasks ~= nil then max_tasks = check_positive_int(max_tasks, "max_tasks", "Pool") end
-  local task_q, res_q = jobrun.Queue{name = "Pool tasks"}, jobrun.Queue{name = "Pool results"}
+  -- Named after the script's line that made the pool ("pipeline.lua:12
+  -- Pool tasks": the file's name, its end if long, as a name holds at most
+  -- 47 bytes), as the status line and --stats show them.
+  local at = here(1)
+  local prefix = at and at:match("[^/]*$"):sub(-34) .. " Pool" or "Pool"
+  local task_q, res_q = jobrun.Queue{name = prefix .. " tasks"}, jobrun.Queue{name = prefix .. " results"}
   local st = new_state(task_q, res_q, size)
   local free_slots = {}
   for k = size, 1, -1 do free_slots[#free_slots + 1] = k end
