@@ -35,7 +35,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MIB = 1 << 20
-WORKLOADS = ["1x1", "2x2", "bounded", "tables", "1mib", "pingpong", "pool",
+WORKLOADS = ["1x1", "2x2", "bounded", "tables", "1mib", "pingpong", "pool", "stream",
              "spawn", "script", "idle", "memory", "plugin", "pairs", "sizes"]
 ALIASES = {"scaling": ["pairs", "sizes"]}
 
@@ -365,6 +365,45 @@ def pool_workload(r, cfg):
                  unit="items/s", higher_is_better=True, target=10.0, target_text=">= 10x",
                  jr=side(lambda: pick(r.lua("pool_map.lua", *args))),
                  py=side(lambda: pick(r.py("pool_map", *args))))]
+
+
+STREAM_LINES = 1_000_000   # about 40 MB of lines
+STREAM_LINES_QUICK = 200_000
+
+
+def stream_workload(r, cfg):
+    """Pool over a file's lines (issue 15): imap over io.lines, lazily,
+    against map over the same lines read into a table first; the rate
+    (target: within 10%) and the main process's peak memory."""
+    workers = os.cpu_count() or 2
+    n = STREAM_LINES_QUICK if cfg["reps"] == 1 else STREAM_LINES
+    fd, path = tempfile.mkstemp(prefix="jobrun-bench-lines-", suffix=".txt")
+    with os.fdopen(fd, "w") as f:
+        for i in range(n):
+            f.write(f"line {i:09d} of the input, some forty bytes\n")
+    try:
+        runs = {"iter": [], "table": []}
+        for _ in range(max(1, cfg["pool_rounds"])):   # interleaved
+            for mode in ("iter", "table"):
+                runs[mode].append(side(lambda m=mode: (0, r.lua("pool_stream.lua", path, workers, m))))
+    finally:
+        os.unlink(path)
+
+    def best(mode, key, pick):
+        ok = [res for _, res, err in runs[mode] if err is None]
+        if not ok:
+            return runs[mode][0]
+        return pick(ok, key), ok, None
+
+    rate = lambda ok, _: max(x["items"] / x["seconds"] for x in ok)
+    peak = lambda ok, _: max(x["peak_kib"] for x in ok) / 1024
+    return [dict(id="stream", title=f"Pool over {n:,} lines of a file, {workers} workers: imap(io.lines) "
+                 "vs map over the lines in a table",
+                 unit="items/s", higher_is_better=True, target=0.9, target_text=">= 0.9x",
+                 other="map(table)", jr=best("iter", "seconds", rate), py=best("table", "seconds", rate)),
+            dict(id="stream-mem", title="(info) same, peak memory of the main process",
+                 unit="MiB", higher_is_better=False, target=None, target_text="flat",
+                 other="map(table)", jr=best("iter", "peak_kib", peak), py=best("table", "peak_kib", peak))]
 
 
 def script_workload(r, cfg):
@@ -763,6 +802,7 @@ def main():
              ("1mib", lambda: big_workload(r, cfg)),
              ("pingpong", lambda: pingpong_workload(r, cfg)),
              ("pool", lambda: pool_workload(r, cfg)),
+             ("stream", lambda: stream_workload(r, cfg)),
              ("spawn", lambda: spawn_workload(r, cfg)),
              ("script", lambda: script_workload(r, cfg)),
              ("idle", lambda: idle_workload(r, cfg)),
