@@ -81,6 +81,24 @@ struct MessagesTests {
         #expect(r.stderr.contains("hint: later was defined after the worker started"), "\(r)")
     }
 
+    /// A Pool task that fails on a global defined after the pool's workers
+    /// were forked gets the hint in the error its caller sees; a global
+    /// no one defined gets none.
+    @Test func aPoolTaskOnAGlobalDefinedAfterThePoolGetsAHint() {
+        let code = """
+            local pool = jobrun.Pool(2)
+            function double(x) return 2 * x end
+            local ok, e = pcall(pool.map, pool, function(x) return double(x) end, {1, 2})
+            print(ok, (tostring(e):find("hint: double was defined after the pool's workers started", 1, true)) ~= nil)
+            ok, e = pcall(pool.map, pool, function(x) return nowhere(x) end, {1})
+            print(ok, (tostring(e):find("was defined after", 1, true)) ~= nil)
+            pool:close(); pool:join()
+            """
+        let r = runScript(code, timeout: 60)
+        expectStatus(r)
+        #expect(r.stdout == "false\ttrue\nfalse\tfalse\n", "\(r)")
+    }
+
     @Test func daemonsStoppedAtTheEndSaySo() throws {
         let dir = ScratchFolder(["main.lua": """
             local d = jobrun.Process{target = function() jobrun.sleep(60) end, daemon = true, name = "watcher"}

@@ -43,6 +43,7 @@ local raise, getpid, now, newtable, sendable = core.raise, core.getpid, core.tim
 local pack, unpack, concat, move = table.pack, table.unpack, table.concat, table.move
 local type, tostring, pairs, ipairs, pcall, xpcall, error = type, tostring, pairs, ipairs, pcall, xpcall, error
 local setmetatable, getmetatable, rawget = setmetatable, getmetatable, rawget
+local G = _G   -- the script's globals, for a task's hint
 local describe = jobrun._describe
 
 local MAX_WORKERS = core.max_processes - 1   -- the run's other processes count too: a start past them is refused
@@ -283,6 +284,13 @@ local function throw(spec, at)
   if spec.seen then for _, pid in ipairs(spec.seen) do core.seen(pid) end end
   if spec.value ~= nil then error(spec.value, 0) end
   local text = spec.message
+  -- A task that failed on a global its worker lacks, which this process
+  -- has now: it was defined after the pool's workers were forked.
+  local name = type(text) == "string" and text:match("%(global '([%a_][%w_]*)'%)")
+  if name and rawget(G, name) ~= nil then
+    text = text .. ("\nhint: %s was defined after the pool's workers started (a forked worker has the globals "
+                    .. "of the moment it started: define %s before jobrun.Pool)"):format(name, name)
+  end
   if spec.trace and spec.trace ~= "" then text = text .. "\n" .. spec.trace end
   if spec.kind then error(new_error(spec.kind, text, spec.where or at), 0) end
   error(text, 0)
