@@ -159,21 +159,7 @@ import Testing
     /// plug-in workers end with it.
     @Test func aSIGKILLedPluginHostLeavesNoWorker() throws {
         let f = Self.plugins()
-        let (p, out) = try RuntimeTests.startHost(["plugins", f.path])
-        var line = Data()
-        let end = Date().addingTimeInterval(20)
-        while !line.contains(UInt8(ascii: "\n")) && Date() < end {
-            let chunk = out.availableData
-            if chunk.isEmpty { break }
-            line.append(chunk)
-        }
-        let words = String(decoding: line, as: UTF8.self).split(whereSeparator: \.isWhitespace)
-        #expect(words.first == "pids" && words.count == 4, "\(words)")
-        let pids = words.dropFirst().compactMap { pid_t($0) }
-        for pid in pids { #expect(RuntimeTests.isAlive(pid)) }
-        kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
-        #expect(RuntimeTests.eventually(10) { pids.allSatisfy { !RuntimeTests.isAlive($0) } }, "the monitor and the workers end with their host")
+        try RuntimeTests.expectSIGKILLedHostLeavesNoWorker(["plugins", f.path])
     }
 
     static let cc: String? = ["/usr/bin/cc", "/usr/bin/gcc", "/usr/bin/clang"].first { (path: String) in access(path, X_OK) == 0 }

@@ -349,19 +349,29 @@ enum RuntimeTestProcess {
     }
 
     @Test func aSIGKILLedHostLeavesNoWorker() throws {
-        let (p, out) = try Self.startHost(["wait"])
+        try Self.expectSIGKILLedHostLeavesNoWorker(["wait"])
+    }
+
+    /// Starts jobrun-test-host with `arguments` (it prints "pids" and three
+    /// pids: its monitor and workers), SIGKILLs it, and expects those
+    /// processes to end with it.
+    static func expectSIGKILLedHostLeavesNoWorker(_ arguments: [String],
+                                                 sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let (p, out) = try startHost(arguments)
         var line = Data()
-        while !line.contains(UInt8(ascii: "\n")) {
+        let end = Date().addingTimeInterval(20)
+        while !line.contains(UInt8(ascii: "\n")) && Date() < end {
             let chunk = out.availableData
             if chunk.isEmpty { break }
             line.append(chunk)
         }
         let words = String(decoding: line, as: UTF8.self).split(whereSeparator: \.isWhitespace)
-        #expect(words.first == "pids" && words.count == 4, "\(words)")
+        #expect(words.first == "pids" && words.count == 4, "\(words)", sourceLocation: sourceLocation)
         let pids = words.dropFirst().compactMap { pid_t($0) }
-        for pid in pids { #expect(Self.isAlive(pid)) }
+        for pid in pids { #expect(isAlive(pid), sourceLocation: sourceLocation) }
         kill(p.processIdentifier, SIGKILL)
         p.waitUntilExit()
-        #expect(Self.eventually(10) { pids.allSatisfy { !Self.isAlive($0) } }, "the monitor and the workers end with their host")
+        #expect(eventually(10) { pids.allSatisfy { !isAlive($0) } }, "the monitor and the workers end with their host",
+                sourceLocation: sourceLocation)
     }
 }

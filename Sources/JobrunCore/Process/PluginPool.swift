@@ -290,7 +290,7 @@ package final class PluginPool: @unchecked Sendable {
     /// one until its response is dropped), and its records of them (owner,
     /// cancelled): both 0 when the host is idle.
     package var held: (calls: Int, records: Int) {
-        locked { (waiting.count - waitingHead + slots.reduce(0) { $0 + $1.inFlight.count }, owner.count + cancelled.count) }
+        locked { (waiting.count - waitingHead + inFlightLocked(), owner.count + cancelled.count) }
     }
 
     /// Sends a request (its bytes carry `id`) that may run `timeout`
