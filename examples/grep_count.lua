@@ -21,7 +21,7 @@ if not dir or not pattern then
 end
 local workers = tonumber(arg[3]) or jobrun.cpu_count()
 
---- 'it''s' -> "'it'\''s'": a string the shell reads back as it is.
+--- `s` as one shell word: it's -> 'it'\''s'
 local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
 --- The task, run in a worker: count one file's lines and its matching lines.
