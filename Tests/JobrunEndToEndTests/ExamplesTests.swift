@@ -95,3 +95,41 @@ struct ExamplesTests {
                       exitCode: spec.exit, unordered: spec.unordered, masks: spec.masks)
     }
 }
+
+/// examples/data/make_logs.lua wrote the sample logs of grep_count.lua and
+/// access_report.lua; running it again (in a scratch copy, by jobrun, which
+/// runs plain Lua) makes the same text, so the committed data, gzipped files
+/// included, can be reviewed and regenerated. The .gz files are compared
+/// decompressed: gzip's bytes may differ between its versions.
+@Suite("Example data")
+struct ExampleDataTests {
+    static let logs = ["app-logs/api/2026-11-29.log", "app-logs/api/2026-11-30.log",
+                       "app-logs/billing/2026-11-29.log", "app-logs/billing/2026-11-30.log",
+                       "app-logs/worker/2026-11-30.log", "app-logs/worker/archive/2026-11-28.log",
+                       "access/web-1.log.gz", "access/web-2.log.gz", "access/web-3.log.gz"]
+
+    /// The text of a log: a .gz file through `gzip -dc`.
+    static func text(_ path: String) -> String? {
+        if path.hasSuffix(".gz") {
+            let r = runCommand(["/bin/sh", "-c", "exec gzip -dc \"$0\"", path], timeout: 30)
+            return r.status == 0 ? r.stdout : nil
+        }
+        return (try? Data(contentsOf: URL(fileURLWithPath: path))).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    @Test func theGeneratorMakesTheCommittedLogs() throws {
+        let data = Examples.folder.appendingPathComponent("data")
+        let dir = ScratchFolder(prefix: "jobrun-example-data")
+        defer { dir.remove() }
+        try dir.copy(data.appendingPathComponent("make_logs.lua"))
+        let r = runJobrun([dir.file("make_logs.lua")], timeout: 60, cwd: dir.path)
+        try #require(r.status == 0, "make_logs.lua failed: \(r)")
+        for name in Self.logs {
+            let committed = try #require(Self.text(data.appendingPathComponent(name).path), "examples/data/\(name) is missing")
+            let made = try #require(Self.text(dir.file(name)), "make_logs.lua did not write \(name)")
+            let same = made == committed   // not in the #expect: it would print both files
+            #expect(same, "examples/data/\(name) is not what make_logs.lua makes: run `lua5.4 examples/data/make_logs.lua`")
+            #expect(committed.split(separator: "\n").count >= 100, "examples/data/\(name) is too short to be a sample")
+        }
+    }
+}

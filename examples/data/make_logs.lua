@@ -90,7 +90,6 @@ local agents = {
   "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
   "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
   "curl/8.5.0",
-  "kube-probe/1.31",
 }
 
 -- {weight, method, path, statuses {{weight, status}}, bytes of a 200}
@@ -125,7 +124,7 @@ local function access_log(lines, broken)
     end
     local bytes = status == 200 and r[5] + rand(math.max(1, r[5] // 20)) or
                   status == 304 and 0 or status >= 500 and 157 + rand(40) or status == 301 and 169 or 153 + rand(30)
-    local agent = path == "/healthz" and agents[5] or pick(agents)
+    local agent = path == "/healthz" and "kube-probe/1.31" or pick(agents)
     local client = path == "/healthz" and "10.0.0.2" or ("%s.%d"):format(pick({"192.0.2", "198.51.100", "203.0.113"}), rand(254))
     out[#out + 1] = ('%s - - [30/Nov/2026:%02d:%02d:%02d +0000] "%s %s HTTP/1.1" %d %d "-" "%s"\n')
       :format(client, t // 3600 % 24, t // 60 % 60, t % 60, method, path, status, bytes, agent)
