@@ -12,7 +12,11 @@ import ArgumentParser
 enum Completion {
     /// The subcommands (run is the default one) and what they do.
     static let subcommands = [("run", "Run a script (the default)"), ("check", "Compile scripts without running them"),
+                              ("map", "Call a Lua file's function on each input line"),
                               ("help", "Show subcommand help information")]
+
+    /// The subcommand words, as the generated scripts list them.
+    static var names: String { subcommands.map(\.0).joined(separator: " ") }
 
     /// `jobrun --generate-completion-script SHELL` (or `=SHELL`): the patched
     /// script; nil when the arguments are not that (the parser handles them).
@@ -43,7 +47,7 @@ enum Completion {
         let generated = """
                 *)
                     # Offer subcommand completions
-                    COMPREPLY+=($(compgen -W 'run check help' -- "${cur}"))
+                    COMPREPLY+=($(compgen -W '\(names)' -- "${cur}"))
                     ;;
             """
         let patched = """
@@ -53,7 +57,7 @@ enum Completion {
                     # first word the subcommands too.
                     COMPREPLY=()
                     if [[ "${COMP_CWORD}" -eq 1 && "${cur}" != -* ]]; then
-                        COMPREPLY+=($(compgen -W 'run check help' -- "${cur}"))
+                        COMPREPLY+=($(compgen -W '\(names)' -- "${cur}"))
                     fi
                     unparsed_words=("${COMP_WORDS[@]:1:${COMP_CWORD}}")
                     _jobrun_run
@@ -75,7 +79,7 @@ enum Completion {
                 # `run` is the default subcommand (`jobrun [options] script.lua` is
                 # `jobrun run ...`): unless the first word is a subcommand, the
                 # words are run's; in the first word, the subcommands too.
-                if (( CURRENT == 2 )) || [[ "${words[2]}" != (run|check|help) ]]; then
+                if (( CURRENT == 2 )) || [[ "${words[2]}" != (\(subcommands.map(\.0).joined(separator: "|"))) ]]; then
                     local -i default_ret=1
                     if (( CURRENT == 2 )) && [[ "${words[CURRENT]}" != -* ]]; then
                         local -a default_subcommands=(\(names))
@@ -98,7 +102,7 @@ enum Completion {
         let patched = anchor + """
                 # `run` is the default subcommand: `jobrun [options] script.lua` is
                 # `jobrun run ...`.
-                if test (count $unparsed_tokens) -gt 1; and not contains -- $unparsed_tokens[2] run check help --version -h --help
+                if test (count $unparsed_tokens) -gt 1; and not contains -- $unparsed_tokens[2] \(names) --version -h --help
                     set unparsed_tokens $unparsed_tokens[1] run $unparsed_tokens[2..]
                 end
 

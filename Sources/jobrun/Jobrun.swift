@@ -5,11 +5,11 @@ import JobrunCore
 import Glibc
 #endif
 
-// The command line. Two subcommands: `run` (the default, so `jobrun
-// script.lua ARGS...` needs no word before the script) and `check`. Only
-// the first argument can name a subcommand, and only when it is exactly
-// `run`, `check` or `help`; a script with one of those names is run as
-// `jobrun ./check` or `jobrun run check`. Everything after the script is the
+// The command line. Three subcommands: `run` (the default, so `jobrun
+// script.lua ARGS...` needs no word before the script), `check` and `map`
+// (Map.swift). Only the first argument can name a subcommand, and only when
+// it is exactly `run`, `check`, `map` or `help`; a script with one of those
+// names is run as `jobrun ./check` or `jobrun run map`. Everything after the script is the
 // script's, verbatim (`--flag`, `-x`, `--help` included).
 //
 // The main process forks, so it stays single-threaded: no Dispatch, no
@@ -43,7 +43,7 @@ struct Jobrun: ParsableCommand {
         // `jobrun script.lua [args...]` with no option before the script, the
         // common call: run it without the parser's start-up cost (~4 ms).
         let argv = CommandLine.arguments
-        if argv.count > 1, argv[1] == "-" || !argv[1].hasPrefix("-"), !["run", "check", "help"].contains(argv[1]) {
+        if argv.count > 1, argv[1] == "-" || !argv[1].hasPrefix("-"), !["run", "check", "map", "help"].contains(argv[1]) {
             Glibc.exit(Host.runMain(script: argv[1], arguments: Array(argv.dropFirst(2))))
         }
         // Completion scripts that complete `jobrun <Tab>` as `jobrun run <Tab>`.
@@ -71,6 +71,8 @@ struct Jobrun: ParsableCommand {
             jobrun [--shm-limit <MiB>] [--prefix] [--[no-]progress] [--stats] [--stats-json <file>]
                    [-e <code> ...] [<script> [<args> ...]]
             jobrun check <script> ...
+            jobrun map [-j N] [-k] [--tag] [--retries n] [--timeout s] [--halt P] [--joblog file [--resume]]
+                       [--pipe [--block SIZE]] FN.lua [INPUT ...]
             """,
         discussion: """
             The script starts worker processes and joins them with shared-memory
@@ -96,7 +98,8 @@ struct Jobrun: ParsableCommand {
               jobrun -e 'print(jobrun.cpu_count())'
               generate | jobrun - a b          # the script from stdin ("stdin" in messages)
               jobrun check a.lua b.lua         # compile only: "a.lua: ok" or the error
-              jobrun ./check                   # a script named `check`
+              jobrun ./check                   # a script named `check` (or `map`)
+              jobrun map -j 4 -k fn.lua in.txt # fn.lua's function on each line (`jobrun help map`)
 
             Exit status:
               0        the script ended (check: every script compiles)
@@ -113,7 +116,7 @@ struct Jobrun: ParsableCommand {
               jobrun --generate-completion-script bash|zsh|fish
             """,
         version: JobrunCore.version,
-        subcommands: [Run.self, Check.self],
+        subcommands: [Run.self, Check.self, Map.self],
         defaultSubcommand: Run.self
     )
 }

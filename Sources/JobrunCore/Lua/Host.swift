@@ -17,10 +17,18 @@ public enum Host {
         /// `--stats`: the tables on stderr at the end; `--stats-json FILE`.
         public var stats: Bool
         public var statsJSON: String?
+        /// A prelude file run as the main chunk in place of the script, with
+        /// `driverArguments` as its `...` (`jobrun map`: prelude/map.lua).
+        /// The script still names the run (`arg[0]`, messages, `ps`); `arg`
+        /// holds the script's arguments.
+        public var driver: String?
+        public var driverArguments: [String]
         public init(shmLimit: UInt64? = nil, chunks: [String] = [], prefix: Bool = false,
-                    progress: Progress.Mode = .auto, stats: Bool = false, statsJSON: String? = nil) {
+                    progress: Progress.Mode = .auto, stats: Bool = false, statsJSON: String? = nil,
+                    driver: String? = nil, driverArguments: [String] = []) {
             self.shmLimit = shmLimit; self.chunks = chunks; self.prefix = prefix
             self.progress = progress; self.stats = stats; self.statsJSON = statsJSON
+            self.driver = driver; self.driverArguments = driverArguments
         }
     }
 
@@ -120,7 +128,8 @@ public enum Host {
         guard let L = newState() else { return 1 }
         installOutputHooks(L, tag: options.prefix, clear: Progress.isOn)
         setArgTable(L, script: script ?? "jobrun", arguments: arguments)
-        let code = runFile(L, script: script, chunks: options.chunks, arguments: arguments) { message in
+        let code = runFile(L, script: script, chunks: options.chunks, arguments: arguments,
+                           driver: options.driver, driverArguments: options.driverArguments) { message in
             Progress.stop()   // the run's last words: the status line goes first
             return "jobrun: \(message)\n"
         }
@@ -308,8 +317,8 @@ public enum Host {
     /// says; returns the exit status. An error the script raised goes to
     /// `report` when given, else to descriptor 2 as `format` makes it.
     static func runFile(_ L: LuaState, script: String?, chunks: [String] = [], arguments: [String] = [],
-                        argumentIndices: [Int32] = [], format: (String) -> String,
-                        report: ((String) -> Void)? = nil) -> Int32 {
+                        argumentIndices: [Int32] = [], driver: String? = nil, driverArguments: [String] = [],
+                        format: (String) -> String, report: ((String) -> Void)? = nil) -> Int32 {
         jr_push_swift_function(L, tracebackHandler)
         let handler = lua_gettop(L)
         var code: Int32 = 0
@@ -326,7 +335,22 @@ public enum Host {
                 code = 1
             }
         }
-        if code == 0, let script {
+        if code == 0, let driver {
+            // Trusted code of our own, run as a script would be (its errors are the user's to see).
+            if Prelude.load(L, driver) != LUA_OK {
+                writeAll(2, format(Lua.string(L, -1) ?? "cannot load \(driver)"))
+                jr_lua_pop(L, 1)
+                code = 1
+            } else {
+                for a in driverArguments { Lua.pushString(L, a) }
+                if jr_lua_pcall(L, Int32(driverArguments.count), 0, handler) != LUA_OK {
+                    jr_fflush_stdout()
+                    writeAll(2, format(Lua.string(L, -1) ?? "(error object is not a string)"))
+                    jr_lua_pop(L, 1)
+                    code = 1
+                }
+            }
+        } else if code == 0, let script {
             if loadText(L, file: script) != LUA_OK {
                 writeAll(2, format(Lua.string(L, -1) ?? "cannot load \(script)"))
                 jr_lua_pop(L, 1)

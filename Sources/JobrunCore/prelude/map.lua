@@ -1,0 +1,413 @@
+-- `jobrun map [options] FN.lua [INPUT...]` (the command: Sources/jobrun/Map.swift,
+-- which has checked the options and that every file named can be read). Run
+-- as the main chunk of an ordinary run (Host.Options.driver), so the status
+-- line, --stats, --stats-json, Ctrl-C and the exit status are any run's.
+-- `...` is "key=value" settings, "--", FN.lua, then the inputs.
+--
+-- FN.lua runs once, here, before the Pool forks its workers: they inherit
+-- its function with its upvalues (open files, loaded modules), so only a
+-- small stub is sent with each chunk of lines. In a worker, the stub calls
+-- the function with what it prints to stdout captured, and turns the
+-- result and the captured text into the line(s) to print (--tag applied);
+-- the caller only writes them, whole, so output never tears and, with
+-- --keep-order, what a function prints keeps its place too.
+--
+-- Failures: without --retries/--timeout/--halt/--joblog/--resume the stub
+-- catches an error itself and sends it back as a failure (nothing for the
+-- Pool to do). With any of them, the error is raised to the Pool, which
+-- retries, times out, logs and halts (CONTRACT-15's Pool options), and
+-- reports each failure for good through `on_error`.
+local settings = {...}
+local o, at = {}, nil
+for i, a in ipairs(settings) do
+  if a == "--" then at = i; break end
+  local k, v = a:match("^([%w_]+)=(.*)$")
+  if k then o[k] = v end
+end
+local fn_path = settings[at + 1]
+local inputs = table.move(settings, at + 2, #settings, 1, {})
+if #inputs == 0 then inputs[1] = "-" end
+
+local stdout, stderr = io.stdout, io.stderr
+local describe = jobrun._describe
+local type, tostring, select, concat, mtype, format = type, tostring, select, table.concat, math.type, string.format
+
+local pipe, tag, keep_order = o.pipe == "1", o.tag == "1", o.keep_order == "1"
+local block_size = tonumber(o.block)
+local control = o.retries or o.timeout or o.halt or o.joblog or o.resume
+
+--- The run's last words for bad input: one line, exit 2.
+local function refuse(message)
+  stderr:write("jobrun map: ", message, "\n")
+  os.exit(2)
+end
+
+--- A short copy of an item for messages: at most 40 bytes shown, control
+--- bytes, quotes and backslashes escaped, invalid UTF-8 as \xNN.
+local function short(s)
+  local cut = #s > 40
+  if cut then
+    s = s:sub(1, 40)
+    -- do not end inside a UTF-8 sequence
+    local k = #s
+    while k > 0 and s:byte(k) >= 0x80 and s:byte(k) < 0xC0 do k = k - 1 end
+    if k > 0 and s:byte(k) >= 0xC0 then s = s:sub(1, k - 1) end
+  end
+  local out, pos = {}, 1
+  while pos <= #s do
+    local len = utf8.len(s, pos)
+    local stop = len and #s or select(2, utf8.len(s, pos)) - 1
+    if stop >= pos then
+      out[#out + 1] = s:sub(pos, stop):gsub("[%c'\\]", function(c)
+        if c == "\t" then return "\\t" elseif c == "\n" then return "\\n" elseif c == "\r" then return "\\r"
+        elseif c == "'" or c == "\\" then return "\\" .. c end
+        return format("\\x%02X", c:byte())
+      end)
+    end
+    if len then break end
+    out[#out + 1] = format("\\x%02X", s:byte(stop + 1))
+    pos = stop + 2
+  end
+  return "'" .. concat(out) .. (cut and "'..." or "'")
+end
+
+-- The function ----------------------------------------------------------------------
+
+arg = {[0] = fn_path, table.unpack(inputs)}
+local chunk, why = loadfile(fn_path)
+if not chunk then
+  if not why:find(fn_path, 1, true) then why = fn_path .. ": " .. why end
+  refuse(why)
+end
+local ok, user_fn = pcall(chunk)
+if not ok then
+  refuse(("%s raised an error while loading: %s"):format(fn_path, describe(user_fn)))
+end
+local mt = getmetatable(user_fn)
+if type(user_fn) ~= "function" and not (type(user_fn) == "table" and type(mt) == "table" and mt.__call) then
+  refuse(("%s must return a function (it returned %s): end it with `return function(line) ... end`")
+         :format(fn_path, user_fn == nil and "nothing" or ("a " .. type(user_fn))))
+end
+
+-- What the function prints, captured in the worker -----------------------------------
+--
+-- print, io.write and :write on io.stdout (and io.output() while it is
+-- stdout) go to `cap` during a call; elsewhere, and in this process, they
+-- go where they went before (output.lua's wrappers when they are on).
+-- Output of child processes (os.execute, io.popen) is not captured.
+
+local cap, ncap, capturing = {}, 0, false
+local methods = getmetatable(stdout).__index
+local write_through, print_through = methods.write, print
+
+methods.write = function(f, ...)
+  if not capturing or f ~= stdout then return write_through(f, ...) end
+  for i = 1, select("#", ...) do
+    local v = select(i, ...)
+    local t = type(v)
+    if t == "number" then
+      v = mtype(v) == "integer" and format("%d", v) or format("%.14g", v)
+    elseif t ~= "string" then
+      error(("bad argument #%d to 'write' (string expected, got %s)"):format(i, t), 2)
+    end
+    ncap = ncap + 1
+    cap[ncap] = v
+  end
+  return f
+end
+io.write = function(...) return io.output():write(...) end
+print = function(...)
+  if not capturing then return print_through(...) end
+  local n = select("#", ...)
+  for i = 1, n do
+    ncap = ncap + 1
+    cap[ncap] = tostring((select(i, ...)))
+    if i < n then ncap = ncap + 1; cap[ncap] = "\t" end
+  end
+  ncap = ncap + 1
+  cap[ncap] = "\n"
+end
+
+--- A value the function returned, appended to `parts` as line(s).
+local function add(parts, v, item, top)
+  local t = type(v)
+  if t == "string" then
+    parts[#parts + 1] = v
+    if v:byte(-1) ~= 10 then parts[#parts + 1] = "\n" end
+  elseif t == "number" then
+    parts[#parts + 1] = tostring(v) .. "\n"
+  elseif top and v == true then
+    return add(parts, item)
+  elseif top and t == "table" and getmetatable(v) == nil then
+    local n, count = #v, 0
+    for _ in pairs(v) do count = count + 1 end
+    if count ~= n then
+      error("the function returned a table that is not a list (of strings and numbers, printed one a line)", 0)
+    end
+    for i = 1, n do
+      local x = v[i]
+      if type(x) ~= "string" and type(x) ~= "number" then
+        error(("the function returned a list whose item %d is a %s (a list holds strings and numbers, one a line)")
+              :format(i, type(x)), 0)
+      end
+      add(parts, x)
+    end
+  elseif not (top and (v == nil or v == false)) then
+    error(("the function returned a %s: return a string or number (a line), a list of them, "
+           .. "true (print the input line), or false or nil (print nothing)"):format(t), 0)
+  end
+end
+
+--- The text to print for one item: what the call printed, then its result,
+--- each line tagged with `label` when --tag is on; nil when there is none.
+local function render(item, label, r)
+  if ncap == 0 and type(r) == "string" and not tag then
+    if r:byte(-1) == 10 then return r end
+    return r .. "\n"
+  end
+  local parts = {}
+  if ncap > 0 then
+    local text = concat(cap, "", 1, ncap)
+    cap, ncap = {}, 0
+    parts[1] = text
+    if text:byte(-1) ~= 10 then parts[2] = "\n" end
+  end
+  add(parts, r, item, true)
+  if parts[1] == nil then return nil end
+  local text = concat(parts)
+  if tag then
+    local lead = label .. "\t"
+    text = text:gsub("[^\n]*\n", function(line) return lead .. line end)
+  end
+  return text
+end
+
+--- One item in a worker: the text to print (or nil). A failure raises (for
+--- the Pool: control mode) or comes back as {message, short copy}. With
+--- --pipe --tag the block's number rides in front of it ("17\n..."), taken
+--- off here.
+local function run_item(item)
+  local label
+  if tag then
+    if pipe then label, item = item:match("^(%d+)\n(.*)$") else label = item end
+  end
+  capturing, ncap = true, 0
+  local ok, r = pcall(user_fn, item)
+  capturing = false
+  if ok then ok, r = pcall(render, item, label, r) end
+  if not ok then
+    cap, ncap = {}, 0
+    if control then error(r, 0) end
+    return {describe(r), not pipe and "(" .. short(item) .. ")" or nil}
+  end
+  return r
+end
+
+local call = run_item
+jobrun._map_call = call
+local stub = function(item) return jobrun._map_call(item) end
+
+-- The input -----------------------------------------------------------------------
+--
+-- Lines (or blocks) of the inputs in order, read as the Pool asks for them.
+-- `starts` says where each input's items start, so a message can name the
+-- file and its line: {first item, name, first line}.
+
+local starts, read_error = {}, nil
+local count, lines_read = 0, 0
+local cur, cur_name, next_input = nil, nil, 1
+
+local function open_next()
+  if next_input > #inputs then return false end
+  local name = inputs[next_input]
+  next_input = next_input + 1
+  if name == "-" then
+    cur, cur_name = io.stdin, "stdin"
+  else
+    local f, err = io.open(name, "rb")
+    if not f then read_error = err; return false end
+    cur, cur_name = f, name
+  end
+  starts[#starts + 1] = {count + 1, cur_name, lines_read + 1}
+  return true
+end
+
+local function close_current()
+  if cur ~= io.stdin then cur:close() end
+  cur = nil
+end
+
+local input_ended = false
+local function next_line()
+  while true do
+    if cur == nil and (read_error or not open_next()) then input_ended = true; return nil end
+    local line, err = cur:read("l")
+    if line then
+      count = count + 1
+      return line
+    end
+    if err then read_error = cur_name .. ": " .. err end
+    close_current()
+  end
+end
+
+-- Blocks: about block_size bytes, ending at a line end (a longer line is
+-- read whole); never across inputs. block_lines[k]: the first input line of
+-- block k and how many it holds, for messages (dropped once reported).
+local carry = ""
+local block_lines = {}
+local BYTE_NL = 10
+
+local function count_lines(s)
+  local n, pos = 0, 1
+  while true do
+    local nl = s:find("\n", pos, true)
+    if not nl then break end
+    n, pos = n + 1, nl + 1
+  end
+  if pos <= #s then n = n + 1 end
+  return n
+end
+
+local function next_block()
+  while true do
+    if cur == nil and (read_error or not open_next()) then input_ended = true; return nil end
+    local parts, have = {carry}, #carry
+    local seen_nl = carry:find("\n", 1, true) ~= nil
+    carry = ""
+    local ended = false
+    while true do
+      local data, err = cur:read(math.max(block_size - have, 65536 > block_size and block_size or 65536))
+      if data == nil then
+        if err then read_error = cur_name .. ": " .. err end
+        ended = true
+        break
+      end
+      parts[#parts + 1] = data
+      have = have + #data
+      seen_nl = seen_nl or data:find("\n", 1, true) ~= nil
+      if have >= block_size and seen_nl then break end
+    end
+    local buf = concat(parts)
+    if ended then close_current() end
+    if #buf > 0 then
+      local cut = #buf
+      if not ended then
+        while buf:byte(cut) ~= BYTE_NL do cut = cut - 1 end
+        carry = buf:sub(cut + 1)
+        buf = buf:sub(1, cut)
+      end
+      count = count + 1
+      local n = count_lines(buf)
+      block_lines[count] = {lines_read + 1, n}
+      lines_read = lines_read + n
+      if tag then return count .. "\n" .. buf end
+      return buf
+    end
+  end
+end
+
+--- Where item k came from, for messages: "data.txt:17" or "stdin: block 3
+--- (lines 201-300)".
+local function where(k)
+  local s
+  for i = #starts, 1, -1 do
+    if starts[i][1] <= k then s = starts[i]; break end
+  end
+  if not s then return ("item %d"):format(k) end
+  if not pipe then return ("%s:%d"):format(s[2], k - s[1] + 1) end
+  local b = block_lines[k]
+  block_lines[k] = nil
+  if not b then return ("%s: block %d"):format(s[2], k) end
+  local first = b[1] - s[3] + 1
+  return ("%s: block %d (line%s %d%s)"):format(s[2], k, b[2] == 1 and "" or "s", first,
+                                                b[2] == 1 and "" or "-" .. (first + b[2] - 1))
+end
+
+-- The run --------------------------------------------------------------------------
+
+local failures, done = 0, 0
+local what = pipe and "blocks" or "lines"
+
+--- The message of an error without the worker's traceback.
+local function message_of(e)
+  local text = type(e) == "string" and e or describe(e)
+  return (text:gsub("\nstack traceback.*$", ""))
+end
+
+local function report(k, item_copy, message)
+  failures = failures + 1
+  local place = k and where(k) or nil
+  local head = place and (item_copy and place .. " " .. item_copy or place) or nil
+  stderr:write("jobrun map: ", head and head .. ": " or "", message, "\n")
+end
+
+local opts = {}
+if pipe then opts.chunksize = 1 end
+if control then
+  opts.retries = o.retries and math.tointeger(tonumber(o.retries)) or nil
+  opts.timeout = o.timeout and tonumber(o.timeout) or nil
+  opts.halt = o.halt
+  opts.joblog = o.joblog
+  opts.resume = o.resume == "1" or nil
+  opts.on_error = function(err, index, item)
+    local copy
+    if not pipe and type(item) == "string" then copy = "(" .. short(item) .. ")" end
+    report(index, copy, message_of(err))
+  end
+end
+
+local jobs = tonumber(o.jobs)
+local okp, pool = pcall(jobrun.Pool, {workers = jobs ~= 0 and jobs or nil})
+if not okp then refuse(("-j %s: %s"):format(o.jobs, message_of(pool))) end
+
+local source = pipe and next_block or next_line
+local start_ok, it = pcall(keep_order and pool.imap or pool.imap_unordered, pool, stub, source, opts)
+if not start_ok then
+  pool:terminate()
+  local m = message_of(it)
+  local name = m:match("unknown option ([%w_]+)")
+  if name then
+    m = ("--%s: this jobrun's Pool has no %s option"):format(name == "on_error" and "retries/--timeout/--halt/--joblog" or name, name)
+  end
+  refuse(m)
+end
+
+local raw_write = write_through
+local progress = jobrun.progress
+local halted
+local expected = 0
+while true do
+  local okr, v, k = pcall(it)
+  expected = expected + 1
+  if not okr then
+    local e = v
+    if type(e) == "table" and e.kind == "Halted" then halted = e; break end
+    -- The Pool could not run an item (its worker died): in order, it is
+    -- item `expected`; out of order, the Pool's message names it.
+    report(keep_order and expected or nil, nil, message_of(e))
+  elseif k == nil then
+    break
+  elseif v ~= nil then
+    if type(v) == "string" then
+      raw_write(stdout, v)
+    else
+      report(k, v[2], v[1])
+    end
+  end
+  done = done + 1
+  if done % 64 == 0 then progress(what, done, input_ended and count or nil) end
+end
+progress(what, done, done)
+
+if halted then
+  pool:terminate()
+  stdout:flush()
+  stderr:write("jobrun map: halted: ", message_of(halted), "\n")
+else
+  pool:close()
+  pool:join()
+end
+stdout:flush()
+if read_error then refuse(read_error .. " (the lines before it were run)") end
+os.exit(failures > 101 and 101 or failures)
