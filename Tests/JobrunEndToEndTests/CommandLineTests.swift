@@ -255,7 +255,7 @@ struct CommandLineTests {
         guard FileManager.default.isExecutableFile(atPath: "/bin/bash") else { return }
         // `jobrun <Tab>`: the subcommands, .lua files and folders (not other files).
         let first = bashCompletions(["jobrun", ""])
-        for word in ["run", "check", "help", "a.lua", "sub"] { #expect(first.contains(word), "\(word) not offered: \(first)") }
+        for word in ["run", "check", "map", "help", "a.lua", "sub"] { #expect(first.contains(word), "\(word) not offered: \(first)") }
         #expect(!first.contains("notes.txt"), "\(first)")
         // The same files as `jobrun run <Tab>`.
         let run = bashCompletions(["jobrun", "run", ""])
@@ -270,6 +270,10 @@ struct CommandLineTests {
         #expect(bashCompletions(["jobrun", "--stats-json", "no"]) == ["notes.txt"])
         // The other subcommands are untouched.
         #expect(bashCompletions(["jobrun", "check", "--h"]) == ["--help"])
+        // `jobrun map`: its options, then the function's .lua file.
+        #expect(bashCompletions(["jobrun", "map", "--ke"]) == ["--keep-order"])
+        let mapFirst = bashCompletions(["jobrun", "map", ""])
+        #expect(mapFirst.contains("a.lua") && mapFirst.contains("sub") && !mapFirst.contains("notes.txt"), "\(mapFirst)")
     }
 
     @Test func zshAndFishScriptsCompleteTheDefaultForm() {

@@ -277,7 +277,11 @@ local function next_block()
     carry = ""
     local ended = false
     while true do
-      local data, err = cur:read(math.max(block_size - have, 65536 > block_size and block_size or 65536))
+      -- Up to the block's size; past it (a line longer than a block), on in
+      -- pieces until a line ends.
+      local want = block_size - have
+      if want <= 0 then want = math.min(block_size, 65536) end
+      local data, err = cur:read(want)
       if data == nil then
         if err then read_error = cur_name .. ": " .. err end
         ended = true
@@ -383,9 +387,17 @@ while true do
   if not okr then
     local e = v
     if type(e) == "table" and e.kind == "Halted" then halted = e; break end
-    -- The Pool could not run an item (its worker died): in order, it is
-    -- item `expected`; out of order, the Pool's message names it.
-    report(keep_order and expected or nil, nil, message_of(e))
+    -- With on_error (control mode) every failed item goes there: what the
+    -- iterator raises is the run's end (a job log from another job, a
+    -- corrupt one). Without, the Pool could not run an item (its worker
+    -- died): in order, it is item `expected`; out of order, the Pool's
+    -- message names it.
+    if control then
+      pool:terminate()
+      refuse(message_of(e))
+    end
+    local m = message_of(e)
+    report(keep_order and expected or math.tointeger(tonumber(m:match(" item (%d+) of "))), nil, m)
   elseif k == nil then
     break
   elseif v ~= nil then
