@@ -394,3 +394,33 @@ struct MapControlTests {
         #expect(otherFn.stderr.contains("another job"), "\(otherFn)")
     }
 }
+
+@Suite("docs/map.md")
+struct MapDocTests {
+    static let doc = (try? String(contentsOf: packageRoot.appendingPathComponent("docs/map.md"), encoding: .utf8)) ?? ""
+
+    @Test func everyOptionOfTheHelpIsDocumented() throws {
+        let help = runJobrun(["map", "--help"], timeout: 30).stdout
+        let option = try Regex(#"--[a-z][a-z-]+"#)
+        let names = Set(help.matches(of: option).map { String(help[$0.range]) })
+        #expect(names.count > 12, "\(names)")
+        for name in names where name != "--help" && name != "--version" {
+            #expect(Self.doc.contains(name), "docs/map.md does not mention \(name)")
+        }
+        for word in ["GNU parallel", "xargs", "| 101 |", "-j 0"] { #expect(Self.doc.contains(word), "\(word)") }
+    }
+
+    @Test func theFirstExampleRunsAsShown() {
+        let r = runMap(["-k", "upper.lua"], files: ["upper.lua": "return function(line) return line:upper() end\n"], stdin: "a\nb\n")
+        expectStatus(r)
+        #expect(r.stdout == "A\nB\n")
+        #expect(Self.doc.contains("return function(line) return line:upper() end\n$ printf 'a\\nb\\n' | jobrun map -k upper.lua\nA\nB\n"))
+    }
+
+    @Test func theReadmeAndTheReferenceLinkToIt() throws {
+        let readme = try String(contentsOf: packageRoot.appendingPathComponent("README.md"), encoding: .utf8)
+        #expect(readme.contains("](docs/map.md)") && readme.contains("jobrun map"))
+        let api = try String(contentsOf: packageRoot.appendingPathComponent("docs/api.md"), encoding: .utf8)
+        #expect(api.contains("](map.md)"))
+    }
+}
