@@ -217,6 +217,32 @@ struct MapTests {
         #expect(r.lines == ["head:1", "head:2"])
     }
 
+    @Test func ctrlCStillPrintsStatsAndExits130() {
+        // The function, on the line "wait", says the main process's pid
+        // (an upvalue from FN.lua's run there) and waits; then Ctrl-C.
+        let body = """
+            local main = jobrun.current_process().pid
+            return function(l)
+              if l == "wait" then
+                local f = assert(io.open("ready.tmp", "w")); f:write(main); f:close()
+                assert(os.rename("ready.tmp", "ready"))
+                while true do jobrun.sleep(0.01) end
+              end
+              return l
+            end
+            """
+        let dir = ScratchFolder(["f.lua": body])
+        defer { dir.remove() }
+        let command = """
+            cd '\(dir.path)' || exit 9
+            ( for i in $(seq 400); do [ -s ready ] && break; sleep 0.05; done; kill -INT "$(cat ready)" ) &
+            printf 'a\\nwait\\nb\\n' | exec '\(jobrunBinary)' map -j 2 --stats f.lua
+            """
+        let r = runCommand(["/bin/bash", "-c", command], timeout: 60)
+        expectStatus(r, 130, "jobrun dies of SIGINT: its shell says 130")
+        #expect(r.stderr.contains("jobrun: run statistics") && r.stderr.contains("PoolWorker-1"), "\(r)")
+    }
+
     @Test func aScriptNamedMapRunsWithDotSlashOrRun() {
         let dir = ScratchFolder(["map": "print('the map script', ...)\n"])
         defer { dir.remove() }
