@@ -54,6 +54,12 @@ struct MapTests {
         let expected = ["1", "2", "3"].flatMap { ["p\t\($0)", "w12.5", "s\($0)", "partial", "r\($0)"] }
         #expect(r.lines == expected, "captured per line, in order; an unended line is ended")
         #expect(r.stderr == "")
+        // FN.lua that keeps its own references to print and io.write.
+        let cached = "local print, write, out = print, io.write, io.stdout\n" + fn(body.replacingOccurrences(of: "io.write(", with: "write(")
+            .replacingOccurrences(of: "io.stdout:write(", with: "out:write("))
+        let r2 = runMap(["-j", "2", "-k", "f.lua"], files: ["f.lua": cached], stdin: "1\n2\n3\n")
+        expectStatus(r2)
+        #expect(r2.lines == expected, "\(r2)")
     }
 
     @Test func tagPrefixesEveryOutputLineWithTheInputLine() {

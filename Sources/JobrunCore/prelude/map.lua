@@ -71,30 +71,14 @@ local function short(s)
   return "'" .. concat(out) .. (cut and "'..." or "'")
 end
 
--- The function ----------------------------------------------------------------------
-
-arg = {[0] = fn_path, table.unpack(inputs)}
-local chunk, why = loadfile(fn_path)
-if not chunk then
-  if not why:find(fn_path, 1, true) then why = fn_path .. ": " .. why end
-  refuse(why)
-end
-local ok, user_fn = pcall(chunk)
-if not ok then
-  refuse(("%s raised an error while loading: %s"):format(fn_path, describe(user_fn)))
-end
-local mt = getmetatable(user_fn)
-if type(user_fn) ~= "function" and not (type(user_fn) == "table" and type(mt) == "table" and mt.__call) then
-  refuse(("%s must return a function (it returned %s): end it with `return function(line) ... end`")
-         :format(fn_path, user_fn == nil and "nothing" or ("a " .. type(user_fn))))
-end
-
 -- What the function prints, captured in the worker -----------------------------------
 --
 -- print, io.write and :write on io.stdout (and io.output() while it is
 -- stdout) go to `cap` during a call; elsewhere, and in this process, they
 -- go where they went before (output.lua's wrappers when they are on).
 -- Output of child processes (os.execute, io.popen) is not captured.
+-- Installed before FN.lua runs, so a `local print = print` there is
+-- captured too.
 
 local cap, ncap, capturing = {}, 0, false
 local methods = getmetatable(stdout).__index
@@ -126,6 +110,24 @@ print = function(...)
   end
   ncap = ncap + 1
   cap[ncap] = "\n"
+end
+
+-- The function ----------------------------------------------------------------------
+
+arg = {[0] = fn_path, table.unpack(inputs)}
+local chunk, why = loadfile(fn_path)
+if not chunk then
+  if not why:find(fn_path, 1, true) then why = fn_path .. ": " .. why end
+  refuse(why)
+end
+local ok, user_fn = pcall(chunk)
+if not ok then
+  refuse(("%s raised an error while loading: %s"):format(fn_path, describe(user_fn)))
+end
+local mt = getmetatable(user_fn)
+if type(user_fn) ~= "function" and not (type(user_fn) == "table" and type(mt) == "table" and mt.__call) then
+  refuse(("%s must return a function (it returned %s): end it with `return function(line) ... end`")
+         :format(fn_path, user_fn == nil and "nothing" or ("a " .. type(user_fn))))
 end
 
 --- A value the function returned, appended to `parts` as line(s).
