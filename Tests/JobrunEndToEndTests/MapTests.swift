@@ -419,6 +419,14 @@ struct MapControlTests {
         let other = runJobrun(["map", "-k", "--joblog", "log.tsv", "--resume", "f.lua"], stdin: "a\nzzz\nb\n", cwd: dir.path)
         expectStatus(other, 2)
         #expect(other.stderr.contains("log.tsv"), "\(other)")
+        // A corrupt line: refused, naming the file and the line.
+        let saved = try String(contentsOfFile: dir.file("log.tsv"), encoding: .utf8)
+        let lineCount = splitLines(saved).count
+        try (saved + "garbage\n").write(toFile: dir.file("log.tsv"), atomically: true, encoding: .utf8)
+        let corrupt = runJobrun(["map", "-k", "--joblog", "log.tsv", "--resume", "f.lua"], stdin: "a\nfail1\nb\n", cwd: dir.path)
+        expectStatus(corrupt, 2)
+        #expect(corrupt.stderr.contains("log.tsv") && corrupt.stderr.contains("\(lineCount + 1)"), "\(corrupt)")
+        try saved.write(toFile: dir.file("log.tsv"), atomically: true, encoding: .utf8)
         // Another function: refused.
         dir.write("g.lua", fn("return l .. '!'"))
         let otherFn = runJobrun(["map", "--joblog", "log.tsv", "--resume", "g.lua"], stdin: "a\nfail1\nb\n", cwd: dir.path)

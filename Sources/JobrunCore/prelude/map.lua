@@ -205,8 +205,7 @@ local function run_item(item)
   return r
 end
 
-local call = run_item
-jobrun._map_call = call
+jobrun._map_call = run_item
 local stub = function(item) return jobrun._map_call(item) end
 
 -- The input -----------------------------------------------------------------------
@@ -360,6 +359,7 @@ if control then
     local copy
     if not pipe and type(item) == "string" then copy = "(" .. short(item) .. ")" end
     report(index, copy, message_of(err))
+    done = done + 1                              -- (the iterator skips a failed item)
   end
 end
 
@@ -372,9 +372,13 @@ local start_ok, it = pcall(keep_order and pool.imap or pool.imap_unordered, pool
 if not start_ok then
   pool:terminate()
   local m = message_of(it)
-  local name = m:match("unknown option ([%w_]+)")
-  if name then
-    m = ("--%s: this jobrun's Pool has no %s option"):format(name == "on_error" and "retries/--timeout/--halt/--joblog" or name, name)
+  if m:match("unknown option ([%w_]+)") then
+    local given = {}
+    for _, k in ipairs{"retries", "timeout", "halt", "joblog", "resume"} do
+      if o[k] then given[#given + 1] = "--" .. k end
+    end
+    m = concat(given, ", ") .. ": this jobrun's Pool does not take the per-line control options"
+        .. " (timeout, retries, halt, on_error, joblog, resume)"
   end
   refuse(m)
 end
