@@ -53,7 +53,7 @@ struct Jobrun: ParsableCommand {
         }
         var command: ParsableCommand
         do {
-            command = try parseAsRoot()
+            command = try parseAsRoot(Map.expandingJobs(Array(argv.dropFirst())))
         } catch {
             let code = exitCode(for: error)
             if code == .success { exit(withError: error) }

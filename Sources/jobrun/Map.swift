@@ -27,10 +27,10 @@ struct Map: ParsableCommand {
             and the GNU parallel and xargs commands each form replaces.
 
             Examples:
-              jobrun map upper.lua names.txt            # upper.lua: return function(l) return l:upper() end
+              jobrun map upper.lua names.txt      # return function(l) return l:upper() end
               find . -name '*.log' | jobrun map -j 8 -k count.lua
-              jobrun map --tag --retries 2 --timeout 30 --joblog run.tsv fetch.lua urls.txt
-              jobrun map --joblog run.tsv --resume fetch.lua urls.txt   # skip what run.tsv shows done
+              jobrun map --tag --retries 2 --timeout 30 --joblog run.tsv get.lua urls.txt
+              jobrun map --joblog run.tsv --resume get.lua urls.txt  # skip the lines done
               zcat big.gz | jobrun map --pipe --block 4M wc.lua
 
             Exit status:
@@ -139,6 +139,24 @@ struct Map: ParsableCommand {
         if function == "-" {
             throw ValidationError("FN.lua must be a file (- is the input: stdin)")
         }
+    }
+
+    /// `jobrun map -j4 ...` as GNU parallel and make take it: `-j 4` (the
+    /// parser takes a short option's value only as the next word). Other
+    /// command lines, and words after `--`, are left as they are.
+    static func expandingJobs(_ arguments: [String]) -> [String] {
+        guard arguments.first == "map" else { return arguments }
+        var out: [String] = []
+        var rest = false
+        for a in arguments {
+            if !rest, a.hasPrefix("-j"), a.count > 2, a.dropFirst(2).allSatisfy(\.isNumber) {
+                out += ["-j", String(a.dropFirst(2))]
+            } else {
+                if a == "--" { rest = true }
+                out.append(a)
+            }
+        }
+        return out
     }
 
     static func positiveInt(_ text: String) -> Int? {

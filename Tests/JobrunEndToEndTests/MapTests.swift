@@ -202,6 +202,12 @@ struct MapTests {
         #expect(json.contains("\"lines\""), "\(json)")
     }
 
+    @Test func dashJTakesItsNumberAttachedAsInParallel() {
+        let r = runMap(["-j2", "-k", "f.lua", "--", "-j3"], files: ["f.lua": fn("return l"), "-j3": "x\n"])
+        expectStatus(r)
+        #expect(r.stdout == "x\n", "-j2 is -j 2; after --, -j3 is a file")
+    }
+
     @Test func theRunsOptionsAndMinusEWork() {
         let r = runMap(["-e", "greeting = 'hi'", "--no-progress", "-j", "1", "f.lua"],
                        files: ["f.lua": fn("return greeting .. ' ' .. l")], stdin: "x\n")
