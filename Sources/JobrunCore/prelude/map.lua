@@ -206,7 +206,14 @@ local function run_item(item)
 end
 
 jobrun._map_call = run_item
-local stub = function(item) return jobrun._map_call(item) end
+-- What the Pool sends with each chunk: a call of the function the worker
+-- already has. Made per function file (its name in the chunk name and as a
+-- constant), so a job log's fingerprint of the function (--resume) tells
+-- one FN.lua from another, while editing the file between runs (to fix
+-- what failed) still resumes.
+local fn_name = fn_path:match("[^/]*$")
+local stub = assert(load(("return function(item) return jobrun._map_call(item, %q) end"):format(fn_name),
+                         "=" .. fn_name .. " (jobrun map)", "t"))()
 
 -- The input -----------------------------------------------------------------------
 --
