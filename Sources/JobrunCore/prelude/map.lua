@@ -347,6 +347,15 @@ local function message_of(e)
   return (text:gsub("\nstack traceback.*$", ""))
 end
 
+--- A jobrun error's own message (no kind, no "Pool.imap: "), for the
+--- run's last words (a halt, a job log refused).
+local function text_of(e)
+  if type(e) == "table" and e.kind and e.message ~= nil then
+    return (message_of(tostring(e.message)):gsub("^Pool%.[%w_]+: ", ""))
+  end
+  return message_of(e)
+end
+
 local function report(k, item_copy, message)
   failures = failures + 1
   local place = k and where(k) or nil
@@ -378,7 +387,7 @@ local source = pipe and next_block or next_line
 local start_ok, it = pcall(keep_order and pool.imap or pool.imap_unordered, pool, stub, source, opts)
 if not start_ok then
   pool:terminate()
-  local m = message_of(it)
+  local m = text_of(it)
   if m:match("unknown option ([%w_]+)") then
     local given = {}
     for _, k in ipairs{"retries", "timeout", "halt", "joblog", "resume"} do
@@ -407,7 +416,7 @@ while true do
     -- message names it.
     if control then
       pool:terminate()
-      refuse(message_of(e))
+      refuse(text_of(e))
     end
     local m = message_of(e)
     report(keep_order and expected or math.tointeger(tonumber(m:match(" item (%d+) of "))), nil, m)
@@ -428,7 +437,7 @@ progress(what, done, done)
 if halted then
   pool:terminate()
   stdout:flush()
-  stderr:write("jobrun map: halted: ", message_of(halted), "\n")
+  stderr:write("jobrun map: ", text_of(halted), "\n")
 else
   pool:close()
   pool:join()
