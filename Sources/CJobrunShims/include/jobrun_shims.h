@@ -742,6 +742,14 @@ typedef struct jr_pool_slot {
     uint32_t stage;         // JR_POOL_*
     uint64_t mark;          // TAKING: items taken from the task queue before this take
     uint64_t task;          // HOLDING: the task's number, its place in the task queue (from 1)
+    // The item the worker is on, written only for a task with a per-item
+    // timeout (Pool `timeout`), read by the caller to know when it is due:
+    // the worker stores started_ns = 0, then task/item, then started_ns
+    // (release); the caller reads started_ns, the two, started_ns again and
+    // trusts them only when both reads agree and are non-zero.
+    uint64_t item_task;     // the task's id (pool.lua's, its place in the task queue)
+    uint64_t item;          // the item's place in the task's chunk (from 1)
+    uint64_t started_ns;    // monotonic clock when the item started (0: being written)
 } jr_pool_slot;
 
 /// A Pool's shared state. A worker takes a task under `lock`: it notes the
@@ -937,6 +945,9 @@ JR_ASSERT_IN_BLOCK(jr_pool_slot);
 JR_ASSERT_WORD(jr_pool_slot, pid);
 JR_ASSERT_WORD(jr_pool_slot, stage);
 JR_ASSERT_WORD(jr_pool_slot, task);
+JR_ASSERT_WORD(jr_pool_slot, item_task);
+JR_ASSERT_WORD(jr_pool_slot, item);
+JR_ASSERT_WORD(jr_pool_slot, started_ns);
 JR_ASSERT_OBJECT(jr_pool);
 JR_ASSERT_IN_BLOCK(jr_pool);
 JR_ASSERT_FUTEX(jr_pool, result_seq);

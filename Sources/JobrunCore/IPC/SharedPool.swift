@@ -125,6 +125,17 @@ struct SharedPool {
         notifyCaller()
     }
 
+    /// The worker of slot `i` starts item `item` of task `task` (only for a
+    /// task with a per-item timeout): two plain stores fenced by the
+    /// started_ns word, which the caller reads on both sides (item(slot:)).
+    func begin(slot i: Int, task: UInt64, item: UInt64) {
+        let s = slot(i)
+        s.atomic(\.started_ns).store(0, ordering: .releasing)
+        s.atomic(\.item_task).store(task, ordering: .relaxed)
+        s.atomic(\.item).store(item, ordering: .relaxed)
+        s.atomic(\.started_ns).store(UInt64(max(1, monotonicNanos())), ordering: .releasing)
+    }
+
     /// Wakes the caller if it waits for results.
     func notifyCaller() {
         p.atomic(\.result_seq).wrappingIncrement(ordering: .acquiringAndReleasing)
@@ -149,7 +160,27 @@ struct SharedPool {
         s.atomic(\.stage).store(UInt32(JR_POOL_IDLE), ordering: .releasing)
         s.pointee.task = 0
         s.pointee.pid = 0
+        s.atomic(\.started_ns).store(0, ordering: .releasing)
         return held
+    }
+
+    /// What the worker of slot `i` last said it started (begin): task,
+    /// item, monotonic start in ns; nil while it writes or never did.
+    func item(slot i: Int) -> (task: UInt64, item: UInt64, startedNanos: UInt64)? {
+        let s = slot(i)
+        let t0 = s.atomic(\.started_ns).load(ordering: .acquiring)
+        let task = s.atomic(\.item_task).load(ordering: .relaxed)
+        let item = s.atomic(\.item).load(ordering: .relaxed)
+        let t1 = s.atomic(\.started_ns).load(ordering: .acquiring)
+        guard t0 != 0, t0 == t1 else { return nil }
+        return (task, item, t0)
+    }
+
+    /// The task the worker of slot `i` holds now, read without the lock
+    /// (a Pool's halt policy "now" kills the workers of the halted map).
+    func held(slot i: Int) -> UInt64? {
+        let s = slot(i)
+        return s.atomic(\.stage).load(ordering: .acquiring) == UInt32(JR_POOL_HOLDING) ? s.pointee.task : nil
     }
 
     enum WaitResult { case ready, timedOut, failed(JobrunError) }

@@ -21,6 +21,8 @@ enum CoreBindings {
         Lua.setFunction(L, "metatable", metatable)
         Lua.setFunction(L, "sleep", sleep)
         Lua.setFunction(L, "time", time)
+        Lua.setFunction(L, "unix_time", unixTime)
+        Lua.setFunction(L, "hash", hash)
         Lua.setFunction(L, "cpu_count", cpuCount)
         Lua.setFunction(L, "raise", raise)
         Lua.setFunction(L, "progress", progress)
@@ -423,6 +425,31 @@ enum CoreBindings {
 
     static let time: jr_swift_fn = { L in
         lua_pushnumber(L, Double(monotonicNanos()) / 1e9); return 1
+    }
+
+    /// core.unix_time() -> seconds since the epoch, as a float (a Pool's joblog).
+    static let unixTime: jr_swift_fn = { L in
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        lua_pushnumber(L, Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9); return 1
+    }
+
+    /// core.hash(s) -> the 64-bit FNV-1a hash of the string's bytes, as 16
+    /// hex digits: the same in every process and run (a joblog's Hash column
+    /// and job fingerprint, which resume compares).
+    static let hash: jr_swift_fn = { L in
+        let L = L!
+        var len = 0
+        guard lua_type(L, 1) == LUA_TSTRING, let p = lua_tolstring(L, 1, &len) else {
+            return Lua.raise(L, .TypeError, "hash: expected a string")
+        }
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        UnsafeRawBufferPointer(start: p, count: len).forEach { b in
+            h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01b3
+        }
+        let hex = String(h, radix: 16)
+        Lua.pushString(L, String(repeating: "0", count: 16 - hex.count) + hex)
+        return 1
     }
 
     static let cpuCount: jr_swift_fn = { L in

@@ -4,7 +4,8 @@ import Glibc
 
 /// The Lua side of a Pool's shared state (SharedPool): a handle only
 /// prelude/pool.lua uses (`core`-like, not part of the API), with methods
-/// `_take`, `_send`, `_put`, `_wait`, `_ended`, `_vacate` and `_notify`.
+/// `_take`, `_send`, `_put`, `_wait`, `_ended`, `_vacate`, `_notify`, and for
+/// per-item timeouts `_begin` (worker) and `_item`, `_held` (caller).
 /// Forked workers inherit it with the Lua state; it cannot be sent through a
 /// queue.
 enum PoolBindings {
@@ -14,9 +15,10 @@ enum PoolBindings {
         luaL_newmetatable(L, typeName)
         ProcessContext.hot(L).pointee.poolMeta = lua_topointer(L, -1)
         Lua.setFunction(L, "__gc", release)
-        lua_createtable(L, 0, 8)
+        lua_createtable(L, 0, 10)
         for (name, fn) in [("_take", take), ("_send", send), ("_put", put), ("_wait", wait),
-                           ("_vacate", vacate), ("_notify", notify), ("_ended", ended)] as [(String, jr_swift_fn)] {
+                           ("_vacate", vacate), ("_notify", notify), ("_ended", ended),
+                           ("_begin", begin), ("_item", item), ("_held", held)] as [(String, jr_swift_fn)] {
             Lua.setFunction(L, name, fn)
         }
         lua_setfield(L, -2, "__index")
@@ -156,6 +158,42 @@ enum PoolBindings {
         guard let pool = check(L) else { return -1 }
         guard let i = slotIndex(L, pool, 2) else { return Lua.raise(L, .TypeError, "Pool: _vacate(slot)") }
         if let t = pool.vacate(slot: i) { lua_pushinteger(L, lua_Integer(truncatingIfNeeded: t)) } else { lua_pushnil(L) }
+        return 1
+    }
+
+    /// `state:_begin(slot, task, item)` (worker): starts item `item` of task
+    /// `task` now (SharedPool.begin); only for a task with a timeout.
+    static let begin: jr_swift_fn = { L in
+        let L = L!
+        guard let pool = check(L) else { return -1 }
+        guard let i = slotIndex(L, pool, 2), lua_isinteger(L, 3) != 0, lua_isinteger(L, 4) != 0 else {
+            return Lua.raise(L, .TypeError, "Pool: _begin(slot, task, item)")
+        }
+        pool.begin(slot: i, task: UInt64(truncatingIfNeeded: lua_tointegerx(L, 3, nil)),
+                   item: UInt64(truncatingIfNeeded: lua_tointegerx(L, 4, nil)))
+        return 0
+    }
+
+    /// `state:_item(slot)` (caller) -> task, item, started (seconds on
+    /// core.time's clock) of the item the slot's worker last began, or nil.
+    static let item: jr_swift_fn = { L in
+        let L = L!
+        guard let pool = check(L) else { return -1 }
+        guard let i = slotIndex(L, pool, 2) else { return Lua.raise(L, .TypeError, "Pool: _item(slot)") }
+        guard let at = pool.item(slot: i) else { lua_pushnil(L); return 1 }
+        lua_pushinteger(L, lua_Integer(truncatingIfNeeded: at.task))
+        lua_pushinteger(L, lua_Integer(truncatingIfNeeded: at.item))
+        lua_pushnumber(L, Double(at.startedNanos) / 1e9)
+        return 3
+    }
+
+    /// `state:_held(slot)` (caller) -> the number of the task the slot's
+    /// worker holds now, or nil.
+    static let held: jr_swift_fn = { L in
+        let L = L!
+        guard let pool = check(L) else { return -1 }
+        guard let i = slotIndex(L, pool, 2) else { return Lua.raise(L, .TypeError, "Pool: _held(slot)") }
+        if let t = pool.held(slot: i) { lua_pushinteger(L, lua_Integer(truncatingIfNeeded: t)) } else { lua_pushnil(L) }
         return 1
     }
 

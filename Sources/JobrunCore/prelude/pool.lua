@@ -198,6 +198,37 @@ local function send_results(st, slot, me, id, vals, errs, count, seconds)
   st:_send(slot, {"r", me, id, errs or false, seconds}, vals, 1, count)
 end
 
+--- A chunk of a map with per-item control (timeout, retries, a joblog...;
+--- mode "cmap" or "cstar", with a final "t" when timed): one protected call
+--- per item, its start and run time kept for the joblog and, when timed,
+--- each item's start written to the slot first (the caller kills the
+--- worker past the timeout). Returns vals, errs and the times
+--- {start1, seconds1, start2, ...}, sent where a chunk's seconds go.
+local function run_controlled(st, slot, id, fn, items, count, mode)
+  local star, timed = mode:sub(2, 5) == "star", mode:byte(-1) == 116
+  local vals, errs, times = items, nil, newtable(2 * count, 0)
+  for k = 1, count do
+    if timed then st:_begin(slot, id, k) end
+    local t0 = now()
+    local ok, v
+    if star then
+      local a = items[k]
+      ok, v = xpcall(fn, capture, unpack(a, 1, a.n or #a))
+    else
+      ok, v = xpcall(fn, capture, items[k])
+    end
+    times[2 * k - 1], times[2 * k] = t0, now() - t0
+    if ok then
+      vals[k] = v
+    else
+      errs = errs or {}
+      errs[k] = v
+      vals[k] = nil
+    end
+  end
+  return vals, errs, times
+end
+
 --- A worker: `st` is the pool's shared state, `slot` its place in it.
 local function worker_main(st, slot, task_q, res_q, init, init_args, max_tasks)
   local me = getpid()
@@ -242,6 +273,8 @@ local function worker_main(st, slot, task_q, res_q, init, init_args, max_tasks)
         vals[at] = nil
         k = at + 1
       end
+    elseif mode:byte(1) == 99 then                -- "c...": a map with per-item control
+      vals, errs, started = run_controlled(st, slot, id, fn, items, count, mode)
     else
       for k = 1, count do
         local a = items[k]
@@ -260,7 +293,7 @@ local function worker_main(st, slot, task_q, res_q, init, init_args, max_tasks)
     -- What the task printed is out before the caller sees its result, and is
     -- not lost in a buffer if the pool is terminated.
     io.stdout:flush()
-    send_results(st, slot, me, id, vals, errs, count, now() - started)
+    send_results(st, slot, me, id, vals, errs, count, type(started) == "table" and started or now() - started)
     done = done + 1
   end
 end
