@@ -436,7 +436,7 @@ struct PoolTests {
             "workers = 0 is a ValueError": "ValueError\tPool: workers must be a positive integer, got 0",
             "workers = 1.5 is a ValueError": "ValueError\tPool: workers must be a positive integer, got 1.5",
             "workers as a string is a TypeError": "TypeError\tPool: workers must be a positive integer, got string",
-            "an unknown option is named with the known ones": "TypeError\tPool: unknown option worker (use workers, init, init_args, max_tasks)",
+            "an unknown option is named with the known ones": "TypeError\tPool: unknown option worker (use workers, init, init_args, max_tasks, timeout, retries, halt, on_error, joblog, resume)",
             "options not in a table": "TypeError\tPool: expected a table of options, e.g. Pool{workers = 4}, got string",
             "init not a function": "TypeError\tPool: init must be a function, got number",
             "init_args not a table": "TypeError\tPool: init_args must be a table, got number",

@@ -16,7 +16,7 @@ ErrorMeta.__tostring = function(e)
   return "jobrun." .. tostring(e.kind) .. ": " .. tostring(e.message)
 end
 for _, kind in ipairs{"Empty", "Full", "Closed", "Timeout", "ValueError", "TypeError",
-                      "EOF", "WorkerDied", "Deadlock", "ProcessError"} do
+                      "EOF", "WorkerDied", "Deadlock", "ProcessError", "Halted"} do
   jobrun[kind] = kind
 end
 

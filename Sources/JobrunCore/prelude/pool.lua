@@ -60,6 +60,11 @@ local new_state = jobrun._pool_state   -- the pool's shared state (SharedPool.sw
 -- count}).
 local TASK_LIST, RESULT_LIST, ID = 5, 6, 3
 
+-- Per-item control (timeout, retries, halt, on_error, joblog, resume), below
+-- the Streams part; settle and the death path hand a controlled job's
+-- results and failures to these.
+local settle_ctl, time_out_task
+
 local Pool = {}
 local PoolMeta = {__name = "jobrun.Pool"}
 local AsyncResult = {}
@@ -204,10 +209,19 @@ end
 --- each item's start written to the slot first (the caller kills the
 --- worker past the timeout). Returns vals, errs and the times
 --- {start1, seconds1, start2, ...}, sent where a chunk's seconds go.
+--- `fn` comes as {fn, cancel}: an Event set when the map halted, after which
+--- the items not started are sent back as cancelled.
 local function run_controlled(st, slot, id, fn, items, count, mode)
   local star, timed = mode:sub(2, 5) == "star", mode:byte(-1) == 116
   local vals, errs, times = items, nil, newtable(2 * count, 0)
+  local cancel
+  fn, cancel = fn[1], fn[2]
   for k = 1, count do
+    if cancel and cancel:is_set() then
+      errs = errs or {}
+      for j = k, count do errs[j] = {cancelled = true}; vals[j] = nil end
+      break
+    end
     if timed then st:_begin(slot, id, k) end
     local t0 = now()
     local ok, v
@@ -329,7 +343,9 @@ local function throw(spec, at)
   error(text, 0)
 end
 
-local function map_done(job) return job.remaining <= 0 or job.failed ~= nil end
+--- Done: every task settled, an error to raise (map), or the job halted
+--- (`fatal`: a halt policy, a joblog that does not match).
+local function map_done(job) return job.remaining <= 0 or job.failed ~= nil or job.fatal ~= nil end
 
 --- Queues the job's callbacks to run once it is done: they run at the end of
 --- the pump that settled it (run_due), never in the middle of collecting.
@@ -377,6 +393,7 @@ local function fail_task(s, task, spec)
   s.pending = s.pending - 1
   local errs = {}
   for k = 1, task.count do errs[k] = spec end
+  if task.job.ctl then return settle_ctl(s, task.job, task, nil, errs, nil, spec.seen and spec.seen[1]) end
   settle(s, task.job, task, nil, errs)
 end
 
@@ -505,11 +522,12 @@ local function end_input(s, job, spec)
   check_done(s, job)
 end
 
---- Queues buf[1..count] as items first..first+count-1 of the job.
-local function put_chunk(s, job, buf, count, first)
+--- Queues buf[from..from+count-1] (from: 1 unless given) as items
+--- first..first+count-1 of the job.
+local function put_chunk(s, job, buf, count, first, from)
   local src = job.src
   local id = s.next_id + 1
-  local ok, e = pcall(s.st._put, s.st, {id, src.fn, count, src.mode}, buf, 1, count)
+  local ok, e = pcall(s.st._put, s.st, {id, src.fn, count, src.wire}, buf, from or 1, count)
   if not ok then return false, e end
   s.next_id = e
   s.tasks[id] = {job.results, first, count, id = id, job = job, first = first, count = count, attempt = 1}
@@ -552,14 +570,14 @@ local function feed(s, job)
   while src.out < src.window and not src.ended do
     local first = src.read + 1
     src.got = 0
-    local ok, count, bad = pcall(read_items, src, buf, next_chunk_size(src))
+    local ok, count, bad = pcall(src.reader, src, buf, next_chunk_size(src))
     if not ok then                               -- the iterator raised: `count` is its error
       local e = count
       bad = e == nil and {message = "the iterator raised nil", trace = ""} or {value = e}
       count = src.got
     end
     if count > 0 then
-      local sent, e = put_chunk(s, job, buf, count, first)
+      local sent, e = src.put(s, job, buf, count, first)
       if not sent then
         -- Name the first item the codec refuses; the ones before it go.
         local k, why = 1, describe(e)
@@ -567,7 +585,7 @@ local function feed(s, job)
           local fine, w = sendable(buf[j], ("item %d"):format(first + j - 1))
           if not fine then k, why = j, w; break end
         end
-        if k > 1 then put_chunk(s, job, buf, k - 1, first) end
+        if k > 1 then src.put(s, job, buf, k - 1, first) end
         count = k - 1
         bad = {kind = "TypeError", trace = "", where = src.at,
                message = ("Pool.%s: cannot send the task to the workers: %s"):format(src.fname, why)}
@@ -591,9 +609,10 @@ end
 --- The value a callback is given for a job: the list (map), fn's results
 --- (apply); for an error callback, the error as the caller would catch it.
 local function run_callbacks(job)
+  local bad = job.fatal or (job.failed and job.errors[job.failed])
   for _, c in ipairs(job.callbacks) do
-    if job.failed then
-      if c[2] then c[2](select(2, pcall(throw, job.errors[job.failed], job.at))) end
+    if bad then
+      if c[2] then c[2](select(2, pcall(throw, bad, job.at))) end
     elseif c[1] then
       if job.apply then
         local v = job.results[1]
@@ -609,7 +628,12 @@ end
 --- from the call that was waiting, and the rest run at the next pump.
 local function run_due(s)
   while s.due[1] do
-    run_callbacks(table.remove(s.due, 1))
+    local d = table.remove(s.due, 1)
+    if d.on_error then                           -- an item failed for good (control: on_error)
+      d.on_error(select(2, pcall(throw, d.spec, d.at)), d.index, d.item)
+    else
+      run_callbacks(d)
+    end
   end
 end
 
@@ -620,9 +644,13 @@ local function handle(s, msg)
     if task then
       s.tasks[task.id] = nil
       s.pending = s.pending - 1
-      local src = task.job.src
-      if src then learn_pace(src, task.count, msg[5]) end
-      settle(s, task.job, task, msg[RESULT_LIST], msg[4] or nil)
+      local job = task.job
+      if job.ctl then
+        settle_ctl(s, job, task, msg[RESULT_LIST], msg[4] or nil, msg[5], msg[2])
+      else
+        if job.src then learn_pace(job.src, task.count, msg[5]) end
+        settle(s, job, task, msg[RESULT_LIST], msg[4] or nil)
+      end
     end
   elseif tag == "x" then                         -- max_tasks reached: it exits now, holding nothing
     local w = s.by_pid[msg[2]]
@@ -675,7 +703,11 @@ local function on_death(s, w)
   w.proc:_join(0)                                -- reaped; forget it
   local held = free_slot(s, w)                   -- (none once retired: it held nothing)
   local task = held and s.tasks[held]
-  if task then fail_task(s, task, died_spec(w, code, task)) end
+  if task and w.timed_out and w.timed_out.id == task.id then
+    time_out_task(s, task, w)                    -- the pool killed it: the item took too long
+  elseif task then
+    fail_task(s, task, died_spec(w, code, task))
+  end
 end
 
 local function check_workers(s)
@@ -690,12 +722,567 @@ local function check_workers(s)
   end
 end
 
+-- Per-item control: timeout, retries, halt, on_error, joblog, resume ----------------
+--
+-- GNU parallel's --timeout, --retries, --halt, --joblog and --resume for a
+-- map. A map with any of them on is a "controlled" job (job.ctl): its input,
+-- a table too, is read as a stream's is (Streams above), so a halt can stop
+-- handing out items and a resumed log can leave some out; its workers run
+-- it one protected call per item (run_controlled) and report each item's
+-- start and run time. A job without them takes none of these paths.
+--
+-- An item that raised, timed out or whose worker died is queued again as a
+-- task of its own (`extra`: not counted in the stream's window) until its
+-- attempts are used up; only then is it finished for good: logged, counted
+-- for the halt policy, given to on_error or kept as the error to raise.
+-- A timeout needs the caller to wake when an item is due: workers of a
+-- timed job write the item they start into their slot (st:_begin), and
+-- pump sleeps at most until the earliest running item is due (and never
+-- longer than the shortest timeout, for items that start while it sleeps).
+
+local CONTROL = {timeout = true, retries = true, halt = true, on_error = true, joblog = true, resume = true}
+local CONTROL_LIST = "timeout, retries, halt, on_error, joblog, resume"
+local LOG_COLUMNS = "#Seq\tWorker\tStart\tRunTime\tExit\tRetries\tDesc\tHash"
+local DESC_MAX = 60
+
+local function parse_halt(v, fname, level)
+  if v == nil or v == "never" then return nil end
+  if type(v) ~= "string" then
+    raise("TypeError", ('%s: halt must be a string such as "soon,fail=1", got %s'):format(fname, type(v)), level)
+  end
+  local when, num, pct = v:match("^(%a+),fail=([%d.]+)(%%?)$")
+  local n = tonumber(num)
+  if pct == "" then n = n and math.tointeger(n) end
+  if (when ~= "soon" and when ~= "now") or not n or n <= 0 or (pct ~= "" and n > 100) then
+    raise("ValueError", ('%s: halt must be "never", "soon,fail=N", "now,fail=N", "soon,fail=P%%" or "now,fail=P%%" (N >= 1, 0 < P <= 100), got %q')
+          :format(fname, v), level)
+  end
+  return {when = when, count = n, pct = pct == "%", text = v}
+end
+
+--- The control options of a map: the call's `o` over the pool's defaults
+--- `d`, checked; nil when they are all off (the map runs as without them).
+local function control_options(o, d, fname, level)
+  local c, any = {}, false
+  for k in pairs(CONTROL) do
+    local v = o[k]
+    if v == nil and d then v = d[k] end
+    c[k] = v
+    if v ~= nil then any = true end
+  end
+  if not any then return nil end
+  local t = c.timeout
+  if t ~= nil then
+    if type(t) ~= "number" then
+      raise("TypeError", ("%s: timeout must be a positive number of seconds, got %s"):format(fname, type(t)), level)
+    end
+    if not (t > 0) then
+      raise("ValueError", ("%s: timeout must be a positive number of seconds, got %s"):format(fname, tostring(t)), level)
+    end
+    if t == math.huge then c.timeout = nil end
+  end
+  local r = c.retries
+  if r ~= nil then
+    if type(r) ~= "number" then
+      raise("TypeError", ("%s: retries must be a non-negative integer, got %s"):format(fname, type(r)), level)
+    end
+    r = math.tointeger(r)
+    if r == nil or r < 0 then
+      raise("ValueError", ("%s: retries must be a non-negative integer, got %s"):format(fname, tostring(c.retries)), level)
+    end
+  end
+  c.retries = r or 0
+  c.halt = parse_halt(c.halt, fname, level + 1)
+  if c.on_error ~= nil and type(c.on_error) ~= "function" then
+    raise("TypeError", ("%s: on_error must be a function, got %s"):format(fname, type(c.on_error)), level)
+  end
+  if c.joblog ~= nil and (type(c.joblog) ~= "string" or c.joblog == "") then
+    raise("TypeError", ("%s: joblog must be a file name, got %s"):format(fname, type(c.joblog) == "string" and '""' or type(c.joblog)), level)
+  end
+  if c.resume ~= nil and type(c.resume) ~= "boolean" then
+    raise("TypeError", ("%s: resume must be a boolean, got %s"):format(fname, type(c.resume)), level)
+  end
+  if c.resume and not c.joblog then
+    raise("ValueError", ("%s: resume = true needs a joblog (the file that says which items are done)"):format(fname), level)
+  end
+  if not (c.timeout or c.retries > 0 or c.halt or c.on_error or c.joblog) then return nil end
+  return c
+end
+
+--- An item as a joblog's Desc column and messages show it: at most 60
+--- characters, tabs, newlines, control bytes and backslashes escaped, and
+--- any byte past 127 too when the text is not UTF-8 (binary data).
+local function scalar_text(v)
+  local t = type(v)
+  if t == "string" then return v end
+  if t == "number" or t == "boolean" or t == "nil" then return tostring(v) end
+  return t
+end
+
+local function item_desc(v)
+  local text
+  if type(v) == "table" and #v > 0 then           -- a starmap item: its arguments
+    local parts = {}
+    for k = 1, math.min(#v, 8) do parts[k] = scalar_text(v[k]) end
+    text = "{" .. concat(parts, ", ") .. (#v > 8 and ", ...}" or "}")
+  else
+    text = scalar_text(v)
+  end
+  if #text > 4 * DESC_MAX then text = text:sub(1, 4 * DESC_MAX) end
+  local binary = utf8.len(text) == nil
+  text = text:gsub(binary and "[%c\\\127-\255]" or "[%c\\\127]", function(ch)
+    if ch == "\t" then return "\\t" elseif ch == "\n" then return "\\n" elseif ch == "\r" then return "\\r"
+    elseif ch == "\\" then return "\\\\" end
+    return ("\\x%02x"):format(ch:byte())
+  end)
+  local cut = binary and (#text > DESC_MAX and DESC_MAX - 2) or (utf8.len(text) > DESC_MAX and utf8.offset(text, DESC_MAX - 2))
+  if cut then text = text:sub(1, cut - 1) .. "..." end
+  return text
+end
+
+--- A canonical text of a value (table keys sorted), for its hash.
+local function canon(v, out, depth)
+  local t = type(v)
+  if t == "string" then out[#out + 1] = "s" .. #v .. ":" .. v
+  elseif math.type(v) == "integer" then out[#out + 1] = "i" .. v .. ";"
+  elseif t == "number" then out[#out + 1] = ("f%a;"):format(v)
+  elseif t == "boolean" then out[#out + 1] = v and "T" or "F"
+  elseif t == "nil" then out[#out + 1] = "N"
+  elseif t == "table" and depth < 32 then
+    local keys = {}
+    for k in pairs(v) do
+      local ko = {}
+      canon(k, ko, depth + 1)
+      keys[#keys + 1] = {concat(ko), k}
+    end
+    table.sort(keys, function(a, b) return a[1] < b[1] end)
+    out[#out + 1] = "{"
+    for _, kk in ipairs(keys) do
+      out[#out + 1] = kk[1]
+      out[#out + 1] = "="
+      canon(v[kk[2]], out, depth + 1)
+    end
+    out[#out + 1] = "}"
+  else
+    out[#out + 1] = "?" .. t
+  end
+end
+
+--- The Hash column: of a string, its bytes; of anything else, its canonical text.
+local function item_hash(v)
+  if type(v) == "string" then return core.hash(v) end
+  local out = {}
+  canon(v, out, 0)
+  return core.hash(concat(out))
+end
+
+local function item_of(job, i)
+  if job.list then return job.list[i] end
+  return job.items[i]
+end
+
+--- The job's function, as a joblog's header names it: its bytecode's hash.
+local function fingerprint(fn)
+  local ok, code = pcall(string.dump, fn, true)
+  return core.hash(ok and code or ("C function " .. describe(fn)))
+end
+
+local function fn_place(fn)
+  local info = debug.getinfo(fn, "S")
+  return info.what == "C" and "a C function" or (info.short_src .. ":" .. info.linedefined)
+end
+
+--- Reads a joblog for resume: {[seq] = {hash, ok, desc}} by its last line
+--- per item, and the length of its whole lines (nil when it has no torn
+--- last line). Raises ValueError (at `level`) for another job's log or a
+--- corrupt line; a missing or empty file is nil.
+local function read_joblog(path, fp, fname, fn, level)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local data = f:read("a")
+  f:close()
+  if data == nil or data == "" then return nil end
+  local logged, pos, lineno = {}, 1, 0
+  local function corrupt(why)
+    raise("ValueError", ("%s:%d: corrupt joblog line: %s (%s cannot resume from it)"):format(path, lineno, why, fname), level + 1)
+  end
+  while true do
+    local nl = data:find("\n", pos, true)
+    if not nl then break end                     -- a torn last line (the run was killed): ignored
+    lineno = lineno + 1
+    local line = data:sub(pos, nl - 1)
+    pos = nl + 1
+    if lineno == 1 then
+      local job = line:match("^#.*\tjob=(%x+)")
+      if not job then
+        raise("ValueError", ("%s:1: not a jobrun joblog (no header line '# jobrun joblog ... job=...'); %s refuses to resume from it")
+              :format(path, fname), level)
+      end
+      if job ~= fp then
+        raise("ValueError", ("%s: written by another job: its function differs from %s's (%s); remove the log to start anew")
+              :format(path, fname, fn_place(fn)), level)
+      end
+    elseif line:byte(1) ~= 35 then               -- not a '#' line
+      local c = {}
+      for field in (line .. "\t"):gmatch("([^\t]*)\t") do c[#c + 1] = field end
+      if #c ~= 8 then corrupt(("%d columns, expected 8: Seq Worker Start RunTime Exit Retries Desc Hash"):format(#c)) end
+      local seq = math.tointeger(tonumber(c[1]))
+      if not seq or seq < 1 then corrupt("bad Seq " .. ("%q"):format(c[1])) end
+      if not math.tointeger(tonumber(c[2])) then corrupt("bad Worker " .. ("%q"):format(c[2])) end
+      if not tonumber(c[3]) then corrupt("bad Start " .. ("%q"):format(c[3])) end
+      if not tonumber(c[4]) then corrupt("bad RunTime " .. ("%q"):format(c[4])) end
+      if c[5] == "" then corrupt("empty Exit") end
+      if not math.tointeger(tonumber(c[6])) then corrupt("bad Retries " .. ("%q"):format(c[6])) end
+      if not c[8]:match("^%x+$") then corrupt("bad Hash " .. ("%q"):format(c[8])) end
+      logged[seq] = {hash = c[8], ok = c[5] == "0", desc = c[7]}
+    end
+  end
+  if lineno == 0 then return nil, 0 end          -- only a torn header: as a new log
+  return logged, pos <= #data and pos - 1 or nil, data
+end
+
+--- Opens the job's log: anew, or for resume appended to after checking it
+--- is this job's (for a table, every logged item is checked now).
+local function open_joblog(job, fn, c, level)
+  local path, fname = c.joblog, "Pool." .. job.fname
+  local fp = fingerprint(fn)
+  local logged, whole, data
+  if c.resume then
+    logged, whole, data = read_joblog(path, fp, fname, fn, level + 1)
+    if logged and job.list then
+      for i, old in pairs(logged) do
+        if i <= job.src.n then
+          local v = job.list[i]
+          if item_hash(v) ~= old.hash then
+            raise("ValueError", ("%s: written by another job: item %d was '%s', now '%s'; remove the log to start anew")
+                  :format(path, i, old.desc, item_desc(v)), level)
+          end
+        end
+      end
+    end
+  end
+  local f, why
+  if logged and whole then                        -- drop the torn last line, then append
+    f, why = io.open(path, "wb")
+    if f then f:write(data:sub(1, whole)); f:close(); f, why = io.open(path, "ab") end
+  elseif logged or whole == 0 then
+    f, why = io.open(path, whole == 0 and "wb" or "ab")
+  else
+    f, why = io.open(path, "wb")
+  end
+  if not f then raise("ValueError", ("%s: cannot open the joblog: %s"):format(fname, tostring(why)), level) end
+  if not logged then
+    f:write(("# jobrun joblog 1\tjob=%s\tfn=%s\n%s\n"):format(fp, fn_place(fn), LOG_COLUMNS))
+    f:flush()
+  end
+  job.log = {f = f, path = path, off = core.unix_time() - now()}
+  job.resumed = logged
+end
+
+local function close_log(job)
+  if job.log then job.log.f:close(); job.log = nil end
+end
+
+--- Item i is settled without a result to give (on_error took its failure,
+--- or resume skipped it): imap steps over it.
+local function mark_settled(job, i, gone)
+  if gone then job.gone[i] = true end
+  if job.have then job.have[i] = true
+  elseif job.order then
+    job.tail = job.tail + 1
+    job.order[job.tail] = i
+  end
+end
+
+--- Queues item i of a controlled job again, as a task of its own; false
+--- (and why) when it cannot go.
+local function requeue(s, job, i, attempt)
+  if s.state == "TERMINATE" or s.broken or s.sentinels_sent then return false end
+  local src = job.src
+  local id = s.next_id + 1
+  local ok, e = pcall(s.st._put, s.st, {id, src.fn, 1, src.wire}, {item_of(job, i)}, 1, 1)
+  if not ok then return false, e end
+  s.next_id = e
+  s.tasks[id] = {job.results, i, 1, id = id, job = job, first = i, count = 1, attempt = attempt, extra = true}
+  s.pending = s.pending + 1
+  job.remaining = job.remaining + 1
+  return true
+end
+
+local function check_halt(s, job)
+  local h = job.ctl.halt
+  if job.halting or job.fatal then return end
+  local hit
+  if h.pct then hit = job.finished >= 3 and job.nfail * 100 >= h.count * job.finished
+  else hit = job.nfail >= h.count end
+  if not hit then return end
+  local last = job.last_fail
+  local text = last.e.message
+  text = type(text) == "string" and text:match("^[^\n]*") or describe(last.e.value)
+  local spec = {kind = "Halted", trace = "", where = job.at,
+                message = ("Pool.%s: halted (halt = %q): %d of %d finished item%s failed; the last, item %d: %s")
+                  :format(job.fname, h.text, job.nfail, job.finished, job.finished == 1 and "" or "s", last.i, text)}
+  job.cancel:set()                               -- the workers start no more of its items
+  if h.when == "soon" then
+    job.halting = spec
+  else
+    job.fatal = spec
+    s.halt_now = s.halt_now or {}
+    s.halt_now[#s.halt_now + 1] = job
+  end
+  if job.src and not job.src.ended then end_input(s, job) end   -- no new items
+end
+
+--- Item i is finished for good: logged, counted, and its failure (e) given
+--- to on_error or kept to be raised.
+local function finish_item(s, job, i, e, pid, t0, dt, attempt)
+  local c = job.ctl
+  local v = item_of(job, i)
+  job.finished = job.finished + 1
+  local log = job.log
+  if log then
+    local exit = "0"
+    if e then exit = e.kind or "Error" end
+    log.f:write(("%d\t%d\t%.3f\t%.3f\t%s\t%d\t%s\t%s\n"):format(i, pid or 0, t0 and t0 + log.off or core.unix_time(), dt or 0,
+                exit, attempt - 1, item_desc(v), job.hash[i] or item_hash(v)))
+    log.f:flush()
+    job.hash[i] = nil
+  end
+  if job.items then job.items[i] = nil end
+  if e then
+    job.results[i] = nil
+    job.nfail = job.nfail + 1
+    job.last_fail = {i = i, e = e}
+    if c.on_error then
+      mark_settled(job, i, true)
+      s.due[#s.due + 1] = {on_error = c.on_error, spec = e, index = i, item = v, at = job.at}
+    else
+      job.errors[i] = e
+      if not job.failed or i < job.failed then job.failed = i end
+      mark_settled(job, i)
+    end
+    if c.halt then check_halt(s, job) end
+  else
+    mark_settled(job, i)
+  end
+end
+
+--- settle() for a controlled job: `times` the workers' {start, seconds}
+--- per item; `redo` the items of a killed worker's chunk to run again (not
+--- a retry); `pid` the worker.
+settle_ctl = function(s, job, task, vals, errs, times, pid, redo)
+  job.remaining = job.remaining - 1
+  local src = job.src
+  if not job.streamed and not task.extra then src.out = src.out - 1 end
+  if not job.fatal then
+    local first, count, c = task.first, task.count, job.ctl
+    if vals and vals ~= job.results then move(vals, 1, count, first, job.results) end
+    local total = 0
+    for k = 1, count do
+      local i = first + k - 1
+      local e = errs and errs[k]
+      local t0, dt
+      if times then t0, dt = times[2 * k - 1], times[2 * k]; total = total + (dt or 0)
+      elseif e then t0, dt = e.t0, e.dt end
+      local again, why = false, nil
+      if e and e.cancelled then                  -- not started: the map halted
+        e = nil
+        job.results[i] = nil
+      elseif redo and redo[k] then
+        again, why = requeue(s, job, i, task.attempt)
+        if not again then e = e or {kind = "ValueError", trace = "", message = ("Pool.%s: item %d could not be run again: %s")
+                                       :format(job.fname, i, why and describe(why) or "the pool stopped")} end
+      elseif e and task.attempt <= c.retries and not e.unsent and not job.halting then
+        again = requeue(s, job, i, task.attempt + 1)
+      end
+      if again or (errs and errs[k] and errs[k].cancelled) then
+        if e and e.seen then for _, pid in ipairs(e.seen) do core.seen(pid) end end   -- dealt with
+        job.results[i] = nil
+      elseif not job.fatal then
+        finish_item(s, job, i, e, pid, t0, dt, task.attempt)
+      end
+    end
+    if times and not redo then learn_pace(src, count, total) end
+  end
+  if job.halting and job.remaining <= 0 then job.fatal = job.halting end
+  if job.remaining <= 0 or job.fatal then
+    close_log(job)
+    s.timed[job] = nil
+  end
+  check_done(s, job)
+end
+
+--- The worker `w` was killed running item k of `task` past the timeout.
+time_out_task = function(s, task, w)
+  local k, t0, job = w.timed_out.k, w.timed_out.t0, task.job
+  s.tasks[task.id] = nil
+  s.pending = s.pending - 1
+  local i = task.first + k - 1
+  local errs = {[k] = {kind = "Timeout", trace = "", seen = {w.pid}, pid = w.pid, t0 = t0, dt = now() - t0,
+                 message = ("Pool.%s: item %d ('%s'): timed out after %g s (pool worker %s, pid %d, was killed and replaced)")
+                   :format(job.fname, i, item_desc(item_of(job, i)), job.ctl.timeout, w.name, w.pid)}}
+  local redo
+  for j = 1, task.count do
+    if j ~= k then redo = redo or {}; redo[j] = true end
+  end
+  settle_ctl(s, job, task, nil, errs, nil, w.pid, redo or {})
+end
+
+local function kill_timed_out(s, w, task, k, t0)
+  core.seen(w.pid)                               -- the pool killed it: not a failure to report at exit
+  w.timed_out = {id = task.id, k = k, t0 = t0}
+  w.proc:kill()
+  w.proc:_join(5)
+  drain(s)
+  on_death(s, w)
+end
+
+--- Kills the workers whose item is past its timeout; returns when pump
+--- must look again (nil: no timed job is running).
+local function check_timeouts(s)
+  local t, shortest, soonest = now(), nil, nil
+  for job in pairs(s.timed) do
+    if not shortest or job.ctl.timeout < shortest then shortest = job.ctl.timeout end
+  end
+  if not shortest then return nil end
+  local overdue
+  for _, w in ipairs(s.workers) do
+    local id, k, t0
+    if w.slot then id, k, t0 = s.st:_item(w.slot) end
+    local task = id and s.tasks[id]
+    if task and task.job.ctl and task.job.ctl.timeout and k <= task.count then
+      local d = t0 + task.job.ctl.timeout
+      if d <= t then overdue = overdue or {}; overdue[#overdue + 1] = {w, id, k, t0}
+      elseif not soonest or d < soonest then soonest = d end
+    end
+  end
+  if overdue then
+    drain(s)                                     -- a result sent just in time is taken, not killed for
+    for _, o in ipairs(overdue) do
+      local w, id, k, t0 = o[1], o[2], o[3], o[4]
+      local task = s.tasks[id]
+      if task and s.by_pid[w.pid] == w and w.slot then
+        local id2, k2 = s.st:_item(w.slot)
+        if id2 == id and k2 == k then kill_timed_out(s, w, task, k, t0) end
+      end
+    end
+    replenish(s)
+  end
+  local cap = t + shortest                       -- an item that starts while the caller sleeps
+  if not soonest or cap < soonest then soonest = cap end
+  return soonest
+end
+
+--- halt = "now,...": kills the workers running items of the halted jobs
+--- (what they would send is dropped) and forks their replacements.
+local function kill_halted(s)
+  local jobs = s.halt_now
+  s.halt_now = nil
+  local victims = {}
+  for _, w in ipairs(s.workers) do
+    local held = w.slot and s.st:_held(w.slot)
+    local task = held and s.tasks[held]
+    if task then
+      for _, job in ipairs(jobs) do
+        if task.job == job then victims[#victims + 1] = w; break end
+      end
+    end
+  end
+  if not victims[1] then return end
+  for _, w in ipairs(victims) do core.seen(w.pid); w.proc:kill() end
+  for _, w in ipairs(victims) do w.proc:_join(5) end
+  drain(s)
+  for _, w in ipairs(victims) do on_death(s, w) end
+  replenish(s)
+end
+
+--- put_chunk for a controlled job: keeps the items (a retry needs them),
+--- and with a resumed log leaves out the items it shows done (a log whose
+--- item differs halts the job: another job wrote it).
+local function put_ctl(s, job, buf, count, first)
+  local src, items, hashes, logged = job.src, job.items, job.hash, job.resumed
+  local from = math.max(1, src.sent_upto - first + 2)   -- (feed's second call after a refused item)
+  local run
+  for k = from, count + 1 do
+    local i = first + k - 1
+    local skip = false
+    if k <= count then
+      local v = buf[k]
+      if items then items[i] = v end
+      if hashes then
+        local h = item_hash(v)
+        hashes[i] = h
+        local old = logged and logged[i]
+        if old and old.hash ~= h then
+          job.fatal = {kind = "ValueError", trace = "", where = job.at,
+                       message = ("%s: written by another job: item %d was '%s', now '%s'; remove the log to start anew")
+                         :format(job.log.path, i, old.desc, item_desc(v))}
+          close_log(job)
+          s.timed[job] = nil
+          end_input(s, job)
+          return true
+        end
+        skip = old and old.ok
+      end
+    end
+    if k > count or skip then
+      if run then
+        local ok, e = put_chunk(s, job, buf, k - run, first + run - 1, run)
+        if not ok then return false, e end
+        src.sent_upto = i - 1
+      end
+      run = nil
+      if skip then
+        if items then items[i] = nil end
+        hashes[i] = nil
+        mark_settled(job, i, true)
+        src.sent_upto = i
+      end
+    elseif not run then
+      run = k
+    end
+  end
+  return true
+end
+
+--- The reader of a controlled job over a table: its items in order.
+local function read_list(src, buf, size)
+  local r = src.read
+  local c = math.min(size, src.n - r)
+  local list = src.list
+  for j = 1, c do buf[j] = list[r + j] end
+  src.got = c
+  if r + c >= src.n then src.exhausted = true end
+  return c
+end
+
+--- Makes `job` a controlled one (see above); its src is set.
+local function setup_control(s, job, fn, c, level)
+  job.ctl = c
+  job.finished, job.nfail, job.gone = 0, 0, {}
+  local src = job.src
+  src.wire = "c" .. (src.mode == "star" and "star" or "map") .. (c.timeout and "t" or "")
+  src.put, src.sent_upto = put_ctl, 0
+  if c.halt then job.cancel = jobrun.Event() end
+  src.fn = {fn, job.cancel or false}
+  if not job.list then job.items = {} end
+  if c.joblog then
+    job.hash = {}
+    open_joblog(job, fn, c, level + 1)
+  end
+  if c.timeout then s.timed[job] = true end
+end
+
 --- Collects results. With `block`, first sleeps until a result arrives, a
 --- child process ends or `deadline` (nil: none) passes; the workers are
 --- looked at only when a child has ended since the last look. Then feeds
 --- the jobs over iterators and runs the callbacks of the jobs now done.
 local function pump(s, block, deadline)
   if s.state == "TERMINATE" then return end
+  if next(s.timed) then                          -- a map with a timeout is running
+    local d = check_timeouts(s)
+    if d and (not deadline or d < deadline) then deadline = d end
+  end
   local ended
   if block then
     local timeout = deadline and math.max(0, deadline - now())
@@ -709,6 +1296,7 @@ local function pump(s, block, deadline)
     check_workers(s)
   end
   feed_all(s)
+  if s.halt_now then kill_halted(s) end
   if s.due[1] then run_due(s) end
 end
 
@@ -749,6 +1337,7 @@ local function running(pool, fname, level)
 end
 
 local options = {workers = true, init = true, init_args = true, max_tasks = true}
+for k in pairs(CONTROL) do options[k] = true end
 
 function jobrun.Pool(opts)
   if opts == nil then opts = {} end
@@ -758,7 +1347,7 @@ function jobrun.Pool(opts)
   end
   for k in pairs(opts) do
     if not options[k] then
-      raise("TypeError", ("Pool: unknown option %s (use workers, init, init_args, max_tasks)"):format(tostring(k)), 2)
+      raise("TypeError", ("Pool: unknown option %s (use workers, init, init_args, max_tasks, %s)"):format(tostring(k), CONTROL_LIST), 2)
     end
   end
   local size = opts.workers
@@ -778,6 +1367,12 @@ function jobrun.Pool(opts)
   end
   local max_tasks = opts.max_tasks
   if max_tasks ~= nil then max_tasks = check_positive_int(max_tasks, "max_tasks", "Pool") end
+  -- Defaults for every map of the pool: checked now, merged per map.
+  local defaults
+  if control_options(opts, nil, "Pool", 3) or opts.resume ~= nil then
+    defaults = {}
+    for k in pairs(CONTROL) do defaults[k] = opts[k] end
+  end
   -- Named after the script's line that made the pool ("pipeline.lua:12
   -- Pool tasks": the file's name, its end if long, as a name holds at most
   -- 47 bytes), as the status line and --stats show them.
@@ -791,7 +1386,8 @@ function jobrun.Pool(opts)
     size = size, init = opts.init, init_args = opts.init_args or {}, max_tasks = max_tasks,
     owner = getpid(), state = "RUN", task_q = task_q, res_q = res_q, st = st, free_slots = free_slots,
     workers = {}, by_pid = {}, active = 0, tasks = {}, pending = 0, next_id = 0,
-    feeding = setmetatable({}, {__mode = "k"}), due = {},
+    feeding = setmetatable({}, {__mode = "k"}), due = {}, defaults = defaults,
+    timed = setmetatable({}, {__mode = "k"}),    -- the maps with a timeout running (check_timeouts)
     seen = st:_ended(), sentinels_sent = false, broken = nil,
   }
   local pool = setmetatable({_s = s}, PoolMeta)
@@ -869,16 +1465,16 @@ local TRIPLE = "a generic-for triple such as pairs(t) or ipairs(t) is not an ite
 --- The third argument of a map method: a chunksize, nil, or a table of
 --- options {chunksize, window} (and callback, error_callback for the
 --- *_async methods, which also take them as Python's 4th and 5th arguments).
-local function map_options(fname, list, arg, cb, ecb, async)
+local function map_options(s, fname, list, arg, cb, ecb, async)
   local o
   if arg == nil or type(arg) == "number" then
     o = {chunksize = arg}
   elseif type(arg) == "table" and getmetatable(arg) == nil then
     o = arg
     for k in pairs(o) do
-      if not (k == "chunksize" or k == "window" or (async and (k == "callback" or k == "error_callback"))) then
-        raise("TypeError", ("Pool.%s: unknown option %s (use chunksize, window%s)%s"):format(fname, tostring(k),
-              async and ", callback, error_callback" or "", type(list) == "function" and "; " .. TRIPLE or ""), 4)
+      if not (k == "chunksize" or k == "window" or CONTROL[k] or (async and (k == "callback" or k == "error_callback"))) then
+        raise("TypeError", ("Pool.%s: unknown option %s (use chunksize, window%s, %s)%s"):format(fname, tostring(k),
+              async and ", callback, error_callback" or "", CONTROL_LIST, type(list) == "function" and "; " .. TRIPLE or ""), 4)
       end
     end
   elseif type(list) == "function" then
@@ -896,7 +1492,7 @@ local function map_options(fname, list, arg, cb, ecb, async)
   if ecb ~= nil and type(ecb) ~= "function" then
     raise("TypeError", ("Pool.%s: error_callback must be a function, got %s"):format(fname, type(ecb)), 4)
   end
-  return chunksize, window, cb, ecb
+  return chunksize, window, cb, ecb, control_options(o, s.defaults, "Pool." .. fname, 5)
 end
 
 --- A map method's job over a table (queued at once) or over an iterator
@@ -906,16 +1502,34 @@ end
 local function start_map(pool, fname, fn, list, arg, mode, default_chunk, cb, ecb)
   local s = running(pool, fname, 3)
   check_fn(fn, "Pool." .. fname, 4)
-  local chunksize, window, callback, error_callback =
-    map_options(fname, list, arg, cb, ecb, fname == "map_async" or fname == "starmap_async")
+  local chunksize, window, callback, error_callback, ctl =
+    map_options(s, fname, list, arg, cb, ecb, fname == "map_async" or fname == "starmap_async")
   local job
-  if type(list) == "function" then
+  if type(list) == "function" or ctl then
     local ok, why = sendable(fn, "fn")
     if not ok then raise("TypeError", ("Pool.%s: cannot send the task to the workers: %s"):format(fname, why), 3) end
     job = new_job(fname, nil, 1, default_chunk == nil)
     if job.streamed then job.ends = {} end
     job.src = {next = list, fn = fn, mode = mode, fname = fname, read = 0, out = 0, window = window or 2 * s.size,
-               fixed = chunksize, last = 0, ended = false, busy = false, buf = {}, at = here(2)}
+               fixed = chunksize, last = 0, ended = false, busy = false, buf = {}, at = here(2),
+               reader = read_items, put = put_chunk, wire = mode}
+    if type(list) ~= "function" then           -- a controlled map over a table: read as a stream
+      local n = check_list(list, "Pool." .. fname, 4)
+      if getmetatable(list) ~= nil then list = move(list, 1, n, 1, newtable(n, 0)) end
+      if mode == "star" then
+        for i = 1, n do
+          if type(list[i]) ~= "table" then
+            raise("TypeError", ("Pool.%s: list[%d] must be a table of arguments, got %s"):format(fname, i, type(list[i])), 3)
+          end
+        end
+      end
+      job.results, job.list = newtable(n, 0), list
+      job.src.next, job.src.reader, job.src.list, job.src.n = nil, read_list, list, n
+    end
+    if ctl then
+      job.at = here(2)
+      setup_control(s, job, fn, ctl, 4)
+    end
   else
     local n = check_list(list, "Pool." .. fname, 4)
     if chunksize == nil then chunksize = default_chunk == "python" and default_chunksize(s, n) or 1 end
@@ -942,6 +1556,7 @@ local function start_map(pool, fname, fn, list, arg, mode, default_chunk, cb, ec
 end
 
 local function map_result(job, at)
+  if job.fatal then throw(job.fatal, at) end
   if job.failed then throw(job.errors[job.failed], at) end
   return job.results
 end
@@ -977,8 +1592,11 @@ end
 --- result ends a `for` loop early: return a non-nil stand-in value from fn.
 --- An item's error is raised at its place; calling the iterator again goes
 --- on with the next item.
+local controlled_imap
+
 function Pool.imap(pool, fn, list, chunksize)
   local s, job = start_map(pool, "imap", fn, list, chunksize, "map")
+  if job.ctl then return controlled_imap(pool, s, job) end
   local i, keep = 0, pool         -- the iterator keeps the pool alive (see __gc)
   local have = job.have
   return function()
@@ -999,6 +1617,7 @@ end
 --- Iterator over results as they arrive; each step yields (result, index).
 function Pool.imap_unordered(pool, fn, list, chunksize)
   local s, job = start_map(pool, "imap_unordered", fn, list, chunksize, "map")
+  if job.ctl then return controlled_imap(pool, s, job) end
   local pos, keep = 0, pool
   local order = job.order
   return function()
@@ -1015,6 +1634,48 @@ function Pool.imap_unordered(pool, fn, list, chunksize)
     local e = taken(s, job, k)
     if e then throw(e, here(1)) end
     return v, k
+  end
+end
+
+--- imap and imap_unordered of a controlled job: as above, stepping over
+--- the items on_error took or resume skipped, and raising the job's halt
+--- (or refused log) once the items before it are taken.
+controlled_imap = function(pool, s, job)
+  local have, order, gone = job.have, job.order, job.gone
+  local pos, keep = 0, pool
+  local function arrived(p)
+    if have then return have[p] end
+    return order[p] ~= nil
+  end
+  return function()
+    while true do
+      if job.n and pos >= job.n then
+        if job.halting and not job.fatal then wait_until(s, function() return job.fatal ~= nil end) end
+        keep = nil
+        if job.fatal then throw(job.fatal, here(1)) end
+        return nil
+      end
+      local p = pos + 1
+      if not arrived(p) then
+        wait_until(s, function() return arrived(p) or job.fatal ~= nil or (job.n ~= nil and p > job.n) end)
+        if job.fatal and (job.fatal.kind ~= "Halted" or not arrived(p) or job.ctl.halt.when == "now") then
+          keep = nil
+          throw(job.fatal, here(1))
+        end
+        if not arrived(p) then keep = nil; return nil end
+      end
+      pos = p
+      local k = p
+      if order then k = order[p]; order[p] = nil end
+      local v = job.results[k]
+      local e = taken(s, job, k)
+      if gone[k] then
+        gone[k] = nil
+      else
+        if e then throw(e, here(1)) end
+        return v, k
+      end
+    end
   end
 end
 
@@ -1146,7 +1807,7 @@ function AsyncResult.successful(r)
   local s, job = async_self(r, "successful")
   if not map_done(job) then pump(s, false) end
   if not map_done(job) then raise("ValueError", "AsyncResult.successful: the result is not ready", 2) end
-  return job.failed == nil
+  return job.failed == nil and job.fatal == nil
 end
 
 function AsyncResult.wait(r, timeout)
@@ -1161,6 +1822,7 @@ function AsyncResult.get(r, timeout)
   if not wait_until(s, function() return map_done(job) end, deadline) then
     raise("Timeout", ("AsyncResult.get: no result after %g s"):format(math.max(timeout, 0)), 2)
   end
+  if job.fatal then throw(job.fatal, here(1)) end
   if job.failed then throw(job.errors[job.failed], here(1)) end
   if r._kind == "apply" then
     local v = job.results[1]
