@@ -11,6 +11,9 @@
 -- come as `r:on_done(callback, error_callback)` or map_async's extra
 -- arguments, and run in the caller when it pumps; `jobrun.wait` and
 -- `jobrun.as_completed` are concurrent.futures'. `r:get()` of `apply_async` returns all of fn's results.
+-- The map methods' options (or the Pool's, as defaults) also take GNU
+-- parallel's per-item control: timeout, retries, halt, on_error, joblog,
+-- resume ("Per-item control" below; a map without them runs as before).
 -- `map` raises the first error that arrives (as Python's does) while the
 -- rest of the list may still be running. A task's `error("text")` is raised
 -- in the caller as text plus the worker's traceback; a jobrun error keeps its
@@ -1074,6 +1077,11 @@ settle_ctl = function(s, job, task, vals, errs, times, pid, redo)
   job.remaining = job.remaining - 1
   local src = job.src
   if not job.streamed and not task.extra then src.out = src.out - 1 end
+  if job.fatal and errs then                     -- dropped, and no failure left unseen at exit
+    for _, e in pairs(errs) do
+      if e.seen then for _, pid in ipairs(e.seen) do core.seen(pid) end end
+    end
+  end
   if not job.fatal then
     local first, count, c = task.first, task.count, job.ctl
     if vals and vals ~= job.results then move(vals, 1, count, first, job.results) end
