@@ -74,6 +74,37 @@ struct PoolControlTests {
         #expect(!r.stderr.contains("failed"), "a worker the pool killed is no failure of the run\n\(r)")
     }
 
+    @Test func aTimedOutItemIsRetriedAndLogged() {
+        let dir = ScratchFolder()
+        defer { dir.remove() }
+        let r = runScript(Self.note + """
+            local dir = ...
+            local pool = jobrun.Pool{workers = 2, timeout = 0.5}
+            -- the first attempt of item 2 hangs, the second returns
+            local r = pool:map(function(x)
+              note(dir .. "/runs-" .. x, "ran")
+              if x == 2 and count(dir .. "/runs-2") == 1 then jobrun.sleep(1000) end
+              return x
+            end, {1, 2, 3}, {retries = 1, joblog = dir .. "/log.tsv"})
+            print(r[1], r[2], r[3], count(dir .. "/runs-2"))
+            -- an async map: get raises the Timeout; the joblog says Timeout
+            local a = pool:map_async(function(x) if x == 1 then while true do end end return x end, {1, 2},
+                                     {joblog = dir .. "/log2.tsv"})
+            local ok, e = pcall(a.get, a, 30)
+            print(ok, e.kind)
+            pool:close(); pool:join()
+            """, args: [dir.path])
+        expectStatus(r)
+        expectLines(r, [
+            "a timed-out item is run again and its second attempt counts": "1\t2\t3\t2",
+            "map_async's get raises the item's Timeout": "false\tTimeout",
+        ])
+        let two = logRows(dir.file("log.tsv")).first { $0.first == "2" }
+        #expect(two?[4] == "0" && two?[5] == "1", "item 2 ended well after 1 retry\n\(String(describing: two))")
+        let one = logRows(dir.file("log2.tsv")).first { $0.first == "1" }
+        #expect(one?[4] == "Timeout" && Double(one?[3] ?? "") ?? 0 > 0, "item 1: Exit Timeout, its run time\n\(String(describing: one))")
+    }
+
     @Test func retriesSucceedOnTheSecondAttempt() {
         let dir = ScratchFolder()
         defer { dir.remove() }
