@@ -410,6 +410,8 @@ struct PoolControlTests {
             try(function() local _ = pool:map(print, {1}, {on_error = "print"}) end)
             try(function() local _ = pool:map(print, {1}, {joblog = 3}) end)
             try(function() local _ = pool:map(print, {1}, {bogus = 1}) end)
+            try(function() local _ = pool:map(print, {1}, {joblog = "/dev/full"}) end)
+            try(function() local _ = pool:map(print, {1}, {joblog = "/nonexistent/dir/log.tsv"}) end)
             """)
         expectStatus(r)
         expectLines(r, [
@@ -425,6 +427,8 @@ struct PoolControlTests {
             "on_error not a function": "TypeError\tmain.lua:15\tPool.map: on_error must be a function, got string",
             "joblog not a name": "TypeError\tmain.lua:16\tPool.map: joblog must be a file name, got number",
             "an unknown option lists the new ones": "TypeError\tmain.lua:17\tPool.map: unknown option bogus (use chunksize, window, timeout, retries, halt, on_error, joblog, resume)",
+            "a joblog that cannot be written": "ValueError\tmain.lua:18\tPool.map: cannot write the joblog /dev/full: No space left on device",
+            "a joblog that cannot be opened": "ValueError\tmain.lua:19\tPool.map: cannot open the joblog: /nonexistent/dir/log.tsv: No such file or directory",
         ])
     }
 }

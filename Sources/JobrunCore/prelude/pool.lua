@@ -975,8 +975,13 @@ local function open_joblog(job, fn, c, level)
   end
   if not f then raise("ValueError", ("%s: cannot open the joblog: %s"):format(fname, tostring(why)), level) end
   if not logged then
-    f:write(("# jobrun joblog 1\tjob=%s\tfn=%s\n%s\n"):format(fp, fn_place(fn), LOG_COLUMNS))
-    f:flush()
+    local ok
+    ok, why = f:write(("# jobrun joblog 1\tjob=%s\tfn=%s\n%s\n"):format(fp, fn_place(fn), LOG_COLUMNS))
+    if ok then ok, why = f:flush() end
+    if not ok then
+      f:close()
+      raise("ValueError", ("%s: cannot write the joblog %s: %s"):format(fname, path, tostring(why)), level)
+    end
   end
   job.log = {f = f, path = path, off = core.unix_time() - now()}
   job.resumed = logged
@@ -1046,10 +1051,16 @@ local function finish_item(s, job, i, e, pid, t0, dt, attempt)
   if log then
     local exit = "0"
     if e then exit = e.kind or "Error" end
-    log.f:write(("%d\t%d\t%.3f\t%.3f\t%s\t%d\t%s\t%s\n"):format(i, pid or 0, t0 and t0 + log.off or core.unix_time(), dt or 0,
-                exit, attempt - 1, item_desc(v), job.hash[i] or item_hash(v)))
-    log.f:flush()
+    local ok, why = log.f:write(("%d\t%d\t%.3f\t%.3f\t%s\t%d\t%s\t%s\n"):format(i, pid or 0, t0 and t0 + log.off or core.unix_time(),
+                                dt or 0, exit, attempt - 1, item_desc(v), job.hash[i] or item_hash(v)))
+    if ok then ok, why = log.f:flush() end
     job.hash[i] = nil
+    if not ok and not job.fatal then             -- a log that misses items would mislead a resume: stop
+      job.fatal = {kind = "ValueError", trace = "", where = job.at,
+                   message = ("Pool.%s: cannot write the joblog %s: %s"):format(job.fname, log.path, tostring(why))}
+      if job.cancel then job.cancel:set() end
+      if job.src and not job.src.ended then end_input(s, job) end
+    end
   end
   if job.items then job.items[i] = nil end
   if e then
