@@ -1002,16 +1002,18 @@ local function mark_settled(job, i, gone)
   end
 end
 
---- Queues item i of a controlled job again, as a task of its own; false
---- (and why) when it cannot go.
-local function requeue(s, job, i, attempt)
+--- Queues items i..i+count-1 (count: 1 unless given) of a controlled job
+--- again, as a task of their own; false (and why) when they cannot go.
+local function requeue(s, job, i, attempt, count)
   if s.state == "TERMINATE" or s.broken or s.sentinels_sent then return false end
-  local src = job.src
+  count = count or 1
+  local src, items = job.src, {}
+  for j = 1, count do items[j] = item_of(job, i + j - 1) end
   local id = s.next_id + 1
-  local ok, e = pcall(s.st._put, s.st, {id, src.fn, 1, src.wire}, {item_of(job, i)}, 1, 1)
+  local ok, e = pcall(s.st._put, s.st, {id, src.fn, count, src.wire}, items, 1, count)
   if not ok then return false, e end
   s.next_id = e
-  s.tasks[id] = {job.results, i, 1, id = id, job = job, first = i, count = 1, attempt = attempt, extra = true}
+  s.tasks[id] = {job.results, i, count, id = id, job = job, first = i, count = count, attempt = attempt, extra = true}
   s.pending = s.pending + 1
   job.remaining = job.remaining + 1
   return true
@@ -1082,9 +1084,8 @@ local function finish_item(s, job, i, e, pid, t0, dt, attempt)
 end
 
 --- settle() for a controlled job: `times` the workers' {start, seconds}
---- per item; `redo` the items of a killed worker's chunk to run again (not
---- a retry); `pid` the worker.
-settle_ctl = function(s, job, task, vals, errs, times, pid, redo)
+--- per item; `pid` the worker.
+settle_ctl = function(s, job, task, vals, errs, times, pid)
   job.remaining = job.remaining - 1
   local src = job.src
   if not job.streamed and not task.extra then src.out = src.out - 1 end
@@ -1103,14 +1104,10 @@ settle_ctl = function(s, job, task, vals, errs, times, pid, redo)
       local t0, dt
       if times then t0, dt = times[2 * k - 1], times[2 * k]; total = total + (dt or 0)
       elseif e then t0, dt = e.t0, e.dt end
-      local again, why = false, nil
+      local again = false
       if e and e.cancelled then                  -- not started: the map halted
         e = nil
         job.results[i] = nil
-      elseif redo and redo[k] then
-        again, why = requeue(s, job, i, task.attempt)
-        if not again then e = e or {kind = "ValueError", trace = "", message = ("Pool.%s: item %d could not be run again: %s")
-                                       :format(job.fname, i, why and describe(why) or "the pool stopped")} end
       elseif e and task.attempt <= c.retries and not e.unsent and not job.halting then
         again = requeue(s, job, i, task.attempt + 1)
       end
@@ -1121,7 +1118,7 @@ settle_ctl = function(s, job, task, vals, errs, times, pid, redo)
         finish_item(s, job, i, e, pid, t0, dt, task.attempt)
       end
     end
-    if times and not redo then learn_pace(src, count, total) end
+    if times then learn_pace(src, count, total) end
   end
   if job.halting and job.remaining <= 0 then job.fatal = job.halting end
   if job.remaining <= 0 or job.fatal then
@@ -1131,20 +1128,29 @@ settle_ctl = function(s, job, task, vals, errs, times, pid, redo)
   check_done(s, job)
 end
 
---- The worker `w` was killed running item k of `task` past the timeout.
+--- The worker `w` was killed running item k of `task` past the timeout:
+--- that item fails with Timeout; the others of its chunk, those not
+--- started and those whose results died with the worker, go again as they
+--- were (not a retry), in the runs before and after it.
 time_out_task = function(s, task, w)
   local k, t0, job = w.timed_out.k, w.timed_out.t0, task.job
   s.tasks[task.id] = nil
   s.pending = s.pending - 1
-  local i = task.first + k - 1
-  local errs = {[k] = {kind = "Timeout", trace = "", seen = {w.pid}, pid = w.pid, t0 = t0, dt = now() - t0,
-                 message = ("Pool.%s: item %d ('%s'): timed out after %g s (pool worker %s, pid %d, was killed and replaced)")
-                   :format(job.fname, i, item_desc(item_of(job, i)), job.ctl.timeout, w.name, w.pid)}}
-  local redo
-  for j = 1, task.count do
-    if j ~= k then redo = redo or {}; redo[j] = true end
+  local first, i = task.first, task.first + k - 1
+  for _, run in ipairs{{first, k - 1}, {i + 1, task.count - k}} do
+    if run[2] > 0 and not job.fatal and not requeue(s, job, run[1], task.attempt, run[2]) then
+      job.remaining = job.remaining + 1            -- (settled just below, as failed)
+      local spec = {kind = "ValueError", trace = "", message = ("Pool.%s: items %d..%d could not be run again after a timeout: the pool stopped")
+                      :format(job.fname, run[1], run[1] + run[2] - 1)}
+      local errs = {}
+      for j = 1, run[2] do errs[j] = spec end
+      settle_ctl(s, job, {first = run[1], count = run[2], attempt = task.attempt, extra = true}, nil, errs, nil, w.pid)
+    end
   end
-  settle_ctl(s, job, task, nil, errs, nil, w.pid, redo or {})
+  local spec = {kind = "Timeout", trace = "", seen = {w.pid}, pid = w.pid, t0 = t0, dt = now() - t0,
+                message = ("Pool.%s: item %d ('%s'): timed out after %g s (pool worker %s, pid %d, was killed and replaced)")
+                  :format(job.fname, i, item_desc(item_of(job, i)), job.ctl.timeout, w.name, w.pid)}
+  settle_ctl(s, job, {first = i, count = 1, attempt = task.attempt, extra = task.extra}, nil, {spec}, nil, w.pid)
 end
 
 local function kill_timed_out(s, w, task, k, t0)
