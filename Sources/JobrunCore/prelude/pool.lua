@@ -823,6 +823,7 @@ local function scalar_text(v)
 end
 
 local function item_desc(v)
+  if type(v) == "string" and #v <= DESC_MAX and not v:find("[%c\\\127-\255]") then return v end   -- the common case
   local text
   if type(v) == "table" and #v > 0 then           -- a starmap item: its arguments
     local parts = {}
