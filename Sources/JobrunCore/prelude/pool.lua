@@ -1051,7 +1051,7 @@ local function finish_item(s, job, i, e, pid, t0, dt, attempt)
   local v = item_of(job, i)
   job.finished = job.finished + 1
   local log = job.log
-  if log then
+  if log and s.state ~= "TERMINATE" then         -- (terminate fails what never ran: not logged)
     local exit = "0"
     if e then exit = e.kind or "Error" end
     local ok, why = log.f:write(("%d\t%d\t%.3f\t%.3f\t%s\t%d\t%s\t%s\n"):format(i, pid or 0, t0 and t0 + log.off or core.unix_time(),
