@@ -115,6 +115,20 @@ struct PoolControlTests {
               return x * 10
             end, {1, 2, 3}, {retries = 2, joblog = dir .. "/log.tsv"})
             print(r[1], r[2], r[3], count(dir .. "/runs-1"), count(dir .. "/runs-2"), count(dir .. "/runs-3"))
+            -- a retry goes to another worker (best effort: at least one of
+            -- six does; in practice all)
+            local other = 0
+            for x = 1, 6 do
+              local r2 = pool:map(function(x)
+                note(dir .. "/pids-" .. x, jobrun.current_process().pid)
+                if count(dir .. "/pids-" .. x) == 1 then error("first") end
+                return x
+              end, {x}, {retries = 1})
+              local pids = {}
+              for line in io.lines(dir .. "/pids-" .. x) do pids[#pids + 1] = line end
+              if r2[1] == x and pids[1] ~= pids[2] then other = other + 1 end
+            end
+            print("elsewhere", other >= 1)
             -- retries on the pool: the default of each map
             local p2 = jobrun.Pool{workers = 1, retries = 1}
             print(p2:map(function(x)
@@ -125,6 +139,7 @@ struct PoolControlTests {
         expectStatus(r)
         expectLines(r, [
             "item 2 failed once and succeeded on its second attempt": "10\t20\t30\t1\t2\t1",
+            "a retry runs on another worker": "elsewhere\ttrue",
             "a Pool{retries} applies to its maps": "7\t2",
         ])
         let rows = logRows(dir.file("log.tsv")).sorted { $0[0] < $1[0] }

@@ -212,13 +212,23 @@ end
 --- each item's start written to the slot first (the caller kills the
 --- worker past the timeout). Returns vals, errs and the times
 --- {start1, seconds1, start2, ...}, sent where a chunk's seconds go.
---- `fn` comes as {fn, cancel}: an Event set when the map halted, after which
---- the items not started are sent back as cancelled.
+--- `fn` comes as {fn, cancel [, avoid]}: `cancel` an Event set when the map
+--- halted, after which the items not started are sent back as cancelled;
+--- `avoid` the pid of the worker whose attempt failed (a retry), which
+--- sends it back, declined, for another worker to take (the caller gives
+--- up after 3 declines: the others are busy).
+local DECLINE_PAUSE = 0.01
+
 local function run_controlled(st, slot, id, fn, items, count, mode)
   local star, timed = mode:sub(2, 5) == "star", mode:byte(-1) == 116
   local vals, errs, times = items, nil, newtable(2 * count, 0)
-  local cancel
-  fn, cancel = fn[1], fn[2]
+  local cancel, avoid
+  fn, cancel, avoid = fn[1], fn[2], fn[3]
+  if avoid and avoid == getpid() then
+    errs = {}
+    for k = 1, count do errs[k] = {declined = true}; vals[k] = nil end
+    return vals, errs, times, true
+  end
   for k = 1, count do
     if cancel and cancel:is_set() then
       errs = errs or {}
@@ -260,7 +270,7 @@ local function worker_main(st, slot, task_q, res_q, init, init_args, max_tasks)
       os.exit(1)
     end
   end
-  local done = 0
+  local done, declined = 0, false
   -- One table for every chunk: the items are decoded into it, and each
   -- result takes the place of its item, which is read just before.
   local buffer = {}
@@ -291,7 +301,7 @@ local function worker_main(st, slot, task_q, res_q, init, init_args, max_tasks)
         k = at + 1
       end
     elseif mode:byte(1) == 99 then                -- "c...": a map with per-item control
-      vals, errs, started = run_controlled(st, slot, id, fn, items, count, mode)
+      vals, errs, started, declined = run_controlled(st, slot, id, fn, items, count, mode)
     else
       for k = 1, count do
         local a = items[k]
@@ -311,6 +321,12 @@ local function worker_main(st, slot, task_q, res_q, init, init_args, max_tasks)
     -- not lost in a buffer if the pool is terminated.
     io.stdout:flush()
     send_results(st, slot, me, id, vals, errs, count, type(started) == "table" and started or now() - started)
+    if declined then
+      -- Let an idle worker take the retry it gave back: awake, this one
+      -- would reach the queue first.
+      declined = false
+      jobrun.sleep(DECLINE_PAUSE)
+    end
     done = done + 1
   end
 end
@@ -1005,16 +1021,18 @@ end
 
 --- Queues items i..i+count-1 (count: 1 unless given) of a controlled job
 --- again, as a task of their own; false (and why) when they cannot go.
-local function requeue(s, job, i, attempt, count)
+local function requeue(s, job, i, attempt, count, avoid)
   if s.state == "TERMINATE" or s.broken or s.sentinels_sent then return false end
   count = count or 1
   local src, items = job.src, {}
   for j = 1, count do items[j] = item_of(job, i + j - 1) end
   local id = s.next_id + 1
-  local ok, e = pcall(s.st._put, s.st, {id, src.fn, count, src.wire}, items, 1, count)
+  local fn = avoid and {src.fn[1], src.fn[2], avoid} or src.fn
+  local ok, e = pcall(s.st._put, s.st, {id, fn, count, src.wire}, items, 1, count)
   if not ok then return false, e end
   s.next_id = e
-  s.tasks[id] = {job.results, i, count, id = id, job = job, first = i, count = count, attempt = attempt, extra = true}
+  s.tasks[id] = {job.results, i, count, id = id, job = job, first = i, count = count, attempt = attempt, extra = true,
+                 avoid = avoid}
   s.pending = s.pending + 1
   job.remaining = job.remaining + 1
   return true
@@ -1109,8 +1127,15 @@ settle_ctl = function(s, job, task, vals, errs, times, pid)
       if e and e.cancelled then                  -- not started: the map halted
         e = nil
         job.results[i] = nil
+      elseif e and e.declined then               -- a retry the failed worker gave back: again, at most 3 times
+        local n = (task.declined or 0) + 1
+        again = requeue(s, job, i, task.attempt, 1, n < 3 and task.avoid or nil)
+        if again then s.tasks[s.next_id].declined = n end
+        if not again then
+          e = {kind = "ValueError", trace = "", message = ("Pool.%s: item %d could not be run again: the pool stopped"):format(job.fname, i)}
+        end
       elseif e and task.attempt <= c.retries and not e.unsent and not job.halting then
-        again = requeue(s, job, i, task.attempt + 1)
+        again = requeue(s, job, i, task.attempt + 1, 1, s.size > 1 and pid or nil)
       end
       if again or (errs and errs[k] and errs[k].cancelled) then
         if e and e.seen then for _, pid in ipairs(e.seen) do core.seen(pid) end end   -- dealt with
@@ -1119,7 +1144,7 @@ settle_ctl = function(s, job, task, vals, errs, times, pid)
         finish_item(s, job, i, e, pid, t0, dt, task.attempt)
       end
     end
-    if times then learn_pace(src, count, total) end
+    if times and total > 0 then learn_pace(src, count, total) end   -- (not for a retry declined unrun)
   end
   if job.halting and job.remaining <= 0 then job.fatal = job.halting end
   if job.remaining <= 0 or job.fatal then
