@@ -3,7 +3,7 @@
 side in one run, and prints a table of the figures, their ratio and the design
 target (design.md, "Performance targets").
 
-    python3 scripts/benchlib/bench.py --jobrun .build/release/jobrun [--quick]
+    python3 scripts/benchlib/bench.py --jobrun .build/release/jobrun [--quick] [--full]
         [--json FILE] [--only NAME[,NAME]] [--timeout SECONDS]
 
 `scripts/bench` builds jobrun and calls this. Each jobrun workload is a Lua
@@ -15,7 +15,12 @@ of a few runs is kept (the machine is shared; interference only slows a run
 down). A workload that fails shows "failed" in the table, with its stderr
 tail below, and the others still run.
 
-After the main table comes a scaling table (jobrun, with Python beside it):
+The map table (issue 15) runs one function over stdin's lines with
+`jobrun map`, a jobrun Pool script, `xargs -P`, GNU parallel and Python's
+Pool.imap, side by side, and gives jobrun's rates as ratios of the others'
+(`jobrun map` shows n/a where the binary has no map subcommand).
+
+After that comes a scaling table (jobrun, with Python beside it):
 throughput for 1, 2, 4 and 8 producer/consumer pairs, and for item sizes from
 8 B to 4 MiB.
 """
@@ -36,8 +41,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 MIB = 1 << 20
 WORKLOADS = ["1x1", "2x2", "bounded", "tables", "1mib", "pingpong", "pool", "stream",
-             "spawn", "script", "idle", "memory", "plugin", "pairs", "sizes"]
-ALIASES = {"scaling": ["pairs", "sizes"]}
+             "spawn", "script", "idle", "memory", "plugin", "map-lines", "map-cpu",
+             "pairs", "sizes"]
+ALIASES = {"scaling": ["pairs", "sizes"], "map": ["map-lines", "map-cpu"]}
 
 QUICK = dict(min_seconds=0.2, reps=1, items_py=10_000, items_jr=20_000,
              big_py=50, big_jr=100, spawn_rounds=3, idle_seconds=1.0,
@@ -367,43 +373,329 @@ def pool_workload(r, cfg):
                  py=side(lambda: pick(r.py("pool_map", *args))))]
 
 
-STREAM_LINES = 1_000_000   # about 40 MB of lines
+STREAM_LINES = 1_000_000   # about 46 MB of lines
 STREAM_LINES_QUICK = 200_000
+STREAM_FULL_BYTES = 1 << 30   # --full: a 1 GiB file (23.4M lines)
+STREAM_FULL_ROUNDS = 2
+STREAM_LINE = "line {:09d} of the input, some forty bytes\n"   # 46 bytes
 
 
-def stream_workload(r, cfg):
+def write_lines(f, n):
+    """Writes n lines of STREAM_LINE's shape to f, in blocks."""
+    for first in range(0, n, 100_000):
+        f.write("".join(STREAM_LINE.format(i) for i in range(first, min(n, first + 100_000))))
+
+
+def stream_workload(r, cfg, full=False):
     """Pool over a file's lines (issue 15): imap over io.lines, lazily,
     against map over the same lines read into a table first; the rate
-    (target: within 10%) and the main process's peak memory."""
+    (target: within 10%) and the peak resident memory that --stats-json
+    reports for the main process and the workers. --full: a 1 GiB file."""
     workers = os.cpu_count() or 2
-    n = STREAM_LINES_QUICK if cfg["reps"] == 1 else STREAM_LINES
-    fd, path = tempfile.mkstemp(prefix="jobrun-bench-lines-", suffix=".txt")
-    with os.fdopen(fd, "w") as f:
-        for i in range(n):
-            f.write(f"line {i:09d} of the input, some forty bytes\n")
-    try:
-        runs = {"iter": [], "table": []}
-        for _ in range(max(1, cfg["pool_rounds"])):   # interleaved
-            for mode in ("iter", "table"):
-                runs[mode].append(side(lambda m=mode: (0, r.lua("pool_stream.lua", path, workers, m))))
-    finally:
-        os.unlink(path)
+    if full:
+        n = -(-STREAM_FULL_BYTES // len(STREAM_LINE.format(0)))
+        rounds = STREAM_FULL_ROUNDS
+    else:
+        n = STREAM_LINES_QUICK if cfg["reps"] == 1 else STREAM_LINES
+        rounds = max(1, cfg["pool_rounds"])
+    tmp = tempfile.mkdtemp(prefix="jobrun-bench-stream-")
+    path = os.path.join(tmp, "lines.txt")
+    stats = os.path.join(tmp, "stats.json")
 
-    def best(mode, key, pick):
+    def run(mode):
+        res = r.run([r.jobrun, "--stats-json", stats, os.path.join(HERE, "pool_stream.lua"),
+                     path, str(workers), mode])
+        try:
+            with open(stats) as f:
+                procs = json.load(f)["processes"]
+        except (OSError, ValueError, KeyError) as e:
+            raise Failed(f"no --stats-json: {e}")
+        main = [p for p in procs if p["name"] == "MainProcess"]
+        pool = [p["peak_rss_kib"] or 0 for p in procs if p["name"].startswith("PoolWorker")]
+        if not main or main[0]["peak_rss_kib"] is None:
+            raise Failed("no MainProcess peak_rss_kib in --stats-json")
+        res["stats_main_peak_kib"] = main[0]["peak_rss_kib"]
+        res["stats_worker_peak_kib"] = max(pool, default=0)
+        return 0, res
+
+    try:
+        with open(path, "w") as f:
+            write_lines(f, n)
+        size = os.path.getsize(path)
+        runs = {"iter": [], "table": []}
+        for _ in range(rounds):   # interleaved
+            for mode in ("iter", "table"):
+                runs[mode].append(side(lambda m=mode: run(m)))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def best(mode, pick):
         ok = [res for _, res, err in runs[mode] if err is None]
         if not ok:
             return runs[mode][0]
-        return pick(ok, key), ok, None
+        return pick(ok), ok, None
 
-    rate = lambda ok, _: max(x["items"] / x["seconds"] for x in ok)
-    peak = lambda ok, _: max(x["peak_kib"] for x in ok) / 1024
-    return [dict(id="stream", title=f"Pool over {n:,} lines of a file, {workers} workers: imap(io.lines) "
+    rate = lambda ok: max(x["items"] / x["seconds"] for x in ok)
+    peak = lambda key: lambda ok: max(x[key] for x in ok) / 1024
+    what = f"{n:,} lines ({size / 1e9:.2f} GB)" if full else f"{n:,} lines"
+    return [dict(id="stream", title=f"Pool over {what} of a file, {workers} workers: imap(io.lines) "
                  "vs map over the lines in a table",
                  unit="items/s", higher_is_better=True, target=0.9, target_text=">= 0.9x",
-                 other="map(table)", jr=best("iter", "seconds", rate), py=best("table", "seconds", rate)),
-            dict(id="stream-mem", title="(info) same, peak memory of the main process",
+                 other="map(table)", jr=best("iter", rate), py=best("table", rate)),
+            dict(id="stream-mem", title="(info) same, main process's peak RSS (--stats-json)",
                  unit="MiB", higher_is_better=False, target=None, target_text="flat",
-                 other="map(table)", jr=best("iter", "peak_kib", peak), py=best("table", "peak_kib", peak))]
+                 other="map(table)", jr=best("iter", peak("stats_main_peak_kib")),
+                 py=best("table", peak("stats_main_peak_kib"))),
+            dict(id="stream-wmem", title="(info) same, a worker's peak RSS (--stats-json)",
+                 unit="MiB", higher_is_better=False, target=None, target_text="info",
+                 other="map(table)", jr=best("iter", peak("stats_worker_peak_kib")),
+                 py=best("table", peak("stats_worker_peak_kib")))]
+
+
+# --- jobrun map against xargs, GNU parallel and Python (issue 15) ----------
+
+MAP_LINES, MAP_LINES_QUICK = 100_000, 20_000
+MAP_PARALLEL_LINES, MAP_PARALLEL_LINES_QUICK = 2_000, 200   # a process per line: a subset
+MAP_FILES, MAP_FILES_QUICK = 1_000, 100
+MAP_LINE = "line {:06d} of the input, short"
+MAP_XARGS_BATCH = {"lines": 1000, "cpu": 10}    # xargs -n
+MAP_PY_CHUNK = {"lines": 1000, "cpu": 4}        # Pool.imap chunksize
+MAP_TOOLS = ["map", "pool", "xargs", "parallel", "python"]
+MAP_TOOL_NAMES = {"map": "jobrun map", "pool": "jobrun Pool script", "xargs": "xargs -P",
+                  "parallel": "GNU parallel", "python": "Python Pool.imap"}
+
+
+class NotAvailable(Exception):
+    """A tool of a map row that is not there (no `jobrun map` yet, no GNU
+    parallel or lua5.4 on PATH): its cell says n/a, the row still runs."""
+
+
+def map_probe(r):
+    """None if `jobrun map` works (it upper-cases a probe line with
+    map_upper.lua), else why not (the binary has no map subcommand yet)."""
+    try:
+        p = subprocess.run([r.jobrun, "map", "-j", "1", os.path.join(HERE, "map_upper.lua")],
+                           input="probe\n", capture_output=True, text=True, timeout=r.timeout,
+                           start_new_session=True)
+    except subprocess.TimeoutExpired:
+        return "the probe timed out"
+    if p.returncode == 0 and p.stdout == "PROBE\n":
+        return None
+    last = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1]
+    return f"`{os.path.basename(r.jobrun)} map -j 1 map_upper.lua`: {last}"
+
+
+def map_command(r, tool, kind, workers):
+    """The command line of one tool for a map row: kind "lines" (map_upper.lua
+    on each stdin line) or "cpu" (map_cpu.lua on each path)."""
+    fn = os.path.join(HERE, "map_upper.lua" if kind == "lines" else "map_cpu.lua")
+    each = os.path.join(HERE, "map_each.lua")
+    lua = shutil.which("lua5.4")
+    j = str(workers)
+    if tool == "map":
+        return [r.jobrun, "map", "-j", j, fn]
+    if tool == "pool":
+        return [r.jobrun, os.path.join(HERE, "map_pool.lua"), fn, j]
+    if tool == "python":
+        return [sys.executable, os.path.join(HERE, "py_map.py"),
+                "upper" if kind == "lines" else "cpu", j, str(MAP_PY_CHUNK[kind])]
+    if lua is None:
+        raise NotAvailable("n/a (no lua5.4)")
+    if tool == "xargs":
+        return ["xargs", "-d", "\n", "-P", j, "-n", str(MAP_XARGS_BATCH[kind]), lua, each, fn]
+    if tool == "parallel":
+        exe = shutil.which("parallel")
+        if exe is None:
+            raise NotAvailable("n/a (no GNU parallel)")
+        return [exe, "--will-cite", "-j", j, lua, each, fn, "{}"]
+    raise ValueError(tool)
+
+
+def map_timed(r, cmd, stdin_path, out_path):
+    """Runs cmd with stdin from stdin_path and stdout to out_path, in its own
+    process group, bounded by the timeout; returns its wall time (start and
+    exit included: what its user waits)."""
+    with open(stdin_path) as fin, open(out_path, "w") as fout:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(cmd, cwd=os.path.dirname(stdin_path), stdin=fin, stdout=fout,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            _, err = proc.communicate(timeout=r.timeout)
+        except subprocess.TimeoutExpired:
+            r._killpg(proc.pid)
+            _, err = proc.communicate()
+            raise Failed(f"timed out after {r.timeout:g} s", err)
+        seconds = time.monotonic() - t0
+    r._reap_group(proc.pid, cmd)
+    if proc.returncode != 0:
+        raise Failed(f"exit status {proc.returncode}", err)
+    return seconds
+
+
+def map_workload(r, cfg, kind):
+    """One map row: the same function over the same input with each tool,
+    -j = the CPUs, the runs interleaved (map, pool, xargs, parallel, python,
+    map, ...), each tool's best rate kept; every output is checked (the
+    results, in any order)."""
+    workers = os.cpu_count() or 2
+    quick = cfg["reps"] == 1
+    reps = cfg["reps"] if kind == "lines" else min(2, cfg["reps"])
+    tmp = tempfile.mkdtemp(prefix=f"jobrun-bench-map-{kind}-")
+    inputs = {}
+    try:
+        if kind == "lines":
+            n = MAP_LINES_QUICK if quick else MAP_LINES
+            sub = MAP_PARALLEL_LINES_QUICK if quick else MAP_PARALLEL_LINES
+            lines = [MAP_LINE.format(i) for i in range(n)]
+            for name, count in (("all", n), ("subset", sub)):
+                path = os.path.join(tmp, f"{name}.txt")
+                with open(path, "w") as f:
+                    f.write("\n".join(lines[:count]) + "\n")
+                inputs[name] = (path, count, sorted(l.upper() for l in lines[:count]))
+            title = (f"{n:,} stdin lines, upper-cased (GNU parallel: the first {sub:,}), "
+                     f"-j {workers}")
+        else:
+            n = MAP_FILES_QUICK if quick else MAP_FILES
+            files = os.path.join(tmp, "files")
+            os.mkdir(files)
+            paths = []
+            for i in range(n):
+                paths.append(os.path.join(files, f"f{i:04d}.txt"))
+                with open(paths[-1], "w") as f:
+                    f.write("".join(f"{i} line {k} of file, some text here to hash\n"
+                                    for k in range(90)))
+            path = os.path.join(tmp, "paths.txt")
+            with open(path, "w") as f:
+                f.write("\n".join(paths) + "\n")
+            inputs["all"] = inputs["subset"] = (path, n, None)   # checked against each other
+            title = f"{n:,} files, CPU-bound (FNV-1a x 40 over 3.7 KB each), -j {workers}"
+
+        why_no_map = map_probe(r)
+        results = {t: [] for t in MAP_TOOLS}
+        cells = {}
+        for t in MAP_TOOLS:
+            if t == "map" and why_no_map:
+                cells[t] = NotAvailable("n/a (no jobrun map)")
+                continue
+            try:
+                cells[t] = map_command(r, t, kind, workers)
+            except NotAvailable as e:
+                cells[t] = e
+        reference = {}
+        out = os.path.join(tmp, "out.txt")
+        for _ in range(reps):   # interleaved
+            for t in MAP_TOOLS:
+                cmd = cells[t]
+                if isinstance(cmd, (NotAvailable, Failed)):
+                    continue
+                stdin_path, count, expected = inputs["subset" if t == "parallel" else "all"]
+                try:
+                    seconds = map_timed(r, cmd, stdin_path, out)
+                    with open(out) as f:
+                        got = sorted(f.read().splitlines())
+                    if expected is None:
+                        expected = reference.setdefault(stdin_path, got)
+                    if got != expected:
+                        wrong = next((g for g, e in zip(got, expected) if g != e), None)
+                        raise Failed(f"wrong output: {len(got)} lines for {count}",
+                                     f"first line that differs: {wrong!r}")
+                    results[t].append(dict(items=count, seconds=seconds, rate=count / seconds))
+                except Failed as e:
+                    cells[t] = e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    tools = {}
+    for t in MAP_TOOLS:
+        c = cells[t]
+        if isinstance(c, NotAvailable):
+            tools[t] = dict(rate=None, runs=None, error=None, note=str(c))
+        elif isinstance(c, Failed):
+            tools[t] = dict(rate=None, runs=results[t], error=c, note=None)
+        else:
+            tools[t] = dict(rate=max(x["rate"] for x in results[t]), runs=results[t],
+                            error=None, note=None)
+    row = dict(id=f"map-{kind}", kind=kind, title=title, items=n, reps=reps, tools=tools,
+               commands={t: (c if isinstance(c, list) else None) for t, c in cells.items()},
+               no_map=why_no_map)
+    evaluate_map(row)
+    return [row]
+
+
+def evaluate_map(row):
+    """Ratios of jobrun map's and the Pool script's rates to each other
+    tool's, and whether the issue's targets are met (by jobrun map; the
+    Pool script's are shown as information)."""
+    tools = row["tools"]
+    rate = {t: tools[t]["rate"] for t in MAP_TOOLS}
+    others = [t for t in ("xargs", "parallel", "python") if rate[t]]
+    best = max(others, key=lambda t: rate[t]) if others else None
+    row["best_other"] = best
+    row["ratios"], row["met"] = {}, {}
+    for me in ("map", "pool"):
+        if not rate[me]:
+            row["ratios"][me] = None
+            row["met"][me] = None
+            continue
+        ratios = {t: rate[me] / rate[t] for t in others}
+        if best:
+            ratios["best"] = rate[me] / rate[best]
+        row["ratios"][me] = ratios
+        if row["kind"] == "lines":
+            checks = [ratios[t] >= target * (1 - 1e-9)
+                      for t, target in (("parallel", 10.0), ("xargs", 1.0)) if t in ratios]
+        else:
+            checks = [ratios["best"] >= 0.95] if best else []
+        row["met"][me] = all(checks) if checks else None
+    row["target_text"] = (">= 10x parallel, >= 1x xargs" if row["kind"] == "lines"
+                          else ">= 0.95x the best other")
+
+
+def render_map(rows, failures):
+    """Two tables: each tool's rate per row, then jobrun's ratios."""
+    header = ["map row (items/s, best of runs)"] + [MAP_TOOL_NAMES[t] for t in MAP_TOOLS]
+    table = []
+    for row in rows:
+        cells = [row["title"]]
+        for t in MAP_TOOLS:
+            s = row["tools"][t]
+            if s["note"]:
+                cells.append(s["note"])
+            elif s["error"] is not None:
+                cells.append(short(s["error"]))
+                failures.append((f"{row['id']} ({MAP_TOOL_NAMES[t]}): {s['error'].reason}",
+                                 s["error"].tail()))
+            else:
+                cells.append(f"{s['rate']:,.0f}")
+        table.append(cells)
+    ratio_header = ["jobrun's rate / the other's", "vs xargs -P", "vs GNU parallel",
+                    "vs Python Pool", "vs the best of those", "target", "met"]
+    ratio_table = []
+    for row in rows:
+        for me in ("map", "pool"):
+            ratios = row["ratios"][me]
+            name = f"{row['id']}: {MAP_TOOL_NAMES[me]}"
+            if ratios is None:
+                ratio_table.append([name] + ["-"] * 4 + [row["target_text"], "-"])
+                continue
+            ratio_table.append([name] + [f"{ratios[k]:.2f}x" if k in ratios else "-"
+                                         for k in ("xargs", "parallel", "python", "best")]
+                               + [row["target_text"] if me == "map" else "(info) as map's",
+                                  {True: "yes", False: "NO", None: "-"}[row["met"][me]]])
+
+    def draw(header, table):
+        widths = [max(len(r[i]) for r in [header] + table) for i in range(len(header))]
+
+        def line(cells):
+            return "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                                     for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+
+        return "\n".join([line(header), "|" + "|".join(("-" * (w + 2)) if i == 0 else
+                                                      ("-" * (w + 1) + ":")
+                                                      for i, w in enumerate(widths)) + "|"]
+                         + [line(c) for c in table])
+
+    return draw(header, table) + "\n\n" + draw(ratio_header, ratio_table)
 
 
 def script_workload(r, cfg):
@@ -761,6 +1053,9 @@ def main():
     ap.add_argument("--jobrun", required=True, help="path of the jobrun binary")
     ap.add_argument("--quick", action="store_true", help="small counts, a few seconds")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--full", action="store_true",
+                    help="the stream row over a 1 GiB file (about 1.5 min; the table form "
+                         "holds about 3 GiB)")
     ap.add_argument("--only", metavar="NAME", action="append",
                     help=f"run only these workloads (repeatable or comma-separated): "
                          f"{', '.join(WORKLOADS)}; 'scaling' = pairs,sizes")
@@ -802,20 +1097,25 @@ def main():
              ("1mib", lambda: big_workload(r, cfg)),
              ("pingpong", lambda: pingpong_workload(r, cfg)),
              ("pool", lambda: pool_workload(r, cfg)),
-             ("stream", lambda: stream_workload(r, cfg)),
+             ("stream", lambda: stream_workload(r, cfg, full=a.full)),
              ("spawn", lambda: spawn_workload(r, cfg)),
              ("script", lambda: script_workload(r, cfg)),
              ("idle", lambda: idle_workload(r, cfg)),
              ("memory", lambda: memory_workload(r, cfg)),
              ("plugin", lambda: plugin_workload(r, cfg))]
+    map_steps = [("map-lines", lambda: map_workload(r, cfg, "lines")),
+                 ("map-cpu", lambda: map_workload(r, cfg, "cpu"))]
     scale_steps = [("pairs", lambda: scaling_workload(r, cfg, "pairs")),
                    ("sizes", lambda: scaling_workload(r, cfg, "sizes"))]
-    for name, step in steps + scale_steps:
+    maps = []
+    for name, step in steps + map_steps + scale_steps:
         if name in only:
             print(f"bench: running {name} ...", end="", file=sys.stderr, flush=True)
             t0 = time.monotonic()
             if name in dict(scale_steps):
                 scaling += step()
+            elif name in dict(map_steps):
+                maps += step()
             else:
                 rows += step()
             print(f" {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
@@ -824,12 +1124,13 @@ def main():
     elapsed = time.monotonic() - started
 
     table, failures = render(rows)
-    print()
-    print(table)
-    print()
-    print("ratio: jobrun / Python for rates (times: Python / jobrun); best of "
-          f"{cfg['reps']} runs of >= {cfg['min_seconds']:g} s each for rates, jobrun's and Python's interleaved. "
-          "MB = 10^6 bytes.")
+    if rows:
+        print()
+        print(table)
+        print()
+        print("ratio: jobrun / Python for rates (times: Python / jobrun); best of "
+              f"{cfg['reps']} runs of >= {cfg['min_seconds']:g} s each for rates, jobrun's and "
+              "Python's interleaved. MB = 10^6 bytes.")
     if any(row["id"].startswith("pingpong") for row in rows):
         print("ping-pong: each round trip timed on its own after "
               f"{PP_WARMUP} untimed ones; median and p99 are each the best of "
@@ -841,6 +1142,25 @@ def main():
               "  shared-memory mappings (the memfd arena), counted in full (their Rss in\n"
               "  /proc/<pid>/smaps): the shared pages it touched. ratio = (worker PSS - shared)\n"
               "  / lua5.4 PSS, so met means worker PSS <= 1.5 x lua5.4 PSS + shared.")
+    if maps:
+        print()
+        print(render_map(maps, failures))
+        print()
+        print("map rows: items/s over each tool's whole run (start and exit included), the "
+              "best of\n"
+              f"  {', '.join(str(m['reps']) + ' (' + m['id'] + ')' for m in maps)} runs, "
+              "the tools interleaved; each output checked. The function:\n"
+              "  map_upper.lua / map_cpu.lua, run by `jobrun map`, by map_pool.lua (a Pool "
+              "script: imap over\n"
+              "  io.lines()), and by `lua5.4 map_each.lua FN ARGS...` under "
+              f"`xargs -P N -n {MAP_XARGS_BATCH['lines']}` (lines) /\n"
+              f"  `-n {MAP_XARGS_BATCH['cpu']}` (files) and `parallel -j N` (a process per "
+              "item); Python: the same function in\n"
+              f"  Python (py_map.py), Pool.imap, chunksize {MAP_PY_CHUNK['lines']} (lines) / "
+              f"{MAP_PY_CHUNK['cpu']} (files).")
+        for m in maps:
+            if m["no_map"]:
+                print(f"  {m['id']}: no jobrun map: {m['no_map']}")
     if scaling:
         print()
         print(render_scaling(scaling, failures, set()))
@@ -874,6 +1194,15 @@ def main():
                 if err is not None:
                     item[name + "_error"] = dict(reason=err.reason, tail=err.tail())
             doc["results"].append(item)
+        doc["map"] = []
+        for row in maps:
+            item = {k: row[k] for k in ("id", "title", "items", "reps", "ratios", "met",
+                                        "target_text", "best_other", "commands", "no_map")}
+            item["tools"] = {t: dict(items_per_s=s["rate"], runs=s["runs"], note=s["note"],
+                                     error=(dict(reason=s["error"].reason, tail=s["error"].tail())
+                                            if s["error"] is not None else None))
+                             for t, s in row["tools"].items()}
+            doc["map"].append(item)
         doc["scaling"] = []
         for row in scaling:
             item = {k: row[k] for k in ("id", "group", "title", "pairs", "size", "ratio")}

@@ -1,10 +1,12 @@
 -- A Pool over a file's lines, the two ways a script can hand them over:
 --   jobrun pool_stream.lua FILE WORKERS iter    pool:imap(fn, io.lines(FILE)), lazily
---   jobrun pool_stream.lua FILE WORKERS table   the lines read into a table, then pool:map
+--   jobrun pool_stream.lua FILE WORKERS table [CHUNKSIZE]   the lines read into a
+--                                               table, then pool:map (default chunksize:
+--                                               ceil(n / (4 * workers)))
 -- fn is a trivial task (the line's length). Prints
 -- {"items":N,"seconds":S,"peak_kib":K}: S covers reading the file and the map;
 -- K is this (the main) process's peak resident memory (VmHWM).
-local file, workers, mode = arg[1], tonumber(arg[2]), arg[3]
+local file, workers, mode, chunksize = arg[1], tonumber(arg[2]), arg[3], tonumber(arg[4])
 local fn = function(line) return #line end
 
 local pool = jobrun.Pool{workers = workers}
@@ -15,7 +17,7 @@ if mode == "iter" then
 elseif mode == "table" then
   local lines = {}
   for line in io.lines(file) do lines[#lines + 1] = line end
-  for _, len in ipairs(pool:map(fn, lines)) do n = n + 1; sum = sum + len end
+  for _, len in ipairs(pool:map(fn, lines, chunksize)) do n = n + 1; sum = sum + len end
 else
   error("mode must be iter or table, got " .. tostring(mode))
 end
