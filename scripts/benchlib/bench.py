@@ -403,8 +403,12 @@ def stream_workload(r, cfg, full=False):
     stats = os.path.join(tmp, "stats.json")
 
     def run(mode):
-        res = r.run([r.jobrun, "--stats-json", stats, os.path.join(HERE, "pool_stream.lua"),
-                     path, str(workers), mode])
+        # Through sh, which forks jobrun (`; exit $?` keeps it from exec'ing
+        # it): the peak RSS that wait4 reports for a process includes its
+        # image before exec, here this Python's (tens of MiB), so jobrun
+        # started straight from here would report at least that much.
+        res = r.run(["sh", "-c", '"$@"; exit $?', "sh", r.jobrun, "--stats-json", stats,
+                     os.path.join(HERE, "pool_stream.lua"), path, str(workers), mode])
         try:
             with open(stats) as f:
                 procs = json.load(f)["processes"]
