@@ -475,18 +475,22 @@ class NotAvailable(Exception):
 
 
 def map_probe(r):
-    """None if `jobrun map` works (it upper-cases a probe line with
-    map_upper.lua), else why not (the binary has no map subcommand yet)."""
+    """None if `jobrun map` is there (a probe line through map_upper.lua), or
+    why not: the binary has no map subcommand yet (`jobrun: cannot open map`,
+    or a usage error). Raises Failed if it is there but fails the probe."""
+    cmd = [r.jobrun, "map", "-j", "1", os.path.join(HERE, "map_upper.lua")]
     try:
-        p = subprocess.run([r.jobrun, "map", "-j", "1", os.path.join(HERE, "map_upper.lua")],
-                           input="probe\n", capture_output=True, text=True, timeout=r.timeout,
-                           start_new_session=True)
+        p = subprocess.run(cmd, input="probe\n", capture_output=True, text=True,
+                           timeout=r.timeout, start_new_session=True)
     except subprocess.TimeoutExpired:
-        return "the probe timed out"
+        raise Failed(f"`jobrun map` probe timed out after {r.timeout:g} s")
     if p.returncode == 0 and p.stdout == "PROBE\n":
         return None
     last = (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1]
-    return f"`{os.path.basename(r.jobrun)} map -j 1 map_upper.lua`: {last}"
+    if p.returncode != 0 and re.search(r"cannot open map|usage|unknown", p.stderr, re.I):
+        return f"`{os.path.basename(r.jobrun)} map -j 1 map_upper.lua`: {last}"
+    raise Failed(f"`jobrun map` probe: exit status {p.returncode}, stdout {p.stdout[:40]!r}",
+                 p.stderr)
 
 
 def map_command(r, tool, kind, workers):
@@ -574,12 +578,18 @@ def map_workload(r, cfg, kind):
             inputs["all"] = inputs["subset"] = (path, n, None)   # checked against each other
             title = f"{n:,} files, CPU-bound (FNV-1a x 40 over 3.7 KB each), -j {workers}"
 
-        why_no_map = map_probe(r)
+        try:
+            why_no_map, probe_failed = map_probe(r), None
+        except Failed as e:
+            why_no_map, probe_failed = None, e
         results = {t: [] for t in MAP_TOOLS}
         cells = {}
         for t in MAP_TOOLS:
             if t == "map" and why_no_map:
                 cells[t] = NotAvailable("n/a (no jobrun map)")
+                continue
+            if t == "map" and probe_failed:
+                cells[t] = probe_failed
                 continue
             try:
                 cells[t] = map_command(r, t, kind, workers)
@@ -600,9 +610,10 @@ def map_workload(r, cfg, kind):
                     if expected is None:
                         expected = reference.setdefault(stdin_path, got)
                     if got != expected:
-                        wrong = next((g for g, e in zip(got, expected) if g != e), None)
+                        wrong = next((f"{g!r}, expected {e!r}" for g, e in zip(got, expected)
+                                      if g != e), "none (lines missing or extra)")
                         raise Failed(f"wrong output: {len(got)} lines for {count}",
-                                     f"first line that differs: {wrong!r}")
+                                     f"first line that differs (sorted): {wrong}")
                     results[t].append(dict(items=count, seconds=seconds, rate=count / seconds))
                 except Failed as e:
                     cells[t] = e
