@@ -522,8 +522,10 @@ def map_command(r, tool, kind, workers):
 def map_timed(r, cmd, stdin_path, out_path):
     """Runs cmd with stdin from stdin_path and stdout to out_path, in its own
     process group, bounded by the timeout; returns its wall time (start and
-    exit included: what its user waits)."""
+    exit included: what its user waits) and the CPU time (user + system) of
+    the processes of it that were reaped (all but orphans)."""
     with open(stdin_path) as fin, open(out_path, "w") as fout:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, cwd=os.path.dirname(stdin_path), stdin=fin, stdout=fout,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -535,9 +537,10 @@ def map_timed(r, cmd, stdin_path, out_path):
             raise Failed(f"timed out after {r.timeout:g} s", err)
         seconds = time.monotonic() - t0
     r._reap_group(proc.pid, cmd)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise Failed(f"exit status {proc.returncode}", err)
-    return seconds
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def map_workload(r, cfg, kind):
@@ -604,7 +607,7 @@ def map_workload(r, cfg, kind):
                     continue
                 stdin_path, count, expected = inputs["subset" if t == "parallel" else "all"]
                 try:
-                    seconds = map_timed(r, cmd, stdin_path, out)
+                    seconds, cpu = map_timed(r, cmd, stdin_path, out)
                     with open(out) as f:
                         got = sorted(f.read().splitlines())
                     if expected is None:
@@ -614,7 +617,8 @@ def map_workload(r, cfg, kind):
                                       if g != e), "none (lines missing or extra)")
                         raise Failed(f"wrong output: {len(got)} lines for {count}",
                                      f"first line that differs (sorted): {wrong}")
-                    results[t].append(dict(items=count, seconds=seconds, rate=count / seconds))
+                    results[t].append(dict(items=count, seconds=seconds, rate=count / seconds,
+                                           cpu_seconds=cpu))
                 except Failed as e:
                     cells[t] = e
     finally:
