@@ -407,6 +407,8 @@ def stream_workload(r, cfg, full=False):
         # it): the peak RSS that wait4 reports for a process includes its
         # image before exec, here this Python's (tens of MiB), so jobrun
         # started straight from here would report at least that much.
+        if os.path.exists(stats):
+            os.unlink(stats)
         res = r.run(["sh", "-c", '"$@"; exit $?', "sh", r.jobrun, "--stats-json", stats,
                      os.path.join(HERE, "pool_stream.lua"), path, str(workers), mode])
         try:
@@ -422,11 +424,17 @@ def stream_workload(r, cfg, full=False):
         res["stats_worker_peak_kib"] = max(pool, default=0)
         return 0, res
 
+    runs = {"iter": [], "table": []}
+    size = 0
     try:
-        with open(path, "w") as f:
-            write_lines(f, n)
-        size = os.path.getsize(path)
-        runs = {"iter": [], "table": []}
+        try:
+            with open(path, "w") as f:
+                write_lines(f, n)
+            size = os.path.getsize(path)
+        except OSError as e:   # no room for the file
+            failed = (None, None, Failed(f"cannot write {n:,} lines to {tmp}: {e}"))
+            runs = {"iter": [failed], "table": [failed]}
+            rounds = 0
         for _ in range(rounds):   # interleaved
             for mode in ("iter", "table"):
                 runs[mode].append(side(lambda m=mode: run(m)))
@@ -1073,7 +1081,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small counts, a few seconds")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--full", action="store_true",
-                    help="the stream row over a 1 GiB file (about 1.5 min; the table form "
+                    help="the stream row over a 1 GiB file (1-2 min; the table form "
                          "holds about 3 GiB)")
     ap.add_argument("--only", metavar="NAME", action="append",
                     help=f"run only these workloads (repeatable or comma-separated): "
