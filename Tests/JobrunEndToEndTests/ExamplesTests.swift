@@ -13,6 +13,9 @@ import Testing
 //   -- expect: unordered   compare stdout as sorted lines (default: exact)
 //   -- args: a b c         arguments after the script (split on spaces);
 //                          the run's working directory is the package root
+//   -- map: OPTIONS        the file is a function file for `jobrun map`: run
+//                          `jobrun map OPTIONS examples/NAME.lua ARGS` (ARGS
+//                          of `-- args:`, the inputs); OPTIONS may be empty
 //   -- exit: N             expected exit status (default 0)
 //   -- mask: REGEX         before comparing, replace every match of REGEX
 //                          (NSRegularExpression, per line) with "*" in both
@@ -26,6 +29,8 @@ struct ExampleSpec {
     var args: [String] = []
     var exit: Int32 = 0
     var masks: [NSRegularExpression] = []
+    /// The options of `jobrun map` when the file is a function file for it.
+    var map: [String]?
 
     struct BadDirective: Error, CustomStringConvertible {
         let description: String
@@ -53,6 +58,8 @@ struct ExampleSpec {
             case "exit":
                 guard let n = Int32(value) else { throw BadDirective(description: "\(name): `-- exit: \(value)` is not a number") }
                 spec.exit = n
+            case "map":
+                spec.map = value.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
             case "mask":
                 do {
                     spec.masks.append(try NSRegularExpression(pattern: value))
@@ -91,7 +98,8 @@ struct ExamplesTests {
         let spec = try ExampleSpec.parse(try String(contentsOf: script, encoding: .utf8), name: name)
         let expected = try #require(FileManager.default.contents(atPath: expectedURL.path),
                                     "examples/\(name) has no examples/\(expectedURL.lastPathComponent)")
-        assertExecute("examples/\(name)", spec.args, expecting: String(decoding: expected, as: UTF8.self),
+        let (command, args) = spec.map.map { ("map", $0 + ["examples/\(name)"] + spec.args) } ?? ("examples/\(name)", spec.args)
+        assertExecute(command, args, expecting: String(decoding: expected, as: UTF8.self),
                       exitCode: spec.exit, unordered: spec.unordered, masks: spec.masks)
     }
 }
