@@ -5,7 +5,8 @@ import Testing
 // header comment tells a user to: ExamplesTests checks its stdout with one
 // fixed command; these check the workflow around it. A run that stops
 // partway and a `--resume` run that does exactly the rest make what one run
-// makes, and with FLAKY (its simulated unreliable share) and enough retries
+// makes (halted at a missing log, or stopped by Ctrl-C while a read hangs),
+// and with FLAKY (its simulated unreliable share) and enough retries
 // every line succeeds and the job log shows the retries.
 
 /// One line of a job log: Seq, Exit, Retries (columns 1, 5, 6).
@@ -60,15 +61,32 @@ struct MapExampleTests {
 
     static let inputArgs = ["examples/logs_to_tsv.lua", "examples/data/logs.txt"]
 
-    @Test func aRunStoppedPartwayThenResumedMakesWhatOneRunMakes() throws {
-        // What one run makes, for comparison.
-        let whole = try Self.workspace()
+    /// The files one run writes with OUT=tsv, by path under tsv/.
+    static func oneRunFiles() throws -> [String: Data] {
+        let whole = try workspace()
         defer { whole.remove() }
-        let one = runJobrun(["map", "-j", "2", "-k", "--joblog", "run.tsv"] + Self.inputArgs, timeout: 60, cwd: whole.path, environment: ["OUT": "tsv"])
+        let one = runJobrun(["map", "-j", "2", "-k", "--joblog", "run.tsv"] + inputArgs, timeout: 60, cwd: whole.path,
+                            environment: ["OUT": "tsv"])
         expectStatus(one, 0, "one run")
-        #expect(one.lines == Self.expected)
-        let wanted = filesUnder(whole.file("tsv"))
-        try #require(wanted.count == Self.inputs, "one run wrote \(wanted.keys.sorted())")
+        #expect(one.lines == expected)
+        let files = filesUnder(whole.file("tsv"))
+        try #require(files.count == inputs, "one run wrote \(files.keys.sorted())")
+        return files
+    }
+
+    /// Checks that `dir`/tsv holds the files of `wanted`, each the same.
+    static func expectSameFiles(_ dir: ScratchFolder, _ wanted: [String: Data],
+                                sourceLocation: SourceLocation = #_sourceLocation) {
+        let made = filesUnder(dir.file("tsv"))
+        #expect(made.keys.sorted() == wanted.keys.sorted(), sourceLocation: sourceLocation)
+        for (name, bytes) in wanted {
+            let same = made[name] == bytes   // not in the #expect: it would print both files
+            #expect(same, "tsv/\(name) differs from one run's", sourceLocation: sourceLocation)
+        }
+    }
+
+    @Test func aRunStoppedPartwayThenResumedMakesWhatOneRunMakes() throws {
+        let wanted = try Self.oneRunFiles()
 
         // Run 1, on one worker: the log on line 6 is missing (the share lost
         // it); the job halts at that failure (`soon`: the line running then
@@ -103,12 +121,55 @@ struct MapExampleTests {
         #expect((run1.lines + run2.lines).sorted() == Self.expected.sorted(), "the two runs print what one run prints")
 
         // The two runs' files are what one run makes.
-        let made = filesUnder(dir.file("tsv"))
-        #expect(made.keys.sorted() == wanted.keys.sorted())
-        for (name, bytes) in wanted {
-            let same = made[name] == bytes   // not in the #expect: it would print both files
-            #expect(same, "tsv/\(name) differs from one run's")
-        }
+        Self.expectSameFiles(dir, wanted)
+    }
+
+    @Test func ctrlCThenResumeDoesTheRest() throws {
+        let wanted = try Self.oneRunFiles()
+        // Line 6's log is a FIFO: a read that hangs, as on a share that
+        // stopped answering. On one worker, lines 1-5 run and line 6 waits.
+        // A helper opens the FIFO's other end (which returns once the worker
+        // has opened it, so the job is at line 6; it holds it open until
+        // jobrun has ended, so the read never ends), waits (bounded) for
+        // stdout to show what the job log does, and presses Ctrl-C: SIGINT
+        // to jobrun. Every wait is bounded (timeout 20).
+        let dir = try Self.workspace()
+        defer { dir.remove() }
+        let log6 = "examples/data/app-logs/billing/2026-11-29.log"
+        try FileManager.default.moveItem(atPath: dir.file(log6), toPath: dir.file("held.log"))
+        try #require(mkfifo(dir.file(log6), 0o644) == 0)
+        let command = """
+            cd '\(dir.path)' || exit 9
+            ( timeout 20 bash -c '
+                exec 3> "$0"
+                for i in $(seq 100); do [ "$(grep -vc "^#" run.tsv)" = "$(wc -l < out1)" ] && break; sleep 0.05; done
+                kill -INT "$1"
+                for i in $(seq 400); do ps -o stat= -p "$1" | grep -q "^[^Z]" || break; sleep 0.05; done' \(log6) $$
+              kill -INT $$ ) > /dev/null 2>&1 &
+            OUT=tsv exec '\(jobrunBinary)' map -j 1 -k --joblog run.tsv \(Self.inputArgs.joined(separator: " ")) > out1
+            """
+        let run1 = runCommand(["/bin/bash", "-c", command], timeout: 60)
+        expectStatus(run1, -SIGINT, "run 1 dies of the SIGINT, as a shell reports with 130")
+        let log1 = joblogLines(dir.file("run.tsv"))
+        let done1 = Set(log1.map(\.seq))
+        // Which of lines 1-5 came back before line 6 depends on how the
+        // pool chunked them: a line that ran in one chunk with line 6 has
+        // not. Those that came back are logged and printed.
+        #expect(done1.isSubset(of: 1...5) && log1.allSatisfy { $0.exit == "0" }, "\(log1)")
+        let out1 = splitLines((try? String(contentsOfFile: dir.file("out1"), encoding: .utf8)) ?? "")
+        #expect(Set(out1).isSubset(of: done1.map { Self.expected[$0 - 1] }), "run 1 printed only lines it logged")
+
+        // The share answers again: --resume runs the rest, 6-9 among them.
+        try FileManager.default.removeItem(atPath: dir.file(log6))
+        try FileManager.default.moveItem(atPath: dir.file("held.log"), toPath: dir.file(log6))
+        let run2 = runJobrun(["map", "-j", "2", "-k", "--joblog", "run.tsv", "--resume"] + Self.inputArgs, timeout: 60,
+                             cwd: dir.path, environment: ["OUT": "tsv"])
+        expectStatus(run2, 0, "run 2 (--resume)")
+        let log2 = Array(joblogLines(dir.file("run.tsv")).dropFirst(log1.count))
+        let rest = Set(1...Self.inputs).subtracting(done1).sorted()
+        #expect(log2.map(\.seq).sorted() == rest && log2.allSatisfy { $0.exit == "0" }, "\(log2); run 1: \(log1)")
+        #expect(run2.lines == rest.map { Self.expected[$0 - 1] })
+        Self.expectSameFiles(dir, wanted)
     }
 
     @Test func withFlakyReadsAndRetriesEveryLineSucceedsAndTheLogShowsTheRetries() {
