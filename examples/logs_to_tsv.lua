@@ -39,7 +39,9 @@
 -- P of the logs fail (the exit status is how many); with --retries N one
 -- fails only when all its N + 1 tries do (P^(N+1) each: 0.3^4 < 1%), the Retries
 -- column shows which needed them, and the output is what a run without
--- FLAKY prints. Unset, nothing fails on purpose.
+-- FLAKY prints. Unset, nothing fails on purpose. A share that hangs
+-- rather than fails is what `--timeout 60` is for: past it the line's
+-- worker is replaced and the line fails with Timeout (or is retried).
 
 local out = os.getenv("OUT")
 local flaky = tonumber(os.getenv("FLAKY") or "")
