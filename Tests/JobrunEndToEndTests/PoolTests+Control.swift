@@ -406,6 +406,35 @@ struct PoolControlTests {
         #expect(other.stdout == "\tValueError\n", "item 4 differs: refused\n\(other)")
     }
 
+    @Test func aSecondMapOnTheSameJoblogTakesItOverWhole() {
+        // Two maps in flight at once writing one log (the pool's default
+        // joblog): the second starts the file anew, so the first writes no
+        // more lines to it (they would land at its old offset, tearing the
+        // second's lines, and name items of another job).
+        let dir = ScratchFolder()
+        defer { dir.remove() }
+        let r = runScript("""
+            local dir = ...
+            local pool = jobrun.Pool{workers = 2, joblog = dir .. "/log.tsv"}
+            local go = jobrun.Event()        -- the first map's items 2 and 3 end after the second map started
+            local a = pool:imap(function(x) if x ~= "first item" then go:wait(20) end return x end,
+                                {"first item", "a long second item", "a long third item"})
+            print(a())
+            local b = pool:imap(function(x) return -x end, {1, 2, 3})
+            go:set()
+            for v in a do print(v) end
+            for v in b do print(v) end
+            pool:close(); pool:join()
+            """, args: [dir.path])
+        expectStatus(r)
+        let lines = fileLines(dir.file("log.tsv"))
+        #expect(lines.filter { $0.hasPrefix("# jobrun joblog") }.count == 1 && lines.first?.hasSuffix("main.lua:7") == true,
+                "one header, the second map's\n\(lines)")
+        let rows = logRows(dir.file("log.tsv"))
+        #expect(rows.allSatisfy { $0.count == 8 } && Set(rows.map { $0[6] }) == ["1", "2", "3"],
+                "whole lines, the second map's items only\n\(lines)")
+    }
+
     @Test func badOptionValues() {
         let r = runScript("""
             local pool = jobrun.Pool{workers = 1}

@@ -961,10 +961,25 @@ local function read_joblog(path, fp, fname, fn, level)
   return logged, pos <= #data and pos - 1 or nil, data
 end
 
+--- The map writing each log file (by the name it was given): one at a
+--- time. Two writers would each write at their own offset, tearing each
+--- other's lines, and a resume would take one job's lines for the other's.
+local log_writers = setmetatable({}, {__mode = "v"})
+
+local function close_log(job)
+  local log = job.log
+  if not log then return end
+  log.f:close()
+  job.log = nil
+  if log_writers[log.path] == job then log_writers[log.path] = nil end
+end
+
 --- Opens the job's log: anew, or for resume appended to after checking it
 --- is this job's (for a table, every logged item is checked now).
 local function open_joblog(job, fn, c, level)
   local path, fname = c.joblog, "Pool." .. job.fname
+  local earlier = log_writers[path]
+  if earlier and earlier ~= job then close_log(earlier) end   -- the later map takes the file over
   local fp = fingerprint(fn)
   local logged, whole, data
   if c.resume then
@@ -1001,11 +1016,8 @@ local function open_joblog(job, fn, c, level)
     end
   end
   job.log = {f = f, path = path, off = core.unix_time() - now()}
+  log_writers[path] = job
   job.resumed = logged
-end
-
-local function close_log(job)
-  if job.log then job.log.f:close(); job.log = nil end
 end
 
 --- Item i is settled without a result to give (on_error took its failure,
