@@ -387,6 +387,18 @@ struct MapControlTests {
         #expect(r.stderr.contains("jobrun map: stdin:2 ('slow'): ") && r.stderr.contains("timed out"), "\(r)")
     }
 
+    @Test func aTimedOutLineLeavesNoProcessHoldingStdout() {
+        // `jobrun map ... | cat` ends when jobrun does: what the slow line
+        // started (a `sleep 60`, holding stdout) is killed with its worker.
+        let dir = ScratchFolder(["f.lua": fn("if l == 'slow' then os.execute('sleep 60') end return l")])
+        defer { dir.remove() }
+        let r = runCommand(["/bin/bash", "-c", "printf 'a\\nslow\\nb\\n' | \"$0\" map -k --timeout 1 f.lua | cat", jobrunBinary],
+                           timeout: 30, cwd: dir.path)
+        #expect(!r.timedOut, "the pipeline waited for the line's child\n\(r)")
+        #expect(r.lines == ["a", "b"], "\(r)")
+        #expect(r.stderr.contains("stdin:2 ('slow')") && r.stderr.contains("timed out"), "\(r)")
+    }
+
     @Test func haltStopsAfterTheFailuresItNames() {
         let input = (1...200).map { $0 % 2 == 0 ? "bad\($0)" : "ok\($0)" }.joined(separator: "\n")
         let r = runMap(["-k", "-j", "1", "--halt", "now,fail=1", "f.lua"],

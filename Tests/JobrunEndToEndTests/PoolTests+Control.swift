@@ -406,6 +406,38 @@ struct PoolControlTests {
         #expect(other.stdout == "\tValueError\n", "item 4 differs: refused\n\(other)")
     }
 
+    @Test func aTimeoutAlsoKillsWhatTheItemStarted() {
+        // The item's work includes the processes it started: a `sleep 60`
+        // left behind would go on with it (and hold the run's stdout open).
+        let dir = ScratchFolder()
+        defer { dir.remove() }
+        let r = runScript("""
+            local dir = ...
+            local pool = jobrun.Pool{workers = 2}
+            local r = pool:map(function(x)
+              if x == 2 then os.execute("echo $$ > " .. dir .. "/pid.tmp; mv " .. dir .. "/pid.tmp " .. dir .. "/pid; exec sleep 60") end
+              return x
+            end, {1, 2, 3}, {timeout = 3, on_error = function(e) print(e.kind) end})
+            print(r[1], r[2], r[3])
+            pool:close(); pool:join()
+            """, args: [dir.path])
+        expectStatus(r)
+        #expect(r.lines == ["Timeout", "1\tnil\t3"], "\(r)")
+        let text = (try? String(contentsOfFile: dir.file("pid"), encoding: .utf8)) ?? ""
+        guard let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0 else {
+            Issue.record("the item's shell wrote no pid: \(text)\n\(r)")
+            return
+        }
+        func running() -> Bool {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return false }
+            return !stat[stat.index(after: close)...].hasPrefix(" Z")
+        }
+        let gone = waitUntil(timeout: 10) { !running() }
+        if !gone { kill(pid, SIGKILL) }
+        #expect(gone, "the item's `sleep 60` was killed with its worker")
+    }
+
     @Test func aSecondMapOnTheSameJoblogTakesItOverWhole() {
         // Two maps in flight at once writing one log (the pool's default
         // joblog): the second starts the file anew, so the first writes no

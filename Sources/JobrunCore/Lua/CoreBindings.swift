@@ -245,7 +245,13 @@ enum CoreBindings {
         let pid = pid_t(truncatingIfNeeded: lua_tointegerx(L, 1, nil))
         // core.kill(pid, sig, true): the end of the run stops it.
         if pid > 0 { ProcessRegistry.markSignalled(pid, atEnd: lua_toboolean(L, 3) != 0) }
-        ProcessControl.signal(pid, Int32(truncatingIfNeeded: lua_tointegerx(L, 2, nil)))
+        let sig = Int32(truncatingIfNeeded: lua_tointegerx(L, 2, nil))
+        // core.kill(pid, 9, false, true): its descendants too (a Pool stopping an item's work).
+        if sig == SIGKILL && lua_toboolean(L, 4) != 0 {
+            ProcessControl.killTree(pid)
+        } else {
+            ProcessControl.signal(pid, sig)
+        }
         return 0
     }
 

@@ -1194,7 +1194,7 @@ end
 local function kill_timed_out(s, w, task, k, t0)
   core.seen(w.pid)                               -- the pool killed it: not a failure to report at exit
   w.timed_out = {id = task.id, k = k, t0 = t0}
-  w.proc:kill()
+  w.proc:_kill_tree()                            -- (and what the item started: its work stops)
   w.proc:_join(5)
   drain(s)
   on_death(s, w)
@@ -1252,7 +1252,7 @@ local function kill_halted(s)
     end
   end
   if not victims[1] then return end
-  for _, w in ipairs(victims) do core.seen(w.pid); w.proc:kill() end
+  for _, w in ipairs(victims) do core.seen(w.pid); w.proc:_kill_tree() end
   for _, w in ipairs(victims) do w.proc:_join(5) end
   drain(s)
   for _, w in ipairs(victims) do on_death(s, w) end

@@ -276,6 +276,13 @@ function Process:kill()
   if s.started and not s.current and exitcode(s) == nil then core.kill(s.pid, 9) end
 end
 
+--- kill() of the process and every process descended from it (what it
+--- started with os.execute or io.popen): a Pool stopping an item's work.
+function Process:_kill_tree()
+  local s = state(self)
+  if s.started and not s.current and exitcode(s) == nil then core.kill(s.pid, 9, false, true) end
+end
+
 function jobrun.current_process()
   return current
 end
