@@ -399,6 +399,22 @@ struct MapControlTests {
         #expect(r.stderr.contains("stdin:2 ('slow')") && r.stderr.contains("timed out"), "\(r)")
     }
 
+    @Test func messagesNameTheLineAndTheFileNotThePoolBehindThem() throws {
+        let dir = ScratchFolder(["f.lua": fn("if l == 'slow' then jobrun.sleep(60) end return l"), "g.lua": fn("return l")])
+        defer { dir.remove() }
+        let timed = runJobrun(["map", "-k", "--timeout", "0.5", "--joblog", "log.tsv", "f.lua"], stdin: "a\nslow\n", cwd: dir.path)
+        expectStatus(timed, 1)
+        #expect(timed.stderr.hasPrefix("jobrun map: stdin:2 ('slow'): jobrun.Timeout: timed out after 0.5 s (pool worker "), "\(timed)")
+        let otherFn = runJobrun(["map", "--joblog", "log.tsv", "--resume", "g.lua"], stdin: "a\nslow\n", cwd: dir.path)
+        expectStatus(otherFn, 2)
+        #expect(otherFn.stderr == "jobrun map: log.tsv: written by another job: its function differs from jobrun map's (g.lua:1); remove the log to start anew\n",
+                "\(otherFn)")
+        try "2\tx\n".write(toFile: dir.file("log.tsv"), atomically: true, encoding: .utf8)
+        let corrupt = runJobrun(["map", "--joblog", "log.tsv", "--resume", "f.lua"], stdin: "a\n", cwd: dir.path)
+        expectStatus(corrupt, 2)
+        #expect(corrupt.stderr.contains("jobrun map refuses to resume from it") && !corrupt.stderr.contains("Pool."), "\(corrupt)")
+    }
+
     @Test func haltStopsAfterTheFailuresItNames() {
         let input = (1...200).map { $0 % 2 == 0 ? "bad\($0)" : "ok\($0)" }.joined(separator: "\n")
         let r = runMap(["-k", "-j", "1", "--halt", "now,fail=1", "f.lua"],

@@ -211,9 +211,12 @@ jobrun._map_call = run_item
 -- constant), so a job log's fingerprint of the function (--resume) tells
 -- one FN.lua from another, while editing the file between runs (to fix
 -- what failed) still resumes.
+-- (Named after the file alone, so the log's header and a refused resume
+-- say "count.lua:1", not jobrun's; a stripped dump, the fingerprint, keeps
+-- the line a function is defined at but no names: keep it at line 1.)
 local fn_name = fn_path:match("[^/]*$")
 local stub = assert(load(("return function(item) return jobrun._map_call(item, %q) end"):format(fn_name),
-                         "=" .. fn_name .. " (jobrun map)", "t"))()
+                         "=" .. fn_name, "t"))()
 
 -- The input -----------------------------------------------------------------------
 --
@@ -348,10 +351,22 @@ local function message_of(e)
 end
 
 --- A jobrun error's own message (no kind, no "Pool.imap: "), for the
---- run's last words (a halt, a job log refused).
+--- run's last words (a halt, a job log refused): the Pool behind the
+--- command is "jobrun map" there, as it is to the user.
 local function text_of(e)
   if type(e) == "table" and e.kind and e.message ~= nil then
-    return (message_of(tostring(e.message)):gsub("^Pool%.[%w_]+: ", ""))
+    return (message_of(tostring(e.message)):gsub("^Pool%.[%w_]+: ", ""):gsub("Pool%.imap[%w_]*", "jobrun map"))
+  end
+  return message_of(e)
+end
+
+--- A failed line's message: the Pool's words for where the item was
+--- ("Pool.imap: item 3 ('x'): timed out...") are the line's place, which
+--- the report says already, in the user's terms.
+local function line_message(e)
+  if type(e) == "table" and e.kind and type(e.message) == "string" and e.message:find("^Pool%.[%w_]+: ") then
+    local m = message_of(e.message):gsub("^Pool%.[%w_]+: ", ""):gsub("^item %d+ %b(): ", "")
+    return "jobrun." .. e.kind .. ": " .. m
   end
   return message_of(e)
 end
@@ -374,7 +389,7 @@ if control then
   opts.on_error = function(err, index, item)
     local copy
     if not pipe and type(item) == "string" then copy = "(" .. short(item) .. ")" end
-    report(index, copy, message_of(err))
+    report(index, copy, line_message(err))
     done = done + 1                              -- (the iterator skips a failed item)
   end
 end
