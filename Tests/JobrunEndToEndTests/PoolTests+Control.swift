@@ -467,6 +467,29 @@ struct PoolControlTests {
                 "whole lines, the second map's items only\n\(lines)")
     }
 
+    @Test func aResumedMapWhoseLogWasTakenOverStillChecksItsItems() {
+        // Map A resumes from a log over an iterator; map B takes the log
+        // over; A then reads an item the log shows otherwise: refused as
+        // another job's, as without B.
+        let dir = ScratchFolder()
+        defer { dir.remove() }
+        let r = runScript("""
+            local log = ... .. "/log.tsv"
+            local pool = jobrun.Pool{workers = 2}
+            local f = function(x) if x == "a" then error("no a") end return x end
+            pool:map(f, {"a", "b", "c"}, {joblog = log, on_error = function() end})
+            local list, i = {"a", "X", "c"}, 0
+            local a = pool:imap(f, function() i = i + 1 return list[i] end,
+                                {joblog = log, resume = true, window = 1, chunksize = 1, on_error = function() end})
+            for v in pool:imap(function(x) return -x end, {1}, {joblog = log}) do print(v) end
+            local ok, e = pcall(function() for v in a do print(v) end end)
+            print(ok, e.kind, (e.message:gsub("^.*/", "")))
+            pool:close(); pool:join()
+            """, args: [dir.path])
+        expectStatus(r)
+        #expect(r.lines == ["-1", "false\tValueError\tlog.tsv: written by another job: item 2 was 'b', now 'X'; remove the log to start anew"], "\(r)")
+    }
+
     @Test func badOptionValues() {
         let r = runScript("""
             local pool = jobrun.Pool{workers = 1}

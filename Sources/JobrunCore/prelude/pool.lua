@@ -1016,6 +1016,7 @@ local function open_joblog(job, fn, c, level)
     end
   end
   job.log = {f = f, path = path, off = core.unix_time() - now()}
+  job.log_path = path                            -- (job.log goes when the log is closed or taken over)
   log_writers[path] = job
   job.resumed = logged
 end
@@ -1279,7 +1280,7 @@ local function put_ctl(s, job, buf, count, first)
         if old and old.hash ~= h then
           job.fatal = {kind = "ValueError", trace = "", where = job.at,
                        message = ("%s: written by another job: item %d was '%s', now '%s'; remove the log to start anew")
-                         :format(job.log.path, i, old.desc, item_desc(v))}
+                         :format(job.log_path, i, old.desc, item_desc(v))}
           close_log(job)
           s.timed[job] = nil
           end_input(s, job)
