@@ -159,6 +159,13 @@ struct Map: ParsableCommand {
         return out
     }
 
+    /// The device and inode of a regular file, nil when there is none.
+    static func fileID(_ path: String) -> [UInt64]? {
+        var st = stat()
+        guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
+        return [UInt64(st.st_dev), UInt64(st.st_ino)]
+    }
+
     static func positiveInt(_ text: String) -> Int? {
         guard let n = Int(text), n >= 1 else { return nil }
         return n
@@ -219,6 +226,16 @@ struct Map: ParsableCommand {
         if let p = problem(function) { bad.append(p) }
         for input in inputs where input != "-" {
             if let p = problem(input) { bad.append(p) }
+        }
+        // The log is written from the start (or appended to): one that is
+        // FN.lua or an input would destroy it, and the run would read its
+        // own log lines as input.
+        if let joblog, let log = Map.fileID(joblog) {
+            for (path, role) in [(function, "FN.lua")] + (inputs.isEmpty ? ["-"] : inputs).map({ ($0, "an input") })
+            where Map.fileID(path == "-" ? "/dev/stdin" : path) == log {
+                bad.append("--joblog \(joblog) is \(role == "FN.lua" ? "the function file" : role) (\(path == "-" ? "stdin" : path)): the log would overwrite it; name another file")
+                break
+            }
         }
         if !bad.isEmpty {
             FileHandleOutput.standardError(bad.map { "jobrun map: \($0)\n" }.joined())

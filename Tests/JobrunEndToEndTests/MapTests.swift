@@ -415,6 +415,22 @@ struct MapControlTests {
         #expect(corrupt.stderr.contains("jobrun map refuses to resume from it") && !corrupt.stderr.contains("Pool."), "\(corrupt)")
     }
 
+    @Test func theJoblogMayNotBeAnInputOrTheFunctionFile() throws {
+        let dir = ScratchFolder(["f.lua": fn("return l"), "in.txt": "a\nb\n"])
+        defer { dir.remove() }
+        for (log, args) in [("in.txt", ["f.lua", "in.txt"]), ("./f.lua", ["f.lua", "in.txt"])] {
+            let r = runJobrun(["map", "--joblog", log] + args, cwd: dir.path)
+            expectStatus(r, 2, log)
+            #expect(r.stderr.hasPrefix("jobrun map: --joblog \(log) is ") && r.stderr.contains("the log would overwrite it"), "\(r)")
+        }
+        #expect(try String(contentsOfFile: dir.file("in.txt"), encoding: .utf8) == "a\nb\n", "the input is whole")
+        #expect(try String(contentsOfFile: dir.file("f.lua"), encoding: .utf8) == fn("return l"), "the function file is whole")
+        // stdin redirected from the log's file: the same.
+        let r = runCommand(["/bin/bash", "-c", "\"$0\" map --joblog in.txt f.lua < in.txt", jobrunBinary], cwd: dir.path)
+        expectStatus(r, 2, "stdin")
+        #expect(try String(contentsOfFile: dir.file("in.txt"), encoding: .utf8) == "a\nb\n", "the input is whole")
+    }
+
     @Test func haltStopsAfterTheFailuresItNames() {
         let input = (1...200).map { $0 % 2 == 0 ? "bad\($0)" : "ok\($0)" }.joined(separator: "\n")
         let r = runMap(["-k", "-j", "1", "--halt", "now,fail=1", "f.lua"],
