@@ -3,6 +3,21 @@ import PackageDescription
 
 /// Linked by every product that embeds Lua (the command, the Swift library,
 /// test executables); never by the Lua C module (jobrun-lua).
+///
+/// Debian's shared liblua5.4, not its faster static liblua5.4.a: it is the one
+/// choice here that keeps Lua C modules (`require` of a luarocks module,
+/// package.loadlib) working in every build, because the .so exports the API.
+/// `.linkedLibrary(":liblua5.4.a")` links (SwiftPM passes `-l:liblua5.4.a`
+/// through), but no build would export lua_*/luaL_*/luaopen_* for C modules:
+/// SwiftPM links an executable without `--export-dynamic`, and with
+/// `--static-swift-stdlib` the driver adds `-export-dynamic --exclude-libs
+/// ALL`, under which gold makes every symbol taken from an archive hidden
+/// (not even a `--dynamic-list` exports it). Only unsafeFlags could change
+/// that. The release build of the jobrun command links the static core as one
+/// relocatable object instead, from scripts/setup (docs/performance.md,
+/// "Issue 15"). A Swift app using the Jobrun library gets liblua5.4.so too: one
+/// Lua core, the same one if the app links liblua5.4 itself, with the API
+/// exported for its plug-ins' C modules.
 let linksLua: [LinkerSetting] = [.linkedLibrary("lua5.4")]
 
 let package = Package(
