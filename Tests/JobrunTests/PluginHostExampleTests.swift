@@ -65,7 +65,9 @@ import Testing
         try #require(build.status == 0, "swift build failed (\(build.status)):\n\(build.stdout.suffix(4000))\n\(build.stderr.suffix(4000))")
         let built = build.seconds
 
-        let r = try await Self.run([".build/debug/plugin-host", "--timeout", "1", "--workers", "2", "wobbly", "upper", "words"],
+        // --timeout 3, not 1: the "hog" line must reach the memory limit before its
+        // call times out, and on a loaded machine a starved worker took over 1 s.
+        let r = try await Self.run([".build/debug/plugin-host", "--timeout", "3", "--workers", "2", "wobbly", "upper", "words"],
                              in: Self.example, input: Self.example.appendingPathComponent("sample.txt"), timeout: 60)
         print("PluginHostExampleTests: built in \(Int(built)) s, ran in \(String(format: "%.2f", r.seconds)) s")
         #expect(r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
