@@ -38,6 +38,7 @@ local control = o.retries or o.timeout or o.halt or o.joblog or o.resume
 
 --- The run's last words for bad input: one line, exit 2.
 local function refuse(message)
+  stdout:flush()
   stderr:write("jobrun map: ", message, "\n")
   os.exit(2)
 end
@@ -184,15 +185,32 @@ local function render(item, label, r)
   return text
 end
 
---- One item in a worker: the text to print (or nil). A failure raises (for
---- the Pool: control mode) or comes back as {message, short copy}. With
---- --pipe --tag the block's number rides in front of it ("17\n..."), taken
---- off here.
+--- One item in a worker: the text to print without its last newline (the
+--- caller adds it), or nil. A failure raises (for the Pool: control mode)
+--- or comes back as {message, short copy}. With --pipe --tag the block's
+--- number rides in front of it ("17\n..."), taken off here.
+---
+--- The common case (a string returned, nothing printed, no --tag) costs one
+--- protected call and no new string unless the result ends with a newline:
+--- per line this is most of what a worker does beyond the function itself.
+local BYTE_NEWLINE = 10
 local function run_item(item)
-  local label
-  if tag then
-    if pipe then label, item = item:match("^(%d+)\n(.*)$") else label = item end
+  if not tag then
+    capturing = true
+    local ok, r = pcall(user_fn, item)
+    capturing = false
+    if ok and ncap == 0 and type(r) == "string" then
+      if r:byte(-1) ~= BYTE_NEWLINE then return r end
+      return r:sub(1, -2)
+    end
+    if ok then ok, r = pcall(render, item, nil, r) end
+    if ok then return r and r:sub(1, -2) end
+    cap, ncap = {}, 0
+    if control then error(r, 0) end
+    return {describe(r), not pipe and "(" .. short(item) .. ")" or nil}
   end
+  local label
+  if pipe then label, item = item:match("^(%d+)\n(.*)$") else label = item end
   capturing, ncap = true, 0
   local ok, r = pcall(user_fn, item)
   capturing = false
@@ -202,7 +220,7 @@ local function run_item(item)
     if control then error(r, 0) end
     return {describe(r), not pipe and "(" .. short(item) .. ")" or nil}
   end
-  return r
+  return r and r:sub(1, -2)
 end
 
 jobrun._map_call = run_item
@@ -249,9 +267,17 @@ local function close_current()
 end
 
 local input_ended = false
+local pending = false                  -- results written to stdout's buffer since its last flush
+local function flush()
+  pending = false
+  stdout:flush()
+end
+jobrun._before_wait = flush            -- (pool.lua: before it sleeps for results)
+
 local function next_line()
   while true do
     if cur == nil and (read_error or not open_next()) then input_ended = true; return nil end
+    if pending then flush() end
     local line, err = cur:read("l")
     if line then
       count = count + 1
@@ -292,6 +318,7 @@ local function next_block()
       -- pieces until a line ends.
       local want = block_size - have
       if want <= 0 then want = math.min(block_size, 65536) end
+      if pending then flush() end
       local data, err = cur:read(want)
       if data == nil then
         if err then read_error = cur_name .. ": " .. err end
@@ -375,6 +402,7 @@ local function report(k, item_copy, message)
   failures = failures + 1
   local place = k and where(k) or nil
   local head = place and (item_copy and place .. " " .. item_copy or place) or nil
+  stdout:flush()
   stderr:write("jobrun map: ", head and head .. ": " or "", message, "\n")
 end
 
@@ -414,36 +442,56 @@ if not start_ok then
   refuse(m)
 end
 
+-- Output: the main process is stdout's only writer here (the workers'
+-- output comes back as results), so stdout is fully buffered, not a
+-- write(2) a line. It is flushed whenever this process may wait: before a
+-- read of the input (next_line, next_block: `tail -f | jobrun map` shows each
+-- result as soon as it is in), before the Pool sleeps for results
+-- (jobrun._before_wait), before a message on stderr, and at the end. Ctrl-C
+-- and SIGTERM write out the complete lines still buffered (interrupt.c).
+stdout:setvbuf("full")
 local raw_write = write_through
 local progress = jobrun.progress
 local halted
 local expected = 0
-while true do
-  local okr, v, k = pcall(it)
-  expected = expected + 1
-  if not okr then
-    local e = v
-    if type(e) == "table" and e.kind == "Halted" then halted = e; break end
-    -- With on_error (control mode) every failed item goes there: what the
-    -- iterator raises is the run's end (a job log from another job, a
-    -- corrupt one). Without, the Pool could not run an item (its worker
-    -- died): in order, it is item `expected`; out of order, the Pool's
-    -- message names it.
-    if control then
-      pool:terminate()
-      refuse(text_of(e))
+
+--- The results until the iterator ends (true) or raises (false, the error).
+--- One protected call for the whole run, not one a result.
+local here_src = debug.getinfo(1, "S").short_src
+local function take()
+  while true do
+    expected = expected + 1
+    local v, k = it()
+    if k == nil then return end
+    if v ~= nil then
+      if type(v) == "string" then
+        raw_write(stdout, v, "\n")
+        pending = true
+      else
+        report(k, v[2], v[1])
+      end
     end
-    local m = message_of(e)
-    report(keep_order and expected or math.tointeger(tonumber(m:match(" item (%d+) of "))), nil, m)
-  elseif k == nil then
-    break
-  elseif v ~= nil then
-    if type(v) == "string" then
-      raw_write(stdout, v)
-    else
-      report(k, v[2], v[1])
-    end
+    done = done + 1
+    if done % 64 == 0 then progress(what, done, input_ended and count or nil) end
   end
+end
+
+while true do
+  local okr, e = pcall(take)
+  if okr then break end
+  if type(e) == "table" and e.kind == "Halted" then halted = e; break end
+  -- With on_error (control mode) every failed item goes there: what the
+  -- iterator raises is the run's end (a job log from another job, a
+  -- corrupt one). Without, the Pool could not run an item (its worker
+  -- died): in order, it is item `expected`; out of order, the Pool's
+  -- message names it.
+  if control then
+    pool:terminate()
+    refuse(text_of(e))
+  end
+  -- (the Pool names the place of the step that raised: take(), here)
+  local m = message_of(e):gsub("^" .. here_src:gsub("%p", "%%%0") .. ":%d+: ", "")
+  report(keep_order and expected or math.tointeger(tonumber(m:match(" item (%d+) of "))), nil, m)
   done = done + 1
   if done % 64 == 0 then progress(what, done, input_ended and count or nil) end
 end

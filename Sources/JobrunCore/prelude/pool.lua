@@ -1349,6 +1349,8 @@ local function pump(s, block, deadline)
   end
   local ended
   if block then
+    local before = jobrun._before_wait         -- jobrun map: flush its output before sleeping
+    if before then before() end
     local timeout = deadline and math.max(0, deadline - now())
     ended = s.st:_wait(timeout, s.seen)
   else
