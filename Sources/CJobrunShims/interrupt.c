@@ -2,6 +2,8 @@
 #include "jobrun_shims.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -38,6 +40,51 @@ static void jr_die_of(int sig) {
     _exit(128 + sig);                            // not reached
 }
 
+uint64_t jr_own_peak_rss_kib(uint64_t fallback) {
+    int fd;
+    do { fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC); } while (fd < 0 && errno == EINTR);
+    if (fd < 0) return fallback;
+    char buf[8192];
+    size_t have = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf + have, sizeof buf - 1 - have);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        have += (size_t)n;
+        if (have == sizeof buf - 1) break;
+    }
+    close(fd);
+    buf[have] = 0;
+    static const char key[] = "\nVmHWM:";
+    for (size_t i = 0; i + sizeof key - 1 <= have; i++) {
+        if (memcmp(buf + i, key, sizeof key - 1) != 0) continue;
+        const char *p = buf + i + sizeof key - 1;
+        while (*p == ' ' || *p == '\t') p++;
+        if (*p < '0' || *p > '9') return fallback;
+        uint64_t kib = 0;
+        while (*p >= '0' && *p <= '9') kib = kib * 10 + (uint64_t)(*p++ - '0');
+        return kib;
+    }
+    return fallback;
+}
+
+void jr_salvage_stdout(void) {
+    // glibc's FILE: [_IO_write_base, _IO_write_ptr) is written but not yet
+    // flushed. A line fwrite was copying when the signal came is cut at the
+    // last newline, so only whole lines go out.
+    FILE *f = stdout;
+    char *base = f->_IO_write_base, *end = f->_IO_write_ptr;
+    if (base == NULL || end == NULL || end <= base) return;
+    while (end > base && end[-1] != '\n') end--;
+    while (base < end) {
+        ssize_t w = write(STDOUT_FILENO, base, (size_t)(end - base));
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return;
+        base += w;
+    }
+    f->_IO_write_ptr = f->_IO_write_base;       // (the process dies next; nothing twice)
+}
+
 static void jr_on_interrupt(int sig, siginfo_t *info, void *context) {
     (void)info; (void)context;
     // A child forked a moment ago, signalled before it reset its handlers
@@ -52,7 +99,7 @@ static void jr_on_interrupt(int sig, siginfo_t *info, void *context) {
         if (getrusage(RUSAGE_SELF, &u) == 0) {
             r->user_us = (uint64_t)u.ru_utime.tv_sec * 1000000u + (uint64_t)u.ru_utime.tv_usec;
             r->system_us = (uint64_t)u.ru_stime.tv_sec * 1000000u + (uint64_t)u.ru_stime.tv_usec;
-            r->max_rss_kib = u.ru_maxrss > 0 ? (uint64_t)u.ru_maxrss : 0;
+            r->max_rss_kib = jr_own_peak_rss_kib(u.ru_maxrss > 0 ? (uint64_t)u.ru_maxrss : 0);
             r->has_usage = 1;
         }
         struct timespec ts;
@@ -61,6 +108,7 @@ static void jr_on_interrupt(int sig, siginfo_t *info, void *context) {
         r->exit_code = -sig;
         __atomic_store_n(&r->has_exit_code, 1, __ATOMIC_RELEASE);
     }
+    jr_salvage_stdout();                         // before the monitor's --stats on stderr
     int notify = jr_int_notify_fd, answer = jr_int_answer_fd;
     if (notify >= 0 && answer >= 0) {
         unsigned char byte = (unsigned char)(JR_INTERRUPT_BYTE | (sig & 0x3f));

@@ -88,6 +88,29 @@ struct StatsTests {
         #expect(counters.first?["total"] as? Int == n)
     }
 
+    /// The main process's peak is its own: a parent that held 150 MiB before
+    /// it started jobrun (os.execute: sh exec's jobrun) does not show in it.
+    /// getrusage's ru_maxrss would say >= 150 MiB here (the kernel keeps
+    /// the replaced program's peak across exec); VmHWM says jobrun's own.
+    @Test func theMainProcesssPeakIsNotItsParents() throws {
+        let folder = ScratchFolder(["small.lua": "print(#string.rep('y', 1000))\n"])
+        defer { folder.remove() }
+        let json = folder.file("stats.json")
+        let parent = """
+            local big = string.rep("x", 150 * 1024 * 1024)   -- written, so resident
+            local ok = os.execute(("exec %q --stats-json %q %q"):format(arg[1], arg[2], arg[3]))
+            print(ok, #big)
+            """
+        let r = runScript(parent, args: [jobrunBinary, json, folder.file("small.lua")], timeout: 60)
+        expectStatus(r)
+        #expect(r.stdout == "1000\ntrue\t\(150 * 1024 * 1024)\n")
+        let stats = try #require(parseJSON(json))
+        let processes = try #require(stats["processes"] as? [[String: Any]])
+        let main = try #require(processes.first { $0["name"] as? String == "MainProcess" })
+        let peak = try #require(main["peak_rss_kib"] as? Int)
+        #expect(peak > 0 && peak < 100 * 1024, "main process's peak \(peak) KiB: its parent's 150 MiB counted")
+    }
+
     @Test func tableOnStderrNamesEveryProcessAndQueue() {
         let r = runScript(countedPipeline, args: ["500"], options: ["--stats"], timeout: 60)
         expectStatus(r)

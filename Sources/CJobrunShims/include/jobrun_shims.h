@@ -981,6 +981,16 @@ int jr_pipe_cloexec(int fds[2]);
 /// `notify_fd`, waits up to `wait_ms` for `answer_fd` to become readable (the
 /// monitor's "done", or its end), then dies of the signal.
 void jr_interrupt_install(jr_process_record *record, int notify_fd, int answer_fd, int wait_ms);
+/// This process's own peak resident memory in KiB: VmHWM of
+/// /proc/self/status, or `fallback` (getrusage's ru_maxrss) when it cannot
+/// be read. Not ru_maxrss itself: for a process started by exec the kernel
+/// keeps there the peak of the program it replaced (a Python parent's 100
+/// MiB, in a fork that then ran jobrun). Async-signal-safe.
+uint64_t jr_own_peak_rss_kib(uint64_t fallback);
+/// Ctrl-C in the main process: writes out the complete lines still in
+/// stdout's buffer (a fully buffered stdout: `jobrun map`), up to its last
+/// newline, with write(2). Async-signal-safe (reads glibc's buffer pointers).
+void jr_salvage_stdout(void);
 /// A new monitor: its pipes.
 void jr_interrupt_update(int notify_fd, int answer_fd);
 /// The end of the run has begun (Host.endOfRun): SIGINT and SIGTERM are

@@ -35,7 +35,11 @@ public enum Stats {
         let now = monotonicNanos()
         if let mainExit, let me = ProcessRegistry.record {
             var u = rusage()
-            if getrusage(RUSAGE_SELF.rawValue, &u) == 0 { ProcessRegistry.store(u, in: me) }
+            if getrusage(RUSAGE_SELF.rawValue, &u) == 0 {
+                ProcessRegistry.store(u, in: me)
+                // Its own peak, not ru_maxrss: see jr_own_peak_rss_kib.
+                me.pointee.max_rss_kib = jr_own_peak_rss_kib(me.pointee.max_rss_kib)
+            }
             me.pointee.end_ns = now
             me.pointee.exit_code = mainExit
             me.atomic(\.has_exit_code).store(1, ordering: .releasing)
