@@ -85,6 +85,18 @@ void jr_salvage_stdout(void) {
     f->_IO_write_ptr = f->_IO_write_base;       // (the process dies next; nothing twice)
 }
 
+int jr_lua_file_ready(lua_State *L, int idx) {
+    // (the main process's input, beside its output: see jr_salvage_stdout)
+    luaL_Stream *p = (luaL_Stream *)luaL_testudata(L, idx, LUA_FILEHANDLE);
+    if (p == NULL || p->closef == NULL || p->f == NULL) return -1;
+    FILE *f = p->f;
+    if (f->_IO_read_ptr < f->_IO_read_end) return 1;   // glibc: bytes read ahead
+    struct pollfd pfd = {.fd = fileno(f), .events = POLLIN};
+    int n;
+    do { n = poll(&pfd, 1, 0); } while (n < 0 && errno == EINTR);
+    return n != 0 ? 1 : 0;                     // (an error: the read will say what it is)
+}
+
 static void jr_on_interrupt(int sig, siginfo_t *info, void *context) {
     (void)info; (void)context;
     // A child forked a moment ago, signalled before it reset its handlers

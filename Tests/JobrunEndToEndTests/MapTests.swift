@@ -255,6 +255,33 @@ struct MapTests {
         #expect(r.stderr.contains("jobrun: run statistics") && r.stderr.contains("PoolWorker-1"), "\(r)")
     }
 
+    /// `tail -f log | jobrun map f.lua`: a result is printed while the input
+    /// is still open (stdout is fully buffered, flushed before the map
+    /// waits; the map does not sleep in a read while results wait). The
+    /// writer keeps stdin open until the first results are in the output
+    /// file (bounded: 20 s), then says whether they were.
+    @Test(arguments: [["map"], ["map", "--pipe", "--block", "1"]])
+    func resultsOfASlowInputAppearBeforeItEnds(_ command: [String]) {
+        let dir = ScratchFolder(["f.lua": fn("return l:upper()")])
+        defer { dir.remove() }
+        let script = """
+            cd '\(dir.path)' || exit 9
+            {
+              printf 'a\\nb\\n'
+              seen=no
+              for i in $(seq 400); do grep -q B out && { seen=yes; break; }; sleep 0.05; done
+              echo "$seen" > seen
+              printf 'c\\n'
+            } | '\(jobrunBinary)' \(command.joined(separator: " ")) f.lua > out
+            """
+        let r = runCommand(["/bin/bash", "-c", script], timeout: 60)
+        expectStatus(r)
+        let seen = (try? String(contentsOfFile: dir.file("seen"), encoding: .utf8)) ?? "(no file)"
+        #expect(seen == "yes\n", "the first results were not printed while stdin was open: \(r)")
+        let out = (try? String(contentsOfFile: dir.file("out"), encoding: .utf8)) ?? ""
+        #expect(out.split(separator: "\n").sorted() == ["A", "B", "C"])
+    }
+
     @Test func aScriptNamedMapRunsWithDotSlashOrRun() {
         let dir = ScratchFolder(["map": "print('the map script', ...)\n"])
         defer { dir.remove() }

@@ -991,6 +991,11 @@ uint64_t jr_own_peak_rss_kib(uint64_t fallback);
 /// stdout's buffer (a fully buffered stdout: `jobrun map`), up to its last
 /// newline, with write(2). Async-signal-safe (reads glibc's buffer pointers).
 void jr_salvage_stdout(void);
+/// `jobrun map`'s input: 1 when reading the Lua file (io.open, io.stdin) at
+/// `idx` would not sleep (bytes in its FILE buffer, or its descriptor
+/// readable or at its end), 0 when it would, -1 when it is not an open Lua
+/// file. Never raises.
+int jr_lua_file_ready(lua_State *L, int idx);
 /// A new monitor: its pipes.
 void jr_interrupt_update(int notify_fd, int answer_fd);
 /// The end of the run has begun (Host.endOfRun): SIGINT and SIGTERM are

@@ -38,6 +38,7 @@ enum CoreBindings {
         Lua.setFunction(L, "describe_exit", describeExitCode)
         Lua.setFunction(L, "note_missing_global", noteMissingGlobal)
         Lua.setFunction(L, "take_missing_global", takeMissingGlobal)
+        Lua.setFunction(L, "input_ready", inputReady)
         Lua.pushString(L, version); lua_setfield(L, -2, "version")
         lua_pushinteger(L, lua_Integer(JR_MAX_PROCESSES)); lua_setfield(L, -2, "max_processes")
     }
@@ -48,6 +49,13 @@ enum CoreBindings {
         let L = L!
         let code = lua_isinteger(L, 1) != 0 ? Int32(clamping: jr_lua_tointegerx(L, 1, nil)) : Int32.min
         Lua.pushString(L, describeExit(code))
+        return 1
+    }
+
+    /// core.input_ready(file) -> whether reading `file` now would not sleep
+    /// (jobrun map reads its input only then: jr_lua_file_ready).
+    static let inputReady: jr_swift_fn = { L in
+        lua_pushboolean(L!, jr_lua_file_ready(L!, 1) != 0 ? 1 : 0)
         return 1
     }
 

@@ -273,11 +273,15 @@ local function flush()
   stdout:flush()
 end
 jobrun._before_wait = flush            -- (pool.lua: before it sleeps for results)
+local input_ready, NOT_YET = jobrun._input_ready, jobrun._not_yet
 
 local function next_line()
   while true do
     if cur == nil and (read_error or not open_next()) then input_ended = true; return nil end
-    if pending then flush() end
+    if not input_ready(cur) then               -- a pipe with nothing in it yet
+      if pending then flush() end
+      return NOT_YET
+    end
     local line, err = cur:read("l")
     if line then
       count = count + 1
@@ -309,6 +313,10 @@ end
 local function next_block()
   while true do
     if cur == nil and (read_error or not open_next()) then input_ended = true; return nil end
+    if not input_ready(cur) then               -- a pipe with nothing in it yet
+      if pending then flush() end
+      return NOT_YET
+    end
     local parts, have = {carry}, #carry
     local seen_nl = carry:find("\n", 1, true) ~= nil
     carry = ""

@@ -43,6 +43,7 @@ local function describe(e)
   return "(error object is a " .. type(e) .. " value)"
 end
 jobrun._describe = describe
+jobrun._input_ready = core.input_ready   -- (map.lua)
 
 --- A traceback of the user's code: the frames of jobrun's own Lua (chunk
 --- names "jobrun/prelude/...") are dropped, and so is a C frame (pcall,

@@ -561,11 +561,20 @@ end
 --- the item after them when one stops the chunk (a bad starmap item). An
 --- error the iterator raises propagates (feed catches it; src.got says how
 --- many were read before it).
+local NOT_YET = setmetatable({}, {__name = "jobrun.NOT_YET"})
+--- What an iterator of jobrun map returns when its next item is not there
+--- yet (its input is a pipe with nothing in it): the chunk goes with the
+--- items read so far, and the pool looks again after a short sleep (pump)
+--- instead of sleeping in the iterator while results wait to be printed.
+jobrun._not_yet = NOT_YET
+local STALL_SECONDS = 0.01
+
 local function read_items(src, buf, size)
   local nxt, star = src.next, src.mode == "star"
   for c = 1, size do
     local v = nxt()
     if v == nil then src.exhausted = true; return c - 1 end
+    if v == NOT_YET then src.stalled = true; return c - 1 end
     if star and type(v) ~= "table" then
       return c - 1, {kind = "TypeError", trace = "", where = src.at,
                      message = ("Pool.%s: item %d must be a table of arguments, got %s"):format(src.fname, src.read + c, type(v))}
@@ -586,7 +595,8 @@ local function feed(s, job)
   end
   src.busy = true
   local buf = src.buf
-  while src.out < src.window and not src.ended do
+  src.stalled = false
+  while src.out < src.window and not src.ended and not src.stalled do
     local first = src.read + 1
     src.got = 0
     local ok, count, bad = pcall(src.reader, src, buf, next_chunk_size(src))
@@ -615,6 +625,7 @@ local function feed(s, job)
     if bad then end_input(s, job, bad)
     elseif src.exhausted then end_input(s, job) end
   end
+  if src.stalled then s.stalled = true end
   src.busy = false
 end
 
@@ -1351,6 +1362,11 @@ local function pump(s, block, deadline)
   if block then
     local before = jobrun._before_wait         -- jobrun map: flush its output before sleeping
     if before then before() end
+    if s.stalled then                            -- an iterator had nothing yet: look again soon
+      s.stalled = false
+      local d = now() + STALL_SECONDS
+      if not deadline or d < deadline then deadline = d end
+    end
     local timeout = deadline and math.max(0, deadline - now())
     ended = s.st:_wait(timeout, s.seen)
   else
