@@ -193,14 +193,14 @@ end
 --- The common case (a string returned, nothing printed, no --tag) costs one
 --- protected call and no new string unless the result ends with a newline:
 --- per line this is most of what a worker does beyond the function itself.
-local BYTE_NEWLINE = 10
+local BYTE_NEWLINE, sbyte = 10, string.byte
 local function run_item(item)
   if not tag then
     capturing = true
     local ok, r = pcall(user_fn, item)
     capturing = false
     if ok and ncap == 0 and type(r) == "string" then
-      if r:byte(-1) ~= BYTE_NEWLINE then return r end
+      if sbyte(r, -1) ~= BYTE_NEWLINE then return r end
       return r:sub(1, -2)
     end
     if ok then ok, r = pcall(render, item, nil, r) end
