@@ -25,9 +25,9 @@
 --
 -- The second run reads run.tsv, runs only the lines it does not show done
 -- (Exit 0) and appends to it; what the first run converted stays in tsv/,
--- and its stdout holds the lines it ran. The record of what is done is the
--- job log and the files, not stdout: a run stopped at once (Ctrl-C, `--halt
--- now,...`) may have logged a line whose summary it did not print yet. The
+-- and its stdout holds the lines it ran. A line is logged when its summary
+-- is printed, so a run stopped at once (Ctrl-C, `--halt now,...`) has logged
+-- only lines whose summary it printed; the resume runs the others. The
 -- job log, one line per input line after two `#` lines, has the columns
 -- Seq Worker Start RunTime Exit Retries Desc Hash:
 --

@@ -468,6 +468,27 @@ struct MapControlTests {
         #expect(r.lines.count < 100, "it stopped early: \(r.lines.count) lines")
     }
 
+    @Test func aHaltNowLogsOnlyTheLinesItPrinted() throws {
+        // Lines 1-5 arrive with line 6's failure (one worker, one chunk):
+        // "now" raises before 5 is printed, so the log must not show it
+        // done, or --resume would never print it.
+        let dir = ScratchFolder(["f.lua": fn("if l == 'bad6' then error('no') end return l")])
+        defer { dir.remove() }
+        let input = (1...40).map { $0 == 6 ? "bad6" : "ok\($0)" }.joined(separator: "\n") + "\n"
+        let r = runJobrun(["map", "-j", "1", "-k", "--halt", "now,fail=1", "--joblog", "log.tsv", "f.lua"],
+                          stdin: input, timeout: 60, cwd: dir.path)
+        #expect(!r.timedOut && r.status != 0, "\(r)")
+        let done = splitLines(try String(contentsOfFile: dir.file("log.tsv"), encoding: .utf8))
+            .filter { !$0.hasPrefix("#") && !$0.hasPrefix("Seq") }
+            .map { $0.split(separator: "\t", omittingEmptySubsequences: false).map(String.init) }
+            .filter { $0.count == 8 && $0[4] == "0" }.map { "ok" + $0[0] }
+        #expect(done.allSatisfy(r.lines.contains), "logged done but not printed: log \(done), printed \(r.lines)")
+        let again = runJobrun(["map", "-j", "1", "-k", "--joblog", "log.tsv", "--resume", "f.lua"],
+                              stdin: input, timeout: 60, cwd: dir.path)
+        expectStatus(again, 1)
+        #expect(Set(r.lines + again.lines) == Set((1...40).filter { $0 != 6 }.map { "ok\($0)" }), "\(r)\n\(again)")
+    }
+
     @Test func joblogHasAHeaderAndALinePerInputLine() throws {
         let dir = ScratchFolder(["f.lua": fn("if l == 'bad' then error('no') end return l")])
         defer { dir.remove() }

@@ -467,6 +467,52 @@ struct PoolControlTests {
                 "whole lines, the second map's items only\n\(lines)")
     }
 
+    @Test func theSameLogFileUnderAnotherNameIsTakenOverToo() {
+        // `./log.tsv` and `log.tsv` are one file: the second map takes it
+        // over as it does under the same name (before, the path strings
+        // differed and both wrote to it, tearing each other's lines).
+        let dir = ScratchFolder()
+        defer { dir.remove() }
+        let r = runScript("""
+            local dir = ...
+            local pool = jobrun.Pool{workers = 2}
+            local go = jobrun.Event()
+            local a = pool:imap(function(x) if x ~= "first item" then go:wait(20) end return x end,
+                                {"first item", "a long second item", "a long third item"}, {joblog = dir .. "/log.tsv"})
+            print(a())
+            local b = pool:imap(function(x) return -x end, {1, 2, 3}, {joblog = dir .. "/./log.tsv"})
+            go:set()
+            for v in a do print(v) end
+            for v in b do print(v) end
+            pool:close(); pool:join()
+            """, args: [dir.path])
+        expectStatus(r)
+        let lines = fileLines(dir.file("log.tsv"))
+        #expect(lines.filter { $0.hasPrefix("# jobrun joblog") }.count == 1, "one header\n\(lines)")
+        let rows = logRows(dir.file("log.tsv"))
+        #expect(rows.allSatisfy { $0.count == 8 } && Set(rows.map { $0[6] }) == ["1", "2", "3"],
+                "whole lines, the second map's items only\n\(lines)")
+    }
+
+    @Test func aCRLFJoblogResumes() throws {
+        // A log edited on Windows ends its lines with \r\n: read as \n.
+        let dir = ScratchFolder()
+        defer { dir.remove() }
+        let script = """
+            local log = ... .. "/log.tsv"
+            local pool = jobrun.Pool{workers = 1}
+            for v in pool:imap(function(x) return x end, {"a", "b", "c"}, {joblog = log, resume = true}) do print(v) end
+            pool:close(); pool:join()
+            """
+        expectStatus(runScript(script, args: [dir.path]))
+        let text = try String(contentsOfFile: dir.file("log.tsv"), encoding: .utf8)
+        let kept = text.split(separator: "\n", omittingEmptySubsequences: false).prefix(4).joined(separator: "\r\n") + "\r\n"
+        try kept.write(toFile: dir.file("log.tsv"), atomically: true, encoding: .utf8)
+        let r = runScript(script, args: [dir.path])
+        expectStatus(r)
+        #expect(r.lines == ["c"], "a and b are logged done\n\(r)")
+    }
+
     @Test func aResumedMapWhoseLogWasTakenOverStillChecksItsItems() {
         // Map A resumes from a log over an iterator; map B takes the log
         // over; A then reads an item the log shows otherwise: refused as

@@ -22,6 +22,7 @@ enum CoreBindings {
         Lua.setFunction(L, "sleep", sleep)
         Lua.setFunction(L, "time", time)
         Lua.setFunction(L, "unix_time", unixTime)
+        Lua.setFunction(L, "file_id", fileID)
         Lua.setFunction(L, "hash", hash)
         Lua.setFunction(L, "cpu_count", cpuCount)
         Lua.setFunction(L, "raise", raise)
@@ -446,6 +447,17 @@ enum CoreBindings {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
         lua_pushnumber(L, Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9); return 1
+    }
+
+    /// core.file_id(path) -> "device:inode" of the file, or nothing when it
+    /// cannot be stat'ed: the same file under two names (`./x.tsv`, `x.tsv`,
+    /// a link) is one joblog.
+    static let fileID: jr_swift_fn = { L in
+        let L = L!
+        var st = stat()
+        guard let path = Lua.string(L, 1), stat(path, &st) == 0 else { return 0 }
+        Lua.pushString(L, "\(UInt64(st.st_dev)):\(UInt64(st.st_ino))")
+        return 1
     }
 
     /// core.hash(s) -> the 64-bit FNV-1a hash of the string's bytes, as 16

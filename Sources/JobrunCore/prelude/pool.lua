@@ -942,6 +942,7 @@ local function read_joblog(path, fp, fname, fn, level)
     if not nl then break end                     -- a torn last line (the run was killed): ignored
     lineno = lineno + 1
     local line = data:sub(pos, nl - 1)
+    if line:byte(-1) == 13 then line = line:sub(1, -2) end   -- CRLF (a log edited on Windows)
     pos = nl + 1
     if lineno == 1 then
       local job = line:match("^#.*\tjob=(%x+)")
@@ -982,14 +983,14 @@ local function close_log(job)
   if not log then return end
   log.f:close()
   job.log = nil
-  if log_writers[log.path] == job then log_writers[log.path] = nil end
+  if log_writers[log.key] == job then log_writers[log.key] = nil end
 end
 
 --- Opens the job's log: anew, or for resume appended to after checking it
 --- is this job's (for a table, every logged item is checked now).
 local function open_joblog(job, fn, c, level)
   local path, fname = c.joblog, "Pool." .. job.fname
-  local earlier = log_writers[path]
+  local earlier = log_writers[core.file_id(path) or path]   -- (the file, whatever its name)
   if earlier and earlier ~= job then close_log(earlier) end   -- the later map takes the file over
   local fp = fingerprint(fn)
   local logged, whole, data
@@ -1026,9 +1027,10 @@ local function open_joblog(job, fn, c, level)
       raise("ValueError", ("%s: cannot write the joblog %s: %s"):format(fname, path, tostring(why)), level)
     end
   end
-  job.log = {f = f, path = path, off = core.unix_time() - now()}
+  local key = core.file_id(path) or path
+  job.log = {f = f, path = path, key = key, off = core.unix_time() - now()}
   job.log_path = path                            -- (job.log goes when the log is closed or taken over)
-  log_writers[path] = job
+  log_writers[key] = job
   job.resumed = logged
 end
 
@@ -1062,6 +1064,8 @@ local function requeue(s, job, i, attempt, count, avoid)
   return true
 end
 
+local write_log
+
 local function check_halt(s, job)
   local h = job.ctl.halt
   if job.halting or job.fatal then return end
@@ -1086,6 +1090,21 @@ local function check_halt(s, job)
   if job.src and not job.src.ended then end_input(s, job) end   -- no new items
 end
 
+--- Writes a line of the job's log; when it cannot, the job stops (a log
+--- that misses items would mislead a resume).
+write_log = function(s, job, line)
+  local log = job.log
+  if not log then return end
+  local ok, why = log.f:write(line)
+  if ok then ok, why = log.f:flush() end
+  if not ok and not job.fatal then
+    job.fatal = {kind = "ValueError", trace = "", where = job.at,
+                 message = ("Pool.%s: cannot write the joblog %s: %s"):format(job.fname, log.path, tostring(why))}
+    if job.cancel then job.cancel:set() end
+    if job.src and not job.src.ended then end_input(s, job) end
+  end
+end
+
 --- Item i is finished for good: logged, counted, and its failure (e) given
 --- to on_error or kept to be raised.
 local function finish_item(s, job, i, e, pid, t0, dt, attempt)
@@ -1096,16 +1115,13 @@ local function finish_item(s, job, i, e, pid, t0, dt, attempt)
   if log and s.state ~= "TERMINATE" then         -- (terminate fails what never ran: not logged)
     local exit = "0"
     if e then exit = e.kind or "Error" end
-    local ok, why = log.f:write(("%d\t%d\t%.3f\t%.3f\t%s\t%d\t%s\t%s\n"):format(i, pid or 0, t0 and t0 + log.off or core.unix_time(),
-                                dt or 0, exit, attempt - 1, item_desc(v), job.hash[i] or item_hash(v)))
-    if ok then ok, why = log.f:flush() end
+    local line = ("%d\t%d\t%.3f\t%.3f\t%s\t%d\t%s\t%s\n"):format(i, pid or 0, t0 and t0 + log.off or core.unix_time(),
+                                dt or 0, exit, attempt - 1, item_desc(v), job.hash[i] or item_hash(v))
     job.hash[i] = nil
-    if not ok and not job.fatal then             -- a log that misses items would mislead a resume: stop
-      job.fatal = {kind = "ValueError", trace = "", where = job.at,
-                   message = ("Pool.%s: cannot write the joblog %s: %s"):format(job.fname, log.path, tostring(why))}
-      if job.cancel then job.cancel:set() end
-      if job.src and not job.src.ended then end_input(s, job) end
-    end
+    -- An imap's item is logged when the iterator hands it over (see
+    -- controlled_imap): a run that stops before (halt = "now...", a break)
+    -- has not logged what its caller never got, so a resume runs it again.
+    if job.unlogged then job.unlogged[i] = line else write_log(s, job, line) end
   end
   if job.items then job.items[i] = nil end
   if e then
@@ -1172,7 +1188,7 @@ settle_ctl = function(s, job, task, vals, errs, times, pid)
   end
   if job.halting and job.remaining <= 0 then job.fatal = job.halting end
   if job.remaining <= 0 or job.fatal then
-    close_log(job)
+    if not job.unlogged then close_log(job) end  -- (an imap's, when its iterator ends)
     s.timed[job] = nil
   end
   check_done(s, job)
@@ -1343,6 +1359,7 @@ local function setup_control(s, job, fn, c, level)
   if not job.list then job.items = {} end
   if c.joblog then
     job.hash = {}
+    if job.fname == "imap" or job.fname == "imap_unordered" then job.unlogged = {} end
     open_joblog(job, fn, c, level + 1)
   end
   if c.timeout then s.timed[job] = true end
@@ -1729,11 +1746,13 @@ controlled_imap = function(pool, s, job)
     if have then return have[p] end
     return order[p] ~= nil
   end
+  local unlogged = job.unlogged
   return function()
     while true do
       if job.n and pos >= job.n then
         if job.halting and not job.fatal then wait_until(s, function() return job.fatal ~= nil end) end
         keep = nil
+        close_log(job)
         if job.fatal then throw(job.fatal, here(1)) end
         return nil
       end
@@ -1742,13 +1761,16 @@ controlled_imap = function(pool, s, job)
         wait_until(s, function() return arrived(p) or job.fatal ~= nil or (job.n ~= nil and p > job.n) end)
         if job.fatal and (job.fatal.kind ~= "Halted" or not arrived(p) or job.ctl.halt.when == "now") then
           keep = nil
+          close_log(job)                         -- (what arrived but was not handed over is not logged)
           throw(job.fatal, here(1))
         end
-        if not arrived(p) then keep = nil; return nil end
+        if not arrived(p) then keep = nil; close_log(job); return nil end
       end
       pos = p
       local k = p
       if order then k = order[p]; order[p] = nil end
+      local line = unlogged and unlogged[k]
+      if line then unlogged[k] = nil; write_log(s, job, line) end
       local v = job.results[k]
       local e = taken(s, job, k)
       if gone[k] then
