@@ -117,8 +117,14 @@ struct MapTests {
                            stdin: "a\ndie\nb\n")
             expectStatus(r, 1, "\(order)")
             #expect(r.lines.sorted() == ["a", "b"], "\(r)")
-            #expect(r.stderr.hasPrefix("jobrun map: stdin:2: jobrun.WorkerDied: ") && r.stderr.contains("exited with status 3"), "\(r)")
+            #expect(r.stderr.hasPrefix("jobrun map: stdin:2: jobrun.WorkerDied: ") && r.stderr.hasSuffix("exited with status 3\n"), "\(r)")
+            #expect(!r.stderr.contains("imap"), "the line is named, not the Pool's item behind it: \(r)")
         }
+        let retried = runMap(["-k", "--retries", "1", "f.lua"], files: ["f.lua": fn("if l == 'die' then os.exit(3) end return l")],
+                             stdin: "a\ndie\nb\n")
+        expectStatus(retried, 1)
+        #expect(retried.stderr.hasPrefix("jobrun map: stdin:2 ('die'): jobrun.WorkerDied: ") && retried.stderr.hasSuffix("exited with status 3\n")
+                && !retried.stderr.contains("imap"), "\(retried)")
     }
 
     @Test func binaryLinesPassThroughAsBytes() throws {

@@ -403,7 +403,14 @@ local function line_message(e)
     local m = message_of(e.message):gsub("^Pool%.[%w_]+: ", ""):gsub("^item %d+ %b(): ", "")
     return "jobrun." .. e.kind .. ": " .. m
   end
-  return message_of(e)
+  -- A worker's death: "... exited with status 3 while running imap item 3
+  -- of 5" names the Pool's item, which the report's place says as a line;
+  -- of a chunk ("items 3..5"), the lines that went with it.
+  local m = message_of(e)
+  return (m:gsub(" while running imap[%w_]* items? (%d+)%.?%.?(%d*) of [%w ]+$", function(a, b)
+    if b == "" then return "" end
+    return (" while running the lines %s to %s"):format(where(tonumber(a)), where(tonumber(b)))
+  end))
 end
 
 local function report(k, item_copy, message)
@@ -499,7 +506,7 @@ while true do
   end
   -- (the Pool names the place of the step that raised: take(), here)
   local m = message_of(e):gsub("^" .. here_src:gsub("%p", "%%%0") .. ":%d+: ", "")
-  report(keep_order and expected or math.tointeger(tonumber(m:match(" item (%d+) of "))), nil, m)
+  report(keep_order and expected or math.tointeger(tonumber(m:match(" item (%d+) of "))), nil, line_message(m))
   done = done + 1
   if done % 64 == 0 then progress(what, done, input_ended and count or nil) end
 end
