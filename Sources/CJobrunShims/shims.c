@@ -451,3 +451,22 @@ int jr_epoll_wait(int ep, int *fds, int max, int timeout_ms) {
 int jr_eventfd(void) { return eventfd(0, EFD_CLOEXEC); }
 
 int jr_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+#include <sys/signalfd.h>
+
+int jr_term_signalfd(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) != 0) return -1;
+    int fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (fd < 0) sigprocmask(SIG_UNBLOCK, &set, NULL);
+    return fd;
+}
+
+int jr_term_signalfd_drain(int fd) {
+    struct signalfd_siginfo info;
+    int n = 0;
+    while (read(fd, &info, sizeof info) == (ssize_t)sizeof info) n++;
+    return n;
+}

@@ -127,6 +127,42 @@ struct MapTests {
                 && !retried.stderr.contains("imap"), "\(retried)")
     }
 
+    @Test func aSIGTERMToTheMainProcessAloneStopsWhatTheLinesStarted() {
+        // `kill PID` (not the process group, as a terminal's Ctrl-C is):
+        // the workers stop, and so do the `sleep 60`s they started, which
+        // held `| cat` open for a minute.
+        let dir = ScratchFolder(["f.lua": fn("io.open('started-' .. l, 'w'):close() os.execute('sleep 60') return l"),
+                                 "in.txt": "a\nb\n"])
+        defer { dir.remove() }
+        let script = """
+            { "$0" map -j 2 f.lua < in.txt & echo $! > pid; wait; } | cat &
+            for i in $(seq 200); do [ -e started-a ] && [ -e started-b ] && break; sleep 0.05; done
+            kill -TERM "$(cat pid)"
+            wait
+            echo ended
+            """
+        let r = runCommand(["/bin/bash", "-c", script, jobrunBinary], timeout: 30, cwd: dir.path)
+        #expect(!r.timedOut && r.stdout == "ended\n", "the pipeline waited for what the lines started\n\(r)")
+    }
+
+    @Test func aSIGTERMToTheMonitorStopsTheRunAsOneToTheMainProcessDoes() {
+        // The monitor shows as `jobrun: monitor of pid N` in ps; a SIGTERM
+        // sent to it (before, ignored: the run carried on and exited 0) is
+        // passed on to the main process: exit 143, --stats still written.
+        let dir = ScratchFolder(["f.lua": fn("io.open('started-' .. l, 'w'):close() os.execute('sleep 60') return l"),
+                                 "in.txt": "a\nb\n"])
+        defer { dir.remove() }
+        let script = """
+            { "$0" map --stats -j 2 f.lua < in.txt 2> err.txt & echo $! > pid; wait $!; echo "status $?" > status; } | cat &
+            for i in $(seq 200); do [ -e started-a ] && [ -e started-b ] && break; sleep 0.05; done
+            kill -TERM "$(pgrep -f "^jobrun: monitor of pid $(cat pid)$")"
+            wait
+            cat status err.txt
+            """
+        let r = runCommand(["/bin/bash", "-c", script, jobrunBinary], timeout: 30, cwd: dir.path)
+        #expect(!r.timedOut && r.stdout.hasPrefix("status 143\n") && r.stdout.contains("run statistics"), "\(r)")
+    }
+
     @Test func binaryLinesPassThroughAsBytes() throws {
         let dir = ScratchFolder(["echo.lua": fn("return l"), "len.lua": fn("return #l")])
         defer { dir.remove() }

@@ -181,6 +181,13 @@ int jr_mutex_trylock(pthread_mutex_t *m);
 
 /// prctl(PR_SET_NAME): the name `ps`, `pgrep` and /proc/<pid>/comm show.
 int jr_set_process_name(const char *name);
+
+/// Blocks SIGTERM and returns a non-blocking signalfd that reads it (-1 on
+/// failure: SIGTERM is then left as it was).
+int jr_term_signalfd(void);
+
+/// Reads every signal pending on a jr_term_signalfd; the count read.
+int jr_term_signalfd_drain(int fd);
 /// "file:line" of the innermost Lua function at or above stack `level`
 /// that is the script's, not jobrun's prelude (`@jobrun/prelude/...`),
 /// into `out`; "" when there is none. Raises nothing.

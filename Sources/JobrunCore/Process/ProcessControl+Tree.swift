@@ -38,6 +38,37 @@ extension ProcessControl {
         for pid in found { _ = kill(pid, SIGKILL) }
     }
 
+    /// The processes descended from `root` now (not `root`), parents before
+    /// their children, without stopping them: the monitor, stopping the run's
+    /// workers, signals what they started too (`os.execute`, `io.popen`), as
+    /// a terminal's Ctrl-C does through the process group. A worker that
+    /// dies leaves its children to the main process (a subreaper), and not
+    /// to its own end: they are found before it is signalled.
+    static func descendants(of root: pid_t) -> [pid_t] {
+        guard root > 0 else { return [] }
+        var found: [pid_t] = []
+        var known: Set<pid_t> = [root]
+        var queue: [pid_t] = [root]
+        var i = 0
+        while i < queue.count && found.count < 4096 {
+            for child in children(of: queue[i]) where !known.contains(child) {
+                known.insert(child)
+                found.append(child)
+                queue.append(child)
+            }
+            i += 1
+        }
+        return found
+    }
+
+    /// The parent of `pid` (/proc/<pid>/stat), or nil when it is gone.
+    static func parent(of pid: pid_t) -> pid_t? {
+        guard case .success(let bytes) = readProcStat(pid, limit: 512),
+              let close = bytes.lastIndex(of: UInt8(ascii: ")")), close + 4 < bytes.count else { return nil }
+        let rest = bytes[(close + 4)...].prefix { $0 != UInt8(ascii: " ") }   // ") S PPID ..."
+        return pid_t(String(decoding: rest, as: UTF8.self))
+    }
+
     /// Waits (at most ~50 ms in all) until each process is stopped, a zombie
     /// or gone: one in an uninterruptible sleep (a vfork, a disk read) may
     /// take a while; SIGKILL ends it anyway.

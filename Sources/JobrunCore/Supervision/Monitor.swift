@@ -81,15 +81,31 @@ enum Monitor {
         signal(SIGINT, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
         signal(SIGHUP, SIG_IGN)
+        // A SIGTERM sent to the monitor alone (it looked like the run in
+        // `ps`) is passed on to the main process, unless that one got its
+        // own (the process group's) meanwhile: the run stops as it would
+        // have, instead of carrying on as if nothing was asked. Only for a
+        // main process that is a jobrun run (it answers interrupts), not a
+        // Swift host's application.
+        var termFD: Int32 = -1
+        if answerFD >= 0 { termFD = jr_term_signalfd() }
         jr_winch_install()
         _ = jr_set_process_name("jobrun-monitor")
+        _ = jr_set_process_title("jobrun: monitor of pid \(main)")
         let limit = jr_raise_nofile_limit()
         var m = State(main: main, doneFD: doneFD)
         m.answerFD = answerFD
+        m.termFD = termFD
         // Descriptors kept free for /proc reads and the like: past this many
         // pidfds, processes are watched by polling.
         if limit > 0 { m.maxPidfds = max(0, limit - 24) }
         m.run()
+    }
+
+    /// The process of a pidfd has not ended (so its pid is still its own).
+    static func running(_ fd: Int32) -> Bool {
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        return poll(&p, 1, 0) == 0
     }
 
     // MARK: the main process watches the monitor
@@ -202,6 +218,14 @@ enum Monitor {
         let doneFD: Int32
         /// The write end of the monitor's answer to an interrupt (-1: none).
         var answerFD: Int32 = -1
+        /// A signalfd for the SIGTERMs sent to the monitor (-1: ignored).
+        var termFD: Int32 = -1
+        /// When a SIGTERM came that is not passed on yet (0: none).
+        var termAt: Int64 = 0
+        /// How long the main process may take to report its own SIGTERM (a
+        /// signal to the process group reaches both) before the monitor's
+        /// is passed on: two would kill it at once, without --stats.
+        static let termGraceNanos: Int64 = 1_000_000_000
         /// Record slot -> pidfd of its process.
         var pidfds: [Int: Int32] = [:]
         /// Record slots whose processes are watched by polling, with their pids.
@@ -253,10 +277,20 @@ enum Monitor {
                            pollfd(fd: doneFD, events: Int16(POLLIN), revents: 0)]
                 let order = Array(pidfds.keys)
                 for i in order { fds.append(pollfd(fd: pidfds[i]!, events: Int16(POLLIN), revents: 0)) }
+                if termFD >= 0 { fds.append(pollfd(fd: termFD, events: Int16(POLLIN), revents: 0)) }
                 _ = poll(&fds, nfds_t(fds.count), tickMillis)
+                if termFD >= 0 && fds[fds.count - 1].revents != 0 {
+                    _ = jr_term_signalfd_drain(termFD)
+                    if termAt == 0 { termAt = monotonicNanos() }
+                }
                 if fds[1].revents != 0, let byte = readByte(doneFD), byte & UInt8(JR_INTERRUPT_BYTE) != 0 {
+                    termAt = 0                   // the main process has its own
                     interrupted(signal: Int32(byte & 0x3f))
                     continue
+                }
+                if termAt != 0 && monotonicNanos() &- termAt >= State.termGraceNanos {
+                    termAt = 0
+                    _ = kill(main, SIGTERM)
                 }
                 if (mainFD >= 0 && fds[0].revents != 0) || fds[1].revents != 0 || getppid() != main { finish() }
                 for (k, i) in order.enumerated() where fds[k + 2].revents != 0 {
@@ -366,7 +400,16 @@ enum Monitor {
                     continue
                 }
             }
+            // What the workers started (os.execute, io.popen) gets the signal
+            // too, as from a terminal's Ctrl-C (the process group); a SIGTERM
+            // sent to the main process alone (`kill`, a service manager)
+            // otherwise left it running, holding the run's stdout open.
+            var started: [pid_t] = []
+            for w in watched { started += ProcessControl.descendants(of: all[w.slot].pid) }
+            let workerPids = Set(watched.map { all[$0.slot].pid })
+            started = started.filter { !workerPids.contains($0) }
             for w in watched { _ = jr_pidfd_send_signal(w.fd, sig) }
+            for pid in started { _ = kill(pid, sig) }
             func waitForAll(_ ms: Int64) -> [(slot: Int, fd: Int32)] {
                 var left = watched
                 let deadline = monotonicNanos() + ms * 1_000_000
@@ -382,6 +425,14 @@ enum Monitor {
             let stubborn = waitForAll(1000)
             for w in stubborn { _ = jr_pidfd_send_signal(w.fd, SIGKILL) }
             if !stubborn.isEmpty { _ = waitForAll(1000) }
+            // Those still alive now: SIGKILL, with what they started since.
+            // (One whose worker died is the main process's now, a subreaper
+            // frozen in its handler; one whose parent is another process
+            // is no longer the run's: its pid was reused.)
+            let family = Set(started).union(workerPids).union([main])
+            for pid in started {
+                if let p = ProcessControl.parent(of: pid), family.contains(p) { ProcessControl.killTree(pid) }
+            }
             for w in watched {
                 let r = all + w.slot
                 if r.atomic(\.has_exit_code).load(ordering: .acquiring) == 0, let code = exitCodeFromProc(r.pointee.pid) {
@@ -406,12 +457,16 @@ enum Monitor {
             for i in 0..<n where all[i].pid != main && all[i].pid > 0 {
                 let state = (all + i).atomic(\.state).load(ordering: .acquiring)
                 guard state == UInt32(JR_PROC_RUNNING) || state == UInt32(JR_PROC_STARTING) else { continue }
+                // With what it started (os.execute, io.popen): left running,
+                // that would hold the run's stdout open after its end.
                 if let fd = pidfds[i] {
+                    if Monitor.running(fd) { ProcessControl.killTree(all[i].pid) }
                     _ = jr_pidfd_send_signal(fd, SIGKILL)
                     continue
                 }
                 switch Monitor.watch(all + i) {
                 case .pidfd(let fd):
+                    if Monitor.running(fd) { ProcessControl.killTree(all[i].pid) }
                     _ = jr_pidfd_send_signal(fd, SIGKILL)
                     close(fd)
                 case .poll:
