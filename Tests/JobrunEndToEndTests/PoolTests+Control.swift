@@ -406,6 +406,34 @@ struct PoolControlTests {
         #expect(other.stdout == "\tValueError\n", "item 4 differs: refused\n\(other)")
     }
 
+    @Test func terminateAlsoStopsWhatTheItemsStarted() {
+        let dir = ScratchFolder()
+        defer { dir.remove() }
+        let r = runScript("""
+            local dir = ...
+            local pool = jobrun.Pool{workers = 1}
+            local res = pool:apply_async(function()
+              os.execute("echo $$ > " .. dir .. "/pid.tmp; mv " .. dir .. "/pid.tmp " .. dir .. "/pid; exec sleep 60")
+            end)
+            while not io.open(dir .. "/pid") do jobrun.sleep(0.02) end
+            pool:terminate()
+            print(pcall(res.get, res, 5))
+            """, args: [dir.path], timeout: 30)
+        let text = (try? String(contentsOfFile: dir.file("pid"), encoding: .utf8)) ?? ""
+        guard let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0 else {
+            Issue.record("the item's shell wrote no pid: \(text)\n\(r)")
+            return
+        }
+        func running() -> Bool {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return false }
+            return !stat[stat.index(after: close)...].hasPrefix(" Z")
+        }
+        let gone = waitUntil(timeout: 10) { !running() }
+        if !gone { kill(pid, SIGKILL) }
+        #expect(gone, "the item's `sleep 60` was stopped with its worker\n\(r)")
+    }
+
     @Test func aTimeoutAlsoKillsWhatTheItemStarted() {
         // The item's work includes the processes it started: a `sleep 60`
         // left behind would go on with it (and hold the run's stdout open).

@@ -258,6 +258,11 @@ enum CoreBindings {
         // core.kill(pid, 9, false, true): its descendants too (a Pool stopping an item's work).
         if sig == SIGKILL && lua_toboolean(L, 4) != 0 {
             ProcessControl.killTree(pid)
+        } else if lua_toboolean(L, 4) != 0 {
+            // Another signal (a Pool's terminate): the descendants first, found
+            // while the process lives (once it dies they are the main process's).
+            for d in ProcessControl.descendants(of: pid) { _ = Glibc.kill(d, sig) }
+            ProcessControl.signal(pid, sig)
         } else {
             ProcessControl.signal(pid, sig)
         }

@@ -445,7 +445,7 @@ local function replenish(s)
 end
 
 local function stop_workers(s)
-  for _, w in ipairs(s.workers) do w.proc:terminate() end
+  for _, w in ipairs(s.workers) do w.proc:_terminate_tree() end   -- (what their items started too)
   for _, w in ipairs(s.workers) do
     if not w.proc:_join(1) then w.proc:kill(); w.proc:_join(5) end
   end

@@ -283,6 +283,12 @@ function Process:_kill_tree()
   if s.started and not s.current and exitcode(s) == nil then core.kill(s.pid, 9, false, true) end
 end
 
+--- terminate() of the process and what it started: a Pool's terminate().
+function Process:_terminate_tree()
+  local s = state(self)
+  if s.started and not s.current and exitcode(s) == nil then core.kill(s.pid, 15, false, true) end
+end
+
 function jobrun.current_process()
   return current
 end
