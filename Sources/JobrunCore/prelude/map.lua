@@ -275,13 +275,20 @@ end
 jobrun._before_wait = flush            -- (pool.lua: before it sleeps for results)
 local input_ready, NOT_YET = jobrun._input_ready, jobrun._not_yet
 
+--- true when `cur` (opened here when need be) can be read without sleeping;
+--- else nil at the end of the input, or NOT_YET when a pipe has nothing in
+--- it yet (what is buffered for stdout goes out first: the Pool looks again).
+local function can_read()
+  if cur == nil and (read_error or not open_next()) then input_ended = true; return nil end
+  if input_ready(cur) then return true end
+  if pending then flush() end
+  return NOT_YET
+end
+
 local function next_line()
   while true do
-    if cur == nil and (read_error or not open_next()) then input_ended = true; return nil end
-    if not input_ready(cur) then               -- a pipe with nothing in it yet
-      if pending then flush() end
-      return NOT_YET
-    end
+    local ready = can_read()
+    if ready ~= true then return ready end
     local line, err = cur:read("l")
     if line then
       count = count + 1
@@ -312,11 +319,8 @@ end
 
 local function next_block()
   while true do
-    if cur == nil and (read_error or not open_next()) then input_ended = true; return nil end
-    if not input_ready(cur) then               -- a pipe with nothing in it yet
-      if pending then flush() end
-      return NOT_YET
-    end
+    local ready = can_read()
+    if ready ~= true then return ready end
     local parts, have = {carry}, #carry
     local seen_nl = carry:find("\n", 1, true) ~= nil
     carry = ""

@@ -125,6 +125,16 @@ local function check_list(list, fname, level)
   return n or #list
 end
 
+--- starmap's list: every item a table of arguments (level 4: the caller of
+--- the pool method, above this and start_map).
+local function check_star_list(list, n, fname)
+  for i = 1, n do
+    if type(list[i]) ~= "table" then
+      raise("TypeError", ("Pool.%s: list[%d] must be a table of arguments, got %s"):format(fname, i, type(list[i])), 4)
+    end
+  end
+end
+
 -- The worker side --------------------------------------------------------------
 
 --- This file as tracebacks name it ("jobrun/prelude/pool.lua").
@@ -1615,13 +1625,7 @@ local function start_map(pool, fname, fn, list, arg, mode, default_chunk, cb, ec
     if type(list) ~= "function" then           -- a controlled map over a table: read as a stream
       local n = check_list(list, "Pool." .. fname, 4)
       if getmetatable(list) ~= nil then list = move(list, 1, n, 1, newtable(n, 0)) end
-      if mode == "star" then
-        for i = 1, n do
-          if type(list[i]) ~= "table" then
-            raise("TypeError", ("Pool.%s: list[%d] must be a table of arguments, got %s"):format(fname, i, type(list[i])), 3)
-          end
-        end
-      end
+      if mode == "star" then check_star_list(list, n, fname) end
       job.results, job.list = newtable(n, 0), list
       job.src.next, job.src.reader, job.src.list, job.src.n = nil, read_list, list, n
     end
@@ -1632,13 +1636,7 @@ local function start_map(pool, fname, fn, list, arg, mode, default_chunk, cb, ec
   else
     local n = check_list(list, "Pool." .. fname, 4)
     if chunksize == nil then chunksize = default_chunk == "python" and default_chunksize(s, n) or 1 end
-    if mode == "star" then
-      for i = 1, n do
-        if type(list[i]) ~= "table" then
-          raise("TypeError", ("Pool.%s: list[%d] must be a table of arguments, got %s"):format(fname, i, type(list[i])), 3)
-        end
-      end
-    end
+    if mode == "star" then check_star_list(list, n, fname) end
     job = new_job(fname, n, (n + chunksize - 1) // chunksize, default_chunk == nil)
   end
   job.at = here(2)
