@@ -419,19 +419,7 @@ struct PoolControlTests {
             pool:terminate()
             print(pcall(res.get, res, 5))
             """, args: [dir.path], timeout: 30)
-        let text = (try? String(contentsOfFile: dir.file("pid"), encoding: .utf8)) ?? ""
-        guard let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0 else {
-            Issue.record("the item's shell wrote no pid: \(text)\n\(r)")
-            return
-        }
-        func running() -> Bool {
-            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-                  let close = stat.lastIndex(of: ")") else { return false }
-            return !stat[stat.index(after: close)...].hasPrefix(" Z")
-        }
-        let gone = waitUntil(timeout: 10) { !running() }
-        if !gone { kill(pid, SIGKILL) }
-        #expect(gone, "the item's `sleep 60` was stopped with its worker\n\(r)")
+        expectTheItemsProcessGone(pidFile: dir.file("pid"), r, "the item's `sleep 60` was stopped with its worker")
     }
 
     @Test func aTimeoutAlsoKillsWhatTheItemStarted() {
@@ -451,19 +439,7 @@ struct PoolControlTests {
             """, args: [dir.path])
         expectStatus(r)
         #expect(r.lines == ["Timeout", "1\tnil\t3"], "\(r)")
-        let text = (try? String(contentsOfFile: dir.file("pid"), encoding: .utf8)) ?? ""
-        guard let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0 else {
-            Issue.record("the item's shell wrote no pid: \(text)\n\(r)")
-            return
-        }
-        func running() -> Bool {
-            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-                  let close = stat.lastIndex(of: ")") else { return false }
-            return !stat[stat.index(after: close)...].hasPrefix(" Z")
-        }
-        let gone = waitUntil(timeout: 10) { !running() }
-        if !gone { kill(pid, SIGKILL) }
-        #expect(gone, "the item's `sleep 60` was killed with its worker")
+        expectTheItemsProcessGone(pidFile: dir.file("pid"), r, "the item's `sleep 60` was killed with its worker")
     }
 
     @Test func aSecondMapOnTheSameJoblogTakesItOverWhole() {
@@ -604,4 +580,23 @@ struct PoolControlTests {
             "a joblog that cannot be opened": "ValueError\tmain.lua:19\tPool.map: cannot open the joblog: /nonexistent/dir/log.tsv: No such file or directory",
         ])
     }
+}
+
+/// The process whose pid an item's shell wrote to `pidFile` (`echo $$ >
+/// ...; exec sleep 60`) ends within 10 s (a zombie counts as ended); killed
+/// here if not, so a failing test leaves nothing behind.
+func expectTheItemsProcessGone(pidFile: String, _ r: RunResult, _ comment: String) {
+    let text = (try? String(contentsOfFile: pidFile, encoding: .utf8)) ?? ""
+    guard let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0 else {
+        Issue.record("the item's shell wrote no pid: \(text)\n\(r)")
+        return
+    }
+    func running() -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return false }
+        return !stat[stat.index(after: close)...].hasPrefix(" Z")
+    }
+    let gone = waitUntil(timeout: 10) { !running() }
+    if !gone { kill(pid, SIGKILL) }
+    #expect(gone, "\(comment)\n\(r)")
 }
