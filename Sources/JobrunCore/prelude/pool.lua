@@ -1613,14 +1613,14 @@ local function start_map(pool, fname, fn, list, arg, mode, default_chunk, cb, ec
   check_fn(fn, "Pool." .. fname, 4)
   local chunksize, window, callback, error_callback, ctl =
     map_options(s, fname, list, arg, cb, ecb, fname == "map_async" or fname == "starmap_async")
-  local job
+  local job, at = nil, here(2)
   if type(list) == "function" or ctl then
     local ok, why = sendable(fn, "fn")
     if not ok then raise("TypeError", ("Pool.%s: cannot send the task to the workers: %s"):format(fname, why), 3) end
     job = new_job(fname, nil, 1, default_chunk == nil)
     if job.streamed then job.ends = {} end
     job.src = {next = list, fn = fn, mode = mode, fname = fname, read = 0, out = 0, window = window or 2 * s.size,
-               fixed = chunksize, last = 0, ended = false, busy = false, buf = {}, at = here(2),
+               fixed = chunksize, last = 0, ended = false, busy = false, buf = {}, at = at,
                reader = read_items, put = put_chunk, wire = mode}
     if type(list) ~= "function" then           -- a controlled map over a table: read as a stream
       local n = check_list(list, "Pool." .. fname, 4)
@@ -1629,17 +1629,14 @@ local function start_map(pool, fname, fn, list, arg, mode, default_chunk, cb, ec
       job.results, job.list = newtable(n, 0), list
       job.src.next, job.src.reader, job.src.list, job.src.n = nil, read_list, list, n
     end
-    if ctl then
-      job.at = here(2)
-      setup_control(s, job, fn, ctl, 4)
-    end
+    if ctl then setup_control(s, job, fn, ctl, 4) end
   else
     local n = check_list(list, "Pool." .. fname, 4)
     if chunksize == nil then chunksize = default_chunk == "python" and default_chunksize(s, n) or 1 end
     if mode == "star" then check_star_list(list, n, fname) end
     job = new_job(fname, n, (n + chunksize - 1) // chunksize, default_chunk == nil)
   end
-  job.at = here(2)
+  job.at = at
   if callback or error_callback then job.callbacks = {{callback, error_callback}} end
   if job.src then
     s.feeding[job] = true
