@@ -353,11 +353,16 @@ end
 -- A job over an iterator has a source `src` (see "Streams" below); a job
 -- with callbacks has `callbacks`, run once it is done (see run_due).
 
+--- The script is told how the workers an error names ended (spec.seen):
+--- no longer unseen failures to report at exit.
+local function mark_seen(spec)
+  if spec.seen then for _, pid in ipairs(spec.seen) do core.seen(pid) end end
+end
+
 --- Raises the error stored for an item, with `at` as the place when the
 --- error is the pool's own (WorkerDied, termination).
 local function throw(spec, at)
-  -- The script is told how those workers ended: no longer unseen failures.
-  if spec.seen then for _, pid in ipairs(spec.seen) do core.seen(pid) end end
+  mark_seen(spec)
   if spec.value ~= nil then error(spec.value, 0) end
   local text = spec.message
   -- A task that failed on a global its worker lacks, which this process
@@ -1159,9 +1164,7 @@ settle_ctl = function(s, job, task, vals, errs, times, pid)
   local src = job.src
   if not job.streamed and not task.extra then src.out = src.out - 1 end
   if job.fatal and errs then                     -- dropped, and no failure left unseen at exit
-    for _, e in pairs(errs) do
-      if e.seen then for _, pid in ipairs(e.seen) do core.seen(pid) end end
-    end
+    for _, e in pairs(errs) do mark_seen(e) end
   end
   if not job.fatal then
     local first, count, c = task.first, task.count, job.ctl
@@ -1188,7 +1191,7 @@ settle_ctl = function(s, job, task, vals, errs, times, pid)
         again = requeue(s, job, i, task.attempt + 1, 1, s.size > 1 and pid or nil)
       end
       if again or (errs and errs[k] and errs[k].cancelled) then
-        if e and e.seen then for _, pid in ipairs(e.seen) do core.seen(pid) end end   -- dealt with
+        if e then mark_seen(e) end               -- dealt with
         job.results[i] = nil
       elseif not job.fatal then
         finish_item(s, job, i, e, pid, t0, dt, task.attempt)
