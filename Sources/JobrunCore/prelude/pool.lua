@@ -532,6 +532,18 @@ local function learn_pace(src, count, seconds)
   src.pace = src.pace and (src.pace * 0.7 + p * 0.3) or p
 end
 
+--- Item i is settled: imap (have) and imap_unordered (order) may take
+--- it; `gone` when there is no result to give (on_error took its failure,
+--- or resume skipped it), which a controlled imap steps over.
+local function mark_settled(job, i, gone)
+  if gone then job.gone[i] = true end
+  if job.have then job.have[i] = true
+  elseif job.order then
+    job.tail = job.tail + 1
+    job.order[job.tail] = i
+  end
+end
+
 --- No more input: the iterator ended (spec nil) or failed at item read + 1
 --- (spec: the error, raised where that item's result would be).
 local function end_input(s, job, spec)
@@ -545,11 +557,7 @@ local function end_input(s, job, spec)
     n = n + 1
     job.errors[n] = spec
     if not job.failed or n < job.failed then job.failed = n end
-    if job.have then job.have[n] = true end
-    if job.order then
-      job.tail = job.tail + 1
-      job.order[job.tail] = n
-    end
+    mark_settled(job, n)
   end
   job.n = n
   job.remaining = job.remaining - 1
@@ -1047,17 +1055,6 @@ local function open_joblog(job, fn, c, level)
   job.log_path = path                            -- (job.log goes when the log is closed or taken over)
   log_writers[key] = job
   job.resumed = logged
-end
-
---- Item i is settled without a result to give (on_error took its failure,
---- or resume skipped it): imap steps over it.
-local function mark_settled(job, i, gone)
-  if gone then job.gone[i] = true end
-  if job.have then job.have[i] = true
-  elseif job.order then
-    job.tail = job.tail + 1
-    job.order[job.tail] = i
-  end
 end
 
 --- Queues items i..i+count-1 (count: 1 unless given) of a controlled job
