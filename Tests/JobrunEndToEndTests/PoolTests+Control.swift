@@ -235,6 +235,24 @@ struct PoolControlTests {
         ])
     }
 
+    @Test func onDoneAfterAHaltedMapAsyncGetsTheError() {
+        // A callback added once a halted map_async is over is told of the
+        // halt (error_callback), as one added before it would be.
+        let r = runScript("""
+            local pool = jobrun.Pool{workers = 2}
+            local r = pool:map_async(function(x) if x == 2 then error("no 2", 0) end return x end, {1, 2, 3, 4},
+                                     {halt = "soon,fail=1", on_error = function() end})
+            print("get", pcall(r.get, r, 10) == false)
+            r:on_done(function(v) print("callback", #v) end, function(e) print("error_callback", e.kind) end)
+            pool:close(); pool:join()
+            """)
+        expectStatus(r)
+        expectLines(r, [
+            "get raises the halt": "get\ttrue",
+            "on_done afterwards runs error_callback with Halted": "error_callback\tHalted",
+        ])
+    }
+
     @Test func onErrorGoesOnPastFailures() {
         let r = runScript("""
             local pool = jobrun.Pool{workers = 2}

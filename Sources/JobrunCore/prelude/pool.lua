@@ -1947,8 +1947,7 @@ function AsyncResult.on_done(r, callback, error_callback)
   local c = {callback, error_callback}
   if job.notified or (map_done(job) and not job.callbacks) then
     job.notified = true
-    run_callbacks({callbacks = {c}, failed = job.failed, errors = job.errors, at = job.at,
-                   apply = job.apply, results = job.results})
+    run_callbacks(setmetatable({callbacks = {c}}, {__index = job}))   -- the job as it ended (fatal included), with only this callback
   else
     job.callbacks = job.callbacks or {}
     job.callbacks[#job.callbacks + 1] = c
