@@ -164,10 +164,6 @@ end
 --- The text to print for one item: what the call printed, then its result,
 --- each line tagged with `label` when --tag is on; nil when there is none.
 local function render(item, label, r)
-  if ncap == 0 and type(r) == "string" and not tag then
-    if r:byte(-1) == 10 then return r end
-    return r .. "\n"
-  end
   local parts = {}
   if ncap > 0 then
     local text = concat(cap, "", 1, ncap)
@@ -195,32 +191,22 @@ end
 --- per line this is most of what a worker does beyond the function itself.
 local BYTE_NEWLINE, sbyte = 10, string.byte
 local function run_item(item)
-  if not tag then
-    capturing = true
-    local ok, r = pcall(user_fn, item)
-    capturing = false
-    if ok and ncap == 0 and type(r) == "string" then
-      if sbyte(r, -1) ~= BYTE_NEWLINE then return r end
-      return r:sub(1, -2)
-    end
-    if ok then ok, r = pcall(render, item, nil, r) end
-    if ok then return r and r:sub(1, -2) end
-    cap, ncap = {}, 0
-    if control then error(r, 0) end
-    return {describe(r), not pipe and "(" .. short(item) .. ")" or nil}
-  end
   local label
-  if pipe then label, item = item:match("^(%d+)\n(.*)$") else label = item end
-  capturing, ncap = true, 0
+  if tag then
+    if pipe then label, item = item:match("^(%d+)\n(.*)$") else label = item end
+  end
+  capturing = true
   local ok, r = pcall(user_fn, item)
   capturing = false
-  if ok then ok, r = pcall(render, item, label, r) end
-  if not ok then
-    cap, ncap = {}, 0
-    if control then error(r, 0) end
-    return {describe(r), not pipe and "(" .. short(item) .. ")" or nil}
+  if ok and ncap == 0 and not tag and type(r) == "string" then
+    if sbyte(r, -1) ~= BYTE_NEWLINE then return r end
+    return r:sub(1, -2)
   end
-  return r and r:sub(1, -2)
+  if ok then ok, r = pcall(render, item, label, r) end
+  if ok then return r and r:sub(1, -2) end
+  cap, ncap = {}, 0
+  if control then error(r, 0) end
+  return {describe(r), not pipe and "(" .. short(item) .. ")" or nil}
 end
 
 jobrun._map_call = run_item
