@@ -148,6 +148,13 @@ struct Run: ParsableCommand {
         return mib << 20
     }
 
+    /// validate()'s check of --shm-limit (run's and map's).
+    static func checkShmLimit(_ text: String?) throws {
+        if let text, shmLimitBytes(text) == nil {
+            throw ValidationError("--shm-limit must be a whole number of MiB from 1 to \(maxShmLimitMiB), got '\(text)'")
+        }
+    }
+
     @Option(name: .customShort("e"), parsing: .unconditionalSingleValue, help: ArgumentHelp(
         "Run this Lua chunk before the script (repeatable, like lua -e); with no script, run just the chunks.",
         valueName: "code"))
@@ -187,9 +194,7 @@ struct Run: ParsableCommand {
     var arguments: [String] = []
 
     func validate() throws {
-        if let text = shmLimit, Run.shmLimitBytes(text) == nil {
-            throw ValidationError("--shm-limit must be a whole number of MiB from 1 to \(Run.maxShmLimitMiB), got '\(text)'")
-        }
+        try Run.checkShmLimit(shmLimit)
         if script == nil && (worker || chunks.isEmpty) {
             throw ValidationError("Missing expected argument '<script>' (or -e <code>)")
         }

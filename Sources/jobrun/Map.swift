@@ -133,9 +133,7 @@ struct Map: ParsableCommand {
                 throw ValidationError("--block must be a size in bytes, optionally with a unit (64k, 1M, 10MB, 1MiB; k = 1000, K = 1024), at least 1 and at most 1G, got '\(text)'")
             }
         }
-        if let text = shmLimit, Run.shmLimitBytes(text) == nil {
-            throw ValidationError("--shm-limit must be a whole number of MiB from 1 to \(Run.maxShmLimitMiB), got '\(text)'")
-        }
+        try Run.checkShmLimit(shmLimit)
         if function == "-" {
             throw ValidationError("FN.lua must be a file (- is the input: stdin)")
         }
