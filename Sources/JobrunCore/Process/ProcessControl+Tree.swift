@@ -63,10 +63,17 @@ extension ProcessControl {
 
     /// The parent of `pid` (/proc/<pid>/stat), or nil when it is gone.
     static func parent(of pid: pid_t) -> pid_t? {
+        guard let fields = statFields(pid), fields.count > 2 else { return nil }
+        let ppid = fields.dropFirst(2).prefix { $0 != UInt8(ascii: " ") }   // "S PPID ..."
+        return pid_t(String(decoding: ppid, as: UTF8.self))
+    }
+
+    /// /proc/<pid>/stat after "pid (comm) ": "S PPID ..." (the state first);
+    /// nil when it is gone or cannot be read.
+    private static func statFields(_ pid: pid_t) -> ArraySlice<UInt8>? {
         guard case .success(let bytes) = readProcStat(pid, limit: 512),
-              let close = bytes.lastIndex(of: UInt8(ascii: ")")), close + 4 < bytes.count else { return nil }
-        let rest = bytes[(close + 4)...].prefix { $0 != UInt8(ascii: " ") }   // ") S PPID ..."
-        return pid_t(String(decoding: rest, as: UTF8.self))
+              let close = bytes.lastIndex(of: UInt8(ascii: ")")), close + 2 < bytes.count else { return nil }
+        return bytes[(close + 2)...]
     }
 
     /// Waits (at most ~50 ms in all) until each process is stopped, a zombie
@@ -75,9 +82,7 @@ extension ProcessControl {
     private static func waitStopped(_ pids: [pid_t]) {
         for _ in 0..<50 {
             let running = pids.contains { pid in
-                guard case .success(let bytes) = readProcStat(pid, limit: 512),
-                      let close = bytes.lastIndex(of: UInt8(ascii: ")")), close + 2 < bytes.count else { return false }
-                let state = bytes[close + 2]
+                guard let state = statFields(pid)?.first else { return false }
                 return state != UInt8(ascii: "T") && state != UInt8(ascii: "t") && state != UInt8(ascii: "Z")
                     && state != UInt8(ascii: "X")
             }
