@@ -255,17 +255,16 @@ enum CoreBindings {
         // core.kill(pid, sig, true): the end of the run stops it.
         if pid > 0 { ProcessRegistry.markSignalled(pid, atEnd: lua_toboolean(L, 3) != 0) }
         let sig = Int32(truncatingIfNeeded: lua_tointegerx(L, 2, nil))
-        // core.kill(pid, 9, false, true): its descendants too (a Pool stopping an item's work).
-        if sig == SIGKILL && lua_toboolean(L, 4) != 0 {
+        // core.kill(pid, sig, false, true): its descendants too (a Pool stopping an item's work).
+        let tree = lua_toboolean(L, 4) != 0
+        if tree && sig == SIGKILL {
             ProcessControl.killTree(pid)
-        } else if lua_toboolean(L, 4) != 0 {
-            // Another signal (a Pool's terminate): the descendants first, found
-            // while the process lives (once it dies they are the main process's).
-            for d in ProcessControl.descendants(of: pid) { _ = Glibc.kill(d, sig) }
-            ProcessControl.signal(pid, sig)
-        } else {
-            ProcessControl.signal(pid, sig)
+            return 0
         }
+        // Another signal (a Pool's terminate): the descendants first, found
+        // while the process lives (once it dies they are the main process's).
+        if tree { for d in ProcessControl.descendants(of: pid) { _ = Glibc.kill(d, sig) } }
+        ProcessControl.signal(pid, sig)
         return 0
     }
 
