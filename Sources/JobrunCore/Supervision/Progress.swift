@@ -227,7 +227,7 @@ public enum Progress {
                 }
                 parts.append(text)
             }
-            return fit(parts.joined(separator: " | "), width - 1)
+            return Progress.fit(parts.joined(separator: " | "), columns: width - 1)
         }
 
         /// Items per second, smoothed over the last draws (nil at the first).
@@ -249,8 +249,6 @@ public enum Progress {
             let n = Int(Arena.header.atomic(\.process_slots).load(ordering: .acquiring))
             return (0..<n).filter { (all + $0).atomic(\.state).load(ordering: .acquiring) == UInt32(JR_PROC_RUNNING) && all[$0].end_ns == 0 }.count
         }
-
-        func fit(_ s: String, _ width: Int) -> String { Progress.fit(s, columns: width) }
     }
 
     /// `s` in at most `columns` display columns: control characters shown as
