@@ -22,6 +22,8 @@ public enum Stats {
         let wallNanos: Int64
         let userMicros: UInt64?, systemMicros: UInt64?, peakKiB: UInt64?
         let got: UInt64, put: UInt64
+        /// It died of that signal: shown as "stopped at end of run".
+        var killedAtEnd: Bool { stoppedAtEnd && exit.map { $0 < 0 && $0 != Int32.min } == true }
     }
 
     struct QueueRow {
@@ -152,10 +154,10 @@ public enum Stats {
         if let temp = ProcessContext.current.output.statsTemp { unlink(temp.path) }
     }
 
-    static func exitText(_ code: Int32?, stoppedAtEnd: Bool = false) -> String {
+    static func exitText(_ code: Int32?, killedAtEnd: Bool = false) -> String {
+        if killedAtEnd { return "stopped at end of run" }
         guard let code else { return "running" }
         if code == Int32.min { return "?" }
-        if code < 0 && stoppedAtEnd { return "stopped at end of run" }
         return code >= 0 ? "\(code)" : "signal \(-code)"
     }
 
@@ -184,7 +186,7 @@ public enum Stats {
         let shown = f.processes.count > maxProcessRows ? f.processes.prefix(maxProcessRows - 1) : f.processes[...]
         for p in shown {
             let cpu: UInt64? = p.userMicros.map { $0 &+ (p.systemMicros ?? 0) }
-            rows.append([p.name, "\(p.pid)", exitText(p.exit, stoppedAtEnd: p.stoppedAtEnd), fixed(Double(p.wallNanos) / 1e9, 2), secs(cpu),
+            rows.append([p.name, "\(p.pid)", exitText(p.exit, killedAtEnd: p.killedAtEnd), fixed(Double(p.wallNanos) / 1e9, 2), secs(cpu),
                          p.peakKiB.map { fixed(Double($0) / 1024, 1) } ?? "-",
                          Progress.count(p.got), Progress.count(p.put)])
         }
@@ -261,7 +263,7 @@ public enum Stats {
         for p in f.processes {
             procs.append("{\"name\":\(str(p.name)),\"pid\":\(p.pid),\"parent_pid\":\(p.parent),"
                 + "\"exit\":\(opt(p.exit) { $0 == Int32.min ? "null" : "\($0)" }),"
-                + "\"stopped_at_end_of_run\":\(p.exit.map { $0 < 0 && $0 != Int32.min } == true && p.stoppedAtEnd),"
+                + "\"stopped_at_end_of_run\":\(p.killedAtEnd),"
                 + "\"wall_seconds\":\(num(Double(p.wallNanos) / 1e9)),"
                 + "\"user_seconds\":\(opt(p.userMicros) { num(Double($0) / 1e6) }),"
                 + "\"system_seconds\":\(opt(p.systemMicros) { num(Double($0) / 1e6) }),"
